@@ -1,0 +1,264 @@
+package agenttest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// MongoURIEnv names the environment variable that points every test at an
+// external MongoDB instead of the embedded server.
+const MongoURIEnv = "PRESENCE_TEST_MONGO_URI"
+
+// MongodBinaryEnv names the environment variable that gives the path of a
+// prebuilt embeddedmongo binary. When it is empty the binary is built with
+// "go build" once per test process.
+const MongodBinaryEnv = "PRESENCE_TEST_MONGOD"
+
+const embeddedPackage = "github.com/presencekit/presence/agenttest/embeddedmongo"
+
+// ErrExternal is returned by Server.Stop and Server.Start when the tests run
+// against an external MongoDB, which this package cannot stop.
+const ErrExternal = errors.ConstError("external MongoDB cannot be stopped or started")
+
+// Server is a MongoDB-wire server for tests: the embedded one (FerretDB on
+// SQLite, run as a process of its own so that race-enabled test binaries
+// stay fast) or, when PRESENCE_TEST_MONGO_URI is set, an external MongoDB.
+//
+// Its methods are safe for concurrent use.
+type Server struct {
+	mu       sync.Mutex
+	external bool
+	uri      string
+	dir      string
+	listen   string
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	exited   chan struct{}
+}
+
+// NewServer starts the embedded server in a fresh temporary directory, or
+// connects to nothing and returns the external URI when
+// PRESENCE_TEST_MONGO_URI is set. Call Destroy when done.
+func NewServer() (*Server, error) {
+	if uri := os.Getenv(MongoURIEnv); uri != "" {
+		return &Server{external: true, uri: uri}, nil
+	}
+	dir, err := os.MkdirTemp("", "presence-mongo-")
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot create data directory")
+	}
+	s := &Server{dir: dir, listen: "127.0.0.1:0"}
+	if err := s.Start(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, errors.Trace(err)
+	}
+	return s, nil
+}
+
+// External reports whether the server is an external MongoDB.
+func (s *Server) External() bool {
+	return s.external
+}
+
+// URI returns the mongodb:// connection string.
+func (s *Server) URI() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uri
+}
+
+// Start starts a stopped embedded server on the same data directory and the
+// same address, so that clients created before Stop reconnect to it. It does
+// nothing to a running server.
+func (s *Server) Start() error {
+	if s.external {
+		return ErrExternal
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return nil
+	}
+	binary, err := mongodBinary()
+	if err != nil {
+		return errors.Trace(err)
+	}
+	// The port of a server that just stopped can take a moment to free.
+	var lastErr error
+	for attempt := 0; attempt < 50; attempt++ {
+		if lastErr = s.startProcess(binary); lastErr == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.Annotate(lastErr, "cannot start embedded server")
+}
+
+func (s *Server) startProcess(binary string) error {
+	cmd := exec.Command(binary, "--dir", s.dir, "--listen", s.listen)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return errors.Trace(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return errors.Trace(err)
+	}
+	if err := cmd.Start(); err != nil {
+		return errors.Trace(err)
+	}
+	exited := make(chan struct{})
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- strings.TrimSpace(line)
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	select {
+	case line := <-ready:
+		uri, ok := strings.CutPrefix(line, "ready ")
+		if !ok {
+			_ = cmd.Process.Kill()
+			<-exited
+			return errors.Errorf("embedded server said %q", line)
+		}
+		parsed, err := url.Parse(uri)
+		if err != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+			return errors.Annotatef(err, "embedded server URI %q", uri)
+		}
+		s.uri, s.listen = uri, parsed.Host
+		s.cmd, s.stdin, s.exited = cmd, stdin, exited
+		return nil
+	case <-exited:
+		return errors.New("embedded server exited at start")
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		return errors.New("embedded server did not start within 30s")
+	}
+}
+
+// Stop stops the embedded server, keeping its data, so that a test can
+// simulate a database outage. Clients see connection errors until Start.
+func (s *Server) Stop() error {
+	if s.external {
+		return ErrExternal
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return nil
+	}
+	_ = s.stdin.Close()
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+	return nil
+}
+
+// Destroy stops the server and removes its data. It does nothing to an
+// external server.
+func (s *Server) Destroy() error {
+	if s.external {
+		return nil
+	}
+	if err := s.Stop(); err != nil {
+		return errors.Trace(err)
+	}
+	return errors.Trace(os.RemoveAll(s.dir))
+}
+
+// NewClient connects a new client to the server. Each client has its own
+// connection pool, as separate controllers would.
+func (s *Server) NewClient() (*mongo.Client, error) {
+	opts := options.Client().ApplyURI(s.URI()).
+		SetServerSelectionTimeout(5 * time.Second).
+		SetConnectTimeout(5 * time.Second)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot connect to test server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx, nil); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, errors.Annotate(err, "cannot reach test server")
+	}
+	return client, nil
+}
+
+var (
+	buildOnce   sync.Once
+	builtBinary string
+	buildErr    error
+)
+
+// mongodBinary returns the path of the embeddedmongo binary, building it
+// once per process unless PRESENCE_TEST_MONGOD names one. The build goes to
+// one path in the user's cache directory, replaced atomically, so repeated
+// runs neither leak binaries nor disturb a binary another process runs.
+func mongodBinary() (string, error) {
+	if path := os.Getenv(MongodBinaryEnv); path != "" {
+		return path, nil
+	}
+	buildOnce.Do(func() {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		dir := filepath.Join(cache, "presencekit")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			buildErr = errors.Annotate(err, "cannot create build directory")
+			return
+		}
+		tmp := filepath.Join(dir, fmt.Sprintf("embeddedmongo.%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", tmp, embeddedPackage)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = errors.Annotatef(err, "cannot build %s: %s", embeddedPackage, out)
+			return
+		}
+		builtBinary = filepath.Join(dir, "embeddedmongo")
+		if err := os.Rename(tmp, builtBinary); err != nil {
+			buildErr = errors.Annotate(err, "cannot install embeddedmongo")
+		}
+	})
+	return builtBinary, buildErr
+}
+
+// uniqueName returns a database name that no other test in any process
+// uses.
+func uniqueName(prefix string) string {
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	nameSeq++
+	return fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), nameSeq)
+}
+
+var (
+	nameMu  sync.Mutex
+	nameSeq int
+)

@@ -1,0 +1,78 @@
+package agenttest
+
+import (
+	"context"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	gc "gopkg.in/check.v1"
+)
+
+// MongoSuite is a check.v1 fixture: one server per suite, and for every test
+// a fresh database on a fresh client. Embed it and call its SetUp and
+// TearDown methods from the embedding suite's own.
+type MongoSuite struct {
+	// Server is the suite's server; tests may Stop and Start it.
+	Server *Server
+
+	// Client is this test's client.
+	Client *mongo.Client
+
+	// DB is this test's database, dropped at teardown.
+	DB *mongo.Database
+
+	clients []*mongo.Client
+}
+
+// SetUpSuite starts the server.
+func (s *MongoSuite) SetUpSuite(c *gc.C) {
+	server, err := NewServer()
+	c.Assert(err, gc.IsNil)
+	s.Server = server
+}
+
+// TearDownSuite destroys the server and its data.
+func (s *MongoSuite) TearDownSuite(c *gc.C) {
+	if s.Server != nil {
+		c.Check(s.Server.Destroy(), gc.IsNil)
+		s.Server = nil
+	}
+}
+
+// SetUpTest makes the test's client and database.
+func (s *MongoSuite) SetUpTest(c *gc.C) {
+	s.Client = s.NewClient(c)
+	s.DB = s.Client.Database(uniqueName("presencetest"))
+}
+
+// TearDownTest drops the test's database and disconnects every client the
+// test made. It restarts the server if the test left it stopped.
+func (s *MongoSuite) TearDownTest(c *gc.C) {
+	if !s.Server.External() {
+		c.Check(s.Server.Start(), gc.IsNil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.DB != nil {
+		c.Check(s.DB.Drop(ctx), gc.IsNil)
+	}
+	for _, client := range s.clients {
+		_ = client.Disconnect(ctx)
+	}
+	s.clients, s.Client, s.DB = nil, nil, nil
+}
+
+// NewClient returns another client of the server, with its own connection
+// pool, disconnected at teardown.
+func (s *MongoSuite) NewClient(c *gc.C) *mongo.Client {
+	client, err := s.Server.NewClient()
+	c.Assert(err, gc.IsNil)
+	s.clients = append(s.clients, client)
+	return client
+}
+
+// NewDB returns this test's database seen through another client, as a
+// second controller sharing the database would see it.
+func (s *MongoSuite) NewDB(c *gc.C) *mongo.Database {
+	return s.NewClient(c).Database(s.DB.Name())
+}
