@@ -1,0 +1,212 @@
+// Package presence is presencekit's root: the Agent interface that a
+// user's agent types implement, a ready implementation over a ping batcher
+// and a watcher, and model-wide housekeeping.
+//
+// The workers live in worker/...: pingbatcher (writes pings in batches),
+// pinger (keeps one key alive), watcher (tells who is alive), pruner
+// (bounds storage). Their storage model is described in internal/schema:
+// writes per flush grow with the number of models, never with the number of
+// agents; every write is idempotent; and the only thing writers race for is
+// decided by a unique-_id insert, which makes the design correct on MongoDB
+// and on MongoDB-compatible servers alike.
+package presence
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// Agent is what an agent type exposes about its own presence.
+type Agent interface {
+	// AgentPresence reports whether the agent is alive.
+	AgentPresence() (bool, error)
+
+	// SetAgentPresence starts keeping the agent alive and returns the
+	// pinger doing it; stop it (Stop, or Disconnect to report the death
+	// at once) when the agent goes away.
+	SetAgentPresence() (*pinger.Pinger, error)
+
+	// WaitAgentPresence blocks until the agent is alive, or fails with a
+	// Timeout error after timeout.
+	WaitAgentPresence(timeout time.Duration) error
+}
+
+// Batcher is what an Agent needs of a ping batcher:
+// *pingbatcher.PingBatcher fits.
+type Batcher interface {
+	pinger.PingRecorder
+
+	// Sync writes everything recorded so far and returns the error.
+	Sync() error
+}
+
+// AgentConfig holds what NewAgent needs.
+type AgentConfig struct {
+	// Key is the agent's global key, e.g. its tag string. It must not be
+	// empty.
+	Key string
+
+	// Model is the agent's model. It must be a valid model tag.
+	Model names.ModelTag
+
+	// Base is the base presence collection. It must not be nil.
+	Base *mongo.Collection
+
+	// Batcher records the agent's pings. It must not be nil.
+	Batcher Batcher
+
+	// Watcher answers whether the agent is alive; it must watch Model.
+	// It must not be nil.
+	Watcher *watcher.Watcher
+
+	// Clock gives the time. It must not be nil.
+	Clock clock.Clock
+
+	// Period is the slot length, the same as the watcher's. Zero means
+	// the default; it must not be negative.
+	Period time.Duration
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config AgentConfig) Validate() error {
+	if err := schema.ValidateKey(config.Key); err != nil {
+		return errors.Trace(err)
+	}
+	if err := schema.ValidateModel(config.Model); err != nil {
+		return errors.Trace(err)
+	}
+	if config.Base == nil {
+		return errors.NotValidf("nil Base")
+	}
+	if config.Batcher == nil {
+		return errors.NotValidf("nil Batcher")
+	}
+	if config.Watcher == nil {
+		return errors.NotValidf("nil Watcher")
+	}
+	if config.Clock == nil {
+		return errors.NotValidf("nil Clock")
+	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
+	}
+	return nil
+}
+
+// PresenceAgent is an Agent whose presence is kept by pings. Its methods
+// are safe for concurrent use.
+type PresenceAgent struct {
+	config AgentConfig
+}
+
+var _ Agent = (*PresenceAgent)(nil)
+
+// NewAgent returns an Agent over a ping batcher and a watcher.
+func NewAgent(config AgentConfig) (*PresenceAgent, error) {
+	if err := config.Validate(); err != nil {
+		return nil, errors.Trace(err)
+	}
+	return &PresenceAgent{config: config}, nil
+}
+
+// AgentPresence is part of the Agent interface. It answers from the
+// watcher's current view.
+func (a *PresenceAgent) AgentPresence() (bool, error) {
+	alive, err := a.config.Watcher.Alive(a.config.Key)
+	return alive, errors.Annotatef(err, "cannot read presence of %q", a.config.Key)
+}
+
+// SetAgentPresence is part of the Agent interface. It starts a pinger,
+// writes its first ping and has the watcher load it, so that
+// AgentPresence reports true when it returns. If the write fails, the
+// pinger is stopped and the error returned.
+func (a *PresenceAgent) SetAgentPresence() (*pinger.Pinger, error) {
+	p, err := pinger.New(pinger.Config{
+		Base:     a.config.Base,
+		Model:    a.config.Model,
+		Key:      a.config.Key,
+		Recorder: func() pinger.PingRecorder { return a.config.Batcher },
+		Clock:    a.config.Clock,
+		Period:   a.config.Period,
+	})
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	if err := p.Start(); err != nil {
+		return nil, errors.Trace(err)
+	}
+	if err := a.config.Batcher.Sync(); err != nil {
+		_ = p.Stop()
+		return nil, errors.Annotatef(err, "cannot write presence of %q", a.config.Key)
+	}
+	if err := a.config.Watcher.Refresh(); err != nil {
+		_ = p.Stop()
+		return nil, errors.Annotatef(err, "cannot read presence of %q", a.config.Key)
+	}
+	return p, nil
+}
+
+// WaitAgentPresence is part of the Agent interface. It fails at once if
+// the watcher stops, and with a Timeout error once timeout passes on the
+// configured clock.
+func (a *PresenceAgent) WaitAgentPresence(timeout time.Duration) error {
+	if timeout <= 0 {
+		return errors.NotValidf("non-positive timeout %v", timeout)
+	}
+	sub := a.config.Watcher.Subscribe(a.config.Key)
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	timer := a.config.Clock.NewTimer(timeout)
+	defer timer.Stop()
+	go func() {
+		select {
+		case <-timer.Chan():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		changes, err := sub.Next(ctx)
+		if errors.Is(err, context.Canceled) {
+			return errors.Timeoutf("waiting for presence of %q after %v", a.config.Key, timeout)
+		}
+		if err != nil {
+			return errors.Annotatef(err, "cannot wait for presence of %q", a.config.Key)
+		}
+		for _, c := range changes {
+			if c.Alive {
+				return nil
+			}
+		}
+	}
+}
+
+// RemovePresenceForModel removes every presence document of model: pings
+// and beings. Run it when the model is destroyed, after its pingers
+// stopped. It touches no other model's documents.
+func RemovePresenceForModel(ctx context.Context, base *mongo.Collection, model names.ModelTag) error {
+	if base == nil {
+		return errors.NotValidf("nil base collection")
+	}
+	if err := schema.ValidateModel(model); err != nil {
+		return errors.Trace(err)
+	}
+	filter := bson.D{{Key: schema.FieldModel, Value: model.Id()}}
+	for _, coll := range []*mongo.Collection{schema.Pings(base), schema.Beings(base)} {
+		if _, err := coll.DeleteMany(ctx, filter); err != nil {
+			return errors.Annotatef(err, "cannot remove presence of model %s from %s", model.Id(), coll.Name())
+		}
+	}
+	return nil
+}

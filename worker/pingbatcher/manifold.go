@@ -1,0 +1,105 @@
+package pingbatcher
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/errors"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/dependency"
+
+	"github.com/presencekit/presence/internal/inputs"
+	"github.com/presencekit/presence/worker/pinger"
+)
+
+// ManifoldConfig holds the names of the inputs a ping batcher manifold
+// reads, and the batcher's settings.
+type ManifoldConfig struct {
+	// ClockName is the input whose output is a clock.Clock. It must not
+	// be empty.
+	ClockName string
+
+	// DatabaseName is the input whose output is a *mongo.Database. It
+	// must not be empty.
+	DatabaseName string
+
+	// Collection is the base collection's name. Empty means "presence".
+	Collection string
+
+	// FlushInterval is passed to Config; zero means the default.
+	FlushInterval time.Duration
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// NewWorker makes the worker; New fits. It must not be nil.
+	NewWorker func(Config) (worker.Worker, error)
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config ManifoldConfig) Validate() error {
+	if err := config.names().Validate(); err != nil {
+		return errors.Trace(err)
+	}
+	if config.FlushInterval < 0 {
+		return errors.NotValidf("negative FlushInterval")
+	}
+	if config.NewWorker == nil {
+		return errors.NotValidf("nil NewWorker")
+	}
+	return nil
+}
+
+func (config ManifoldConfig) names() inputs.Names {
+	return inputs.Names{ClockName: config.ClockName, DatabaseName: config.DatabaseName, Collection: config.Collection}
+}
+
+// NewWorker is New as a seam for ManifoldConfig.NewWorker.
+func NewWorker(config Config) (worker.Worker, error) {
+	b, err := New(config)
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	return b, nil
+}
+
+// Manifold returns a dependency.Manifold that runs a PingBatcher. Its
+// Output fills a **PingBatcher or a *pinger.PingRecorder.
+func Manifold(config ManifoldConfig) dependency.Manifold {
+	return dependency.Manifold{
+		Inputs: config.names().Inputs(),
+		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+			if err := config.Validate(); err != nil {
+				return nil, errors.Trace(err)
+			}
+			clk, base, err := config.names().Get(getter)
+			if err != nil {
+				return nil, errors.Trace(err)
+			}
+			w, err := config.NewWorker(Config{
+				Base:          base,
+				FlushInterval: config.FlushInterval,
+				Clock:         clk,
+				Logger:        config.Logger,
+			})
+			return w, errors.Trace(err)
+		},
+		Output: output,
+	}
+}
+
+func output(in worker.Worker, out any) error {
+	b, ok := in.(*PingBatcher)
+	if !ok {
+		return errors.Errorf("expected *pingbatcher.PingBatcher, got %T", in)
+	}
+	switch out := out.(type) {
+	case **PingBatcher:
+		*out = b
+	case *pinger.PingRecorder:
+		*out = b
+	default:
+		return errors.Errorf("expected **pingbatcher.PingBatcher or *pinger.PingRecorder, got %T", out)
+	}
+	return nil
+}

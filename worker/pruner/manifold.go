@@ -1,0 +1,101 @@
+package pruner
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/dependency"
+
+	"github.com/presencekit/presence/internal/inputs"
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// ManifoldConfig holds the names of the inputs a pruner manifold reads,
+// and the pruner's settings.
+type ManifoldConfig struct {
+	// ClockName is the input whose output is a clock.Clock. It must not
+	// be empty.
+	ClockName string
+
+	// DatabaseName is the input whose output is a *mongo.Database. It
+	// must not be empty.
+	DatabaseName string
+
+	// Collection is the base collection's name. Empty means "presence".
+	Collection string
+
+	// Model is the model to prune. It must be a valid model tag.
+	Model names.ModelTag
+
+	// Interval and Period are passed to Config; zero means the default.
+	Interval, Period time.Duration
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// NewWorker makes the worker; NewWorker in this package fits. It
+	// must not be nil.
+	NewWorker func(Config) (worker.Worker, error)
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config ManifoldConfig) Validate() error {
+	if err := config.names().Validate(); err != nil {
+		return errors.Trace(err)
+	}
+	if err := schema.ValidateModel(config.Model); err != nil {
+		return errors.Trace(err)
+	}
+	if config.Interval < 0 {
+		return errors.NotValidf("negative Interval")
+	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
+	}
+	if config.NewWorker == nil {
+		return errors.NotValidf("nil NewWorker")
+	}
+	return nil
+}
+
+func (config ManifoldConfig) names() inputs.Names {
+	return inputs.Names{ClockName: config.ClockName, DatabaseName: config.DatabaseName, Collection: config.Collection}
+}
+
+// NewWorker is New as a seam for ManifoldConfig.NewWorker.
+func NewWorker(config Config) (worker.Worker, error) {
+	p, err := New(config)
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	return p, nil
+}
+
+// Manifold returns a dependency.Manifold that runs a Pruner. It has no
+// output.
+func Manifold(config ManifoldConfig) dependency.Manifold {
+	return dependency.Manifold{
+		Inputs: config.names().Inputs(),
+		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+			if err := config.Validate(); err != nil {
+				return nil, errors.Trace(err)
+			}
+			clk, base, err := config.names().Get(getter)
+			if err != nil {
+				return nil, errors.Trace(err)
+			}
+			w, err := config.NewWorker(Config{
+				Base:     base,
+				Model:    config.Model,
+				Clock:    clk,
+				Interval: config.Interval,
+				Period:   config.Period,
+				Logger:   config.Logger,
+			})
+			return w, errors.Trace(err)
+		},
+	}
+}

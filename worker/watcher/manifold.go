@@ -1,0 +1,114 @@
+package watcher
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/dependency"
+
+	"github.com/presencekit/presence/internal/inputs"
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// ManifoldConfig holds the names of the inputs a watcher manifold reads,
+// and the watcher's settings.
+type ManifoldConfig struct {
+	// ClockName is the input whose output is a clock.Clock. It must not
+	// be empty.
+	ClockName string
+
+	// DatabaseName is the input whose output is a *mongo.Database. It
+	// must not be empty.
+	DatabaseName string
+
+	// Collection is the base collection's name. Empty means "presence".
+	Collection string
+
+	// Model is the model to watch. It must be a valid model tag.
+	Model names.ModelTag
+
+	// Period and SyncInterval are passed to Config; zero means the
+	// default.
+	Period, SyncInterval time.Duration
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// NewWorker makes the worker; NewWorker in this package fits. It
+	// must not be nil.
+	NewWorker func(Config) (worker.Worker, error)
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config ManifoldConfig) Validate() error {
+	if err := config.names().Validate(); err != nil {
+		return errors.Trace(err)
+	}
+	if err := schema.ValidateModel(config.Model); err != nil {
+		return errors.Trace(err)
+	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
+	}
+	if config.SyncInterval < 0 {
+		return errors.NotValidf("negative SyncInterval")
+	}
+	if config.NewWorker == nil {
+		return errors.NotValidf("nil NewWorker")
+	}
+	return nil
+}
+
+func (config ManifoldConfig) names() inputs.Names {
+	return inputs.Names{ClockName: config.ClockName, DatabaseName: config.DatabaseName, Collection: config.Collection}
+}
+
+// NewWorker is New as a seam for ManifoldConfig.NewWorker.
+func NewWorker(config Config) (worker.Worker, error) {
+	w, err := New(config)
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	return w, nil
+}
+
+// Manifold returns a dependency.Manifold that runs a Watcher. Its Output
+// fills a **Watcher.
+func Manifold(config ManifoldConfig) dependency.Manifold {
+	return dependency.Manifold{
+		Inputs: config.names().Inputs(),
+		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+			if err := config.Validate(); err != nil {
+				return nil, errors.Trace(err)
+			}
+			clk, base, err := config.names().Get(getter)
+			if err != nil {
+				return nil, errors.Trace(err)
+			}
+			w, err := config.NewWorker(Config{
+				Base:         base,
+				Model:        config.Model,
+				Clock:        clk,
+				Logger:       config.Logger,
+				Period:       config.Period,
+				SyncInterval: config.SyncInterval,
+			})
+			return w, errors.Trace(err)
+		},
+		Output: func(in worker.Worker, out any) error {
+			w, ok := in.(*Watcher)
+			if !ok {
+				return errors.Errorf("expected *watcher.Watcher, got %T", in)
+			}
+			target, ok := out.(**Watcher)
+			if !ok {
+				return errors.Errorf("expected **watcher.Watcher, got %T", out)
+			}
+			*target = w
+			return nil
+		},
+	}
+}

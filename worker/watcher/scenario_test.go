@@ -1,0 +1,316 @@
+package watcher_test
+
+import (
+	"fmt"
+	"time"
+
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// scenarioSuite runs the presence scenarios of juju's original suite,
+// rewritten for batched, slot-per-writer storage, against a real
+// MongoDB-wire server.
+type scenarioSuite struct {
+	fixture
+}
+
+var _ = gc.Suite(&scenarioSuite{})
+
+func (s *scenarioSuite) TestWorkflow(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	pa := s.newPinger(c, b, s.base, modelA, "a")
+	pb := s.newPinger(c, b, s.base, modelA, "b")
+	chA, chB := make(chan watcher.Change), make(chan watcher.Change)
+
+	// Initial state: nobody alive.
+	w.Watch("a", chA)
+	w.Watch("b", chB)
+	assertChange(c, chA, watcher.Change{Key: "a", Alive: false})
+	assertChange(c, chB, watcher.Change{Key: "b", Alive: false})
+
+	// Alive on start.
+	c.Assert(pa.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	w.StartSync()
+	assertChange(c, chA, watcher.Change{Key: "a", Alive: true})
+	assertNoChange(c, chB)
+
+	// No event on a quiet sync.
+	w.StartSync()
+	assertNoChange(c, chA)
+	assertNoChange(c, chB)
+
+	// Unwatch hides changes.
+	w.Unwatch("b", chB)
+	c.Assert(pb.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	w.StartSync()
+	assertNoChange(c, chB)
+
+	// Watching again gives the current value.
+	w.Watch("b", chB)
+	assertChange(c, chB, watcher.Change{Key: "b", Alive: true})
+
+	// Disconnect gives dead at the next sync.
+	c.Assert(pa.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	w.StartSync()
+	assertChange(c, chA, watcher.Change{Key: "a", Alive: false})
+
+	// Stop gives dead only once the pings time out.
+	c.Assert(pb.Stop(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	w.StartSync()
+	assertNoChange(c, chB)
+	s.clock.Advance(2 * period)
+	w.StartSync()
+	assertChange(c, chB, watcher.Change{Key: "b", Alive: false})
+}
+
+func (s *scenarioSuite) TestThousandPingersEveryOtherDisconnected(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	pingers := make(map[string]interface {
+		Start() error
+		Disconnect() error
+	})
+	for i := 0; i < 1000; i++ {
+		key := fmt.Sprint(i)
+		p := s.newPinger(c, b, s.base, modelA, key)
+		c.Assert(p.Start(), gc.IsNil)
+		pingers[key] = p
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	for i := 0; i < 1000; i++ {
+		assertAlive(c, w, fmt.Sprint(i), true)
+	}
+	for i := 1; i < 1000; i += 2 {
+		c.Assert(pingers[fmt.Sprint(i)].Disconnect(), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	for i := 0; i < 1000; i++ {
+		assertAlive(c, w, fmt.Sprint(i), i%2 == 0)
+	}
+}
+
+func (s *scenarioSuite) TestExpiryAtTheWindowEdge(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	p := s.newPinger(c, b, s.base, modelA, "a")
+	// The clock starts on a slot boundary, so the ping lands at the start
+	// of its slot and counts until two whole periods have passed.
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(p.Stop(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	s.clock.Advance(2*period - time.Nanosecond)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+
+	s.clock.Advance(time.Nanosecond)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", false)
+}
+
+func (s *scenarioSuite) TestModelsAreIsolated(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	wa := s.newWatcher(c, s.base, modelA)
+	wb := s.newWatcher(c, s.base, modelB)
+	pa := s.newPinger(c, b, s.base, modelA, "same-key")
+	c.Assert(pa.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(wa.Refresh(), gc.IsNil)
+	c.Assert(wb.Refresh(), gc.IsNil)
+	assertAlive(c, wa, "same-key", true)
+	assertAlive(c, wb, "same-key", false)
+
+	pb := s.newPinger(c, b, s.base, modelB, "same-key")
+	c.Assert(pb.Start(), gc.IsNil)
+	c.Assert(pa.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(wa.Refresh(), gc.IsNil)
+	c.Assert(wb.Refresh(), gc.IsNil)
+	assertAlive(c, wa, "same-key", false)
+	assertAlive(c, wb, "same-key", true)
+}
+
+func (s *scenarioSuite) TestKeyRestartedInALoopIsNeverSeenDead(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	p := s.newPinger(c, b, s.base, modelA, "a")
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 200; i++ {
+			if err := p.Stop(); err != nil {
+				done <- err
+				return
+			}
+			if err := p.Start(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for checks, finished := 0, false; !finished || checks < 20; checks++ {
+		select {
+		case err := <-done:
+			c.Assert(err, gc.IsNil)
+			finished = true
+		default:
+		}
+		c.Assert(b.Sync(), gc.IsNil)
+		c.Assert(w.Refresh(), gc.IsNil)
+		assertAlive(c, w, "a", true)
+	}
+}
+
+func (s *scenarioSuite) TestSyncBlocksUntilTheEventIsDelivered(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	p := s.newPinger(c, b, s.base, modelA, "a")
+	ch := make(chan watcher.Change)
+	w.Watch("a", ch)
+	assertChange(c, ch, watcher.Change{Key: "a", Alive: false})
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	done := make(chan struct{})
+	go func() {
+		w.Sync()
+		close(done)
+	}()
+	select {
+	case <-done:
+		c.Fatalf("Sync returned before the change was delivered")
+	case <-time.After(agenttest.ShortWait):
+	}
+	assertChange(c, ch, watcher.Change{Key: "a", Alive: true})
+	select {
+	case <-done:
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("Sync did not return after delivery")
+	}
+}
+
+func (s *scenarioSuite) TestUnwatchDropsQueuedEvents(c *gc.C) {
+	w := s.newWatcher(c, s.base, modelA)
+	ch := make(chan watcher.Change)
+	for i := 0; i < 100; i++ {
+		w.Watch(fmt.Sprint(i), ch)
+	}
+	for i := 1; i < 100; i += 2 {
+		w.Unwatch(fmt.Sprint(i), ch)
+	}
+	seen := make(map[string]bool)
+	for i := 0; i < 50; i++ {
+		select {
+		case change := <-ch:
+			c.Assert(change.Alive, gc.Equals, false)
+			seen[change.Key] = true
+		case <-time.After(agenttest.LongWait):
+			c.Fatalf("only %d changes", i)
+		}
+	}
+	assertNoChange(c, ch)
+	for i := 0; i < 100; i += 2 {
+		c.Check(seen[fmt.Sprint(i)], gc.Equals, true, gc.Commentf("key %d", i))
+	}
+}
+
+func (s *scenarioSuite) TestOneUnreadChannelDoesNotDelayAnother(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	stuck := make(chan watcher.Change)
+	ch := make(chan watcher.Change)
+	w.Watch("a", stuck)
+	w.Watch("b", ch)
+	assertChange(c, ch, watcher.Change{Key: "b", Alive: false})
+
+	pa := s.newPinger(c, b, s.base, modelA, "a")
+	pb := s.newPinger(c, b, s.base, modelA, "b")
+	c.Assert(pa.Start(), gc.IsNil)
+	c.Assert(pb.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertChange(c, ch, watcher.Change{Key: "b", Alive: true})
+
+	c.Assert(pb.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertChange(c, ch, watcher.Change{Key: "b", Alive: false})
+	assertAlive(c, w, "a", true)
+}
+
+func (s *scenarioSuite) TestKeyIsAliveWhileAnyOfItsPingersIs(c *gc.C) {
+	base2 := s.NewDB(c).Collection("presence")
+	b1 := s.newBatcher(c, s.base)
+	b2 := s.newBatcher(c, base2)
+	w := s.newWatcher(c, s.base, modelA)
+	ch := make(chan watcher.Change, 10)
+	w.Watch("agent", ch)
+	assertChange(c, ch, watcher.Change{Key: "agent", Alive: false})
+
+	// The agent is connected through two controllers, then drops the
+	// first: it must not flap dead.
+	p1 := s.newPinger(c, b1, s.base, modelA, "agent")
+	p2 := s.newPinger(c, b2, base2, modelA, "agent")
+	c.Assert(p1.Start(), gc.IsNil)
+	c.Assert(p2.Start(), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(b2.Sync(), gc.IsNil)
+	w.Sync()
+	assertChange(c, ch, watcher.Change{Key: "agent", Alive: true})
+
+	c.Assert(p1.Disconnect(), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	w.Sync()
+	assertNoChange(c, ch)
+	assertAlive(c, w, "agent", true)
+
+	c.Assert(p2.Disconnect(), gc.IsNil)
+	c.Assert(b2.Sync(), gc.IsNil)
+	w.Sync()
+	assertChange(c, ch, watcher.Change{Key: "agent", Alive: false})
+}
+
+func (s *scenarioSuite) TestTwoBatchersAndTwoWatchersOnSeparateClientsAgree(c *gc.C) {
+	base2 := s.NewDB(c).Collection("presence")
+	base3 := s.NewDB(c).Collection("presence")
+	b1 := s.newBatcher(c, s.base)
+	b2 := s.newBatcher(c, base2)
+	w1 := s.newWatcher(c, s.base, modelA)
+	w2 := s.newWatcher(c, base3, modelA)
+
+	var ps []interface{ Disconnect() error }
+	for i := 0; i < 100; i++ {
+		b, base := b1, s.base
+		if i >= 50 {
+			b, base = b2, base2
+		}
+		p := s.newPinger(c, b, base, modelA, fmt.Sprint(i))
+		c.Assert(p.Start(), gc.IsNil)
+		ps = append(ps, p)
+	}
+	for i := 0; i < 100; i += 4 {
+		c.Assert(ps[i].Disconnect(), gc.IsNil)
+	}
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(b2.Sync(), gc.IsNil)
+	c.Assert(w1.Refresh(), gc.IsNil)
+	c.Assert(w2.Refresh(), gc.IsNil)
+	for i := 0; i < 100; i++ {
+		key := fmt.Sprint(i)
+		assertAlive(c, w1, key, i%4 != 0)
+		assertAlive(c, w2, key, i%4 != 0)
+	}
+}

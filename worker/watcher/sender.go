@@ -1,0 +1,158 @@
+package watcher
+
+import "sync"
+
+// sender delivers changes to one channel from a goroutine of its own, so
+// that a slow or absent reader delays nobody else. It keeps at most one
+// pending change per key, the latest, and drops a pending change that
+// would only repeat what the reader last got.
+type sender struct {
+	ch   chan<- Change
+	wake chan struct{}
+	quit chan struct{}
+
+	// refs and touched are owned by the watcher's loop goroutine.
+	refs    int
+	touched uint64
+
+	mu        sync.Mutex
+	pending   map[string]pendingChange
+	order     []string
+	sent      map[string]bool
+	delivered chan struct{}
+}
+
+type pendingChange struct {
+	alive bool
+	gen   uint64
+}
+
+func newSender(ch chan<- Change) *sender {
+	return &sender{
+		ch:        ch,
+		wake:      make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		pending:   make(map[string]pendingChange),
+		sent:      make(map[string]bool),
+		delivered: make(chan struct{}),
+	}
+}
+
+// enqueue queues key's state, replacing any pending one. Unless initial is
+// set, a state equal to what the reader last got is not sent.
+func (s *sender) enqueue(key string, alive bool, gen uint64, initial bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last, ok := s.sent[key]; ok && last == alive && !initial {
+		if _, queued := s.pending[key]; queued {
+			delete(s.pending, key)
+			s.notifyLocked()
+		}
+		return
+	}
+	if _, queued := s.pending[key]; !queued {
+		s.order = append(s.order, key)
+	}
+	s.pending[key] = pendingChange{alive: alive, gen: gen}
+	s.signal()
+}
+
+// drop forgets key: its pending change is not delivered.
+func (s *sender) drop(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, key)
+	delete(s.sent, key)
+	s.notifyLocked()
+	s.signal()
+}
+
+func (s *sender) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLocked wakes waitDelivered callers. s.mu must be held.
+func (s *sender) notifyLocked() {
+	close(s.delivered)
+	s.delivered = make(chan struct{})
+}
+
+// next returns the oldest pending change.
+func (s *sender) next() (string, pendingChange, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.order) > 0 {
+		key := s.order[0]
+		if pc, ok := s.pending[key]; ok {
+			return key, pc, true
+		}
+		s.order = s.order[1:]
+	}
+	s.order = nil
+	return "", pendingChange{}, false
+}
+
+// run delivers until quit or dying closes.
+func (s *sender) run(dying <-chan struct{}) {
+	for {
+		key, pc, ok := s.next()
+		if !ok {
+			select {
+			case <-s.wake:
+				continue
+			case <-s.quit:
+				return
+			case <-dying:
+				return
+			}
+		}
+		select {
+		case s.ch <- Change{Key: key, Alive: pc.alive}:
+			s.mu.Lock()
+			if cur, ok := s.pending[key]; ok && cur == pc {
+				delete(s.pending, key)
+			}
+			if _, ok := s.pending[key]; !ok && len(s.order) > 0 && s.order[0] == key {
+				s.order = s.order[1:]
+			}
+			s.sent[key] = pc.alive
+			s.notifyLocked()
+			s.mu.Unlock()
+		case <-s.wake:
+		case <-s.quit:
+			return
+		case <-dying:
+			return
+		}
+	}
+}
+
+// waitDelivered blocks until no change of generation gen or older is
+// pending, or until the sender or the watcher stops.
+func (s *sender) waitDelivered(gen uint64, dying <-chan struct{}) bool {
+	for {
+		s.mu.Lock()
+		waiting := false
+		for _, pc := range s.pending {
+			if pc.gen <= gen {
+				waiting = true
+				break
+			}
+		}
+		delivered := s.delivered
+		s.mu.Unlock()
+		if !waiting {
+			return true
+		}
+		select {
+		case <-delivered:
+		case <-s.quit:
+			return true
+		case <-dying:
+			return false
+		}
+	}
+}
