@@ -1,8 +1,12 @@
 package agenttest
 
 import (
+	"context"
+
+	"github.com/juju/errors"
 	"github.com/juju/worker/v4/dependency"
 	dt "github.com/juju/worker/v4/dependency/testing"
+	gc "gopkg.in/check.v1"
 )
 
 // StubGetter returns a dependency.Getter that hands out resources by name,
@@ -22,4 +26,14 @@ func StubGetterMissing(resources map[string]any, missing string) dependency.Gett
 	}
 	copied[missing] = dependency.ErrMissing
 	return dt.StubGetter(copied)
+}
+
+// CheckMissingInputs starts manifold once per input with that input
+// missing, and checks that each start fails with dependency.ErrMissing.
+func CheckMissingInputs(c *gc.C, manifold dependency.Manifold, resources map[string]any) {
+	for _, input := range manifold.Inputs {
+		w, err := manifold.Start(context.Background(), StubGetterMissing(resources, input))
+		c.Check(w, gc.IsNil, gc.Commentf("input %q", input))
+		c.Check(errors.Is(err, dependency.ErrMissing), gc.Equals, true, gc.Commentf("input %q: %v", input, err))
+	}
 }

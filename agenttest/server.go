@@ -193,12 +193,14 @@ func (s *Server) Destroy() error {
 }
 
 // NewClient connects a new client to the server. Each client has its own
-// connection pool, as separate controllers would.
-func (s *Server) NewClient() (*mongo.Client, error) {
+// connection pool, as separate controllers would. Options given are
+// applied after the defaults (5s server-selection and connect timeouts),
+// e.g. a command monitor.
+func (s *Server) NewClient(extra ...*options.ClientOptions) (*mongo.Client, error) {
 	opts := options.Client().ApplyURI(s.URI()).
 		SetServerSelectionTimeout(5 * time.Second).
 		SetConnectTimeout(5 * time.Second)
-	client, err := mongo.Connect(opts)
+	client, err := mongo.Connect(append([]*options.ClientOptions{opts}, extra...)...)
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot connect to test server")
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 )
 
@@ -64,8 +65,8 @@ func (s *MongoSuite) TearDownTest(c *gc.C) {
 
 // NewClient returns another client of the server, with its own connection
 // pool, disconnected at teardown.
-func (s *MongoSuite) NewClient(c *gc.C) *mongo.Client {
-	client, err := s.Server.NewClient()
+func (s *MongoSuite) NewClient(c *gc.C, extra ...*options.ClientOptions) *mongo.Client {
+	client, err := s.Server.NewClient(extra...)
 	c.Assert(err, gc.IsNil)
 	s.clients = append(s.clients, client)
 	return client

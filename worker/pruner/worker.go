@@ -19,6 +19,7 @@ import (
 	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/presencekit/presence/internal/schema"
 )
@@ -194,18 +195,22 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 }
 
 // distinctWriters returns the writers of the documents matching filter.
+// It projects rather than using the distinct command, which the embedded
+// server rejects when the context has a deadline.
 func distinctWriters(ctx context.Context, coll *mongo.Collection, filter bson.D) (map[string]bool, error) {
-	res := coll.Distinct(ctx, schema.FieldWriter, filter)
-	if err := res.Err(); err != nil {
+	cur, err := coll.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: schema.FieldWriter, Value: 1}}))
+	if err != nil {
 		return nil, errors.Trace(err)
 	}
-	var writers []string
-	if err := res.Decode(&writers); err != nil {
+	var docs []struct {
+		Writer string `bson:"writer"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
 		return nil, errors.Trace(err)
 	}
-	out := make(map[string]bool, len(writers))
-	for _, w := range writers {
-		out[w] = true
+	out := make(map[string]bool, len(docs))
+	for _, doc := range docs {
+		out[doc.Writer] = true
 	}
 	return out, nil
 }

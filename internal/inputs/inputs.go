@@ -1,0 +1,63 @@
+// Package inputs fetches the dependency-engine inputs that every presence
+// manifold shares: a clock and a database, from which it derives the base
+// collection.
+package inputs
+
+import (
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/worker/v4/dependency"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// Names are the input names a presence manifold reads.
+type Names struct {
+	// ClockName is the input whose output is a clock.Clock.
+	ClockName string
+	// DatabaseName is the input whose output is a *mongo.Database.
+	DatabaseName string
+	// Collection names the base collection; empty means
+	// schema.DefaultBase.
+	Collection string
+}
+
+// Validate returns a NotValid error naming the first empty input name.
+func (n Names) Validate() error {
+	if n.ClockName == "" {
+		return errors.NotValidf("empty ClockName")
+	}
+	if n.DatabaseName == "" {
+		return errors.NotValidf("empty DatabaseName")
+	}
+	return nil
+}
+
+// Inputs returns the names as a manifold's Inputs.
+func (n Names) Inputs() []string {
+	return []string{n.ClockName, n.DatabaseName}
+}
+
+// Get fetches the clock and the base collection.
+func (n Names) Get(getter dependency.Getter) (clock.Clock, *mongo.Collection, error) {
+	var clk clock.Clock
+	if err := getter.Get(n.ClockName, &clk); err != nil {
+		return nil, nil, errors.Trace(err)
+	}
+	var db *mongo.Database
+	if err := getter.Get(n.DatabaseName, &db); err != nil {
+		return nil, nil, errors.Trace(err)
+	}
+	if clk == nil {
+		return nil, nil, errors.NotValidf("nil clock from %q", n.ClockName)
+	}
+	if db == nil {
+		return nil, nil, errors.NotValidf("nil database from %q", n.DatabaseName)
+	}
+	name := n.Collection
+	if name == "" {
+		name = schema.DefaultBase
+	}
+	return clk, db.Collection(name), nil
+}

@@ -1,0 +1,319 @@
+package pingbatcher_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/juju/clock/testclock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+)
+
+const never = 24 * time.Hour
+
+var (
+	modelA = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000a")
+	modelB = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000b")
+)
+
+type workerSuite struct {
+	agenttest.MongoSuite
+	clock *testclock.Clock
+	base  *mongo.Collection
+}
+
+var _ = gc.Suite(&workerSuite{})
+
+func (s *workerSuite) SetUpTest(c *gc.C) {
+	s.MongoSuite.SetUpTest(c)
+	s.clock = agenttest.NewClock()
+	s.base = s.DB.Collection("presence")
+}
+
+func (s *workerSuite) newBatcher(c *gc.C, base *mongo.Collection, flush time.Duration) *pingbatcher.PingBatcher {
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: flush, Clock: s.clock})
+	c.Assert(err, gc.IsNil)
+	return b
+}
+
+func (s *workerSuite) pingDocs(c *gc.C, base *mongo.Collection) []schema.PingDoc {
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	cur, err := schema.Pings(base).Find(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	var docs []schema.PingDoc
+	c.Assert(cur.All(ctx, &docs), gc.IsNil)
+	return docs
+}
+
+func (s *workerSuite) beingsDocs(c *gc.C, base *mongo.Collection) []schema.BeingsDoc {
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	cur, err := schema.Beings(base).Find(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	var docs []schema.BeingsDoc
+	c.Assert(cur.All(ctx, &docs), gc.IsNil)
+	return docs
+}
+
+func register(c *gc.C, b *pingbatcher.PingBatcher, base *mongo.Collection, model names.ModelTag, key string) pinger.Identity {
+	id, err := b.Register(base, model, key)
+	c.Assert(err, gc.IsNil)
+	return id
+}
+
+func bitsOf(doc schema.PingDoc) []int {
+	var out []int
+	schema.ForEachBit(schema.DecodeBits(nil, doc.Alive), func(i int) { out = append(out, i) })
+	return out
+}
+
+func (s *workerSuite) TestPingsOfOneSlotAreOredIntoOneDocument(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	var ids []pinger.Identity
+	for i := 0; i < 130; i++ {
+		ids = append(ids, register(c, b, s.base, modelA, fmt.Sprint(i)))
+	}
+	for _, id := range ids {
+		c.Assert(b.Ping(id, 7), gc.IsNil)
+		c.Assert(b.Ping(id, 7), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	docs := s.pingDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 1)
+	c.Assert(docs[0].Slot, gc.Equals, int64(7))
+	c.Assert(docs[0].Model, gc.Equals, modelA.Id())
+	c.Assert(bitsOf(docs[0]), gc.HasLen, 130)
+}
+
+func (s *workerSuite) TestManyModelsAndSlotsGetOneDocumentEach(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	ida := register(c, b, s.base, modelA, "a")
+	idb := register(c, b, s.base, modelB, "b")
+	for slot := int64(1); slot <= 3; slot++ {
+		c.Assert(b.Ping(ida, slot), gc.IsNil)
+		c.Assert(b.Ping(idb, slot), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	docs := s.pingDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 6)
+	for _, doc := range docs {
+		c.Check(bitsOf(doc), gc.DeepEquals, []int{0})
+	}
+}
+
+func (s *workerSuite) TestWriteCommandsPerFlushGrowWithModelsNotPingers(c *gc.C) {
+	var counter agenttest.CommandCounter
+	base := s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("presence")
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	var ids []pinger.Identity
+	for i := 0; i < 10000; i++ {
+		model := modelA
+		if i%2 == 1 {
+			model = modelB
+		}
+		ids = append(ids, register(c, b, base, model, fmt.Sprint(i)))
+	}
+	for _, id := range ids {
+		c.Assert(b.Ping(id, 1), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+
+	// Steady state: every pinger pings again in the next slot.
+	counter.Reset()
+	for _, id := range ids {
+		c.Assert(b.Ping(id, 2), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(counter.Writes(), gc.Equals, 1)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 4)
+
+	// A flush with nothing new writes nothing.
+	counter.Reset()
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(counter.Writes(), gc.Equals, 0)
+}
+
+func (s *workerSuite) TestWritesAreIdempotent(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	before := s.pingDocs(c, s.base)
+
+	// A second batcher's view of the same document would differ; a
+	// retry of the same write must not.
+	c.Assert(b.Ping(id, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.pingDocs(c, s.base), gc.DeepEquals, before)
+}
+
+func (s *workerSuite) TestFailedFlushKeepsPingsForTheNext(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot stop an external MongoDB")
+	}
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	c.Assert(s.Server.Stop(), gc.IsNil)
+	c.Assert(b.Ping(id, 2), gc.IsNil)
+	c.Assert(b.Sync(), gc.NotNil)
+	c.Assert(b.Report()["failures"], gc.Equals, int64(1))
+	c.Assert(s.Server.Start(), gc.IsNil)
+	deadline := time.Now().Add(agenttest.LongWait)
+	for b.Sync() != nil {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true)
+		time.Sleep(100 * time.Millisecond)
+	}
+	docs := s.pingDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 2)
+}
+
+func (s *workerSuite) TestFlushesOnItsOwnEveryJitteredInterval(c *gc.C) {
+	b := s.newBatcher(c, s.base, time.Second)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, 1), gc.IsNil)
+	agenttest.WaitAdvance(c, s.clock, 1200*time.Millisecond, 1)
+	// The flush runs on the real database; wait for its timer to be set
+	// again, which happens once it is done.
+	agenttest.WaitTimers(c, s.clock, 1)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 1)
+}
+
+func (s *workerSuite) TestConcurrentSyncsShareFlushes(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id, err := b.Register(s.base, modelA, fmt.Sprint(i))
+			c.Check(err, gc.IsNil)
+			c.Check(b.Ping(id, 1), gc.IsNil)
+			c.Check(b.Sync(), gc.IsNil)
+		}(i)
+	}
+	wg.Wait()
+	docs := s.pingDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 1)
+	c.Assert(bitsOf(docs[0]), gc.HasLen, 20)
+	c.Assert(b.Report()["flushes"].(int64) <= 20, gc.Equals, true)
+}
+
+func (s *workerSuite) TestIndexIsReusedOnlyByTheSameKey(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a1 := register(c, b, s.base, modelA, "a")
+	b.Release(a1)
+	other := register(c, b, s.base, modelA, "b")
+	c.Assert(other.Index, gc.Not(gc.Equals), a1.Index)
+	a2 := register(c, b, s.base, modelA, "a")
+	c.Assert(a2, gc.Equals, a1)
+
+	// Two live pingers of one key never share an index.
+	a3 := register(c, b, s.base, modelA, "a")
+	c.Assert(a3.Index, gc.Not(gc.Equals), a2.Index)
+}
+
+func (s *workerSuite) TestReleasedIdentityIsUnknown(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	b.Release(id)
+	c.Assert(b.Ping(id, 1), gc.Equals, pinger.ErrUnknownIdentity)
+	c.Assert(b.Dead(id, 1), gc.Equals, pinger.ErrUnknownIdentity)
+	c.Assert(b.Ping(pinger.Identity{Model: modelA.Id(), Writer: "other", Index: 0}, 1), gc.Equals, pinger.ErrUnknownIdentity)
+}
+
+func (s *workerSuite) TestModelSilentForTwoSlotsGetsANewWriter(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, 10), gc.IsNil)
+	c.Assert(b.Ping(id, 12), gc.IsNil)
+	c.Assert(b.Ping(id, 15), gc.Equals, pinger.ErrUnknownIdentity)
+	again := register(c, b, s.base, modelA, "a")
+	c.Assert(again.Writer, gc.Not(gc.Equals), id.Writer)
+	c.Assert(b.Ping(again, 15), gc.IsNil)
+}
+
+func (s *workerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	for i, t := range []struct {
+		base  *mongo.Collection
+		model names.ModelTag
+		key   string
+		err   string
+	}{
+		{nil, modelA, "a", "nil base collection not valid"},
+		{s.base, names.NewModelTag("not-a-uuid"), "a", `model tag "model-not-a-uuid" not valid`},
+		{s.base, modelA, "", "empty key not valid"},
+		{s.base, modelA, "\xff", `key "\\xff" \(not UTF-8\) not valid`},
+		{s.DB.Collection("elsewhere"), modelA, "a", `base collection ".*elsewhere" \(this batcher writes ".*presence"\) not valid`},
+	} {
+		c.Logf("case %d", i)
+		_, err := b.Register(t.base, t.model, t.key)
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 0)
+	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 0)
+}
+
+func (s *workerSuite) TestStoppedBatcherRefusesPings(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Stop(), gc.IsNil)
+	c.Assert(b.Ping(id, 1), gc.Equals, pingbatcher.ErrStopped)
+	c.Assert(b.Sync(), gc.Equals, pingbatcher.ErrStopped)
+	_, err := b.Register(s.base, modelA, "b")
+	c.Assert(err, gc.Equals, pingbatcher.ErrStopped)
+}
+
+func (s *workerSuite) TestDeadBatcherFailsWithItsError(c *gc.C) {
+	b := pingbatcher.NewDeadPingBatcher(errors.New("no database"))
+	c.Assert(b.Wait(), gc.ErrorMatches, "no database")
+	c.Assert(b.Sync(), gc.ErrorMatches, "no database")
+	c.Assert(b.Ping(pinger.Identity{}, 1), gc.ErrorMatches, "no database")
+}
+
+func (s *workerSuite) TestConfigValidation(c *gc.C) {
+	for i, t := range []struct {
+		mutate func(*pingbatcher.Config)
+		err    string
+	}{
+		{func(cfg *pingbatcher.Config) { cfg.Base = nil }, "nil Base not valid"},
+		{func(cfg *pingbatcher.Config) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *pingbatcher.Config) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := pingbatcher.Config{Base: s.base, Clock: s.clock}
+		t.mutate(&cfg)
+		b, err := pingbatcher.New(cfg)
+		c.Check(b, gc.IsNil)
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}

@@ -1,0 +1,147 @@
+package pruner_test
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/clock/testclock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pruner"
+)
+
+const period = 30 * time.Second
+
+var (
+	modelA = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000a")
+	modelB = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000b")
+)
+
+type prunerSuite struct {
+	agenttest.MongoSuite
+	clock *testclock.Clock
+	base  *mongo.Collection
+	now   int64
+}
+
+var _ = gc.Suite(&prunerSuite{})
+
+func (s *prunerSuite) SetUpTest(c *gc.C) {
+	s.MongoSuite.SetUpTest(c)
+	s.clock = agenttest.NewClock()
+	s.base = s.DB.Collection("presence")
+	s.now = schema.Slot(s.clock.Now(), period)
+}
+
+// write has a batcher of its own ping key in model for every slot from
+// first to last, and returns its writer id.
+func (s *prunerSuite) write(c *gc.C, model names.ModelTag, key string, first, last int64) string {
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: time.Hour, Clock: s.clock})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id, err := b.Register(s.base, model, key)
+	c.Assert(err, gc.IsNil)
+	for slot := first; slot <= last; slot++ {
+		c.Assert(b.Ping(id, slot), gc.IsNil)
+		c.Assert(b.Sync(), gc.IsNil)
+	}
+	return id.Writer
+}
+
+func (s *prunerSuite) count(c *gc.C, coll *mongo.Collection, model names.ModelTag) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	n, err := coll.CountDocuments(ctx, bson.D{{Key: schema.FieldModel, Value: model.Id()}})
+	c.Assert(err, gc.IsNil)
+	return n
+}
+
+func (s *prunerSuite) newPruner(c *gc.C, model names.ModelTag) *pruner.Pruner {
+	p, err := pruner.New(pruner.Config{Base: s.base, Model: model, Clock: s.clock, Period: period, Interval: time.Minute})
+	c.Assert(err, gc.IsNil)
+	return p
+}
+
+func (s *prunerSuite) TestPruneKeepsOnlyTheWindow(c *gc.C) {
+	s.write(c, modelA, "a", s.now-20, s.now)
+	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(21))
+	p := s.newPruner(c, modelA)
+	defer workertest.CleanKill(agenttest.C(c), p)
+
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats, gc.Equals, pruner.Stats{Pings: 21 - schema.KeepSlots - 1})
+	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(schema.KeepSlots+1))
+	c.Assert(s.count(c, schema.Beings(s.base), modelA), gc.Equals, int64(1))
+}
+
+func (s *prunerSuite) TestPruneRemovesBeingsOfRetiredWritersOnly(c *gc.C) {
+	s.write(c, modelA, "gone", s.now-20, s.now-10)
+	live := s.write(c, modelA, "live", s.now-1, s.now)
+	p := s.newPruner(c, modelA)
+	defer workertest.CleanKill(agenttest.C(c), p)
+
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Beings, gc.Equals, int64(1))
+	ctx := context.Background()
+	cur, err := schema.Beings(s.base).Find(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	var docs []schema.BeingsDoc
+	c.Assert(cur.All(ctx, &docs), gc.IsNil)
+	c.Assert(docs, gc.HasLen, 1)
+	c.Assert(docs[0].Writer, gc.Equals, live)
+}
+
+func (s *prunerSuite) TestPruningOneModelLeavesOthersAlone(c *gc.C) {
+	s.write(c, modelA, "a", s.now-20, s.now-10)
+	s.write(c, modelB, "b", s.now-20, s.now-10)
+	p := s.newPruner(c, modelA)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	_, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Beings(s.base), modelA), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Pings(s.base), modelB), gc.Equals, int64(11))
+	c.Assert(s.count(c, schema.Beings(s.base), modelB), gc.Equals, int64(1))
+}
+
+func (s *prunerSuite) TestPrunesEveryInterval(c *gc.C) {
+	s.write(c, modelA, "a", s.now-20, s.now-10)
+	p := s.newPruner(c, modelA)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	agenttest.WaitAdvance(c, s.clock, time.Minute, 1)
+	// The prune runs on the real database; its timer is set again once
+	// it is done.
+	agenttest.WaitTimers(c, s.clock, 1)
+	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(0))
+}
+
+func (s *prunerSuite) TestConfigValidation(c *gc.C) {
+	for i, t := range []struct {
+		mutate func(*pruner.Config)
+		err    string
+	}{
+		{func(cfg *pruner.Config) { cfg.Base = nil }, "nil Base not valid"},
+		{func(cfg *pruner.Config) { cfg.Model = names.NewModelTag("") }, `model tag "model-" not valid`},
+		{func(cfg *pruner.Config) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *pruner.Config) { cfg.Interval = -1 }, "negative Interval not valid"},
+		{func(cfg *pruner.Config) { cfg.Period = -1 }, "negative Period not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := pruner.Config{Base: s.base, Model: modelA, Clock: s.clock}
+		t.mutate(&cfg)
+		p, err := pruner.New(cfg)
+		c.Check(p, gc.IsNil)
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}

@@ -1,0 +1,70 @@
+package watcher_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// controllersSuite runs several controllers, each with its own client,
+// writing one database at once.
+type controllersSuite struct {
+	fixture
+}
+
+var _ = gc.Suite(&controllersSuite{})
+
+func (s *controllersSuite) TestConcurrentControllersLoseNoPingsAndShareNoIdentity(c *gc.C) {
+	const controllers, perController = 4, 100
+	var wg sync.WaitGroup
+	for ctrl := 0; ctrl < controllers; ctrl++ {
+		base := s.NewDB(c).Collection("presence")
+		b := s.newBatcher(c, base)
+		for i := 0; i < perController; i++ {
+			p := s.newPinger(c, b, base, modelA, fmt.Sprintf("c%d-%d", ctrl, i))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.Check(p.Start(), gc.IsNil)
+				c.Check(b.Sync(), gc.IsNil)
+			}()
+		}
+	}
+	wg.Wait()
+
+	w := s.newWatcher(c, s.base, modelA)
+	c.Assert(w.Refresh(), gc.IsNil)
+	for ctrl := 0; ctrl < controllers; ctrl++ {
+		for i := 0; i < perController; i++ {
+			assertAlive(c, w, fmt.Sprintf("c%d-%d", ctrl, i), true)
+		}
+	}
+
+	// Every (writer, index) names one key, every key has exactly one
+	// identity, and each controller is a writer of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	cur, err := schema.Beings(s.base).Find(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	var docs []schema.BeingsDoc
+	c.Assert(cur.All(ctx, &docs), gc.IsNil)
+	seen := make(map[string]string)
+	writers := make(map[string]bool)
+	for _, doc := range docs {
+		writers[doc.Writer] = true
+		for i, key := range doc.Keys {
+			identity := fmt.Sprintf("%s/%d", doc.Writer, doc.Chunk*schema.ChunkSize+i)
+			prev, dup := seen[key]
+			c.Check(dup, gc.Equals, false, gc.Commentf("%q has %s and %s", key, prev, identity))
+			seen[key] = identity
+		}
+	}
+	c.Assert(seen, gc.HasLen, controllers*perController)
+	c.Assert(writers, gc.HasLen, controllers)
+}

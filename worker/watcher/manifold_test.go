@@ -1,0 +1,131 @@
+package watcher_test
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+type manifoldSuite struct {
+	db      *mongo.Database
+	clock   clock.Clock
+	config  watcher.ManifoldConfig
+	started []watcher.Config
+}
+
+var _ = gc.Suite(&manifoldSuite{})
+
+var _ func(watcher.Config) (worker.Worker, error) = watcher.NewWorker
+
+func (s *manifoldSuite) SetUpTest(c *gc.C) {
+	client, err := mongo.Connect()
+	c.Assert(err, gc.IsNil)
+	s.db = client.Database("test")
+	s.clock = agenttest.NewClock()
+	s.started = nil
+	s.config = watcher.ManifoldConfig{
+		ClockName:    "clock",
+		DatabaseName: "database",
+		Collection:   "presence",
+		Model:        modelA,
+		Period:       time.Minute,
+		SyncInterval: 2 * time.Second,
+		NewWorker: func(config watcher.Config) (worker.Worker, error) {
+			s.started = append(s.started, config)
+			return workertest.NewErrorWorker(nil), nil
+		},
+	}
+}
+
+func (s *manifoldSuite) resources() map[string]any {
+	return map[string]any{"clock": s.clock, "database": s.db}
+}
+
+func (s *manifoldSuite) TestInputs(c *gc.C) {
+	c.Assert(watcher.Manifold(s.config).Inputs, gc.DeepEquals, []string{"clock", "database"})
+}
+
+func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
+	agenttest.CheckMissingInputs(c, watcher.Manifold(s.config), s.resources())
+	c.Assert(s.started, gc.HasLen, 0)
+}
+
+func (s *manifoldSuite) TestValidate(c *gc.C) {
+	for i, t := range []struct {
+		mutate func(*watcher.ManifoldConfig)
+		err    string
+	}{
+		{func(cfg *watcher.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
+		{func(cfg *watcher.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *watcher.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
+		{func(cfg *watcher.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
+		{func(cfg *watcher.ManifoldConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+		{func(cfg *watcher.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := s.config
+		t.mutate(&cfg)
+		err := cfg.Validate()
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+		_, err = watcher.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+	c.Assert(s.started, gc.HasLen, 0)
+}
+
+func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
+	w, err := watcher.Manifold(s.config).Start(context.Background(), agenttest.StubGetter(s.resources()))
+	c.Assert(err, gc.IsNil)
+	workertest.CleanKill(agenttest.C(c), w)
+	c.Assert(s.started, gc.HasLen, 1)
+	got := s.started[0]
+	c.Assert(got.Base.Name(), gc.Equals, "presence")
+	got.Base = nil
+	c.Assert(got, gc.DeepEquals, watcher.Config{
+		Model: modelA, Clock: s.clock, Period: time.Minute, SyncInterval: 2 * time.Second,
+	})
+}
+
+func (s *manifoldSuite) TestOutput(c *gc.C) {
+	w := watcher.NewDeadWatcher(errors.New("dead"))
+	output := watcher.Manifold(s.config).Output
+	var got *watcher.Watcher
+	c.Assert(output(w, &got), gc.IsNil)
+	c.Assert(got, gc.Equals, w)
+	var wrong *int
+	c.Assert(output(w, &wrong), gc.ErrorMatches, `expected \*\*watcher.Watcher, got \*\*int`)
+	c.Assert(output(workertest.NewErrorWorker(nil), &got), gc.ErrorMatches, `expected \*watcher.Watcher, got .*`)
+}
+
+func (s *manifoldSuite) TestConfigValidation(c *gc.C) {
+	valid := watcher.Config{Base: s.db.Collection("presence"), Model: modelA, Clock: s.clock}
+	for i, t := range []struct {
+		mutate func(*watcher.Config)
+		err    string
+	}{
+		{func(cfg *watcher.Config) { cfg.Base = nil }, "nil Base not valid"},
+		{func(cfg *watcher.Config) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
+		{func(cfg *watcher.Config) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *watcher.Config) { cfg.Period = -1 }, "negative Period not valid"},
+		{func(cfg *watcher.Config) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := valid
+		t.mutate(&cfg)
+		w, err := watcher.New(cfg)
+		c.Check(w, gc.IsNil)
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}
