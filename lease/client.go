@@ -1,0 +1,402 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// DefaultClockSkew is the clock difference tolerated between clients when
+// ClockSkew is zero.
+const DefaultClockSkew = time.Second
+
+// maxDelete is the most ids one prune deletes per call.
+const maxDelete = 500
+
+// Logger is the logging a client needs; dependency.Logger fits.
+type Logger interface {
+	Debugf(string, ...any)
+}
+
+// ClientConfig holds what NewClient needs.
+type ClientConfig struct {
+	// Collection holds the lease terms. It must not be nil.
+	Collection *mongo.Collection
+
+	// Clock gives the time for expiries. It must not be nil.
+	Clock clock.Clock
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// ClockSkew is the most that the clocks of the clients sharing the
+	// collection may differ by: a lease is free to others only once
+	// their clock passes its expiry plus ClockSkew. Zero means
+	// DefaultClockSkew; it must not be negative.
+	ClockSkew time.Duration
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config ClientConfig) Validate() error {
+	if config.Collection == nil {
+		return errors.NotValidf("nil Collection")
+	}
+	if config.Clock == nil {
+		return errors.NotValidf("nil Clock")
+	}
+	if config.ClockSkew < 0 {
+		return errors.NotValidf("negative ClockSkew")
+	}
+	return nil
+}
+
+// NewClient returns a Client over a MongoDB collection.
+func NewClient(config ClientConfig) (Client, error) {
+	if err := config.Validate(); err != nil {
+		return nil, errors.Trace(err)
+	}
+	if config.ClockSkew == 0 {
+		config.ClockSkew = DefaultClockSkew
+	}
+	return &client{config: config}, nil
+}
+
+type client struct {
+	config ClientConfig
+}
+
+// termDoc is one term of a lease.
+type termDoc struct {
+	ID        string   `bson:"_id"`
+	Namespace string   `bson:"ns"`
+	Model     string   `bson:"model"`
+	Lease     string   `bson:"lease"`
+	Term      int64    `bson:"term"`
+	Holder    string   `bson:"holder"`
+	Expiry    int64    `bson:"expiry"`
+	Fence     int64    `bson:"fence"`
+	Pins      []string `bson:"pins"`
+}
+
+func (d termDoc) key() Key {
+	return Key{Namespace: d.Namespace, Model: d.Model, Lease: d.Lease}
+}
+
+func (d termDoc) info(skew time.Duration) Info {
+	expiry := time.Unix(0, d.Expiry)
+	return Info{Holder: d.Holder, Expiry: expiry, Term: d.Term, Fence: d.Fence, Pins: d.Pins, FreeAt: expiry.Add(skew)}
+}
+
+// next returns the document of the term after info's.
+func next(key Key, info Info) termDoc {
+	term := info.Term + 1
+	return termDoc{
+		ID:        fmt.Sprintf("%s#%s#%s#%d", key.Namespace, key.Model, key.Lease, term),
+		Namespace: key.Namespace,
+		Model:     key.Model,
+		Lease:     key.Lease,
+		Term:      term,
+		Holder:    info.Holder,
+		Expiry:    info.Expiry.UnixNano(),
+		Fence:     info.Fence,
+		Pins:      slices.Clone(info.Pins),
+	}
+}
+
+func validateKey(key Key) error {
+	for _, part := range []struct{ name, value string }{
+		{"namespace", key.Namespace}, {"model", key.Model}, {"lease", key.Lease},
+	} {
+		if part.value == "" {
+			return errors.NotValidf("empty lease %s", part.name)
+		}
+		if strings.Contains(part.value, "#") {
+			return errors.NotValidf("lease %s %q (contains #)", part.name, part.value)
+		}
+	}
+	return nil
+}
+
+func validateRequest(req Request) error {
+	if req.Holder == "" {
+		return errors.NotValidf("empty holder")
+	}
+	if req.Duration <= 0 {
+		return errors.NotValidf("non-positive duration %v", req.Duration)
+	}
+	return nil
+}
+
+// ClaimMany is part of the Client interface.
+func (c *client) ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error, error) {
+	now := c.config.Clock.Now()
+	infos := make([]Info, len(claims))
+	errs := make([]error, len(claims))
+	var keys []Key
+	for i, cl := range claims {
+		if err := validateKey(cl.Key); err != nil {
+			errs[i] = errors.Trace(err)
+		} else if err := validateRequest(cl.Request); err != nil {
+			errs[i] = errors.Trace(err)
+		} else {
+			keys = append(keys, cl.Key)
+		}
+	}
+	current, err := c.read(ctx, keys)
+	if err != nil {
+		return nil, nil, errors.Trace(err)
+	}
+	var docs []any
+	var docIndex []int
+	for i, cl := range claims {
+		if errs[i] != nil {
+			continue
+		}
+		cur := current[cl.Key]
+		doc := next(cl.Key, cur)
+		switch {
+		case cur.Holder == cl.Request.Holder:
+			doc.Expiry = max(cur.Expiry.UnixNano(), now.Add(cl.Request.Duration).UnixNano())
+		case cl.ExtendOnly:
+			errs[i] = errors.Annotatef(ErrNotHeld, "%s by %q", cl.Key.Lease, cl.Request.Holder)
+			continue
+		case !cur.Free(now):
+			errs[i] = errors.Annotatef(ErrHeld, "%s by %q", cl.Key.Lease, cur.Holder)
+			continue
+		default:
+			doc.Holder = cl.Request.Holder
+			doc.Expiry = now.Add(cl.Request.Duration).UnixNano()
+			doc.Fence = cur.Fence + 1
+			doc.Pins = nil
+		}
+		infos[i] = doc.info(c.config.ClockSkew)
+		docs = append(docs, doc)
+		docIndex = append(docIndex, i)
+	}
+	if len(docs) == 0 {
+		return infos, errs, nil
+	}
+	lost, err := c.insert(ctx, docs)
+	if err != nil {
+		return nil, nil, errors.Trace(err)
+	}
+	for _, n := range lost {
+		i := docIndex[n]
+		infos[i], errs[i] = Info{}, errors.Annotatef(ErrInvalid, "%s", claims[i].Key.Lease)
+	}
+	return infos, errs, nil
+}
+
+// Claim is part of the Client interface.
+func (c *client) Claim(ctx context.Context, key Key, req Request) (Info, error) {
+	return c.claimOne(ctx, Claim{Key: key, Request: req})
+}
+
+// Extend is part of the Client interface.
+func (c *client) Extend(ctx context.Context, key Key, req Request) (Info, error) {
+	return c.claimOne(ctx, Claim{Key: key, Request: req, ExtendOnly: true})
+}
+
+func (c *client) claimOne(ctx context.Context, claim Claim) (Info, error) {
+	infos, errs, err := c.ClaimMany(ctx, []Claim{claim})
+	if err != nil {
+		return Info{}, errors.Trace(err)
+	}
+	return infos[0], errs[0]
+}
+
+// Release is part of the Client interface.
+func (c *client) Release(ctx context.Context, key Key, holder string) error {
+	return c.change(ctx, key, func(cur Info, now time.Time) (termDoc, bool, error) {
+		if holder == "" || cur.Holder != holder {
+			return termDoc{}, false, errors.Annotatef(ErrNotHeld, "%s by %q", key.Lease, holder)
+		}
+		doc := next(key, cur)
+		doc.Holder, doc.Expiry = "", now.UnixNano()
+		return doc, true, nil
+	})
+}
+
+// Expire is part of the Client interface.
+func (c *client) Expire(ctx context.Context, key Key) error {
+	return c.change(ctx, key, func(cur Info, now time.Time) (termDoc, bool, error) {
+		if cur.Holder == "" {
+			return termDoc{}, false, nil
+		}
+		if !cur.Free(now) {
+			return termDoc{}, false, errors.Annotatef(ErrHeld, "%s by %q", key.Lease, cur.Holder)
+		}
+		doc := next(key, cur)
+		doc.Holder = ""
+		return doc, true, nil
+	})
+}
+
+// Pin is part of the Client interface.
+func (c *client) Pin(ctx context.Context, key Key, entity string) error {
+	return c.pin(ctx, key, entity, true)
+}
+
+// Unpin is part of the Client interface.
+func (c *client) Unpin(ctx context.Context, key Key, entity string) error {
+	return c.pin(ctx, key, entity, false)
+}
+
+func (c *client) pin(ctx context.Context, key Key, entity string, pinned bool) error {
+	if entity == "" {
+		return errors.NotValidf("empty pinning entity")
+	}
+	return c.change(ctx, key, func(cur Info, _ time.Time) (termDoc, bool, error) {
+		if cur.Term == 0 {
+			return termDoc{}, false, errors.NotFoundf("lease %s", key.Lease)
+		}
+		if slices.Contains(cur.Pins, entity) == pinned {
+			return termDoc{}, false, nil
+		}
+		doc := next(key, cur)
+		if pinned {
+			doc.Pins = append(doc.Pins, entity)
+		} else {
+			doc.Pins = slices.DeleteFunc(doc.Pins, func(e string) bool { return e == entity })
+		}
+		return doc, true, nil
+	})
+}
+
+// change reads key, lets f decide the next term, and inserts it.
+func (c *client) change(ctx context.Context, key Key, f func(Info, time.Time) (termDoc, bool, error)) error {
+	if err := validateKey(key); err != nil {
+		return errors.Trace(err)
+	}
+	now := c.config.Clock.Now()
+	current, err := c.read(ctx, []Key{key})
+	if err != nil {
+		return errors.Trace(err)
+	}
+	doc, write, err := f(current[key], now)
+	if err != nil || !write {
+		return err
+	}
+	lost, err := c.insert(ctx, []any{doc})
+	if err != nil {
+		return errors.Trace(err)
+	}
+	if len(lost) > 0 {
+		return errors.Annotatef(ErrInvalid, "%s", key.Lease)
+	}
+	return nil
+}
+
+// Leases is part of the Client interface.
+func (c *client) Leases(ctx context.Context, namespace, model string, leases ...string) (map[Key]Info, error) {
+	filter := bson.D{{Key: "ns", Value: namespace}, {Key: "model", Value: model}}
+	if len(leases) > 0 {
+		filter = append(filter, bson.E{Key: "lease", Value: bson.D{{Key: "$in", Value: leases}}})
+	}
+	docs, err := c.find(ctx, filter)
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	return c.latest(docs), nil
+}
+
+// read returns the latest term of each key, in one query per namespace
+// and model (one in all, in practice).
+func (c *client) read(ctx context.Context, keys []Key) (map[Key]Info, error) {
+	groups := make(map[[2]string][]string)
+	for _, k := range keys {
+		g := [2]string{k.Namespace, k.Model}
+		groups[g] = append(groups[g], k.Lease)
+	}
+	out := make(map[Key]Info, len(keys))
+	for g, leases := range groups {
+		found, err := c.Leases(ctx, g[0], g[1], leases...)
+		if err != nil {
+			return nil, errors.Trace(err)
+		}
+		for k, info := range found {
+			out[k] = info
+		}
+	}
+	return out, nil
+}
+
+func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
+	cur, err := c.config.Collection.Find(ctx, filter)
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot read leases")
+	}
+	var docs []termDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, errors.Annotate(err, "cannot read leases")
+	}
+	return docs, nil
+}
+
+func (c *client) latest(docs []termDoc) map[Key]Info {
+	out := make(map[Key]Info)
+	for _, d := range docs {
+		if cur, ok := out[d.key()]; !ok || d.Term > cur.Term {
+			out[d.key()] = d.info(c.config.ClockSkew)
+		}
+	}
+	return out
+}
+
+// insert inserts docs in one unordered call and returns the indexes of
+// those whose term another writer took first.
+func (c *client) insert(ctx context.Context, docs []any) ([]int, error) {
+	_, err := c.config.Collection.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return nil, nil
+	}
+	var bulkErr mongo.BulkWriteException
+	if !errors.As(err, &bulkErr) || bulkErr.WriteConcernError != nil || len(bulkErr.WriteErrors) == 0 {
+		return nil, errors.Annotate(err, "cannot write lease terms")
+	}
+	var lost []int
+	for _, we := range bulkErr.WriteErrors {
+		if !mongo.IsDuplicateKeyError(we) {
+			return nil, errors.Annotate(err, "cannot write lease terms")
+		}
+		lost = append(lost, we.Index)
+	}
+	if c.config.Logger != nil {
+		c.config.Logger.Debugf("%d lease terms lost to other writers", len(lost))
+	}
+	return lost, nil
+}
+
+// Prune is part of the Client interface.
+func (c *client) Prune(ctx context.Context, namespace, model string) (int, error) {
+	docs, err := c.find(ctx, bson.D{{Key: "ns", Value: namespace}, {Key: "model", Value: model}})
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	current := c.latest(docs)
+	var old []string
+	for _, d := range docs {
+		if d.Term < current[d.key()].Term {
+			old = append(old, d.ID)
+		}
+	}
+	removed := 0
+	for len(old) > 0 {
+		n := min(len(old), maxDelete)
+		res, err := c.config.Collection.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: old[:n]}}}})
+		if err != nil {
+			return removed, errors.Annotate(err, "cannot remove old lease terms")
+		}
+		removed += int(res.DeletedCount)
+		old = old[n:]
+	}
+	return removed, nil
+}

@@ -1,0 +1,155 @@
+// Package lease holds leases (for example, application leadership) in
+// MongoDB, safely across any number of writers.
+//
+// Safety model. A lease is a chain of terms. Every change to a lease (a
+// claim, an extension, a release, an expiry, a pin or an unpin) inserts the
+// next term as a new document whose _id is the lease's key plus the term
+// number. The database's unique _id index is the only arbiter: of two
+// writers that read term N and race to write term N+1, exactly one insert
+// succeeds and the other fails with E11000, which the client reports as
+// ErrInvalid ("re-read and try again"). Nothing is ever updated in place,
+// so this holds on MongoDB and on servers whose conditional updates are not
+// atomic across connections. There are no transactions.
+//
+// Time. A term's expiry is computed from the claimant's clock at the start
+// of the call, so a granted claim is valid for at least its duration from
+// the moment the call began. Another client treats a lease as free only
+// once its own clock passes expiry + ClockSkew; if the clocks of all
+// clients differ by at most ClockSkew, at most one holder holds a lease at
+// any instant. Every term carries a fence number that rises whenever the
+// holder changes, to be stored beside the holder's own writes.
+//
+// Storage. Superseded terms are removed by Prune (the lease-expiry worker
+// calls it), which keeps the latest term of each lease, so the fence
+// number never goes back.
+package lease
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/errors"
+)
+
+// Errors, by when they occur.
+const (
+	// ErrInvalid means another writer changed the lease between this
+	// client's read and its write: re-read and try again.
+	ErrInvalid = errors.ConstError("lease changed by another writer; re-read")
+
+	// ErrHeld is returned by a claim of a lease that another holder
+	// holds (or that is pinned).
+	ErrHeld = errors.ConstError("lease held by another holder")
+
+	// ErrNotHeld is returned by Extend and Release when the lease is not
+	// held by the given holder.
+	ErrNotHeld = errors.ConstError("lease not held")
+)
+
+// Key names a lease.
+type Key struct {
+	// Namespace separates kinds of lease, e.g. "application-leadership".
+	Namespace string
+	// Model is the model's UUID.
+	Model string
+	// Lease is the lease's name, e.g. an application name.
+	Lease string
+}
+
+// Info is a lease's current (latest) term.
+type Info struct {
+	// Holder holds the lease; empty when it was released or expired.
+	Holder string
+	// Expiry is when the holder's claim ends, by the claimant's clock.
+	Expiry time.Time
+	// Term is the term number; every change adds one.
+	Term int64
+	// Fence rises whenever the holder changes.
+	Fence int64
+	// Pins lists the entities that pinned the lease; a pinned lease does
+	// not expire.
+	Pins []string
+	// FreeAt is when others may claim the lease unless it is pinned:
+	// Expiry plus the client's ClockSkew.
+	FreeAt time.Time
+}
+
+// Free reports whether others may claim the lease at now: nobody holds
+// it, or the holder's claim ended at least ClockSkew ago and nobody
+// pinned it.
+func (i Info) Free(now time.Time) bool {
+	return i.Holder == "" || (!i.Pinned() && !now.Before(i.FreeAt))
+}
+
+// Pinned reports whether anyone pinned the lease.
+func (i Info) Pinned() bool {
+	return len(i.Pins) > 0
+}
+
+// HeldBy reports whether holder holds the lease at now: its term names
+// the holder and has not expired, or is pinned.
+func (i Info) HeldBy(holder string, now time.Time) bool {
+	return holder != "" && i.Holder == holder && (i.Pinned() || now.Before(i.Expiry))
+}
+
+// Request is a claim or an extension.
+type Request struct {
+	// Holder is who claims. It must not be empty.
+	Holder string
+	// Duration is how long the claim lasts from the start of the call.
+	// It must be positive.
+	Duration time.Duration
+}
+
+// Claim is one lease of a batch claim.
+type Claim struct {
+	Key     Key
+	Request Request
+	// ExtendOnly makes the claim fail with ErrNotHeld unless Holder
+	// holds the lease already.
+	ExtendOnly bool
+}
+
+// Client reads and changes leases. Every method is safe for concurrent
+// use; none keeps state between calls.
+type Client interface {
+	// ClaimMany claims or extends each lease with one read and one
+	// unordered insert, whatever their number. It returns the resulting
+	// term of each claim, or its error: ErrHeld, ErrNotHeld (ExtendOnly)
+	// or ErrInvalid. The second result is a database error that failed
+	// the whole batch.
+	ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error, error)
+
+	// Claim claims key for req.Holder, or extends it if the holder
+	// holds it already. It fails with ErrHeld or ErrInvalid.
+	Claim(ctx context.Context, key Key, req Request) (Info, error)
+
+	// Extend extends key, which req.Holder must hold. It fails with
+	// ErrNotHeld or ErrInvalid.
+	Extend(ctx context.Context, key Key, req Request) (Info, error)
+
+	// Release ends holder's claim at once. It fails with ErrNotHeld or
+	// ErrInvalid.
+	Release(ctx context.Context, key Key, holder string) error
+
+	// Expire records that an expired, unpinned lease is free. It fails
+	// with ErrHeld if the lease has not expired or is pinned, and with
+	// ErrInvalid.
+	Expire(ctx context.Context, key Key) error
+
+	// Pin stops key from expiring until every entity that pinned it has
+	// unpinned it. Pinning twice is harmless.
+	Pin(ctx context.Context, key Key, entity string) error
+
+	// Unpin removes entity's pin. Unpinning an unpinned lease does
+	// nothing.
+	Unpin(ctx context.Context, key Key, entity string) error
+
+	// Leases returns the latest term of each lease of namespace and
+	// model, or of the named ones only, in one read.
+	Leases(ctx context.Context, namespace, model string, leases ...string) (map[Key]Info, error)
+
+	// Prune removes every superseded term of namespace and model's
+	// leases, keeping the latest of each, and returns how many went.
+	Prune(ctx context.Context, namespace, model string) (int, error)
+}
