@@ -21,6 +21,10 @@ const DefaultClockSkew = time.Second
 // maxDelete is the most ids one prune deletes per call.
 const maxDelete = 500
 
+// readBatch is the batch size of lease reads, large enough for every term
+// of a model's leases to come back in one reply.
+const readBatch = 100000
+
 // Logger is the logging a client needs; dependency.Logger fits.
 type Logger interface {
 	Debugf(string, ...any)
@@ -330,7 +334,9 @@ func (c *client) read(ctx context.Context, keys []Key) (map[Key]Info, error) {
 }
 
 func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
-	cur, err := c.config.Collection.Find(ctx, filter)
+	// One batch: reading the leases is one round trip however many
+	// there are.
+	cur, err := c.config.Collection.Find(ctx, filter, options.Find().SetBatchSize(readBatch))
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot read leases")
 	}

@@ -475,9 +475,9 @@ func (m *manager) wake() {
 }
 
 // nextTick returns the time until the earliest lease becomes free, at
-// most MaxSleep and at least a twentieth of it, so that a lease the
-// database will not let go of cannot make the loop spin. After a failed
-// read it returns MaxSleep.
+// most MaxSleep. A lease that should be free already but is still held
+// (its expiry failed) is looked at again after a twentieth of MaxSleep,
+// so that the loop cannot spin; after a failed read, after MaxSleep.
 func (m *manager) nextTick() time.Duration {
 	if m.readFailed {
 		return m.config.MaxSleep
@@ -490,7 +490,10 @@ func (m *manager) nextTick() time.Duration {
 		}
 		next = min(next, info.FreeAt.Sub(now))
 	}
-	return max(next, m.config.MaxSleep/20)
+	if next <= 0 {
+		return m.config.MaxSleep / 20
+	}
+	return next
 }
 
 // releaseOnStop releases the leases claimed here, when configured to.

@@ -1,0 +1,257 @@
+package lease_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/juju/clock/testclock"
+	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/lease"
+)
+
+const skew = time.Second
+
+var key = lease.Key{Namespace: "application-leadership", Model: "m", Lease: "mysql"}
+
+type clientSuite struct {
+	agenttest.MongoSuite
+	clock  *testclock.Clock
+	coll   *mongo.Collection
+	client lease.Client
+	ctx    context.Context
+}
+
+var _ = gc.Suite(&clientSuite{})
+
+func (s *clientSuite) SetUpTest(c *gc.C) {
+	s.MongoSuite.SetUpTest(c)
+	s.clock = agenttest.NewClock()
+	s.coll = s.DB.Collection("leases")
+	s.client = s.newClient(c, s.coll)
+	s.ctx = context.Background()
+}
+
+func (s *clientSuite) newClient(c *gc.C, coll *mongo.Collection) lease.Client {
+	client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: s.clock, ClockSkew: skew})
+	c.Assert(err, gc.IsNil)
+	return client
+}
+
+func (s *clientSuite) claim(c *gc.C, holder string, d time.Duration) lease.Info {
+	info, err := s.client.Claim(s.ctx, key, lease.Request{Holder: holder, Duration: d})
+	c.Assert(err, gc.IsNil)
+	return info
+}
+
+func (s *clientSuite) count(c *gc.C) int64 {
+	n, err := s.coll.CountDocuments(s.ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	return n
+}
+
+func (s *clientSuite) TestClaimOfAFreeLease(c *gc.C) {
+	info := s.claim(c, "mysql/0", time.Minute)
+	c.Assert(info.Holder, gc.Equals, "mysql/0")
+	c.Assert(info.Term, gc.Equals, int64(1))
+	c.Assert(info.Fence, gc.Equals, int64(1))
+	c.Assert(info.Expiry.Equal(s.clock.Now().Add(time.Minute)), gc.Equals, true)
+	leases, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(leases[key].Holder, gc.Equals, "mysql/0")
+}
+
+func (s *clientSuite) TestClaimOfAHeldLeaseFails(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	_, err := s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+	c.Assert(errors.Is(err, lease.ErrHeld), gc.Equals, true, gc.Commentf("%v", err))
+}
+
+func (s *clientSuite) TestClaimByTheHolderExtendsKeepingTheFence(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	s.clock.Advance(10 * time.Second)
+	info := s.claim(c, "mysql/0", time.Minute)
+	c.Assert(info.Term, gc.Equals, int64(2))
+	c.Assert(info.Fence, gc.Equals, int64(1))
+	c.Assert(info.Expiry.Equal(s.clock.Now().Add(time.Minute)), gc.Equals, true)
+
+	// A shorter extension never shortens the claim.
+	info = s.claim(c, "mysql/0", time.Second)
+	c.Assert(info.Expiry.Equal(s.clock.Now().Add(time.Minute)), gc.Equals, true)
+}
+
+func (s *clientSuite) TestOthersWaitForTheClockSkewAfterExpiry(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	s.clock.Advance(time.Minute + skew - time.Nanosecond)
+	_, err := s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+	c.Assert(errors.Is(err, lease.ErrHeld), gc.Equals, true)
+	s.clock.Advance(time.Nanosecond)
+	info := s.claim(c, "mysql/1", time.Minute)
+	c.Assert(info.Fence, gc.Equals, int64(2))
+}
+
+func (s *clientSuite) TestExtendNeedsTheHolder(c *gc.C) {
+	_, err := s.client.Extend(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(errors.Is(err, lease.ErrNotHeld), gc.Equals, true)
+	s.claim(c, "mysql/0", time.Minute)
+	_, err = s.client.Extend(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+	c.Assert(errors.Is(err, lease.ErrNotHeld), gc.Equals, true)
+	info, err := s.client.Extend(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+	c.Assert(info.Term, gc.Equals, int64(2))
+}
+
+func (s *clientSuite) TestReleaseFreesTheLeaseAtOnce(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	c.Assert(errors.Is(s.client.Release(s.ctx, key, "mysql/1"), lease.ErrNotHeld), gc.Equals, true)
+	c.Assert(s.client.Release(s.ctx, key, "mysql/0"), gc.IsNil)
+	info := s.claim(c, "mysql/1", time.Minute)
+	c.Assert(info.Fence, gc.Equals, int64(2))
+	c.Assert(info.Term, gc.Equals, int64(3))
+}
+
+func (s *clientSuite) TestExpireOnlyAfterExpiryAndSkew(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	c.Assert(errors.Is(s.client.Expire(s.ctx, key), lease.ErrHeld), gc.Equals, true)
+	s.clock.Advance(time.Minute + skew)
+	c.Assert(s.client.Expire(s.ctx, key), gc.IsNil)
+	leases, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(leases[key].Holder, gc.Equals, "")
+	c.Assert(leases[key].Fence, gc.Equals, int64(1))
+	// Expiring a free lease does nothing.
+	c.Assert(s.client.Expire(s.ctx, key), gc.IsNil)
+	c.Assert(s.count(c), gc.Equals, int64(2))
+}
+
+func (s *clientSuite) TestPinnedLeaseDoesNotExpire(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	c.Assert(s.client.Pin(s.ctx, key, "upgrade"), gc.IsNil)
+	c.Assert(s.client.Pin(s.ctx, key, "upgrade"), gc.IsNil)
+	s.clock.Advance(time.Hour)
+	c.Assert(errors.Is(s.client.Expire(s.ctx, key), lease.ErrHeld), gc.Equals, true)
+	_, err := s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+	c.Assert(errors.Is(err, lease.ErrHeld), gc.Equals, true)
+	leases, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(leases[key].HeldBy("mysql/0", s.clock.Now()), gc.Equals, true)
+
+	c.Assert(s.client.Unpin(s.ctx, key, "upgrade"), gc.IsNil)
+	s.claim(c, "mysql/1", time.Minute)
+}
+
+func (s *clientSuite) TestPinOfAnUnknownLeaseIsNotFound(c *gc.C) {
+	c.Assert(errors.Is(s.client.Pin(s.ctx, key, "upgrade"), errors.NotFound), gc.Equals, true)
+}
+
+func (s *clientSuite) TestConcurrentClaimsOnSeparateClientsHaveOneWinner(c *gc.C) {
+	const contenders = 8
+	var wg sync.WaitGroup
+	results := make(chan error, contenders)
+	for i := 0; i < contenders; i++ {
+		client := s.newClient(c, s.NewDB(c).Collection("leases"))
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := client.Claim(s.ctx, key, lease.Request{Holder: fmt.Sprintf("mysql/%d", i), Duration: time.Minute})
+			results <- err
+		}(i)
+	}
+	wg.Wait()
+	close(results)
+	winners := 0
+	for err := range results {
+		switch {
+		case err == nil:
+			winners++
+		case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrInvalid):
+		default:
+			c.Fatalf("unexpected error %v", err)
+		}
+	}
+	c.Assert(winners, gc.Equals, 1)
+	c.Assert(s.count(c), gc.Equals, int64(1))
+}
+
+func (s *clientSuite) TestRenewingManyLeasesTakesTwoRoundTrips(c *gc.C) {
+	var counter agenttest.CommandCounter
+	client := s.newClient(c, s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("leases"))
+	claims := make([]lease.Claim, 1000)
+	for i := range claims {
+		k := key
+		k.Lease = fmt.Sprintf("app%d", i)
+		claims[i] = lease.Claim{Key: k, Request: lease.Request{Holder: fmt.Sprintf("app%d/0", i), Duration: time.Minute}}
+	}
+	_, errs, err := client.ClaimMany(s.ctx, claims)
+	c.Assert(err, gc.IsNil)
+	for _, err := range errs {
+		c.Assert(err, gc.IsNil)
+	}
+	counter.Reset()
+	infos, errs, err := client.ClaimMany(s.ctx, claims)
+	c.Assert(err, gc.IsNil)
+	for i := range claims {
+		c.Assert(errs[i], gc.IsNil)
+		c.Assert(infos[i].Term, gc.Equals, int64(2))
+	}
+	c.Assert(counter.Count("find")+counter.Count("getMore"), gc.Equals, 1)
+	c.Assert(counter.Count("insert"), gc.Equals, 1)
+}
+
+func (s *clientSuite) TestPruneKeepsTheLatestTermOfEachLease(c *gc.C) {
+	for i := 0; i < 5; i++ {
+		s.claim(c, "mysql/0", time.Minute)
+	}
+	other := key
+	other.Lease = "wordpress"
+	_, err := s.client.Claim(s.ctx, other, lease.Request{Holder: "wordpress/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+	removed, err := s.client.Prune(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(removed, gc.Equals, 4)
+	c.Assert(s.count(c), gc.Equals, int64(2))
+	info := s.claim(c, "mysql/0", time.Minute)
+	c.Assert(info.Term, gc.Equals, int64(6))
+}
+
+func (s *clientSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
+	for i, t := range []struct {
+		key lease.Key
+		req lease.Request
+	}{
+		{lease.Key{Namespace: "", Model: "m", Lease: "l"}, lease.Request{Holder: "h", Duration: time.Second}},
+		{lease.Key{Namespace: "n", Model: "", Lease: "l"}, lease.Request{Holder: "h", Duration: time.Second}},
+		{lease.Key{Namespace: "n", Model: "m", Lease: "a#b"}, lease.Request{Holder: "h", Duration: time.Second}},
+		{key, lease.Request{Holder: "", Duration: time.Second}},
+		{key, lease.Request{Holder: "h", Duration: 0}},
+		{key, lease.Request{Holder: "h", Duration: -time.Second}},
+	} {
+		c.Logf("case %d", i)
+		_, err := s.client.Claim(s.ctx, t.key, t.req)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
+	}
+	c.Assert(errors.Is(s.client.Pin(s.ctx, key, ""), errors.NotValid), gc.Equals, true)
+	c.Assert(s.count(c), gc.Equals, int64(0))
+}
+
+func (s *clientSuite) TestConfigValidation(c *gc.C) {
+	for i, t := range []struct {
+		config lease.ClientConfig
+		err    string
+	}{
+		{lease.ClientConfig{Clock: s.clock}, "nil Collection not valid"},
+		{lease.ClientConfig{Collection: s.coll}, "nil Clock not valid"},
+		{lease.ClientConfig{Collection: s.coll, Clock: s.clock, ClockSkew: -1}, "negative ClockSkew not valid"},
+	} {
+		c.Logf("case %d", i)
+		_, err := lease.NewClient(t.config)
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}

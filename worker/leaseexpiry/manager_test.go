@@ -1,0 +1,275 @@
+package leaseexpiry_test
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/leaseexpiry"
+)
+
+type managerSuite struct {
+	fixture
+}
+
+var _ = gc.Suite(&managerSuite{})
+
+func (s *managerSuite) TestClaimGrantsLeadershipWithAFence(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	token, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(token.Check(), gc.IsNil)
+	c.Assert(token.Fence(), gc.Equals, int64(1))
+	_, err = m.CheckLeadership("mysql", "mysql/1")
+	c.Assert(errors.Is(err, leaseexpiry.ErrNotHeld), gc.Equals, true)
+}
+
+func (s *managerSuite) TestClaimOfAnotherUnitsLeadershipIsDenied(c *gc.C) {
+	m1 := s.newManager(c, nil)
+	m2 := s.newManager(c, nil)
+	c.Assert(m1.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	err := m2.ClaimLeadership("mysql", "mysql/1", time.Minute)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, true, gc.Commentf("%v", err))
+	// The holder extends through any manager.
+	c.Assert(m2.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+}
+
+func (s *managerSuite) TestClaimIsValidForItsDurationFromTheCall(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	token, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	s.clock.Advance(time.Minute - time.Nanosecond)
+	c.Assert(token.Check(), gc.IsNil)
+	s.clock.Advance(time.Nanosecond)
+	c.Assert(errors.Is(token.Check(), leaseexpiry.ErrNotHeld), gc.Equals, true)
+	_, err = m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(errors.Is(err, leaseexpiry.ErrNotHeld), gc.Equals, true)
+}
+
+func (s *managerSuite) TestTokenFailsOnceLeadershipMovesAndFencesRise(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	old, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(m.ReleaseLeadership("mysql", "mysql/0"), gc.IsNil)
+	c.Assert(errors.Is(old.Check(), leaseexpiry.ErrNotHeld), gc.Equals, true)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/1", time.Minute), gc.IsNil)
+	c.Assert(m.ReleaseLeadership("mysql", "mysql/1"), gc.IsNil)
+	// The first leader again: a new tenure, a new fence, and its old
+	// token stays invalid.
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	current, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(current.Fence(), gc.Equals, old.Fence()+2)
+	c.Assert(errors.Is(old.Check(), leaseexpiry.ErrNotHeld), gc.Equals, true)
+}
+
+func (s *managerSuite) TestReleaseNeedsTheLeader(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	err := m.ReleaseLeadership("mysql", "mysql/1")
+	c.Assert(errors.Is(err, leaseexpiry.ErrNotHeld), gc.Equals, true)
+}
+
+func (s *managerSuite) TestBlockReturnsWhenLeadershipIsReleased(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	done := make(chan error, 1)
+	go func() { done <- m.BlockUntilLeadershipReleased("mysql") }()
+	select {
+	case err := <-done:
+		c.Fatalf("returned while the leader holds: %v", err)
+	case <-time.After(agenttest.ShortWait):
+	}
+	c.Assert(m.ReleaseLeadership("mysql", "mysql/0"), gc.IsNil)
+	select {
+	case err := <-done:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("not woken by the release")
+	}
+}
+
+func (s *managerSuite) TestBlockReturnsWithinOneTickOfTheLeaseLapsing(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", 10*time.Second), gc.IsNil)
+	done := make(chan error, 1)
+	go func() { done <- m.BlockUntilLeadershipReleased("mysql") }()
+	// The manager's alarm is set for the moment others may claim:
+	// expiry plus the clock skew.
+	agenttest.WaitAdvance(c, s.clock, 10*time.Second+skew-time.Millisecond, 1)
+	select {
+	case err := <-done:
+		c.Fatalf("returned before the lease was free: %v", err)
+	case <-time.After(agenttest.ShortWait):
+	}
+	agenttest.WaitAdvance(c, s.clock, time.Millisecond, 1)
+	select {
+	case err := <-done:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("not woken when the lease lapsed")
+	}
+	// The expiry was written: another manager sees the lease free.
+	m2 := s.newManager(c, nil)
+	c.Assert(m2.ClaimLeadership("mysql", "mysql/1", time.Minute), gc.IsNil)
+}
+
+func (s *managerSuite) TestBlockFailsWhenTheManagerStops(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	done := make(chan error, 1)
+	go func() { done <- m.BlockUntilLeadershipReleased("mysql") }()
+	m.Kill()
+	select {
+	case err := <-done:
+		c.Assert(err, gc.Equals, leaseexpiry.ErrStopped)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("BlockUntilLeadershipReleased hung")
+	}
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.Equals, leaseexpiry.ErrStopped)
+}
+
+func (s *managerSuite) TestBlockGivesUpWithItsContext(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.Assert(m.BlockUntilLeadershipReleasedContext(ctx, "mysql"), gc.Equals, context.Canceled)
+}
+
+func (s *managerSuite) TestPinnedLeadershipDoesNotExpire(c *gc.C) {
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", 10*time.Second), gc.IsNil)
+	c.Assert(m.PinLeadership("mysql", "machine-0"), gc.IsNil)
+	agenttest.WaitAdvance(c, s.clock, time.Hour, 1)
+	token, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(token.Check(), gc.IsNil)
+	err = m.ClaimLeadership("mysql", "mysql/1", time.Minute)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, true)
+
+	c.Assert(m.UnpinLeadership("mysql", "machine-0"), gc.IsNil)
+	c.Assert(errors.Is(token.Check(), leaseexpiry.ErrNotHeld), gc.Equals, true)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/1", time.Minute), gc.IsNil)
+}
+
+func (s *managerSuite) TestRestartedManagerKeepsTheLeader(c *gc.C) {
+	m1 := s.newManager(c, nil)
+	c.Assert(m1.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	m1.Kill()
+	c.Assert(m1.Wait(), gc.IsNil)
+	m2 := s.newManager(c, nil)
+	token, err := m2.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(token.Fence(), gc.Equals, int64(1))
+	err = m2.ClaimLeadership("mysql", "mysql/1", time.Minute)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, true)
+}
+
+func (s *managerSuite) TestReleaseOnStopLetsASuccessorTakeOverAtOnce(c *gc.C) {
+	m1 := s.newManager(c, nil, func(cfg *leaseexpiry.ManagerConfig) { cfg.ReleaseOnStop = true })
+	c.Assert(m1.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	m1.Kill()
+	c.Assert(m1.Wait(), gc.IsNil)
+	m2 := s.newManager(c, nil)
+	c.Assert(m2.ClaimLeadership("mysql", "mysql/1", time.Minute), gc.IsNil)
+}
+
+func (s *managerSuite) TestDatabaseOutageGivesErrorsNeverAWrongYes(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot stop an external MongoDB")
+	}
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	token, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+
+	c.Assert(s.Server.Stop(), gc.IsNil)
+	err = m.ClaimLeadership("mysql", "mysql/1", time.Minute)
+	c.Assert(err, gc.NotNil)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, false)
+	_, err = m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.NotNil)
+	c.Assert(token.Check(), gc.NotNil)
+
+	c.Assert(s.Server.Start(), gc.IsNil)
+	deadline := time.Now().Add(agenttest.LongWait)
+	for m.ClaimLeadership("mysql", "mysql/0", time.Minute) != nil {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true)
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.Assert(token.Check(), gc.IsNil)
+}
+
+func (s *managerSuite) TestSupersededTermsArePruned(c *gc.C) {
+	m := s.newManager(c, nil, func(cfg *leaseexpiry.ManagerConfig) { cfg.PruneEvery = 1 })
+	for i := 0; i < 10; i++ {
+		c.Assert(m.ClaimLeadership("mysql", "mysql/0", 4*time.Minute), gc.IsNil)
+	}
+	agenttest.WaitAdvance(c, s.clock, time.Minute, 1)
+	// The tick prunes on the real database; its timer is set again once
+	// it is done.
+	agenttest.WaitTimers(c, s.clock, 1)
+	n, err := s.DB.Collection("leases").CountDocuments(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+	c.Assert(n, gc.Equals, int64(1))
+}
+
+func (s *managerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
+	m := s.newManager(c, nil)
+	for i, t := range []struct {
+		app, unit string
+		d         time.Duration
+	}{
+		{"", "mysql/0", time.Minute},
+		{"MySQL", "mysql/0", time.Minute},
+		{"mysql", "mysql", time.Minute},
+		{"mysql", "wordpress/0", time.Minute},
+		{"mysql", "mysql/0", 0},
+		{"mysql", "mysql/0", -time.Second},
+		{"mysql", "mysql/0", time.Hour},
+	} {
+		c.Logf("case %d", i)
+		err := m.ClaimLeadership(t.app, t.unit, t.d)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
+	}
+	_, err := m.CheckLeadership("mysql", "wordpress/0")
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
+	c.Assert(errors.Is(m.BlockUntilLeadershipReleased("Bad App"), errors.NotValid), gc.Equals, true)
+	c.Assert(errors.Is(m.PinLeadership("mysql", ""), errors.NotValid), gc.Equals, true)
+	n, err := s.DB.Collection("leases").CountDocuments(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+	c.Assert(n, gc.Equals, int64(0))
+}
+
+func (s *managerSuite) TestConfigValidation(c *gc.C) {
+	valid := s.managerConfig(c, s.DB.Collection("leases"), s.clock)
+	for i, t := range []struct {
+		mutate func(*leaseexpiry.ManagerConfig)
+		err    string
+	}{
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Client = nil }, "nil Client not valid"},
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.MaxSleep = -1 }, "negative MaxSleep not valid"},
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.MaxDuration = -1 }, "negative MaxDuration not valid"},
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.PruneEvery = -1 }, "negative PruneEvery not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := valid
+		t.mutate(&cfg)
+		m, err := leaseexpiry.NewManager(cfg)
+		c.Check(m, gc.IsNil)
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}
+

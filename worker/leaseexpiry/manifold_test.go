@@ -1,0 +1,113 @@
+package leaseexpiry_test
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/leaseexpiry"
+)
+
+type manifoldSuite struct {
+	db      *mongo.Database
+	clock   clock.Clock
+	config  leaseexpiry.ManifoldConfig
+	started []leaseexpiry.ManagerConfig
+}
+
+var _ = gc.Suite(&manifoldSuite{})
+
+var _ func(leaseexpiry.ManagerConfig) (worker.Worker, error) = leaseexpiry.NewWorker
+
+func (s *manifoldSuite) SetUpTest(c *gc.C) {
+	client, err := mongo.Connect()
+	c.Assert(err, gc.IsNil)
+	s.db = client.Database("test")
+	s.clock = agenttest.NewClock()
+	s.started = nil
+	s.config = leaseexpiry.ManifoldConfig{
+		ClockName:     "clock",
+		DatabaseName:  "database",
+		Model:         model,
+		MaxSleep:      2 * time.Second,
+		MaxDuration:   time.Minute,
+		ReleaseOnStop: true,
+		NewWorker: func(config leaseexpiry.ManagerConfig) (worker.Worker, error) {
+			s.started = append(s.started, config)
+			return workertest.NewErrorWorker(nil), nil
+		},
+	}
+}
+
+func (s *manifoldSuite) resources() map[string]any {
+	return map[string]any{"clock": s.clock, "database": s.db}
+}
+
+func (s *manifoldSuite) TestInputs(c *gc.C) {
+	c.Assert(leaseexpiry.Manifold(s.config).Inputs, gc.DeepEquals, []string{"clock", "database"})
+}
+
+func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
+	agenttest.CheckMissingInputs(c, leaseexpiry.Manifold(s.config), s.resources())
+	c.Assert(s.started, gc.HasLen, 0)
+}
+
+func (s *manifoldSuite) TestValidate(c *gc.C) {
+	for i, t := range []struct {
+		mutate func(*leaseexpiry.ManifoldConfig)
+		err    string
+	}{
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.ClockSkew = -1 }, "negative ClockSkew not valid"},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.MaxSleep = -1 }, "negative MaxSleep not valid"},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.MaxDuration = -1 }, "negative MaxDuration not valid"},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := s.config
+		t.mutate(&cfg)
+		err := cfg.Validate()
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+		_, err = leaseexpiry.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+	c.Assert(s.started, gc.HasLen, 0)
+}
+
+func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
+	w, err := leaseexpiry.Manifold(s.config).Start(context.Background(), agenttest.StubGetter(s.resources()))
+	c.Assert(err, gc.IsNil)
+	workertest.CleanKill(agenttest.C(c), w)
+	c.Assert(s.started, gc.HasLen, 1)
+	got := s.started[0]
+	c.Assert(got.Client, gc.NotNil)
+	got.Client = nil
+	c.Assert(got, gc.DeepEquals, leaseexpiry.ManagerConfig{
+		Clock: s.clock, Model: model, MaxSleep: 2 * time.Second, MaxDuration: time.Minute, ReleaseOnStop: true,
+	})
+}
+
+func (s *manifoldSuite) TestOutputIsTheManagerOnly(c *gc.C) {
+	s.config.NewWorker = leaseexpiry.NewWorker
+	w, err := leaseexpiry.Manifold(s.config).Start(context.Background(), agenttest.StubGetter(s.resources()))
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), w)
+	output := leaseexpiry.Manifold(s.config).Output
+	var m leaseexpiry.Manager
+	c.Assert(output(w, &m), gc.IsNil)
+	c.Assert(m, gc.Equals, w)
+	var ww worker.Worker
+	c.Assert(output(w, &ww), gc.ErrorMatches, `expected \*leaseexpiry.Manager, got \*worker.Worker`)
+	c.Assert(output(workertest.NewErrorWorker(nil), &m), gc.ErrorMatches, `expected a leaseexpiry.Manager, got .*`)
+}
