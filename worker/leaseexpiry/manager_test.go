@@ -272,4 +272,3 @@ func (s *managerSuite) TestConfigValidation(c *gc.C) {
 		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
 	}
 }
-
