@@ -63,6 +63,20 @@ type Config struct {
 
 	// Logger is optional; nil means silent.
 	Logger Logger
+
+	// OnFlush, if not nil, is called after every flush, from the
+	// batcher's goroutine, e.g. to feed metrics. It must return quickly.
+	OnFlush func(FlushStats)
+}
+
+// FlushStats describes one flush.
+type FlushStats struct {
+	// Took is how long the flush took, by the batcher's clock.
+	Took time.Duration
+	// Documents is how many documents it wrote; zero when it failed.
+	Documents int
+	// Err is why it failed, or nil.
+	Err error
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -338,7 +352,11 @@ func (b *PingBatcher) loop() error {
 				break drain
 			}
 		}
-		err := b.flush(ctx)
+		started := b.config.Clock.Now()
+		docs, err := b.flush(ctx)
+		if b.config.OnFlush != nil {
+			b.config.OnFlush(FlushStats{Took: b.config.Clock.Now().Sub(started), Documents: docs, Err: err})
+		}
 		if err != nil && b.config.Logger != nil {
 			b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)
 		}
@@ -431,24 +449,24 @@ func upsert(id string, fields bson.D) mongo.WriteModel {
 // cannot find. On failure nothing is marked written, and after any failure
 // every beings document is written again, in case the pruner removed them
 // while this batcher could not write.
-func (b *PingBatcher) flush(ctx context.Context) error {
+func (b *PingBatcher) flush(ctx context.Context) (int, error) {
 	if !b.stats.indexesEnsured {
 		if err := schema.EnsureIndexes(ctx, b.config.Base); err != nil {
-			return b.failed(errors.Trace(err))
+			return 0, b.failed(errors.Trace(err))
 		}
 		b.stats.indexesEnsured = true
 	}
 	out := b.snapshot()
 	if len(out.arbiters) > 0 {
 		if err := b.insertArbiters(ctx, out); err != nil {
-			return b.failed(err)
+			return 0, b.failed(err)
 		}
 	}
 	if err := bulk(ctx, b.beings, out.beings); err != nil {
-		return b.failed(errors.Annotatef(err, "cannot write %d beings documents", len(out.beings)))
+		return 0, b.failed(errors.Annotatef(err, "cannot write %d beings documents", len(out.beings)))
 	}
 	if err := bulk(ctx, b.pings, out.pings); err != nil {
-		return b.failed(errors.Annotatef(err, "cannot write %d ping documents", len(out.pings)))
+		return 0, b.failed(errors.Annotatef(err, "cannot write %d ping documents", len(out.pings)))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -458,10 +476,11 @@ func (b *PingBatcher) flush(ctx context.Context) error {
 	for _, m := range b.models {
 		m.prune()
 	}
+	docs := len(out.arbiters) + len(out.beings) + len(out.pings)
 	b.stats.flushes++
 	b.stats.reassert = false
-	b.stats.docsWritten += int64(len(out.arbiters) + len(out.beings) + len(out.pings))
-	return nil
+	b.stats.docsWritten += int64(docs)
+	return docs, nil
 }
 
 // insertArbiters inserts the first beings document of each new writer.

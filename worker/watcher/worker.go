@@ -81,6 +81,24 @@ type Config struct {
 	// SyncInterval is the time between loads. Zero means
 	// schema.DefaultSyncInterval; it must not be negative.
 	SyncInterval time.Duration
+
+	// OnLoad, if not nil, is called after every load, from the watcher's
+	// goroutine, e.g. to feed metrics. It must return quickly.
+	OnLoad func(LoadStats)
+}
+
+// LoadStats describes one load.
+type LoadStats struct {
+	// Took is how long the database took to answer, by the watcher's
+	// clock.
+	Took time.Duration
+	// Keys is how many keys the watcher knows; Alive how many of them
+	// it reports alive.
+	Keys, Alive int
+	// Changes is how many keys changed state.
+	Changes int
+	// Err is why the load failed, or nil.
+	Err error
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -659,10 +677,11 @@ func highest(wb writerBits) int {
 // callers that waited for it. It must only be called from the loop
 // goroutine.
 func (w *Watcher) finishLoad(res loadResult) {
+	changes := 0
 	if res.err != nil {
 		w.failed(res)
 	} else {
-		w.applied(res)
+		changes = w.applied(res)
 	}
 	for _, waiter := range w.curWaiters {
 		if waiter.reply != nil {
@@ -674,7 +693,10 @@ func (w *Watcher) finishLoad(res loadResult) {
 		req.reply <- w.alive(req.key)
 	}
 	w.pendingAlive = nil
-	w.record(res)
+	alive := w.record(res)
+	if w.config.OnLoad != nil {
+		w.config.OnLoad(LoadStats{Took: res.took, Keys: len(w.view.keys), Alive: alive, Changes: changes, Err: res.err})
+	}
 }
 
 func (w *Watcher) failed(res loadResult) {
@@ -684,7 +706,8 @@ func (w *Watcher) failed(res loadResult) {
 	w.logf("%s: %v (keeping the last view)", w, res.err)
 }
 
-func (w *Watcher) applied(res loadResult) {
+// applied applies a successful load and returns how many keys changed.
+func (w *Watcher) applied(res loadResult) int {
 	if w.failing {
 		w.failing = false
 		w.healthySince = res.at
@@ -705,11 +728,12 @@ func (w *Watcher) applied(res loadResult) {
 	if !w.loaded {
 		w.loaded = true
 		w.firstDispatch()
-		return
+		return 0
 	}
 	for _, c := range changes {
 		w.dispatch(c.key, c.alive)
 	}
+	return len(changes)
 }
 
 // firstDispatch sends the initial states that waited for the first load.
@@ -753,7 +777,8 @@ func (w *Watcher) touch(s *sender) {
 	}
 }
 
-func (w *Watcher) record(res loadResult) {
+// record updates what Report shows and returns how many keys are alive.
+func (w *Watcher) record(res loadResult) int {
 	alive := 0
 	for _, a := range w.view.alive {
 		if a {
@@ -776,6 +801,7 @@ func (w *Watcher) record(res loadResult) {
 	} else {
 		delete(w.stats, "last-error")
 	}
+	return alive
 }
 
 func (w *Watcher) stopSenders() {

@@ -1,0 +1,287 @@
+package presence_test
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/dependency"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/goleak"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence"
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/leaseexpiry"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/presencerecorder"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// engineSuite runs the whole manifold set in a real dependency.Engine.
+type engineSuite struct {
+	agenttest.MongoSuite
+}
+
+var _ = gc.Suite(&engineSuite{})
+
+// outputs is what a consumer manifold got from the set.
+type outputs struct {
+	batcher  *pingbatcher.PingBatcher
+	watcher  *watcher.Watcher
+	manager  leaseexpiry.Manager
+	recorder presencerecorder.Recorder
+}
+
+// consumer returns a manifold that depends on the set's outputs and sends
+// them to got each time it starts.
+func consumer(got chan<- outputs) dependency.Manifold {
+	return dependency.Manifold{
+		Inputs: []string{presence.PingBatcherName, presence.WatcherName, presence.LeaseManagerName, presence.PresenceRecorderName},
+		Start: func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
+			var o outputs
+			for name, out := range map[string]any{
+				presence.PingBatcherName:      &o.batcher,
+				presence.WatcherName:          &o.watcher,
+				presence.LeaseManagerName:     &o.manager,
+				presence.PresenceRecorderName: &o.recorder,
+			} {
+				if err := getter.Get(name, out); err != nil {
+					return nil, errors.Trace(err)
+				}
+			}
+			select {
+			case got <- o:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return workertest.NewErrorWorker(nil), nil
+		},
+	}
+}
+
+func (s *engineSuite) newEngine(c *gc.C) *dependency.Engine {
+	engine, err := dependency.NewEngine(dependency.EngineConfig{
+		IsFatal:          func(error) bool { return false },
+		WorstError:       func(err, _ error) error { return err },
+		ErrorDelay:       10 * time.Millisecond,
+		BounceDelay:      10 * time.Millisecond,
+		BackoffFactor:    1,
+		BackoffResetTime: time.Second,
+		MaxDelay:         100 * time.Millisecond,
+		Clock:            clock.WallClock,
+		Metrics:          dependency.DefaultMetrics(),
+		Logger:           noLogger{},
+	})
+	c.Assert(err, gc.IsNil)
+	return engine
+}
+
+func (s *engineSuite) manifolds(c *gc.C, clk clock.Clock) dependency.Manifolds {
+	manifolds := presence.Manifolds(presence.ManifoldsConfig{
+		DatabaseName: "database",
+		Model:        modelA,
+		Clock:        clk,
+		AgentKey:     "machine-0",
+		APIServer:    true,
+		Period:       30 * time.Second,
+		// Flushes and syncs are asked for by the test.
+		FlushInterval: time.Hour,
+		SyncInterval:  time.Hour,
+	})
+	manifolds["database"] = presence.DatabaseManifold(s.Server.URI(), s.DB.Name(),
+		options.Client().SetServerSelectionTimeout(5*time.Second))
+	return manifolds
+}
+
+func next(c *gc.C, got <-chan outputs) outputs {
+	select {
+	case o := <-got:
+		return o
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("the consumer did not start")
+	}
+	return outputs{}
+}
+
+func (s *engineSuite) TestManifoldsValidate(c *gc.C) {
+	c.Assert(dependency.Validate(s.manifolds(c, agenttest.NewClock())), gc.IsNil)
+}
+
+func (s *engineSuite) TestEverythingStartsInOrderAndPresenceSurvivesADatabaseBounce(c *gc.C) {
+	defer goleak.VerifyNone(c, goleak.IgnoreCurrent())
+	clk := agenttest.NewClock()
+	engine := s.newEngine(c)
+	got := make(chan outputs, 1)
+	databases := make(chan *bounceable, 2)
+	manifolds := s.manifolds(c, clk)
+	manifolds["database"] = bounceManifold(manifolds["database"], databases)
+	for name, m := range manifolds {
+		c.Assert(engine.Install(name, m), gc.IsNil)
+	}
+	c.Assert(engine.Install("consumer", consumer(got)), gc.IsNil)
+
+	first := next(c, got)
+	c.Assert(first.recorder.IsEnabled(), gc.Equals, true)
+	c.Assert(first.batcher.Sync(), gc.IsNil)
+	c.Assert(first.watcher.Refresh(), gc.IsNil)
+	alive, err := first.watcher.Alive("machine-0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+	c.Assert(first.manager.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+
+	// Bounce the database: every dependent restarts on the new one.
+	(<-databases).bounce()
+	second := next(c, got)
+	c.Assert(second.watcher != first.watcher, gc.Equals, true)
+	c.Assert(second.batcher != first.batcher, gc.Equals, true)
+
+	// The new watcher sees the agent alive before the new batcher has
+	// written anything, and after.
+	c.Assert(second.watcher.Refresh(), gc.IsNil)
+	alive, err = second.watcher.Alive("machine-0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+	c.Assert(second.batcher.Sync(), gc.IsNil)
+	c.Assert(second.watcher.Refresh(), gc.IsNil)
+	alive, err = second.watcher.Alive("machine-0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+
+	// Leadership outlives the restart.
+	token, err := second.manager.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(token.Fence(), gc.Equals, int64(1))
+
+	workertest.CleanKill(agenttest.C(c), engine)
+}
+
+func (s *engineSuite) TestInvalidConfigFailsEveryStart(c *gc.C) {
+	manifolds := presence.Manifolds(presence.ManifoldsConfig{DatabaseName: "database", Model: modelA})
+	getter := agenttest.StubGetter(map[string]any{"database": s.DB, presence.ClockName: agenttest.NewClock()})
+	_, err := manifolds[presence.WatcherName].Start(context.Background(), getter)
+	c.Assert(err, gc.ErrorMatches, "nil Clock not valid")
+	_, err = manifolds[presence.ClockName].Start(context.Background(), getter)
+	c.Assert(err, gc.ErrorMatches, "nil Clock not valid")
+}
+
+func (s *engineSuite) TestManifoldsConfigValidation(c *gc.C) {
+	valid := presence.ManifoldsConfig{DatabaseName: "database", Model: modelA, Clock: agenttest.NewClock()}
+	c.Assert(valid.Validate(), gc.IsNil)
+	for i, t := range []struct {
+		mutate func(*presence.ManifoldsConfig)
+		err    string
+	}{
+		{func(cfg *presence.ManifoldsConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *presence.ManifoldsConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
+		{func(cfg *presence.ManifoldsConfig) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *presence.ManifoldsConfig) { cfg.AgentKey = "\xff" }, `AgentKey: key .* not valid`},
+		{func(cfg *presence.ManifoldsConfig) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
+		{func(cfg *presence.ManifoldsConfig) { cfg.Period = -1 }, "negative Period not valid"},
+		{func(cfg *presence.ManifoldsConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+		{func(cfg *presence.ManifoldsConfig) { cfg.PruneInterval = -1 }, "negative PruneInterval not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := valid
+		t.mutate(&cfg)
+		err := cfg.Validate()
+		c.Check(err, gc.ErrorMatches, t.err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}
+
+func (s *engineSuite) TestManifoldsNamesAndPrefix(c *gc.C) {
+	config := presence.ManifoldsConfig{DatabaseName: "database", Model: modelA, Clock: agenttest.NewClock()}
+	c.Assert(keys(presence.Manifolds(config)), gc.DeepEquals, []string{
+		presence.LeaseManagerName, presence.ClockName, presence.PingBatcherName,
+		presence.PrunerName, presence.PresenceRecorderName, presence.WatcherName,
+	})
+	config.AgentKey = "machine-0"
+	config.Prefix = "m1-"
+	manifolds := presence.Manifolds(config)
+	c.Assert(manifolds, gc.HasLen, 7)
+	c.Assert(manifolds["m1-"+presence.PingerName].Inputs, gc.DeepEquals,
+		[]string{"m1-" + presence.ClockName, "database", "m1-" + presence.PingBatcherName})
+}
+
+func (s *engineSuite) TestDatabaseManifoldOutputsTheDatabase(c *gc.C) {
+	m := presence.DatabaseManifold(s.Server.URI(), "somedb")
+	w, err := m.Start(context.Background(), agenttest.StubGetter(nil))
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), w)
+	var db *mongo.Database
+	c.Assert(m.Output(w, &db), gc.IsNil)
+	c.Assert(db.Name(), gc.Equals, "somedb")
+	var wrong *int
+	c.Assert(m.Output(w, &wrong), gc.ErrorMatches, `expected \*\*mongo.Database, got \*\*int`)
+}
+
+func (s *engineSuite) TestDatabaseManifoldFailsWithoutAServer(c *gc.C) {
+	m := presence.DatabaseManifold("mongodb://127.0.0.1:1", "db", options.Client().SetServerSelectionTimeout(100*time.Millisecond))
+	_, err := m.Start(context.Background(), agenttest.StubGetter(nil))
+	c.Assert(err, gc.ErrorMatches, "cannot reach MongoDB: .*")
+	_, err = presence.DatabaseManifold("", "db").Start(context.Background(), agenttest.StubGetter(nil))
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
+}
+
+func keys(m dependency.Manifolds) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// bounceable is a worker that the test can make stop with
+// dependency.ErrBounce, as a database that went away would.
+type bounceable struct {
+	worker.Worker
+	bounced chan struct{}
+}
+
+func (b *bounceable) bounce() {
+	close(b.bounced)
+	b.Kill()
+}
+
+// Wait is part of the worker.Worker interface.
+func (b *bounceable) Wait() error {
+	err := b.Worker.Wait()
+	select {
+	case <-b.bounced:
+		return dependency.ErrBounce
+	default:
+		return err
+	}
+}
+
+func bounceManifold(inner dependency.Manifold, started chan<- *bounceable) dependency.Manifold {
+	outer := inner
+	outer.Start = func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
+		w, err := inner.Start(ctx, getter)
+		if err != nil {
+			return nil, err
+		}
+		b := &bounceable{Worker: w, bounced: make(chan struct{})}
+		started <- b
+		return b, nil
+	}
+	outer.Output = func(in worker.Worker, out any) error {
+		return inner.Output(in.(*bounceable).Worker, out)
+	}
+	return outer
+}
+
+type noLogger struct{}
+
+func (noLogger) Tracef(string, ...any) {}
+func (noLogger) Debugf(string, ...any) {}
+func (noLogger) Infof(string, ...any)  {}
+func (noLogger) Errorf(string, ...any) {}
