@@ -1,13 +1,19 @@
 // Command presenced runs presencekit end to end: the embedded MongoDB-wire
-// server (or a real MongoDB), the presence workers, and simulated agents
-// across models that join, leave cleanly and crash silently. It prints
-// what it sees as it happens.
+// server (or a real MongoDB), a dependency engine with the whole manifold
+// set for several models, and a simulation: agents that join, leave
+// cleanly and crash silently, and units of a few applications contending
+// for leadership. It shows live what is alive, who leads, each detection
+// with its latency and the database writes per second, and serves
+//
+//	GET /status         the same, as JSON
+//	GET /watch?key=K    a stream of JSON lines: the snapshot, then deltas
+//	GET /metrics        Prometheus metrics
+//
+// on --listen (default 127.0.0.1:8080). Ctrl-C stops it cleanly.
 //
 //	go run ./cmd/presenced
 //	go run ./cmd/presenced --agents 5000 --models 10 --duration 1m
 //	go run ./cmd/presenced --mongo-uri mongodb://localhost:27017
-//
-// Ctrl-C stops it cleanly.
 package main
 
 import (
@@ -52,15 +58,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type options struct {
-	mongoURI string
-	dataDir  string
-	agents   int
-	models   int
-	duration time.Duration
-	period   time.Duration
-	flush    time.Duration
-	sync     time.Duration
-	churn    time.Duration
+	mongoURI  string
+	dataDir   string
+	listen    string
+	agents    int
+	models    int
+	apps      int
+	units     int
+	duration  time.Duration
+	period    time.Duration
+	flush     time.Duration
+	sync      time.Duration
+	churn     time.Duration
+	display   time.Duration
+	keepalive time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -69,29 +80,38 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.mongoURI, "mongo-uri", "", "MongoDB to use instead of the embedded server")
 	fs.StringVar(&o.dataDir, "data", "", "directory for the embedded server's data (default: a temporary directory, removed at exit)")
-	fs.IntVar(&o.agents, "agents", 200, "simulated agents")
-	fs.IntVar(&o.models, "models", 3, "models the agents are spread over")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address for /status, /watch and /metrics")
+	fs.IntVar(&o.agents, "agents", 1000, "simulated agents, spread over the models")
+	fs.IntVar(&o.models, "models", 5, "models")
+	fs.IntVar(&o.apps, "apps", 3, "applications per model contending for leadership")
+	fs.IntVar(&o.units, "units", 3, "units per application")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
-	fs.DurationVar(&o.period, "period", 2*time.Second, "presence slot length")
+	fs.DurationVar(&o.period, "period", 2*time.Second, "presence slot length (the library's default is 10s)")
 	fs.DurationVar(&o.flush, "flush", 250*time.Millisecond, "ping batcher flush interval")
 	fs.DurationVar(&o.sync, "sync", 250*time.Millisecond, "watcher sync interval")
 	fs.DurationVar(&o.churn, "churn", 500*time.Millisecond, "time between simulated joins, leaves and crashes")
+	fs.DurationVar(&o.display, "display", 3*time.Second, "time between status lines in the terminal")
+	fs.DurationVar(&o.keepalive, "keepalive", 15*time.Second, "time between keepalive lines on /watch")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.agents < 1:
-		return o, fmt.Errorf("--agents must be at least 1, got %d", o.agents)
-	case o.models < 1 || o.models > o.agents:
-		return o, fmt.Errorf("--models must be between 1 and --agents, got %d", o.models)
+	case o.models < 1:
+		return o, fmt.Errorf("--models must be at least 1, got %d", o.models)
+	case o.agents < o.models:
+		return o, fmt.Errorf("--agents (%d) must be at least --models (%d)", o.agents, o.models)
+	case o.apps < 0 || o.units < 1:
+		return o, fmt.Errorf("--apps must not be negative and --units must be at least 1")
 	case o.duration < 0:
 		return o, fmt.Errorf("--duration must not be negative")
-	case o.period <= 0 || o.flush <= 0 || o.sync <= 0 || o.churn <= 0:
-		return o, fmt.Errorf("--period, --flush, --sync and --churn must be positive")
+	case o.period <= 0 || o.flush <= 0 || o.sync <= 0 || o.churn <= 0 || o.display <= 0 || o.keepalive <= 0:
+		return o, fmt.Errorf("--period, --flush, --sync, --churn, --display and --keepalive must be positive")
 	case o.flush >= o.period/2:
 		return o, fmt.Errorf("--flush (%v) must be under half of --period (%v)", o.flush, o.period)
+	case o.listen == "":
+		return o, fmt.Errorf("--listen must not be empty")
 	}
 	return o, nil
 }

@@ -2,110 +2,130 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
-	"sort"
-	"sync"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
+	"github.com/juju/worker/v4/dependency"
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/presencekit/presence"
 	"github.com/presencekit/presence/internal/embedded"
-	"github.com/presencekit/presence/worker/pingbatcher"
-	"github.com/presencekit/presence/worker/pruner"
-	"github.com/presencekit/presence/worker/watcher"
 )
 
-// serve runs the demo until ctx is done.
+const (
+	databaseName   = "database"
+	databaseDBName = "presenced"
+	baseCollection = "presence"
+)
+
+// serve runs everything until ctx is done, then stops it all.
 func serve(ctx context.Context, o options, out io.Writer) error {
-	uri, stopServer, err := database(o, out)
-	if err != nil {
-		return err
-	}
-	defer stopServer()
-
-	client, err := mongo.Connect(mongooptions.Client().ApplyURI(uri).SetServerSelectionTimeout(5 * time.Second))
-	if err != nil {
-		return fmt.Errorf("cannot connect to %s: %w", uri, err)
-	}
-	defer client.Disconnect(context.Background())
-	db := client.Database("presenced")
-	base := db.Collection("presence")
+	started := time.Now()
 	clk := clock.WallClock
-
-	batcher, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: o.flush, Clock: clk})
+	fmt.Fprintln(out, "presenced: starting")
+	uri, stopDatabase, err := database(o, out)
 	if err != nil {
 		return err
 	}
-	workers := []worker.Worker{batcher}
-	defer func() {
-		for _, w := range workers {
-			w.Kill()
-		}
-		for _, w := range workers {
-			_ = w.Wait()
-		}
-	}()
+	defer stopDatabase()
 
 	models := make([]names.ModelTag, o.models)
-	watchers := make([]*watcher.Watcher, o.models)
 	for i := range models {
-		models[i] = names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i+1))
-		w, err := watcher.New(watcher.Config{Base: base, Model: models[i], Clock: clk, Period: o.period, SyncInterval: o.sync})
-		if err != nil {
-			return err
-		}
-		p, err := pruner.New(pruner.Config{Base: base, Model: models[i], Clock: clk, Period: o.period, Interval: 4 * o.period})
-		if err != nil {
-			return err
-		}
-		watchers[i] = w
-		workers = append(workers, w, p)
+		models[i] = names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
 	}
-
-	sim := newSimulation(o, base, models, batcher, clk)
-	fmt.Fprintf(out, "starting %d agents across %d models (period %v, flush %v, sync %v)\n", o.agents, o.models, o.period, o.flush, o.sync)
-	if err := sim.start(ctx, out); err != nil {
+	m := newMetrics()
+	reg := newRegistry(models)
+	engine, err := newEngine(o, uri, models, reg, m)
+	if err != nil {
 		return err
 	}
-	defer sim.stop()
-
-	var wg sync.WaitGroup
-	for i, w := range watchers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			follow(ctx, w, models[i], sim, out)
-		}()
+	stopEngine := func() {
+		engine.Kill()
+		_ = engine.Wait()
 	}
-	summary := time.NewTicker(5 * time.Second)
-	defer summary.Stop()
-	churn := time.NewTicker(o.churn)
-	defer churn.Stop()
-	for {
+	fmt.Fprintln(out, "engine started; waiting for the workers")
+	if err := reg.waitReady(ctx); err != nil {
+		stopEngine()
+		fmt.Fprintln(out, "stopped before the workers were ready")
+		return nil
+	}
+
+	sim := newSimulation(o, reg, m, clk, out)
+	if err := sim.start(ctx); err != nil {
+		sim.stop()
+		stopEngine()
+		return err
+	}
+	listener, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		sim.stop()
+		stopEngine()
+		return fmt.Errorf("cannot listen on %s: %w", o.listen, err)
+	}
+	srv := &http.Server{Handler: newHandler(o, reg, sim, m, clk, started)}
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(listener) }()
+	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics)\n", listener.Addr())
+
+	followers := make(chan struct{})
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	go func() {
+		defer close(followers)
+		followAll(followCtx, reg, sim)
+	}()
+
+	churn := clk.NewTimer(o.churn)
+	display := clk.NewTimer(o.display)
+	writesBefore, lastDisplay := m.writes.Load(), clk.Now()
+	for running := true; running; {
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(out, "stopping")
-			wg.Wait()
-			return nil
-		case <-churn.C:
-			sim.step(out)
-		case <-summary.C:
-			printSummary(ctx, out, db, watchers, models)
+			running = false
+		case <-churn.Chan():
+			sim.step()
+			churn.Reset(o.churn)
+		case <-display.Chan():
+			now := clk.Now()
+			writes := m.writes.Load()
+			rate := float64(writes-writesBefore) / now.Sub(lastDisplay).Seconds()
+			writesBefore, lastDisplay = writes, now
+			fmt.Fprint(out, statusText(status(reg, sim, clk, started, rate)))
+			display.Reset(o.display)
+		case err := <-serveDone:
+			running = false
+			fmt.Fprintln(out, "HTTP server stopped:", err)
 		}
 	}
+
+	stopping := time.Now()
+	fmt.Fprintln(out, "stopping")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	stopFollowing()
+	sim.stop()
+	stopEngine()
+	<-followers
+	stopDatabase()
+	fmt.Fprintf(out, "stopped cleanly in %.1fs\n", time.Since(stopping).Seconds())
+	return nil
 }
 
 // database returns the URI to use, starting the embedded server unless
-// --mongo-uri was given, and a function that stops it.
+// --mongo-uri was given, and a function that stops it (safe to call twice).
 func database(o options, out io.Writer) (string, func(), error) {
 	if o.mongoURI != "" {
+		fmt.Fprintf(out, "using MongoDB at %s\n", o.mongoURI)
 		return o.mongoURI, func() {}, nil
 	}
 	dir, cleanup := o.dataDir, func() {}
@@ -123,48 +143,137 @@ func database(o options, out io.Writer) (string, func(), error) {
 	}
 	uri := srv.URI()
 	fmt.Fprintf(out, "embedded MongoDB-wire server (FerretDB on SQLite) at %s, data in %s\n", uri, dir)
-	return uri, func() { srv.Stop(); cleanup() }, nil
+	stopped := false
+	return uri, func() {
+		if !stopped {
+			stopped = true
+			srv.Stop()
+			cleanup()
+		}
+	}, nil
 }
 
-// follow prints every change one watcher reports, with the detection
-// latency of deaths the simulation caused.
-func follow(ctx context.Context, w *watcher.Watcher, model names.ModelTag, sim *simulation, out io.Writer) {
-	sub := w.Subscribe()
+// newEngine starts a dependency engine with the database, every model's
+// manifold set (prefixed "m<i>-") and a publisher per model.
+func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m *metrics) (*dependency.Engine, error) {
+	engine, err := dependency.NewEngine(dependency.EngineConfig{
+		IsFatal:          func(error) bool { return false },
+		WorstError:       func(err, _ error) error { return err },
+		ErrorDelay:       time.Second,
+		BounceDelay:      10 * time.Millisecond,
+		BackoffFactor:    1.5,
+		BackoffResetTime: time.Minute,
+		MaxDelay:         10 * time.Second,
+		Clock:            clock.WallClock,
+		Metrics:          dependency.DefaultMetrics(),
+		Logger:           quietLogger{},
+	})
+	if err != nil {
+		return nil, err
+	}
+	manifolds := dependency.Manifolds{
+		databaseName: presence.DatabaseManifold(uri, databaseDBName,
+			mongooptions.Client().SetServerSelectionTimeout(5*time.Second), m.monitor()),
+	}
+	for i, model := range models {
+		prefix := "m" + strconv.Itoa(i) + "-"
+		set := presence.Manifolds(presence.ManifoldsConfig{
+			DatabaseName:  databaseName,
+			Model:         model,
+			Clock:         clock.WallClock,
+			Prefix:        prefix,
+			APIServer:     true,
+			Collection:    baseCollection,
+			FlushInterval: o.flush,
+			Period:        o.period,
+			SyncInterval:  o.sync,
+			PruneInterval: 4 * o.period,
+			OnFlush:       m.onFlush,
+			OnLoad:        m.onLoad(model.Id()),
+		})
+		for name, manifold := range set {
+			manifolds[name] = manifold
+		}
+		manifolds[prefix+"publisher"] = reg.publisher(i, prefix)
+	}
+	if err := dependency.Validate(manifolds); err != nil {
+		return nil, err
+	}
+	if err := dependency.Install(engine, manifolds); err != nil {
+		_ = worker.Stop(engine)
+		return nil, err
+	}
+	return engine, nil
+}
+
+// followAll reports every change that each model's current watcher sees,
+// following the watcher across engine restarts.
+func followAll(ctx context.Context, reg *registry, sim *simulation) {
+	done := make(chan struct{})
+	for i := range reg.models {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for ctx.Err() == nil {
+				o, changed := reg.get(i)
+				follow(ctx, o, i, sim)
+				select {
+				case <-changed:
+				case <-ctx.Done():
+				}
+			}
+		}()
+	}
+	for range reg.models {
+		<-done
+	}
+}
+
+// follow reports one watcher's changes until it or ctx stops.
+func follow(ctx context.Context, o outputs, model int, sim *simulation) {
+	sub := o.watcher.Subscribe()
 	defer sub.Close()
-	first := true
+	if _, err := sub.Next(ctx); err != nil {
+		return
+	}
 	for {
 		changes, err := sub.Next(ctx)
 		if err != nil {
 			return
 		}
-		if first {
-			first = false
-			continue
-		}
 		for _, c := range changes {
-			fmt.Fprintln(out, sim.describe(model, c))
+			sim.report(model, c.Key, c.Alive)
 		}
 	}
 }
 
-func printSummary(ctx context.Context, out io.Writer, db *mongo.Database, watchers []*watcher.Watcher, models []names.ModelTag) {
-	var parts []string
-	for i, w := range watchers {
-		report := w.Report()
-		parts = append(parts, fmt.Sprintf("%s…: %v alive", models[i].Id()[24:], report["alive"]))
+// statusText renders a status for the terminal.
+func statusText(st statusDoc) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- up %s | %d models, %d/%d agents alive | db writes %.1f/s | detections:",
+		st.Uptime, len(st.Models), st.Alive, st.Agents, st.WritesPerSecond)
+	for _, cause := range sortedKeys(st.Detections) {
+		name := cause
+		if name == "" {
+			name = "other"
+		}
+		fmt.Fprintf(&b, " %s %d", name, st.Detections[cause])
 	}
-	sort.Strings(parts)
-	docs, _ := db.Collection("presence.pings").CountDocuments(ctx, bson.D{})
-	fmt.Fprintf(out, "-- %s | ping documents: %d\n", joinParts(parts), docs)
+	b.WriteString("\n")
+	for i, m := range st.Models {
+		fmt.Fprintf(&b, "   model %d  alive %d/%d  leaders:", i, m.Alive, m.Agents)
+		for _, app := range sortedKeys(m.Leaders) {
+			fmt.Fprintf(&b, " %s(fence %d)", m.Leaders[app].Unit, m.Leaders[app].Fence)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
-func joinParts(parts []string) string {
-	s := ""
-	for i, p := range parts {
-		if i > 0 {
-			s += " | "
-		}
-		s += p
-	}
-	return s
-}
+type quietLogger struct{}
+
+func (quietLogger) Tracef(string, ...any) {}
+func (quietLogger) Debugf(string, ...any) {}
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+
+var errNoModel = errors.New("unknown model")

@@ -5,130 +5,325 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sort"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/juju/clock"
-	"github.com/juju/names/v5"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence/worker/pinger"
-	"github.com/presencekit/presence/worker/watcher"
 )
 
-// simulation drives agents: each is a pinger that joins, leaves cleanly
-// (Disconnect) or crashes (Stop without a word) and comes back.
+// What the simulation does to an agent.
+const (
+	causeJoin  = "join"
+	causeLeave = "leave"
+	causeCrash = "crash"
+)
+
+// simulation drives agents (pingers that join, leave cleanly and crash
+// silently) and units that contend for leadership, through whatever
+// outputs the engine currently gives.
 type simulation struct {
 	opts    options
-	base    *mongo.Collection
-	models  []names.ModelTag
-	batcher pinger.PingRecorder
+	reg     *registry
+	metrics *metrics
 	clock   clock.Clock
-	rand    *rand.Rand
+	out     io.Writer
 
-	mu     sync.Mutex
-	agents []*agent
-	events map[string]event // key -> what the simulation last did to it
+	mu         sync.Mutex
+	rand       *rand.Rand
+	agents     []*agent
+	units      [][]*unit // per model
+	leaders    []map[string]leader
+	last       map[string]event // "model/key" -> the simulation's last act
+	recent     []detection
+	detected   map[string]int
+	stopped    bool
+	started    bool // every agent has been started once
+	unitsWG    sync.WaitGroup
+	stopUnits  chan struct{}
+	printLines bool
 }
 
 type agent struct {
+	model   int
 	key     string
-	model   names.ModelTag
 	pinger  *pinger.Pinger
 	running bool
+	ended   chan struct{} // closed when the current run ends
+}
+
+type unit struct {
+	app, name string
+	crashed   bool
+}
+
+type leader struct {
+	Unit  string `json:"unit"`
+	Fence int64  `json:"fence"`
 }
 
 type event struct {
-	what string
-	at   time.Time
+	cause string
+	at    time.Time
 }
 
-func newSimulation(o options, base *mongo.Collection, models []names.ModelTag, batcher pinger.PingRecorder, clk clock.Clock) *simulation {
-	return &simulation{
-		opts: o, base: base, models: models, batcher: batcher, clock: clk,
-		rand:   rand.New(rand.NewPCG(uint64(clk.Now().UnixNano()), 42)),
-		events: make(map[string]event),
+type detection struct {
+	Model   string  `json:"model"`
+	Key     string  `json:"key"`
+	Alive   bool    `json:"alive"`
+	Cause   string  `json:"cause"`
+	Seconds float64 `json:"seconds"`
+}
+
+func newSimulation(o options, reg *registry, m *metrics, clk clock.Clock, out io.Writer) *simulation {
+	s := &simulation{
+		opts: o, reg: reg, metrics: m, clock: clk, out: out,
+		rand:       rand.New(rand.NewPCG(uint64(clk.Now().UnixNano()), 7)),
+		last:       make(map[string]event),
+		detected:   make(map[string]int),
+		stopUnits:  make(chan struct{}),
+		printLines: true,
+	}
+	for range reg.models {
+		var units []*unit
+		for a := 0; a < o.apps; a++ {
+			app := "app" + strconv.Itoa(a)
+			for u := 0; u < o.units; u++ {
+				units = append(units, &unit{app: app, name: fmt.Sprintf("%s/%d", app, u)})
+			}
+		}
+		s.units = append(s.units, units)
+		s.leaders = append(s.leaders, make(map[string]leader))
+	}
+	return s
+}
+
+func (s *simulation) recorder(model int) func() pinger.PingRecorder {
+	return func() pinger.PingRecorder {
+		o, _ := s.reg.get(model)
+		if o.batcher == nil {
+			return nil
+		}
+		return o.batcher
 	}
 }
 
-// start starts every agent, printing progress.
-func (s *simulation) start(ctx context.Context, out io.Writer) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// start starts every agent and the leadership contest, printing progress.
+func (s *simulation) start(ctx context.Context) error {
+	n := len(s.reg.models)
 	for i := 0; i < s.opts.agents; i++ {
-		model := s.models[i%len(s.models)]
-		key := fmt.Sprintf("machine-%d", i)
+		model := i % n
+		o, _ := s.reg.get(model)
 		p, err := pinger.New(pinger.Config{
-			Base: s.base, Model: model, Key: key,
-			Recorder: func() pinger.PingRecorder { return s.batcher },
-			Clock:    s.clock, Period: s.opts.period,
+			Base: o.base, Model: s.reg.models[model], Key: "machine-" + strconv.Itoa(i),
+			Recorder: s.recorder(model), Clock: s.clock, Period: s.opts.period,
 		})
 		if err != nil {
 			return err
 		}
-		if err := p.Start(); err != nil {
-			return err
-		}
-		s.agents = append(s.agents, &agent{key: key, model: model, pinger: p, running: true})
-		if (i+1)%1000 == 0 || i+1 == s.opts.agents {
-			fmt.Fprintf(out, "started %d/%d agents\n", i+1, s.opts.agents)
+		a := &agent{model: model, key: "machine-" + strconv.Itoa(i), pinger: p}
+		s.mu.Lock()
+		s.agents = append(s.agents, a)
+		s.startAgent(a, causeJoin)
+		s.mu.Unlock()
+		if (i+1)%500 == 0 || i+1 == s.opts.agents {
+			fmt.Fprintf(s.out, "started %d/%d agents\n", i+1, s.opts.agents)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 	}
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	for i := range s.reg.models {
+		s.unitsWG.Add(1)
+		go s.contend(i)
+	}
 	return nil
 }
 
-// step makes one agent join, leave or crash.
-func (s *simulation) step(out io.Writer) {
+// startAgent starts a's pinger. s.mu must be held.
+func (s *simulation) startAgent(a *agent, cause string) {
+	if err := a.pinger.Start(); err != nil {
+		a.running = false
+		return
+	}
+	a.running = true
+	a.ended = make(chan struct{})
+	ended, p := a.ended, a.pinger
+	go func() {
+		_ = p.Wait()
+		close(ended)
+	}()
+	s.last[s.eventKey(a.model, a.key)] = event{cause: cause, at: s.clock.Now()}
+}
+
+func (s *simulation) eventKey(model int, key string) string {
+	return strconv.Itoa(model) + "/" + key
+}
+
+// step makes one agent or unit join, leave or crash, and restarts agents
+// whose pinger ended on its own (its batcher was replaced).
+func (s *simulation) step() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	for _, a := range s.agents {
+		if a.running && closed(a.ended) {
+			s.startAgent(a, causeJoin)
+		}
+	}
+	if s.opts.apps > 0 && s.rand.IntN(10) == 0 {
+		units := s.units[s.rand.IntN(len(s.units))]
+		u := units[s.rand.IntN(len(units))]
+		u.crashed = !u.crashed
+		return
+	}
 	a := s.agents[s.rand.IntN(len(s.agents))]
-	now := s.clock.Now()
-	var what string
 	switch {
 	case !a.running:
-		what = "joins"
-		if err := a.pinger.Start(); err != nil {
-			fmt.Fprintf(out, "%s cannot rejoin: %v\n", a.key, err)
-			return
-		}
-		a.running = true
+		s.startAgent(a, causeJoin)
 	case s.rand.IntN(2) == 0:
-		what = "leaves"
 		_ = a.pinger.Disconnect()
 		a.running = false
+		s.last[s.eventKey(a.model, a.key)] = event{cause: causeLeave, at: s.clock.Now()}
 	default:
-		what = "crashes"
 		_ = a.pinger.Stop()
 		a.running = false
+		s.last[s.eventKey(a.model, a.key)] = event{cause: causeCrash, at: s.clock.Now()}
 	}
-	s.events[a.model.Id()+"/"+a.key] = event{what: what, at: now}
-	fmt.Fprintf(out, "   sim: %s %s\n", a.key, what)
 }
 
-// describe says what a watcher reported and how long after the cause.
-func (s *simulation) describe(model names.ModelTag, c watcher.Change) string {
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// contend has model i's live units claim leadership every period for two
+// periods, as juju's units do; a crashed unit stops claiming, so its
+// leadership moves once its lease runs out.
+func (s *simulation) contend(i int) {
+	defer s.unitsWG.Done()
+	ticker := s.clock.NewTimer(0)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.stopUnits:
+			return
+		case <-ticker.Chan():
+		}
+		o, _ := s.reg.get(i)
+		s.mu.Lock()
+		units := append([]*unit(nil), s.units[i]...)
+		crashed := make(map[string]bool)
+		for _, u := range units {
+			crashed[u.name] = u.crashed
+		}
+		s.mu.Unlock()
+		leaders := make(map[string]leader)
+		for _, u := range units {
+			if crashed[u.name] || o.manager == nil {
+				continue
+			}
+			if err := o.manager.ClaimLeadership(u.app, u.name, 2*s.opts.period); err != nil {
+				continue
+			}
+			if token, err := o.manager.CheckLeadership(u.app, u.name); err == nil {
+				leaders[u.app] = leader{Unit: u.name, Fence: token.Fence()}
+			}
+		}
+		s.mu.Lock()
+		s.leaders[i] = leaders
+		s.mu.Unlock()
+		s.metrics.leases.WithLabelValues(s.reg.models[i].Id()).Set(float64(len(leaders)))
+		ticker.Reset(s.opts.period)
+	}
+}
+
+// detected records what a watcher reported, with its latency when the
+// simulation caused it, and prints it.
+func (s *simulation) report(model int, key string, alive bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	d := detection{Model: s.reg.models[model].Id(), Key: key, Alive: alive}
+	if e, ok := s.last[s.eventKey(model, key)]; ok {
+		wanted := (e.cause == causeJoin) == alive
+		if wanted {
+			d.Cause = e.cause
+			d.Seconds = s.clock.Now().Sub(e.at).Seconds()
+			if !alive {
+				s.metrics.detections.WithLabelValues(e.cause).Observe(d.Seconds)
+			}
+		}
+	}
+	s.detected[d.Cause]++
+	s.recent = append(s.recent, d)
+	if len(s.recent) > 20 {
+		s.recent = s.recent[len(s.recent)-20:]
+	}
+	if !s.printLines || (alive && d.Cause == causeJoin && !s.started) {
+		return
+	}
 	state := "DEAD "
-	if c.Alive {
+	if alive {
 		state = "ALIVE"
 	}
-	line := fmt.Sprintf("%s %s in model …%s", state, c.Key, model.Id()[24:])
-	if e, ok := s.events[model.Id()+"/"+c.Key]; ok {
-		line += fmt.Sprintf(" (%s %.1fs ago)", e.what, s.clock.Now().Sub(e.at).Seconds())
+	line := fmt.Sprintf("%s %-14s model %d", state, key, model)
+	if d.Cause != "" {
+		line += fmt.Sprintf("  %.2fs after %s", d.Seconds, d.Cause)
 	}
-	return line
+	fmt.Fprintln(s.out, line)
 }
 
-// stop stops every agent cleanly.
-func (s *simulation) stop() {
+// snapshot returns the leaders of each model and the recent detections.
+func (s *simulation) snapshot() ([]map[string]leader, []detection, map[string]int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, a := range s.agents {
+	leaders := make([]map[string]leader, len(s.leaders))
+	for i, l := range s.leaders {
+		leaders[i] = make(map[string]leader, len(l))
+		for k, v := range l {
+			leaders[i][k] = v
+		}
+	}
+	counts := make(map[string]int, len(s.detected))
+	for k, v := range s.detected {
+		counts[k] = v
+	}
+	return leaders, append([]detection(nil), s.recent...), counts
+}
+
+// stop stops every agent and unit.
+func (s *simulation) stop() {
+	s.mu.Lock()
+	s.stopped = true
+	agents := s.agents
+	s.mu.Unlock()
+	close(s.stopUnits)
+	s.unitsWG.Wait()
+	for _, a := range agents {
 		a.pinger.Kill()
+	}
+	for _, a := range agents {
 		_ = a.pinger.Wait()
 	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

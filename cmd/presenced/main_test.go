@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gc "gopkg.in/check.v1"
+)
+
+func TestPackage(t *testing.T) {
+	gc.TestingT(t)
+}
+
+type presencedSuite struct{}
+
+var _ = gc.Suite(&presencedSuite{})
+
+func (*presencedSuite) TestBadFlagsExitWithTwoAndSayWhy(c *gc.C) {
+	for _, args := range [][]string{
+		{"--agents", "0"},
+		{"--models", "0"},
+		{"--period", "1s", "--flush", "600ms"},
+		{"--no-such-flag"},
+		{"stray"},
+	} {
+		var stdout, stderr bytes.Buffer
+		c.Check(run(args, &stdout, &stderr), gc.Equals, 2, gc.Commentf("%v", args))
+		c.Check(stderr.String(), gc.Not(gc.Equals), "", gc.Commentf("%v", args))
+	}
+}
+
+// output collects a process's standard output and lets a test wait for a
+// line.
+type output struct {
+	mu    sync.Mutex
+	lines []string
+	added chan struct{}
+}
+
+func (o *output) read(r io.Reader) {
+	scanner := bufio.NewScanner(r)
+	for scanner.Scan() {
+		o.mu.Lock()
+		o.lines = append(o.lines, scanner.Text())
+		o.mu.Unlock()
+		select {
+		case o.added <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (o *output) wait(c *gc.C, prefix string, within time.Duration) string {
+	deadline := time.After(within)
+	for {
+		o.mu.Lock()
+		for _, line := range o.lines {
+			if strings.HasPrefix(line, prefix) {
+				o.mu.Unlock()
+				return line
+			}
+		}
+		o.mu.Unlock()
+		select {
+		case <-o.added:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			c.Fatalf("no line starting %q within %v; got:\n%s", prefix, within, o.text())
+		}
+	}
+}
+
+func (o *output) text() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return strings.Join(o.lines, "\n")
+}
+
+func getJSON(c *gc.C, url string, into any) {
+	resp, err := http.Get(url)
+	c.Assert(err, gc.IsNil)
+	defer resp.Body.Close()
+	c.Assert(resp.StatusCode, gc.Equals, http.StatusOK)
+	c.Assert(json.NewDecoder(resp.Body).Decode(into), gc.IsNil)
+}
+
+func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
+	binary := filepath.Join(c.MkDir(), "presenced")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	out, err := build.CombinedOutput()
+	c.Assert(err, gc.IsNil, gc.Commentf("%s", out))
+
+	cmd := exec.Command(binary, "--agents", "40", "--models", "2", "--listen", "127.0.0.1:0",
+		"--period", "1s", "--flush", "100ms", "--sync", "100ms", "--churn", "100ms", "--display", "1s",
+		"--keepalive", "200ms")
+	// Not StdoutPipe: Wait would close it before the last lines are read.
+	stdout, stdoutWriter := io.Pipe()
+	cmd.Stdout = stdoutWriter
+	cmd.Stderr = os.Stderr
+	c.Assert(cmd.Start(), gc.IsNil)
+	defer func() { _ = cmd.Process.Kill() }()
+	lines := &output{added: make(chan struct{}, 1)}
+	go lines.read(stdout)
+
+	listening := lines.wait(c, "listening on ", time.Minute)
+	base := strings.Fields(strings.TrimPrefix(listening, "listening on "))[0]
+
+	// A crashed agent is reported dead, and every model has leaders.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var st statusDoc
+		getJSON(c, base+"/status", &st)
+		crashed := false
+		for _, d := range st.Recent {
+			crashed = crashed || (d.Cause == causeCrash && !d.Alive && d.Seconds > 0)
+		}
+		leaders := len(st.Models) == 2 && len(st.Models[0].Leaders) > 0 && len(st.Models[1].Leaders) > 0
+		if crashed && leaders {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.Fatalf("no crash detected or no leaders: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// /watch streams the snapshot first, then keepalives or deltas.
+	resp, err := http.Get(base + "/watch?key=machine-0&key=machine-2")
+	c.Assert(err, gc.IsNil)
+	reader := bufio.NewReader(resp.Body)
+	var first []watchLine
+	for len(first) < 3 {
+		line, err := reader.ReadBytes('\n')
+		c.Assert(err, gc.IsNil)
+		var wl watchLine
+		c.Assert(json.Unmarshal(line, &wl), gc.IsNil)
+		first = append(first, wl)
+	}
+	resp.Body.Close()
+	c.Assert(first[0].Snapshot && first[1].Snapshot, gc.Equals, true, gc.Commentf("%+v", first))
+	c.Assert([]string{first[0].Key, first[1].Key}, gc.DeepEquals, []string{"machine-0", "machine-2"})
+	c.Assert(first[2].Snapshot, gc.Equals, false)
+
+	resp, err = http.Get(base + "/metrics")
+	c.Assert(err, gc.IsNil)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.Assert(err, gc.IsNil)
+	for _, name := range []string{"presence_flushes_total", "presence_sync_seconds", "presence_alive_agents",
+		"presence_leases_held", "presence_detection_seconds", "presence_database_write_commands_total"} {
+		c.Check(strings.Contains(string(body), name), gc.Equals, true, gc.Commentf("%s", name))
+	}
+
+	c.Assert(cmd.Process.Signal(syscall.SIGINT), gc.IsNil)
+	exited := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		stdoutWriter.Close()
+		exited <- err
+	}()
+	select {
+	case err := <-exited:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(5 * time.Second):
+		c.Fatalf("did not stop within 5s of SIGINT")
+	}
+	lines.wait(c, "stopped cleanly", time.Second)
+}

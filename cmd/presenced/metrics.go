@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	mongoevent "go.mongodb.org/mongo-driver/v2/event"
+	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// metrics are presenced's Prometheus metrics. Their series are per model
+// at most, never per agent.
+type metrics struct {
+	registry   *prometheus.Registry
+	pings      prometheus.Counter
+	flushes    *prometheus.CounterVec
+	syncs      prometheus.Histogram
+	alive      *prometheus.GaugeVec
+	leases     *prometheus.GaugeVec
+	detections *prometheus.HistogramVec
+	writes     atomic.Int64
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		pings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_ping_documents_written_total",
+			Help: "Ping and beings documents written by the ping batchers.",
+		}),
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_flushes_total",
+			Help: "Ping batcher flushes, by result.",
+		}, []string{"result"}),
+		syncs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "presence_sync_seconds",
+			Help:    "Time the watchers' database reads took.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		alive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presence_alive_agents",
+			Help: "Agents alive, per model, as the watcher reports.",
+		}, []string{"model"}),
+		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presence_leases_held",
+			Help: "Applications with a leader, per model.",
+		}, []string{"model"}),
+		detections: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "presence_detection_seconds",
+			Help:    "Time from a simulated leave or crash to the watcher reporting the death.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 16),
+		}, []string{"cause"}),
+	}
+	m.registry.MustRegister(m.pings, m.flushes, m.syncs, m.alive, m.leases, m.detections,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "presence_database_write_commands_total",
+			Help: "Insert, update and delete commands sent to the database.",
+		}, func() float64 { return float64(m.writes.Load()) }),
+	)
+	return m
+}
+
+func (m *metrics) onFlush(s pingbatcher.FlushStats) {
+	if s.Err != nil {
+		m.flushes.WithLabelValues("error").Inc()
+		return
+	}
+	m.flushes.WithLabelValues("ok").Inc()
+	m.pings.Add(float64(s.Documents))
+}
+
+func (m *metrics) onLoad(model string) func(watcher.LoadStats) {
+	return func(s watcher.LoadStats) {
+		m.syncs.Observe(s.Took.Seconds())
+		if s.Err == nil {
+			m.alive.WithLabelValues(model).Set(float64(s.Alive))
+		}
+	}
+}
+
+// monitor returns client options that count write commands.
+func (m *metrics) monitor() *mongooptions.ClientOptions {
+	return mongooptions.Client().SetMonitor(&mongoevent.CommandMonitor{
+		Started: func(_ context.Context, e *mongoevent.CommandStartedEvent) {
+			switch e.CommandName {
+			case "insert", "update", "delete":
+				m.writes.Add(1)
+			}
+		},
+	})
+}
