@@ -82,8 +82,9 @@ type Config struct {
 	// schema.DefaultSyncInterval; it must not be negative.
 	SyncInterval time.Duration
 
-	// OnLoad, if not nil, is called after every load, from the watcher's
-	// goroutine, e.g. to feed metrics. It must return quickly.
+	// OnLoad, if not nil, is called after every load, once the view is
+	// updated and before the changes are handed to subscribers, from the
+	// watcher's goroutine, e.g. to feed metrics. It must return quickly.
 	OnLoad func(LoadStats)
 }
 
@@ -156,6 +157,7 @@ type Watcher struct {
 	newWatches   []reqWatch
 	touched      []*sender
 	subCount     int
+	justLoaded   bool // the first load was just applied; its states go out as initial ones
 }
 
 // New starts a Watcher. It loads at once and then every SyncInterval.
@@ -677,11 +679,23 @@ func highest(wb writerBits) int {
 // callers that waited for it. It must only be called from the loop
 // goroutine.
 func (w *Watcher) finishLoad(res loadResult) {
-	changes := 0
+	var changes []change
 	if res.err != nil {
 		w.failed(res)
 	} else {
 		changes = w.applied(res)
+	}
+	alive := w.record(res)
+	if w.config.OnLoad != nil {
+		w.config.OnLoad(LoadStats{Took: res.took, Keys: len(w.view.keys), Alive: alive, Changes: len(changes), Err: res.err})
+	}
+	w.touched = nil
+	for _, c := range changes {
+		w.dispatch(c.key, c.alive)
+	}
+	if w.justLoaded {
+		w.justLoaded = false
+		w.firstDispatch()
 	}
 	for _, waiter := range w.curWaiters {
 		if waiter.reply != nil {
@@ -693,10 +707,6 @@ func (w *Watcher) finishLoad(res loadResult) {
 		req.reply <- w.alive(req.key)
 	}
 	w.pendingAlive = nil
-	alive := w.record(res)
-	if w.config.OnLoad != nil {
-		w.config.OnLoad(LoadStats{Took: res.took, Keys: len(w.view.keys), Alive: alive, Changes: changes, Err: res.err})
-	}
 }
 
 func (w *Watcher) failed(res loadResult) {
@@ -706,8 +716,10 @@ func (w *Watcher) failed(res loadResult) {
 	w.logf("%s: %v (keeping the last view)", w, res.err)
 }
 
-// applied applies a successful load and returns how many keys changed.
-func (w *Watcher) applied(res loadResult) int {
+// applied applies a successful load to the view and returns the keys
+// whose state changed, for finishLoad to dispatch. The slice is reused by
+// the next load.
+func (w *Watcher) applied(res loadResult) []change {
 	if w.failing {
 		w.failing = false
 		w.healthySince = res.at
@@ -724,16 +736,12 @@ func (w *Watcher) applied(res loadResult) int {
 	if w.gen > forgetAfter {
 		w.view.forget(w.gen - forgetAfter)
 	}
-	w.touched = nil
 	if !w.loaded {
 		w.loaded = true
-		w.firstDispatch()
-		return 0
+		w.justLoaded = true
+		return nil
 	}
-	for _, c := range changes {
-		w.dispatch(c.key, c.alive)
-	}
-	return len(changes)
+	return changes
 }
 
 // firstDispatch sends the initial states that waited for the first load.

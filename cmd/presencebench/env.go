@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/presencekit/presence/internal/commands"
+	"github.com/presencekit/presence/internal/embedded"
+)
+
+// serverFlag makes the binary run as the embedded server, so that the
+// measuring process's CPU time and allocations are its own.
+const serverFlag = "--serve-embedded"
+
+func init() {
+	if len(os.Args) == 3 && os.Args[1] == serverFlag {
+		os.Exit(serveEmbedded(os.Args[2]))
+	}
+}
+
+// serveEmbedded runs the embedded server on dir until standard input
+// closes.
+func serveEmbedded(dir string) int {
+	srv, err := embedded.Start(embedded.Config{Dir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "presencebench server:", err)
+		return 1
+	}
+	fmt.Printf("ready %s\n", srv.URI())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	srv.Stop()
+	return 0
+}
+
+// env is the database the benchmarks run against.
+type env struct {
+	opts     options
+	progress io.Writer
+	uri      string
+	dir      string
+	server   *exec.Cmd
+	stdin    io.WriteCloser
+	seq      int
+}
+
+func newEnv(o options, progress io.Writer) (*env, error) {
+	e := &env{opts: o, progress: progress, uri: o.mongoURI}
+	if e.uri != "" {
+		return e, nil
+	}
+	dir, err := os.MkdirTemp("", "presencebench-")
+	if err != nil {
+		return nil, err
+	}
+	e.dir = dir
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, serverFlag, dir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	uri, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
+	if err != nil || !ok {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("embedded server did not start: %q %v", line, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	e.uri, e.server, e.stdin = uri, cmd, stdin
+	return e, nil
+}
+
+func (e *env) describe() string {
+	if e.server != nil {
+		return "embedded FerretDB v1 on SQLite, in a child process, at " + e.uri
+	}
+	return e.uri
+}
+
+// database returns a fresh database on a client of its own, with extra
+// client options (e.g. a command counter), and a function that drops it.
+func (e *env) database(extra ...*mongooptions.ClientOptions) (*mongo.Database, func(), error) {
+	opts := append([]*mongooptions.ClientOptions{mongooptions.Client().ApplyURI(e.uri).SetServerSelectionTimeout(10 * time.Second)}, extra...)
+	client, err := mongo.Connect(opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx, nil); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, nil, err
+	}
+	e.seq++
+	db := client.Database(fmt.Sprintf("presencebench_%d_%d", os.Getpid(), e.seq))
+	return db, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = db.Drop(ctx)
+		_ = client.Disconnect(ctx)
+	}, nil
+}
+
+// counted returns a fresh database whose client counts its commands.
+func (e *env) counted() (*mongo.Database, *commands.Counter, func(), error) {
+	counter := &commands.Counter{}
+	db, done, err := e.database(counter.Options())
+	return db, counter, done, err
+}
+
+func (e *env) close() {
+	if e.server != nil {
+		_ = e.stdin.Close()
+		_ = e.server.Wait()
+	}
+	if e.dir != "" {
+		_ = os.RemoveAll(e.dir)
+	}
+}
+
+func (e *env) logf(format string, args ...any) {
+	fmt.Fprintf(e.progress, "   "+format+"\n", args...)
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/juju/clock"
+
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// settings are the tunables a latency run uses.
+type settings struct {
+	name                string
+	flush, sync, period time.Duration
+}
+
+// bounds returns DESIGN section 4's detection bounds for s, counting the
+// flush's +20% jitter: start and Disconnect within a flush and a sync, a
+// silent death within two periods, a flush and a sync.
+func (s settings) bounds() (start, disconnect, silent time.Duration) {
+	flush := s.flush * 12 / 10
+	return flush + s.sync, flush + s.sync, 2*s.period + flush + s.sync
+}
+
+func benchLatency(ctx context.Context, e *env, t *table) error {
+	runs := []settings{{"short", 100 * time.Millisecond, 100 * time.Millisecond, time.Second}}
+	sizes := []int{100, 10000}
+	if e.opts.quick {
+		sizes = []int{20, 200}
+	} else {
+		runs = append(runs, settings{"defaults", time.Second, time.Second, 10 * time.Second})
+	}
+	for _, s := range runs {
+		for _, live := range sizes {
+			if ctx.Err() != nil {
+				return nil
+			}
+			res, err := measureLatency(ctx, e, s, live, e.opts.events)
+			if err != nil {
+				return err
+			}
+			startBound, disconnectBound, silentBound := s.bounds()
+			for _, r := range []struct {
+				what  string
+				got   []time.Duration
+				bound time.Duration
+			}{
+				{"start to alive", res.start, startBound},
+				{"Disconnect to dead", res.disconnect, disconnectBound},
+				{"silent death to dead", res.silent, silentBound},
+			} {
+				p50, p99, worst := percentiles(r.got)
+				e.logf("%s, %d live keys, %s: p50 %v p99 %v max %v over %d", s.name, live, r.what, p50, p99, worst, len(r.got))
+				t.add(row{
+					section:  "latency",
+					what:     fmt.Sprintf("%s, %s settings, %d live keys (%d events)", r.what, s.name, live, len(r.got)),
+					measured: fmt.Sprintf("p50 %v p99 %v max %v", ms(p50), ms(p99), ms(worst)),
+					target:   fmt.Sprintf("p99 <= %v", r.bound),
+					verdict:  verdict(len(r.got) == e.opts.events && p99 <= r.bound),
+				})
+			}
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) string {
+	return d.Round(time.Millisecond).String()
+}
+
+func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	sorted := append([]time.Duration(nil), ds...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	at := func(q float64) time.Duration { return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))] }
+	return at(0.50), at(0.99), sorted[len(sorted)-1]
+}
+
+type latencies struct {
+	start, disconnect, silent []time.Duration
+}
+
+// detector records when the watcher reported each key alive or dead.
+type detector struct {
+	mu      sync.Mutex
+	alive   map[string]time.Time
+	dead    map[string]time.Time
+	changed chan struct{}
+}
+
+func newDetector(sub *watcher.Subscription, ctx context.Context) *detector {
+	d := &detector{alive: make(map[string]time.Time), dead: make(map[string]time.Time), changed: make(chan struct{}, 1)}
+	go func() {
+		for {
+			changes, err := sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			d.mu.Lock()
+			for _, c := range changes {
+				if c.Alive {
+					d.alive[c.Key] = now
+				} else {
+					d.dead[c.Key] = now
+				}
+			}
+			d.mu.Unlock()
+			select {
+			case d.changed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return d
+}
+
+// reset forgets what was seen of keys.
+func (d *detector) reset(keys []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, k := range keys {
+		delete(d.alive, k)
+		delete(d.dead, k)
+	}
+}
+
+// wait waits until every key was seen in state alive, or timeout, and
+// returns each latency from its cause.
+func (d *detector) wait(keys []string, causes []time.Time, alive bool, timeout time.Duration) []time.Duration {
+	deadline := time.After(timeout)
+	for {
+		d.mu.Lock()
+		seen := d.dead
+		if alive {
+			seen = d.alive
+		}
+		var out []time.Duration
+		for i, k := range keys {
+			if at, ok := seen[k]; ok && !causes[i].IsZero() {
+				out = append(out, max(at.Sub(causes[i]), 0))
+			}
+		}
+		d.mu.Unlock()
+		if len(out) == len(keys) {
+			return out
+		}
+		select {
+		case <-d.changed:
+		case <-deadline:
+			return out
+		}
+	}
+}
+
+// staggered runs act(i) for each of n events at random moments spread over
+// one period, so that latencies cover every phase of the slots and flushes,
+// and returns when each happened.
+func staggered(n int, period time.Duration, rng *rand.Rand, act func(i int)) []time.Time {
+	offsets := make([]time.Duration, n)
+	for i := range offsets {
+		offsets[i] = time.Duration(rng.Int64N(int64(period)))
+	}
+	order := rng.Perm(n)
+	sort.Slice(order, func(a, b int) bool { return offsets[order[a]] < offsets[order[b]] })
+	at := make([]time.Time, n)
+	began := time.Now()
+	for _, i := range order {
+		time.Sleep(time.Until(began.Add(offsets[i])))
+		at[i] = time.Now()
+		act(i)
+	}
+	return at
+}
+
+func measureLatency(ctx context.Context, e *env, s settings, live, events int) (latencies, error) {
+	var res latencies
+	db, done, err := e.database()
+	if err != nil {
+		return res, err
+	}
+	defer done()
+	base := db.Collection("presence")
+	model := modelTag(0)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: s.flush, Clock: clock.WallClock})
+	if err != nil {
+		return res, err
+	}
+	defer func() { b.Kill(); _ = b.Wait() }()
+	w, err := watcher.New(watcher.Config{Base: base, Model: model, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync})
+	if err != nil {
+		return res, err
+	}
+	defer func() { w.Kill(); _ = w.Wait() }()
+	subCtx, stopSub := context.WithCancel(ctx)
+	defer stopSub()
+	sub := w.Subscribe()
+	defer sub.Close()
+	d := newDetector(sub, subCtx)
+
+	newPinger := func(key string) (*pinger.Pinger, error) {
+		return pinger.New(pinger.Config{
+			Base: base, Model: model, Key: key, Clock: clock.WallClock, Period: s.period,
+			Recorder: func() pinger.PingRecorder { return b },
+		})
+	}
+	var all []*pinger.Pinger
+	defer func() {
+		for _, p := range all {
+			p.Kill()
+		}
+	}()
+	liveKeys := make([]string, live)
+	liveCauses := make([]time.Time, live)
+	for i := range liveKeys {
+		liveKeys[i] = fmt.Sprintf("live-%d", i)
+		p, err := newPinger(liveKeys[i])
+		if err != nil {
+			return res, err
+		}
+		if err := p.Start(); err != nil {
+			return res, err
+		}
+		liveCauses[i] = time.Now()
+		all = append(all, p)
+	}
+	_, _, silentBound := s.bounds()
+	timeout := 2*silentBound + 5*time.Second
+	if got := d.wait(liveKeys, liveCauses, true, timeout); len(got) != live {
+		return res, fmt.Errorf("only %d of %d live keys seen alive", len(got), live)
+	}
+
+	keys := make([]string, events)
+	ps := make([]*pinger.Pinger, events)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("event-%d", i)
+		if ps[i], err = newPinger(keys[i]); err != nil {
+			return res, err
+		}
+		all = append(all, ps[i])
+	}
+	rng := rand.New(rand.NewPCG(uint64(live), uint64(events)))
+	var startErr error
+	causes := staggered(events, s.period, rng, func(i int) {
+		if err := ps[i].Start(); err != nil && startErr == nil {
+			startErr = err
+		}
+	})
+	if startErr != nil {
+		return res, startErr
+	}
+	res.start = d.wait(keys, causes, true, timeout)
+
+	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Disconnect() })
+	res.disconnect = d.wait(keys, causes, false, timeout)
+
+	d.reset(keys)
+	for i := range ps {
+		if err := ps[i].Start(); err != nil {
+			return res, err
+		}
+	}
+	restarted := make([]time.Time, events)
+	for i := range restarted {
+		restarted[i] = time.Now()
+	}
+	d.wait(keys, restarted, true, timeout)
+	// Let every restarted key reach a steady state (pinged in two
+	// slots) before it goes silent, as a long-lived agent would be.
+	time.Sleep(s.period)
+	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Stop() })
+	res.silent = d.wait(keys, causes, false, timeout)
+	return res, nil
+}

@@ -1,0 +1,184 @@
+// Command presencebench drives presencekit's real workers against the
+// embedded MongoDB-wire server (or --mongo-uri) and prints one table of
+// figures, each beside a baseline measured in the same run where one
+// exists, and the target it is measured against.
+//
+//	go run ./cmd/presencebench                 # the full record (several minutes)
+//	go run ./cmd/presencebench --quick         # tiny sizes, seconds: a smoke test
+//	go run ./cmd/presencebench --profile prof  # also write CPU and heap profiles
+//
+// Every figure comes from the workers themselves: database commands are
+// counted with the driver's command monitor, latencies on the real clock.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	mongoURI string
+	quick    bool
+	profile  string
+	sizes    []int
+	events   int
+	sections map[string]bool
+}
+
+// sections, in the order they run.
+var allSections = []string{"writes", "latency", "watcher", "subscribers", "recorder", "leases"}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	var sizes, only string
+	fs := flag.NewFlagSet("presencebench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.mongoURI, "mongo-uri", "", "MongoDB to use instead of the embedded server")
+	fs.BoolVar(&o.quick, "quick", false, "tiny sizes and short settings only: a smoke test in seconds")
+	fs.StringVar(&o.profile, "profile", "", "directory to write cpu.pprof and heap.pprof to")
+	fs.StringVar(&sizes, "sizes", "1000,10000,100000", "pinger counts for the writes section")
+	fs.IntVar(&o.events, "events", 200, "events per latency measurement")
+	fs.StringVar(&only, "only", strings.Join(allSections, ","), "sections to run")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, f := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("--sizes: %q is not a positive number", f)
+		}
+		o.sizes = append(o.sizes, n)
+	}
+	if o.events < 1 {
+		return o, fmt.Errorf("--events must be positive")
+	}
+	o.sections = make(map[string]bool)
+	for _, s := range strings.Split(only, ",") {
+		s = strings.TrimSpace(s)
+		if !contains(allSections, s) {
+			return o, fmt.Errorf("--only: unknown section %q (have %s)", s, strings.Join(allSections, ", "))
+		}
+		o.sections[s] = true
+	}
+	if o.quick {
+		o.sizes = []int{100, 1000}
+		o.events = min(o.events, 20)
+	}
+	return o, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "presencebench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.profile != "" {
+		stopProfile, err := startProfile(o.profile)
+		if err != nil {
+			fmt.Fprintln(stderr, "presencebench:", err)
+			return 1
+		}
+		defer stopProfile()
+	}
+	if err := bench(ctx, o, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "presencebench:", err)
+		return 1
+	}
+	return 0
+}
+
+func bench(ctx context.Context, o options, stdout, progress io.Writer) error {
+	benchEnv, err := newEnv(o, progress)
+	if err != nil {
+		return err
+	}
+	defer benchEnv.close()
+	t := &table{}
+	fmt.Fprintf(progress, "machine: %s/%s, %d CPUs, %s; database: %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), benchEnv.describe())
+	steps := []struct {
+		name string
+		run  func(context.Context, *env, *table) error
+	}{
+		{"writes", benchWrites},
+		{"latency", benchLatency},
+		{"watcher", benchWatcher},
+		{"subscribers", benchSubscribers},
+		{"recorder", benchRecorder},
+		{"leases", benchLeases},
+	}
+	for _, step := range steps {
+		if !o.sections[step.name] {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(progress, "== %s\n", step.name)
+		started := time.Now()
+		if err := step.run(ctx, benchEnv, t); err != nil {
+			return fmt.Errorf("%s: %w", step.name, err)
+		}
+		fmt.Fprintf(progress, "   %s done in %.1fs\n", step.name, time.Since(started).Seconds())
+	}
+	t.print(stdout)
+	return nil
+}
+
+func startProfile(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cpu, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		cpu.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		cpu.Close()
+		heap, err := os.Create(filepath.Join(dir, "heap.pprof"))
+		if err != nil {
+			return
+		}
+		defer heap.Close()
+		runtime.GC()
+		_ = pprof.WriteHeapProfile(heap)
+	}, nil
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/juju/clock"
+
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// syncsMeasured is how many syncs each watcher-cost figure averages.
+const syncsMeasured = 20
+
+// benchWatcher measures what one sync costs the watcher's process (CPU
+// time and allocations, the database being another process) with no change
+// and with 1% of keys changing, and the heap each known key takes.
+func benchWatcher(ctx context.Context, e *env, t *table) error {
+	sizes := []int{10000, 100000}
+	if e.opts.quick {
+		sizes = []int{1000}
+	}
+	for _, n := range sizes {
+		if err := watcherCost(ctx, e, t, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func watcherCost(ctx context.Context, e *env, t *table, n int) error {
+	db, done, err := e.database()
+	if err != nil {
+		return err
+	}
+	defer done()
+	base := db.Collection("presence")
+	model := modelTag(0)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: time.Hour, Clock: clock.WallClock})
+	if err != nil {
+		return err
+	}
+	defer func() { b.Kill(); _ = b.Wait() }()
+	ids := make([]pinger.Identity, n)
+	for i := range ids {
+		if ids[i], err = b.Register(base, model, fmt.Sprintf("unit-application-%d", i)); err != nil {
+			return err
+		}
+	}
+	// Stamp pings into the current slot so the watcher sees every key.
+	slot := func() int64 { return schema.Slot(time.Now(), schema.DefaultPeriod) }
+	for _, id := range ids {
+		if err := b.Ping(id, slot()); err != nil {
+			return err
+		}
+	}
+	if err := b.Sync(); err != nil {
+		return err
+	}
+
+	heapBefore := heap()
+	w, err := watcher.New(watcher.Config{Base: base, Model: model, Clock: clock.WallClock, SyncInterval: time.Hour})
+	if err != nil {
+		return err
+	}
+	defer func() { w.Kill(); _ = w.Wait() }()
+	if err := w.Refresh(); err != nil {
+		return err
+	}
+	perKey := float64(heap()-heapBefore) / float64(n)
+	if alive := w.Report()["alive"]; alive != n {
+		return fmt.Errorf("watcher sees %v of %d keys alive", alive, n)
+	}
+	t.add(row{
+		section:  "watcher",
+		what:     fmt.Sprintf("Go heap per known key, %d keys", n),
+		measured: fmt.Sprintf("%.0f bytes", perKey),
+		target:   "<= 200 bytes",
+		verdict:  verdict(perKey <= 200),
+	})
+	e.logf("%d keys: %.0f heap bytes per key", n, perKey)
+
+	for _, changing := range []int{0, n / 100} {
+		cpu, allocs, wall, err := measureSyncs(ctx, w, b, ids[:changing], slot)
+		if err != nil {
+			return err
+		}
+		what := fmt.Sprintf("one sync, %d keys, no change", n)
+		if changing > 0 {
+			what = fmt.Sprintf("one sync, %d keys, 1%% changing", n)
+		}
+		e.logf("%s: cpu %v, %.0f allocs, wall %v", what, cpu, allocs, wall)
+		t.add(row{
+			section:  "watcher",
+			what:     what,
+			measured: fmt.Sprintf("cpu %v, %.0f allocs, wall %v (read included)", cpu.Round(time.Microsecond), allocs, wall.Round(time.Microsecond)),
+		})
+	}
+	return nil
+}
+
+// measureSyncs times syncsMeasured refreshes, flipping the changing
+// identities (disconnected, then pinging again) before each.
+func measureSyncs(ctx context.Context, w *watcher.Watcher, b *pingbatcher.PingBatcher, changing []pinger.Identity, slot func() int64) (time.Duration, float64, time.Duration, error) {
+	var cpu, wall time.Duration
+	var allocs uint64
+	for i := 0; i < syncsMeasured && ctx.Err() == nil; i++ {
+		for _, id := range changing {
+			var err error
+			if i%2 == 0 {
+				err = b.Dead(id, slot())
+			} else {
+				err = b.Ping(id, slot())
+			}
+			if err != nil {
+				return 0, 0, 0, err
+			}
+		}
+		if err := b.Sync(); err != nil {
+			return 0, 0, 0, err
+		}
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		cpuBefore, started := cpuTime(), time.Now()
+		if err := w.Refresh(); err != nil {
+			return 0, 0, 0, err
+		}
+		wall += time.Since(started)
+		cpu += cpuTime() - cpuBefore
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		allocs += after.Mallocs - before.Mallocs
+	}
+	return cpu / syncsMeasured, float64(allocs) / syncsMeasured, wall / syncsMeasured, nil
+}
+
+// cpuTime returns the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// heap returns the live heap after a collection.
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

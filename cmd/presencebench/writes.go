@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/names/v5"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+)
+
+// flushesMeasured is how many flushes each writes figure averages.
+const flushesMeasured = 5
+
+// naiveSample is how many naive upserts are timed for the baseline.
+const naiveSample = 300
+
+func modelTag(i int) names.ModelTag {
+	return names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+}
+
+// benchWrites counts database writes per flush for pingers spread over one
+// and over 100 models, beside a naive pinger that upserts its own document
+// on every ping.
+func benchWrites(ctx context.Context, e *env, t *table) error {
+	pingsPerSecond := 1 / schema.PingInterval(schema.DefaultPeriod).Seconds()
+	flushesPerSecond := 1 / schema.DefaultFlushInterval.Seconds()
+	naiveCost, err := naiveUpsertCost(ctx, e)
+	if err != nil {
+		return err
+	}
+	for _, n := range e.opts.sizes {
+		for _, models := range []int{1, 100} {
+			if models > n {
+				continue
+			}
+			writes, docs, took, err := batchedWrites(ctx, e, n, models)
+			if err != nil {
+				return err
+			}
+			what := fmt.Sprintf("%d pingers, %d model(s)", n, models)
+			e.logf("%s: %.1f write commands and %.1f documents per flush, %v per flush", what, writes, docs, took)
+			naivePerSecond := float64(n) * pingsPerSecond
+			batchedPerSecond := writes * flushesPerSecond
+			target, ok := "", true
+			if n == 10000 && models == 1 {
+				target = "<= 1 per flush, >= 1000x fewer"
+				ok = writes <= 1 && naivePerSecond/batchedPerSecond >= 1000
+			}
+			t.add(row{
+				section:  "writes",
+				what:     what + ": write commands per flush",
+				measured: fmt.Sprintf("%.1f (%.1f docs; %v)", writes, docs, took.Round(time.Microsecond*100)),
+				baseline: fmt.Sprintf("%.0f/s naive upserts (%v each)", naivePerSecond, naiveCost.Round(time.Microsecond*10)),
+				ratio:    fmt.Sprintf("%.0fx fewer", naivePerSecond/batchedPerSecond),
+				target:   target,
+				verdict:  map[bool]string{true: verdict(ok), false: ""}[target != ""],
+			})
+		}
+	}
+	return nil
+}
+
+// batchedWrites registers n identities over models models, then measures
+// flushes in each of which every pinger pinged a new slot: the busiest
+// flush there is. It returns write commands and documents per flush, and
+// the mean flush time.
+func batchedWrites(ctx context.Context, e *env, n, models int) (float64, float64, time.Duration, error) {
+	db, counter, done, err := e.counted()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer done()
+	base := db.Collection("presence")
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: time.Hour, Clock: clock.WallClock})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer func() { b.Kill(); _ = b.Wait() }()
+	ids := make([]pinger.Identity, n)
+	for i := range ids {
+		if ids[i], err = b.Register(base, modelTag(i%models), fmt.Sprintf("machine-%d", i)); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	ping := func(slot int64) error {
+		for _, id := range ids {
+			if err := b.Ping(id, slot); err != nil {
+				return err
+			}
+		}
+		return b.Sync()
+	}
+	if err := ping(1); err != nil {
+		return 0, 0, 0, err
+	}
+	counter.Reset()
+	docsBefore := b.Report()["docs-written"].(int64)
+	var took time.Duration
+	for f := 0; f < flushesMeasured && ctx.Err() == nil; f++ {
+		started := time.Now()
+		if err := ping(int64(f + 2)); err != nil {
+			return 0, 0, 0, err
+		}
+		took += time.Since(started)
+	}
+	docs := b.Report()["docs-written"].(int64) - docsBefore
+	return float64(counter.Writes()) / flushesMeasured, float64(docs) / flushesMeasured, took / flushesMeasured, nil
+}
+
+// naiveUpsertCost times the baseline's write: one pinger upserting its own
+// document, one command per ping.
+func naiveUpsertCost(ctx context.Context, e *env) (time.Duration, error) {
+	db, counter, done, err := e.counted()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	coll := db.Collection("naive")
+	started := time.Now()
+	for i := 0; i < naiveSample; i++ {
+		_, err := coll.UpdateOne(ctx,
+			bson.D{{Key: "_id", Value: fmt.Sprintf("%s:machine-%d", modelTag(0).Id(), i)}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "slot", Value: int64(i)}}}},
+			mongooptions.UpdateOne().SetUpsert(true))
+		if err != nil {
+			return 0, err
+		}
+	}
+	if counter.Writes() != naiveSample {
+		return 0, fmt.Errorf("naive pinger sent %d writes for %d pings", counter.Writes(), naiveSample)
+	}
+	return time.Since(started) / naiveSample, nil
+}
