@@ -79,9 +79,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		o.sections[s] = true
 	}
-	if o.quick {
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick && !set["sizes"] {
 		o.sizes = []int{100, 1000}
-		o.events = min(o.events, 20)
+	}
+	if o.quick && !set["events"] {
+		o.events = 20
 	}
 	return o, nil
 }

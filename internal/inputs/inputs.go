@@ -4,8 +4,11 @@
 package inputs
 
 import (
+	"context"
+
 	"github.com/juju/clock"
 	"github.com/juju/errors"
+	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -60,4 +63,43 @@ func (n Names) Get(getter dependency.Getter) (clock.Clock, *mongo.Collection, er
 		name = schema.DefaultBase
 	}
 	return clk, db.Collection(name), nil
+}
+
+// Start returns a dependency.StartFunc that validates the manifold's
+// config, gets the clock and the base collection, and starts the worker
+// that newWorker makes from the config that build returns.
+func Start[C any](validate func() error, names Names, build func(clock.Clock, *mongo.Collection) (C, error), newWorker func(C) (worker.Worker, error)) dependency.StartFunc {
+	return func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+		if err := validate(); err != nil {
+			return nil, errors.Trace(err)
+		}
+		clk, base, err := names.Get(getter)
+		if err != nil {
+			return nil, errors.Trace(err)
+		}
+		config, err := build(clk, base)
+		if err != nil {
+			return nil, errors.Trace(err)
+		}
+		w, err := newWorker(config)
+		return w, errors.Trace(err)
+	}
+}
+
+// Output returns a dependency.OutputFunc that hands the worker, which must
+// be a T, to a *T; name is T's name for the errors, which name both the
+// expected and the actual types.
+func Output[T any](name string) dependency.OutputFunc {
+	return func(in worker.Worker, out any) error {
+		w, ok := in.(T)
+		if !ok {
+			return errors.Errorf("expected %s, got %T", name, in)
+		}
+		target, ok := out.(*T)
+		if !ok {
+			return errors.Errorf("expected *%s, got %T", name, out)
+		}
+		*target = w
+		return nil
+	}
 }

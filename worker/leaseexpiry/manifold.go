@@ -1,8 +1,10 @@
 package leaseexpiry
 
 import (
-	"context"
 	"time"
+
+	"github.com/juju/clock"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
@@ -99,19 +101,9 @@ func NewWorker(config ManagerConfig) (worker.Worker, error) {
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: config.names().Inputs(),
-		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
-			if err := config.Validate(); err != nil {
-				return nil, errors.Trace(err)
-			}
-			clk, coll, err := config.names().Get(getter)
-			if err != nil {
-				return nil, errors.Trace(err)
-			}
+		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, coll *mongo.Collection) (ManagerConfig, error) {
 			client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: config.ClockSkew})
-			if err != nil {
-				return nil, errors.Trace(err)
-			}
-			w, err := config.NewWorker(ManagerConfig{
+			return ManagerConfig{
 				Client:        client,
 				Clock:         clk,
 				Model:         config.Model,
@@ -119,20 +111,8 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 				MaxDuration:   config.MaxDuration,
 				ReleaseOnStop: config.ReleaseOnStop,
 				Logger:        config.Logger,
-			})
-			return w, errors.Trace(err)
-		},
-		Output: func(in worker.Worker, out any) error {
-			m, ok := in.(Manager)
-			if !ok {
-				return errors.Errorf("expected a leaseexpiry.Manager, got %T", in)
-			}
-			target, ok := out.(*Manager)
-			if !ok {
-				return errors.Errorf("expected *leaseexpiry.Manager, got %T", out)
-			}
-			*target = m
-			return nil
-		},
+			}, errors.Trace(err)
+		}, config.NewWorker),
+		Output: inputs.Output[Manager]("leaseexpiry.Manager"),
 	}
 }

@@ -109,5 +109,5 @@ func (s *manifoldSuite) TestOutputIsTheManagerOnly(c *gc.C) {
 	c.Assert(m, gc.Equals, w)
 	var ww worker.Worker
 	c.Assert(output(w, &ww), gc.ErrorMatches, `expected \*leaseexpiry.Manager, got \*worker.Worker`)
-	c.Assert(output(workertest.NewErrorWorker(nil), &m), gc.ErrorMatches, `expected a leaseexpiry.Manager, got .*`)
+	c.Assert(output(workertest.NewErrorWorker(nil), &m), gc.ErrorMatches, `expected leaseexpiry.Manager, got .*`)
 }

@@ -1,8 +1,10 @@
 package pingbatcher
 
 import (
-	"context"
 	"time"
+
+	"github.com/juju/clock"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/juju/errors"
 	"github.com/juju/worker/v4"
@@ -68,22 +70,14 @@ func NewWorker(config Config) (worker.Worker, error) {
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: config.names().Inputs(),
-		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
-			if err := config.Validate(); err != nil {
-				return nil, errors.Trace(err)
-			}
-			clk, base, err := config.names().Get(getter)
-			if err != nil {
-				return nil, errors.Trace(err)
-			}
-			w, err := config.NewWorker(Config{
+		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, base *mongo.Collection) (Config, error) {
+			return Config{
 				Base:          base,
 				FlushInterval: config.FlushInterval,
 				Clock:         clk,
 				Logger:        config.Logger,
-			})
-			return w, errors.Trace(err)
-		},
+			}, nil
+		}, config.NewWorker),
 		Output: output,
 	}
 }

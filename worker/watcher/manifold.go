@@ -1,8 +1,10 @@
 package watcher
 
 import (
-	"context"
 	"time"
+
+	"github.com/juju/clock"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
@@ -80,35 +82,16 @@ func NewWorker(config Config) (worker.Worker, error) {
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: config.names().Inputs(),
-		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
-			if err := config.Validate(); err != nil {
-				return nil, errors.Trace(err)
-			}
-			clk, base, err := config.names().Get(getter)
-			if err != nil {
-				return nil, errors.Trace(err)
-			}
-			w, err := config.NewWorker(Config{
+		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, base *mongo.Collection) (Config, error) {
+			return Config{
 				Base:         base,
 				Model:        config.Model,
 				Clock:        clk,
 				Logger:       config.Logger,
 				Period:       config.Period,
 				SyncInterval: config.SyncInterval,
-			})
-			return w, errors.Trace(err)
-		},
-		Output: func(in worker.Worker, out any) error {
-			w, ok := in.(*Watcher)
-			if !ok {
-				return errors.Errorf("expected *watcher.Watcher, got %T", in)
-			}
-			target, ok := out.(**Watcher)
-			if !ok {
-				return errors.Errorf("expected **watcher.Watcher, got %T", out)
-			}
-			*target = w
-			return nil
-		},
+			}, nil
+		}, config.NewWorker),
+		Output: inputs.Output[*Watcher]("*watcher.Watcher"),
 	}
 }

@@ -640,16 +640,27 @@ func (w *Watcher) read(ctx context.Context, now time.Time, known map[string]int)
 		}
 	}
 	for _, wb := range res.writers {
-		if n, ok := known[wb.writer]; !ok || n < 0 || highest(wb) >= n {
-			need = append(need, wb.writer)
+		n, ok := known[wb.writer]
+		if ok && n >= 0 && highest(wb) < n {
+			continue
 		}
+		// Only the chunks from the first unknown index on: a writer's
+		// chunks below that never change.
+		first := 0
+		if ok && n > 0 {
+			first = n / schema.ChunkSize
+		}
+		need = append(need, bson.D{
+			{Key: schema.FieldWriter, Value: wb.writer},
+			{Key: schema.FieldChunk, Value: bson.D{{Key: "$gte", Value: first}}},
+		})
 	}
 	if len(need) == 0 {
 		return res
 	}
 	cur, err = w.beings.Find(ctx, bson.D{
 		{Key: schema.FieldModel, Value: uuid},
-		{Key: schema.FieldWriter, Value: bson.D{{Key: "$in", Value: need}}},
+		{Key: "$or", Value: need},
 	})
 	if err != nil {
 		res.err = errors.Annotate(err, "cannot read beings")
