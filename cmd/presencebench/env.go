@@ -10,11 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/juju/clock"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/presencekit/presence/internal/commands"
 	"github.com/presencekit/presence/internal/embedded"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
 )
 
 // serverFlag makes the binary run as the embedded server, so that the
@@ -141,4 +144,34 @@ func (e *env) close() {
 
 func (e *env) logf(format string, args ...any) {
 	fmt.Fprintf(e.progress, "   "+format+"\n", args...)
+}
+
+// batcher returns a fresh database's base collection and a ping batcher
+// on it that writes only when asked to (Sync), with n identities
+// registered in model 0 under keys made by key, and a function that stops
+// both.
+func (e *env) batcher(n int, key func(int) string, extra ...*mongooptions.ClientOptions) (*mongo.Collection, *pingbatcher.PingBatcher, []pinger.Identity, func(), error) {
+	db, done, err := e.database(extra...)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	base := db.Collection("presence")
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: time.Hour, Clock: clock.WallClock})
+	if err != nil {
+		done()
+		return nil, nil, nil, nil, err
+	}
+	stop := func() {
+		b.Kill()
+		_ = b.Wait()
+		done()
+	}
+	ids := make([]pinger.Identity, n)
+	for i := range ids {
+		if ids[i], err = b.Register(base, modelTag(0), key(i)); err != nil {
+			stop()
+			return nil, nil, nil, nil, err
+		}
+	}
+	return base, b, ids, stop, nil
 }

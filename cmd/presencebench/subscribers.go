@@ -9,8 +9,6 @@ import (
 	"github.com/juju/clock"
 
 	"github.com/presencekit/presence/internal/schema"
-	"github.com/presencekit/presence/worker/pingbatcher"
-	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -21,23 +19,16 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 	if e.opts.quick {
 		subs, rounds = 100, 4
 	}
-	db, done, err := e.database()
+	base, b, ids, stop, err := e.batcher(subs, func(i int) string { return fmt.Sprintf("unit-%d", i) })
 	if err != nil {
 		return err
 	}
-	defer done()
-	base := db.Collection("presence")
-	model := modelTag(0)
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: time.Hour, Clock: clock.WallClock})
-	if err != nil {
-		return err
-	}
-	defer func() { b.Kill(); _ = b.Wait() }()
+	defer stop()
 
 	var appliedMu sync.Mutex
 	var applied time.Time
 	w, err := watcher.New(watcher.Config{
-		Base: base, Model: model, Clock: clock.WallClock, SyncInterval: time.Hour,
+		Base: base, Model: modelTag(0), Clock: clock.WallClock, SyncInterval: time.Hour,
 		OnLoad: func(watcher.LoadStats) {
 			appliedMu.Lock()
 			applied = time.Now()
@@ -49,12 +40,6 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 	}
 	defer func() { w.Kill(); _ = w.Wait() }()
 
-	ids := make([]pinger.Identity, subs)
-	for i := range ids {
-		if ids[i], err = b.Register(base, model, fmt.Sprintf("unit-%d", i)); err != nil {
-			return err
-		}
-	}
 	never := w.Subscribe()
 	defer never.Close()
 

@@ -35,24 +35,12 @@ func benchWatcher(ctx context.Context, e *env, t *table) error {
 }
 
 func watcherCost(ctx context.Context, e *env, t *table, n int) error {
-	db, done, err := e.database()
+	base, b, ids, stop, err := e.batcher(n, func(i int) string { return fmt.Sprintf("unit-application-%d", i) })
 	if err != nil {
 		return err
 	}
-	defer done()
-	base := db.Collection("presence")
+	defer stop()
 	model := modelTag(0)
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: time.Hour, Clock: clock.WallClock})
-	if err != nil {
-		return err
-	}
-	defer func() { b.Kill(); _ = b.Wait() }()
-	ids := make([]pinger.Identity, n)
-	for i := range ids {
-		if ids[i], err = b.Register(base, model, fmt.Sprintf("unit-application-%d", i)); err != nil {
-			return err
-		}
-	}
 	// Stamp pings into the current slot so the watcher sees every key.
 	slot := func() int64 { return schema.Slot(time.Now(), schema.DefaultPeriod) }
 	for _, id := range ids {
