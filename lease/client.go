@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -75,6 +76,26 @@ func NewClient(config ClientConfig) (Client, error) {
 
 type client struct {
 	config ClientConfig
+
+	// indexed is set once the lease index exists; until then every read
+	// tries to create it, and a failure only costs speed.
+	indexed atomic.Bool
+}
+
+// ensureIndex creates the index that keeps a lease's reads from scanning
+// other leases' terms on MongoDB. It is idempotent.
+func (c *client) ensureIndex(ctx context.Context) {
+	if c.indexed.Load() {
+		return
+	}
+	_, err := c.config.Collection.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "ns", Value: 1}, {Key: "model", Value: 1}, {Key: "lease", Value: 1}, {Key: "term", Value: 1}},
+	})
+	if err == nil {
+		c.indexed.Store(true)
+	} else if c.config.Logger != nil {
+		c.config.Logger.Debugf("cannot create the lease index yet: %v", err)
+	}
 }
 
 // termDoc is one term of a lease.
@@ -334,6 +355,7 @@ func (c *client) read(ctx context.Context, keys []Key) (map[Key]Info, error) {
 }
 
 func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
+	c.ensureIndex(ctx)
 	// One batch: reading the leases is one round trip however many
 	// there are.
 	cur, err := c.config.Collection.Find(ctx, filter, options.Find().SetBatchSize(readBatch))

@@ -47,6 +47,15 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 				return err
 			}
 			startBound, disconnectBound, silentBound := s.bounds()
+			_, flushP99, flushMax := percentiles(res.flushes)
+			_, loadP99, loadMax := percentiles(res.loads)
+			e.logf("%s, %d live keys: database time per flush p99 %v max %v, per watcher read p99 %v max %v",
+				s.name, live, flushP99, flushMax, loadP99, loadMax)
+			t.add(row{
+				section:  "latency",
+				what:     fmt.Sprintf("database time in those runs, %s settings, %d live keys", s.name, live),
+				measured: fmt.Sprintf("flush p99 %v max %v; read p99 %v max %v", ms(flushP99), ms(flushMax), ms(loadP99), ms(loadMax)),
+			})
 			for _, r := range []struct {
 				what  string
 				got   []time.Duration
@@ -87,6 +96,27 @@ func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
 
 type latencies struct {
 	start, disconnect, silent []time.Duration
+	// flushes and loads are how long the batcher's writes and the
+	// watcher's reads took during the run: the database's share.
+	flushes, loads []time.Duration
+}
+
+// durations collects durations from worker hooks.
+type durations struct {
+	mu  sync.Mutex
+	all []time.Duration
+}
+
+func (d *durations) add(took time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.all = append(d.all, took)
+}
+
+func (d *durations) get() []time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]time.Duration(nil), d.all...)
 }
 
 // detector records when the watcher reported each key alive or dead.
@@ -191,12 +221,23 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	defer done()
 	base := db.Collection("presence")
 	model := modelTag(0)
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: s.flush, Clock: clock.WallClock})
+	var flushes, loads durations
+	b, err := pingbatcher.New(pingbatcher.Config{
+		Base: base, FlushInterval: s.flush, Clock: clock.WallClock,
+		OnFlush: func(f pingbatcher.FlushStats) {
+			if f.Documents > 0 {
+				flushes.add(f.Took)
+			}
+		},
+	})
 	if err != nil {
 		return res, err
 	}
 	defer func() { b.Kill(); _ = b.Wait() }()
-	w, err := watcher.New(watcher.Config{Base: base, Model: model, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync})
+	w, err := watcher.New(watcher.Config{
+		Base: base, Model: model, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync,
+		OnLoad: func(l watcher.LoadStats) { loads.add(l.Took) },
+	})
 	if err != nil {
 		return res, err
 	}
@@ -279,5 +320,6 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	time.Sleep(s.period)
 	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Stop() })
 	res.silent = d.wait(keys, causes, false, timeout)
+	res.flushes, res.loads = flushes.get(), loads.get()
 	return res, nil
 }

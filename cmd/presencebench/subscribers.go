@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -43,15 +44,17 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 	never := w.Subscribe()
 	defer never.Close()
 
-	var mu sync.Mutex
-	var delays []time.Duration
+	// Each reader keeps its own delays, so that the measuring does not
+	// add a shared lock to what is measured.
+	perReader := make([][]time.Duration, subs)
+	var delivered atomic.Int64
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	var readers sync.WaitGroup
 	for i := 0; i < subs; i++ {
 		sub := w.Subscribe(fmt.Sprintf("unit-%d", i))
 		readers.Add(1)
-		go func() {
+		go func(i int) {
 			defer readers.Done()
 			defer sub.Close()
 			if _, err := sub.Next(readCtx); err != nil {
@@ -65,11 +68,10 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 				appliedMu.Lock()
 				delay := max(now.Sub(applied), 0)
 				appliedMu.Unlock()
-				mu.Lock()
-				delays = append(delays, delay)
-				mu.Unlock()
+				perReader[i] = append(perReader[i], delay)
+				delivered.Add(1)
 			}
-		}()
+		}(i)
 	}
 	var heapAfterFirst uint64
 	for round := 0; round < rounds && ctx.Err() == nil; round++ {
@@ -92,13 +94,7 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 		}
 		// Wait for the readers of this round.
 		deadline := time.Now().Add(30 * time.Second)
-		for {
-			mu.Lock()
-			got := len(delays)
-			mu.Unlock()
-			if got >= (round+1)*subs || time.Now().After(deadline) {
-				break
-			}
+		for delivered.Load() < int64((round+1)*subs) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 		if round == 0 {
@@ -108,6 +104,10 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 	heapGrowth := int64(heap()) - int64(heapAfterFirst)
 	stopReading()
 	readers.Wait()
+	var delays []time.Duration
+	for _, d := range perReader {
+		delays = append(delays, d...)
+	}
 
 	p50, p99, worst := percentiles(delays)
 	e.logf("%d subscriptions, %d rounds: p50 %v p99 %v max %v over %d deliveries; heap growth with one unread: %d bytes",

@@ -17,6 +17,7 @@ import (
 
 // What the simulation does to an agent.
 const (
+	causeStart = "start"
 	causeJoin  = "join"
 	causeLeave = "leave"
 	causeCrash = "crash"
@@ -41,7 +42,6 @@ type simulation struct {
 	recent     []detection
 	detected   map[string]int
 	stopped    bool
-	started    bool // every agent has been started once
 	unitsWG    sync.WaitGroup
 	stopUnits  chan struct{}
 	printLines bool
@@ -127,7 +127,7 @@ func (s *simulation) start(ctx context.Context) error {
 		a := &agent{model: model, key: "machine-" + strconv.Itoa(i), pinger: p}
 		s.mu.Lock()
 		s.agents = append(s.agents, a)
-		s.startAgent(a, causeJoin)
+		s.startAgent(a, causeStart)
 		s.mu.Unlock()
 		if (i+1)%500 == 0 || i+1 == s.opts.agents {
 			fmt.Fprintf(s.out, "started %d/%d agents\n", i+1, s.opts.agents)
@@ -136,9 +136,6 @@ func (s *simulation) start(ctx context.Context) error {
 			return nil
 		}
 	}
-	s.mu.Lock()
-	s.started = true
-	s.mu.Unlock()
 	for i := range s.reg.models {
 		s.unitsWG.Add(1)
 		go s.contend(i)
@@ -257,7 +254,7 @@ func (s *simulation) report(model int, key string, alive bool) {
 	defer s.mu.Unlock()
 	d := detection{Model: s.reg.models[model].Id(), Key: key, Alive: alive}
 	if e, ok := s.last[s.eventKey(model, key)]; ok {
-		wanted := (e.cause == causeJoin) == alive
+		wanted := (e.cause == causeJoin || e.cause == causeStart) == alive
 		if wanted {
 			d.Cause = e.cause
 			d.Seconds = s.clock.Now().Sub(e.at).Seconds()
@@ -271,7 +268,7 @@ func (s *simulation) report(model int, key string, alive bool) {
 	if len(s.recent) > 20 {
 		s.recent = s.recent[len(s.recent)-20:]
 	}
-	if !s.printLines || (alive && d.Cause == causeJoin && !s.started) {
+	if !s.printLines || d.Cause == causeStart {
 		return
 	}
 	state := "DEAD "
