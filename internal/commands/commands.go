@@ -27,6 +27,9 @@ func (cc *Counter) Options() *options.ClientOptions {
 				cc.counts = make(map[string]int)
 			}
 			cc.counts[e.CommandName]++
+			if coll, ok := e.Command.Lookup(e.CommandName).StringValueOK(); ok {
+				cc.counts[e.CommandName+" "+coll]++
+			}
 		},
 	})
 }
@@ -36,6 +39,14 @@ func (cc *Counter) Writes() int {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return cc.counts["insert"] + cc.counts["update"] + cc.counts["delete"]
+}
+
+// CountOn returns how many commands named name were sent to the
+// collection coll.
+func (cc *Counter) CountOn(name, coll string) int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.counts[name+" "+coll]
 }
 
 // Count returns how many commands named name were sent.

@@ -12,7 +12,10 @@
 //     two bitmaps indexed by pinger index: alive (pinged in the slot) and
 //     dead (disconnected in the slot, not pinged since);
 //   - a beings document per (model, writer, chunk of ChunkSize indexes) in
-//     "<base>.beings", holding the keys of those indexes.
+//     "<base>.beings", holding the keys of those indexes. A writer updates
+//     them once a slot (or every FreshLimit new keys); until then the keys
+//     of its newest indexes travel in its ping documents, which watchers
+//     read anyway, so a new key costs no extra write or read.
 //
 // Because each writer owns its documents, every write is a whole-field $set
 // upsert, idempotent and safe to retry, and no two writers ever
@@ -59,6 +62,10 @@ const (
 	// ChunkSize is the number of pinger indexes one beings document maps.
 	ChunkSize = 1024
 
+	// FreshLimit is the most new keys a writer carries in its ping
+	// documents before it writes them to its beings documents.
+	FreshLimit = 256
+
 	// MaxBatch is the most writes sent in one bulkWrite call: the
 	// embedded server hangs on a bulkWrite that updates 100 or more
 	// existing documents.
@@ -83,6 +90,8 @@ const (
 	FieldDead   = "dead"
 	FieldChunk  = "chunk"
 	FieldKeys   = "keys"
+	FieldFresh  = "fresh"
+	FieldFrom   = "freshFrom"
 )
 
 // Pings returns the collection of ping documents derived from base.
@@ -135,13 +144,19 @@ func BeingsID(model, writer string, chunk int) string {
 	return fmt.Sprintf("%s:%s:%d", model, writer, chunk)
 }
 
-// PingDoc is a ping document as read.
+// PingDoc is a ping document as read. Fresh holds the keys of the indexes
+// from FreshFrom on that the writer has not yet written to its beings
+// documents: a writer writes beings once a slot (or every FreshLimit new
+// keys), and watchers learn new keys from the ping documents they read
+// anyway.
 type PingDoc struct {
-	Model  string `bson:"model"`
-	Slot   int64  `bson:"slot"`
-	Writer string `bson:"writer"`
-	Alive  []byte `bson:"alive"`
-	Dead   []byte `bson:"dead"`
+	Model     string   `bson:"model"`
+	Slot      int64    `bson:"slot"`
+	Writer    string   `bson:"writer"`
+	Alive     []byte   `bson:"alive"`
+	Dead      []byte   `bson:"dead"`
+	FreshFrom int      `bson:"freshFrom"`
+	Fresh     []string `bson:"fresh"`
 }
 
 // BeingsDoc is a beings document as read. Keys[i] is the key of index

@@ -2,8 +2,6 @@ package pingbatcher
 
 import (
 	"go.mongodb.org/mongo-driver/v2/bson"
-
-	"github.com/presencekit/presence/internal/schema"
 )
 
 // modelState is what a batcher holds for one model: the writer it is in
@@ -17,18 +15,18 @@ type modelState struct {
 	// inserted: the insert is what proves the writer id unique.
 	registered bool
 
-	keys   []string            // index -> key
-	inUse  []bool              // index -> held by a pinger
-	free   map[string][]uint32 // key -> released indexes of that key
-	chunks []chunkState        // beings chunk -> write state
+	keys  []string            // index -> key
+	inUse []bool              // index -> held by a pinger
+	free  map[string][]uint32 // key -> released indexes of that key
+
+	// persisted is how many indexes the beings documents map, as of the
+	// last flush that wrote them, in slot persistedSlot; the keys of
+	// later indexes travel in the ping documents until then.
+	persisted     int
+	persistedSlot int64
 
 	slots    []*slotState
 	lastSlot int64 // the latest slot pinged, 0 before any ping
-}
-
-// chunkState tracks one beings document.
-type chunkState struct {
-	version, written uint64
 }
 
 // slotState is one ping document being built.
@@ -63,11 +61,6 @@ func (m *modelState) allocate(key string) uint32 {
 	index := uint32(len(m.keys))
 	m.keys = append(m.keys, key)
 	m.inUse = append(m.inUse, true)
-	chunk := int(index) / schema.ChunkSize
-	for len(m.chunks) <= chunk {
-		m.chunks = append(m.chunks, chunkState{})
-	}
-	m.chunks[chunk].version++
 	return index
 }
 

@@ -388,36 +388,15 @@ func (b *PingBatcher) snapshot() *batch {
 		if m.lastSlot == 0 {
 			continue // registered, never pinged: nothing to say yet
 		}
-		for chunk := range m.chunks {
-			cs := &m.chunks[chunk]
-			if cs.version == cs.written && !reassert && m.registered {
-				continue
-			}
-			lo := chunk * schema.ChunkSize
-			hi := min(lo+schema.ChunkSize, len(m.keys))
-			keys := append([]string(nil), m.keys[lo:hi]...)
-			id := schema.BeingsID(m.uuid, m.writer, chunk)
-			fields := bson.D{
-				{Key: schema.FieldModel, Value: m.uuid},
-				{Key: schema.FieldWriter, Value: m.writer},
-				{Key: schema.FieldChunk, Value: chunk},
-				{Key: schema.FieldSlot, Value: m.lastSlot},
-				{Key: schema.FieldKeys, Value: keys},
-			}
-			version := cs.version
-			out.marks = append(out.marks, func() { cs.written = version })
-			if chunk == 0 && !m.registered {
-				doc := append(bson.D{{Key: schema.FieldID, Value: id}}, fields...)
-				out.arbiters = append(out.arbiters, mongo.NewInsertOneModel().SetDocument(doc))
-				out.arbiterOf = append(out.arbiterOf, m)
-				out.arbiterWriters = append(out.arbiterWriters, m.writer)
-				continue
-			}
-			out.beings = append(out.beings, upsert(id, fields))
+		n := len(m.keys)
+		persist := !m.registered || reassert ||
+			(n > m.persisted && (m.lastSlot > m.persistedSlot || n-m.persisted >= schema.FreshLimit))
+		from := m.persisted
+		if persist {
+			b.snapshotBeings(out, m, reassert)
+			from = n
 		}
-		if !m.registered && len(m.chunks) == 0 {
-			continue
-		}
+		fresh := append([]string{}, m.keys[from:n]...)
 		for _, s := range m.slots {
 			if !s.dirty() {
 				continue
@@ -428,6 +407,8 @@ func (b *PingBatcher) snapshot() *batch {
 				{Key: schema.FieldWriter, Value: m.writer},
 				{Key: schema.FieldAlive, Value: bson.Binary{Data: schema.EncodeBits(nil, s.alive)}},
 				{Key: schema.FieldDead, Value: bson.Binary{Data: schema.EncodeBits(nil, s.dead)}},
+				{Key: schema.FieldFrom, Value: from},
+				{Key: schema.FieldFresh, Value: fresh},
 			}
 			s, version := s, s.version
 			out.marks = append(out.marks, func() { s.written = version })
@@ -435,6 +416,44 @@ func (b *PingBatcher) snapshot() *batch {
 		}
 	}
 	return out
+}
+
+// snapshotBeings adds m's beings documents to out: those from the first
+// index not yet written, or all of them when the writer is new (its first
+// document is the insert that proves its id unique) or after a failed
+// flush (the pruner may have removed them meanwhile). b.mu must be held.
+func (b *PingBatcher) snapshotBeings(out *batch, m *modelState, all bool) {
+	n := len(m.keys)
+	first := m.persisted / schema.ChunkSize
+	if all || !m.registered {
+		first = 0
+	}
+	for chunk := first; chunk*schema.ChunkSize < n; chunk++ {
+		lo := chunk * schema.ChunkSize
+		hi := min(lo+schema.ChunkSize, n)
+		id := schema.BeingsID(m.uuid, m.writer, chunk)
+		fields := bson.D{
+			{Key: schema.FieldModel, Value: m.uuid},
+			{Key: schema.FieldWriter, Value: m.writer},
+			{Key: schema.FieldChunk, Value: chunk},
+			{Key: schema.FieldSlot, Value: m.lastSlot},
+			{Key: schema.FieldKeys, Value: append([]string(nil), m.keys[lo:hi]...)},
+		}
+		if chunk == 0 && !m.registered {
+			doc := append(bson.D{{Key: schema.FieldID, Value: id}}, fields...)
+			out.arbiters = append(out.arbiters, mongo.NewInsertOneModel().SetDocument(doc))
+			out.arbiterOf = append(out.arbiterOf, m)
+			out.arbiterWriters = append(out.arbiterWriters, m.writer)
+			continue
+		}
+		out.beings = append(out.beings, upsert(id, fields))
+	}
+	writer, slot := m.writer, m.lastSlot
+	out.marks = append(out.marks, func() {
+		if m.writer == writer {
+			m.persisted, m.persistedSlot = max(m.persisted, n), max(m.persistedSlot, slot)
+		}
+	})
 }
 
 func upsert(id string, fields bson.D) mongo.WriteModel {

@@ -317,3 +317,52 @@ func (s *workerSuite) TestConfigValidation(c *gc.C) {
 		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
 	}
 }
+
+func (s *workerSuite) TestNewKeysTravelInPingDocumentsUntilTheNextSlot(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	// A new writer writes its beings at once: its first one proves its
+	// id unique.
+	beings := s.beingsDocs(c, s.base)
+	c.Assert(beings, gc.HasLen, 1)
+	c.Assert(beings[0].Keys, gc.DeepEquals, []string{"a"})
+
+	// A key registered later in the slot rides in the ping document.
+	k := register(c, b, s.base, modelA, "b")
+	c.Assert(b.Ping(k, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Keys, gc.DeepEquals, []string{"a"})
+	docs := s.pingDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 1)
+	c.Assert(docs[0].FreshFrom, gc.Equals, 1)
+	c.Assert(docs[0].Fresh, gc.DeepEquals, []string{"b"})
+
+	// The first flush of the next slot writes it to the beings.
+	c.Assert(b.Ping(a, 2), gc.IsNil)
+	c.Assert(b.Ping(k, 2), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Keys, gc.DeepEquals, []string{"a", "b"})
+	for _, doc := range s.pingDocs(c, s.base) {
+		if doc.Slot == 2 {
+			c.Assert(doc.Fresh, gc.HasLen, 0)
+		}
+	}
+}
+
+func (s *workerSuite) TestManyNewKeysAreWrittenToBeingsWithoutWaitingForASlot(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	first := register(c, b, s.base, modelA, "first")
+	c.Assert(b.Ping(first, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	for i := 0; i < schema.FreshLimit; i++ {
+		id := register(c, b, s.base, modelA, fmt.Sprint(i))
+		c.Assert(b.Ping(id, 1), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Keys, gc.HasLen, schema.FreshLimit+1)
+	c.Assert(s.pingDocs(c, s.base)[0].Fresh, gc.HasLen, 0)
+}

@@ -3,6 +3,7 @@ package watcher_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -50,20 +51,34 @@ func (s *controllersSuite) TestConcurrentControllersLoseNoPingsAndShareNoIdentit
 	// identity, and each controller is a writer of its own.
 	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
 	defer cancel()
+	// Keys registered since a writer's last beings write travel in its
+	// ping documents; together they map every identity.
+	identities := make(map[string]string) // "writer/index" -> key
 	cur, err := schema.Beings(s.base).Find(ctx, bson.D{})
 	c.Assert(err, gc.IsNil)
-	var docs []schema.BeingsDoc
-	c.Assert(cur.All(ctx, &docs), gc.IsNil)
+	var beings []schema.BeingsDoc
+	c.Assert(cur.All(ctx, &beings), gc.IsNil)
+	for _, doc := range beings {
+		for i, key := range doc.Keys {
+			identities[fmt.Sprintf("%s/%d", doc.Writer, doc.Chunk*schema.ChunkSize+i)] = key
+		}
+	}
+	cur, err = schema.Pings(s.base).Find(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	var pings []schema.PingDoc
+	c.Assert(cur.All(ctx, &pings), gc.IsNil)
+	for _, doc := range pings {
+		for i, key := range doc.Fresh {
+			identities[fmt.Sprintf("%s/%d", doc.Writer, doc.FreshFrom+i)] = key
+		}
+	}
 	seen := make(map[string]string)
 	writers := make(map[string]bool)
-	for _, doc := range docs {
-		writers[doc.Writer] = true
-		for i, key := range doc.Keys {
-			identity := fmt.Sprintf("%s/%d", doc.Writer, doc.Chunk*schema.ChunkSize+i)
-			prev, dup := seen[key]
-			c.Check(dup, gc.Equals, false, gc.Commentf("%q has %s and %s", key, prev, identity))
-			seen[key] = identity
-		}
+	for identity, key := range identities {
+		writers[strings.Split(identity, "/")[0]] = true
+		prev, dup := seen[key]
+		c.Check(dup, gc.Equals, false, gc.Commentf("%q has %s and %s", key, prev, identity))
+		seen[key] = identity
 	}
 	c.Assert(seen, gc.HasLen, controllers*perController)
 	c.Assert(writers, gc.HasLen, controllers)

@@ -314,3 +314,38 @@ func (s *scenarioSuite) TestTwoBatchersAndTwoWatchersOnSeparateClientsAgree(c *g
 		assertAlive(c, w2, key, i%4 != 0)
 	}
 }
+
+func (s *scenarioSuite) TestNewKeysAreLearnedFromPingDocumentsAlone(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	var counter agenttest.CommandCounter
+	w := s.newWatcher(c, s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("presence"), modelA)
+	first := s.newPinger(c, b, s.base, modelA, "first")
+	c.Assert(first.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "first", true)
+
+	counter.Reset()
+	second := s.newPinger(c, b, s.base, modelA, "second")
+	c.Assert(second.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "second", true)
+	c.Assert(counter.CountOn("find", "presence.pings"), gc.Equals, 1)
+	c.Assert(counter.CountOn("find", "presence.beings"), gc.Equals, 0)
+}
+
+func (s *scenarioSuite) TestAWatcherStartedLaterFindsEveryKey(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	early := s.newPinger(c, b, s.base, modelA, "early")
+	c.Assert(early.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	late := s.newPinger(c, b, s.base, modelA, "late")
+	c.Assert(late.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	w := s.newWatcher(c, s.base, modelA)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "early", true)
+	assertAlive(c, w, "late", true)
+}

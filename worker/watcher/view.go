@@ -2,8 +2,6 @@ package watcher
 
 import (
 	"math/bits"
-
-	"github.com/presencekit/presence/internal/schema"
 )
 
 // writerBits is one writer's bitmaps for the two slots a load reads.
@@ -67,20 +65,19 @@ func (v *view) id(key string) int32 {
 	return id
 }
 
-// learn records the keys of one beings document.
-func (v *view) learn(doc schema.BeingsDoc) {
-	wk := v.writer[doc.Writer]
+// learn records that writer's indexes from first on name keys.
+func (v *view) learn(writer string, first int, keys []string) {
+	wk := v.writer[writer]
 	if wk == nil {
 		wk = &writerKeys{}
-		v.writer[doc.Writer] = wk
+		v.writer[writer] = wk
 	}
-	lo := doc.Chunk * schema.ChunkSize
-	for len(wk.keys) < lo+len(doc.Keys) {
+	for len(wk.keys) < first+len(keys) {
 		wk.keys = append(wk.keys, -1)
 	}
-	for i, key := range doc.Keys {
+	for i, key := range keys {
 		if key != "" {
-			wk.keys[lo+i] = v.id(key)
+			wk.keys[first+i] = v.id(key)
 		}
 	}
 }

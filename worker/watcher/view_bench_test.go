@@ -22,7 +22,7 @@ func benchView(keys, writers int) (*view, []writerBits) {
 				doc.Keys = append(doc.Keys, fmt.Sprintf("unit-app-%d-%d", w, i))
 				words[i/64] |= 1 << (i % 64)
 			}
-			v.learn(doc)
+			v.learn(doc.Writer, doc.Chunk*schema.ChunkSize, doc.Keys)
 		}
 		loaded[w] = writerBits{writer: name, aliveCur: words, alivePrev: words}
 	}

@@ -581,8 +581,15 @@ type loadResult struct {
 	slot    int64
 	writers []writerBits
 	beings  []schema.BeingsDoc
+	fresh   map[string]fresh
 	err     error
 	took    time.Duration
+}
+
+// fresh is the newest keys a writer carried in its ping documents.
+type fresh struct {
+	from int
+	keys []string
 }
 
 // startLoad starts a load in a goroutine of its own, so that requests are
@@ -631,6 +638,12 @@ func (w *Watcher) read(ctx context.Context, now time.Time, known map[string]int)
 			res.writers = append(res.writers, writerBits{writer: doc.Writer})
 		}
 		wb := &res.writers[i]
+		if f, ok := res.fresh[doc.Writer]; len(doc.Fresh) > 0 && (!ok || doc.FreshFrom+len(doc.Fresh) > f.from+len(f.keys)) {
+			if res.fresh == nil {
+				res.fresh = make(map[string]fresh)
+			}
+			res.fresh[doc.Writer] = fresh{from: doc.FreshFrom, keys: doc.Fresh}
+		}
 		if doc.Slot == slot {
 			wb.aliveCur = schema.DecodeBits(nil, doc.Alive)
 			wb.deadCur = schema.DecodeBits(nil, doc.Dead)
@@ -641,7 +654,13 @@ func (w *Watcher) read(ctx context.Context, now time.Time, known map[string]int)
 	}
 	for _, wb := range res.writers {
 		n, ok := known[wb.writer]
-		if ok && n >= 0 && highest(wb) < n {
+		if !ok {
+			n = 0
+		}
+		if f, carried := res.fresh[wb.writer]; carried && n >= 0 && f.from <= n {
+			n = max(n, f.from+len(f.keys))
+		}
+		if n >= 0 && highest(wb) < n {
 			continue
 		}
 		// Only the chunks from the first unknown index on: a writer's
@@ -737,7 +756,10 @@ func (w *Watcher) applied(res loadResult) []change {
 	}
 	w.lastErr = nil
 	for _, doc := range res.beings {
-		w.view.learn(doc)
+		w.view.learn(doc.Writer, doc.Chunk*schema.ChunkSize, doc.Keys)
+	}
+	for writer, f := range res.fresh {
+		w.view.learn(writer, f.from, f.keys)
 	}
 	hold := !w.healthySince.IsZero() && res.at.Sub(w.healthySince) < w.config.Period
 	changes := w.view.apply(res.writers, w.gen, hold)
