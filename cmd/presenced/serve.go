@@ -269,11 +269,19 @@ func statusText(st statusDoc) string {
 	return b.String()
 }
 
+// quietLogger drops the engine's logs: the terminal shows the status.
 type quietLogger struct{}
 
+// Tracef is part of the dependency.Logger interface.
 func (quietLogger) Tracef(string, ...any) {}
+
+// Debugf is part of the dependency.Logger interface.
 func (quietLogger) Debugf(string, ...any) {}
-func (quietLogger) Infof(string, ...any)  {}
+
+// Infof is part of the dependency.Logger interface.
+func (quietLogger) Infof(string, ...any) {}
+
+// Errorf is part of the dependency.Logger interface.
 func (quietLogger) Errorf(string, ...any) {}
 
 var errNoModel = errors.New("unknown model")
