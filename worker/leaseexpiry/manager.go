@@ -343,8 +343,11 @@ func (m *manager) loop() error {
 			m.refresh(ctx)
 		case <-timer.Chan():
 			m.tick(ctx)
+			timer.Reset(m.nextTick())
+			continue
 		}
-		timer.Reset(m.nextTick())
+		// The earliest expiry may have moved.
+		lifecycle.Rearm(timer, m.nextTick())
 	}
 }
 

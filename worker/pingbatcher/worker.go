@@ -335,12 +335,14 @@ func (b *PingBatcher) loop() error {
 	ctx := b.catacomb.Context(context.Background())
 	for {
 		var waiters []chan error
+		fired := false
 		select {
 		case <-b.catacomb.Dying():
 			return b.catacomb.ErrDying()
 		case reply := <-b.syncs:
 			waiters = append(waiters, reply)
 		case <-timer.Chan():
+			fired = true
 		}
 		// Coalesce the Sync calls that are already waiting.
 	drain:
@@ -363,7 +365,11 @@ func (b *PingBatcher) loop() error {
 		for _, reply := range waiters {
 			reply <- err
 		}
-		timer.Reset(b.jittered())
+		if fired {
+			timer.Reset(b.jittered())
+		} else {
+			lifecycle.Rearm(timer, b.jittered())
+		}
 	}
 }
 

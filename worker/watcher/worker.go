@@ -428,6 +428,7 @@ func (w *Watcher) loop() error {
 	timer := w.config.Clock.NewTimer(w.config.SyncInterval)
 	defer timer.Stop()
 	w.startLoad()
+	fired := false
 	for {
 		select {
 		case <-w.catacomb.Dying():
@@ -443,8 +444,16 @@ func (w *Watcher) loop() error {
 			if len(w.nextWaiters) > 0 {
 				w.startLoad()
 			}
-			timer.Reset(w.config.SyncInterval)
+			if fired {
+				timer.Reset(w.config.SyncInterval)
+				fired = false
+			} else {
+				lifecycle.Rearm(timer, w.config.SyncInterval)
+			}
 		case <-timer.Chan():
+			// The timer is set again once the load is done, so that
+			// loads never overlap.
+			fired = true
 			if !w.inFlight {
 				w.startLoad()
 			}
