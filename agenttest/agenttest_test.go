@@ -1,0 +1,103 @@
+package agenttest_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/juju/worker/v4/dependency"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+)
+
+func TestPackage(t *testing.T) {
+	gc.TestingT(t)
+}
+
+type agenttestSuite struct {
+	agenttest.MongoSuite
+}
+
+var _ = gc.Suite(&agenttestSuite{})
+
+func (s *agenttestSuite) TestEveryTestGetsAFreshDatabase(c *gc.C) {
+	n, err := s.DB.Collection("anything").CountDocuments(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+	c.Assert(n, gc.Equals, int64(0))
+	_, err = s.DB.Collection("anything").InsertOne(context.Background(), bson.D{{Key: "_id", Value: 1}})
+	c.Assert(err, gc.IsNil)
+}
+
+func (s *agenttestSuite) TestServerRestartsOnItsDataAndAddress(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot stop an external MongoDB")
+	}
+	ctx := context.Background()
+	_, err := s.DB.Collection("kept").InsertOne(ctx, bson.D{{Key: "_id", Value: "x"}})
+	c.Assert(err, gc.IsNil)
+	uri := s.Server.URI()
+	c.Assert(s.Server.Stop(), gc.IsNil)
+	c.Assert(s.Server.Start(), gc.IsNil)
+	c.Assert(s.Server.URI(), gc.Equals, uri)
+	// The client made before the outage reconnects by itself.
+	deadline := time.Now().Add(agenttest.LongWait)
+	for {
+		n, err := s.DB.Collection("kept").CountDocuments(ctx, bson.D{})
+		if err == nil {
+			c.Assert(n, gc.Equals, int64(1))
+			return
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *agenttestSuite) TestCommandCounterCountsWrites(c *gc.C) {
+	var counter agenttest.CommandCounter
+	db := s.NewClient(c, counter.Options()).Database(s.DB.Name())
+	_, err := db.Collection("c").InsertOne(context.Background(), bson.D{{Key: "_id", Value: 1}})
+	c.Assert(err, gc.IsNil)
+	c.Assert(counter.Writes(), gc.Equals, 1)
+	c.Assert(counter.CountOn("insert", "c"), gc.Equals, 1)
+	counter.Reset()
+	c.Assert(counter.Writes(), gc.Equals, 0)
+}
+
+func (s *agenttestSuite) TestAdapterLetsWorkertestTakeACheckC(c *gc.C) {
+	w := workertest.NewErrorWorker(nil)
+	workertest.CleanKill(agenttest.C(c), w)
+	deadline, ok := agenttest.C(c).Context().Deadline()
+	c.Assert(ok, gc.Equals, true)
+	c.Assert(time.Until(deadline) > 0, gc.Equals, true)
+}
+
+func (s *agenttestSuite) TestStubGetterMissingGivesErrMissing(c *gc.C) {
+	getter := agenttest.StubGetterMissing(map[string]any{"a": 1, "b": 2}, "b")
+	var a, b int
+	c.Assert(getter.Get("a", &a), gc.IsNil)
+	c.Assert(a, gc.Equals, 1)
+	c.Assert(errors.Is(getter.Get("b", &b), dependency.ErrMissing), gc.Equals, true)
+}
+
+func (s *agenttestSuite) TestWaitAdvanceMovesTheClockOnceTimersWait(c *gc.C) {
+	clk := agenttest.NewClock()
+	timer := clk.NewTimer(time.Minute)
+	agenttest.WaitAdvance(c, clk, time.Minute, 1)
+	select {
+	case <-timer.Chan():
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("timer did not fire")
+	}
+	c.Assert(clk.Now().Equal(agenttest.Epoch.Add(time.Minute)), gc.Equals, true)
+}
+
+func (s *agenttestSuite) TestLoggerRecordsLevels(c *gc.C) {
+	var l agenttest.Logger
+	l.Errorf("boom %d", 1)
+	l.Debugf("quiet")
+	c.Assert(l.Entries(), gc.DeepEquals, []string{"ERROR boom 1", "DEBUG quiet"})
+}
