@@ -16,14 +16,16 @@ func NewClock() *testclock.Clock {
 	return testclock.NewClock(Epoch)
 }
 
-// WaitTimers blocks until at least n timers wait on clk, without moving its
-// time, and fails the test if that does not happen within LongWait.
+// WaitTimers blocks until exactly n timers wait on clk (testclock counts
+// them exactly), without moving its time, and fails the test if that does
+// not happen within LongWait. Use it to know that the code under test has
+// reached its next wait.
 func WaitTimers(c *gc.C, clk *testclock.Clock, n int) {
 	err := clk.WaitAdvance(0, LongWait, n)
 	c.Assert(err, gc.IsNil, gc.Commentf("waiting for %d timers", n))
 }
 
-// WaitAdvance advances clk by d once at least n timers wait on it, so that
+// WaitAdvance advances clk by d once exactly n timers wait on it, so that
 // the code under test cannot miss the advance, and fails the test if they
 // do not appear within LongWait.
 func WaitAdvance(c *gc.C, clk *testclock.Clock, d time.Duration, n int) {
@@ -31,7 +33,7 @@ func WaitAdvance(c *gc.C, clk *testclock.Clock, d time.Duration, n int) {
 	c.Assert(err, gc.IsNil, gc.Commentf("advancing %v with %d timers", d, n))
 }
 
-// AdvanceTo advances clk to t once at least n timers wait on it.
+// AdvanceTo advances clk to t once exactly n timers wait on it.
 func AdvanceTo(c *gc.C, clk *testclock.Clock, t time.Time, n int) {
 	d := t.Sub(clk.Now())
 	c.Assert(d >= 0, gc.Equals, true, gc.Commentf("cannot advance backwards to %v from %v", t, clk.Now()))
