@@ -12,6 +12,7 @@ import (
 
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/pruner"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -242,6 +243,13 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 		return res, err
 	}
 	defer func() { w.Kill(); _ = w.Wait() }()
+	// The pruner runs as in production: without it every read scans a
+	// growing pile of old slots on the embedded server.
+	pr, err := pruner.New(pruner.Config{Base: base, Model: model, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
+	if err != nil {
+		return res, err
+	}
+	defer func() { pr.Kill(); _ = pr.Wait() }()
 	subCtx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
 	sub := w.Subscribe()

@@ -365,10 +365,13 @@ func (b *PingBatcher) loop() error {
 		for _, reply := range waiters {
 			reply <- err
 		}
+		// Flushes start every (jittered) FlushInterval: the write's
+		// own time does not stretch the interval.
+		next := max(b.jittered()-b.config.Clock.Now().Sub(started), 0)
 		if fired {
-			timer.Reset(b.jittered())
+			timer.Reset(next)
 		} else {
-			lifecycle.Rearm(timer, b.jittered())
+			lifecycle.Rearm(timer, next)
 		}
 	}
 }

@@ -444,11 +444,14 @@ func (w *Watcher) loop() error {
 			if len(w.nextWaiters) > 0 {
 				w.startLoad()
 			}
+			// Loads start every SyncInterval: the read's own time
+			// does not stretch the interval.
+			next := max(w.config.SyncInterval-res.took, 0)
 			if fired {
-				timer.Reset(w.config.SyncInterval)
+				timer.Reset(next)
 				fired = false
 			} else {
-				lifecycle.Rearm(timer, w.config.SyncInterval)
+				lifecycle.Rearm(timer, next)
 			}
 		case <-timer.Chan():
 			// The timer is set again once the load is done, so that
