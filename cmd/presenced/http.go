@@ -59,13 +59,9 @@ func status(reg *registry, sim *simulation, clk clock.Clock, started time.Time, 
 
 func newHandler(o options, reg *registry, sim *simulation, m *metrics, clk clock.Clock, started time.Time) http.Handler {
 	mux := http.NewServeMux()
-	var lastWrites int64
-	lastAt := clk.Now()
+	writes := newWriteRate(m, clk.Now())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		now := clk.Now()
-		writes := m.writes.Load()
-		rate := float64(writes-lastWrites) / now.Sub(lastAt).Seconds()
-		lastWrites, lastAt = writes, now
+		rate := writes.perSecond(clk.Now())
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
-	"sync/atomic"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	mongoevent "go.mongodb.org/mongo-driver/v2/event"
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/presencekit/presence/internal/commands"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/watcher"
 )
@@ -22,7 +22,7 @@ type metrics struct {
 	alive      *prometheus.GaugeVec
 	leases     *prometheus.GaugeVec
 	detections *prometheus.HistogramVec
-	writes     atomic.Int64
+	commands   commands.Counter
 }
 
 func newMetrics() *metrics {
@@ -59,7 +59,7 @@ func newMetrics() *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
 			Help: "Insert, update and delete commands sent to the database.",
-		}, func() float64 { return float64(m.writes.Load()) }),
+		}, func() float64 { return float64(m.commands.Writes()) }),
 	)
 	return m
 }
@@ -82,14 +82,29 @@ func (m *metrics) onLoad(model string) func(watcher.LoadStats) {
 	}
 }
 
-// monitor returns client options that count write commands.
+// monitor returns client options that count the database commands.
 func (m *metrics) monitor() *mongooptions.ClientOptions {
-	return mongooptions.Client().SetMonitor(&mongoevent.CommandMonitor{
-		Started: func(_ context.Context, e *mongoevent.CommandStartedEvent) {
-			switch e.CommandName {
-			case "insert", "update", "delete":
-				m.writes.Add(1)
-			}
-		},
-	})
+	return m.commands.Options()
+}
+
+// writeRate turns the count of write commands into writes per second
+// since the previous call. It is safe for concurrent use.
+type writeRate struct {
+	m    *metrics
+	mu   sync.Mutex
+	last int
+	at   time.Time
+}
+
+func newWriteRate(m *metrics, now time.Time) *writeRate {
+	return &writeRate{m: m, last: m.commands.Writes(), at: now}
+}
+
+func (r *writeRate) perSecond(now time.Time) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	writes := r.m.commands.Writes()
+	rate := float64(writes-r.last) / now.Sub(r.at).Seconds()
+	r.last, r.at = writes, now
+	return rate
 }

@@ -86,7 +86,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 
 	churn := clk.NewTimer(o.churn)
 	display := clk.NewTimer(o.display)
-	writesBefore, lastDisplay := m.writes.Load(), clk.Now()
+	writes := newWriteRate(m, clk.Now())
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
@@ -95,10 +95,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 			sim.step()
 			churn.Reset(o.churn)
 		case <-display.Chan():
-			now := clk.Now()
-			writes := m.writes.Load()
-			rate := float64(writes-writesBefore) / now.Sub(lastDisplay).Seconds()
-			writesBefore, lastDisplay = writes, now
+			rate := writes.perSecond(clk.Now())
 			fmt.Fprint(out, statusText(status(reg, sim, clk, started, rate)))
 			display.Reset(o.display)
 		case err := <-serveDone:
