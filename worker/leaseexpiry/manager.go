@@ -22,7 +22,7 @@ import (
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/catacomb"
 
-	"github.com/presencekit/presence/internal/lifecycle"
+	pcatacomb "github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/lease"
 )
 
@@ -169,7 +169,7 @@ func (m *manager) key(application string) lease.Key {
 }
 
 func (m *manager) deathErr() error {
-	return lifecycle.DeathError(&m.catacomb, ErrStopped)
+	return pcatacomb.DeathError(&m.catacomb, ErrStopped)
 }
 
 func validateUnit(application, unit string) error {
@@ -347,7 +347,7 @@ func (m *manager) loop() error {
 			continue
 		}
 		// The earliest expiry may have moved.
-		lifecycle.Rearm(timer, m.nextTick())
+		pcatacomb.Rearm(timer, m.nextTick())
 	}
 }
 

@@ -26,7 +26,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/presencekit/presence/internal/lifecycle"
+	pcatacomb "github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pinger"
 )
@@ -202,7 +202,7 @@ func (b *PingBatcher) Sync() error {
 }
 
 func (b *PingBatcher) deadErr() error {
-	return lifecycle.DeathError(&b.catacomb, ErrStopped)
+	return pcatacomb.DeathError(&b.catacomb, ErrStopped)
 }
 
 // alive reports whether the batcher still accepts pings.
@@ -371,7 +371,7 @@ func (b *PingBatcher) loop() error {
 		if fired {
 			timer.Reset(next)
 		} else {
-			lifecycle.Rearm(timer, next)
+			pcatacomb.Rearm(timer, next)
 		}
 	}
 }

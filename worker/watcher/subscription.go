@@ -6,7 +6,7 @@ import (
 
 	"github.com/juju/errors"
 
-	"github.com/presencekit/presence/internal/lifecycle"
+	pcatacomb "github.com/presencekit/presence/catacomb"
 )
 
 // ErrSubscriptionClosed is returned by Next after Close.
@@ -67,7 +67,7 @@ func (s *Subscription) Next(ctx context.Context) ([]Change, error) {
 		case <-s.done:
 			return nil, ErrSubscriptionClosed
 		case <-s.w.catacomb.Dying():
-			return nil, lifecycle.DeathError(&s.w.catacomb, ErrStopped)
+			return nil, pcatacomb.DeathError(&s.w.catacomb, ErrStopped)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

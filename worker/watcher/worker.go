@@ -31,7 +31,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/presencekit/presence/internal/lifecycle"
+	pcatacomb "github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 )
 
@@ -414,7 +414,7 @@ func (w *Watcher) Report() map[string]any {
 }
 
 func (w *Watcher) deathErr() error {
-	return lifecycle.DeathError(&w.catacomb, ErrStopped)
+	return pcatacomb.DeathError(&w.catacomb, ErrStopped)
 }
 
 func (w *Watcher) logf(format string, args ...any) {
@@ -451,7 +451,7 @@ func (w *Watcher) loop() error {
 				timer.Reset(next)
 				fired = false
 			} else {
-				lifecycle.Rearm(timer, next)
+				pcatacomb.Rearm(timer, next)
 			}
 		case <-timer.Chan():
 			// The timer is set again once the load is done, so that

@@ -1,0 +1,59 @@
+// Package catacomb holds the small helpers that every presencekit worker
+// built on github.com/juju/worker/v4/catacomb needs: the error its public
+// methods answer with once it is dying, a timer re-arm that is safe with
+// juju/clock's test clock, and database contexts that are bound both by a
+// deadline and by the worker's life.
+//
+// It builds on upstream's catacomb and never replaces it: a worker still
+// holds a catacomb.Catacomb of github.com/juju/worker/v4/catacomb and runs
+// its loop through catacomb.Invoke.
+package catacomb
+
+import (
+	"context"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/worker/v4/catacomb"
+	"gopkg.in/tomb.v2"
+)
+
+// DeathError returns the error that a worker's public methods should
+// return once c is dying: the error it is dying with, or stopped when it is
+// stopping cleanly (or not dying at all).
+func DeathError(c *catacomb.Catacomb, stopped error) error {
+	err := c.Err()
+	if err == nil || err == tomb.ErrStillAlive || err == tomb.ErrDying {
+		return stopped
+	}
+	return err
+}
+
+// Rearm moves a pending t to fire after d. A t that already fired is left
+// alone: its value is still to be received, and whoever receives it
+// resets it. Reset on a fired, unreceived juju/clock test timer would arm
+// it a second time, and its second firing would block the test clock's
+// Advance for good.
+func Rearm(t clock.Timer, d time.Duration) {
+	if t.Stop() {
+		t.Reset(d)
+	}
+}
+
+// Call returns a context for one database call of the worker that owns c:
+// it is cancelled when the worker starts dying and when timeout passes,
+// whichever comes first. A zero or negative timeout means no deadline
+// beyond the worker's life. The caller must call the returned cancel
+// function as soon as the call returns.
+//
+// The deadline is on the wall clock, not on the worker's injected clock: it
+// bounds a call that runs in real time on a real server (a stalled call
+// becomes a failed one), whatever a test clock says. Work that is timed
+// (schedules, expiries, slots) must still come from the injected clock.
+func Call(c *catacomb.Catacomb, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx := c.Context(context.Background())
+	if timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, timeout)
+}
