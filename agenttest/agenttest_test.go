@@ -101,3 +101,53 @@ func (s *agenttestSuite) TestLoggerRecordsLevels(c *gc.C) {
 	l.Debugf("quiet")
 	c.Assert(l.Entries(), gc.DeepEquals, []string{"ERROR boom 1", "DEBUG quiet"})
 }
+
+func (s *agenttestSuite) TestPausedServerHangsCallsUntilResumed(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot pause an external MongoDB")
+	}
+	coll := s.DB.Collection("paused")
+	c.Assert(s.Server.Pause(), gc.IsNil)
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = s.Server.Resume()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+	c.Assert(err, gc.NotNil)
+	c.Assert(s.Server.Resume(), gc.IsNil)
+	resumed = true
+	deadline := time.Now().Add(agenttest.LongWait)
+	for {
+		_, err := coll.InsertOne(context.Background(), bson.D{{Key: "_id", Value: 2}})
+		if err == nil {
+			return
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *agenttestSuite) TestKilledServerRestartsOnItsData(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot kill an external MongoDB")
+	}
+	ctx := context.Background()
+	_, err := s.DB.Collection("crash").InsertOne(ctx, bson.D{{Key: "_id", Value: "x"}})
+	c.Assert(err, gc.IsNil)
+	c.Assert(s.Server.Kill(), gc.IsNil)
+	c.Assert(s.Server.Start(), gc.IsNil)
+	deadline := time.Now().Add(agenttest.LongWait)
+	for {
+		n, err := s.DB.Collection("crash").CountDocuments(ctx, bson.D{})
+		if err == nil {
+			c.Assert(n, gc.Equals, int64(1))
+			return
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/juju/errors"
@@ -169,6 +170,7 @@ func (s *Server) Stop() error {
 	if s.cmd == nil {
 		return nil
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
 	_ = s.stdin.Close()
 	select {
 	case <-s.exited:
@@ -178,6 +180,48 @@ func (s *Server) Stop() error {
 	}
 	s.cmd = nil
 	return nil
+}
+
+// Kill kills the embedded server at once (SIGKILL), keeping its data, as a
+// crash would: nothing is flushed or closed. Start brings it back.
+func (s *Server) Kill() error {
+	if s.external {
+		return ErrExternal
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+	return nil
+}
+
+// Pause stops the embedded server's process (SIGSTOP) without closing
+// anything: connections stay open and every call hangs, as with a hung or
+// partitioned server, until Resume.
+func (s *Server) Pause() error {
+	return s.signal(syscall.SIGSTOP)
+}
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() error {
+	return s.signal(syscall.SIGCONT)
+}
+
+func (s *Server) signal(sig syscall.Signal) error {
+	if s.external {
+		return ErrExternal
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return errors.New("embedded server not running")
+	}
+	return errors.Trace(s.cmd.Process.Signal(sig))
 }
 
 // Destroy stops the server and removes its data. It does nothing to an
