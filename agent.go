@@ -5,8 +5,8 @@
 // The workers live in worker/...: pingbatcher (writes pings in batches),
 // pinger (keeps one key alive), watcher (tells who is alive), pruner
 // (bounds storage). Their storage model is described in internal/schema:
-// writes per flush grow with the number of models, never with the number of
-// agents; every write is idempotent; and the only thing writers race for is
+// a controller writes one document per flush whatever the number of models
+// and agents; every write is idempotent; and the only thing writers race for is
 // decided by a unique-_id insert, which makes the design correct on MongoDB
 // and on MongoDB-compatible servers alike.
 package presence
@@ -18,7 +18,6 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence/internal/schema"
@@ -192,21 +191,21 @@ func (a *PresenceAgent) WaitAgentPresence(timeout time.Duration) error {
 	}
 }
 
-// RemovePresenceForModel removes every presence document of model: pings
-// and beings. Run it when the model is destroyed, after its pingers
-// stopped. It touches no other model's documents.
+// RemovePresenceForModel checks its arguments and removes nothing.
+//
+// Presence is stored per controller, not per model: a model's keys live in
+// the documents of the ping batchers that served it, beside other models'
+// keys. Once the model's pingers stop, their batchers release its indexes
+// and retire their writers when most indexes are released; the pruner then
+// removes the retired writers' documents. So a destroyed model's presence
+// goes by itself within a few prune intervals, and there is nothing of its
+// own to delete.
+//
+// Deprecated: nothing needs removing; it is kept for callers written for
+// per-model storage.
 func RemovePresenceForModel(ctx context.Context, base *mongo.Collection, model names.ModelTag) error {
 	if base == nil {
 		return errors.NotValidf("nil base collection")
 	}
-	if err := schema.ValidateModel(model); err != nil {
-		return errors.Trace(err)
-	}
-	filter := bson.D{{Key: schema.FieldModel, Value: model.Id()}}
-	for _, coll := range []*mongo.Collection{schema.Pings(base), schema.Beings(base)} {
-		if _, err := coll.DeleteMany(ctx, filter); err != nil {
-			return errors.Annotatef(err, "cannot remove presence of model %s from %s", model.Id(), coll.Name())
-		}
-	}
-	return nil
+	return errors.Trace(schema.ValidateModel(model))
 }

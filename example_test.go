@@ -48,7 +48,31 @@ func ExampleManifolds() {
 		return
 	}
 	fmt.Println(len(manifolds), "manifolds installed")
-	// Output: 8 manifolds installed
+	// Output: 9 manifolds installed
+}
+
+// This example adds presence and leadership for a controller hosting many
+// models: one controller set (ping batcher, presence reader, pruner) and a
+// small set per model whose watcher is a view over the controller's
+// reader, so the database cost does not grow with the number of models.
+func ExampleControllerManifolds() {
+	manifolds := presence.ControllerManifolds(presence.ControllerManifoldsConfig{
+		DatabaseName: "database",
+		Clock:        clock.WallClock,
+	})
+	manifolds["database"] = presence.DatabaseManifold("mongodb://localhost:27017", "juju")
+	for i := 0; i < 3; i++ {
+		model := names.NewModelTag(fmt.Sprintf("2a4b3c5d-0000-4000-8000-%012d", i))
+		for name, m := range presence.ModelManifolds(presence.ModelManifoldsConfig{
+			DatabaseName: "database",
+			Model:        model,
+			Prefix:       model.Id() + "-", // one set per model in one engine
+		}) {
+			manifolds[name] = m
+		}
+	}
+	fmt.Println(dependency.Validate(manifolds) == nil, len(manifolds), "manifolds")
+	// Output: true 14 manifolds
 }
 
 type silent struct{}

@@ -2,6 +2,8 @@ package presence
 
 import (
 	"context"
+	"maps"
+	"sort"
 	"time"
 
 	"github.com/juju/clock"
@@ -15,18 +17,27 @@ import (
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/presencerecorder"
 	"github.com/presencekit/presence/worker/pruner"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
-// The names of the manifolds that Manifolds returns, before any Prefix.
+// The names of the controller set's manifolds (ControllerManifolds),
+// before any Prefix. A controller runs one of each, whatever the number of
+// models it hosts.
 const (
-	ClockName            = "presence-clock"
-	PingBatcherName      = "presence-ping-batcher"
+	ClockName       = "presence-clock"
+	PingBatcherName = "presence-ping-batcher"
+	ReaderName      = "presence-reader"
+	PrunerName      = "presence-pruner"
+)
+
+// The names of a model set's manifolds (ModelManifolds), before its
+// Prefix.
+const (
 	PingerName           = "presence-pinger"
 	WatcherName          = "presence-watcher"
-	PrunerName           = "presence-pruner"
 	LeaseManagerName     = "lease-manager"
 	PresenceRecorderName = "presence-recorder"
 )
@@ -39,8 +50,224 @@ type Logger interface {
 	Errorf(string, ...any)
 }
 
-// ManifoldsConfig configures the whole set of presence manifolds for one
-// model.
+// ControllerManifoldsConfig configures the controller set: one clock, one
+// ping batcher, one presence reader and one pruner serving every model.
+type ControllerManifoldsConfig struct {
+	// DatabaseName is the input whose Output is a *mongo.Database, a
+	// manifold of your engine (DatabaseManifold makes one). It must not
+	// be empty.
+	DatabaseName string
+
+	// Clock gives the workers the time. It must not be nil.
+	Clock clock.Clock
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// Prefix is put before every manifold name; empty means none.
+	// DatabaseName is not prefixed.
+	Prefix string
+
+	// Collection is the base presence collection's name; empty means
+	// "presence".
+	Collection string
+
+	// FlushInterval, Period, SyncInterval and PruneInterval tune the
+	// workers; zero means each worker's documented default. None may be
+	// negative. Period must be the same for every process sharing the
+	// database, and for the model sets' pingers.
+	FlushInterval, Period, SyncInterval, PruneInterval time.Duration
+
+	// OnFlush and OnLoad, if not nil, are passed to the ping batcher
+	// and the reader, e.g. to feed metrics.
+	OnFlush func(pingbatcher.FlushStats)
+	OnLoad  func(presencereader.LoadStats)
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config ControllerManifoldsConfig) Validate() error {
+	if config.DatabaseName == "" {
+		return errors.NotValidf("empty DatabaseName")
+	}
+	if config.Clock == nil {
+		return errors.NotValidf("nil Clock")
+	}
+	return errors.Trace(validateDurations(map[string]time.Duration{
+		"FlushInterval": config.FlushInterval,
+		"Period":        config.Period,
+		"SyncInterval":  config.SyncInterval,
+		"PruneInterval": config.PruneInterval,
+	}))
+}
+
+// ControllerManifolds returns the controller set: the clock, and on the
+// database input the ping batcher, the presence reader and the pruner. A
+// controller installs it once; every model set names it (see
+// ModelManifoldsConfig.ControllerPrefix). Consumers get a
+// *pingbatcher.PingBatcher (or a presence.Batcher) and a
+// *presencereader.Reader from Output. Whatever the number of models, the
+// set writes one ping document per flush, sends one query per sync (two
+// when keys are new) and three commands per prune.
+//
+// A config that does not validate gives manifolds whose start fails with
+// the validation error, so that the engine reports it.
+func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds {
+	var logger Logger
+	if config.Logger != nil {
+		logger = config.Logger
+	}
+	name := func(n string) string { return config.Prefix + n }
+	clockName := name(ClockName)
+	return dependency.Manifolds{
+		clockName: clockManifold(config.Clock),
+		name(PingBatcherName): guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
+			ClockName:     clockName,
+			DatabaseName:  config.DatabaseName,
+			Collection:    config.Collection,
+			FlushInterval: config.FlushInterval,
+			Period:        config.Period,
+			Logger:        logger,
+			NewWorker: func(c pingbatcher.Config) (worker.Worker, error) {
+				c.OnFlush = config.OnFlush
+				return pingbatcher.NewWorker(c)
+			},
+		})),
+		name(ReaderName): guard(config.Validate, presencereader.Manifold(presencereader.ManifoldConfig{
+			ClockName:    clockName,
+			DatabaseName: config.DatabaseName,
+			Collection:   config.Collection,
+			Period:       config.Period,
+			SyncInterval: config.SyncInterval,
+			Logger:       logger,
+			NewWorker: func(c presencereader.Config) (worker.Worker, error) {
+				c.OnLoad = config.OnLoad
+				return presencereader.NewWorker(c)
+			},
+		})),
+		name(PrunerName): guard(config.Validate, pruner.Manifold(pruner.ManifoldConfig{
+			ClockName:    clockName,
+			DatabaseName: config.DatabaseName,
+			Collection:   config.Collection,
+			Interval:     config.PruneInterval,
+			Period:       config.Period,
+			Logger:       logger,
+			NewWorker:    pruner.NewWorker,
+		})),
+	}
+}
+
+// ModelManifoldsConfig configures one model's set, which stands on a
+// controller set.
+type ModelManifoldsConfig struct {
+	// ControllerPrefix is the Prefix of the controller set that the
+	// model set uses: its inputs are the controller set's clock, ping
+	// batcher and reader under their names with this prefix. Empty means
+	// none.
+	ControllerPrefix string
+
+	// DatabaseName is the input whose Output is a *mongo.Database. It
+	// must not be empty.
+	DatabaseName string
+
+	// Model is the model the set serves. It must be a valid model tag.
+	Model names.ModelTag
+
+	// Prefix is put before every manifold name of the set; one engine
+	// holding several models' sets needs a different one per model.
+	// Empty means none.
+	Prefix string
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// AgentKey, if not empty, adds a pinger that keeps this key alive:
+	// the agent's own presence.
+	AgentKey string
+
+	// APIServer enables the presence recorder; other agents get a
+	// disabled one.
+	APIServer bool
+
+	// Collection is the base presence collection's name; empty means
+	// "presence". LeaseCollection is the lease collection's name; empty
+	// means "leases".
+	Collection, LeaseCollection string
+
+	// Period is the pinger's slot length: the controller set's. Zero
+	// means the default; it must not be negative.
+	Period time.Duration
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config ModelManifoldsConfig) Validate() error {
+	if config.DatabaseName == "" {
+		return errors.NotValidf("empty DatabaseName")
+	}
+	if err := schema.ValidateModel(config.Model); err != nil {
+		return errors.Trace(err)
+	}
+	if config.AgentKey != "" {
+		if err := schema.ValidateKey(config.AgentKey); err != nil {
+			return errors.Annotate(err, "AgentKey")
+		}
+	}
+	return errors.Trace(validateDurations(map[string]time.Duration{"Period": config.Period}))
+}
+
+// ModelManifolds returns one model's set: the watcher (a view over the
+// controller's reader, with no query of its own), the lease manager, the
+// presence recorder and, with AgentKey, the agent's pinger (through the
+// controller's batcher). Consumers get a *watcher.Watcher, a
+// leaseexpiry.Manager, a presencerecorder.Recorder and a *pinger.Pinger
+// from Output. The set can be installed and uninstalled while the
+// controller set runs, in the same engine or in a nested one that
+// offers the controller set's outputs under the same names.
+func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
+	var logger Logger
+	if config.Logger != nil {
+		logger = config.Logger
+	}
+	name := func(n string) string { return config.Prefix + n }
+	controller := func(n string) string { return config.ControllerPrefix + n }
+	manifolds := dependency.Manifolds{
+		name(WatcherName): guard(config.Validate, watcher.Manifold(watcher.ManifoldConfig{
+			ReaderName: controller(ReaderName),
+			Model:      config.Model,
+			Logger:     logger,
+			NewWorker:  watcher.NewWorker,
+		})),
+		name(LeaseManagerName): guard(config.Validate, leaseexpiry.Manifold(leaseexpiry.ManifoldConfig{
+			ClockName:    controller(ClockName),
+			DatabaseName: config.DatabaseName,
+			Collection:   config.LeaseCollection,
+			Model:        config.Model,
+			Logger:       logger,
+			NewWorker:    leaseexpiry.NewWorker,
+		})),
+		name(PresenceRecorderName): presencerecorder.Manifold(presencerecorder.ManifoldConfig{
+			ClockName: controller(ClockName),
+			APIServer: config.APIServer,
+			NewWorker: presencerecorder.NewRecorderWorker,
+		}),
+	}
+	if config.AgentKey != "" {
+		manifolds[name(PingerName)] = guard(config.Validate, pinger.Manifold(pinger.ManifoldConfig{
+			ClockName:       controller(ClockName),
+			DatabaseName:    config.DatabaseName,
+			PingBatcherName: controller(PingBatcherName),
+			Collection:      config.Collection,
+			Model:           config.Model,
+			Key:             config.AgentKey,
+			Period:          config.Period,
+			Logger:          logger,
+			NewWorker:       pinger.NewWorker,
+		}))
+	}
+	return manifolds
+}
+
+// ManifoldsConfig configures a controller set and one model's set
+// together, for a process that serves a single model.
 type ManifoldsConfig struct {
 	// DatabaseName is the input whose Output is a *mongo.Database, a
 	// manifold of your engine (DatabaseManifold makes one). It must not
@@ -57,9 +284,8 @@ type ManifoldsConfig struct {
 	// Logger is optional; nil means silent.
 	Logger Logger
 
-	// Prefix is put before every manifold name (and the clock's), so
-	// that one engine can hold the sets of several models. Empty means
-	// none; DatabaseName is not prefixed.
+	// Prefix is put before every manifold name (and the clock's).
+	// Empty means none; DatabaseName is not prefixed.
 	Prefix string
 
 	// AgentKey, if not empty, adds a pinger that keeps this key alive:
@@ -82,131 +308,87 @@ type ManifoldsConfig struct {
 	FlushInterval, Period, SyncInterval, PruneInterval time.Duration
 
 	// OnFlush and OnLoad, if not nil, are passed to the ping batcher
-	// and the watcher, e.g. to feed metrics.
+	// and the reader, e.g. to feed metrics.
 	OnFlush func(pingbatcher.FlushStats)
-	OnLoad  func(watcher.LoadStats)
+	OnLoad  func(presencereader.LoadStats)
+}
+
+func (config ManifoldsConfig) controller() ControllerManifoldsConfig {
+	return ControllerManifoldsConfig{
+		DatabaseName:  config.DatabaseName,
+		Clock:         config.Clock,
+		Logger:        config.Logger,
+		Prefix:        config.Prefix,
+		Collection:    config.Collection,
+		FlushInterval: config.FlushInterval,
+		Period:        config.Period,
+		SyncInterval:  config.SyncInterval,
+		PruneInterval: config.PruneInterval,
+		OnFlush:       config.OnFlush,
+		OnLoad:        config.OnLoad,
+	}
+}
+
+func (config ManifoldsConfig) model() ModelManifoldsConfig {
+	return ModelManifoldsConfig{
+		ControllerPrefix: config.Prefix,
+		DatabaseName:     config.DatabaseName,
+		Model:            config.Model,
+		Prefix:           config.Prefix,
+		Logger:           config.Logger,
+		AgentKey:         config.AgentKey,
+		APIServer:        config.APIServer,
+		Collection:       config.Collection,
+		LeaseCollection:  config.LeaseCollection,
+		Period:           config.Period,
+	}
 }
 
 // Validate returns a NotValid error naming the first bad field.
 func (config ManifoldsConfig) Validate() error {
-	if config.DatabaseName == "" {
-		return errors.NotValidf("empty DatabaseName")
-	}
-	if err := schema.ValidateModel(config.Model); err != nil {
+	if err := config.controller().Validate(); err != nil {
 		return errors.Trace(err)
 	}
-	if config.Clock == nil {
-		return errors.NotValidf("nil Clock")
-	}
-	if config.AgentKey != "" {
-		if err := schema.ValidateKey(config.AgentKey); err != nil {
-			return errors.Annotate(err, "AgentKey")
+	return errors.Trace(config.model().Validate())
+}
+
+// Manifolds returns a controller set and one model's set in one, for a
+// process that serves a single model: ControllerManifolds and
+// ModelManifolds with the same Prefix. A controller that hosts several
+// models installs ControllerManifolds once and ModelManifolds per model
+// instead.
+func Manifolds(config ManifoldsConfig) dependency.Manifolds {
+	manifolds := ControllerManifolds(config.controller())
+	maps.Copy(manifolds, ModelManifolds(config.model()))
+	for name, m := range manifolds {
+		if name != config.Prefix+ClockName {
+			manifolds[name] = guard(config.Validate, m)
 		}
 	}
-	for _, d := range []struct {
-		name  string
-		value time.Duration
-	}{
-		{"FlushInterval", config.FlushInterval},
-		{"Period", config.Period},
-		{"SyncInterval", config.SyncInterval},
-		{"PruneInterval", config.PruneInterval},
-	} {
-		if d.value < 0 {
-			return errors.NotValidf("negative %s", d.name)
+	return manifolds
+}
+
+// validateDurations returns a NotValid error naming the first negative
+// duration.
+func validateDurations(durations map[string]time.Duration) error {
+	names := make([]string, 0, len(durations))
+	for name := range durations {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if durations[name] < 0 {
+			return errors.NotValidf("negative %s", name)
 		}
 	}
 	return nil
 }
 
-// Manifolds returns the presence and leadership manifolds for one model,
-// wired so that an engine starts and restarts them in dependency order:
-// the clock, then the ping batcher, the watcher, the pruner and the lease
-// manager on the database input, the pinger (with AgentKey) on the
-// batcher, and the presence recorder on the clock. Consumers get a
-// *pingbatcher.PingBatcher, a *watcher.Watcher, a leaseexpiry.Manager, a
-// presencerecorder.Recorder and a *pinger.Pinger from Output.
-//
-// A config that does not validate gives manifolds whose start fails with
-// the validation error, so that the engine reports it.
-func Manifolds(config ManifoldsConfig) dependency.Manifolds {
-	var logger pingbatcher.Logger
-	if config.Logger != nil {
-		logger = config.Logger
-	}
-	name := func(n string) string { return config.Prefix + n }
-	clockName := name(ClockName)
-	manifolds := dependency.Manifolds{
-		clockName: clockManifold(config.Clock),
-		name(PingBatcherName): guard(config, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
-			ClockName:     clockName,
-			DatabaseName:  config.DatabaseName,
-			Collection:    config.Collection,
-			FlushInterval: config.FlushInterval,
-			Logger:        logger,
-			NewWorker: func(c pingbatcher.Config) (worker.Worker, error) {
-				c.OnFlush = config.OnFlush
-				return pingbatcher.NewWorker(c)
-			},
-		})),
-		name(WatcherName): guard(config, watcher.Manifold(watcher.ManifoldConfig{
-			ClockName:    clockName,
-			DatabaseName: config.DatabaseName,
-			Collection:   config.Collection,
-			Model:        config.Model,
-			Period:       config.Period,
-			SyncInterval: config.SyncInterval,
-			Logger:       logger,
-			NewWorker: func(c watcher.Config) (worker.Worker, error) {
-				c.OnLoad = config.OnLoad
-				return watcher.NewWorker(c)
-			},
-		})),
-		name(PrunerName): guard(config, pruner.Manifold(pruner.ManifoldConfig{
-			ClockName:    clockName,
-			DatabaseName: config.DatabaseName,
-			Collection:   config.Collection,
-			Model:        config.Model,
-			Interval:     config.PruneInterval,
-			Period:       config.Period,
-			Logger:       logger,
-			NewWorker:    pruner.NewWorker,
-		})),
-		name(LeaseManagerName): guard(config, leaseexpiry.Manifold(leaseexpiry.ManifoldConfig{
-			ClockName:    clockName,
-			DatabaseName: config.DatabaseName,
-			Collection:   config.LeaseCollection,
-			Model:        config.Model,
-			Logger:       logger,
-			NewWorker:    leaseexpiry.NewWorker,
-		})),
-		name(PresenceRecorderName): presencerecorder.Manifold(presencerecorder.ManifoldConfig{
-			ClockName: clockName,
-			APIServer: config.APIServer,
-			NewWorker: presencerecorder.NewRecorderWorker,
-		}),
-	}
-	if config.AgentKey != "" {
-		manifolds[name(PingerName)] = guard(config, pinger.Manifold(pinger.ManifoldConfig{
-			ClockName:       clockName,
-			DatabaseName:    config.DatabaseName,
-			PingBatcherName: name(PingBatcherName),
-			Collection:      config.Collection,
-			Model:           config.Model,
-			Key:             config.AgentKey,
-			Period:          config.Period,
-			Logger:          logger,
-			NewWorker:       pinger.NewWorker,
-		}))
-	}
-	return manifolds
-}
-
-// guard makes m's start fail with config's validation error, if any.
-func guard(config ManifoldsConfig, m dependency.Manifold) dependency.Manifold {
+// guard makes m's start fail with validate's error, if any.
+func guard(validate func() error, m dependency.Manifold) dependency.Manifold {
 	start := m.Start
 	m.Start = func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
-		if err := config.Validate(); err != nil {
+		if err := validate(); err != nil {
 			return nil, errors.Trace(err)
 		}
 		return start(ctx, getter)

@@ -224,7 +224,7 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	model := modelTag(0)
 	var flushes, loads durations
 	b, err := pingbatcher.New(pingbatcher.Config{
-		Base: base, FlushInterval: s.flush, Clock: clock.WallClock,
+		Base: base, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock,
 		OnFlush: func(f pingbatcher.FlushStats) {
 			if f.Documents > 0 {
 				flushes.add(f.Took)
@@ -245,7 +245,7 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	defer func() { w.Kill(); _ = w.Wait() }()
 	// The pruner runs as in production: without it every read scans a
 	// growing pile of old slots on the embedded server.
-	pr, err := pruner.New(pruner.Config{Base: base, Model: model, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
+	pr, err := pruner.New(pruner.Config{Base: base, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
 	if err != nil {
 		return res, err
 	}

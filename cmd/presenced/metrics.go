@@ -9,7 +9,7 @@ import (
 
 	"github.com/presencekit/presence/internal/commands"
 	"github.com/presencekit/presence/worker/pingbatcher"
-	"github.com/presencekit/presence/worker/watcher"
+	"github.com/presencekit/presence/worker/presencereader"
 )
 
 // metrics are presenced's Prometheus metrics. Their series are per model
@@ -19,7 +19,7 @@ type metrics struct {
 	pings      prometheus.Counter
 	flushes    *prometheus.CounterVec
 	syncs      prometheus.Histogram
-	alive      *prometheus.GaugeVec
+	alive      prometheus.Gauge
 	leases     *prometheus.GaugeVec
 	detections *prometheus.HistogramVec
 	commands   commands.Counter
@@ -38,13 +38,13 @@ func newMetrics() *metrics {
 		}, []string{"result"}),
 		syncs: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "presence_sync_seconds",
-			Help:    "Time the watchers' database reads took.",
+			Help:    "Time the presence reader's database reads took.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
-		alive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		alive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "presence_alive_agents",
-			Help: "Agents alive, per model, as the watcher reports.",
-		}, []string{"model"}),
+			Help: "Agents alive in every model, as the controller's presence reader reports.",
+		}),
 		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "presence_leases_held",
 			Help: "Applications with a leader, per model.",
@@ -73,12 +73,10 @@ func (m *metrics) onFlush(s pingbatcher.FlushStats) {
 	m.pings.Add(float64(s.Documents))
 }
 
-func (m *metrics) onLoad(model string) func(watcher.LoadStats) {
-	return func(s watcher.LoadStats) {
-		m.syncs.Observe(s.Took.Seconds())
-		if s.Err == nil {
-			m.alive.WithLabelValues(model).Set(float64(s.Alive))
-		}
+func (m *metrics) onLoad(s presencereader.LoadStats) {
+	m.syncs.Observe(s.Took.Seconds())
+	if s.Err == nil {
+		m.alive.Set(float64(s.Alive))
 	}
 }
 

@@ -93,7 +93,7 @@ func (r *registry) modelIndex(id string) int {
 func (r *registry) publisher(i int, prefix string) dependency.Manifold {
 	inputs := []string{
 		databaseName,
-		prefix + presence.PingBatcherName, prefix + presence.WatcherName,
+		presence.PingBatcherName, prefix + presence.WatcherName,
 		prefix + presence.LeaseManagerName, prefix + presence.PresenceRecorderName,
 	}
 	return dependency.Manifold{

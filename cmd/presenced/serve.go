@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -150,8 +151,8 @@ func database(o options, out io.Writer) (string, func(), error) {
 	}, nil
 }
 
-// newEngine starts a dependency engine with the database, every model's
-// manifold set (prefixed "m<i>-") and a publisher per model.
+// newEngine starts a dependency engine with the database, the controller
+// set, every model's set (prefixed "m<i>-") and a publisher per model.
 func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m *metrics) (*dependency.Engine, error) {
 	engine, err := dependency.NewEngine(dependency.EngineConfig{
 		IsFatal:          func(error) bool { return false },
@@ -172,25 +173,27 @@ func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m 
 		databaseName: presence.DatabaseManifold(uri, databaseDBName,
 			mongooptions.Client().SetServerSelectionTimeout(5*time.Second), m.monitor()),
 	}
+	maps.Copy(manifolds, presence.ControllerManifolds(presence.ControllerManifoldsConfig{
+		DatabaseName:  databaseName,
+		Clock:         clock.WallClock,
+		Collection:    baseCollection,
+		FlushInterval: o.flush,
+		Period:        o.period,
+		SyncInterval:  o.sync,
+		PruneInterval: 4 * o.period,
+		OnFlush:       m.onFlush,
+		OnLoad:        m.onLoad,
+	}))
 	for i, model := range models {
 		prefix := "m" + strconv.Itoa(i) + "-"
-		set := presence.Manifolds(presence.ManifoldsConfig{
-			DatabaseName:  databaseName,
-			Model:         model,
-			Clock:         clock.WallClock,
-			Prefix:        prefix,
-			APIServer:     true,
-			Collection:    baseCollection,
-			FlushInterval: o.flush,
-			Period:        o.period,
-			SyncInterval:  o.sync,
-			PruneInterval: 4 * o.period,
-			OnFlush:       m.onFlush,
-			OnLoad:        m.onLoad(model.Id()),
-		})
-		for name, manifold := range set {
-			manifolds[name] = manifold
-		}
+		maps.Copy(manifolds, presence.ModelManifolds(presence.ModelManifoldsConfig{
+			DatabaseName: databaseName,
+			Model:        model,
+			Prefix:       prefix,
+			APIServer:    true,
+			Collection:   baseCollection,
+			Period:       o.period,
+		}))
 		manifolds[prefix+"publisher"] = reg.publisher(i, prefix)
 	}
 	if err := dependency.Validate(manifolds); err != nil {

@@ -4,6 +4,7 @@ package commands
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/event"
@@ -39,6 +40,27 @@ func (cc *Counter) Writes() int {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return cc.counts["insert"] + cc.counts["update"] + cc.counts["delete"]
+}
+
+// Reads returns how many find, getMore, aggregate, count and distinct
+// commands were sent.
+func (cc *Counter) Reads() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.counts["find"] + cc.counts["getMore"] + cc.counts["aggregate"] + cc.counts["count"] + cc.counts["distinct"]
+}
+
+// Total returns how many commands were sent, of any name.
+func (cc *Counter) Total() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	n := 0
+	for name, count := range cc.counts {
+		if !strings.Contains(name, " ") {
+			n += count
+		}
+	}
+	return n
 }
 
 // CountOn returns how many commands named name were sent to the

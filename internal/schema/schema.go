@@ -1,21 +1,27 @@
 // Package schema is the one place that knows how presence is stored: the
 // collections derived from the base collection, slot arithmetic, document
-// ids and fields, the bitmap encoding, and the validation of keys and
-// models. Every worker reads and writes through it.
+// ids and fields, the bitmap encoding, and the validation of keys, models
+// and of what is read back.
 //
 // The storage model. Time is cut into slots of one Period. Every ping
-// batcher is, for each model it serves, a writer with an id of its own (an
-// ObjectID). A writer hands its pingers small integer indexes and owns two
-// kinds of document, which nobody else ever writes:
+// batcher (one per controller) is a writer with an id of its own (an
+// ObjectID), whatever the number of models it serves. It hands each of its
+// pingers a small integer index, which names one (model, key) pair, and
+// owns two kinds of document that nobody else ever writes:
 //
-//   - a ping document per (model, slot, writer) in "<base>.pings", holding
-//     two bitmaps indexed by pinger index: alive (pinged in the slot) and
-//     dead (disconnected in the slot, not pinged since);
-//   - a beings document per (model, writer, chunk of ChunkSize indexes) in
-//     "<base>.beings", holding the keys of those indexes. A writer updates
-//     them once a slot (or every FreshLimit new keys); until then the keys
-//     of its newest indexes travel in its ping documents, which watchers
-//     read anyway, so a new key costs no extra write or read.
+//   - a ping document per (slot, writer) in "<base>.pings", holding two
+//     bitmaps indexed by pinger index, alive (pinged in the slot) and dead
+//     (disconnected in the slot, not pinged since), and the period the
+//     writer slots time by;
+//   - a beings document per (writer, chunk of ChunkSize indexes) in
+//     "<base>.beings", holding the model and key of each index. A writer
+//     updates them once a slot (or every FreshLimit new keys); until then
+//     the entries of its newest indexes travel in its ping documents, which
+//     readers read anyway, so a new key costs no extra write or read.
+//
+// So a controller writes one ping document per flush whatever the number of
+// its models and agents, and a reader loads the whole database's presence
+// with one query that returns O(writers) documents.
 //
 // Because each writer owns its documents, every write is a whole-field $set
 // upsert, idempotent and safe to retry, and no two writers ever
@@ -25,9 +31,8 @@
 // MongoDB and on every MongoDB-compatible server, including ones whose
 // conditional updates are not atomic across connections.
 //
-// An index is reused only by the same key, so a bit always names one key.
-// Writes per flush grow with the number of models (one ping document per
-// model and slot), never with the number of agents.
+// An index is reused only by the same (model, key), so a bit always names
+// one key of one model.
 package schema
 
 import (
@@ -68,8 +73,13 @@ const (
 
 	// MaxBatch is the most writes sent in one bulkWrite call: the
 	// embedded server hangs on a bulkWrite that updates 100 or more
-	// existing documents.
-	MaxBatch = 50
+	// existing documents on SQLite, and 41 or more on PostgreSQL.
+	MaxBatch = 32
+
+	// MaxIndex is the most indexes one writer may hand out. Readers
+	// reject documents that name more, so that one bad document cannot
+	// make them allocate without bound.
+	MaxIndex = 1 << 24
 
 	// KeepSlots is how many slots before the current one the pruner
 	// keeps. Watchers read two (current and previous); the rest is
@@ -82,16 +92,16 @@ const (
 
 // Field names, shared by writers, readers and the pruner.
 const (
-	FieldID     = "_id"
-	FieldModel  = "model"
-	FieldSlot   = "slot"
-	FieldWriter = "writer"
-	FieldAlive  = "alive"
-	FieldDead   = "dead"
-	FieldChunk  = "chunk"
-	FieldKeys   = "keys"
-	FieldFresh  = "fresh"
-	FieldFrom   = "freshFrom"
+	FieldID      = "_id"
+	FieldSlot    = "slot"
+	FieldWriter  = "writer"
+	FieldPeriod  = "period"
+	FieldAlive   = "alive"
+	FieldDead    = "dead"
+	FieldChunk   = "chunk"
+	FieldEntries = "entries"
+	FieldFresh   = "fresh"
+	FieldFrom    = "freshFrom"
 )
 
 // Pings returns the collection of ping documents derived from base.
@@ -134,39 +144,111 @@ func PingInterval(period time.Duration) time.Duration {
 	return period / 2
 }
 
-// PingID returns the _id of a writer's ping document for model and slot.
-func PingID(model string, slot int64, writer string) string {
-	return fmt.Sprintf("%s:%d:%s", model, slot, writer)
+// PingID returns the _id of a writer's ping document for slot.
+func PingID(slot int64, writer string) string {
+	return fmt.Sprintf("%d:%s", slot, writer)
 }
 
 // BeingsID returns the _id of a writer's beings document for a chunk.
-func BeingsID(model, writer string, chunk int) string {
-	return fmt.Sprintf("%s:%s:%d", model, writer, chunk)
+func BeingsID(writer string, chunk int) string {
+	return fmt.Sprintf("%s:%d", writer, chunk)
 }
 
-// PingDoc is a ping document as read. Fresh holds the keys of the indexes
-// from FreshFrom on that the writer has not yet written to its beings
-// documents: a writer writes beings once a slot (or every FreshLimit new
-// keys), and watchers learn new keys from the ping documents they read
-// anyway.
-type PingDoc struct {
-	Model     string   `bson:"model"`
-	Slot      int64    `bson:"slot"`
-	Writer    string   `bson:"writer"`
-	Alive     []byte   `bson:"alive"`
-	Dead      []byte   `bson:"dead"`
-	FreshFrom int      `bson:"freshFrom"`
-	Fresh     []string `bson:"fresh"`
-}
-
-// BeingsDoc is a beings document as read. Keys[i] is the key of index
-// Chunk*ChunkSize+i; an empty string is an index not handed out.
-type BeingsDoc struct {
-	Model  string   `bson:"model"`
-	Writer string   `bson:"writer"`
-	Chunk  int      `bson:"chunk"`
-	Slot   int64    `bson:"slot"`
+// Entries names a run of a writer's indexes: the i-th index of the run is
+// key Keys[i] of the model Models[Model[i]]. An empty key is an index not
+// handed out. The model table keeps a run of keys of few models small.
+type Entries struct {
+	Models []string `bson:"models"`
+	Model  []int32  `bson:"model"`
 	Keys   []string `bson:"keys"`
+}
+
+// NewEntries returns the Entries of a run whose i-th index is keys[i] of
+// models[i]; models and keys must be of the same length.
+func NewEntries(models, keys []string) Entries {
+	e := Entries{Model: make([]int32, len(keys)), Keys: keys}
+	table := make(map[string]int32)
+	for i, m := range models {
+		ref, ok := table[m]
+		if !ok {
+			ref = int32(len(e.Models))
+			table[m] = ref
+			e.Models = append(e.Models, m)
+		}
+		e.Model[i] = ref
+	}
+	return e
+}
+
+// Len returns the number of indexes in the run.
+func (e Entries) Len() int {
+	return len(e.Keys)
+}
+
+// Validate returns a NotValid error unless e is well formed with at most
+// limit indexes: a reader never trusts what it reads.
+func (e Entries) Validate(limit int) error {
+	if len(e.Keys) > limit {
+		return errors.NotValidf("%d entries (at most %d)", len(e.Keys), limit)
+	}
+	if len(e.Model) != len(e.Keys) {
+		return errors.NotValidf("%d model references for %d keys", len(e.Model), len(e.Keys))
+	}
+	for _, ref := range e.Model {
+		if ref < 0 || int(ref) >= len(e.Models) {
+			return errors.NotValidf("model reference %d of %d models", ref, len(e.Models))
+		}
+	}
+	return nil
+}
+
+// PingDoc is a ping document as read. Fresh holds the entries of the
+// indexes from FreshFrom on that the writer has not yet written to its
+// beings documents: a writer writes beings once a slot (or every
+// FreshLimit new keys), and readers learn new keys from the ping documents
+// they read anyway.
+type PingDoc struct {
+	Slot      int64   `bson:"slot"`
+	Writer    string  `bson:"writer"`
+	Period    int64   `bson:"period"`
+	Alive     []byte  `bson:"alive"`
+	Dead      []byte  `bson:"dead"`
+	FreshFrom int     `bson:"freshFrom"`
+	Fresh     Entries `bson:"fresh"`
+}
+
+// Validate returns a NotValid error unless doc can be applied safely.
+func (doc PingDoc) Validate() error {
+	if doc.Writer == "" {
+		return errors.NotValidf("ping document without writer")
+	}
+	if len(doc.Alive) > MaxIndex/8 || len(doc.Dead) > MaxIndex/8 {
+		return errors.NotValidf("bitmap longer than %d bytes", MaxIndex/8)
+	}
+	if doc.FreshFrom < 0 || doc.FreshFrom > MaxIndex {
+		return errors.NotValidf("freshFrom %d", doc.FreshFrom)
+	}
+	return errors.Trace(doc.Fresh.Validate(min(FreshLimit*4, MaxIndex-doc.FreshFrom)))
+}
+
+// BeingsDoc is a beings document as read: Entries name the indexes from
+// Chunk*ChunkSize on.
+type BeingsDoc struct {
+	Writer  string  `bson:"writer"`
+	Chunk   int     `bson:"chunk"`
+	Slot    int64   `bson:"slot"`
+	Entries Entries `bson:"entries"`
+}
+
+// Validate returns a NotValid error unless doc can be applied safely.
+func (doc BeingsDoc) Validate() error {
+	if doc.Writer == "" {
+		return errors.NotValidf("beings document without writer")
+	}
+	if doc.Chunk < 0 || doc.Chunk >= MaxIndex/ChunkSize {
+		return errors.NotValidf("chunk %d", doc.Chunk)
+	}
+	return errors.Trace(doc.Entries.Validate(ChunkSize))
 }
 
 // ValidateKey returns a NotValid error unless key can be stored.
@@ -234,16 +316,16 @@ func ForEachBit(words []uint64, f func(index int)) {
 	}
 }
 
-// EnsureIndexes creates the secondary indexes that keep per-model reads
-// and deletes from touching other models' documents on MongoDB. It is
-// idempotent.
+// EnsureIndexes creates the secondary indexes that keep reads of the
+// current slots and of one writer's beings from scanning everything on
+// MongoDB. It is idempotent.
 func EnsureIndexes(ctx context.Context, base *mongo.Collection) error {
 	for _, spec := range []struct {
 		coll   *mongo.Collection
 		fields bson.D
 	}{
-		{Pings(base), bson.D{{Key: FieldModel, Value: 1}, {Key: FieldSlot, Value: 1}}},
-		{Beings(base), bson.D{{Key: FieldModel, Value: 1}, {Key: FieldWriter, Value: 1}}},
+		{Pings(base), bson.D{{Key: FieldSlot, Value: 1}}},
+		{Beings(base), bson.D{{Key: FieldWriter, Value: 1}, {Key: FieldChunk, Value: 1}}},
 	} {
 		if _, err := spec.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: spec.fields}); err != nil {
 			return errors.Annotatef(err, "cannot create index on %s", spec.coll.Name())

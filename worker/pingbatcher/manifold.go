@@ -28,8 +28,9 @@ type ManifoldConfig struct {
 	// Collection is the base collection's name. Empty means "presence".
 	Collection string
 
-	// FlushInterval is passed to Config; zero means the default.
-	FlushInterval time.Duration
+	// FlushInterval and Period are passed to Config; zero means the
+	// default. Neither may be negative.
+	FlushInterval, Period time.Duration
 
 	// Logger is optional; nil means silent.
 	Logger Logger
@@ -45,6 +46,9 @@ func (config ManifoldConfig) Validate() error {
 	}
 	if config.FlushInterval < 0 {
 		return errors.NotValidf("negative FlushInterval")
+	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
 	}
 	if config.NewWorker == nil {
 		return errors.NotValidf("nil NewWorker")
@@ -74,6 +78,7 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 			return Config{
 				Base:          base,
 				FlushInterval: config.FlushInterval,
+				Period:        config.Period,
 				Clock:         clk,
 				Logger:        config.Logger,
 			}, nil

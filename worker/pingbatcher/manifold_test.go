@@ -38,6 +38,7 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 		DatabaseName:  "database",
 		Collection:    "presence",
 		FlushInterval: 2 * time.Second,
+		Period:        time.Minute,
 		NewWorker: func(config pingbatcher.Config) (worker.Worker, error) {
 			s.started = append(s.started, config)
 			return workertest.NewErrorWorker(nil), nil
@@ -66,6 +67,7 @@ func (s *manifoldSuite) TestValidate(c *gc.C) {
 		{func(cfg *pingbatcher.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
 		{func(cfg *pingbatcher.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
 		{func(cfg *pingbatcher.ManifoldConfig) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
+		{func(cfg *pingbatcher.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
 		{func(cfg *pingbatcher.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
 	} {
 		c.Logf("case %d", i)
@@ -89,7 +91,7 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	c.Assert(got.Base.Name(), gc.Equals, "presence")
 	c.Assert(got.Base.Database().Name(), gc.Equals, "test")
 	got.Base = nil
-	c.Assert(got, gc.DeepEquals, pingbatcher.Config{FlushInterval: 2 * time.Second, Clock: s.clock})
+	c.Assert(got, gc.DeepEquals, pingbatcher.Config{FlushInterval: 2 * time.Second, Period: time.Minute, Clock: s.clock})
 }
 
 func (s *manifoldSuite) TestOutput(c *gc.C) {

@@ -4,23 +4,28 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// modelState is what a batcher holds for one model: the writer it is in
-// that model, the indexes it handed out, and the slots not yet written.
-// It is guarded by PingBatcher.mu.
-type modelState struct {
-	uuid   string
+// entry is what one index names.
+type entry struct {
+	model, key string
+}
+
+// writerState is what a batcher holds as one writer: its id, the indexes
+// it handed out, and the slots not yet written. It is guarded by
+// PingBatcher.mu.
+type writerState struct {
 	writer string
 
 	// registered is set once the writer's first beings document was
 	// inserted: the insert is what proves the writer id unique.
 	registered bool
 
-	keys  []string            // index -> key
-	inUse []bool              // index -> held by a pinger
-	free  map[string][]uint32 // key -> released indexes of that key
+	entries  []entry            // index -> (model, key)
+	inUse    []bool             // index -> held by a pinger
+	free     map[entry][]uint32 // (model, key) -> released indexes of it
+	released int                // how many indexes are not in use
 
 	// persisted is how many indexes the beings documents map, as of the
-	// last flush that wrote them, in slot persistedSlot; the keys of
+	// last flush that wrote them, in slot persistedSlot; the entries of
 	// later indexes travel in the ping documents until then.
 	persisted     int
 	persistedSlot int64
@@ -37,85 +42,93 @@ type slotState struct {
 	written     uint64
 }
 
-func newModelState(uuid string) *modelState {
-	return &modelState{
-		uuid:   uuid,
+func newWriterState() *writerState {
+	return &writerState{
 		writer: bson.NewObjectID().Hex(),
-		free:   make(map[string][]uint32),
+		free:   make(map[entry][]uint32),
 	}
 }
 
-// allocate returns an index for key: one the key used before if any is
+// allocate returns an index for e: one that e used before if any is
 // free, else a new one.
-func (m *modelState) allocate(key string) uint32 {
-	if free := m.free[key]; len(free) > 0 {
+func (w *writerState) allocate(e entry) uint32 {
+	if free := w.free[e]; len(free) > 0 {
 		index := free[len(free)-1]
 		if len(free) == 1 {
-			delete(m.free, key)
+			delete(w.free, e)
 		} else {
-			m.free[key] = free[:len(free)-1]
+			w.free[e] = free[:len(free)-1]
 		}
-		m.inUse[index] = true
+		w.inUse[index] = true
+		w.released--
 		return index
 	}
-	index := uint32(len(m.keys))
-	m.keys = append(m.keys, key)
-	m.inUse = append(m.inUse, true)
+	index := uint32(len(w.entries))
+	w.entries = append(w.entries, e)
+	w.inUse = append(w.inUse, true)
 	return index
 }
 
-// release frees index for reuse by the same key.
-func (m *modelState) release(index uint32) {
-	if int(index) >= len(m.inUse) || !m.inUse[index] {
+// release frees index for reuse by the same (model, key).
+func (w *writerState) release(index uint32) {
+	if int(index) >= len(w.inUse) || !w.inUse[index] {
 		return
 	}
-	m.inUse[index] = false
-	key := m.keys[index]
-	m.free[key] = append(m.free[key], index)
+	w.inUse[index] = false
+	w.released++
+	e := w.entries[index]
+	w.free[e] = append(w.free[e], index)
 }
 
-// valid reports whether index is currently held.
-func (m *modelState) valid(index uint32) bool {
-	return int(index) < len(m.inUse) && m.inUse[index]
+// valid reports whether index is currently held for model.
+func (w *writerState) valid(model string, index uint32) bool {
+	return int(index) < len(w.inUse) && w.inUse[index] && w.entries[index].model == model
+}
+
+// wasteful reports whether most of the writer's indexes are released, so
+// that its documents are mostly dead weight: a fresh writer would write
+// only the live ones.
+func (w *writerState) wasteful() bool {
+	return len(w.entries) >= compactAt && w.released*2 > len(w.entries)
 }
 
 // slotFor returns the state of slot, creating it if needed.
-func (m *modelState) slotFor(slot int64) *slotState {
-	for _, s := range m.slots {
+func (w *writerState) slotFor(slot int64) *slotState {
+	for _, s := range w.slots {
 		if s.slot == slot {
 			return s
 		}
 	}
 	s := &slotState{slot: slot}
-	m.slots = append(m.slots, s)
+	w.slots = append(w.slots, s)
 	return s
 }
 
 // set sets bit index in words, growing it as needed.
 func set(words []uint64, index uint32) ([]uint64, bool) {
-	w := int(index / 64)
-	for len(words) <= w {
+	i := int(index / 64)
+	for len(words) <= i {
 		words = append(words, 0)
 	}
 	bit := uint64(1) << (index % 64)
-	if words[w]&bit != 0 {
+	if words[i]&bit != 0 {
 		return words, false
 	}
-	words[w] |= bit
+	words[i] |= bit
 	return words, true
 }
 
 // unset clears bit index in words.
 func unset(words []uint64, index uint32) bool {
-	w := int(index / 64)
-	if w >= len(words) {
+	i := int(index / 64)
+	if i >= len(words) {
 		return false
 	}
 	bit := uint64(1) << (index % 64)
-	if words[w]&bit == 0 {
+	if words[i]&bit == 0 {
 		return false
 	}
-	words[w] &^= bit
+	words[i] &^= bit
 	return true
 }
 
@@ -144,23 +157,16 @@ func (s *slotState) dirty() bool {
 }
 
 // prune drops slots that are written and older than the latest but one:
-// nobody will ping them again, and watchers no longer read them.
-func (m *modelState) prune() {
-	kept := m.slots[:0]
-	for _, s := range m.slots {
-		if s.dirty() || s.slot >= m.lastSlot-1 {
+// nobody will ping them again, and readers no longer read them.
+func (w *writerState) prune() {
+	kept := w.slots[:0]
+	for _, s := range w.slots {
+		if s.dirty() || s.slot >= w.lastSlot-1 {
 			kept = append(kept, s)
 		}
 	}
-	for i := len(kept); i < len(m.slots); i++ {
-		m.slots[i] = nil
+	for i := len(kept); i < len(w.slots); i++ {
+		w.slots[i] = nil
 	}
-	m.slots = kept
-}
-
-// reset gives m a new writer id and forgets every index: used when the
-// writer id turned out to be taken, and when a model had no ping for long
-// enough that the pruner may remove the writer's documents.
-func (m *modelState) reset() {
-	*m = *newModelState(m.uuid)
+	w.slots = kept
 }

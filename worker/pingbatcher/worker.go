@@ -1,14 +1,16 @@
 // Package pingbatcher coalesces the pings of many pingers in memory and
 // writes them to MongoDB on a jittered schedule.
 //
-// For each model it serves, a PingBatcher is one writer (see
-// internal/schema): it writes one ping document per model and slot, so the
-// writes per flush grow with the number of models, never with the number of
-// pingers. Every write is a whole-field upsert of a document only this
+// A PingBatcher serves every model of its controller as one writer (see
+// internal/schema): it writes one ping document per slot, so a flush costs
+// one write command (two when new keys are written) whatever the number of
+// models and pingers. Every write is a whole-field upsert of a document only this
 // batcher writes, so a retried or duplicated write does no harm, and several
 // batchers (controllers) can share a database without losing pings or ever
 // sharing an identity. A failed flush loses nothing: the pings stay pending
-// and the next flush writes them.
+// and the next flush writes them. Every flush has a deadline of half a
+// Period (at least a second), so a stalled write is a failed one: it is written again, with
+// every beings document, in case the pruner removed them meanwhile.
 package pingbatcher
 
 import (
@@ -35,10 +37,19 @@ import (
 // or stopped, unless it died with an error of its own.
 const ErrStopped = errors.ConstError("ping batcher stopped")
 
-// gapSlots is how many whole slots a model may go without a ping before
-// its writer is retired: past that, the pruner may remove the writer's
-// documents, so a new writer id is safer than reusing the old one.
+// gapSlots is how many whole slots the batcher may go without a ping
+// before its writer is retired: past that, the pruner may remove the
+// writer's documents, so a new writer id is safer than reusing the old one.
 const gapSlots = 2
+
+// minFlushTimeout is the shortest deadline a flush gets, however short
+// the Period: a write of many new keys must be able to finish.
+const minFlushTimeout = time.Second
+
+// compactAt is the fewest indexes a writer must have handed out before it
+// is retired for having released most of them: its pingers register again
+// with a fresh writer, whose documents hold only the live keys.
+const compactAt = 4 * schema.ChunkSize
 
 // Logger is the logging a PingBatcher needs; dependency.Logger fits.
 type Logger interface {
@@ -57,6 +68,12 @@ type Config struct {
 	// jittered by ±20% so that controllers do not write in step. Zero
 	// means schema.DefaultFlushInterval; it must not be negative.
 	FlushInterval time.Duration
+
+	// Period is the slot length, the same as the pingers' and the
+	// readers'. It is stamped in every ping document so that readers can
+	// check it, and half of it bounds every flush. Zero means
+	// schema.DefaultPeriod; it must not be negative.
+	Period time.Duration
 
 	// Clock gives the time. It must not be nil.
 	Clock clock.Clock
@@ -87,6 +104,9 @@ func (config Config) Validate() error {
 	if config.FlushInterval < 0 {
 		return errors.NotValidf("negative FlushInterval")
 	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
+	}
 	if config.Clock == nil {
 		return errors.NotValidf("nil Clock")
 	}
@@ -107,13 +127,14 @@ type PingBatcher struct {
 
 	// mu guards the fields below. It is never held across a database
 	// call.
-	mu     sync.Mutex
-	models map[string]*modelState
-	stats  stats
+	mu    sync.Mutex
+	w     *writerState
+	stats stats
 }
 
 type stats struct {
 	flushes, failures int64
+	retired           int64
 	docsWritten       int64
 	reassert          bool
 	lastError         string
@@ -129,6 +150,9 @@ func New(config Config) (*PingBatcher, error) {
 	if config.FlushInterval == 0 {
 		config.FlushInterval = schema.DefaultFlushInterval
 	}
+	if config.Period == 0 {
+		config.Period = schema.DefaultPeriod
+	}
 	var seed [32]byte
 	if _, err := crand.Read(seed[:]); err != nil {
 		return nil, errors.Annotate(err, "cannot seed jitter")
@@ -140,7 +164,7 @@ func New(config Config) (*PingBatcher, error) {
 		beings:    schema.Beings(config.Base),
 		syncs:     make(chan chan error),
 		rand:      rand.New(rand.NewChaCha8(seed)),
-		models:    make(map[string]*modelState),
+		w:         newWriterState(),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "ping batcher",
@@ -156,7 +180,7 @@ func New(config Config) (*PingBatcher, error) {
 // every method fails with it. It stands in for a batcher that could not be
 // made.
 func NewDeadPingBatcher(err error) *PingBatcher {
-	b := &PingBatcher{models: make(map[string]*modelState), syncs: make(chan chan error)}
+	b := &PingBatcher{w: newWriterState(), syncs: make(chan chan error)}
 	_ = catacomb.Invoke(catacomb.Plan{
 		Name: "dead ping batcher",
 		Site: &b.catacomb,
@@ -232,16 +256,10 @@ func (b *PingBatcher) Register(base *mongo.Collection, model names.ModelTag, key
 	if err := b.alive(); err != nil {
 		return pinger.Identity{}, err
 	}
-	uuid := model.Id()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m := b.models[uuid]
-	if m == nil {
-		m = newModelState(uuid)
-		b.models[uuid] = m
-	}
-	index := m.allocate(key)
-	return pinger.Identity{Model: uuid, Writer: m.writer, Index: index}, nil
+	index := b.w.allocate(entry{model: model.Id(), key: key})
+	return pinger.Identity{Model: model.Id(), Writer: b.w.writer, Index: index}, nil
 }
 
 // Ping is part of the pinger.PingRecorder interface. It takes a lock and
@@ -252,18 +270,16 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m := b.models[id.Model]
-	if m == nil || m.writer != id.Writer || !m.valid(id.Index) {
+	w := b.w
+	if w.writer != id.Writer || !w.valid(id.Model, id.Index) {
 		return pinger.ErrUnknownIdentity
 	}
-	if m.lastSlot != 0 && slot > m.lastSlot+gapSlots {
-		m.reset()
+	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
+		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
 	}
-	m.slotFor(slot).ping(id.Index)
-	if slot > m.lastSlot {
-		m.lastSlot = slot
-	}
+	w.slotFor(slot).ping(id.Index)
+	w.lastSlot = max(w.lastSlot, slot)
 	return nil
 }
 
@@ -274,14 +290,12 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m := b.models[id.Model]
-	if m == nil || m.writer != id.Writer || !m.valid(id.Index) || slot > m.lastSlot+gapSlots {
+	w := b.w
+	if w.writer != id.Writer || !w.valid(id.Model, id.Index) || slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}
-	m.slotFor(slot).kill(id.Index)
-	if slot > m.lastSlot {
-		m.lastSlot = slot
-	}
+	w.slotFor(slot).kill(id.Index)
+	w.lastSlot = max(w.lastSlot, slot)
 	return nil
 }
 
@@ -289,34 +303,40 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 func (b *PingBatcher) Release(id pinger.Identity) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if m := b.models[id.Model]; m != nil && m.writer == id.Writer {
-		m.release(id.Index)
+	if b.w.writer == id.Writer {
+		b.w.release(id.Index)
 	}
+}
+
+// retire gives the batcher a new writer id and forgets every index, so
+// that every pinger registers again. b.mu must be held.
+func (b *PingBatcher) retire(format string, args ...any) {
+	if b.config.Logger != nil {
+		b.config.Logger.Debugf("ping batcher: retiring writer %s: "+format, append([]any{b.w.writer}, args...)...)
+	}
+	b.w = newWriterState()
+	b.stats.retired++
 }
 
 // Report is part of the dependency.Reporter interface.
 func (b *PingBatcher) Report() map[string]any {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	models := make(map[string]any, len(b.models))
-	for uuid, m := range b.models {
-		pending := 0
-		for _, s := range m.slots {
-			if s.dirty() {
-				pending++
-			}
-		}
-		models[uuid] = map[string]any{
-			"writer":        m.writer,
-			"indexes":       len(m.keys),
-			"pending-slots": pending,
+	pending := 0
+	for _, s := range b.w.slots {
+		if s.dirty() {
+			pending++
 		}
 	}
 	report := map[string]any{
-		"flushes":      b.stats.flushes,
-		"failures":     b.stats.failures,
-		"docs-written": b.stats.docsWritten,
-		"models":       models,
+		"writer":          b.w.writer,
+		"indexes":         len(b.w.entries),
+		"released":        b.w.released,
+		"pending-slots":   pending,
+		"flushes":         b.stats.flushes,
+		"failures":        b.stats.failures,
+		"docs-written":    b.stats.docsWritten,
+		"writers-retired": b.stats.retired,
 	}
 	if b.stats.lastError != "" {
 		report["last-error"] = b.stats.lastError
@@ -332,7 +352,6 @@ func (b *PingBatcher) jittered() time.Duration {
 func (b *PingBatcher) loop() error {
 	timer := b.config.Clock.NewTimer(b.jittered())
 	defer timer.Stop()
-	ctx := b.catacomb.Context(context.Background())
 	for {
 		var waiters []chan error
 		fired := false
@@ -355,7 +374,7 @@ func (b *PingBatcher) loop() error {
 			}
 		}
 		started := b.config.Clock.Now()
-		docs, err := b.flush(ctx)
+		docs, err := b.flushWithin(max(b.config.Period/2, minFlushTimeout))
 		if b.config.OnFlush != nil {
 			b.config.OnFlush(FlushStats{Took: b.config.Clock.Now().Sub(started), Documents: docs, Err: err})
 		}
@@ -378,12 +397,11 @@ func (b *PingBatcher) loop() error {
 
 // batch is what one flush writes, snapshotted under the lock.
 type batch struct {
-	arbiters       []mongo.WriteModel // first beings document of a new writer
-	arbiterOf      []*modelState
-	arbiterWriters []string
-	beings         []mongo.WriteModel
-	pings          []mongo.WriteModel
-	marks          []func()
+	arbiter mongo.WriteModel // first beings document of a new writer
+	writer  string
+	beings  []mongo.WriteModel
+	pings   []mongo.WriteModel
+	marks   []func()
 }
 
 // snapshot collects every pending write. Beings and pings come from one
@@ -391,77 +409,82 @@ type batch struct {
 func (b *PingBatcher) snapshot() *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := &batch{}
+	w := b.w
+	out := &batch{writer: w.writer}
+	if w.lastSlot == 0 {
+		return out // registered, never pinged: nothing to say yet
+	}
 	reassert := b.stats.reassert
-	for _, m := range b.models {
-		if m.lastSlot == 0 {
-			continue // registered, never pinged: nothing to say yet
+	n := len(w.entries)
+	persist := !w.registered || reassert ||
+		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
+	from := w.persisted
+	if persist {
+		b.snapshotBeings(out, reassert)
+		from = n
+	}
+	fresh := entriesOf(w.entries[from:n])
+	for _, s := range w.slots {
+		if !s.dirty() {
+			continue
 		}
-		n := len(m.keys)
-		persist := !m.registered || reassert ||
-			(n > m.persisted && (m.lastSlot > m.persistedSlot || n-m.persisted >= schema.FreshLimit))
-		from := m.persisted
-		if persist {
-			b.snapshotBeings(out, m, reassert)
-			from = n
+		fields := bson.D{
+			{Key: schema.FieldSlot, Value: s.slot},
+			{Key: schema.FieldWriter, Value: w.writer},
+			{Key: schema.FieldPeriod, Value: int64(b.config.Period)},
+			{Key: schema.FieldAlive, Value: bson.Binary{Data: schema.EncodeBits(nil, s.alive)}},
+			{Key: schema.FieldDead, Value: bson.Binary{Data: schema.EncodeBits(nil, s.dead)}},
+			{Key: schema.FieldFrom, Value: from},
+			{Key: schema.FieldFresh, Value: fresh},
 		}
-		fresh := append([]string{}, m.keys[from:n]...)
-		for _, s := range m.slots {
-			if !s.dirty() {
-				continue
-			}
-			fields := bson.D{
-				{Key: schema.FieldModel, Value: m.uuid},
-				{Key: schema.FieldSlot, Value: s.slot},
-				{Key: schema.FieldWriter, Value: m.writer},
-				{Key: schema.FieldAlive, Value: bson.Binary{Data: schema.EncodeBits(nil, s.alive)}},
-				{Key: schema.FieldDead, Value: bson.Binary{Data: schema.EncodeBits(nil, s.dead)}},
-				{Key: schema.FieldFrom, Value: from},
-				{Key: schema.FieldFresh, Value: fresh},
-			}
-			s, version := s, s.version
-			out.marks = append(out.marks, func() { s.written = version })
-			out.pings = append(out.pings, upsert(schema.PingID(m.uuid, s.slot, m.writer), fields))
-		}
+		s, version := s, s.version
+		out.marks = append(out.marks, func() { s.written = version })
+		out.pings = append(out.pings, upsert(schema.PingID(s.slot, w.writer), fields))
 	}
 	return out
 }
 
-// snapshotBeings adds m's beings documents to out: those from the first
-// index not yet written, or all of them when the writer is new (its first
-// document is the insert that proves its id unique) or after a failed
-// flush (the pruner may have removed them meanwhile). b.mu must be held.
-func (b *PingBatcher) snapshotBeings(out *batch, m *modelState, all bool) {
-	n := len(m.keys)
-	first := m.persisted / schema.ChunkSize
-	if all || !m.registered {
+// entriesOf returns the schema form of a run of entries.
+func entriesOf(run []entry) schema.Entries {
+	models := make([]string, len(run))
+	keys := make([]string, len(run))
+	for i, e := range run {
+		models[i], keys[i] = e.model, e.key
+	}
+	return schema.NewEntries(models, keys)
+}
+
+// snapshotBeings adds the writer's beings documents to out: those from the
+// first index not yet written, or all of them when the writer is new (its
+// first document is the insert that proves its id unique) or after a
+// failed flush (the pruner may have removed them meanwhile). b.mu must be
+// held.
+func (b *PingBatcher) snapshotBeings(out *batch, all bool) {
+	w := b.w
+	n := len(w.entries)
+	first := w.persisted / schema.ChunkSize
+	if all || !w.registered {
 		first = 0
 	}
 	for chunk := first; chunk*schema.ChunkSize < n; chunk++ {
 		lo := chunk * schema.ChunkSize
 		hi := min(lo+schema.ChunkSize, n)
-		id := schema.BeingsID(m.uuid, m.writer, chunk)
+		id := schema.BeingsID(w.writer, chunk)
 		fields := bson.D{
-			{Key: schema.FieldModel, Value: m.uuid},
-			{Key: schema.FieldWriter, Value: m.writer},
+			{Key: schema.FieldWriter, Value: w.writer},
 			{Key: schema.FieldChunk, Value: chunk},
-			{Key: schema.FieldSlot, Value: m.lastSlot},
-			{Key: schema.FieldKeys, Value: append([]string(nil), m.keys[lo:hi]...)},
+			{Key: schema.FieldSlot, Value: w.lastSlot},
+			{Key: schema.FieldEntries, Value: entriesOf(w.entries[lo:hi])},
 		}
-		if chunk == 0 && !m.registered {
-			doc := append(bson.D{{Key: schema.FieldID, Value: id}}, fields...)
-			out.arbiters = append(out.arbiters, mongo.NewInsertOneModel().SetDocument(doc))
-			out.arbiterOf = append(out.arbiterOf, m)
-			out.arbiterWriters = append(out.arbiterWriters, m.writer)
+		if chunk == 0 && !w.registered {
+			out.arbiter = mongo.NewInsertOneModel().SetDocument(append(bson.D{{Key: schema.FieldID, Value: id}}, fields...))
 			continue
 		}
 		out.beings = append(out.beings, upsert(id, fields))
 	}
-	writer, slot := m.writer, m.lastSlot
+	slot := w.lastSlot
 	out.marks = append(out.marks, func() {
-		if m.writer == writer {
-			m.persisted, m.persistedSlot = max(m.persisted, n), max(m.persistedSlot, slot)
-		}
+		w.persisted, w.persistedSlot = max(w.persisted, n), max(w.persistedSlot, slot)
 	})
 }
 
@@ -472,11 +495,20 @@ func upsert(id string, fields bson.D) mongo.WriteModel {
 		SetUpsert(true)
 }
 
-// flush writes every pending change: new writers' arbiter inserts first,
-// then beings, then pings, so that a watcher never sees a bit whose key it
+// flushWithin flushes with a deadline of timeout, and gives up at once
+// when the batcher starts dying.
+func (b *PingBatcher) flushWithin(timeout time.Duration) (int, error) {
+	ctx, cancel := pcatacomb.Call(&b.catacomb, timeout)
+	defer cancel()
+	return b.flush(ctx)
+}
+
+// flush writes every pending change: a new writer's arbiter insert first,
+// then beings, then pings, so that a reader never sees a bit whose key it
 // cannot find. On failure nothing is marked written, and after any failure
 // every beings document is written again, in case the pruner removed them
-// while this batcher could not write.
+// while this batcher could not write. A writer that has released most of
+// its indexes is retired after a successful flush.
 func (b *PingBatcher) flush(ctx context.Context) (int, error) {
 	if !b.stats.indexesEnsured {
 		if err := schema.EnsureIndexes(ctx, b.config.Base); err != nil {
@@ -485,8 +517,10 @@ func (b *PingBatcher) flush(ctx context.Context) (int, error) {
 		b.stats.indexesEnsured = true
 	}
 	out := b.snapshot()
-	if len(out.arbiters) > 0 {
-		if err := b.insertArbiters(ctx, out); err != nil {
+	docs := len(out.beings) + len(out.pings)
+	if out.arbiter != nil {
+		docs++
+		if err := b.insertArbiter(ctx, out); err != nil {
 			return 0, b.failed(err)
 		}
 	}
@@ -498,55 +532,47 @@ func (b *PingBatcher) flush(ctx context.Context) (int, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.w.writer != out.writer {
+		// Retired while the flush ran: what it wrote is the old
+		// writer's, and the new one starts from scratch.
+		return docs, nil
+	}
 	for _, mark := range out.marks {
 		mark()
 	}
-	for _, m := range b.models {
-		m.prune()
-	}
-	docs := len(out.arbiters) + len(out.beings) + len(out.pings)
+	b.w.prune()
 	b.stats.flushes++
 	b.stats.reassert = false
 	b.stats.docsWritten += int64(docs)
+	if b.w.wasteful() {
+		b.retire("%d of %d indexes released", b.w.released, len(b.w.entries))
+	}
 	return docs, nil
 }
 
-// insertArbiters inserts the first beings document of each new writer.
-// A duplicate _id means another batcher has that writer id: the model
+// insertArbiter inserts the first beings document of a new writer. A
+// duplicate _id means another batcher has that writer id: the batcher
 // starts again with a fresh writer, and its pingers register again.
-func (b *PingBatcher) insertArbiters(ctx context.Context, out *batch) error {
-	_, err := b.beings.BulkWrite(ctx, out.arbiters, options.BulkWrite().SetOrdered(false))
-	taken := make(map[int]bool)
+func (b *PingBatcher) insertArbiter(ctx context.Context, out *batch) error {
+	_, err := b.beings.BulkWrite(ctx, []mongo.WriteModel{out.arbiter})
+	taken := false
 	if err != nil {
 		var bulkErr mongo.BulkWriteException
-		if !errors.As(err, &bulkErr) || bulkErr.WriteConcernError != nil {
-			return errors.Annotate(err, "cannot register writers")
+		if !errors.As(err, &bulkErr) || bulkErr.WriteConcernError != nil || !mongo.IsDuplicateKeyError(err) {
+			return errors.Annotate(err, "cannot register writer")
 		}
-		for _, we := range bulkErr.WriteErrors {
-			if !mongo.IsDuplicateKeyError(we) {
-				return errors.Annotate(err, "cannot register writers")
-			}
-			taken[we.Index] = true
-		}
+		taken = true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for i, m := range out.arbiterOf {
-		if m.writer != out.arbiterWriters[i] {
-			continue // retired meanwhile
-		}
-		if taken[i] {
-			if b.config.Logger != nil {
-				b.config.Logger.Infof("ping batcher: writer id %s taken in model %s; choosing another", m.writer, m.uuid)
-			}
-			m.reset()
-			continue
-		}
-		m.registered = true
+	if b.w.writer != out.writer {
+		return nil // retired meanwhile
 	}
-	if len(taken) > 0 {
-		return errors.Errorf("%d writer ids taken; pingers will register again", len(taken))
+	if taken {
+		b.retire("its id is taken")
+		return errors.Errorf("writer id %s taken; pingers will register again", out.writer)
 	}
+	b.w.registered = true
 	return nil
 }
 

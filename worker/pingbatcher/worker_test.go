@@ -94,11 +94,11 @@ func (s *workerSuite) TestPingsOfOneSlotAreOredIntoOneDocument(c *gc.C) {
 	docs := s.pingDocs(c, s.base)
 	c.Assert(docs, gc.HasLen, 1)
 	c.Assert(docs[0].Slot, gc.Equals, int64(7))
-	c.Assert(docs[0].Model, gc.Equals, modelA.Id())
+	c.Assert(docs[0].Writer, gc.Equals, ids[0].Writer)
 	c.Assert(bitsOf(docs[0]), gc.HasLen, 130)
 }
 
-func (s *workerSuite) TestManyModelsAndSlotsGetOneDocumentEach(c *gc.C) {
+func (s *workerSuite) TestEverySlotGetsOneDocumentForAllModels(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	ida := register(c, b, s.base, modelA, "a")
@@ -109,23 +109,33 @@ func (s *workerSuite) TestManyModelsAndSlotsGetOneDocumentEach(c *gc.C) {
 	}
 	c.Assert(b.Sync(), gc.IsNil)
 	docs := s.pingDocs(c, s.base)
-	c.Assert(docs, gc.HasLen, 6)
+	c.Assert(docs, gc.HasLen, 3)
 	for _, doc := range docs {
-		c.Check(bitsOf(doc), gc.DeepEquals, []int{0})
+		c.Check(bitsOf(doc), gc.DeepEquals, []int{0, 1})
+		c.Check(doc.Period, gc.Equals, int64(schema.DefaultPeriod))
 	}
+	beings := s.beingsDocs(c, s.base)
+	c.Assert(beings, gc.HasLen, 1)
+	c.Assert(beings[0].Entries, gc.DeepEquals, schema.NewEntries([]string{modelA.Id(), modelB.Id()}, []string{"a", "b"}))
 }
 
-func (s *workerSuite) TestWriteCommandsPerFlushGrowWithModelsNotPingers(c *gc.C) {
+func (s *workerSuite) TestPingDocumentsAreStampedWithThePeriod(c *gc.C) {
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, Clock: s.clock, FlushInterval: never, Period: 3 * time.Second})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	c.Assert(b.Ping(register(c, b, s.base, modelA, "a"), 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.pingDocs(c, s.base)[0].Period, gc.Equals, int64(3*time.Second))
+}
+
+func (s *workerSuite) TestOneWriteCommandPerFlushWhateverTheModelsAndPingers(c *gc.C) {
 	var counter agenttest.CommandCounter
 	base := s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("presence")
 	b := s.newBatcher(c, base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	var ids []pinger.Identity
 	for i := 0; i < 10000; i++ {
-		model := modelA
-		if i%2 == 1 {
-			model = modelB
-		}
+		model := names.NewModelTag(fmt.Sprintf("2a4b3c5d-0000-4000-8000-%012d", i%1000))
 		ids = append(ids, register(c, b, base, model, fmt.Sprint(i)))
 	}
 	for _, id := range ids {
@@ -140,7 +150,7 @@ func (s *workerSuite) TestWriteCommandsPerFlushGrowWithModelsNotPingers(c *gc.C)
 	}
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(counter.Writes(), gc.Equals, 1)
-	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 4)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 2)
 
 	// A flush with nothing new writes nothing.
 	counter.Reset()
@@ -235,6 +245,14 @@ func (s *workerSuite) TestIndexIsReusedOnlyByTheSameKey(c *gc.C) {
 	c.Assert(a3.Index, gc.Not(gc.Equals), a2.Index)
 }
 
+func (s *workerSuite) TestIdentityOfAnotherModelIsUnknown(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	id.Model = modelB.Id()
+	c.Assert(b.Ping(id, 1), gc.Equals, pinger.ErrUnknownIdentity)
+}
+
 func (s *workerSuite) TestReleasedIdentityIsUnknown(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
@@ -245,7 +263,7 @@ func (s *workerSuite) TestReleasedIdentityIsUnknown(c *gc.C) {
 	c.Assert(b.Ping(pinger.Identity{Model: modelA.Id(), Writer: "other", Index: 0}, 1), gc.Equals, pinger.ErrUnknownIdentity)
 }
 
-func (s *workerSuite) TestModelSilentForTwoSlotsGetsANewWriter(c *gc.C) {
+func (s *workerSuite) TestBatcherSilentForTwoSlotsGetsANewWriter(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	id := register(c, b, s.base, modelA, "a")
@@ -307,6 +325,7 @@ func (s *workerSuite) TestConfigValidation(c *gc.C) {
 		{func(cfg *pingbatcher.Config) { cfg.Base = nil }, "nil Base not valid"},
 		{func(cfg *pingbatcher.Config) { cfg.Clock = nil }, "nil Clock not valid"},
 		{func(cfg *pingbatcher.Config) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
+		{func(cfg *pingbatcher.Config) { cfg.Period = -1 }, "negative Period not valid"},
 	} {
 		c.Logf("case %d", i)
 		cfg := pingbatcher.Config{Base: s.base, Clock: s.clock}
@@ -328,26 +347,26 @@ func (s *workerSuite) TestNewKeysTravelInPingDocumentsUntilTheNextSlot(c *gc.C) 
 	// id unique.
 	beings := s.beingsDocs(c, s.base)
 	c.Assert(beings, gc.HasLen, 1)
-	c.Assert(beings[0].Keys, gc.DeepEquals, []string{"a"})
+	c.Assert(beings[0].Entries.Keys, gc.DeepEquals, []string{"a"})
 
 	// A key registered later in the slot rides in the ping document.
-	k := register(c, b, s.base, modelA, "b")
+	k := register(c, b, s.base, modelB, "b")
 	c.Assert(b.Ping(k, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Keys, gc.DeepEquals, []string{"a"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a"})
 	docs := s.pingDocs(c, s.base)
 	c.Assert(docs, gc.HasLen, 1)
 	c.Assert(docs[0].FreshFrom, gc.Equals, 1)
-	c.Assert(docs[0].Fresh, gc.DeepEquals, []string{"b"})
+	c.Assert(docs[0].Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"b"}))
 
 	// The first flush of the next slot writes it to the beings.
 	c.Assert(b.Ping(a, 2), gc.IsNil)
 	c.Assert(b.Ping(k, 2), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Keys, gc.DeepEquals, []string{"a", "b"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
 	for _, doc := range s.pingDocs(c, s.base) {
 		if doc.Slot == 2 {
-			c.Assert(doc.Fresh, gc.HasLen, 0)
+			c.Assert(doc.Fresh.Len(), gc.Equals, 0)
 		}
 	}
 }
@@ -363,6 +382,65 @@ func (s *workerSuite) TestManyNewKeysAreWrittenToBeingsWithoutWaitingForASlot(c 
 		c.Assert(b.Ping(id, 1), gc.IsNil)
 	}
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Keys, gc.HasLen, schema.FreshLimit+1)
-	c.Assert(s.pingDocs(c, s.base)[0].Fresh, gc.HasLen, 0)
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.HasLen, schema.FreshLimit+1)
+	c.Assert(s.pingDocs(c, s.base)[0].Fresh.Len(), gc.Equals, 0)
+}
+
+func (s *workerSuite) TestWriterThatReleasedMostIndexesIsRetired(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	var ids []pinger.Identity
+	for i := 0; i < 4*schema.ChunkSize; i++ {
+		ids = append(ids, register(c, b, s.base, modelA, fmt.Sprint(i)))
+	}
+	for _, id := range ids {
+		c.Assert(b.Ping(id, 1), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	for _, id := range ids[:len(ids)/2] {
+		b.Release(id)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(b.Report()["writers-retired"], gc.Equals, int64(0))
+	b.Release(ids[len(ids)/2])
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(b.Report()["writers-retired"], gc.Equals, int64(1))
+
+	// The live pingers register again, with the new writer.
+	last := ids[len(ids)-1]
+	c.Assert(b.Ping(last, 1), gc.Equals, pinger.ErrUnknownIdentity)
+	again := register(c, b, s.base, modelA, fmt.Sprint(len(ids)-1))
+	c.Assert(again.Writer, gc.Not(gc.Equals), last.Writer)
+	c.Assert(again.Index, gc.Equals, uint32(0))
+}
+
+func (s *workerSuite) TestStalledFlushFailsAndWritesBeingsAgain(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot pause an external MongoDB")
+	}
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, Clock: s.clock, FlushInterval: never, Period: 400 * time.Millisecond})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	// Meanwhile the pruner removes the beings of a writer it thinks gone.
+	_, err = schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+
+	c.Assert(s.Server.Pause(), gc.IsNil)
+	c.Assert(b.Ping(id, 2), gc.IsNil)
+	err = b.Sync()
+	c.Assert(s.Server.Resume(), gc.IsNil)
+	c.Assert(err, gc.NotNil)
+	c.Assert(b.Report()["failures"], gc.Equals, int64(1))
+
+	deadline := time.Now().Add(agenttest.LongWait)
+	for b.Sync() != nil {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true)
+		time.Sleep(100 * time.Millisecond)
+	}
+	beings := s.beingsDocs(c, s.base)
+	c.Assert(beings, gc.HasLen, 1)
+	c.Assert(beings[0].Entries.Keys, gc.DeepEquals, []string{"a"})
 }

@@ -7,12 +7,10 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/juju/errors"
-	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/dependency"
 
 	"github.com/presencekit/presence/internal/inputs"
-	"github.com/presencekit/presence/internal/schema"
 )
 
 // ManifoldConfig holds the names of the inputs a pruner manifold reads,
@@ -29,9 +27,6 @@ type ManifoldConfig struct {
 	// Collection is the base collection's name. Empty means "presence".
 	Collection string
 
-	// Model is the model to prune. It must be a valid model tag.
-	Model names.ModelTag
-
 	// Interval and Period are passed to Config; zero means the default.
 	Interval, Period time.Duration
 
@@ -46,9 +41,6 @@ type ManifoldConfig struct {
 // Validate returns a NotValid error naming the first bad field.
 func (config ManifoldConfig) Validate() error {
 	if err := config.names().Validate(); err != nil {
-		return errors.Trace(err)
-	}
-	if err := schema.ValidateModel(config.Model); err != nil {
 		return errors.Trace(err)
 	}
 	if config.Interval < 0 {
@@ -84,7 +76,6 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, base *mongo.Collection) (Config, error) {
 			return Config{
 				Base:     base,
-				Model:    config.Model,
 				Clock:    clk,
 				Interval: config.Interval,
 				Period:   config.Period,

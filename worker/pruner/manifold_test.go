@@ -6,7 +6,6 @@ import (
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
-	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -36,7 +35,6 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 	s.config = pruner.ManifoldConfig{
 		ClockName:    "clock",
 		DatabaseName: "database",
-		Model:        modelA,
 		Interval:     time.Minute,
 		Period:       time.Second,
 		NewWorker: func(config pruner.Config) (worker.Worker, error) {
@@ -66,7 +64,6 @@ func (s *manifoldSuite) TestValidate(c *gc.C) {
 	}{
 		{func(cfg *pruner.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
 		{func(cfg *pruner.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *pruner.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
 		{func(cfg *pruner.ManifoldConfig) { cfg.Interval = -1 }, "negative Interval not valid"},
 		{func(cfg *pruner.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
 		{func(cfg *pruner.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
@@ -91,7 +88,7 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	got := s.started[0]
 	c.Assert(got.Base.Name(), gc.Equals, "presence")
 	got.Base = nil
-	c.Assert(got, gc.DeepEquals, pruner.Config{Model: modelA, Clock: s.clock, Interval: time.Minute, Period: time.Second})
+	c.Assert(got, gc.DeepEquals, pruner.Config{Clock: s.clock, Interval: time.Minute, Period: time.Second})
 }
 
 func (s *manifoldSuite) TestHasNoOutput(c *gc.C) {

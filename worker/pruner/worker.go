@@ -1,12 +1,13 @@
-// Package pruner removes the presence documents of one model that nobody
-// can need any more, so that storage stays O(live pingers + window).
+// Package pruner removes the presence documents that nobody can need any
+// more, for every model of the database at once, so that storage stays
+// O(live pingers + window).
 //
 // Ping documents older than the window (schema.KeepSlots slots before the
 // current one) are deleted. Beings documents go once their writer has no
 // ping document left in the window and they were last written before it:
 // a batcher retires a writer that went that long without a ping, so a
-// removed writer never writes again. Every query and delete names the
-// model, so pruning one model never touches another's documents.
+// removed writer never writes again. A prune costs three commands whatever
+// the number of models, writers and keys, and each has a deadline.
 package pruner
 
 import (
@@ -15,17 +16,20 @@ import (
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
-	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	pcatacomb "github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 )
 
 // DefaultInterval is the time between prunes when Interval is zero.
 const DefaultInterval = 30 * time.Second
+
+// minTimeout is the shortest deadline a prune gets.
+const minTimeout = 2 * time.Second
 
 // Logger is the logging a Pruner needs; dependency.Logger fits.
 type Logger interface {
@@ -37,9 +41,6 @@ type Logger interface {
 type Config struct {
 	// Base is the base presence collection. It must not be nil.
 	Base *mongo.Collection
-
-	// Model is the model to prune. It must be a valid model tag.
-	Model names.ModelTag
 
 	// Clock gives the time. It must not be nil.
 	Clock clock.Clock
@@ -61,9 +62,6 @@ func (config Config) Validate() error {
 	if config.Base == nil {
 		return errors.NotValidf("nil Base")
 	}
-	if err := schema.ValidateModel(config.Model); err != nil {
-		return errors.Trace(err)
-	}
 	if config.Clock == nil {
 		return errors.NotValidf("nil Clock")
 	}
@@ -84,7 +82,7 @@ type Stats struct {
 	Beings int64
 }
 
-// Pruner prunes one model every Interval; Prune also runs on demand.
+// Pruner prunes every Interval; Prune also runs on demand.
 type Pruner struct {
 	config   Config
 	catacomb catacomb.Catacomb
@@ -125,39 +123,43 @@ func (p *Pruner) Wait() error {
 func (p *Pruner) loop() error {
 	timer := p.config.Clock.NewTimer(p.config.Interval)
 	defer timer.Stop()
-	ctx := p.catacomb.Context(context.Background())
 	for {
 		select {
 		case <-p.catacomb.Dying():
 			return p.catacomb.ErrDying()
 		case <-timer.Chan():
-			stats, err := p.Prune(ctx)
+			stats, err := p.pruneWithin(max(p.config.Period/2, minTimeout))
 			switch {
 			case err != nil && p.config.Logger != nil:
 				// A failed prune only delays the next; the
 				// database may be briefly away.
-				p.config.Logger.Errorf("presence pruner for %s: %v", p.config.Model.Id(), err)
+				p.config.Logger.Errorf("presence pruner: %v", err)
 			case p.config.Logger != nil:
-				p.config.Logger.Debugf("presence pruner for %s: removed %d ping and %d beings documents",
-					p.config.Model.Id(), stats.Pings, stats.Beings)
+				p.config.Logger.Debugf("presence pruner: removed %d ping and %d beings documents", stats.Pings, stats.Beings)
 			}
 			timer.Reset(p.config.Interval)
 		}
 	}
 }
 
-// Prune removes the model's ping documents older than the window and the
-// beings documents of writers that are gone. It is safe to run while
-// pingers write and concurrently with other prunes.
+// pruneWithin prunes with a deadline of timeout, giving up at once when
+// the pruner starts dying.
+func (p *Pruner) pruneWithin(timeout time.Duration) (Stats, error) {
+	ctx, cancel := pcatacomb.Call(&p.catacomb, timeout)
+	defer cancel()
+	return p.Prune(ctx)
+}
+
+// Prune removes every ping document older than the window and the beings
+// documents of writers that are gone, with three commands. It is safe to
+// run while pingers write and concurrently with other prunes.
 func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	var stats Stats
-	uuid := p.config.Model.Id()
 	oldest := schema.Slot(p.config.Clock.Now(), p.config.Period) - schema.KeepSlots
 	pings := schema.Pings(p.config.Base)
 	beings := schema.Beings(p.config.Base)
 
 	res, err := pings.DeleteMany(ctx, bson.D{
-		{Key: schema.FieldModel, Value: uuid},
 		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
 	})
 	if err != nil {
@@ -165,26 +167,12 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	}
 	stats.Pings = res.DeletedCount
 
-	live, err := distinctWriters(ctx, pings, bson.D{{Key: schema.FieldModel, Value: uuid}})
+	live, err := liveWriters(ctx, pings)
 	if err != nil {
 		return stats, errors.Annotate(err, "cannot read live writers")
 	}
-	known, err := distinctWriters(ctx, beings, bson.D{{Key: schema.FieldModel, Value: uuid}})
-	if err != nil {
-		return stats, errors.Annotate(err, "cannot read writers")
-	}
-	var gone bson.A
-	for writer := range known {
-		if !live[writer] {
-			gone = append(gone, writer)
-		}
-	}
-	if len(gone) == 0 {
-		return stats, nil
-	}
 	res, err = beings.DeleteMany(ctx, bson.D{
-		{Key: schema.FieldModel, Value: uuid},
-		{Key: schema.FieldWriter, Value: bson.D{{Key: "$in", Value: gone}}},
+		{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: live}}},
 		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
 	})
 	if err != nil {
@@ -194,11 +182,11 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	return stats, nil
 }
 
-// distinctWriters returns the writers of the documents matching filter.
-// It projects rather than using the distinct command, which the embedded
-// server rejects when the context has a deadline.
-func distinctWriters(ctx context.Context, coll *mongo.Collection, filter bson.D) (map[string]bool, error) {
-	cur, err := coll.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: schema.FieldWriter, Value: 1}}))
+// liveWriters returns the writers that have a ping document in the
+// window. It projects rather than using the distinct command, which the
+// embedded server rejects when the context has a deadline.
+func liveWriters(ctx context.Context, pings *mongo.Collection) (bson.A, error) {
+	cur, err := pings.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: schema.FieldWriter, Value: 1}}))
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
@@ -208,9 +196,13 @@ func distinctWriters(ctx context.Context, coll *mongo.Collection, filter bson.D)
 	if err := cur.All(ctx, &docs); err != nil {
 		return nil, errors.Trace(err)
 	}
-	out := make(map[string]bool, len(docs))
+	seen := make(map[string]bool, len(docs))
+	out := bson.A{}
 	for _, doc := range docs {
-		out[doc.Writer] = true
+		if !seen[doc.Writer] {
+			seen[doc.Writer] = true
+			out = append(out, doc.Writer)
+		}
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package pruner_test
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/juju/clock/testclock"
@@ -44,7 +45,7 @@ func (s *prunerSuite) SetUpTest(c *gc.C) {
 // write has a batcher of its own ping key in model for every slot from
 // first to last, and returns its writer id.
 func (s *prunerSuite) write(c *gc.C, model names.ModelTag, key string, first, last int64) string {
-	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: time.Hour, Clock: s.clock})
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: time.Hour, Period: period, Clock: s.clock})
 	c.Assert(err, gc.IsNil)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	id, err := b.Register(s.base, model, key)
@@ -56,37 +57,38 @@ func (s *prunerSuite) write(c *gc.C, model names.ModelTag, key string, first, la
 	return id.Writer
 }
 
-func (s *prunerSuite) count(c *gc.C, coll *mongo.Collection, model names.ModelTag) int64 {
+// count returns how many documents of coll writer owns.
+func (s *prunerSuite) count(c *gc.C, coll *mongo.Collection, writer string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
 	defer cancel()
-	n, err := coll.CountDocuments(ctx, bson.D{{Key: schema.FieldModel, Value: model.Id()}})
+	n, err := coll.CountDocuments(ctx, bson.D{{Key: schema.FieldWriter, Value: writer}})
 	c.Assert(err, gc.IsNil)
 	return n
 }
 
-func (s *prunerSuite) newPruner(c *gc.C, model names.ModelTag) *pruner.Pruner {
-	p, err := pruner.New(pruner.Config{Base: s.base, Model: model, Clock: s.clock, Period: period, Interval: time.Minute})
+func (s *prunerSuite) newPruner(c *gc.C, base *mongo.Collection) *pruner.Pruner {
+	p, err := pruner.New(pruner.Config{Base: base, Clock: s.clock, Period: period, Interval: time.Minute})
 	c.Assert(err, gc.IsNil)
 	return p
 }
 
 func (s *prunerSuite) TestPruneKeepsOnlyTheWindow(c *gc.C) {
-	s.write(c, modelA, "a", s.now-20, s.now)
-	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(21))
-	p := s.newPruner(c, modelA)
+	writer := s.write(c, modelA, "a", s.now-20, s.now)
+	c.Assert(s.count(c, schema.Pings(s.base), writer), gc.Equals, int64(21))
+	p := s.newPruner(c, s.base)
 	defer workertest.CleanKill(agenttest.C(c), p)
 
 	stats, err := p.Prune(context.Background())
 	c.Assert(err, gc.IsNil)
 	c.Assert(stats, gc.Equals, pruner.Stats{Pings: 21 - schema.KeepSlots - 1})
-	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(schema.KeepSlots+1))
-	c.Assert(s.count(c, schema.Beings(s.base), modelA), gc.Equals, int64(1))
+	c.Assert(s.count(c, schema.Pings(s.base), writer), gc.Equals, int64(schema.KeepSlots+1))
+	c.Assert(s.count(c, schema.Beings(s.base), writer), gc.Equals, int64(1))
 }
 
 func (s *prunerSuite) TestPruneRemovesBeingsOfRetiredWritersOnly(c *gc.C) {
 	s.write(c, modelA, "gone", s.now-20, s.now-10)
 	live := s.write(c, modelA, "live", s.now-1, s.now)
-	p := s.newPruner(c, modelA)
+	p := s.newPruner(c, s.base)
 	defer workertest.CleanKill(agenttest.C(c), p)
 
 	stats, err := p.Prune(context.Background())
@@ -101,28 +103,54 @@ func (s *prunerSuite) TestPruneRemovesBeingsOfRetiredWritersOnly(c *gc.C) {
 	c.Assert(docs[0].Writer, gc.Equals, live)
 }
 
-func (s *prunerSuite) TestPruningOneModelLeavesOthersAlone(c *gc.C) {
-	s.write(c, modelA, "a", s.now-20, s.now-10)
-	s.write(c, modelB, "b", s.now-20, s.now-10)
-	p := s.newPruner(c, modelA)
+func (s *prunerSuite) TestOnePrunePrunesEveryModelInThreeCommands(c *gc.C) {
+	var counter agenttest.CommandCounter
+	base := s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("presence")
+	var gone []string
+	for i := 0; i < 20; i++ {
+		model := names.NewModelTag(fmt.Sprintf("2a4b3c5d-0000-4000-8000-%012d", i))
+		gone = append(gone, s.write(c, model, "old", s.now-20, s.now-15))
+	}
+	live := s.write(c, modelB, "b", s.now-1, s.now)
+	p := s.newPruner(c, base)
 	defer workertest.CleanKill(agenttest.C(c), p)
-	_, err := p.Prune(context.Background())
+
+	counter.Reset()
+	stats, err := p.Prune(context.Background())
 	c.Assert(err, gc.IsNil)
-	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(0))
-	c.Assert(s.count(c, schema.Beings(s.base), modelA), gc.Equals, int64(0))
-	c.Assert(s.count(c, schema.Pings(s.base), modelB), gc.Equals, int64(11))
-	c.Assert(s.count(c, schema.Beings(s.base), modelB), gc.Equals, int64(1))
+	c.Assert(counter.Total(), gc.Equals, 3)
+	c.Assert(stats, gc.Equals, pruner.Stats{Pings: 20 * 6, Beings: 20})
+	for _, writer := range gone {
+		c.Check(s.count(c, schema.Beings(s.base), writer), gc.Equals, int64(0))
+	}
+	c.Assert(s.count(c, schema.Pings(s.base), live), gc.Equals, int64(2))
+	c.Assert(s.count(c, schema.Beings(s.base), live), gc.Equals, int64(1))
 }
 
 func (s *prunerSuite) TestPrunesEveryInterval(c *gc.C) {
-	s.write(c, modelA, "a", s.now-20, s.now-10)
-	p := s.newPruner(c, modelA)
+	writer := s.write(c, modelA, "a", s.now-20, s.now-10)
+	p := s.newPruner(c, s.base)
 	defer workertest.CleanKill(agenttest.C(c), p)
 	agenttest.WaitAdvance(c, s.clock, time.Minute, 1)
 	// The prune runs on the real database; its timer is set again once
 	// it is done.
 	agenttest.WaitTimers(c, s.clock, 1)
-	c.Assert(s.count(c, schema.Pings(s.base), modelA), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Pings(s.base), writer), gc.Equals, int64(0))
+}
+
+func (s *prunerSuite) TestStopIsPromptWithTheServerHung(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot pause an external MongoDB")
+	}
+	s.write(c, modelA, "a", s.now-20, s.now-10)
+	p := s.newPruner(c, s.base)
+	c.Assert(s.Server.Pause(), gc.IsNil)
+	defer func() { c.Assert(s.Server.Resume(), gc.IsNil) }()
+	agenttest.WaitAdvance(c, s.clock, time.Minute, 1)
+	started := time.Now()
+	p.Kill()
+	c.Assert(p.Wait(), gc.IsNil)
+	c.Assert(time.Since(started) < 5*time.Second, gc.Equals, true)
 }
 
 func (s *prunerSuite) TestConfigValidation(c *gc.C) {
@@ -131,13 +159,12 @@ func (s *prunerSuite) TestConfigValidation(c *gc.C) {
 		err    string
 	}{
 		{func(cfg *pruner.Config) { cfg.Base = nil }, "nil Base not valid"},
-		{func(cfg *pruner.Config) { cfg.Model = names.NewModelTag("") }, `model tag "model-" not valid`},
 		{func(cfg *pruner.Config) { cfg.Clock = nil }, "nil Clock not valid"},
 		{func(cfg *pruner.Config) { cfg.Interval = -1 }, "negative Interval not valid"},
 		{func(cfg *pruner.Config) { cfg.Period = -1 }, "negative Period not valid"},
 	} {
 		c.Logf("case %d", i)
-		cfg := pruner.Config{Base: s.base, Model: modelA, Clock: s.clock}
+		cfg := pruner.Config{Base: s.base, Clock: s.clock}
 		t.mutate(&cfg)
 		p, err := pruner.New(cfg)
 		c.Check(p, gc.IsNil)

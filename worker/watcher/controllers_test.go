@@ -59,7 +59,7 @@ func (s *controllersSuite) TestConcurrentControllersLoseNoPingsAndShareNoIdentit
 	var beings []schema.BeingsDoc
 	c.Assert(cur.All(ctx, &beings), gc.IsNil)
 	for _, doc := range beings {
-		for i, key := range doc.Keys {
+		for i, key := range doc.Entries.Keys {
 			identities[fmt.Sprintf("%s/%d", doc.Writer, doc.Chunk*schema.ChunkSize+i)] = key
 		}
 	}
@@ -68,7 +68,7 @@ func (s *controllersSuite) TestConcurrentControllersLoseNoPingsAndShareNoIdentit
 	var pings []schema.PingDoc
 	c.Assert(cur.All(ctx, &pings), gc.IsNil)
 	for _, doc := range pings {
-		for i, key := range doc.Fresh {
+		for i, key := range doc.Fresh.Keys {
 			identities[fmt.Sprintf("%s/%d", doc.Writer, doc.FreshFrom+i)] = key
 		}
 	}

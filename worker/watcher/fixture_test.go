@@ -51,7 +51,7 @@ func (s *fixture) TearDownTest(c *gc.C) {
 }
 
 func (s *fixture) newBatcher(c *gc.C, base *mongo.Collection) *pingbatcher.PingBatcher {
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: never, Clock: s.clock})
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: never, Period: period, Clock: s.clock})
 	c.Assert(err, gc.IsNil)
 	s.cleanup = append(s.cleanup, func() { workertest.CleanKill(agenttest.C(c), b) })
 	return b

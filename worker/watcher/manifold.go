@@ -1,10 +1,7 @@
 package watcher
 
 import (
-	"time"
-
-	"github.com/juju/clock"
-	"go.mongodb.org/mongo-driver/v2/mongo"
+	"context"
 
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
@@ -13,28 +10,18 @@ import (
 
 	"github.com/presencekit/presence/internal/inputs"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/presencereader"
 )
 
-// ManifoldConfig holds the names of the inputs a watcher manifold reads,
-// and the watcher's settings.
+// ManifoldConfig holds the name of the reader a watcher manifold reads,
+// and the model it watches.
 type ManifoldConfig struct {
-	// ClockName is the input whose output is a clock.Clock. It must not
-	// be empty.
-	ClockName string
-
-	// DatabaseName is the input whose output is a *mongo.Database. It
-	// must not be empty.
-	DatabaseName string
-
-	// Collection is the base collection's name. Empty means "presence".
-	Collection string
+	// ReaderName is the input whose output is the controller's
+	// *presencereader.Reader. It must not be empty.
+	ReaderName string
 
 	// Model is the model to watch. It must be a valid model tag.
 	Model names.ModelTag
-
-	// Period and SyncInterval are passed to Config; zero means the
-	// default.
-	Period, SyncInterval time.Duration
 
 	// Logger is optional; nil means silent.
 	Logger Logger
@@ -46,26 +33,16 @@ type ManifoldConfig struct {
 
 // Validate returns a NotValid error naming the first bad field.
 func (config ManifoldConfig) Validate() error {
-	if err := config.names().Validate(); err != nil {
-		return errors.Trace(err)
+	if config.ReaderName == "" {
+		return errors.NotValidf("empty ReaderName")
 	}
 	if err := schema.ValidateModel(config.Model); err != nil {
 		return errors.Trace(err)
-	}
-	if config.Period < 0 {
-		return errors.NotValidf("negative Period")
-	}
-	if config.SyncInterval < 0 {
-		return errors.NotValidf("negative SyncInterval")
 	}
 	if config.NewWorker == nil {
 		return errors.NotValidf("nil NewWorker")
 	}
 	return nil
-}
-
-func (config ManifoldConfig) names() inputs.Names {
-	return inputs.Names{ClockName: config.ClockName, DatabaseName: config.DatabaseName, Collection: config.Collection}
 }
 
 // NewWorker is New as a seam for ManifoldConfig.NewWorker.
@@ -77,21 +54,25 @@ func NewWorker(config Config) (worker.Worker, error) {
 	return w, nil
 }
 
-// Manifold returns a dependency.Manifold that runs a Watcher. Its Output
-// fills a **Watcher.
+// Manifold returns a dependency.Manifold that runs one model's Watcher
+// over the controller's reader. Its Output fills a **Watcher.
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
-		Inputs: config.names().Inputs(),
-		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, base *mongo.Collection) (Config, error) {
-			return Config{
-				Base:         base,
-				Model:        config.Model,
-				Clock:        clk,
-				Logger:       config.Logger,
-				Period:       config.Period,
-				SyncInterval: config.SyncInterval,
-			}, nil
-		}, config.NewWorker),
+		Inputs: []string{config.ReaderName},
+		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+			if err := config.Validate(); err != nil {
+				return nil, errors.Trace(err)
+			}
+			var reader *presencereader.Reader
+			if err := getter.Get(config.ReaderName, &reader); err != nil {
+				return nil, errors.Trace(err)
+			}
+			if reader == nil {
+				return nil, errors.NotValidf("nil reader from %q", config.ReaderName)
+			}
+			w, err := config.NewWorker(Config{Reader: reader, Model: config.Model, Logger: config.Logger})
+			return w, errors.Trace(err)
+		},
 		Output: inputs.Output[*Watcher]("*watcher.Watcher"),
 	}
 }

@@ -2,9 +2,7 @@ package watcher_test
 
 import (
 	"context"
-	"time"
 
-	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
@@ -13,12 +11,13 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
 type manifoldSuite struct {
 	db      *mongo.Database
-	clock   clock.Clock
+	reader  *presencereader.Reader
 	config  watcher.ManifoldConfig
 	started []watcher.Config
 }
@@ -31,15 +30,13 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 	client, err := mongo.Connect()
 	c.Assert(err, gc.IsNil)
 	s.db = client.Database("test")
-	s.clock = agenttest.NewClock()
+	// A reader that is never started stands in: the manifold only
+	// passes it on.
+	s.reader = &presencereader.Reader{}
 	s.started = nil
 	s.config = watcher.ManifoldConfig{
-		ClockName:    "clock",
-		DatabaseName: "database",
-		Collection:   "presence",
-		Model:        modelA,
-		Period:       time.Minute,
-		SyncInterval: 2 * time.Second,
+		ReaderName: "reader",
+		Model:      modelA,
 		NewWorker: func(config watcher.Config) (worker.Worker, error) {
 			s.started = append(s.started, config)
 			return workertest.NewErrorWorker(nil), nil
@@ -48,11 +45,11 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 }
 
 func (s *manifoldSuite) resources() map[string]any {
-	return map[string]any{"clock": s.clock, "database": s.db}
+	return map[string]any{"reader": s.reader}
 }
 
 func (s *manifoldSuite) TestInputs(c *gc.C) {
-	c.Assert(watcher.Manifold(s.config).Inputs, gc.DeepEquals, []string{"clock", "database"})
+	c.Assert(watcher.Manifold(s.config).Inputs, gc.DeepEquals, []string{"reader"})
 }
 
 func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
@@ -65,11 +62,8 @@ func (s *manifoldSuite) TestValidate(c *gc.C) {
 		mutate func(*watcher.ManifoldConfig)
 		err    string
 	}{
-		{func(cfg *watcher.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *watcher.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *watcher.ManifoldConfig) { cfg.ReaderName = "" }, "empty ReaderName not valid"},
 		{func(cfg *watcher.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *watcher.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
-		{func(cfg *watcher.ManifoldConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
 		{func(cfg *watcher.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
 	} {
 		c.Logf("case %d", i)
@@ -88,13 +82,7 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	w, err := watcher.Manifold(s.config).Start(context.Background(), agenttest.StubGetter(s.resources()))
 	c.Assert(err, gc.IsNil)
 	workertest.CleanKill(agenttest.C(c), w)
-	c.Assert(s.started, gc.HasLen, 1)
-	got := s.started[0]
-	c.Assert(got.Base.Name(), gc.Equals, "presence")
-	got.Base = nil
-	c.Assert(got, gc.DeepEquals, watcher.Config{
-		Model: modelA, Clock: s.clock, Period: time.Minute, SyncInterval: 2 * time.Second,
-	})
+	c.Assert(s.started, gc.DeepEquals, []watcher.Config{{Reader: s.reader, Model: modelA}})
 }
 
 func (s *manifoldSuite) TestOutput(c *gc.C) {
@@ -109,12 +97,14 @@ func (s *manifoldSuite) TestOutput(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestConfigValidation(c *gc.C) {
-	valid := watcher.Config{Base: s.db.Collection("presence"), Model: modelA, Clock: s.clock}
+	clk := agenttest.NewClock()
+	valid := watcher.Config{Base: s.db.Collection("presence"), Model: modelA, Clock: clk}
 	for i, t := range []struct {
 		mutate func(*watcher.Config)
 		err    string
 	}{
-		{func(cfg *watcher.Config) { cfg.Base = nil }, "nil Base not valid"},
+		{func(cfg *watcher.Config) { cfg.Base = nil }, "nil Reader and nil Base not valid"},
+		{func(cfg *watcher.Config) { cfg.Reader = s.reader }, "both Reader and Base not valid"},
 		{func(cfg *watcher.Config) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
 		{func(cfg *watcher.Config) { cfg.Clock = nil }, "nil Clock not valid"},
 		{func(cfg *watcher.Config) { cfg.Period = -1 }, "negative Period not valid"},

@@ -1,26 +1,26 @@
-package watcher
+package presencereader
 
 import (
 	"context"
 	"sync"
 
 	"github.com/juju/errors"
-
-	pcatacomb "github.com/presencekit/presence/catacomb"
 )
 
 // ErrSubscriptionClosed is returned by Next after Close.
 const ErrSubscriptionClosed = errors.ConstError("subscription closed")
 
 // Subscription is a pull-based view of some keys (or all keys) of one
-// watcher. The first Next returns a snapshot; later calls block until some
+// model. The first Next returns a snapshot; later calls block until some
 // key changes and return the changes since the last call, at most one per
-// key (the latest). The watcher never waits for a subscription, and an
-// unread one holds at most one pending change per key.
+// key (the latest). The reader never waits for a subscription, and an
+// unread one holds at most one pending change per key. Naming a key that
+// no writer ever wrote costs only the subscription's own memory, which
+// goes with Close.
 //
 // Next and Close are safe for concurrent use.
 type Subscription struct {
-	w    *Watcher
+	v    *View
 	all  bool
 	keys []string
 	err  error
@@ -37,9 +37,9 @@ type Subscription struct {
 	sent    map[string]bool
 }
 
-func newSubscription(w *Watcher, keys []string) *Subscription {
+func newSubscription(v *View, keys []string) *Subscription {
 	return &Subscription{
-		w:       w,
+		v:       v,
 		all:     len(keys) == 0,
 		keys:    keys,
 		notify:  make(chan struct{}, 1),
@@ -53,7 +53,7 @@ func newSubscription(w *Watcher, keys []string) *Subscription {
 // Next returns the snapshot on its first call and the changes since the
 // previous call afterwards, blocking until there is something to return.
 // It fails with ctx's error, with ErrSubscriptionClosed after Close, and
-// with the watcher's error (or ErrStopped) once the watcher stops.
+// with the view's error (or ErrStopped) once the view or the reader stops.
 func (s *Subscription) Next(ctx context.Context) ([]Change, error) {
 	if s.err != nil {
 		return nil, s.err
@@ -66,8 +66,10 @@ func (s *Subscription) Next(ctx context.Context) ([]Change, error) {
 		case <-s.notify:
 		case <-s.done:
 			return nil, ErrSubscriptionClosed
-		case <-s.w.catacomb.Dying():
-			return nil, pcatacomb.DeathError(&s.w.catacomb, ErrStopped)
+		case <-s.v.dying:
+			return nil, s.v.err()
+		case <-s.v.r.catacomb.Dying():
+			return nil, s.v.err()
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -109,11 +111,11 @@ func (s *Subscription) Close() {
 	close(s.done)
 	s.mu.Unlock()
 	if s.err == nil {
-		s.w.send(reqUnsubscribe{sub: s})
+		s.v.send(reqUnsubscribe{sub: s})
 	}
 }
 
-// push queues key's state, called from the watcher's loop. It never
+// push queues key's state, called from the reader's loop. It never
 // blocks.
 func (s *Subscription) push(key string, alive bool) {
 	s.mu.Lock()
@@ -132,7 +134,7 @@ func (s *Subscription) push(key string, alive bool) {
 	s.wakeLocked()
 }
 
-// snapshot fills in the first Next's answer, called from the watcher's
+// snapshot fills in the first Next's answer, called from the reader's
 // loop once it has a view.
 func (s *Subscription) snapshot(states []Change) {
 	s.mu.Lock()
@@ -155,4 +157,12 @@ func (s *Subscription) wakeLocked() {
 	case s.notify <- struct{}{}:
 	default:
 	}
+}
+
+// NewFailedSubscription returns a Subscription whose Next fails with err:
+// what a watcher that could not subscribe hands out.
+func NewFailedSubscription(err error) *Subscription {
+	sub := newSubscription(nil, nil)
+	sub.err = err
+	return sub
 }

@@ -1,4 +1,4 @@
-package watcher
+package presencereader
 
 import (
 	"fmt"
@@ -8,7 +8,8 @@ import (
 )
 
 // benchView returns a view that knows keys keys spread over writers
-// writers, and the bitmaps of a load in which every key is alive.
+// writers and over models of ten keys each, and the bitmaps of a load in
+// which every key is alive.
 func benchView(keys, writers int) (*view, []writerBits) {
 	v := newView()
 	loaded := make([]writerBits, writers)
@@ -17,12 +18,13 @@ func benchView(keys, writers int) (*view, []writerBits) {
 		name := fmt.Sprintf("writer-%d", w)
 		words := make([]uint64, schema.WordsLen(per))
 		for chunk := 0; chunk*schema.ChunkSize < per; chunk++ {
-			doc := schema.BeingsDoc{Writer: name, Chunk: chunk}
+			var models, keys []string
 			for i := chunk * schema.ChunkSize; i < min(per, (chunk+1)*schema.ChunkSize); i++ {
-				doc.Keys = append(doc.Keys, fmt.Sprintf("unit-app-%d-%d", w, i))
+				models = append(models, fmt.Sprintf("2a4b3c5d-0000-4000-8000-%012d", i/10))
+				keys = append(keys, fmt.Sprintf("unit-app-%d-%d", w, i))
 				words[i/64] |= 1 << (i % 64)
 			}
-			v.learn(doc.Writer, doc.Chunk*schema.ChunkSize, doc.Keys)
+			v.learn(name, chunk*schema.ChunkSize, schema.NewEntries(models, keys))
 		}
 		loaded[w] = writerBits{writer: name, aliveCur: words, alivePrev: words}
 	}

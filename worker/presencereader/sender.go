@@ -1,17 +1,24 @@
-package watcher
+package presencereader
 
 import "sync"
+
+// Change is a key's new state.
+type Change struct {
+	Key   string
+	Alive bool
+}
 
 // sender delivers changes to one channel from a goroutine of its own, so
 // that a slow or absent reader delays nobody else. It keeps at most one
 // pending change per key, the latest, and drops a pending change that
-// would only repeat what the reader last got.
+// would only repeat what the reader last got (or is being handed).
 type sender struct {
-	ch   chan<- Change
-	wake chan struct{}
-	quit chan struct{}
+	ch    chan<- Change
+	owner *View
+	wake  chan struct{}
+	quit  chan struct{}
 
-	// refs and touched are owned by the watcher's loop goroutine.
+	// refs and touched are owned by the reader's loop goroutine.
 	refs    int
 	touched uint64
 
@@ -19,6 +26,8 @@ type sender struct {
 	pending   map[string]pendingChange
 	order     []string
 	sent      map[string]bool
+	inflight  string // the key being handed over, if any
+	flying    bool
 	delivered chan struct{}
 }
 
@@ -27,9 +36,10 @@ type pendingChange struct {
 	gen   uint64
 }
 
-func newSender(ch chan<- Change) *sender {
+func newSender(ch chan<- Change, owner *View) *sender {
 	return &sender{
 		ch:        ch,
+		owner:     owner,
 		wake:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		pending:   make(map[string]pendingChange),
@@ -39,11 +49,13 @@ func newSender(ch chan<- Change) *sender {
 }
 
 // enqueue queues key's state, replacing any pending one. Unless initial is
-// set, a state equal to what the reader last got is not sent.
+// set, a state equal to what the reader last got is not sent; a state
+// equal to the one being handed over is, as that one may be stale by the
+// time it arrives.
 func (s *sender) enqueue(key string, alive bool, gen uint64, initial bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if last, ok := s.sent[key]; ok && last == alive && !initial {
+	if last, ok := s.sent[key]; ok && last == alive && !initial && !(s.flying && s.inflight == key) {
 		if _, queued := s.pending[key]; queued {
 			delete(s.pending, key)
 			s.notifyLocked()
@@ -80,19 +92,27 @@ func (s *sender) notifyLocked() {
 	s.delivered = make(chan struct{})
 }
 
-// next returns the oldest pending change.
+// next returns the oldest pending change and marks it in flight.
 func (s *sender) next() (string, pendingChange, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.order) > 0 {
 		key := s.order[0]
 		if pc, ok := s.pending[key]; ok {
+			s.inflight, s.flying = key, true
 			return key, pc, true
 		}
 		s.order = s.order[1:]
 	}
 	s.order = nil
 	return "", pendingChange{}, false
+}
+
+// land records that the change in flight was not handed over.
+func (s *sender) land() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flying = false
 }
 
 // run delivers until quit or dying closes.
@@ -119,9 +139,11 @@ func (s *sender) run(dying <-chan struct{}) {
 				s.order = s.order[1:]
 			}
 			s.sent[key] = pc.alive
+			s.flying = false
 			s.notifyLocked()
 			s.mu.Unlock()
 		case <-s.wake:
+			s.land()
 		case <-s.quit:
 			return
 		case <-dying:
@@ -131,7 +153,7 @@ func (s *sender) run(dying <-chan struct{}) {
 }
 
 // waitDelivered blocks until no change of generation gen or older is
-// pending, or until the sender or the watcher stops.
+// pending, or until the sender or its view stops.
 func (s *sender) waitDelivered(gen uint64, dying <-chan struct{}) bool {
 	for {
 		s.mu.Lock()

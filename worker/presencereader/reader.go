@@ -1,0 +1,961 @@
+// Package presencereader is the presence reader of a controller: one
+// worker that loads every model's presence from the database and feeds the
+// per-model views that watchers (package worker/watcher) wrap.
+//
+// A Reader loads every SyncInterval with one query for the ping documents
+// of the current and previous slot, whatever the number of models: every
+// writer (ping batcher) keeps one ping document per slot for all of its
+// models, so the query returns O(writers) documents. When a writer names
+// indexes the reader does not know, one more query fetches the writer's
+// beings documents from the first unknown chunk on; a beings read that
+// fails or ends at the deadline keeps what it brought. A key is alive
+// while any of its pingers is: an agent that reconnects through another
+// controller does not flap dead.
+//
+// A failed or missing read is never a death. Every load has a deadline
+// (see Config.SyncInterval), so a stalled read is a failed one; when a load
+// fails the reader keeps its last view, logs the error and tries again at
+// the next sync; for one Period after it can read again it reports no
+// death that was not recorded by Disconnect, so that batchers have time to
+// write the pings they buffered. A document that does not decode, names
+// impossible indexes or was written with another Period is skipped and
+// logged once, never applied.
+//
+// Delivery never blocks the reader: every channel passed to a View's Watch
+// is fed by a goroutine of its own, and every Subscription is pulled by its
+// reader; each holds at most one pending change per key.
+package presencereader
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/catacomb"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// Sentinel errors, by when they occur.
+const (
+	// ErrStopped is returned by the methods of a Reader or View once it
+	// is stopping or stopped, unless it died with an error of its own.
+	ErrStopped = errors.ConstError("presence reader stopped")
+
+	// ErrNotLoaded is returned by Alive when the reader has not yet
+	// managed a single load, so it knows nothing.
+	ErrNotLoaded = errors.ConstError("presence not loaded yet")
+)
+
+const (
+	// forgetAfter is how many loads a writer may be absent before the
+	// reader forgets its indexes.
+	forgetAfter = 16
+
+	// minReadTimeout is the shortest deadline a load gets.
+	minReadTimeout = 2 * time.Second
+)
+
+// Logger is the logging a Reader needs; dependency.Logger fits.
+type Logger interface {
+	Debugf(string, ...any)
+	Errorf(string, ...any)
+}
+
+// Config holds what a Reader needs.
+type Config struct {
+	// Base is the base presence collection. It must not be nil.
+	Base *mongo.Collection
+
+	// Clock gives the time. It must not be nil.
+	Clock clock.Clock
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// Period is the slot length, the same as the pingers' and the
+	// batchers'; documents stamped with another are skipped. Zero means
+	// schema.DefaultPeriod; it must not be negative.
+	Period time.Duration
+
+	// SyncInterval is the time between loads. A load that takes longer
+	// than SyncInterval (and than two seconds) fails. Zero means
+	// schema.DefaultSyncInterval; it must not be negative.
+	SyncInterval time.Duration
+
+	// OnLoad, if not nil, is called after every load, once the view is
+	// updated and before the changes are handed to subscribers, from the
+	// reader's goroutine, e.g. to feed metrics. It must return quickly.
+	OnLoad func(LoadStats)
+}
+
+// LoadStats describes one load.
+type LoadStats struct {
+	// Took is how long the database took to answer, by the reader's
+	// clock.
+	Took time.Duration
+	// Models, Writers and Keys are how many of each the reader knows;
+	// Alive how many keys it reports alive.
+	Models, Writers, Keys, Alive int
+	// Changes is how many keys changed state.
+	Changes int
+	// Skipped is how many documents the load skipped as invalid.
+	Skipped int
+	// Err is why the load failed, or nil.
+	Err error
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config Config) Validate() error {
+	if config.Base == nil {
+		return errors.NotValidf("nil Base")
+	}
+	if config.Clock == nil {
+		return errors.NotValidf("nil Clock")
+	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
+	}
+	if config.SyncInterval < 0 {
+		return errors.NotValidf("negative SyncInterval")
+	}
+	return nil
+}
+
+// Reader loads the presence of every model and feeds the Views made with
+// NewView. Its methods are safe for concurrent use, and none of them
+// blocks once the reader is dying.
+type Reader struct {
+	config   Config
+	catacomb catacomb.Catacomb
+	requests chan any
+	results  chan loadResult
+	pings    *mongo.Collection
+	beings   *mongo.Collection
+
+	statsMu sync.Mutex
+	stats   map[string]any
+
+	// The fields below are owned by the loop goroutine.
+	view         *view
+	gen          uint64
+	loaded       bool
+	lastErr      error
+	healthySince time.Time
+	failing      bool
+	inFlight     bool
+	nextWaiters  []reqSync
+	curWaiters   []reqSync
+	pendingAlive []reqAlive
+	registries   map[string]*registry
+	newWatches   []reqWatch
+	newSubs      []*Subscription
+	touched      []*sender
+	views        int
+	subCount     int
+	failures     int
+	justLoaded   bool // the first load was just applied; its states go out as initial ones
+	skipped      map[string]bool
+}
+
+// registry is who listens to one model. It is owned by the loop
+// goroutine.
+type registry struct {
+	watchers map[string][]*sender
+	keySubs  map[string][]*Subscription
+	allSubs  map[*Subscription]bool
+}
+
+func (g *registry) empty() bool {
+	return len(g.watchers) == 0 && len(g.keySubs) == 0 && len(g.allSubs) == 0
+}
+
+// New starts a Reader. It loads at once and then every SyncInterval.
+func New(config Config) (*Reader, error) {
+	if err := config.Validate(); err != nil {
+		return nil, errors.Trace(err)
+	}
+	if config.Period == 0 {
+		config.Period = schema.DefaultPeriod
+	}
+	if config.SyncInterval == 0 {
+		config.SyncInterval = schema.DefaultSyncInterval
+	}
+	r := &Reader{
+		config:     config,
+		requests:   make(chan any),
+		results:    make(chan loadResult),
+		pings:      schema.Pings(config.Base),
+		beings:     schema.Beings(config.Base),
+		stats:      map[string]any{},
+		view:       newView(),
+		registries: make(map[string]*registry),
+		skipped:    make(map[string]bool),
+	}
+	if err := catacomb.Invoke(catacomb.Plan{
+		Name: "presence reader",
+		Site: &r.catacomb,
+		Work: r.loop,
+	}); err != nil {
+		return nil, errors.Trace(err)
+	}
+	return r, nil
+}
+
+// Kill is part of the worker.Worker interface.
+func (r *Reader) Kill() {
+	r.catacomb.Kill(nil)
+}
+
+// Wait is part of the worker.Worker interface.
+func (r *Reader) Wait() error {
+	return r.catacomb.Wait()
+}
+
+// Dead returns a channel that is closed once the reader has stopped.
+func (r *Reader) Dead() <-chan struct{} {
+	return r.catacomb.Dead()
+}
+
+// Period returns the slot length the reader works with.
+func (r *Reader) Period() time.Duration {
+	return r.config.Period
+}
+
+// Refresh loads now and returns once the view reflects the load, with the
+// load's error; it does not wait for deliveries. It fails with ErrStopped
+// once the reader stops.
+func (r *Reader) Refresh() error {
+	res, ok := r.load(nil, r.catacomb.Dying())
+	if !ok {
+		return r.deathErr()
+	}
+	return res.err
+}
+
+// Report is part of the dependency.Reporter interface.
+func (r *Reader) Report() map[string]any {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	out := make(map[string]any, len(r.stats))
+	for k, v := range r.stats {
+		out[k] = v
+	}
+	return out
+}
+
+func (r *Reader) deathErr() error {
+	return pcatacomb.DeathError(&r.catacomb, ErrStopped)
+}
+
+func (r *Reader) logf(format string, args ...any) {
+	if r.config.Logger != nil {
+		r.config.Logger.Errorf(format, args...)
+	}
+}
+
+type reqWatch struct {
+	view *View
+	key  string
+	ch   chan<- Change
+}
+
+type reqUnwatch struct {
+	view *View
+	key  string
+	ch   chan<- Change
+}
+
+type reqAlive struct {
+	model string
+	key   string
+	reply chan aliveResult
+}
+
+type aliveResult struct {
+	alive bool
+	err   error
+}
+
+// reqSync asks for a load. reply, when not nil, gets the outcome once the
+// load has been applied, with the senders of view that it touched.
+type reqSync struct {
+	view  *View
+	reply chan syncResult
+}
+
+type syncResult struct {
+	err     error
+	gen     uint64
+	senders []*sender
+}
+
+type reqSubscribe struct {
+	sub *Subscription
+}
+
+type reqUnsubscribe struct {
+	sub *Subscription
+}
+
+type reqDetach struct {
+	view *View
+	done chan struct{}
+}
+
+type reqModelStats struct {
+	model string
+	reply chan map[string]any
+}
+
+// send hands req to the loop, or gives up once the reader or stop is
+// closed.
+func (r *Reader) send(req any, stop <-chan struct{}) bool {
+	select {
+	case r.requests <- req:
+		return true
+	case <-r.catacomb.Dying():
+		return false
+	case <-stop:
+		return false
+	}
+}
+
+// load asks for a load and waits for its outcome.
+func (r *Reader) load(v *View, stop <-chan struct{}) (syncResult, bool) {
+	reply := make(chan syncResult, 1)
+	if !r.send(reqSync{view: v, reply: reply}, stop) {
+		return syncResult{}, false
+	}
+	select {
+	case res := <-reply:
+		return res, true
+	case <-r.catacomb.Dying():
+		return syncResult{}, false
+	case <-stop:
+		return syncResult{}, false
+	}
+}
+
+func (r *Reader) loop() error {
+	timer := r.config.Clock.NewTimer(r.config.SyncInterval)
+	defer timer.Stop()
+	r.startLoad()
+	fired := false
+	for {
+		select {
+		case <-r.catacomb.Dying():
+			if r.inFlight {
+				<-r.results
+			}
+			return r.catacomb.ErrDying()
+		case req := <-r.requests:
+			r.handle(req)
+		case res := <-r.results:
+			r.inFlight = false
+			r.finishLoad(res)
+			if len(r.nextWaiters) > 0 {
+				r.startLoad()
+			}
+			// Loads start every SyncInterval: the read's own time
+			// does not stretch the interval.
+			next := max(r.config.SyncInterval-res.took, 0)
+			if fired {
+				timer.Reset(next)
+				fired = false
+			} else {
+				pcatacomb.Rearm(timer, next)
+			}
+		case <-timer.Chan():
+			// The timer is set again once the load is done, so that
+			// loads never overlap.
+			fired = true
+			if !r.inFlight {
+				r.startLoad()
+			}
+		}
+	}
+}
+
+// handle serves one request. It must only be called from the loop
+// goroutine.
+func (r *Reader) handle(req any) {
+	switch req := req.(type) {
+	case reqWatch:
+		r.addWatch(req)
+	case reqUnwatch:
+		r.removeWatch(req.view, req.key, req.ch)
+	case reqAlive:
+		if !r.loaded && r.lastErr == nil {
+			r.pendingAlive = append(r.pendingAlive, req)
+			return
+		}
+		req.reply <- r.alive(req.model, req.key)
+	case reqSync:
+		r.nextWaiters = append(r.nextWaiters, req)
+		if !r.inFlight {
+			r.startLoad()
+		}
+	case reqSubscribe:
+		r.addSubscription(req.sub)
+	case reqUnsubscribe:
+		r.removeSubscription(req.sub)
+	case reqAttach:
+		r.views++
+	case reqDetach:
+		r.detach(req.view)
+		close(req.done)
+	case reqModelStats:
+		req.reply <- r.modelStats(req.model)
+	}
+}
+
+func (r *Reader) alive(model, key string) aliveResult {
+	if !r.loaded {
+		return aliveResult{err: fmt.Errorf("%w: %w", ErrNotLoaded, r.lastErr)}
+	}
+	return aliveResult{alive: r.view.lookup(model, key)}
+}
+
+func (r *Reader) registry(model string) *registry {
+	g := r.registries[model]
+	if g == nil {
+		g = &registry{
+			watchers: make(map[string][]*sender),
+			keySubs:  make(map[string][]*Subscription),
+			allSubs:  make(map[*Subscription]bool),
+		}
+		r.registries[model] = g
+	}
+	return g
+}
+
+// tidy forgets model's registry once nobody listens.
+func (r *Reader) tidy(model string) {
+	if g := r.registries[model]; g != nil && g.empty() {
+		delete(r.registries, model)
+	}
+}
+
+func (r *Reader) addWatch(req reqWatch) {
+	v := req.view
+	s := v.senders[req.ch]
+	if s == nil {
+		s = newSender(req.ch, v)
+		v.senders[req.ch] = s
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			s.run(v.dying)
+		}()
+	}
+	g := r.registry(v.model)
+	if !contains(g.watchers[req.key], s) {
+		g.watchers[req.key] = append(g.watchers[req.key], s)
+		s.refs++
+	}
+	if !r.loaded {
+		r.newWatches = append(r.newWatches, req)
+		return
+	}
+	s.enqueue(req.key, r.view.lookup(v.model, req.key), r.gen, true)
+}
+
+func (r *Reader) removeWatch(v *View, key string, ch chan<- Change) {
+	s := v.senders[ch]
+	g := r.registries[v.model]
+	if s == nil || g == nil || !contains(g.watchers[key], s) {
+		return
+	}
+	g.watchers[key] = without(g.watchers[key], s)
+	if len(g.watchers[key]) == 0 {
+		delete(g.watchers, key)
+	}
+	s.drop(key)
+	s.refs--
+	if s.refs == 0 {
+		close(s.quit)
+		delete(v.senders, ch)
+	}
+	r.tidy(v.model)
+}
+
+func (r *Reader) addSubscription(sub *Subscription) {
+	r.subCount++
+	sub.v.subs[sub] = true
+	g := r.registry(sub.v.model)
+	if sub.all {
+		g.allSubs[sub] = true
+	} else {
+		for _, key := range sub.keys {
+			if !contains(g.keySubs[key], sub) {
+				g.keySubs[key] = append(g.keySubs[key], sub)
+			}
+		}
+	}
+	if !r.loaded {
+		r.newSubs = append(r.newSubs, sub)
+		return
+	}
+	sub.snapshot(r.states(sub))
+}
+
+func (r *Reader) removeSubscription(sub *Subscription) {
+	if !sub.v.subs[sub] {
+		return
+	}
+	delete(sub.v.subs, sub)
+	r.subCount--
+	g := r.registries[sub.v.model]
+	if g == nil {
+		return
+	}
+	delete(g.allSubs, sub)
+	for _, key := range sub.keys {
+		g.keySubs[key] = without(g.keySubs[key], sub)
+		if len(g.keySubs[key]) == 0 {
+			delete(g.keySubs, key)
+		}
+	}
+	r.tidy(sub.v.model)
+}
+
+// detach removes everything v registered.
+func (r *Reader) detach(v *View) {
+	r.views--
+	for sub := range v.subs {
+		r.removeSubscription(sub)
+	}
+	if g := r.registries[v.model]; g != nil {
+		for key, list := range g.watchers {
+			kept := list[:0]
+			for _, s := range list {
+				if s.owner != v {
+					kept = append(kept, s)
+				}
+			}
+			if len(kept) == 0 {
+				delete(g.watchers, key)
+			} else {
+				g.watchers[key] = kept
+			}
+		}
+	}
+	for ch, s := range v.senders {
+		close(s.quit)
+		delete(v.senders, ch)
+	}
+	r.tidy(v.model)
+}
+
+// states returns the current state of sub's keys.
+func (r *Reader) states(sub *Subscription) []Change {
+	if !sub.all {
+		out := make([]Change, 0, len(sub.keys))
+		for _, key := range sub.keys {
+			out = append(out, Change{Key: key, Alive: r.view.lookup(sub.v.model, key)})
+		}
+		return out
+	}
+	m := r.view.models[sub.v.model]
+	if m == nil {
+		return nil
+	}
+	out := make([]Change, 0, len(m.all))
+	for _, id := range m.all {
+		out = append(out, Change{Key: r.view.keys[id], Alive: r.view.alive[id]})
+	}
+	return out
+}
+
+func (r *Reader) modelStats(model string) map[string]any {
+	out := map[string]any{"model": model, "keys": 0, "alive": 0}
+	if m := r.view.models[model]; m != nil {
+		out["keys"], out["alive"] = len(m.all), m.alive
+	}
+	if g := r.registries[model]; g != nil {
+		out["watched-keys"] = len(g.watchers)
+		out["subscriptions"] = len(g.allSubs) + len(g.keySubs)
+	}
+	return out
+}
+
+// loadResult is what one load read.
+type loadResult struct {
+	at      time.Time
+	slot    int64
+	writers []writerBits
+	beings  []schema.BeingsDoc
+	fresh   map[string]fresh
+	skipped []string // why documents were skipped, one per document
+	err     error
+	// beingsErr is why beings documents could not be read; the pings
+	// were, so the load still counts.
+	beingsErr error
+	took      time.Duration
+}
+
+// fresh is the newest entries a writer carried in its ping documents.
+type fresh struct {
+	from    int
+	entries schema.Entries
+}
+
+// startLoad starts a load in a goroutine of its own, so that requests are
+// served while the database answers. It must only be called from the loop
+// goroutine.
+func (r *Reader) startLoad() {
+	r.inFlight = true
+	r.gen++
+	r.curWaiters, r.nextWaiters = r.nextWaiters, nil
+	known := r.view.known()
+	now := r.config.Clock.Now()
+	go func() {
+		res := r.read(now, known)
+		res.took = r.config.Clock.Now().Sub(now)
+		r.results <- res
+	}()
+}
+
+// read queries the ping documents of the current and previous slot, and
+// the beings documents of writers with indexes beyond what known says.
+// The ping read has a deadline of one SyncInterval (at least
+// minReadTimeout); the beings read, which brings many keys at once after a
+// writer starts, half a Period (at least as long).
+func (r *Reader) read(now time.Time, known map[string]int) loadResult {
+	ctx, cancel := pcatacomb.Call(&r.catacomb, max(r.config.SyncInterval, minReadTimeout))
+	defer cancel()
+	slot := schema.Slot(now, r.config.Period)
+	res := loadResult{at: now, slot: slot}
+	cur, err := r.pings.Find(ctx, bson.D{
+		{Key: schema.FieldSlot, Value: bson.D{{Key: "$in", Value: bson.A{slot - 1, slot}}}},
+	})
+	if err != nil {
+		res.err = errors.Annotate(err, "cannot read pings")
+		return res
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	byWriter := make(map[string]int)
+	for cur.Next(ctx) {
+		var doc schema.PingDoc
+		if err := cur.Decode(&doc); err != nil {
+			res.skipped = append(res.skipped, fmt.Sprintf("ping document %v: %v", cur.Current.Lookup(schema.FieldID), err))
+			continue
+		}
+		if err := r.check(doc); err != nil {
+			res.skipped = append(res.skipped, fmt.Sprintf("ping document of writer %q for slot %d: %v", doc.Writer, doc.Slot, err))
+			continue
+		}
+		res.addPing(doc, slot, byWriter)
+	}
+	if err := cur.Err(); err != nil {
+		res.err = errors.Annotate(err, "cannot read pings")
+		return res
+	}
+	need := res.unknownBeings(known)
+	if len(need) == 0 {
+		return res
+	}
+	ctx, cancel = pcatacomb.Call(&r.catacomb, max(r.config.Period/2, r.config.SyncInterval, minReadTimeout))
+	defer cancel()
+	// The pings are read: a failed beings read costs only the keys it
+	// did not bring, which the next load fetches.
+	bcur, err := r.beings.Find(ctx, bson.D{{Key: "$or", Value: need}},
+		options.Find().SetSort(bson.D{{Key: schema.FieldWriter, Value: 1}, {Key: schema.FieldChunk, Value: 1}}))
+	if err != nil {
+		res.beingsErr = errors.Annotate(err, "cannot read beings")
+		return res
+	}
+	defer bcur.Close(context.WithoutCancel(ctx))
+	for bcur.Next(ctx) {
+		var doc schema.BeingsDoc
+		err := bcur.Decode(&doc)
+		if err == nil {
+			err = doc.Validate()
+		}
+		if err != nil {
+			res.skipped = append(res.skipped, fmt.Sprintf("beings document %v: %v", bcur.Current.Lookup(schema.FieldID), err))
+			continue
+		}
+		res.beings = append(res.beings, doc)
+	}
+	if err := bcur.Err(); err != nil {
+		res.beingsErr = errors.Annotatef(err, "cannot read beings after %d documents", len(res.beings))
+	}
+	return res
+}
+
+// check returns why doc must not be applied, or nil.
+func (r *Reader) check(doc schema.PingDoc) error {
+	if err := doc.Validate(); err != nil {
+		return errors.Trace(err)
+	}
+	if doc.Period != int64(r.config.Period) {
+		return errors.Errorf("written with period %v, this reader's is %v", time.Duration(doc.Period), r.config.Period)
+	}
+	return nil
+}
+
+// addPing adds one valid ping document to res.
+func (res *loadResult) addPing(doc schema.PingDoc, slot int64, byWriter map[string]int) {
+	i, ok := byWriter[doc.Writer]
+	if !ok {
+		i = len(res.writers)
+		byWriter[doc.Writer] = i
+		res.writers = append(res.writers, writerBits{writer: doc.Writer})
+	}
+	wb := &res.writers[i]
+	if f, ok := res.fresh[doc.Writer]; doc.Fresh.Len() > 0 && (!ok || doc.FreshFrom+doc.Fresh.Len() > f.from+f.entries.Len()) {
+		if res.fresh == nil {
+			res.fresh = make(map[string]fresh)
+		}
+		res.fresh[doc.Writer] = fresh{from: doc.FreshFrom, entries: doc.Fresh}
+	}
+	if doc.Slot == slot {
+		wb.aliveCur = schema.DecodeBits(nil, doc.Alive)
+		wb.deadCur = schema.DecodeBits(nil, doc.Dead)
+	} else {
+		wb.alivePrev = schema.DecodeBits(nil, doc.Alive)
+		wb.deadPrev = schema.DecodeBits(nil, doc.Dead)
+	}
+}
+
+// unknownBeings returns the beings queries for writers whose bits go
+// beyond the indexes the view knows (known) and the ping documents carry.
+func (res *loadResult) unknownBeings(known map[string]int) bson.A {
+	var need bson.A
+	for _, wb := range res.writers {
+		n, ok := known[wb.writer]
+		if !ok {
+			n = 0
+		}
+		if f, carried := res.fresh[wb.writer]; carried && n >= 0 && f.from <= n {
+			n = max(n, f.from+f.entries.Len())
+		}
+		if n >= 0 && highest(wb) < n {
+			continue
+		}
+		// Only the chunks from the first unknown index on: a writer's
+		// chunks below that never change.
+		first := 0
+		if ok && n > 0 {
+			first = n / schema.ChunkSize
+		}
+		need = append(need, bson.D{
+			{Key: schema.FieldWriter, Value: wb.writer},
+			{Key: schema.FieldChunk, Value: bson.D{{Key: "$gte", Value: first}}},
+		})
+	}
+	return need
+}
+
+// finishLoad applies a load, dispatches the changes and answers the
+// callers that waited for it. It must only be called from the loop
+// goroutine.
+func (r *Reader) finishLoad(res loadResult) {
+	var changes []change
+	if res.err != nil {
+		r.failed(res)
+	} else {
+		changes = r.applied(res)
+	}
+	r.reportSkipped(res.skipped)
+	if res.beingsErr != nil {
+		r.logf("%s: %v (the next load fetches the rest)", r, res.beingsErr)
+	}
+	alive := r.record(res)
+	if r.config.OnLoad != nil {
+		r.config.OnLoad(LoadStats{
+			Took: res.took, Models: len(r.view.models), Writers: len(r.view.writer),
+			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped), Err: res.err,
+		})
+	}
+	r.touched = nil
+	for _, c := range changes {
+		r.dispatch(c.id, c.alive)
+	}
+	if r.justLoaded {
+		r.justLoaded = false
+		r.firstDispatch()
+	}
+	for _, waiter := range r.curWaiters {
+		if waiter.reply != nil {
+			waiter.reply <- syncResult{err: res.err, gen: r.gen, senders: touchedBy(r.touched, waiter.view)}
+		}
+	}
+	r.curWaiters = nil
+	for _, req := range r.pendingAlive {
+		req.reply <- r.alive(req.model, req.key)
+	}
+	r.pendingAlive = nil
+}
+
+// touchedBy returns the senders of v among touched.
+func touchedBy(touched []*sender, v *View) []*sender {
+	if v == nil {
+		return nil
+	}
+	var out []*sender
+	for _, s := range touched {
+		if s.owner == v {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// reportSkipped logs each skipped document once.
+func (r *Reader) reportSkipped(skipped []string) {
+	for _, why := range skipped {
+		if !r.skipped[why] {
+			r.skipped[why] = true
+			r.logf("%s: skipping %s", r, why)
+		}
+	}
+}
+
+func (r *Reader) failed(res loadResult) {
+	r.lastErr = res.err
+	r.failing = true
+	r.failures++
+	r.logf("%s: %v (keeping the last view)", r, res.err)
+}
+
+// String returns a description of the reader for logs.
+func (r *Reader) String() string {
+	return "presence reader"
+}
+
+// applied applies a successful load to the view and returns the entities
+// whose state changed, for finishLoad to dispatch. The slice is reused by
+// the next load.
+func (r *Reader) applied(res loadResult) []change {
+	if r.failing {
+		r.failing = false
+		r.healthySince = res.at
+	}
+	r.lastErr = nil
+	for _, doc := range res.beings {
+		r.view.learn(doc.Writer, doc.Chunk*schema.ChunkSize, doc.Entries)
+	}
+	for writer, f := range res.fresh {
+		r.view.learn(writer, f.from, f.entries)
+	}
+	hold := !r.healthySince.IsZero() && res.at.Sub(r.healthySince) < r.config.Period
+	changes := r.view.apply(res.writers, r.gen, hold)
+	if r.view.unknown > 0 && r.config.Logger != nil {
+		r.config.Logger.Debugf("%s: %d live indexes with no known key; fetching beings again", r, r.view.unknown)
+	}
+	if r.gen > forgetAfter {
+		r.view.forget(r.gen - forgetAfter)
+	}
+	if !r.loaded {
+		r.loaded = true
+		r.justLoaded = true
+		return nil
+	}
+	return changes
+}
+
+// firstDispatch sends the initial states that waited for the first load.
+func (r *Reader) firstDispatch() {
+	for _, req := range r.newWatches {
+		s := req.view.senders[req.ch]
+		g := r.registries[req.view.model]
+		if s != nil && g != nil && contains(g.watchers[req.key], s) {
+			s.enqueue(req.key, r.view.lookup(req.view.model, req.key), r.gen, true)
+			r.touch(s)
+		}
+	}
+	r.newWatches = nil
+	for _, sub := range r.newSubs {
+		sub.snapshot(r.states(sub))
+	}
+	r.newSubs = nil
+}
+
+// dispatch hands one change to every channel and subscription that wants
+// it; none of them can block.
+func (r *Reader) dispatch(id int32, alive bool) {
+	m := r.view.owner[id]
+	g := r.registries[m.uuid]
+	if g == nil {
+		return
+	}
+	key := r.view.keys[id]
+	for _, s := range g.watchers[key] {
+		s.enqueue(key, alive, r.gen, false)
+		r.touch(s)
+	}
+	for _, sub := range g.keySubs[key] {
+		sub.push(key, alive)
+	}
+	for sub := range g.allSubs {
+		sub.push(key, alive)
+	}
+}
+
+func (r *Reader) touch(s *sender) {
+	if s.touched != r.gen {
+		s.touched = r.gen
+		r.touched = append(r.touched, s)
+	}
+}
+
+// record updates what Report shows and returns how many keys are alive.
+func (r *Reader) record(res loadResult) int {
+	alive := 0
+	for _, m := range r.view.models {
+		alive += m.alive
+	}
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	r.stats["loads"] = r.gen
+	r.stats["models"] = len(r.view.models)
+	r.stats["keys"] = len(r.view.keys)
+	r.stats["alive"] = alive
+	r.stats["writers"] = len(r.view.writer)
+	r.stats["views"] = r.views
+	r.stats["subscriptions"] = r.subCount
+	r.stats["skipped-documents"] = len(r.skipped)
+	r.stats["failures"] = r.failures
+	r.stats["last-load"] = res.took.String()
+	if res.err != nil {
+		r.stats["last-error"] = res.err.Error()
+	} else {
+		delete(r.stats, "last-error")
+	}
+	return alive
+}
+
+// validModel returns a NotValid error unless model names a model.
+func validModel(model names.ModelTag) error {
+	return errors.Trace(schema.ValidateModel(model))
+}
+
+func contains[T comparable](list []T, x T) bool {
+	for _, y := range list {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func without[T comparable](list []T, x T) []T {
+	out := list[:0]
+	for _, y := range list {
+		if y != x {
+			out = append(out, y)
+		}
+	}
+	return out
+}
