@@ -12,7 +12,7 @@ import (
 )
 
 // databaseStopTimeout bounds the disconnect when a database worker stops.
-const databaseStopTimeout = 10 * time.Second
+const databaseStopTimeout = 2 * time.Second
 
 // DatabaseManifold returns a manifold, for engines that have none yet,
 // that connects to the MongoDB at uri with the official driver, pings it,

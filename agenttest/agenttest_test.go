@@ -9,6 +9,8 @@ import (
 	"github.com/juju/worker/v4/dependency"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -150,4 +152,27 @@ func (s *agenttestSuite) TestKilledServerRestartsOnItsData(c *gc.C) {
 		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func (s *agenttestSuite) TestProxyCountsCommandsAtTheServerAndDelaysReplies(c *gc.C) {
+	p, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer p.Close()
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	c.Assert(err, gc.IsNil)
+	defer client.Disconnect(context.Background())
+	coll := client.Database(s.DB.Name()).Collection("proxied")
+	ctx := context.Background()
+	_, err = coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+	c.Assert(err, gc.IsNil)
+	p.Reset()
+	for i := 0; i < 3; i++ {
+		c.Assert(coll.FindOne(ctx, bson.D{}).Err(), gc.IsNil)
+	}
+	c.Assert(p.Counts()["find"], gc.Equals, 3)
+
+	p.SetDelay(300 * time.Millisecond)
+	started := time.Now()
+	c.Assert(coll.FindOne(ctx, bson.D{}).Err(), gc.IsNil)
+	c.Assert(time.Since(started) >= 300*time.Millisecond, gc.Equals, true)
 }

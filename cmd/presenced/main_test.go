@@ -16,6 +16,8 @@ import (
 	"time"
 
 	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
 )
 
 func TestPackage(t *testing.T) {
@@ -95,23 +97,61 @@ func getJSON(c *gc.C, url string, into any) {
 	c.Assert(json.NewDecoder(resp.Body).Decode(into), gc.IsNil)
 }
 
-func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
+// build builds presenced into a temporary directory.
+func build(c *gc.C) string {
 	binary := filepath.Join(c.MkDir(), "presenced")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	out, err := build.CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
 	c.Assert(err, gc.IsNil, gc.Commentf("%s", out))
+	return binary
+}
 
-	cmd := exec.Command(binary, "--agents", "40", "--models", "2", "--listen", "127.0.0.1:0",
-		"--period", "1s", "--flush", "100ms", "--sync", "100ms", "--churn", "100ms", "--display", "1s",
-		"--keepalive", "200ms")
+// process is a running presenced.
+type process struct {
+	cmd    *exec.Cmd
+	lines  *output
+	stdout *io.PipeWriter
+}
+
+// start runs binary with args and the short settings of these tests.
+func start(c *gc.C, binary string, args ...string) *process {
+	args = append([]string{"--listen", "127.0.0.1:0", "--period", "1s", "--flush", "100ms", "--sync", "100ms",
+		"--churn", "100ms", "--display", "1s", "--keepalive", "200ms"}, args...)
+	cmd := exec.Command(binary, args...)
 	// Not StdoutPipe: Wait would close it before the last lines are read.
 	stdout, stdoutWriter := io.Pipe()
 	cmd.Stdout = stdoutWriter
 	cmd.Stderr = os.Stderr
 	c.Assert(cmd.Start(), gc.IsNil)
-	defer func() { _ = cmd.Process.Kill() }()
-	lines := &output{added: make(chan struct{}, 1)}
-	go lines.read(stdout)
+	p := &process{cmd: cmd, lines: &output{added: make(chan struct{}, 1)}, stdout: stdoutWriter}
+	go p.lines.read(stdout)
+	return p
+}
+
+// interrupt sends SIGINT and checks that the process exits cleanly within
+// five seconds.
+func (p *process) interrupt(c *gc.C) {
+	started := time.Now()
+	c.Assert(p.cmd.Process.Signal(syscall.SIGINT), gc.IsNil)
+	exited := make(chan error, 1)
+	go func() {
+		err := p.cmd.Wait()
+		p.stdout.Close()
+		exited <- err
+	}()
+	select {
+	case err := <-exited:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(5 * time.Second):
+		c.Fatalf("did not stop within 5s of SIGINT; output:\n%s", p.lines.text())
+	}
+	c.Logf("stopped %v after SIGINT", time.Since(started))
+	p.lines.wait(c, "stopped cleanly", time.Second)
+}
+
+func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
+	p := start(c, build(c), "--agents", "40", "--models", "2")
+	defer func() { _ = p.cmd.Process.Kill() }()
+	lines := p.lines
 
 	listening := lines.wait(c, "listening on ", time.Minute)
 	base := strings.Fields(strings.TrimPrefix(listening, "listening on "))[0]
@@ -162,18 +202,62 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 		c.Check(strings.Contains(string(body), name), gc.Equals, true, gc.Commentf("%s", name))
 	}
 
-	c.Assert(cmd.Process.Signal(syscall.SIGINT), gc.IsNil)
-	exited := make(chan error, 1)
-	go func() {
-		err := cmd.Wait()
-		stdoutWriter.Close()
-		exited <- err
-	}()
-	select {
-	case err := <-exited:
-		c.Assert(err, gc.IsNil)
-	case <-time.After(5 * time.Second):
-		c.Fatalf("did not stop within 5s of SIGINT")
+	p.interrupt(c)
+}
+
+// faultSuite runs presenced against the out-of-process test server, and
+// breaks the server under it.
+type faultSuite struct {
+	agenttest.MongoSuite
+	binary string
+}
+
+var _ = gc.Suite(&faultSuite{})
+
+func (s *faultSuite) SetUpSuite(c *gc.C) {
+	s.MongoSuite.SetUpSuite(c)
+	s.binary = build(c)
+}
+
+// run starts presenced on uri with 10 models and 200 agents and waits for
+// it to serve.
+func (s *faultSuite) run(c *gc.C, uri string) *process {
+	p := start(c, s.binary, "--agents", "200", "--models", "10", "--mongo-uri", uri)
+	p.lines.wait(c, "listening on ", time.Minute)
+	time.Sleep(time.Second)
+	return p
+}
+
+func (s *faultSuite) TestSIGINTStopsWithinFiveSecondsWithTheServerHung(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot pause an external MongoDB")
 	}
-	lines.wait(c, "stopped cleanly", time.Second)
+	p := s.run(c, s.Server.URI())
+	defer func() { _ = p.cmd.Process.Kill() }()
+	c.Assert(s.Server.Pause(), gc.IsNil)
+	defer func() { c.Assert(s.Server.Resume(), gc.IsNil) }()
+	time.Sleep(2 * time.Second)
+	p.interrupt(c)
+}
+
+func (s *faultSuite) TestSIGINTStopsWithinFiveSecondsWithTheServerDown(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot kill an external MongoDB")
+	}
+	p := s.run(c, s.Server.URI())
+	defer func() { _ = p.cmd.Process.Kill() }()
+	c.Assert(s.Server.Kill(), gc.IsNil)
+	time.Sleep(2 * time.Second)
+	p.interrupt(c)
+}
+
+func (s *faultSuite) TestSIGINTStopsWithinFiveSecondsWithTheServerSlow(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	p := s.run(c, uri)
+	defer func() { _ = p.cmd.Process.Kill() }()
+	proxy.SetDelay(3 * time.Second)
+	time.Sleep(2 * time.Second)
+	p.interrupt(c)
 }

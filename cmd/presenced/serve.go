@@ -111,6 +111,9 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
 	stopFollowing()
+	// The engine goes first: units blocked in ClaimLeadership on a hung
+	// database return once their manager stops.
+	engine.Kill()
 	sim.stop()
 	stopEngine()
 	<-followers

@@ -200,6 +200,12 @@ func (b *PingBatcher) Wait() error {
 	return b.catacomb.Wait()
 }
 
+// Done returns a channel that is closed once the batcher has stopped.
+// (Dead records a pinger's death; see pinger.PingRecorder.)
+func (b *PingBatcher) Done() <-chan struct{} {
+	return b.catacomb.Dead()
+}
+
 // Stop kills the batcher and waits for it to stop. Pings not yet written
 // are not written.
 func (b *PingBatcher) Stop() error {

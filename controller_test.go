@@ -1,0 +1,376 @@
+package presence_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/catacomb"
+	"github.com/juju/worker/v4/dependency"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/goleak"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence"
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/presencereader"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// controllerSuite runs one controller set and many model sets in real
+// dependency engines: the controller's, and a nested engine per model, as
+// juju runs them.
+type controllerSuite struct {
+	agenttest.MongoSuite
+}
+
+var _ = gc.Suite(&controllerSuite{})
+
+const hostedModels = 50
+
+func hostedModel(i int) names.ModelTag {
+	return names.NewModelTag(fmt.Sprintf("2a4b3c5d-0000-4000-8000-%012d", i))
+}
+
+func agentOf(i int) string {
+	return fmt.Sprintf("machine-%d", i)
+}
+
+// modelWatcher is a model's watcher as its consumer got it.
+type modelWatcher struct {
+	model int
+	w     *watcher.Watcher
+}
+
+// host is the controller worker that runs a nested engine per model.
+type host struct {
+	catacomb catacomb.Catacomb
+	batcher  *pingbatcher.PingBatcher
+
+	mu      sync.Mutex
+	engines []*dependency.Engine
+}
+
+// Kill is part of the worker.Worker interface.
+func (h *host) Kill() { h.catacomb.Kill(nil) }
+
+// Wait is part of the worker.Worker interface.
+func (h *host) Wait() error { return h.catacomb.Wait() }
+
+// remove stops model i's engine and waits for it.
+func (h *host) remove(c *gc.C, i int) {
+	h.mu.Lock()
+	engine := h.engines[i]
+	h.mu.Unlock()
+	workertest.CleanKill(agenttest.C(c), engine)
+}
+
+// hostManifold starts a host over the controller set's outputs; every
+// model's consumer sends its watcher to watchers, and every host goes to
+// hosts.
+func hostManifold(watchers chan<- modelWatcher, hosts chan<- *host) dependency.Manifold {
+	inputs := []string{"database", presence.ClockName, presence.PingBatcherName, presence.ReaderName}
+	return dependency.Manifold{
+		Inputs: inputs,
+		Start: func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
+			out := presence.ControllerOutputs{DatabaseName: "database"}
+			for i, target := range []any{&out.Database, &out.Clock, &out.PingBatcher, &out.Reader} {
+				if err := getter.Get(inputs[i], target); err != nil {
+					return nil, errors.Trace(err)
+				}
+			}
+			h := &host{batcher: out.PingBatcher}
+			var engines []worker.Worker
+			for i := 0; i < hostedModels; i++ {
+				engine, err := newModelEngine(i, out, watchers)
+				if err != nil {
+					for _, e := range engines {
+						_ = worker.Stop(e)
+					}
+					return nil, errors.Trace(err)
+				}
+				engines = append(engines, engine)
+				h.engines = append(h.engines, engine)
+			}
+			if err := catacomb.Invoke(catacomb.Plan{
+				Name: "model host",
+				Site: &h.catacomb,
+				Work: func() error {
+					<-h.catacomb.Dying()
+					return h.catacomb.ErrDying()
+				},
+				Init: engines,
+			}); err != nil {
+				return nil, errors.Trace(err)
+			}
+			select {
+			case hosts <- h:
+			case <-ctx.Done():
+			}
+			return h, nil
+		},
+	}
+}
+
+func newModelEngine(i int, out presence.ControllerOutputs, watchers chan<- modelWatcher) (*dependency.Engine, error) {
+	engine, err := dependency.NewEngine(engineConfig())
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	manifolds := out.Manifolds()
+	for name, m := range presence.ModelManifolds(presence.ModelManifoldsConfig{
+		DatabaseName: "database",
+		Model:        hostedModel(i),
+		AgentKey:     agentOf(i),
+		Period:       30 * time.Second,
+	}) {
+		manifolds[name] = m
+	}
+	manifolds["consumer"] = dependency.Manifold{
+		Inputs: []string{presence.WatcherName},
+		Start: func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
+			var w *watcher.Watcher
+			if err := getter.Get(presence.WatcherName, &w); err != nil {
+				return nil, errors.Trace(err)
+			}
+			select {
+			case watchers <- modelWatcher{model: i, w: w}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return workertest.NewErrorWorker(nil), nil
+		},
+	}
+	if err := dependency.Install(engine, manifolds); err != nil {
+		_ = worker.Stop(engine)
+		return nil, errors.Trace(err)
+	}
+	return engine, nil
+}
+
+func engineConfig() dependency.EngineConfig {
+	return dependency.EngineConfig{
+		IsFatal:          func(error) bool { return false },
+		WorstError:       func(err, _ error) error { return err },
+		ErrorDelay:       10 * time.Millisecond,
+		BounceDelay:      10 * time.Millisecond,
+		BackoffFactor:    1,
+		BackoffResetTime: time.Second,
+		MaxDelay:         100 * time.Millisecond,
+		Clock:            clock.WallClock,
+		Metrics:          dependency.DefaultMetrics(),
+		Logger:           noLogger{},
+	}
+}
+
+// collect waits for a watcher from every model and returns them by model.
+func collect(c *gc.C, watchers <-chan modelWatcher) []*watcher.Watcher {
+	out := make([]*watcher.Watcher, hostedModels)
+	for n := 0; n < hostedModels; {
+		select {
+		case mw := <-watchers:
+			if out[mw.model] == nil {
+				n++
+			}
+			out[mw.model] = mw.w
+		case <-time.After(agenttest.LongWait):
+			c.Fatalf("only %d of %d models' watchers started", n, hostedModels)
+		}
+	}
+	return out
+}
+
+// waitAllAlive flushes and loads until every model's own agent reads
+// alive: the pingers start with their engines, at their own pace.
+func waitAllAlive(c *gc.C, b *pingbatcher.PingBatcher, ws []*watcher.Watcher) {
+	deadline := time.Now().Add(agenttest.LongWait)
+	for {
+		c.Assert(b.Sync(), gc.IsNil)
+		c.Assert(ws[0].Refresh(), gc.IsNil)
+		missing := 0
+		for i, w := range ws {
+			if alive, err := w.Alive(agentOf(i)); err != nil || !alive {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%d agents not alive", missing))
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// noDeath reads every subscription's snapshot and fails on any death
+// reported after it.
+type noDeath struct {
+	subs []*watcher.Subscription
+}
+
+func watchForDeaths(c *gc.C, ws []*watcher.Watcher) *noDeath {
+	nd := &noDeath{}
+	for i, w := range ws {
+		sub := w.Subscribe(agentOf(i))
+		ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+		snapshot, err := sub.Next(ctx)
+		cancel()
+		c.Assert(err, gc.IsNil)
+		c.Assert(snapshot, gc.DeepEquals, []watcher.Change{{Key: agentOf(i), Alive: true}})
+		nd.subs = append(nd.subs, sub)
+	}
+	return nd
+}
+
+func (nd *noDeath) check(c *gc.C) {
+	for _, sub := range nd.subs {
+		ctx, cancel := context.WithTimeout(context.Background(), agenttest.ShortWait)
+		changes, err := sub.Next(ctx)
+		cancel()
+		if err == nil {
+			c.Errorf("unexpected changes %v", changes)
+		}
+	}
+}
+
+func (nd *noDeath) close() {
+	for _, sub := range nd.subs {
+		sub.Close()
+	}
+}
+
+func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
+	defer goleak.VerifyNone(c, goleak.IgnoreCurrent())
+	var counter agenttest.CommandCounter
+	engine, err := dependency.NewEngine(engineConfig())
+	c.Assert(err, gc.IsNil)
+	clk := agenttest.NewClock()
+	manifolds := presence.ControllerManifolds(presence.ControllerManifoldsConfig{
+		DatabaseName: "database",
+		Clock:        clk,
+		Period:       30 * time.Second,
+		// Flushes and loads are asked for by the test.
+		FlushInterval: time.Hour,
+		SyncInterval:  time.Hour,
+		PruneInterval: time.Hour,
+	})
+	databases := make(chan *bounceable, 2)
+	manifolds["database"] = bounceManifold(presence.DatabaseManifold(s.Server.URI(), s.DB.Name(),
+		options.Client().SetServerSelectionTimeout(5*time.Second), counter.Options()), databases)
+	watchers := make(chan modelWatcher, hostedModels)
+	hosts := make(chan *host, 2)
+	manifolds["host"] = hostManifold(watchers, hosts)
+	c.Assert(dependency.Install(engine, manifolds), gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), engine)
+
+	first := collect(c, watchers)
+	h := <-hosts
+	waitAllAlive(c, h.batcher, first)
+
+	// Each model sees its own agents only.
+	for i, w := range first {
+		alive, err := w.Alive(agentOf((i + 1) % hostedModels))
+		c.Assert(err, gc.IsNil)
+		c.Assert(alive, gc.Equals, false)
+		c.Assert(w.Report()["keys"], gc.Equals, 1)
+	}
+
+	// However many models, a flush is one write and a sync one read.
+	id, err := h.batcher.Register(s.DB.Collection("presence"), hostedModel(0), "unit-0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(h.batcher.Ping(id, schema.Slot(clk.Now(), 30*time.Second)), gc.IsNil)
+	counter.Reset()
+	c.Assert(h.batcher.Sync(), gc.IsNil)
+	c.Assert(first[7].Refresh(), gc.IsNil)
+	c.Assert(counter.Writes(), gc.Equals, 1)
+	c.Assert(counter.Reads(), gc.Equals, 1)
+
+	// Bouncing the database restarts everything, with no false death.
+	(<-databases).bounce()
+	second := collect(c, watchers)
+	h = <-hosts
+	for i, w := range second {
+		c.Assert(w != first[i], gc.Equals, true)
+	}
+	deaths := watchForDeaths(c, second)
+	defer deaths.close()
+	waitAllAlive(c, h.batcher, second)
+	c.Assert(second[0].Refresh(), gc.IsNil)
+	deaths.check(c)
+
+	// Removing one model's set leaves the others running and alive.
+	h.remove(c, 3)
+	c.Assert(h.batcher.Sync(), gc.IsNil)
+	c.Assert(second[0].Refresh(), gc.IsNil)
+	for i, w := range second {
+		if i == 3 {
+			continue
+		}
+		select {
+		case <-w.Dead():
+			c.Fatalf("model %d's watcher stopped", i)
+		default:
+		}
+		alive, err := w.Alive(agentOf(i))
+		c.Assert(err, gc.IsNil)
+		c.Assert(alive, gc.Equals, true)
+	}
+}
+
+func (s *controllerSuite) TestControllerOutputsNeedEveryOutput(c *gc.C) {
+	valid := presence.ControllerOutputs{
+		DatabaseName: "database",
+		Database:     s.DB,
+		Clock:        agenttest.NewClock(),
+		PingBatcher:  pingbatcher.NewDeadPingBatcher(errors.New("dead")),
+		Reader:       &presencereader.Reader{},
+	}
+	c.Assert(valid.Validate(), gc.IsNil)
+	for i, t := range []struct {
+		mutate func(*presence.ControllerOutputs)
+		err    string
+	}{
+		{func(o *presence.ControllerOutputs) { o.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(o *presence.ControllerOutputs) { o.Database = nil }, "nil Database not valid"},
+		{func(o *presence.ControllerOutputs) { o.Clock = nil }, "nil Clock not valid"},
+		{func(o *presence.ControllerOutputs) { o.PingBatcher = nil }, "nil PingBatcher not valid"},
+		{func(o *presence.ControllerOutputs) { o.Reader = nil }, "nil Reader not valid"},
+	} {
+		c.Logf("case %d", i)
+		o := valid
+		t.mutate(&o)
+		c.Check(o.Validate(), gc.ErrorMatches, t.err)
+		for name, m := range o.Manifolds() {
+			_, err := m.Start(context.Background(), agenttest.StubGetter(nil))
+			c.Check(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%q", name))
+		}
+	}
+}
+
+func (s *controllerSuite) TestControllerOutputsFillInterfacesAndStopWithTheirWorker(c *gc.C) {
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.DB.Collection("presence"), Clock: agenttest.NewClock()})
+	c.Assert(err, gc.IsNil)
+	o := presence.ControllerOutputs{
+		DatabaseName: "database", Database: s.DB, Clock: agenttest.NewClock(),
+		PingBatcher: b, Reader: &presencereader.Reader{},
+	}
+	m := o.Manifolds()[presence.PingBatcherName]
+	w, err := m.Start(context.Background(), agenttest.StubGetter(nil))
+	c.Assert(err, gc.IsNil)
+	var recorder presence.Batcher
+	c.Assert(m.Output(w, &recorder), gc.IsNil)
+	c.Assert(recorder, gc.Equals, presence.Batcher(b))
+	var wrong *mongo.Database
+	c.Assert(m.Output(w, &wrong), gc.ErrorMatches, `expected a pointer to \*pingbatcher.PingBatcher .*, got \*\*mongo.Database`)
+
+	workertest.CleanKill(agenttest.C(c), b)
+	c.Assert(w.Wait(), gc.Equals, presence.ErrControllerWorkerStopped)
+}

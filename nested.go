@@ -1,0 +1,144 @@
+package presence
+
+import (
+	"context"
+	"reflect"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/worker/v4"
+	"github.com/juju/worker/v4/catacomb"
+	"github.com/juju/worker/v4/dependency"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/presencereader"
+)
+
+// ErrControllerWorkerStopped is what the manifolds of ControllerOutputs
+// stop with when the controller worker they offer stops: the nested engine
+// then waits for a new one.
+const ErrControllerWorkerStopped = errors.ConstError("controller worker stopped")
+
+// ControllerOutputs are the outputs of a running controller set, offered
+// to the model sets of a nested engine. Juju runs each model's workers in
+// an engine of its own, started by a controller worker that has the
+// controller set's outputs as inputs; that worker puts
+// ControllerOutputs.Manifolds beside each model's ModelManifolds, so that
+// stopping one model's engine leaves every other model alone.
+type ControllerOutputs struct {
+	// Prefix is the controller set's Prefix: the model sets'
+	// ControllerPrefix.
+	Prefix string
+
+	// DatabaseName is the name the database is offered under: the
+	// model sets' DatabaseName. It must not be empty.
+	DatabaseName string
+
+	// Database, Clock, PingBatcher and Reader are the controller's. None
+	// may be nil.
+	Database    *mongo.Database
+	Clock       clock.Clock
+	PingBatcher *pingbatcher.PingBatcher
+	Reader      *presencereader.Reader
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (o ControllerOutputs) Validate() error {
+	switch {
+	case o.DatabaseName == "":
+		return errors.NotValidf("empty DatabaseName")
+	case o.Database == nil:
+		return errors.NotValidf("nil Database")
+	case o.Clock == nil:
+		return errors.NotValidf("nil Clock")
+	case o.PingBatcher == nil:
+		return errors.NotValidf("nil PingBatcher")
+	case o.Reader == nil:
+		return errors.NotValidf("nil Reader")
+	}
+	return nil
+}
+
+// Manifolds returns manifolds that offer the outputs under the names that
+// ModelManifolds expects. The batcher's and the reader's stop with
+// ErrControllerWorkerStopped once that worker stops, so the model
+// workers that depend on them stop too. Outputs fill a pointer to the
+// value's type or to any interface it implements (a *pinger.PingRecorder
+// for the batcher, say). Invalid outputs give manifolds whose start fails
+// with the validation error.
+func (o ControllerOutputs) Manifolds() dependency.Manifolds {
+	offer := func(value any, dead <-chan struct{}) dependency.Manifold {
+		return dependency.Manifold{
+			Start: func(context.Context, dependency.Getter) (worker.Worker, error) {
+				if err := o.Validate(); err != nil {
+					return nil, errors.Trace(err)
+				}
+				return newOfferWorker(value, dead)
+			},
+			Output: offerOutput,
+		}
+	}
+	var batcherDead, readerDead <-chan struct{}
+	if o.PingBatcher != nil {
+		batcherDead = o.PingBatcher.Done()
+	}
+	if o.Reader != nil {
+		readerDead = o.Reader.Dead()
+	}
+	return dependency.Manifolds{
+		o.DatabaseName:             offer(o.Database, nil),
+		o.Prefix + ClockName:       offer(o.Clock, nil),
+		o.Prefix + PingBatcherName: offer(o.PingBatcher, batcherDead),
+		o.Prefix + ReaderName:      offer(o.Reader, readerDead),
+	}
+}
+
+// offerWorker offers a value until it is killed or dead closes.
+type offerWorker struct {
+	catacomb catacomb.Catacomb
+	value    any
+}
+
+func newOfferWorker(value any, dead <-chan struct{}) (worker.Worker, error) {
+	w := &offerWorker{value: value}
+	err := catacomb.Invoke(catacomb.Plan{
+		Name: "controller output",
+		Site: &w.catacomb,
+		Work: func() error {
+			select {
+			case <-w.catacomb.Dying():
+				return w.catacomb.ErrDying()
+			case <-dead:
+				return ErrControllerWorkerStopped
+			}
+		},
+	})
+	return w, errors.Trace(err)
+}
+
+// Kill is part of the worker.Worker interface.
+func (w *offerWorker) Kill() {
+	w.catacomb.Kill(nil)
+}
+
+// Wait is part of the worker.Worker interface.
+func (w *offerWorker) Wait() error {
+	return w.catacomb.Wait()
+}
+
+// offerOutput fills out, a pointer to the offered value's type or to an
+// interface the value implements.
+func offerOutput(in worker.Worker, out any) error {
+	w, ok := in.(*offerWorker)
+	if !ok {
+		return errors.Errorf("expected a controller output worker, got %T", in)
+	}
+	target := reflect.ValueOf(out)
+	value := reflect.ValueOf(w.value)
+	if target.Kind() != reflect.Pointer || target.IsNil() || !value.Type().AssignableTo(target.Elem().Type()) {
+		return errors.Errorf("expected a pointer to %T or to an interface it implements, got %T", w.value, out)
+	}
+	target.Elem().Set(value)
+	return nil
+}
