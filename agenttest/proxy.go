@@ -1,8 +1,6 @@
 package agenttest
 
 import (
-	"net/url"
-
 	"github.com/juju/errors"
 
 	"github.com/presencekit/presence/internal/wireproxy"
@@ -15,21 +13,9 @@ import (
 type Proxy = wireproxy.Proxy
 
 // NewProxy starts a Proxy in front of the server and returns it with the
-// connection string that goes through it. Through an external MongoDB's
-// URI the proxy reaches its first host only, so a replica set is not
-// proxied.
+// connection string that goes through it. In front of an external MongoDB
+// the proxy reaches its first host only, so a replica set is not proxied.
 func (s *Server) NewProxy() (*Proxy, string, error) {
-	parsed, err := url.Parse(s.URI())
-	if err != nil {
-		return nil, "", errors.Annotate(err, "cannot parse the server's URI")
-	}
-	p, err := wireproxy.New(parsed.Host)
-	if err != nil {
-		return nil, "", errors.Trace(err)
-	}
-	parsed.Host = p.Addr()
-	q := parsed.Query()
-	q.Set("directConnection", "true")
-	parsed.RawQuery = q.Encode()
-	return p, parsed.String(), nil
+	p, uri, err := wireproxy.NewFor(s.URI())
+	return p, uri, errors.Trace(err)
 }

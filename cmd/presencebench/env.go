@@ -104,7 +104,12 @@ func (e *env) describe() string {
 // database returns a fresh database on a client of its own, with extra
 // client options (e.g. a command counter), and a function that drops it.
 func (e *env) database(extra ...*mongooptions.ClientOptions) (*mongo.Database, func(), error) {
-	opts := append([]*mongooptions.ClientOptions{mongooptions.Client().ApplyURI(e.uri).SetServerSelectionTimeout(10 * time.Second)}, extra...)
+	return e.databaseAt(e.uri, extra...)
+}
+
+// databaseAt is database on a client of uri.
+func (e *env) databaseAt(uri string, extra ...*mongooptions.ClientOptions) (*mongo.Database, func(), error) {
+	opts := append([]*mongooptions.ClientOptions{mongooptions.Client().ApplyURI(uri).SetServerSelectionTimeout(10 * time.Second)}, extra...)
 	client, err := mongo.Connect(opts...)
 	if err != nil {
 		return nil, nil, err
@@ -148,9 +153,9 @@ func (e *env) logf(format string, args ...any) {
 
 // batcher returns a fresh database's base collection and a ping batcher
 // on it that writes only when asked to (Sync), with n identities
-// registered in model 0 under keys made by key, and a function that stops
+// spread over models models under keys made by key, and a function that stops
 // both.
-func (e *env) batcher(n int, key func(int) string, extra ...*mongooptions.ClientOptions) (*mongo.Collection, *pingbatcher.PingBatcher, []pinger.Identity, func(), error) {
+func (e *env) batcher(n, models int, key func(int) string, extra ...*mongooptions.ClientOptions) (*mongo.Collection, *pingbatcher.PingBatcher, []pinger.Identity, func(), error) {
 	db, done, err := e.database(extra...)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -168,7 +173,7 @@ func (e *env) batcher(n int, key func(int) string, extra ...*mongooptions.Client
 	}
 	ids := make([]pinger.Identity, n)
 	for i := range ids {
-		if ids[i], err = b.Register(base, modelTag(0), key(i)); err != nil {
+		if ids[i], err = b.Register(base, modelTag(i%models), key(i)); err != nil {
 			stop()
 			return nil, nil, nil, nil, err
 		}

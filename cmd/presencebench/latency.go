@@ -12,6 +12,7 @@ import (
 
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/pruner"
 	"github.com/presencekit/presence/worker/watcher"
 )
@@ -43,7 +44,7 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			res, err := measureLatency(ctx, e, s, live, e.opts.events)
+			res, err := measureLatency(ctx, e, s, live, e.opts.events, 1)
 			if err != nil {
 				return err
 			}
@@ -128,31 +129,36 @@ type detector struct {
 	changed chan struct{}
 }
 
-func newDetector(sub *watcher.Subscription, ctx context.Context) *detector {
+func newDetector(ctx context.Context, subs ...*watcher.Subscription) *detector {
 	d := &detector{alive: make(map[string]time.Time), dead: make(map[string]time.Time), changed: make(chan struct{}, 1)}
-	go func() {
-		for {
-			changes, err := sub.Next(ctx)
-			if err != nil {
-				return
-			}
-			now := time.Now()
-			d.mu.Lock()
-			for _, c := range changes {
-				if c.Alive {
-					d.alive[c.Key] = now
-				} else {
-					d.dead[c.Key] = now
-				}
-			}
-			d.mu.Unlock()
-			select {
-			case d.changed <- struct{}{}:
-			default:
+	for _, sub := range subs {
+		go d.follow(ctx, sub)
+	}
+	return d
+}
+
+// follow records what sub reports until ctx ends.
+func (d *detector) follow(ctx context.Context, sub *watcher.Subscription) {
+	for {
+		changes, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		d.mu.Lock()
+		for _, c := range changes {
+			if c.Alive {
+				d.alive[c.Key] = now
+			} else {
+				d.dead[c.Key] = now
 			}
 		}
-	}()
-	return d
+		d.mu.Unlock()
+		select {
+		case d.changed <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // reset forgets what was seen of keys.
@@ -213,7 +219,11 @@ func staggered(n int, period time.Duration, rng *rand.Rand, act func(i int)) []t
 	return at
 }
 
-func measureLatency(ctx context.Context, e *env, s settings, live, events int) (latencies, error) {
+// measureLatency runs live keys and events event keys spread over models
+// models, with one batcher, one reader and one watcher per model (as a
+// controller runs them), and measures detection from each cause to the
+// watcher's report.
+func measureLatency(ctx context.Context, e *env, s settings, live, events, models int) (latencies, error) {
 	var res latencies
 	db, done, err := e.database()
 	if err != nil {
@@ -221,7 +231,6 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	}
 	defer done()
 	base := db.Collection("presence")
-	model := modelTag(0)
 	var flushes, loads durations
 	b, err := pingbatcher.New(pingbatcher.Config{
 		Base: base, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock,
@@ -235,14 +244,14 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 		return res, err
 	}
 	defer func() { b.Kill(); _ = b.Wait() }()
-	w, err := watcher.New(watcher.Config{
-		Base: base, Model: model, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync,
-		OnLoad: func(l watcher.LoadStats) { loads.add(l.Took) },
+	r, err := presencereader.New(presencereader.Config{
+		Base: base, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync,
+		OnLoad: func(l presencereader.LoadStats) { loads.add(l.Took) },
 	})
 	if err != nil {
 		return res, err
 	}
-	defer func() { w.Kill(); _ = w.Wait() }()
+	defer func() { r.Kill(); _ = r.Wait() }()
 	// The pruner runs as in production: without it every read scans a
 	// growing pile of old slots on the embedded server.
 	pr, err := pruner.New(pruner.Config{Base: base, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
@@ -252,13 +261,22 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	defer func() { pr.Kill(); _ = pr.Wait() }()
 	subCtx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
-	sub := w.Subscribe()
-	defer sub.Close()
-	d := newDetector(sub, subCtx)
+	var subs []*watcher.Subscription
+	for m := 0; m < models; m++ {
+		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
+		if err != nil {
+			return res, err
+		}
+		defer func() { w.Kill(); _ = w.Wait() }()
+		sub := w.Subscribe()
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	d := newDetector(subCtx, subs...)
 
-	newPinger := func(key string) (*pinger.Pinger, error) {
+	newPinger := func(key string, i int) (*pinger.Pinger, error) {
 		return pinger.New(pinger.Config{
-			Base: base, Model: model, Key: key, Clock: clock.WallClock, Period: s.period,
+			Base: base, Model: modelTag(i % models), Key: key, Clock: clock.WallClock, Period: s.period,
 			Recorder: func() pinger.PingRecorder { return b },
 		})
 	}
@@ -272,7 +290,7 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	liveCauses := make([]time.Time, live)
 	for i := range liveKeys {
 		liveKeys[i] = fmt.Sprintf("live-%d", i)
-		p, err := newPinger(liveKeys[i])
+		p, err := newPinger(liveKeys[i], i)
 		if err != nil {
 			return res, err
 		}
@@ -292,7 +310,7 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events int) (
 	ps := make([]*pinger.Pinger, events)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("event-%d", i)
-		if ps[i], err = newPinger(keys[i]); err != nil {
+		if ps[i], err = newPinger(keys[i], i); err != nil {
 			return res, err
 		}
 		all = append(all, ps[i])

@@ -42,7 +42,7 @@ type options struct {
 }
 
 // sections, in the order they run.
-var allSections = []string{"writes", "latency", "watcher", "subscribers", "recorder", "leases"}
+var allSections = []string{"writes", "controller", "latency", "watcher", "subscribers", "recorder", "leases"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -138,6 +138,7 @@ func bench(ctx context.Context, o options, stdout, progress io.Writer) error {
 		run  func(context.Context, *env, *table) error
 	}{
 		{"writes", benchWrites},
+		{"controller", benchController},
 		{"latency", benchLatency},
 		{"watcher", benchWatcher},
 		{"subscribers", benchSubscribers},

@@ -56,7 +56,7 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 // after each applied load each reader got its change, and how much the
 // heap grew after the first round.
 func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnread bool) ([]time.Duration, int64, error) {
-	base, b, ids, stop, err := e.batcher(subs, func(i int) string { return fmt.Sprintf("unit-%d", i) })
+	base, b, ids, stop, err := e.batcher(subs, 1, func(i int) string { return fmt.Sprintf("unit-%d", i) })
 	if err != nil {
 		return nil, 0, err
 	}

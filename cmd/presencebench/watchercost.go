@@ -12,6 +12,7 @@ import (
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -22,25 +23,25 @@ const syncsMeasured = 20
 // time and allocations, the database being another process) with no change
 // and with 1% of keys changing, and the heap each known key takes.
 func benchWatcher(ctx context.Context, e *env, t *table) error {
-	sizes := []int{10000, 100000}
+	shapes := []shape{{1, 10000}, {1, 100000}, {1000, 100}}
 	if e.opts.quick {
-		sizes = []int{1000}
+		shapes = []shape{{1, 1000}, {10, 100}}
 	}
-	for _, n := range sizes {
-		if err := watcherCost(ctx, e, t, n); err != nil {
+	for _, sh := range shapes {
+		if err := watcherCost(ctx, e, t, sh); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func watcherCost(ctx context.Context, e *env, t *table, n int) error {
-	base, b, ids, stop, err := e.batcher(n, func(i int) string { return fmt.Sprintf("unit-application-%d", i) })
+func watcherCost(ctx context.Context, e *env, t *table, sh shape) error {
+	n := sh.models * sh.agents
+	base, b, ids, stop, err := e.batcher(n, sh.models, func(i int) string { return fmt.Sprintf("unit-application-%d", i) })
 	if err != nil {
 		return err
 	}
 	defer stop()
-	model := modelTag(0)
 	// Stamp pings into the current slot so the watcher sees every key.
 	slot := func() int64 { return schema.Slot(time.Now(), schema.DefaultPeriod) }
 	for _, id := range ids {
@@ -53,21 +54,28 @@ func watcherCost(ctx context.Context, e *env, t *table, n int) error {
 	}
 
 	heapBefore := heap()
-	w, err := watcher.New(watcher.Config{Base: base, Model: model, Clock: clock.WallClock, SyncInterval: time.Hour})
+	r, err := presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, SyncInterval: time.Hour})
 	if err != nil {
 		return err
 	}
-	defer func() { w.Kill(); _ = w.Wait() }()
-	if err := w.Refresh(); err != nil {
+	defer func() { r.Kill(); _ = r.Wait() }()
+	for m := 0; m < sh.models; m++ {
+		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
+		if err != nil {
+			return err
+		}
+		defer func() { w.Kill(); _ = w.Wait() }()
+	}
+	if err := r.Refresh(); err != nil {
 		return err
 	}
 	perKey := float64(heap()-heapBefore) / float64(n)
-	if alive := w.Report()["alive"]; alive != n {
-		return fmt.Errorf("watcher sees %v of %d keys alive", alive, n)
+	if alive := r.Report()["alive"]; alive != n {
+		return fmt.Errorf("reader sees %v of %d keys alive", alive, n)
 	}
 	t.add(row{
 		section:  "watcher",
-		what:     fmt.Sprintf("Go heap per known key, %d keys", n),
+		what:     fmt.Sprintf("Go heap per known key (reader and watchers), %v", sh),
 		measured: fmt.Sprintf("%.0f bytes", perKey),
 		target:   "<= 200 bytes",
 		verdict:  verdict(perKey <= 200),
@@ -75,13 +83,13 @@ func watcherCost(ctx context.Context, e *env, t *table, n int) error {
 	e.logf("%d keys: %.0f heap bytes per key", n, perKey)
 
 	for _, changing := range []int{0, n / 100} {
-		cpu, allocs, wall, err := measureSyncs(ctx, w, b, ids[:changing], slot)
+		cpu, allocs, wall, err := measureSyncs(ctx, r, b, ids[:changing], slot)
 		if err != nil {
 			return err
 		}
-		what := fmt.Sprintf("one sync, %d keys, no change", n)
+		what := fmt.Sprintf("one sync, %v, no change", sh)
 		if changing > 0 {
-			what = fmt.Sprintf("one sync, %d keys, 1%% changing", n)
+			what = fmt.Sprintf("one sync, %v, 1%% changing", sh)
 		}
 		e.logf("%s: cpu %v, %.0f allocs, wall %v", what, cpu, allocs, wall)
 		t.add(row{
@@ -95,7 +103,7 @@ func watcherCost(ctx context.Context, e *env, t *table, n int) error {
 
 // measureSyncs times syncsMeasured refreshes, flipping the changing
 // identities (disconnected, then pinging again) before each.
-func measureSyncs(ctx context.Context, w *watcher.Watcher, b *pingbatcher.PingBatcher, changing []pinger.Identity, slot func() int64) (time.Duration, float64, time.Duration, error) {
+func measureSyncs(ctx context.Context, w *presencereader.Reader, b *pingbatcher.PingBatcher, changing []pinger.Identity, slot func() int64) (time.Duration, float64, time.Duration, error) {
 	var cpu, wall time.Duration
 	var allocs uint64
 	for i := 0; i < syncsMeasured && ctx.Err() == nil; i++ {

@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +51,27 @@ func New(target string) (*Proxy, error) {
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
+}
+
+// NewFor starts a proxy in front of the first host of the mongodb://
+// connection string uri, and returns it with the connection string that
+// goes through it (with directConnection, as a proxy hides a replica
+// set).
+func NewFor(uri string) (*Proxy, string, error) {
+	parsed, err := url.Parse(uri)
+	if err != nil {
+		return nil, "", errors.Annotate(err, "cannot parse the server's URI")
+	}
+	host, _, _ := strings.Cut(parsed.Host, ",")
+	p, err := New(host)
+	if err != nil {
+		return nil, "", errors.Trace(err)
+	}
+	parsed.Host = p.Addr()
+	q := parsed.Query()
+	q.Set("directConnection", "true")
+	parsed.RawQuery = q.Encode()
+	return p, parsed.String(), nil
 }
 
 // Addr returns the proxy's host:port.

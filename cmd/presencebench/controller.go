@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/worker/v4"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/internal/wireproxy"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
+	"github.com/presencekit/presence/worker/pruner"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// shape is a controller's load: models models of agents agents each.
+type shape struct {
+	models, agents int
+}
+
+func (s shape) String() string {
+	return fmt.Sprintf("%d model(s) x %d agents", s.models, s.agents)
+}
+
+// cost is what a controller sent the database in a measured window, as
+// counted by a wire proxy in front of the server.
+type cost struct {
+	window         time.Duration
+	writes, reads  int
+	flushes, loads int64
+	slowLoads      int64 // loads that took longer than a sync
+	// maxFlush is the most write commands one flush of the controller
+	// set sent; zero for sets per model, whose flushes interleave.
+	maxFlush int64
+}
+
+func (c cost) perSecond(n int) float64 {
+	return float64(n) / c.window.Seconds()
+}
+
+// benchController measures a controller's database cost on both axes
+// (one model of many agents, many models of few agents), with one
+// controller set beside one set per model as before (the baseline), and
+// detection latency at those scales.
+func benchController(ctx context.Context, e *env, t *table) error {
+	shapes := []shape{{1, 10000}, {1000, 10}}
+	scale := []shape{{1000, 10}, {1000, 100}}
+	window := 20 * time.Second
+	latency := settings{"defaults", schema.DefaultFlushInterval, schema.DefaultSyncInterval, schema.DefaultPeriod}
+	if e.opts.quick {
+		shapes = []shape{{1, 100}, {20, 5}}
+		scale = []shape{{20, 5}}
+		window = 2 * time.Second
+		latency = settings{"short", 100 * time.Millisecond, 100 * time.Millisecond, time.Second}
+	}
+	for _, sh := range shapes {
+		if ctx.Err() != nil {
+			return nil
+		}
+		shared, err := measureCost(ctx, e, sh, false, window)
+		if err != nil {
+			return fmt.Errorf("%v, controller set: %w", sh, err)
+		}
+		perModel, err := measureCost(ctx, e, sh, true, window)
+		if err != nil {
+			return fmt.Errorf("%v, sets per model: %w", sh, err)
+		}
+		addCostRows(e, t, sh, shared, perModel)
+	}
+	for _, sh := range scale {
+		if ctx.Err() != nil {
+			return nil
+		}
+		live := sh.models * sh.agents
+		res, err := measureLatency(ctx, e, latency, live, e.opts.events, sh.models)
+		if err != nil {
+			return fmt.Errorf("latency at %v: %w", sh, err)
+		}
+		startBound, disconnectBound, silentBound := latency.bounds()
+		for _, r := range []struct {
+			what  string
+			got   []time.Duration
+			bound time.Duration
+		}{
+			{"start to alive", res.start, startBound},
+			{"Disconnect to dead", res.disconnect, disconnectBound},
+			{"silent death to dead", res.silent, silentBound},
+		} {
+			p50, p99, worst := percentiles(r.got)
+			e.logf("%v, %s: p50 %v p99 %v max %v over %d", sh, r.what, p50, p99, worst, len(r.got))
+			t.add(row{
+				section:  "controller",
+				what:     fmt.Sprintf("%s, %s settings, %v (%d events)", r.what, latency.name, sh, len(r.got)),
+				measured: fmt.Sprintf("p50 %v p99 %v max %v", ms(p50), ms(p99), ms(worst)),
+				target:   fmt.Sprintf("p99 <= %v", r.bound),
+				verdict:  verdict(len(r.got) == e.opts.events && p99 <= r.bound),
+			})
+		}
+	}
+	return nil
+}
+
+func addCostRows(e *env, t *table, sh shape, shared, perModel cost) {
+	flushes := shared.window.Seconds() / schema.DefaultFlushInterval.Seconds()
+	syncs := shared.window.Seconds() / schema.DefaultSyncInterval.Seconds()
+	for _, c := range []struct {
+		name string
+		cost cost
+	}{{"controller set", shared}, {"sets per model", perModel}} {
+		e.logf("%v, %s: %d writes and %d reads in %v (%d flushes, %d loads, %d loads slower than a sync)",
+			sh, c.name, c.cost.writes, c.cost.reads, c.cost.window, c.cost.flushes, c.cost.loads, c.cost.slowLoads)
+	}
+	writesPerFlush := float64(shared.writes) / flushes
+	readsPerSync := float64(shared.reads) / syncs
+	saturated := ""
+	if perModel.slowLoads > 0 {
+		saturated = fmt.Sprintf("; %d of its loads slower than a sync: the server was saturated", perModel.slowLoads)
+	}
+	t.add(row{
+		section:  "controller",
+		what:     fmt.Sprintf("%v, library defaults: write commands per flush interval", sh),
+		measured: fmt.Sprintf("%.2f", writesPerFlush),
+		baseline: fmt.Sprintf("%.2f with a set per model%s", float64(perModel.writes)/flushes, saturated),
+		ratio:    ratio(perModel.writes, shared.writes),
+		target:   "<= 2",
+		verdict:  verdict(writesPerFlush <= 2),
+	})
+	t.add(row{
+		section:  "controller",
+		what:     fmt.Sprintf("%v, library defaults: most write commands in one flush", sh),
+		measured: fmt.Sprintf("%d", shared.maxFlush),
+		target:   "<= 2",
+		verdict:  verdict(shared.maxFlush <= 2),
+	})
+	t.add(row{
+		section:  "controller",
+		what:     fmt.Sprintf("%v, library defaults: read commands per sync interval", sh),
+		measured: fmt.Sprintf("%.2f", readsPerSync),
+		baseline: fmt.Sprintf("%.2f with a set per model", float64(perModel.reads)/syncs),
+		ratio:    ratio(perModel.reads, shared.reads),
+		target:   "<= 2",
+		verdict:  verdict(readsPerSync <= 2),
+	})
+}
+
+func ratio(baseline, measured int) string {
+	if measured == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fx fewer", float64(baseline)/float64(measured))
+}
+
+// measureCost runs sh's agents on real pingers with the library's default
+// settings, either under one controller set (one batcher, one reader, one
+// pruner, a watcher per model) or with a whole set per model, waits until
+// every agent reads alive, and counts the commands of a window.
+func measureCost(ctx context.Context, e *env, sh shape, perModel bool, window time.Duration) (cost, error) {
+	db, proxy, done, err := e.proxied()
+	if err != nil {
+		return cost{}, err
+	}
+	defer done()
+	base := db.Collection("presence")
+	var flushes, loads, slow, lastWrites, maxFlush atomic.Int64
+	onFlush := func(pingbatcher.FlushStats) {
+		flushes.Add(1)
+		if !perModel {
+			writes := int64(writesIn(proxy.Counts()))
+			maxFlush.Store(max(maxFlush.Load(), writes-lastWrites.Swap(writes)))
+		}
+	}
+	onLoad := func(l presencereader.LoadStats) {
+		loads.Add(1)
+		if l.Took > schema.DefaultSyncInterval {
+			slow.Add(1)
+		}
+	}
+	var workers []worker.Worker
+	defer func() {
+		for _, w := range workers {
+			w.Kill()
+		}
+		for _, w := range workers {
+			_ = w.Wait()
+		}
+	}()
+	sets := 1
+	if perModel {
+		sets = sh.models
+	}
+	batchers := make([]*pingbatcher.PingBatcher, sets)
+	watchers := make([]*watcher.Watcher, sh.models)
+	var reader *presencereader.Reader
+	for i := 0; i < sets; i++ {
+		if batchers[i], err = pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock, OnFlush: onFlush}); err != nil {
+			return cost{}, err
+		}
+		p, err := pruner.New(pruner.Config{Base: base, Clock: clock.WallClock})
+		if err != nil {
+			return cost{}, err
+		}
+		workers = append(workers, batchers[i], p)
+	}
+	if !perModel {
+		if reader, err = presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, OnLoad: onLoad}); err != nil {
+			return cost{}, err
+		}
+		workers = append(workers, reader)
+	}
+	for m := range watchers {
+		config := watcher.Config{Reader: reader, Model: modelTag(m)}
+		if perModel {
+			config = watcher.Config{Base: base, Model: modelTag(m), Clock: clock.WallClock, OnLoad: onLoad}
+		}
+		if watchers[m], err = watcher.New(config); err != nil {
+			return cost{}, err
+		}
+		workers = append(workers, watchers[m])
+	}
+	for i := 0; i < sh.models*sh.agents; i++ {
+		m := i % sh.models
+		b := batchers[0]
+		if perModel {
+			b = batchers[m]
+		}
+		p, err := pinger.New(pinger.Config{
+			Base: base, Model: modelTag(m), Key: fmt.Sprintf("machine-%d", i), Clock: clock.WallClock,
+			Recorder: func() pinger.PingRecorder { return b },
+		})
+		if err != nil {
+			return cost{}, err
+		}
+		if err := p.Start(); err != nil {
+			return cost{}, err
+		}
+		workers = append(workers, p)
+	}
+	if err := waitAlive(ctx, watchers, sh.agents, 2*time.Minute); err != nil {
+		return cost{}, err
+	}
+	proxy.Reset()
+	flushes.Store(0)
+	loads.Store(0)
+	slow.Store(0)
+	lastWrites.Store(0)
+	maxFlush.Store(0)
+	select {
+	case <-time.After(window):
+	case <-ctx.Done():
+		return cost{}, ctx.Err()
+	}
+	counts := proxy.Counts()
+	return cost{
+		window:    window,
+		writes:    writesIn(counts),
+		reads:     counts["find"] + counts["getMore"] + counts["aggregate"],
+		flushes:   flushes.Load(),
+		loads:     loads.Load(),
+		slowLoads: slow.Load(),
+		maxFlush:  maxFlush.Load(),
+	}, nil
+}
+
+// writesIn returns the write commands among counts.
+func writesIn(counts map[string]int) int {
+	return counts["insert"] + counts["update"] + counts["delete"]
+}
+
+// waitAlive waits until every watcher reports want keys alive.
+func waitAlive(ctx context.Context, watchers []*watcher.Watcher, want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := 0
+		for _, w := range watchers {
+			if alive, _ := w.Report()["alive"].(int); alive < want {
+				missing += want - alive
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d agents not alive after %v", missing, timeout)
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// proxied returns a fresh database whose client reaches the server
+// through a wire proxy of its own, which counts commands at the server's
+// side, and a function that drops the database and closes the proxy.
+func (e *env) proxied() (*mongo.Database, *wireproxy.Proxy, func(), error) {
+	proxy, uri, err := wireproxy.NewFor(e.uri)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, done, err := e.databaseAt(uri)
+	if err != nil {
+		_ = proxy.Close()
+		return nil, nil, nil, err
+	}
+	return db, proxy, func() {
+		done()
+		_ = proxy.Close()
+	}, nil
+}
