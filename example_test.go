@@ -48,7 +48,7 @@ func ExampleManifolds() {
 		return
 	}
 	fmt.Println(len(manifolds), "manifolds installed")
-	// Output: 8 manifolds installed
+	// Output: 9 manifolds installed
 }
 
 type silent struct{}

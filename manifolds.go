@@ -13,6 +13,7 @@ import (
 
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/leaseexpiry"
+	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencerecorder"
@@ -27,6 +28,7 @@ const (
 	PingerName           = "presence-pinger"
 	WatcherName          = "presence-watcher"
 	PrunerName           = "presence-pruner"
+	LeaseStoreName       = "lease-store"
 	LeaseManagerName     = "lease-manager"
 	PresenceRecorderName = "presence-recorder"
 )
@@ -122,8 +124,11 @@ func (config ManifoldsConfig) Validate() error {
 // Manifolds returns the presence and leadership manifolds for one model,
 // wired so that an engine starts and restarts them in dependency order:
 // the clock, then the ping batcher, the watcher, the pruner and the lease
-// manager on the database input, the pinger (with AgentKey) on the
-// batcher, and the presence recorder on the clock. Consumers get a
+// store on the database input, the lease manager on the lease store, the
+// pinger (with AgentKey) on the batcher, and the presence recorder on the
+// clock. The lease store of this set reads this model's leases only; a
+// controller's store (leasestore.ManifoldConfig with no Model) reads every
+// model's at once and can serve every model's manager instead. Consumers get a
 // *pingbatcher.PingBatcher, a *watcher.Watcher, a leaseexpiry.Manager, a
 // presencerecorder.Recorder and a *pinger.Pinger from Output.
 //
@@ -172,13 +177,20 @@ func Manifolds(config ManifoldsConfig) dependency.Manifolds {
 			Logger:       logger,
 			NewWorker:    pruner.NewWorker,
 		})),
-		name(LeaseManagerName): guard(config, leaseexpiry.Manifold(leaseexpiry.ManifoldConfig{
+		name(LeaseStoreName): guard(config, leasestore.Manifold(leasestore.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
 			Collection:   config.LeaseCollection,
 			Model:        config.Model,
 			Logger:       logger,
-			NewWorker:    leaseexpiry.NewWorker,
+			NewWorker:    leasestore.NewWorker,
+		})),
+		name(LeaseManagerName): guard(config, leaseexpiry.Manifold(leaseexpiry.ManifoldConfig{
+			ClockName: clockName,
+			StoreName: name(LeaseStoreName),
+			Model:     config.Model,
+			Logger:    logger,
+			NewWorker: leaseexpiry.NewWorker,
 		})),
 		name(PresenceRecorderName): presencerecorder.Manifold(presencerecorder.ManifoldConfig{
 			ClockName: clockName,

@@ -6,11 +6,13 @@ import (
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
+	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence/internal/inputs"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/lease"
 )
 
@@ -36,6 +38,11 @@ type ManifoldConfig struct {
 	// Namespace is passed to Config; empty means DefaultNamespace.
 	Namespace string
 
+	// Model is passed to Config: the zero tag (a controller's store)
+	// means every model, a set tag limits the store to that model. A set
+	// tag must be valid.
+	Model names.ModelTag
+
 	// ClockSkew is passed to the lease client; zero means its default.
 	// It must not be negative.
 	ClockSkew time.Duration
@@ -58,6 +65,11 @@ type ManifoldConfig struct {
 func (config ManifoldConfig) Validate() error {
 	if err := config.names().Validate(); err != nil {
 		return errors.Trace(err)
+	}
+	if config.Model != (names.ModelTag{}) {
+		if err := schema.ValidateModel(config.Model); err != nil {
+			return errors.Trace(err)
+		}
 	}
 	if config.ClockSkew < 0 {
 		return errors.NotValidf("negative ClockSkew")
@@ -107,6 +119,7 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 				Client:      client,
 				Clock:       clk,
 				Namespace:   config.Namespace,
+				Model:       config.Model,
 				MaxSleep:    config.MaxSleep,
 				PruneEvery:  config.PruneEvery,
 				CallTimeout: config.CallTimeout,
