@@ -292,7 +292,14 @@ func (s *Store) loop() error {
 		case <-s.catacomb.Dying():
 			return s.catacomb.ErrDying()
 		case c := <-s.claims:
-			s.handleClaims(c)
+			answers := s.handleClaims(c)
+			// Set the alarm for the new leases before anyone
+			// hears of them.
+			pcatacomb.Rearm(timer, s.nextTick())
+			for _, a := range answers {
+				a.reply <- a.result
+			}
+			continue
 		case <-s.refresh:
 			s.read()
 		case <-timer.Chan():
@@ -311,10 +318,16 @@ func (s *Store) call() (context.Context, context.CancelFunc) {
 	return pcatacomb.Call(&s.catacomb, s.config.CallTimeout)
 }
 
+// answer is the result of a claim, to be sent on its reply channel.
+type answer struct {
+	reply  chan<- claimResult
+	result claimResult
+}
+
 // handleClaims writes first and every claim already waiting as one batch,
-// then the claims that lost a race, once more. It must only be called
-// from the loop goroutine.
-func (s *Store) handleClaims(first claimRequest) {
+// then the claims that lost a race, once more, and returns their answers.
+// It must only be called from the loop goroutine.
+func (s *Store) handleClaims(first claimRequest) []answer {
 	batch := []claimRequest{first}
 drain:
 	for {
@@ -325,14 +338,17 @@ drain:
 			break drain
 		}
 	}
+	var answers []answer
 	for len(batch) > 0 {
-		batch = s.writeClaims(batch)
+		batch = s.writeClaims(batch, &answers)
 	}
+	return answers
 }
 
-// writeClaims writes one batch, answers its claims and returns those to
-// try again. It must only be called from the loop goroutine.
-func (s *Store) writeClaims(batch []claimRequest) []claimRequest {
+// writeClaims writes one batch, adds the answers of its claims to answers
+// and returns those to try again. It must only be called from the loop
+// goroutine.
+func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequest {
 	claims := make([]lease.Claim, len(batch))
 	for i, c := range batch {
 		claims[i] = c.claim
@@ -344,7 +360,7 @@ func (s *Store) writeClaims(batch []claimRequest) []claimRequest {
 	if err != nil {
 		err = errors.Annotatef(err, "cannot claim %d leases", len(batch))
 		for _, c := range batch {
-			c.reply <- claimResult{err: err}
+			*answers = append(*answers, answer{c.reply, claimResult{err: err}})
 		}
 		return nil
 	}
@@ -354,12 +370,12 @@ func (s *Store) writeClaims(batch []claimRequest) []claimRequest {
 		switch {
 		case errs[i] == nil:
 			granted[c.claim.Key] = infos[i]
-			c.reply <- claimResult{info: infos[i]}
+			*answers = append(*answers, answer{c.reply, claimResult{info: infos[i]}})
 		case errors.Is(errs[i], lease.ErrInvalid) && c.attempts == 0:
 			c.attempts++
 			again = append(again, c)
 		default:
-			c.reply <- claimResult{err: errs[i]}
+			*answers = append(*answers, answer{c.reply, claimResult{err: errs[i]}})
 		}
 	}
 	s.apply(granted)
