@@ -227,19 +227,22 @@ func (m *manager) ClaimLeadership(application, unit string, duration time.Durati
 	ctx, cancel := pcatacomb.Call(&m.catacomb, 0)
 	defer cancel()
 	_, err := m.store.Claim(ctx, lease.Claim{Key: m.key(application), Request: lease.Request{Holder: unit, Duration: duration}})
-	m.stats.claimed(err)
 	switch {
 	case err == nil:
+		m.stats.claimed(nil)
 		m.mu.Lock()
 		m.claimed[application] = unit
 		m.mu.Unlock()
 		return nil
 	case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrInvalid):
+		m.stats.claimed(nil)
 		return errors.Annotatef(ErrClaimDenied, "%q for %q", unit, application)
 	case m.dying():
 		return m.deathErr()
 	}
-	return errors.Annotatef(err, "cannot claim leadership of %q for %q", application, unit)
+	err = errors.Annotatef(err, "cannot claim leadership of %q for %q", application, unit)
+	m.stats.claimed(err)
+	return err
 }
 
 // CheckLeadership is part of the Manager interface.
