@@ -21,6 +21,7 @@ import (
 	"github.com/presencekit/presence"
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
@@ -78,12 +79,12 @@ func (h *host) remove(c *gc.C, i int) {
 // model's consumer sends its watcher to watchers, and every host goes to
 // hosts.
 func hostManifold(watchers chan<- modelWatcher, hosts chan<- *host) dependency.Manifold {
-	inputs := []string{"database", presence.ClockName, presence.PingBatcherName, presence.ReaderName}
+	inputs := []string{"database", presence.ClockName, presence.PingBatcherName, presence.ReaderName, presence.LeaseStoreName}
 	return dependency.Manifold{
 		Inputs: inputs,
 		Start: func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
 			out := presence.ControllerOutputs{DatabaseName: "database"}
-			for i, target := range []any{&out.Database, &out.Clock, &out.PingBatcher, &out.Reader} {
+			for i, target := range []any{&out.Database, &out.Clock, &out.PingBatcher, &out.Reader, &out.LeaseStore} {
 				if err := getter.Get(inputs[i], target); err != nil {
 					return nil, errors.Trace(err)
 				}
@@ -332,6 +333,7 @@ func (s *controllerSuite) TestControllerOutputsNeedEveryOutput(c *gc.C) {
 		Clock:        agenttest.NewClock(),
 		PingBatcher:  pingbatcher.NewDeadPingBatcher(errors.New("dead")),
 		Reader:       &presencereader.Reader{},
+		LeaseStore:   &leasestore.Store{},
 	}
 	c.Assert(valid.Validate(), gc.IsNil)
 	for i, t := range []struct {
@@ -343,6 +345,7 @@ func (s *controllerSuite) TestControllerOutputsNeedEveryOutput(c *gc.C) {
 		{func(o *presence.ControllerOutputs) { o.Clock = nil }, "nil Clock not valid"},
 		{func(o *presence.ControllerOutputs) { o.PingBatcher = nil }, "nil PingBatcher not valid"},
 		{func(o *presence.ControllerOutputs) { o.Reader = nil }, "nil Reader not valid"},
+		{func(o *presence.ControllerOutputs) { o.LeaseStore = nil }, "nil LeaseStore not valid"},
 	} {
 		c.Logf("case %d", i)
 		o := valid
@@ -360,7 +363,7 @@ func (s *controllerSuite) TestControllerOutputsFillInterfacesAndStopWithTheirWor
 	c.Assert(err, gc.IsNil)
 	o := presence.ControllerOutputs{
 		DatabaseName: "database", Database: s.DB, Clock: agenttest.NewClock(),
-		PingBatcher: b, Reader: &presencereader.Reader{},
+		PingBatcher: b, Reader: &presencereader.Reader{}, LeaseStore: &leasestore.Store{},
 	}
 	m := o.Manifolds()[presence.PingBatcherName]
 	w, err := m.Start(context.Background(), agenttest.StubGetter(nil))

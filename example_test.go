@@ -48,13 +48,14 @@ func ExampleManifolds() {
 		return
 	}
 	fmt.Println(len(manifolds), "manifolds installed")
-	// Output: 9 manifolds installed
+	// Output: 10 manifolds installed
 }
 
 // This example adds presence and leadership for a controller hosting many
-// models: one controller set (ping batcher, presence reader, pruner) and a
-// small set per model whose watcher is a view over the controller's
-// reader, so the database cost does not grow with the number of models.
+// models: one controller set (ping batcher, presence reader, pruner, lease
+// store) and a small set per model whose watcher and lease manager are
+// views over the controller's workers, so the database cost does not grow
+// with the number of models.
 func ExampleControllerManifolds() {
 	manifolds := presence.ControllerManifolds(presence.ControllerManifoldsConfig{
 		DatabaseName: "database",
@@ -72,7 +73,7 @@ func ExampleControllerManifolds() {
 		}
 	}
 	fmt.Println(dependency.Validate(manifolds) == nil, len(manifolds), "manifolds")
-	// Output: true 14 manifolds
+	// Output: true 15 manifolds
 }
 
 type silent struct{}

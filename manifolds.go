@@ -15,6 +15,7 @@ import (
 
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/leaseexpiry"
+	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -31,6 +32,7 @@ const (
 	PingBatcherName = "presence-ping-batcher"
 	ReaderName      = "presence-reader"
 	PrunerName      = "presence-pruner"
+	LeaseStoreName  = "presence-lease-store"
 )
 
 // The names of a model set's manifolds (ModelManifolds), before its
@@ -51,7 +53,8 @@ type Logger interface {
 }
 
 // ControllerManifoldsConfig configures the controller set: one clock, one
-// ping batcher, one presence reader and one pruner serving every model.
+// ping batcher, one presence reader, one pruner and one lease store
+// serving every model.
 type ControllerManifoldsConfig struct {
 	// DatabaseName is the input whose Output is a *mongo.Database, a
 	// manifold of your engine (DatabaseManifold makes one). It must not
@@ -69,8 +72,9 @@ type ControllerManifoldsConfig struct {
 	Prefix string
 
 	// Collection is the base presence collection's name; empty means
-	// "presence".
-	Collection string
+	// "presence". LeaseCollection is the lease collection's name; empty
+	// means "leases".
+	Collection, LeaseCollection string
 
 	// FlushInterval, Period, SyncInterval and PruneInterval tune the
 	// workers; zero means each worker's documented default. None may be
@@ -101,13 +105,15 @@ func (config ControllerManifoldsConfig) Validate() error {
 }
 
 // ControllerManifolds returns the controller set: the clock, and on the
-// database input the ping batcher, the presence reader and the pruner. A
-// controller installs it once; every model set names it (see
-// ModelManifoldsConfig.ControllerPrefix). Consumers get a
-// *pingbatcher.PingBatcher (or a presence.Batcher) and a
-// *presencereader.Reader from Output. Whatever the number of models, the
-// set writes one ping document per flush, sends one query per sync (two
-// when keys are new) and three commands per prune.
+// database input the ping batcher, the presence reader, the pruner and the
+// lease store. A controller installs it once; every model set names it
+// (see ModelManifoldsConfig.ControllerPrefix). Consumers get a
+// *pingbatcher.PingBatcher (or a presence.Batcher), a
+// *presencereader.Reader and a *leasestore.Store from Output. Whatever
+// the number of models, the set writes one ping document per flush, sends
+// one query per sync (two when keys are new), three commands per prune,
+// one lease read per lease tick, and batches every model's claims and
+// expiries into one insert each.
 //
 // A config that does not validate gives manifolds whose start fails with
 // the validation error, so that the engine reports it.
@@ -153,6 +159,13 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			Logger:       logger,
 			NewWorker:    pruner.NewWorker,
 		})),
+		name(LeaseStoreName): guard(config.Validate, leasestore.Manifold(leasestore.ManifoldConfig{
+			ClockName:    clockName,
+			DatabaseName: config.DatabaseName,
+			Collection:   config.LeaseCollection,
+			Logger:       logger,
+			NewWorker:    leasestore.NewWorker,
+		})),
 	}
 }
 
@@ -161,8 +174,8 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 type ModelManifoldsConfig struct {
 	// ControllerPrefix is the Prefix of the controller set that the
 	// model set uses: its inputs are the controller set's clock, ping
-	// batcher and reader under their names with this prefix. Empty means
-	// none.
+	// batcher, reader and lease store under their names with this
+	// prefix. Empty means none.
 	ControllerPrefix string
 
 	// DatabaseName is the input whose Output is a *mongo.Database. It
@@ -189,9 +202,8 @@ type ModelManifoldsConfig struct {
 	APIServer bool
 
 	// Collection is the base presence collection's name; empty means
-	// "presence". LeaseCollection is the lease collection's name; empty
-	// means "leases".
-	Collection, LeaseCollection string
+	// "presence".
+	Collection string
 
 	// Period is the pinger's slot length: the controller set's. Zero
 	// means the default; it must not be negative.
@@ -215,8 +227,9 @@ func (config ModelManifoldsConfig) Validate() error {
 }
 
 // ModelManifolds returns one model's set: the watcher (a view over the
-// controller's reader, with no query of its own), the lease manager, the
-// presence recorder and, with AgentKey, the agent's pinger (through the
+// controller's reader, with no query of its own), the lease manager (fed
+// by the controller's lease store, with no read of its own), the presence
+// recorder and, with AgentKey, the agent's pinger (through the
 // controller's batcher). Consumers get a *watcher.Watcher, a
 // leaseexpiry.Manager, a presencerecorder.Recorder and a *pinger.Pinger
 // from Output. The set can be installed and uninstalled while the
@@ -237,12 +250,11 @@ func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
 			NewWorker:  watcher.NewWorker,
 		})),
 		name(LeaseManagerName): guard(config.Validate, leaseexpiry.Manifold(leaseexpiry.ManifoldConfig{
-			ClockName:    controller(ClockName),
-			DatabaseName: config.DatabaseName,
-			Collection:   config.LeaseCollection,
-			Model:        config.Model,
-			Logger:       logger,
-			NewWorker:    leaseexpiry.NewWorker,
+			ClockName: controller(ClockName),
+			StoreName: controller(LeaseStoreName),
+			Model:     config.Model,
+			Logger:    logger,
+			NewWorker: leaseexpiry.NewWorker,
 		})),
 		name(PresenceRecorderName): presencerecorder.Manifold(presencerecorder.ManifoldConfig{
 			ClockName: controller(ClockName),
@@ -315,17 +327,18 @@ type ManifoldsConfig struct {
 
 func (config ManifoldsConfig) controller() ControllerManifoldsConfig {
 	return ControllerManifoldsConfig{
-		DatabaseName:  config.DatabaseName,
-		Clock:         config.Clock,
-		Logger:        config.Logger,
-		Prefix:        config.Prefix,
-		Collection:    config.Collection,
-		FlushInterval: config.FlushInterval,
-		Period:        config.Period,
-		SyncInterval:  config.SyncInterval,
-		PruneInterval: config.PruneInterval,
-		OnFlush:       config.OnFlush,
-		OnLoad:        config.OnLoad,
+		DatabaseName:    config.DatabaseName,
+		Clock:           config.Clock,
+		Logger:          config.Logger,
+		Prefix:          config.Prefix,
+		Collection:      config.Collection,
+		LeaseCollection: config.LeaseCollection,
+		FlushInterval:   config.FlushInterval,
+		Period:          config.Period,
+		SyncInterval:    config.SyncInterval,
+		PruneInterval:   config.PruneInterval,
+		OnFlush:         config.OnFlush,
+		OnLoad:          config.OnLoad,
 	}
 }
 
@@ -339,7 +352,6 @@ func (config ManifoldsConfig) model() ModelManifoldsConfig {
 		AgentKey:         config.AgentKey,
 		APIServer:        config.APIServer,
 		Collection:       config.Collection,
-		LeaseCollection:  config.LeaseCollection,
 		Period:           config.Period,
 	}
 }

@@ -199,13 +199,15 @@ func (s *engineSuite) TestManifoldsConfigValidation(c *gc.C) {
 func (s *engineSuite) TestManifoldsNamesAndPrefix(c *gc.C) {
 	config := presence.ManifoldsConfig{DatabaseName: "database", Model: modelA, Clock: agenttest.NewClock()}
 	c.Assert(keys(presence.Manifolds(config)), gc.DeepEquals, []string{
-		presence.LeaseManagerName, presence.ClockName, presence.PingBatcherName,
+		presence.LeaseManagerName, presence.ClockName, presence.LeaseStoreName, presence.PingBatcherName,
 		presence.PrunerName, presence.ReaderName, presence.PresenceRecorderName, presence.WatcherName,
 	})
 	config.AgentKey = "machine-0"
 	config.Prefix = "m1-"
 	manifolds := presence.Manifolds(config)
-	c.Assert(manifolds, gc.HasLen, 8)
+	c.Assert(manifolds, gc.HasLen, 9)
+	c.Assert(manifolds["m1-"+presence.LeaseManagerName].Inputs, gc.DeepEquals,
+		[]string{"m1-" + presence.ClockName, "m1-" + presence.LeaseStoreName})
 	c.Assert(manifolds["m1-"+presence.PingerName].Inputs, gc.DeepEquals,
 		[]string{"m1-" + presence.ClockName, "database", "m1-" + presence.PingBatcherName})
 }

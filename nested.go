@@ -11,6 +11,7 @@ import (
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/presencereader"
 )
@@ -35,12 +36,13 @@ type ControllerOutputs struct {
 	// model sets' DatabaseName. It must not be empty.
 	DatabaseName string
 
-	// Database, Clock, PingBatcher and Reader are the controller's. None
-	// may be nil.
+	// Database, Clock, PingBatcher, Reader and LeaseStore are the
+	// controller's. None may be nil.
 	Database    *mongo.Database
 	Clock       clock.Clock
 	PingBatcher *pingbatcher.PingBatcher
 	Reader      *presencereader.Reader
+	LeaseStore  *leasestore.Store
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -56,13 +58,15 @@ func (o ControllerOutputs) Validate() error {
 		return errors.NotValidf("nil PingBatcher")
 	case o.Reader == nil:
 		return errors.NotValidf("nil Reader")
+	case o.LeaseStore == nil:
+		return errors.NotValidf("nil LeaseStore")
 	}
 	return nil
 }
 
 // Manifolds returns manifolds that offer the outputs under the names that
-// ModelManifolds expects. The batcher's and the reader's stop with
-// ErrControllerWorkerStopped once that worker stops, so the model
+// ModelManifolds expects. The batcher's, the reader's and the lease
+// store's stop with ErrControllerWorkerStopped once that worker stops, so the model
 // workers that depend on them stop too. Outputs fill a pointer to the
 // value's type or to any interface it implements (a *pinger.PingRecorder
 // for the batcher, say). Invalid outputs give manifolds whose start fails
@@ -79,18 +83,22 @@ func (o ControllerOutputs) Manifolds() dependency.Manifolds {
 			Output: offerOutput,
 		}
 	}
-	var batcherDead, readerDead <-chan struct{}
+	var batcherDead, readerDead, storeDead <-chan struct{}
 	if o.PingBatcher != nil {
 		batcherDead = o.PingBatcher.Done()
 	}
 	if o.Reader != nil {
 		readerDead = o.Reader.Dead()
 	}
+	if o.LeaseStore != nil {
+		storeDead = o.LeaseStore.Dead()
+	}
 	return dependency.Manifolds{
 		o.DatabaseName:             offer(o.Database, nil),
 		o.Prefix + ClockName:       offer(o.Clock, nil),
 		o.Prefix + PingBatcherName: offer(o.PingBatcher, batcherDead),
 		o.Prefix + ReaderName:      offer(o.Reader, readerDead),
+		o.Prefix + LeaseStoreName:  offer(o.LeaseStore, storeDead),
 	}
 }
 

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,8 +20,10 @@ import (
 // ClockSkew is zero.
 const DefaultClockSkew = time.Second
 
-// maxDelete is the most ids one prune deletes per call.
-const maxDelete = 500
+// MaxPruneBatch is the most superseded terms one delete of Prune removes:
+// pruning every ten ticks, a controller renews far fewer leases than this
+// between prunes, so a prune is one read and one delete.
+const MaxPruneBatch = 10000
 
 // readBatch is the batch size of lease reads, large enough for every term
 // of a model's leases to come back in one reply.
@@ -265,6 +268,56 @@ func (c *client) Expire(ctx context.Context, key Key) error {
 	})
 }
 
+// ExpireMany is part of the Client interface.
+func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
+	now := c.config.Clock.Now()
+	errs := make([]error, len(keys))
+	first := make(map[Key]int, len(keys))
+	var valid []Key
+	for i, key := range keys {
+		if err := validateKey(key); err != nil {
+			errs[i] = errors.Trace(err)
+		} else if _, ok := first[key]; !ok {
+			first[key] = i
+			valid = append(valid, key)
+		}
+	}
+	current, err := c.read(ctx, valid)
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	var docs []any
+	var docKeys []Key
+	for _, key := range valid {
+		switch cur := current[key]; {
+		case cur.Holder == "":
+		case !cur.Free(now):
+			errs[first[key]] = errors.Annotatef(ErrHeld, "%s by %q", key.Lease, cur.Holder)
+		default:
+			doc := next(key, cur)
+			doc.Holder = ""
+			docs = append(docs, doc)
+			docKeys = append(docKeys, key)
+		}
+	}
+	if len(docs) > 0 {
+		lost, err := c.insert(ctx, docs)
+		if err != nil {
+			return nil, errors.Trace(err)
+		}
+		for _, n := range lost {
+			errs[first[docKeys[n]]] = errors.Annotatef(ErrInvalid, "%s", docKeys[n].Lease)
+		}
+	}
+	// A key given twice gets its first occurrence's answer.
+	for i, key := range keys {
+		if j, ok := first[key]; ok && j != i && errs[i] == nil {
+			errs[i] = errs[j]
+		}
+	}
+	return errs, nil
+}
+
 // Pin is part of the Client interface.
 func (c *client) Pin(ctx context.Context, key Key, entity string) error {
 	return c.pin(ctx, key, entity, true)
@@ -320,11 +373,21 @@ func (c *client) change(ctx context.Context, key Key, f func(Info, time.Time) (t
 	return nil
 }
 
+// modelFilter selects the terms of namespace and model, or of every model
+// of namespace when model is empty.
+func modelFilter(namespace, model string) bson.D {
+	filter := bson.D{{Key: "ns", Value: namespace}}
+	if model != "" {
+		filter = append(filter, bson.E{Key: "model", Value: model})
+	}
+	return filter
+}
+
 // Leases is part of the Client interface.
 func (c *client) Leases(ctx context.Context, namespace, model string, leases ...string) (map[Key]Info, error) {
-	filter := bson.D{{Key: "ns", Value: namespace}, {Key: "model", Value: model}}
+	filter := modelFilter(namespace, model)
 	if len(leases) > 0 {
-		filter = append(filter, bson.E{Key: "lease", Value: bson.D{{Key: "$in", Value: leases}}})
+		filter = append(filter, bson.E{Key: "lease", Value: in(leases)})
 	}
 	docs, err := c.find(ctx, filter)
 	if err != nil {
@@ -333,25 +396,52 @@ func (c *client) Leases(ctx context.Context, namespace, model string, leases ...
 	return c.latest(docs), nil
 }
 
-// read returns the latest term of each key, in one query per namespace
-// and model (one in all, in practice).
+// read returns the latest term of each key in one query, or none when
+// there are no keys. Keys of several namespaces or models are read with
+// one filter on each part; terms of other keys it matches are dropped.
 func (c *client) read(ctx context.Context, keys []Key) (map[Key]Info, error) {
-	groups := make(map[[2]string][]string)
+	if len(keys) == 0 {
+		return map[Key]Info{}, nil
+	}
+	var namespaces, models, leases []string
+	wanted := make(map[Key]bool, len(keys))
 	for _, k := range keys {
-		g := [2]string{k.Namespace, k.Model}
-		groups[g] = append(groups[g], k.Lease)
-	}
-	out := make(map[Key]Info, len(keys))
-	for g, leases := range groups {
-		found, err := c.Leases(ctx, g[0], g[1], leases...)
-		if err != nil {
-			return nil, errors.Trace(err)
+		if wanted[k] {
+			continue
 		}
-		for k, info := range found {
-			out[k] = info
-		}
+		wanted[k] = true
+		namespaces = appendNew(namespaces, k.Namespace)
+		models = appendNew(models, k.Model)
+		leases = appendNew(leases, k.Lease)
 	}
+	docs, err := c.find(ctx, bson.D{
+		{Key: "ns", Value: in(namespaces)},
+		{Key: "model", Value: in(models)},
+		{Key: "lease", Value: in(leases)},
+	})
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	out := c.latest(docs)
+	maps.DeleteFunc(out, func(k Key, _ Info) bool { return !wanted[k] })
 	return out, nil
+}
+
+// in returns the {$in: values} query operator, or values[0] itself when it
+// is alone.
+func in(values []string) any {
+	if len(values) == 1 {
+		return values[0]
+	}
+	return bson.D{{Key: "$in", Value: values}}
+}
+
+// appendNew appends v to s unless s holds it already.
+func appendNew(s []string, v string) []string {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
 }
 
 func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
@@ -405,7 +495,7 @@ func (c *client) insert(ctx context.Context, docs []any) ([]int, error) {
 
 // Prune is part of the Client interface.
 func (c *client) Prune(ctx context.Context, namespace, model string) (int, error) {
-	docs, err := c.find(ctx, bson.D{{Key: "ns", Value: namespace}, {Key: "model", Value: model}})
+	docs, err := c.find(ctx, modelFilter(namespace, model))
 	if err != nil {
 		return 0, errors.Trace(err)
 	}
@@ -418,7 +508,7 @@ func (c *client) Prune(ctx context.Context, namespace, model string) (int, error
 	}
 	removed := 0
 	for len(old) > 0 {
-		n := min(len(old), maxDelete)
+		n := min(len(old), MaxPruneBatch)
 		res, err := c.config.Collection.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: old[:n]}}}})
 		if err != nil {
 			return removed, errors.Annotate(err, "cannot remove old lease terms")

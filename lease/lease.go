@@ -137,6 +137,13 @@ type Client interface {
 	// ErrInvalid.
 	Expire(ctx context.Context, key Key) error
 
+	// ExpireMany is Expire for many leases, of any models, with one read
+	// and one unordered insert whatever their number. It returns each
+	// key's error (nil when the lease is free now, ErrHeld, ErrInvalid or
+	// a NotValid error for a bad key); the second result is a database
+	// error that failed the whole batch.
+	ExpireMany(ctx context.Context, keys []Key) ([]error, error)
+
 	// Pin stops key from expiring until every entity that pinned it has
 	// unpinned it. Pinning twice is harmless.
 	Pin(ctx context.Context, key Key, entity string) error
@@ -146,10 +153,13 @@ type Client interface {
 	Unpin(ctx context.Context, key Key, entity string) error
 
 	// Leases returns the latest term of each lease of namespace and
-	// model, or of the named ones only, in one read.
+	// model, or of the named ones only, in one read. An empty model
+	// means every model: the leases of a whole controller in one read.
 	Leases(ctx context.Context, namespace, model string, leases ...string) (map[Key]Info, error)
 
 	// Prune removes every superseded term of namespace and model's
-	// leases, keeping the latest of each, and returns how many went.
+	// leases, keeping the latest of each, and returns how many went. An
+	// empty model means every model. It costs one read and one delete
+	// per MaxPruneBatch superseded terms, whatever the number of models.
 	Prune(ctx context.Context, namespace, model string) (int, error)
 }

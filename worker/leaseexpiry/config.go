@@ -1,6 +1,7 @@
 package leaseexpiry
 
 import (
+	"context"
 	"time"
 
 	"github.com/juju/clock"
@@ -34,30 +35,67 @@ type Logger interface {
 	Errorf(string, ...any)
 }
 
+// CallTimeout bounds each database call a manager makes itself (checks,
+// releases, pins); the calls of its store have their own deadline.
+const CallTimeout = 5 * time.Second
+
+// Store is the shared view of leases that managers stand on: one per
+// controller, serving every model's manager, so that lease reads and
+// writes per tick do not grow with the number of models.
+// *leasestore.Store implements it. Its methods must be safe for
+// concurrent use and must not block once it stops.
+type Store interface {
+	// Leases returns model's leases by name as of the store's latest
+	// successful read (with what was written through it since applied),
+	// the time that read began (zero before the first), and a channel
+	// closed once a newer view replaces this one. The map is the
+	// caller's own.
+	Leases(model string) (leases map[string]lease.Info, readAt time.Time, changed <-chan struct{})
+
+	// Claim claims or extends a lease in the store's next batch of
+	// claims (see lease.Client.ClaimMany for its errors).
+	Claim(ctx context.Context, claim lease.Claim) (lease.Info, error)
+
+	// Refresh asks the store for a read soon, without waiting for it.
+	Refresh()
+
+	// Client returns the lease client the store uses, for single-lease
+	// calls: checks, releases and pins.
+	Client() lease.Client
+}
+
 // ManagerConfig holds what NewManager needs.
 type ManagerConfig struct {
-	// Client stores the leases. It must not be nil.
+	// Store is the controller's shared lease view. When it is nil,
+	// NewManager runs a private store over Client for the model, with
+	// MaxSleep and PruneEvery, and stops it with the manager.
+	Store Store
+
+	// Client stores the leases. It is used, and must not be nil, only
+	// when Store is nil.
 	Client lease.Client
 
-	// Clock gives the time. It must be the clock the Client uses, and
-	// must not be nil.
+	// Clock gives the time. It must be the clock the store's client
+	// uses, and must not be nil.
 	Clock clock.Clock
 
 	// Model is the model whose applications' leadership is managed. It
 	// must be a valid model tag.
 	Model names.ModelTag
 
-	// MaxSleep is the longest the manager waits between looks at the
-	// leases: leases released through other managers are noticed within
-	// it. Zero means DefaultMaxSleep; it must not be negative.
+	// MaxSleep is the longest a private store (Store nil) waits between
+	// looks at the leases: leases released through other managers are
+	// noticed within it. Zero means DefaultMaxSleep; it must not be
+	// negative.
 	MaxSleep time.Duration
 
 	// MaxDuration is the longest claim accepted. Zero means
 	// DefaultMaxDuration; it must not be negative.
 	MaxDuration time.Duration
 
-	// PruneEvery is how many ticks pass between removals of superseded
-	// terms. Zero means DefaultPruneEvery; it must not be negative.
+	// PruneEvery is how many ticks of a private store (Store nil) pass
+	// between removals of superseded terms. Zero means
+	// DefaultPruneEvery; it must not be negative.
 	PruneEvery int
 
 	// ReleaseOnStop releases every lease claimed through this manager
@@ -72,8 +110,8 @@ type ManagerConfig struct {
 
 // Validate returns a NotValid error naming the first bad field.
 func (config ManagerConfig) Validate() error {
-	if config.Client == nil {
-		return errors.NotValidf("nil Client")
+	if config.Store == nil && config.Client == nil {
+		return errors.NotValidf("nil Store and nil Client")
 	}
 	if config.Clock == nil {
 		return errors.NotValidf("nil Clock")

@@ -1,20 +1,24 @@
 // Package leaseexpiry is application leadership over a lease.Client: the
 // Manager that units claim leadership through, the tokens that let a
-// leader fence its writes, and the expiry of leases that run out.
+// leader fence its writes, and waits until a lease is released.
 //
 // Safety comes from package lease: every change is a unique-_id insert of
 // the next term, so at most one unit holds a lease at any instant across
 // any number of managers sharing a database, given clocks within the
-// client's ClockSkew. The manager adds batching (every claim that arrives
-// while one batch is written goes in the next: renewing 1,000 leases costs
-// one read and one insert), expiry (an alarm at the earliest expiry, from
-// the injected clock), wake-ups for callers blocked until a lease is
-// released, and pruning of superseded terms.
+// client's ClockSkew. A manager serves one model and stands on a Store,
+// the controller's one view of every model's leases (worker/leasestore):
+// the store reads once per tick for all models, batches the claims of
+// every model's manager (renewing 1,000 leases costs one read and one
+// insert), expires what runs out (an alarm at the earliest expiry, from
+// the injected clock) and prunes superseded terms. Checks, releases and
+// pins go to the database for their one lease. A manager given no Store
+// runs a private one for its model.
 package leaseexpiry
 
 import (
 	"context"
-	"sort"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/juju/errors"
@@ -24,6 +28,7 @@ import (
 
 	pcatacomb "github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/lease"
+	"github.com/presencekit/presence/worker/leasestore"
 )
 
 // Sentinel errors, by when they occur.
@@ -96,13 +101,6 @@ type ManagerWorker interface {
 	Manager
 }
 
-type claim struct {
-	key      lease.Key
-	request  lease.Request
-	reply    chan error
-	attempts int
-}
-
 type block struct {
 	lease string
 	done  chan struct{}
@@ -110,39 +108,57 @@ type block struct {
 
 type manager struct {
 	config   ManagerConfig
+	store    Store
+	client   lease.Client
 	catacomb catacomb.Catacomb
-	claims   chan claim
 	blocks   chan block
-	changed  chan string
+	stats    *stats
 
-	// The fields below are owned by the loop goroutine.
-	leases     map[string]lease.Info
-	blocked    map[string][]chan struct{}
-	claimed    map[string]string // lease -> unit claimed through here
-	ticks      int
-	readFailed bool
-	stats      *stats
+	mu      sync.Mutex
+	claimed map[string]string // lease -> unit claimed through here
 }
 
-// NewManager starts a Manager. It reads the model's leases at once.
+// NewManager starts a Manager over config.Store, or over a private store
+// of its own (which it stops when it stops) when config.Store is nil.
 func NewManager(config ManagerConfig) (ManagerWorker, error) {
 	if err := config.Validate(); err != nil {
 		return nil, errors.Trace(err)
 	}
+	config = config.withDefaults()
 	m := &manager{
-		config:  config.withDefaults(),
-		claims:  make(chan claim),
+		config:  config,
+		store:   config.Store,
 		blocks:  make(chan block),
-		changed: make(chan string, 1),
-		leases:  make(map[string]lease.Info),
-		blocked: make(map[string][]chan struct{}),
 		claimed: make(map[string]string),
 		stats:   newStats(),
 	}
+	var init []worker.Worker
+	if m.store == nil {
+		var logger leasestore.Logger
+		if config.Logger != nil {
+			logger = config.Logger
+		}
+		private, err := leasestore.New(leasestore.Config{
+			Client:     config.Client,
+			Clock:      config.Clock,
+			Namespace:  Namespace,
+			Model:      config.Model,
+			MaxSleep:   config.MaxSleep,
+			PruneEvery: config.PruneEvery,
+			Logger:     logger,
+		})
+		if err != nil {
+			return nil, errors.Annotate(err, "cannot start the lease store")
+		}
+		m.store = private
+		init = append(init, private)
+	}
+	m.client = m.store.Client()
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "leadership manager",
 		Site: &m.catacomb,
 		Work: m.loop,
+		Init: init,
 	}); err != nil {
 		return nil, errors.Trace(err)
 	}
@@ -172,6 +188,16 @@ func (m *manager) deathErr() error {
 	return pcatacomb.DeathError(&m.catacomb, ErrStopped)
 }
 
+// dying reports whether the manager is stopping.
+func (m *manager) dying() bool {
+	select {
+	case <-m.catacomb.Dying():
+		return true
+	default:
+		return false
+	}
+}
+
 func validateUnit(application, unit string) error {
 	if !names.IsValidApplication(application) {
 		return errors.NotValidf("application name %q", application)
@@ -193,19 +219,30 @@ func (m *manager) ClaimLeadership(application, unit string, duration time.Durati
 	if duration <= 0 || duration > m.config.MaxDuration {
 		return errors.NotValidf("duration %v (must be in (0, %v])", duration, m.config.MaxDuration)
 	}
-	reply := make(chan error, 1)
-	c := claim{key: m.key(application), request: lease.Request{Holder: unit, Duration: duration}, reply: reply}
-	select {
-	case m.claims <- c:
-	case <-m.catacomb.Dying():
+	if m.dying() {
 		return m.deathErr()
 	}
-	select {
-	case err := <-reply:
-		return err
-	case <-m.catacomb.Dying():
+	// The store bounds its own database calls; this context only ends
+	// the wait when the manager stops.
+	ctx, cancel := pcatacomb.Call(&m.catacomb, 0)
+	defer cancel()
+	_, err := m.store.Claim(ctx, lease.Claim{Key: m.key(application), Request: lease.Request{Holder: unit, Duration: duration}})
+	switch {
+	case err == nil:
+		m.stats.claimed(nil)
+		m.mu.Lock()
+		m.claimed[application] = unit
+		m.mu.Unlock()
+		return nil
+	case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrInvalid):
+		m.stats.claimed(nil)
+		return errors.Annotatef(ErrClaimDenied, "%q for %q", unit, application)
+	case m.dying():
 		return m.deathErr()
 	}
+	err = errors.Annotatef(err, "cannot claim leadership of %q for %q", application, unit)
+	m.stats.claimed(err)
+	return err
 }
 
 // CheckLeadership is part of the Manager interface.
@@ -224,15 +261,14 @@ func (m *manager) CheckLeadership(application, unit string) (Token, error) {
 }
 
 // read reads one lease from the database, giving up when the manager
-// stops.
+// stops or CallTimeout passes.
 func (m *manager) read(application string) (lease.Info, error) {
-	ctx := m.catacomb.Context(context.Background())
-	infos, err := m.config.Client.Leases(ctx, Namespace, m.config.Model.Id(), application)
+	ctx, cancel := pcatacomb.Call(&m.catacomb, CallTimeout)
+	defer cancel()
+	infos, err := m.client.Leases(ctx, Namespace, m.config.Model.Id(), application)
 	if err != nil {
-		select {
-		case <-m.catacomb.Dying():
+		if m.dying() {
 			return lease.Info{}, m.deathErr()
-		default:
 		}
 		return lease.Info{}, errors.Annotatef(err, "cannot read leadership of %q", application)
 	}
@@ -273,7 +309,7 @@ func (m *manager) ReleaseLeadership(application, unit string) error {
 		return errors.Trace(err)
 	}
 	err := m.change(application, func(ctx context.Context, key lease.Key) error {
-		return m.config.Client.Release(ctx, key, unit)
+		return m.client.Release(ctx, key, unit)
 	})
 	if errors.Is(err, lease.ErrNotHeld) {
 		return errors.Annotatef(ErrNotHeld, "%q of %q", unit, application)
@@ -300,213 +336,88 @@ func (m *manager) pin(application, entity string, pinned bool) error {
 	}
 	return errors.Trace(m.change(application, func(ctx context.Context, key lease.Key) error {
 		if pinned {
-			return m.config.Client.Pin(ctx, key, entity)
+			return m.client.Pin(ctx, key, entity)
 		}
-		return m.config.Client.Unpin(ctx, key, entity)
+		return m.client.Unpin(ctx, key, entity)
 	}))
 }
 
-// change runs f, retrying once if another writer got in first, and tells
-// the loop that the lease changed.
+// change runs f, retrying once if another writer got in first, and asks
+// the store to read the change, so that blocked callers see a release
+// without waiting for the next tick.
 func (m *manager) change(application string, f func(context.Context, lease.Key) error) error {
-	ctx := m.catacomb.Context(context.Background())
+	if m.dying() {
+		return m.deathErr()
+	}
+	ctx, cancel := pcatacomb.Call(&m.catacomb, CallTimeout)
+	defer cancel()
 	err := f(ctx, m.key(application))
 	if errors.Is(err, lease.ErrInvalid) {
 		err = f(ctx, m.key(application))
 	}
 	if err != nil {
+		if m.dying() {
+			return m.deathErr()
+		}
 		return err
 	}
-	select {
-	case m.changed <- application:
-	default:
-	}
+	m.store.Refresh()
 	return nil
 }
 
+// loop releases blocked callers whenever the store's view of the model
+// shows their lease free.
 func (m *manager) loop() error {
 	defer m.releaseOnStop()
-	ctx := m.catacomb.Context(context.Background())
-	m.refresh(ctx)
-	timer := m.config.Clock.NewTimer(m.nextTick())
-	defer timer.Stop()
+	blocked := make(map[string][]chan struct{})
 	for {
+		leases, readAt, changed := m.store.Leases(m.config.Model.Id())
+		if !readAt.IsZero() {
+			m.stats.refreshed(leases, readAt)
+			wake(blocked, leases, readAt)
+		}
+		m.stats.setBlocked(len(blocked))
 		select {
 		case <-m.catacomb.Dying():
 			return m.catacomb.ErrDying()
-		case c := <-m.claims:
-			m.handleClaims(ctx, c)
 		case b := <-m.blocks:
-			m.blocked[b.lease] = append(m.blocked[b.lease], b.done)
-			m.wake()
-		case <-m.changed:
-			m.refresh(ctx)
-		case <-timer.Chan():
-			m.tick(ctx)
-			timer.Reset(m.nextTick())
-			continue
-		}
-		// The earliest expiry may have moved.
-		pcatacomb.Rearm(timer, m.nextTick())
-	}
-}
-
-// handleClaims writes c and every claim already waiting as one batch.
-// It must only be called from the loop goroutine.
-func (m *manager) handleClaims(ctx context.Context, first claim) {
-	batch := []claim{first}
-drain:
-	for {
-		select {
-		case c := <-m.claims:
-			batch = append(batch, c)
-		default:
-			break drain
-		}
-	}
-	for len(batch) > 0 {
-		batch = m.writeClaims(ctx, batch)
-	}
-}
-
-// writeClaims writes one batch and returns the claims to try again: those
-// that lost a race to another writer, once.
-func (m *manager) writeClaims(ctx context.Context, batch []claim) []claim {
-	claims := make([]lease.Claim, len(batch))
-	for i, c := range batch {
-		claims[i] = lease.Claim{Key: c.key, Request: c.request}
-	}
-	infos, errs, err := m.config.Client.ClaimMany(ctx, claims)
-	m.stats.claimBatch(len(batch), err)
-	if err != nil {
-		err = errors.Annotate(err, "cannot claim leadership")
-		for _, c := range batch {
-			c.reply <- err
-		}
-		return nil
-	}
-	var again []claim
-	for i, c := range batch {
-		switch {
-		case errs[i] == nil:
-			m.leases[c.key.Lease] = infos[i]
-			m.claimed[c.key.Lease] = c.request.Holder
-			c.reply <- nil
-		case errors.Is(errs[i], lease.ErrInvalid) && c.attempts == 0:
-			c.attempts++
-			again = append(again, c)
-		case errors.Is(errs[i], lease.ErrHeld), errors.Is(errs[i], lease.ErrInvalid):
-			c.reply <- errors.Annotatef(ErrClaimDenied, "%q for %q", c.request.Holder, c.key.Lease)
-		default:
-			c.reply <- errs[i]
-		}
-	}
-	return again
-}
-
-// tick refreshes, expires what ran out, wakes blocked callers and now and
-// then prunes. It must only be called from the loop goroutine.
-func (m *manager) tick(ctx context.Context) {
-	m.ticks++
-	if !m.refresh(ctx) {
-		return
-	}
-	now := m.config.Clock.Now()
-	var expired []string
-	for name, info := range m.leases {
-		if info.Holder != "" && info.Free(now) {
-			expired = append(expired, name)
-		}
-	}
-	sort.Strings(expired)
-	for _, name := range expired {
-		err := m.config.Client.Expire(ctx, m.key(name))
-		switch {
-		case err == nil:
-			m.stats.expired()
-		case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrInvalid):
-			// Within the clock-skew margin, or changed meanwhile:
-			// the next tick looks again.
-		default:
-			m.logError("cannot expire leadership of %q: %v", name, err)
-		}
-	}
-	if len(expired) > 0 {
-		m.refresh(ctx)
-	}
-	if m.ticks%m.config.PruneEvery == 0 {
-		if _, err := m.config.Client.Prune(ctx, Namespace, m.config.Model.Id()); err != nil {
-			m.logError("cannot prune leadership terms: %v", err)
+			blocked[b.lease] = append(blocked[b.lease], b.done)
+		case <-changed:
 		}
 	}
 }
 
-// refresh reads every lease of the model and wakes blocked callers. A
-// failed read keeps the last view. It must only be called from the loop
-// goroutine.
-func (m *manager) refresh(ctx context.Context) bool {
-	infos, err := m.config.Client.Leases(ctx, Namespace, m.config.Model.Id())
-	m.readFailed = err != nil
-	if err != nil {
-		m.stats.failed(err)
-		m.logError("cannot read leadership: %v", err)
-		return false
-	}
-	clear(m.leases)
-	for key, info := range infos {
-		m.leases[key.Lease] = info
-	}
-	m.stats.refreshed(m.leases, m.config.Clock.Now())
-	m.wake()
-	return true
-}
-
-// wake releases the callers blocked on leases that nobody holds. It must
-// only be called from the loop goroutine.
-func (m *manager) wake() {
-	now := m.config.Clock.Now()
-	for name, waiters := range m.blocked {
-		if !m.leases[name].Free(now) {
+// wake releases the callers blocked on leases that a read at readAt shows
+// free: released, or expired and unpinned, at that time.
+func wake(blocked map[string][]chan struct{}, leases map[string]lease.Info, readAt time.Time) {
+	for name, waiters := range blocked {
+		if !leases[name].Free(readAt) {
 			continue
 		}
 		for _, done := range waiters {
 			close(done)
 		}
-		delete(m.blocked, name)
+		delete(blocked, name)
 	}
-	m.stats.setBlocked(len(m.blocked))
 }
 
-// nextTick returns the time until the earliest lease becomes free, at
-// most MaxSleep. A lease that should be free already but is still held
-// (its expiry failed) is looked at again after a twentieth of MaxSleep,
-// so that the loop cannot spin; after a failed read, after MaxSleep.
-func (m *manager) nextTick() time.Duration {
-	if m.readFailed {
-		return m.config.MaxSleep
-	}
-	now := m.config.Clock.Now()
-	next := m.config.MaxSleep
-	for _, info := range m.leases {
-		if info.Holder == "" || info.Pinned() {
-			continue
-		}
-		next = min(next, info.FreeAt.Sub(now))
-	}
-	if next <= 0 {
-		return m.config.MaxSleep / 20
-	}
-	return next
-}
+// stopReleaseTimeout bounds the releases of ReleaseOnStop, in all, so
+// that a stop stays short whatever the database does.
+const stopReleaseTimeout = 2 * time.Second
 
-// releaseOnStop releases the leases claimed here, when configured to.
+// releaseOnStop releases the leases claimed here, when configured to,
+// within stopReleaseTimeout.
 func (m *manager) releaseOnStop() {
 	if !m.config.ReleaseOnStop {
 		return
 	}
-	ctx := context.WithoutCancel(m.catacomb.Context(context.Background()))
-	for name, unit := range m.claimed {
-		err := m.config.Client.Release(ctx, m.key(name), unit)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.catacomb.Context(context.Background())), stopReleaseTimeout)
+	defer cancel()
+	m.mu.Lock()
+	claimed := maps.Clone(m.claimed)
+	m.mu.Unlock()
+	for name, unit := range claimed {
+		err := m.client.Release(ctx, m.key(name), unit)
 		if err != nil && !errors.Is(err, lease.ErrNotHeld) {
 			m.logError("cannot release leadership of %q on stop: %v", name, err)
 		}

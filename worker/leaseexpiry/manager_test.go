@@ -256,7 +256,7 @@ func (s *managerSuite) TestConfigValidation(c *gc.C) {
 		mutate func(*leaseexpiry.ManagerConfig)
 		err    string
 	}{
-		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Client = nil }, "nil Client not valid"},
+		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Client = nil }, "nil Store and nil Client not valid"},
 		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Clock = nil }, "nil Clock not valid"},
 		{func(cfg *leaseexpiry.ManagerConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
 		{func(cfg *leaseexpiry.ManagerConfig) { cfg.MaxSleep = -1 }, "negative MaxSleep not valid"},

@@ -1,11 +1,10 @@
 package leaseexpiry
 
 import (
+	"context"
 	"time"
 
 	"github.com/juju/clock"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
@@ -13,12 +12,7 @@ import (
 
 	"github.com/presencekit/presence/internal/inputs"
 	"github.com/presencekit/presence/internal/schema"
-	"github.com/presencekit/presence/lease"
 )
-
-// DefaultCollection is the lease collection's name when Collection is
-// empty.
-const DefaultCollection = "leases"
 
 // ManifoldConfig holds the names of the inputs a leadership manifold
 // reads, and the manager's settings.
@@ -27,26 +21,18 @@ type ManifoldConfig struct {
 	// be empty.
 	ClockName string
 
-	// DatabaseName is the input whose output is a *mongo.Database. It
-	// must not be empty.
-	DatabaseName string
-
-	// Collection is the lease collection's name. Empty means
-	// DefaultCollection.
-	Collection string
+	// StoreName is the input whose output is a Store: the controller's
+	// lease store (worker/leasestore's manifold). It must not be empty.
+	StoreName string
 
 	// Model is the model whose leadership is managed. It must be a valid
 	// model tag.
 	Model names.ModelTag
 
-	// ClockSkew is passed to the lease client; zero means its default.
-	// It must not be negative.
-	ClockSkew time.Duration
-
-	// MaxSleep, MaxDuration and ReleaseOnStop are passed to
-	// ManagerConfig; zero values mean its defaults.
-	MaxSleep, MaxDuration time.Duration
-	ReleaseOnStop         bool
+	// MaxDuration and ReleaseOnStop are passed to ManagerConfig; zero
+	// values mean its defaults. MaxDuration must not be negative.
+	MaxDuration   time.Duration
+	ReleaseOnStop bool
 
 	// Logger is optional; nil means silent.
 	Logger Logger
@@ -58,17 +44,14 @@ type ManifoldConfig struct {
 
 // Validate returns a NotValid error naming the first bad field.
 func (config ManifoldConfig) Validate() error {
-	if err := config.names().Validate(); err != nil {
-		return errors.Trace(err)
+	if config.ClockName == "" {
+		return errors.NotValidf("empty ClockName")
+	}
+	if config.StoreName == "" {
+		return errors.NotValidf("empty StoreName")
 	}
 	if err := schema.ValidateModel(config.Model); err != nil {
 		return errors.Trace(err)
-	}
-	if config.ClockSkew < 0 {
-		return errors.NotValidf("negative ClockSkew")
-	}
-	if config.MaxSleep < 0 {
-		return errors.NotValidf("negative MaxSleep")
 	}
 	if config.MaxDuration < 0 {
 		return errors.NotValidf("negative MaxDuration")
@@ -77,14 +60,6 @@ func (config ManifoldConfig) Validate() error {
 		return errors.NotValidf("nil NewWorker")
 	}
 	return nil
-}
-
-func (config ManifoldConfig) names() inputs.Names {
-	collection := config.Collection
-	if collection == "" {
-		collection = DefaultCollection
-	}
-	return inputs.Names{ClockName: config.ClockName, DatabaseName: config.DatabaseName, Collection: collection}
 }
 
 // NewWorker is NewManager as a seam for ManifoldConfig.NewWorker.
@@ -97,22 +72,33 @@ func NewWorker(config ManagerConfig) (worker.Worker, error) {
 }
 
 // Manifold returns a dependency.Manifold that runs a leadership manager
-// over the database input. Its Output fills a *Manager, and nothing else.
+// for one model over the store input. Its Output fills a *Manager, and
+// nothing else.
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
-		Inputs: config.names().Inputs(),
-		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, coll *mongo.Collection) (ManagerConfig, error) {
-			client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: config.ClockSkew})
-			return ManagerConfig{
-				Client:        client,
+		Inputs: []string{config.ClockName, config.StoreName},
+		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+			if err := config.Validate(); err != nil {
+				return nil, errors.Trace(err)
+			}
+			var clk clock.Clock
+			if err := getter.Get(config.ClockName, &clk); err != nil {
+				return nil, errors.Trace(err)
+			}
+			var store Store
+			if err := getter.Get(config.StoreName, &store); err != nil {
+				return nil, errors.Trace(err)
+			}
+			w, err := config.NewWorker(ManagerConfig{
+				Store:         store,
 				Clock:         clk,
 				Model:         config.Model,
-				MaxSleep:      config.MaxSleep,
 				MaxDuration:   config.MaxDuration,
 				ReleaseOnStop: config.ReleaseOnStop,
 				Logger:        config.Logger,
-			}, errors.Trace(err)
-		}, config.NewWorker),
+			})
+			return w, errors.Trace(err)
+		},
 		Output: inputs.Output[Manager]("leaseexpiry.Manager"),
 	}
 }

@@ -9,16 +9,16 @@ import (
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/workertest"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/lease"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 )
 
 type manifoldSuite struct {
-	db      *mongo.Database
 	clock   clock.Clock
+	store   leaseexpiry.Store
 	config  leaseexpiry.ManifoldConfig
 	started []leaseexpiry.ManagerConfig
 }
@@ -27,17 +27,31 @@ var _ = gc.Suite(&manifoldSuite{})
 
 var _ func(leaseexpiry.ManagerConfig) (worker.Worker, error) = leaseexpiry.NewWorker
 
+// fakeStore is a Store that never reads: enough for a manager to start
+// and stop.
+type fakeStore struct {
+	leaseexpiry.Store
+}
+
+// Leases is part of the leaseexpiry.Store interface: nothing read yet,
+// and never a change.
+func (*fakeStore) Leases(string) (map[string]lease.Info, time.Time, <-chan struct{}) {
+	return nil, time.Time{}, nil
+}
+
+// Client is part of the leaseexpiry.Store interface.
+func (*fakeStore) Client() lease.Client {
+	return nil
+}
+
 func (s *manifoldSuite) SetUpTest(c *gc.C) {
-	client, err := mongo.Connect()
-	c.Assert(err, gc.IsNil)
-	s.db = client.Database("test")
 	s.clock = agenttest.NewClock()
+	s.store = &fakeStore{}
 	s.started = nil
 	s.config = leaseexpiry.ManifoldConfig{
 		ClockName:     "clock",
-		DatabaseName:  "database",
+		StoreName:     "lease-store",
 		Model:         model,
-		MaxSleep:      2 * time.Second,
 		MaxDuration:   time.Minute,
 		ReleaseOnStop: true,
 		NewWorker: func(config leaseexpiry.ManagerConfig) (worker.Worker, error) {
@@ -48,11 +62,11 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 }
 
 func (s *manifoldSuite) resources() map[string]any {
-	return map[string]any{"clock": s.clock, "database": s.db}
+	return map[string]any{"clock": s.clock, "lease-store": s.store}
 }
 
 func (s *manifoldSuite) TestInputs(c *gc.C) {
-	c.Assert(leaseexpiry.Manifold(s.config).Inputs, gc.DeepEquals, []string{"clock", "database"})
+	c.Assert(leaseexpiry.Manifold(s.config).Inputs, gc.DeepEquals, []string{"clock", "lease-store"})
 }
 
 func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
@@ -66,10 +80,8 @@ func (s *manifoldSuite) TestValidate(c *gc.C) {
 		err    string
 	}{
 		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.StoreName = "" }, "empty StoreName not valid"},
 		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.ClockSkew = -1 }, "negative ClockSkew not valid"},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.MaxSleep = -1 }, "negative MaxSleep not valid"},
 		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.MaxDuration = -1 }, "negative MaxDuration not valid"},
 		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
 	} {
@@ -90,11 +102,8 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 	workertest.CleanKill(agenttest.C(c), w)
 	c.Assert(s.started, gc.HasLen, 1)
-	got := s.started[0]
-	c.Assert(got.Client, gc.NotNil)
-	got.Client = nil
-	c.Assert(got, gc.DeepEquals, leaseexpiry.ManagerConfig{
-		Clock: s.clock, Model: model, MaxSleep: 2 * time.Second, MaxDuration: time.Minute, ReleaseOnStop: true,
+	c.Assert(s.started[0], gc.DeepEquals, leaseexpiry.ManagerConfig{
+		Store: s.store, Clock: s.clock, Model: model, MaxDuration: time.Minute, ReleaseOnStop: true,
 	})
 }
 

@@ -15,29 +15,16 @@ type stats struct {
 }
 
 func newStats() *stats {
-	return &stats{values: map[string]any{"claims": 0, "claim-batches": 0, "expired": 0, "blocked": 0}}
+	return &stats{values: map[string]any{"claims": 0, "blocked": 0}}
 }
 
-func (s *stats) claimBatch(n int, err error) {
+func (s *stats) claimed(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.values["claims"] = s.values["claims"].(int) + n
-	s.values["claim-batches"] = s.values["claim-batches"].(int) + 1
+	s.values["claims"] = s.values["claims"].(int) + 1
 	if err != nil {
 		s.values["last-error"] = err.Error()
 	}
-}
-
-func (s *stats) expired() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.values["expired"] = s.values["expired"].(int) + 1
-}
-
-func (s *stats) failed(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.values["last-error"] = err.Error()
 }
 
 func (s *stats) setBlocked(n int) {

@@ -1,0 +1,549 @@
+// Package leasestore is a controller's one view of the leases of every
+// model it hosts. A Store reads every model's leases of a namespace in one
+// query per tick, holds that view for the per-model leadership managers
+// (worker/leaseexpiry), expires every lapsed, unpinned lease with one
+// ExpireMany, wakes whoever waits on a change, prunes superseded terms of
+// every model now and then, and writes the claims of every model's manager
+// as one ClaimMany per round. A controller's lease work per tick is thus a
+// constant number of commands, whatever the number of models.
+//
+// Safety comes from package lease: every change is a unique-_id insert of
+// a lease's next term, so the store adds no safety of its own and none is
+// lost when several stores (controllers) share a database. The view is a
+// cache: it only ever serves waits (who may stop waiting for a release)
+// and the choice of what to expire; claims and checks are decided by the
+// database.
+//
+// Every database call has a deadline (CallTimeout) and is cancelled when
+// the store is killed, so a hung server neither blocks the loop for ever
+// nor delays a stop.
+package leasestore
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/catacomb"
+
+	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/lease"
+)
+
+const (
+	// DefaultNamespace is the namespace served when Namespace is empty:
+	// application leadership, as worker/leaseexpiry uses it.
+	DefaultNamespace = "application-leadership"
+
+	// DefaultMaxSleep is the longest the store waits between reads when
+	// MaxSleep is zero.
+	DefaultMaxSleep = time.Second
+
+	// DefaultPruneEvery is how many ticks pass between prunes when
+	// PruneEvery is zero.
+	DefaultPruneEvery = 10
+
+	// MaxCallTimeout is the longest any database call of the store may
+	// take, and the default CallTimeout for a MaxSleep of 2s or more.
+	MaxCallTimeout = 5 * time.Second
+
+	// MinCallTimeout is the shortest default CallTimeout, whatever
+	// MaxSleep.
+	MinCallTimeout = time.Second
+)
+
+// ErrStopped is returned by Claim once the store is stopping or stopped,
+// unless it died with an error of its own.
+const ErrStopped = errors.ConstError("lease store stopped")
+
+// Logger is the logging a Store needs; dependency.Logger fits.
+type Logger interface {
+	Debugf(string, ...any)
+	Errorf(string, ...any)
+}
+
+// Config holds what New needs.
+type Config struct {
+	// Client stores the leases. It must not be nil.
+	Client lease.Client
+
+	// Clock gives the time; it must be the clock the Client uses, and
+	// must not be nil.
+	Clock clock.Clock
+
+	// Namespace is the lease namespace served. Empty means
+	// DefaultNamespace.
+	Namespace string
+
+	// Model, when set, limits the store to that model's leases, for a
+	// manager that runs a store of its own. The zero tag means every
+	// model: a controller's store. A set tag must be valid.
+	Model names.ModelTag
+
+	// MaxSleep is the longest the store waits between reads; a tick
+	// comes sooner when a held lease becomes free sooner. Zero means
+	// DefaultMaxSleep; it must not be negative.
+	MaxSleep time.Duration
+
+	// PruneEvery is how many ticks pass between removals of superseded
+	// terms. Zero means DefaultPruneEvery; it must not be negative.
+	PruneEvery int
+
+	// CallTimeout bounds every database call. Zero means three
+	// MaxSleeps, within [MinCallTimeout, MaxCallTimeout]; it must not
+	// be negative nor above MaxCallTimeout.
+	CallTimeout time.Duration
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config Config) Validate() error {
+	if config.Client == nil {
+		return errors.NotValidf("nil Client")
+	}
+	if config.Clock == nil {
+		return errors.NotValidf("nil Clock")
+	}
+	if config.Model != (names.ModelTag{}) {
+		if err := schema.ValidateModel(config.Model); err != nil {
+			return errors.Trace(err)
+		}
+	}
+	if config.MaxSleep < 0 {
+		return errors.NotValidf("negative MaxSleep")
+	}
+	if config.PruneEvery < 0 {
+		return errors.NotValidf("negative PruneEvery")
+	}
+	if config.CallTimeout < 0 || config.CallTimeout > MaxCallTimeout {
+		return errors.NotValidf("CallTimeout %v (must be in [0, %v])", config.CallTimeout, MaxCallTimeout)
+	}
+	return nil
+}
+
+func (config Config) withDefaults() Config {
+	if config.Namespace == "" {
+		config.Namespace = DefaultNamespace
+	}
+	if config.MaxSleep == 0 {
+		config.MaxSleep = DefaultMaxSleep
+	}
+	if config.PruneEvery == 0 {
+		config.PruneEvery = DefaultPruneEvery
+	}
+	if config.CallTimeout == 0 {
+		config.CallTimeout = min(max(3*config.MaxSleep, MinCallTimeout), MaxCallTimeout)
+	}
+	return config
+}
+
+// view is one published state of the leases: never changed once
+// published, replaced as a whole.
+type view struct {
+	// models holds each model's leases by name.
+	models map[string]map[string]lease.Info
+	// readAt is when the read behind the view began; zero before the
+	// first successful read.
+	readAt time.Time
+	// changed is closed when a newer view replaces this one.
+	changed chan struct{}
+}
+
+type claimRequest struct {
+	claim    lease.Claim
+	reply    chan claimResult
+	attempts int
+}
+
+type claimResult struct {
+	info lease.Info
+	err  error
+}
+
+// Store is the shared lease view of a controller. It is a worker; its
+// methods are safe for concurrent use and none hangs once it stops.
+type Store struct {
+	config   Config
+	catacomb catacomb.Catacomb
+	claims   chan claimRequest
+	refresh  chan struct{}
+	stats    *stats
+
+	mu   sync.Mutex
+	view *view
+
+	// The fields below are owned by the loop goroutine.
+	ticks      int
+	readFailed bool
+}
+
+// New starts a Store. It reads the leases at once.
+func New(config Config) (*Store, error) {
+	if err := config.Validate(); err != nil {
+		return nil, errors.Trace(err)
+	}
+	s := &Store{
+		config:  config.withDefaults(),
+		claims:  make(chan claimRequest),
+		refresh: make(chan struct{}, 1),
+		stats:   newStats(),
+		view:    &view{models: map[string]map[string]lease.Info{}, changed: make(chan struct{})},
+	}
+	if err := catacomb.Invoke(catacomb.Plan{
+		Name: "lease store",
+		Site: &s.catacomb,
+		Work: s.loop,
+	}); err != nil {
+		return nil, errors.Trace(err)
+	}
+	return s, nil
+}
+
+// Kill is part of the worker.Worker interface. It cancels the database
+// call in flight, if any.
+func (s *Store) Kill() {
+	s.catacomb.Kill(nil)
+}
+
+// Wait is part of the worker.Worker interface.
+func (s *Store) Wait() error {
+	return s.catacomb.Wait()
+}
+
+// Dead returns a channel that is closed once the store has stopped.
+func (s *Store) Dead() <-chan struct{} {
+	return s.catacomb.Dead()
+}
+
+// Report is part of the dependency.Reporter interface.
+func (s *Store) Report() map[string]any {
+	return s.stats.report()
+}
+
+// Client returns the lease client the store reads and writes through, for
+// the calls that need no batching (checks, releases, pins).
+func (s *Store) Client() lease.Client {
+	return s.config.Client
+}
+
+// Leases returns model's leases by name as of the store's latest
+// successful read (with the claims and expiries written through the store
+// since then applied), the time that read began, and a channel that is
+// closed once a newer view replaces this one. readAt is zero until a read
+// has succeeded. The map is the caller's own. It never blocks.
+func (s *Store) Leases(model string) (leases map[string]lease.Info, readAt time.Time, changed <-chan struct{}) {
+	s.mu.Lock()
+	v := s.view
+	s.mu.Unlock()
+	return maps.Clone(v.models[model]), v.readAt, v.changed
+}
+
+// Refresh asks for a read as soon as the loop is free, e.g. after a
+// release written around the store; requests made before that read begins
+// are served by it. It never blocks.
+func (s *Store) Refresh() {
+	select {
+	case s.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// Claim claims or extends a lease as lease.Client.ClaimMany does, in the
+// next batch that the store writes: every claim that arrives while one
+// batch is written goes in the next. A claim that loses a race to another
+// writer is tried once more. It returns the lease's new term, or
+// lease.ErrHeld, lease.ErrNotHeld, lease.ErrInvalid, a NotValid error for
+// a key outside the store's namespace or model, the database's error,
+// ctx's error, or ErrStopped. A claim whose caller gave up may still be
+// written.
+func (s *Store) Claim(ctx context.Context, claim lease.Claim) (lease.Info, error) {
+	if claim.Key.Namespace != s.config.Namespace {
+		return lease.Info{}, errors.NotValidf("namespace %q (the store serves %q)", claim.Key.Namespace, s.config.Namespace)
+	}
+	if model := s.config.Model.Id(); model != "" && claim.Key.Model != model {
+		return lease.Info{}, errors.NotValidf("model %q (the store serves %q)", claim.Key.Model, model)
+	}
+	req := claimRequest{claim: claim, reply: make(chan claimResult, 1)}
+	select {
+	case s.claims <- req:
+	case <-s.catacomb.Dying():
+		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
+	case <-ctx.Done():
+		return lease.Info{}, ctx.Err()
+	}
+	select {
+	case r := <-req.reply:
+		return r.info, r.err
+	case <-s.catacomb.Dying():
+		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
+	case <-ctx.Done():
+		return lease.Info{}, ctx.Err()
+	}
+}
+
+func (s *Store) loop() error {
+	s.read()
+	timer := s.config.Clock.NewTimer(s.nextTick())
+	defer timer.Stop()
+	for {
+		select {
+		case <-s.catacomb.Dying():
+			return s.catacomb.ErrDying()
+		case c := <-s.claims:
+			answers := s.handleClaims(c)
+			// Set the alarm for the new leases before anyone
+			// hears of them.
+			pcatacomb.Rearm(timer, s.nextTick())
+			for _, a := range answers {
+				a.reply <- a.result
+			}
+			continue
+		case <-s.refresh:
+			s.read()
+		case <-timer.Chan():
+			s.tick()
+			timer.Reset(s.nextTick())
+			continue
+		}
+		// The earliest expiry may have moved.
+		pcatacomb.Rearm(timer, s.nextTick())
+	}
+}
+
+// call returns the context of one database call. The caller must cancel
+// it when the call returns.
+func (s *Store) call() (context.Context, context.CancelFunc) {
+	return pcatacomb.Call(&s.catacomb, s.config.CallTimeout)
+}
+
+// answer is the result of a claim, to be sent on its reply channel.
+type answer struct {
+	reply  chan<- claimResult
+	result claimResult
+}
+
+// handleClaims writes first and every claim already waiting as one batch,
+// then the claims that lost a race, once more, and returns their answers.
+// It must only be called from the loop goroutine.
+func (s *Store) handleClaims(first claimRequest) []answer {
+	batch := []claimRequest{first}
+drain:
+	for {
+		select {
+		case c := <-s.claims:
+			batch = append(batch, c)
+		default:
+			break drain
+		}
+	}
+	var answers []answer
+	for len(batch) > 0 {
+		batch = s.writeClaims(batch, &answers)
+	}
+	return answers
+}
+
+// writeClaims writes one batch, adds the answers of its claims to answers
+// and returns those to try again. It must only be called from the loop
+// goroutine.
+func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequest {
+	claims := make([]lease.Claim, len(batch))
+	for i, c := range batch {
+		claims[i] = c.claim
+	}
+	ctx, cancel := s.call()
+	infos, errs, err := s.config.Client.ClaimMany(ctx, claims)
+	cancel()
+	s.stats.claimBatch(len(batch), err)
+	if err != nil {
+		err = errors.Annotatef(err, "cannot claim %d leases", len(batch))
+		for _, c := range batch {
+			*answers = append(*answers, answer{c.reply, claimResult{err: err}})
+		}
+		return nil
+	}
+	granted := make(map[lease.Key]lease.Info)
+	var again []claimRequest
+	for i, c := range batch {
+		switch {
+		case errs[i] == nil:
+			granted[c.claim.Key] = infos[i]
+			*answers = append(*answers, answer{c.reply, claimResult{info: infos[i]}})
+		case errors.Is(errs[i], lease.ErrInvalid) && c.attempts == 0:
+			c.attempts++
+			again = append(again, c)
+		default:
+			*answers = append(*answers, answer{c.reply, claimResult{err: errs[i]}})
+		}
+	}
+	s.apply(granted)
+	return again
+}
+
+// tick reads, expires every lapsed lease, and now and then prunes. It
+// must only be called from the loop goroutine.
+func (s *Store) tick() {
+	s.ticks++
+	if s.read() {
+		s.expire()
+	}
+	if s.ticks%s.config.PruneEvery == 0 {
+		ctx, cancel := s.call()
+		n, err := s.config.Client.Prune(ctx, s.config.Namespace, s.config.Model.Id())
+		cancel()
+		if err != nil {
+			s.logError("cannot prune lease terms: %v", err)
+		} else if n > 0 && s.config.Logger != nil {
+			s.config.Logger.Debugf("pruned %d lease terms", n)
+		}
+	}
+}
+
+// read reads the leases and publishes them. A failed read keeps the last
+// view. It must only be called from the loop goroutine.
+func (s *Store) read() bool {
+	at := s.config.Clock.Now()
+	ctx, cancel := s.call()
+	infos, err := s.config.Client.Leases(ctx, s.config.Namespace, s.config.Model.Id())
+	cancel()
+	s.readFailed = err != nil
+	if err != nil {
+		s.stats.failed(err)
+		s.logError("cannot read leases: %v", err)
+		return false
+	}
+	models := make(map[string]map[string]lease.Info)
+	for key, info := range infos {
+		if models[key.Model] == nil {
+			models[key.Model] = make(map[string]lease.Info)
+		}
+		models[key.Model][key.Lease] = info
+	}
+	s.publish(models, at)
+	s.stats.read(len(models), len(infos))
+	return true
+}
+
+// expire expires, with one ExpireMany, every held and unpinned lease that
+// the latest read showed free. It must only be called from the loop
+// goroutine.
+func (s *Store) expire() {
+	v := s.current()
+	var lapsed []lease.Key
+	for model, leases := range v.models {
+		for name, info := range leases {
+			if info.Holder != "" && info.Free(v.readAt) {
+				lapsed = append(lapsed, lease.Key{Namespace: s.config.Namespace, Model: model, Lease: name})
+			}
+		}
+	}
+	if len(lapsed) == 0 {
+		return
+	}
+	ctx, cancel := s.call()
+	errs, err := s.config.Client.ExpireMany(ctx, lapsed)
+	cancel()
+	if err != nil {
+		s.logError("cannot expire %d leases: %v", len(lapsed), err)
+		return
+	}
+	expired := make(map[lease.Key]lease.Info)
+	for i, key := range lapsed {
+		switch {
+		case errs[i] == nil:
+			info := v.models[key.Model][key.Lease]
+			info.Holder, info.Term = "", info.Term+1
+			expired[key] = info
+		case errors.Is(errs[i], lease.ErrHeld), errors.Is(errs[i], lease.ErrInvalid):
+			// Changed meanwhile: the next read shows how.
+		default:
+			s.logError("cannot expire lease %q of model %q: %v", key.Lease, key.Model, errs[i])
+		}
+	}
+	s.stats.expired(len(expired))
+	s.apply(expired)
+}
+
+// current returns the published view.
+func (s *Store) current() *view {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.view
+}
+
+// apply publishes the current view with the given terms written through
+// the store, keeping its read time. It must only be called from the loop
+// goroutine.
+func (s *Store) apply(terms map[lease.Key]lease.Info) {
+	if len(terms) == 0 {
+		return
+	}
+	v := s.current()
+	models := maps.Clone(v.models)
+	for key := range terms {
+		if leases, ok := v.models[key.Model]; ok {
+			models[key.Model] = maps.Clone(leases)
+		} else {
+			models[key.Model] = make(map[string]lease.Info)
+		}
+	}
+	for key, info := range terms {
+		models[key.Model][key.Lease] = info
+	}
+	s.publish(models, v.readAt)
+}
+
+// publish replaces the view and wakes whoever waits on the old one.
+func (s *Store) publish(models map[string]map[string]lease.Info, readAt time.Time) {
+	s.mu.Lock()
+	old := s.view
+	s.view = &view{models: models, readAt: readAt, changed: make(chan struct{})}
+	s.mu.Unlock()
+	close(old.changed)
+}
+
+// nextTick returns the time until the earliest held, unpinned lease
+// becomes free, at most MaxSleep. A lease that should be free already but
+// is still held (its expiry failed) is looked at again after a twentieth
+// of MaxSleep, so that the loop cannot spin; after a failed read, after
+// MaxSleep. It must only be called from the loop goroutine.
+func (s *Store) nextTick() time.Duration {
+	if s.readFailed {
+		return s.config.MaxSleep
+	}
+	now := s.config.Clock.Now()
+	next := s.config.MaxSleep
+	for _, leases := range s.current().models {
+		for _, info := range leases {
+			if info.Holder == "" || info.Pinned() {
+				continue
+			}
+			next = min(next, info.FreeAt.Sub(now))
+		}
+	}
+	if next <= 0 {
+		return s.config.MaxSleep / 20
+	}
+	return next
+}
+
+// logError logs unless the store is dying: a call cut short by Kill is no
+// failure worth a line.
+func (s *Store) logError(format string, args ...any) {
+	if s.config.Logger == nil {
+		return
+	}
+	select {
+	case <-s.catacomb.Dying():
+		return
+	default:
+	}
+	s.config.Logger.Errorf(format, args...)
+}
