@@ -170,6 +170,7 @@ func (s *agenttestSuite) TestProxyCountsCommandsAtTheServerAndDelaysReplies(c *g
 		c.Assert(coll.FindOne(ctx, bson.D{}).Err(), gc.IsNil)
 	}
 	c.Assert(p.Counts()["find"], gc.Equals, 3)
+	c.Assert(p.Counts()["find proxied"], gc.Equals, 3)
 
 	p.SetDelay(300 * time.Millisecond)
 	started := time.Now()

@@ -396,6 +396,17 @@ func (c *client) Leases(ctx context.Context, namespace, model string, leases ...
 	return c.latest(docs), nil
 }
 
+// ReadMany is part of the Client interface.
+func (c *client) ReadMany(ctx context.Context, keys []Key) (map[Key]Info, error) {
+	for _, key := range keys {
+		if err := validateKey(key); err != nil {
+			return nil, errors.Trace(err)
+		}
+	}
+	infos, err := c.read(ctx, keys)
+	return infos, errors.Annotatef(err, "cannot read %d leases", len(keys))
+}
+
 // read returns the latest term of each key in one query, or none when
 // there are no keys. Keys of several namespaces or models are read with
 // one filter on each part; terms of other keys it matches are dropped.

@@ -157,6 +157,11 @@ type Client interface {
 	// means every model: the leases of a whole controller in one read.
 	Leases(ctx context.Context, namespace, model string, leases ...string) (map[Key]Info, error)
 
+	// ReadMany returns the latest term of each of keys that has one, in
+	// one read whatever their number, namespaces and models: what many
+	// leadership checks made at once cost together.
+	ReadMany(ctx context.Context, keys []Key) (map[Key]Info, error)
+
 	// Prune removes every superseded term of namespace and model's
 	// leases, keeping the latest of each, and returns how many went. An
 	// empty model means every model. It costs one read and one delete

@@ -141,3 +141,23 @@ func (s *clientSuite) TestPruneOfEveryModelIsOneReadAndOneDelete(c *gc.C) {
 	c.Assert(counter.Count("delete"), gc.Equals, 1)
 	c.Assert(s.count(c), gc.Equals, int64(len(keys)))
 }
+
+func (s *clientSuite) TestReadManyReadsKeysOfManyModelsInOneRead(c *gc.C) {
+	var counter agenttest.CommandCounter
+	client := s.newClient(c, s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("leases"))
+	keys := manyModels(20)
+	s.claimAll(c, client, keys, time.Minute)
+	missing := lease.Key{Namespace: key.Namespace, Model: "model0", Lease: "postgresql"}
+
+	counter.Reset()
+	infos, err := client.ReadMany(s.ctx, append([]lease.Key{missing}, keys[5:10]...))
+	c.Assert(err, gc.IsNil)
+	c.Assert(counter.Count("find")+counter.Count("getMore"), gc.Equals, 1)
+	c.Assert(infos, gc.HasLen, 5)
+	for _, k := range keys[5:10] {
+		c.Assert(infos[k].Holder, gc.Equals, "mysql/0")
+	}
+
+	_, err = client.ReadMany(s.ctx, []lease.Key{{Namespace: key.Namespace, Model: "", Lease: "mysql"}})
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -27,12 +29,16 @@ func modelTag(i int) names.ModelTag {
 
 // benchWrites counts database writes per flush for pingers spread over one
 // and over 100 models, beside a naive pinger that upserts its own document
-// on every ping.
+// on every ping; and runs that naive scheme for real (the Kubernetes
+// node-lease pattern) at 1,000 and 10,000 agents.
 func benchWrites(ctx context.Context, e *env, t *table) error {
 	pingsPerSecond := 1 / schema.PingInterval(schema.DefaultPeriod).Seconds()
 	flushesPerSecond := 1 / schema.DefaultFlushInterval.Seconds()
 	naiveCost, err := naiveUpsertCost(ctx, e)
 	if err != nil {
+		return err
+	}
+	if err := benchNaive(ctx, e, t); err != nil {
 		return err
 	}
 	for _, n := range e.opts.sizes {
@@ -137,4 +143,105 @@ func naiveUpsertCost(ctx context.Context, e *env) (time.Duration, error) {
 		return 0, fmt.Errorf("naive pinger sent %d writes for %d pings", counter.Writes(), naiveSample)
 	}
 	return time.Since(started) / naiveSample, nil
+}
+
+// benchNaive runs agents that each upsert their own document every ping
+// interval, as a per-agent heartbeat would, and reports what the server
+// kept up with.
+func benchNaive(ctx context.Context, e *env, t *table) error {
+	sizes := []int{1000, 10000}
+	period, window := schema.DefaultPeriod, 30*time.Second
+	if e.opts.quick {
+		sizes, period, window = []int{50}, time.Second, 2*time.Second
+	}
+	for _, agents := range sizes {
+		if ctx.Err() != nil {
+			return nil
+		}
+		r, err := naiveRun(ctx, e, agents, period, window)
+		if err != nil {
+			return err
+		}
+		interval := schema.PingInterval(period)
+		needed := float64(agents) / interval.Seconds()
+		achieved := float64(r.done) / window.Seconds()
+		_, p99, worst := percentiles(r.gaps)
+		e.logf("naive, %d agents: %d upserts done, %d failed, %d agents never written, in %v; gap p99 %v max %v",
+			agents, r.done, r.failed, r.never, window, p99, worst)
+		kept := achieved >= 0.95*needed && r.never == 0 && worst <= 2*period
+		t.add(row{
+			section:  "writes",
+			what:     fmt.Sprintf("naive upsert per agent every %v, %d agents, for %v", interval, agents, window),
+			measured: fmt.Sprintf("%.0f/s of %.0f/s needed; %d failed; %d agents never written; gap between an agent's writes p99 %v max %v", achieved, needed, r.failed, r.never, ms(p99), ms(worst)),
+			target:   "keeps up (a gap over 2 periods is a false death)",
+			verdict:  map[bool]string{true: "kept up", false: "broke"}[kept],
+		})
+	}
+	return nil
+}
+
+// naiveResult is what a naive run managed.
+type naiveResult struct {
+	done, failed, never int
+	// gaps are, per agent, the longest time between two of its
+	// completed writes (or from the start to its first), over the run.
+	gaps []time.Duration
+}
+
+// naiveRun starts agents goroutines that upsert their own document every
+// ping interval of period, each call bounded by the interval, for window.
+func naiveRun(ctx context.Context, e *env, agents int, period, window time.Duration) (naiveResult, error) {
+	db, proxy, done, err := e.proxied()
+	if err != nil {
+		return naiveResult{}, err
+	}
+	defer done()
+	coll := db.Collection("naive")
+	interval := schema.PingInterval(period)
+	runCtx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	started := time.Now()
+	gaps := make([]time.Duration, agents)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := 0; i < agents; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("%s:machine-%d", modelTag(0).Id(), i)
+			last := started
+			due := started.Add(time.Duration(int64(interval) * int64(i) / int64(agents)))
+			for {
+				select {
+				case <-time.After(time.Until(due)):
+				case <-runCtx.Done():
+					gaps[i] = max(gaps[i], time.Since(last))
+					return
+				}
+				callCtx, cancelCall := context.WithTimeout(runCtx, interval)
+				_, err := coll.UpdateOne(callCtx, bson.D{{Key: "_id", Value: id}},
+					bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: time.Now()}}}},
+					mongooptions.UpdateOne().SetUpsert(true))
+				cancelCall()
+				if err != nil {
+					if runCtx.Err() == nil {
+						failed.Add(1)
+					}
+				} else {
+					now := time.Now()
+					gaps[i] = max(gaps[i], now.Sub(last))
+					last = now
+				}
+				due = due.Add(interval)
+			}
+		}()
+	}
+	wg.Wait()
+	r := naiveResult{done: proxy.Counts()["update naive"], failed: int(failed.Load()), gaps: gaps}
+	for _, g := range gaps {
+		if g >= window {
+			r.never++
+		}
+	}
+	return r, nil
 }

@@ -39,6 +39,7 @@ type simulation struct {
 	units      [][]*unit // per model
 	leaders    []map[string]leader
 	last       map[string]event // "model/key" -> the simulation's last act
+	lastUp     map[string]event // "model/key" -> its last start or join
 	recent     []detection
 	detected   map[string]int
 	stopped    bool
@@ -68,6 +69,9 @@ type leader struct {
 type event struct {
 	cause string
 	at    time.Time
+	// seen is set on a start or join once the watcher reported the
+	// agent alive after it.
+	seen bool
 }
 
 type detection struct {
@@ -83,6 +87,7 @@ func newSimulation(o options, reg *registry, m *metrics, clk clock.Clock, out io
 		opts: o, reg: reg, metrics: m, clock: clk, out: out,
 		rand:       rand.New(rand.NewPCG(uint64(clk.Now().UnixNano()), 7)),
 		last:       make(map[string]event),
+		lastUp:     make(map[string]event),
 		detected:   make(map[string]int),
 		stopUnits:  make(chan struct{}),
 		printLines: true,
@@ -156,7 +161,9 @@ func (s *simulation) startAgent(a *agent, cause string) {
 		_ = p.Wait()
 		close(ended)
 	}()
-	s.last[s.eventKey(a.model, a.key)] = event{cause: cause, at: s.clock.Now()}
+	e := event{cause: cause, at: s.clock.Now()}
+	s.last[s.eventKey(a.model, a.key)] = e
+	s.lastUp[s.eventKey(a.model, a.key)] = e
 }
 
 func (s *simulation) eventKey(model int, key string) string {
@@ -253,7 +260,16 @@ func (s *simulation) report(model int, key string, alive bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := detection{Model: s.reg.models[model].Id(), Key: key, Alive: alive}
-	if e, ok := s.last[s.eventKey(model, key)]; ok {
+	k := s.eventKey(model, key)
+	e, ok := s.last[k]
+	if up, upOK := s.lastUp[k]; alive && upOK && !up.seen {
+		// The agent came up and may have gone again since: this is
+		// the late report of its coming up.
+		e, ok = up, true
+		up.seen = true
+		s.lastUp[k] = up
+	}
+	if ok {
 		wanted := (e.cause == causeJoin || e.cause == causeStart) == alive
 		if wanted {
 			d.Cause = e.cause

@@ -86,7 +86,8 @@ func (p *Proxy) SetDelay(d time.Duration) {
 }
 
 // Counts returns how many commands of each name were sent since the last
-// Reset. Handshakes and heartbeats (hello, isMaster) are counted too.
+// Reset, and under "name collection" how many of them named that
+// collection. Handshakes and heartbeats (hello, isMaster) are counted too.
 func (p *Proxy) Counts() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -192,9 +193,10 @@ func (p *Proxy) requests(client, server net.Conn) {
 	}
 }
 
-// count records the command in msg, a whole wire message.
+// count records the command in msg, a whole wire message, under its name
+// and, when it names a collection, under "name collection" too.
 func (p *Proxy) count(msg []byte) {
-	name := "unknown"
+	name, coll := "unknown", ""
 	switch binary.LittleEndian.Uint32(msg[12:]) {
 	case opMsg:
 		// flagBits, then a kind-0 section holding the command.
@@ -204,6 +206,7 @@ func (p *Proxy) count(msg []byte) {
 			if n := int(int32(binary.LittleEndian.Uint32(doc))); n >= 5 && n <= len(doc) {
 				if elems, err := bson.Raw(doc[:n]).Elements(); err == nil && len(elems) > 0 {
 					name = elems[0].Key()
+					coll, _ = elems[0].Value().StringValueOK()
 				}
 			}
 		}
@@ -213,6 +216,9 @@ func (p *Proxy) count(msg []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts[name]++
+	if coll != "" {
+		p.counts[name+" "+coll]++
+	}
 }
 
 // replies passes the server's replies on, each after the current delay.

@@ -56,11 +56,15 @@ type Store interface {
 	// claims (see lease.Client.ClaimMany for its errors).
 	Claim(ctx context.Context, claim lease.Claim) (lease.Info, error)
 
+	// Read returns a lease's latest term from the database, in the
+	// store's next batch of reads: what a leadership check needs.
+	Read(ctx context.Context, key lease.Key) (lease.Info, error)
+
 	// Refresh asks the store for a read soon, without waiting for it.
 	Refresh()
 
 	// Client returns the lease client the store uses, for single-lease
-	// calls: checks, releases and pins.
+	// calls: releases and pins.
 	Client() lease.Client
 }
 

@@ -260,19 +260,20 @@ func (m *manager) CheckLeadership(application, unit string) (Token, error) {
 	return &token{m: m, application: application, unit: unit, fence: info.Fence}, nil
 }
 
-// read reads one lease from the database, giving up when the manager
+// read reads one lease from the database through the store, which
+// batches the reads of every model's checks, giving up when the manager
 // stops or CallTimeout passes.
 func (m *manager) read(application string) (lease.Info, error) {
 	ctx, cancel := pcatacomb.Call(&m.catacomb, CallTimeout)
 	defer cancel()
-	infos, err := m.client.Leases(ctx, Namespace, m.config.Model.Id(), application)
+	info, err := m.store.Read(ctx, m.key(application))
 	if err != nil {
 		if m.dying() {
 			return lease.Info{}, m.deathErr()
 		}
 		return lease.Info{}, errors.Annotatef(err, "cannot read leadership of %q", application)
 	}
-	return infos[m.key(application)], nil
+	return info, nil
 }
 
 // BlockUntilLeadershipReleased is part of the Manager interface.

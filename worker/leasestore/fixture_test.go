@@ -132,17 +132,17 @@ func (g *gatedClient) waitEntered(c *gc.C) {
 	}
 }
 
-// waitForClaimsQueued waits until n goroutines wait in Store.Claim.
-func waitForClaimsQueued(c *gc.C, n int) {
+// waitForQueued waits until n goroutines wait in the Store's method.
+func waitForQueued(c *gc.C, method string, n int) {
 	deadline := time.Now().Add(agenttest.LongWait)
 	buf := make([]byte, 1<<22)
 	for {
 		stacks := string(buf[:runtime.Stack(buf, true)])
-		if strings.Count(stacks, "leasestore.(*Store).Claim(") >= n {
+		if strings.Count(stacks, "leasestore.(*Store)."+method+"(") >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.Fatalf("%d claims never queued", n)
+			c.Fatalf("%d calls of %s never queued", n, method)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

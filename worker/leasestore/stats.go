@@ -14,7 +14,7 @@ type stats struct {
 func newStats() *stats {
 	return &stats{values: map[string]any{
 		"models": 0, "leases": 0, "reads": 0, "read-failures": 0,
-		"claims": 0, "claim-batches": 0, "expired": 0,
+		"claims": 0, "claim-batches": 0, "checks": 0, "check-batches": 0, "expired": 0,
 	}}
 }
 
@@ -37,11 +37,12 @@ func (s *stats) failed(err error) {
 	s.values["last-error"] = err.Error()
 }
 
-func (s *stats) claimBatch(n int, err error) {
+// batch records a batch of n claims or checks (kind "claim" or "check").
+func (s *stats) batch(kind string, n int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.add("claims", n)
-	s.add("claim-batches", 1)
+	s.add(kind+"s", n)
+	s.add(kind+"-batches", 1)
 	if err != nil {
 		s.values["last-error"] = err.Error()
 	}

@@ -167,12 +167,19 @@ type claimResult struct {
 	err  error
 }
 
+// readRequest asks for the latest term of a lease.
+type readRequest struct {
+	key   lease.Key
+	reply chan claimResult
+}
+
 // Store is the shared lease view of a controller. It is a worker; its
 // methods are safe for concurrent use and none hangs once it stops.
 type Store struct {
 	config   Config
 	catacomb catacomb.Catacomb
 	claims   chan claimRequest
+	reads    chan readRequest
 	refresh  chan struct{}
 	stats    *stats
 
@@ -192,6 +199,7 @@ func New(config Config) (*Store, error) {
 	s := &Store{
 		config:  config.withDefaults(),
 		claims:  make(chan claimRequest),
+		reads:   make(chan readRequest),
 		refresh: make(chan struct{}, 1),
 		stats:   newStats(),
 		view:    &view{models: map[string]map[string]lease.Info{}, changed: make(chan struct{})},
@@ -228,7 +236,7 @@ func (s *Store) Report() map[string]any {
 }
 
 // Client returns the lease client the store reads and writes through, for
-// the calls that need no batching (checks, releases, pins).
+// the calls that need no batching (releases, pins).
 func (s *Store) Client() lease.Client {
 	return s.config.Client
 }
@@ -264,11 +272,8 @@ func (s *Store) Refresh() {
 // ctx's error, or ErrStopped. A claim whose caller gave up may still be
 // written.
 func (s *Store) Claim(ctx context.Context, claim lease.Claim) (lease.Info, error) {
-	if claim.Key.Namespace != s.config.Namespace {
-		return lease.Info{}, errors.NotValidf("namespace %q (the store serves %q)", claim.Key.Namespace, s.config.Namespace)
-	}
-	if model := s.config.Model.Id(); model != "" && claim.Key.Model != model {
-		return lease.Info{}, errors.NotValidf("model %q (the store serves %q)", claim.Key.Model, model)
+	if err := s.serves(claim.Key); err != nil {
+		return lease.Info{}, errors.Trace(err)
 	}
 	req := claimRequest{claim: claim, reply: make(chan claimResult, 1)}
 	select {
@@ -288,6 +293,73 @@ func (s *Store) Claim(ctx context.Context, claim lease.Claim) (lease.Info, error
 	}
 }
 
+// Read returns key's latest term from the database (its zero Info when
+// it has none), as a leadership check needs: never from the view, which
+// may be older than a release. Every read that arrives while one is made
+// goes in the next, which reads all of their keys with one query. It
+// fails with a NotValid error for a key outside the store's namespace or
+// model, the database's error, ctx's error, or ErrStopped.
+func (s *Store) Read(ctx context.Context, key lease.Key) (lease.Info, error) {
+	if err := s.serves(key); err != nil {
+		return lease.Info{}, errors.Trace(err)
+	}
+	req := readRequest{key: key, reply: make(chan claimResult, 1)}
+	select {
+	case s.reads <- req:
+	case <-s.catacomb.Dying():
+		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
+	case <-ctx.Done():
+		return lease.Info{}, ctx.Err()
+	}
+	select {
+	case r := <-req.reply:
+		return r.info, r.err
+	case <-s.catacomb.Dying():
+		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
+	case <-ctx.Done():
+		return lease.Info{}, ctx.Err()
+	}
+}
+
+// serves returns a NotValid error unless key is of the store's namespace
+// and model.
+func (s *Store) serves(key lease.Key) error {
+	if key.Namespace != s.config.Namespace {
+		return errors.NotValidf("namespace %q (the store serves %q)", key.Namespace, s.config.Namespace)
+	}
+	if model := s.config.Model.Id(); model != "" && key.Model != model {
+		return errors.NotValidf("model %q (the store serves %q)", key.Model, model)
+	}
+	return nil
+}
+
+// handleReads reads first's key and those of every read already waiting
+// with one query, and answers them. It must only be called from the loop
+// goroutine.
+func (s *Store) handleReads(first readRequest) {
+	batch := []readRequest{first}
+drain:
+	for {
+		select {
+		case r := <-s.reads:
+			batch = append(batch, r)
+		default:
+			break drain
+		}
+	}
+	keys := make([]lease.Key, len(batch))
+	for i, r := range batch {
+		keys[i] = r.key
+	}
+	ctx, cancel := s.call()
+	infos, err := s.config.Client.ReadMany(ctx, keys)
+	cancel()
+	s.stats.batch("check", len(batch), err)
+	for _, r := range batch {
+		r.reply <- claimResult{info: infos[r.key], err: err}
+	}
+}
+
 func (s *Store) loop() error {
 	s.read()
 	timer := s.config.Clock.NewTimer(s.nextTick())
@@ -304,6 +376,9 @@ func (s *Store) loop() error {
 			for _, a := range answers {
 				a.reply <- a.result
 			}
+			continue
+		case r := <-s.reads:
+			s.handleReads(r)
 			continue
 		case <-s.refresh:
 			s.read()
@@ -361,7 +436,7 @@ func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequ
 	ctx, cancel := s.call()
 	infos, errs, err := s.config.Client.ClaimMany(ctx, claims)
 	cancel()
-	s.stats.claimBatch(len(batch), err)
+	s.stats.batch("claim", len(batch), err)
 	if err != nil {
 		err = errors.Annotatef(err, "cannot claim %d leases", len(batch))
 		for _, c := range batch {

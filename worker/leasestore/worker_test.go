@@ -85,7 +85,7 @@ func (s *storeSuite) TestClaimsOfManyModelsInOneRoundAreOneInsert(c *gc.C) {
 			errs[i] = m.ClaimLeadership("mysql", "mysql/0", time.Minute)
 		}()
 	}
-	waitForClaimsQueued(c, len(managers))
+	waitForQueued(c, "Claim", len(managers))
 	counter.Reset()
 	release()
 	wg.Wait()
@@ -96,6 +96,63 @@ func (s *storeSuite) TestClaimsOfManyModelsInOneRoundAreOneInsert(c *gc.C) {
 	// The held read, then the claims' one read.
 	c.Assert(counter.CountOn("find", "leases"), gc.Equals, 2)
 	c.Assert(store.Report()["claim-batches"], gc.Equals, 1)
+}
+
+func (s *storeSuite) TestChecksOfManyModelsInOneRoundAreOneRead(c *gc.C) {
+	store, client, counter := s.newStore(c)
+	var managers []leaseexpiry.ManagerWorker
+	for i := 0; i < 50; i++ {
+		m := s.newManager(c, store, modelTag(i))
+		c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+		managers = append(managers, m)
+	}
+	// Keep the store busy in a read while every model checks.
+	client.waitEntered(c)
+	release := client.hold()
+	store.Refresh()
+	client.waitEntered(c)
+	var wg sync.WaitGroup
+	fences := make([]int64, len(managers))
+	errs := make([]error, len(managers))
+	for i, m := range managers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			token, err := m.CheckLeadership("mysql", "mysql/0")
+			if errs[i] = err; err == nil {
+				fences[i] = token.Fence()
+			}
+		}()
+	}
+	waitForQueued(c, "Read", len(managers))
+	counter.Reset()
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		c.Assert(err, gc.IsNil)
+		c.Assert(fences[i], gc.Equals, int64(1))
+	}
+	// The held read, then the checks' one read.
+	c.Assert(counter.CountOn("find", "leases"), gc.Equals, 2)
+	c.Assert(store.Report()["check-batches"], gc.Equals, 1)
+}
+
+func (s *storeSuite) TestCheckSeesAReleaseMadeElsewhereAtOnce(c *gc.C) {
+	store, _, _ := s.newStore(c, func(cfg *leasestore.Config) { cfg.MaxSleep = time.Hour })
+	m := s.newManager(c, store, modelTag(0))
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	token, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+
+	// Another controller's store, whose manager releases.
+	other, _, _ := s.newStore(c, func(cfg *leasestore.Config) { cfg.MaxSleep = time.Hour })
+	c.Assert(s.newManager(c, other, modelTag(0)).ReleaseLeadership("mysql", "mysql/0"), gc.IsNil)
+	// The first store's view still says held; its checks read.
+	leases, _, _ := store.Leases(modelTag(0).Id())
+	c.Assert(leases["mysql"].Holder, gc.Equals, "mysql/0")
+	c.Assert(errors.Is(token.Check(), leaseexpiry.ErrNotHeld), gc.Equals, true)
+	_, err = m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(errors.Is(err, leaseexpiry.ErrNotHeld), gc.Equals, true)
 }
 
 func (s *storeSuite) TestHundredLeasesLapsingAtOnceAreExpiredWithOneReadAndOneInsert(c *gc.C) {
