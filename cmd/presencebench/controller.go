@@ -39,6 +39,10 @@ type cost struct {
 	leaseReads     int
 	flushes, loads int64
 	slowLoads      int64 // loads that took longer than a sync
+	// notAlive is how many agents never read alive before the window,
+	// and claimsFailed how many of the models' first claims failed:
+	// a baseline that breaks down is measured as it is.
+	notAlive, claimsFailed int
 	// maxFlush is the most write commands one flush of the controller
 	// set sent; zero for sets per model, whose flushes interleave.
 	maxFlush int64
@@ -118,15 +122,17 @@ func addCostRows(e *env, t *table, sh shape, shared, perModel cost) {
 		name string
 		cost cost
 	}{{"controller set", shared}, {"sets per model", perModel}} {
-		e.logf("%v, %s: %d writes, %d reads and %d lease reads in %v (%d flushes, %d loads, %d loads slower than a sync)",
-			sh, c.name, c.cost.writes, c.cost.reads, c.cost.leaseReads, c.cost.window, c.cost.flushes, c.cost.loads, c.cost.slowLoads)
+		e.logf("%v, %s: %d writes, %d reads and %d lease reads in %v (%d flushes, %d loads, %d loads slower than a sync; %d agents not alive, %d claims failed)",
+			sh, c.name, c.cost.writes, c.cost.reads, c.cost.leaseReads, c.cost.window, c.cost.flushes, c.cost.loads, c.cost.slowLoads,
+			c.cost.notAlive, c.cost.claimsFailed)
 	}
 	writesPerFlush := float64(shared.writes) / flushes
 	readsPerSync := float64(shared.reads-shared.leaseReads) / syncs
 	leaseReadsPerTick := float64(shared.leaseReads) / ticks
 	saturated := ""
-	if perModel.slowLoads > 0 {
-		saturated = fmt.Sprintf("; %d of its loads slower than a sync: the server was saturated", perModel.slowLoads)
+	if perModel.slowLoads > 0 || perModel.notAlive > 0 || perModel.claimsFailed > 0 {
+		saturated = fmt.Sprintf("; saturated: %d loads slower than a sync, %d agents never alive, %d claims failed",
+			perModel.slowLoads, perModel.notAlive, perModel.claimsFailed)
 	}
 	t.add(row{
 		section:  "controller",
@@ -256,13 +262,17 @@ func measureCost(ctx context.Context, e *env, sh shape, perModel bool, window ti
 		}
 		workers = append(workers, p)
 	}
-	leases, err := startLeases(db, sh.models, perModel)
+	leases, claimsFailed, err := startLeases(db, sh.models, perModel)
 	workers = append(workers, leases...)
 	if err != nil {
 		return cost{}, err
 	}
-	if err := waitAlive(ctx, watchers, sh.agents, 2*time.Minute); err != nil {
+	notAlive, err := waitAlive(ctx, watchers, sh.agents, 2*time.Minute)
+	if err != nil {
 		return cost{}, err
+	}
+	if notAlive > 0 && !perModel {
+		return cost{}, fmt.Errorf("%d agents not alive after 2 minutes", notAlive)
 	}
 	proxy.Reset()
 	flushes.Store(0)
@@ -277,14 +287,16 @@ func measureCost(ctx context.Context, e *env, sh shape, perModel bool, window ti
 	}
 	counts := proxy.Counts()
 	return cost{
-		window:     window,
-		writes:     writesIn(counts),
-		leaseReads: counts["find "+leaseCollection],
-		reads:      counts["find"] + counts["getMore"] + counts["aggregate"],
-		flushes:    flushes.Load(),
-		loads:      loads.Load(),
-		slowLoads:  slow.Load(),
-		maxFlush:   maxFlush.Load(),
+		window:       window,
+		writes:       writesIn(counts),
+		leaseReads:   counts["find "+leaseCollection],
+		reads:        counts["find"] + counts["getMore"] + counts["aggregate"],
+		flushes:      flushes.Load(),
+		loads:        loads.Load(),
+		slowLoads:    slow.Load(),
+		maxFlush:     maxFlush.Load(),
+		notAlive:     notAlive,
+		claimsFailed: claimsFailed,
 	}, nil
 }
 
@@ -299,38 +311,43 @@ const leaseCollection = "leases"
 // startLeases starts a lease manager per model, fed by one shared lease
 // store or, with perModel, by a private store each, and has each claim
 // one application's leadership. It returns the workers it started, the
-// store first.
-func startLeases(db *mongo.Database, models int, perModel bool) ([]worker.Worker, error) {
+// store first, and how many claims failed.
+func startLeases(db *mongo.Database, models int, perModel bool) ([]worker.Worker, int, error) {
 	client, err := lease.NewClient(lease.ClientConfig{Collection: db.Collection(leaseCollection), Clock: clock.WallClock})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var started []worker.Worker
 	config := leaseexpiry.ManagerConfig{Client: client, Clock: clock.WallClock}
 	if !perModel {
 		store, err := leasestore.New(leasestore.Config{Client: client, Clock: clock.WallClock})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		started = append(started, store)
 		config = leaseexpiry.ManagerConfig{Store: store, Clock: clock.WallClock}
 	}
+	failed := 0
 	for m := 0; m < models; m++ {
 		config.Model = modelTag(m)
 		manager, err := leaseexpiry.NewManager(config)
 		if err != nil {
-			return started, err
+			return started, failed, err
 		}
 		started = append(started, manager)
 		if err := manager.ClaimLeadership("app", "app/0", time.Minute); err != nil {
-			return started, err
+			failed++
 		}
 	}
-	return started, nil
+	if failed > 0 && !perModel {
+		return started, failed, fmt.Errorf("%d of %d claims failed", failed, models)
+	}
+	return started, failed, nil
 }
 
-// waitAlive waits until every watcher reports want keys alive.
-func waitAlive(ctx context.Context, watchers []*watcher.Watcher, want int, timeout time.Duration) error {
+// waitAlive waits until every watcher reports want keys alive, or
+// timeout, and returns how many agents were missing then.
+func waitAlive(ctx context.Context, watchers []*watcher.Watcher, want int, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		missing := 0
@@ -339,16 +356,13 @@ func waitAlive(ctx context.Context, watchers []*watcher.Watcher, want int, timeo
 				missing += want - alive
 			}
 		}
-		if missing == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d agents not alive after %v", missing, timeout)
+		if missing == 0 || time.Now().After(deadline) {
+			return missing, nil
 		}
 		select {
 		case <-time.After(200 * time.Millisecond):
 		case <-ctx.Done():
-			return ctx.Err()
+			return missing, ctx.Err()
 		}
 	}
 }

@@ -23,12 +23,14 @@ type settings struct {
 	flush, sync, period time.Duration
 }
 
-// bounds returns DESIGN section 4's detection bounds for s, counting the
-// flush's +20% jitter: start and Disconnect within a flush and a sync, a
-// silent death within two periods, a flush and a sync.
+// bounds returns the detection bounds for s: start and Disconnect, which
+// the batcher writes at once (at most 50ms after its previous flush),
+// within that, a sync and 100ms for the write and the read (250ms with
+// the library's defaults); a silent death within two periods, a flush
+// (with its +20% jitter) and a sync.
 func (s settings) bounds() (start, disconnect, silent time.Duration) {
-	flush := s.flush * 12 / 10
-	return flush + s.sync, flush + s.sync, 2*s.period + flush + s.sync
+	prompt := min(50*time.Millisecond, s.flush) + s.sync + 100*time.Millisecond
+	return prompt, prompt, 2*s.period + s.flush*12/10 + s.sync
 }
 
 func benchLatency(ctx context.Context, e *env, t *table) error {

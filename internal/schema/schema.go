@@ -51,15 +51,19 @@ import (
 
 const (
 	// DefaultPeriod is the slot length used when a Period is zero. A
-	// silent death is seen within 2 x Period + flush + sync (about 22s
-	// with the defaults), a Disconnect within one flush and one sync.
+	// silent death is seen within 2 x Period + flush + sync (about 21s
+	// with the defaults), a Disconnect within a few hundredths of a
+	// second (the batcher writes it at once) and one sync.
 	DefaultPeriod = 10 * time.Second
 
 	// DefaultFlushInterval is how often a ping batcher writes, ±20%.
 	DefaultFlushInterval = time.Second
 
-	// DefaultSyncInterval is how often a watcher reads.
-	DefaultSyncInterval = time.Second
+	// DefaultSyncInterval is how often a controller's presence reader
+	// reads: one query for every model, cheap enough to run ten times a
+	// second, so that a Disconnect or a new key (which the batcher writes
+	// at once) is seen within about a tenth of a second.
+	DefaultSyncInterval = 100 * time.Millisecond
 
 	// DefaultBase is the usual name of the base collection.
 	DefaultBase = "presence"

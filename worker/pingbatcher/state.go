@@ -132,14 +132,32 @@ func unset(words []uint64, index uint32) bool {
 	return true
 }
 
-// ping marks index alive in s, clearing any death.
-func (s *slotState) ping(index uint32) {
-	var changed, cleared bool
+// ping marks index alive in s, clearing any death. It reports whether
+// that set a bit, and whether it cleared a death.
+func (s *slotState) ping(index uint32) (changed, revived bool) {
 	s.alive, changed = set(s.alive, index)
-	cleared = unset(s.dead, index)
-	if changed || cleared {
+	revived = unset(s.dead, index)
+	if changed || revived {
 		s.version++
 	}
+	return changed, revived
+}
+
+// pingedIn reports whether index was pinged, and not disconnected since,
+// in slot.
+func (w *writerState) pingedIn(slot int64, index uint32) bool {
+	for _, s := range w.slots {
+		if s.slot == slot {
+			return isSet(s.alive, index) && !isSet(s.dead, index)
+		}
+	}
+	return false
+}
+
+// isSet reports whether bit index is set in words.
+func isSet(words []uint64, index uint32) bool {
+	i := int(index / 64)
+	return i < len(words) && words[i]&(1<<(index%64)) != 0
 }
 
 // kill marks index dead in s.

@@ -46,6 +46,10 @@ const gapSlots = 2
 // the Period: a write of many new keys must be able to finish.
 const minFlushTimeout = time.Second
 
+// minKickGap is the shortest time between two flushes that a Disconnect
+// or a key coming up asks for: a burst of them shares one flush.
+const minKickGap = 50 * time.Millisecond
+
 // compactAt is the fewest indexes a writer must have handed out before it
 // is retired for having released most of them: its pingers register again
 // with a fresh writer, whose documents hold only the live keys.
@@ -123,6 +127,7 @@ type PingBatcher struct {
 	pings     *mongo.Collection
 	beings    *mongo.Collection
 	syncs     chan chan error
+	kick      chan struct{}
 	rand      *rand.Rand
 
 	// mu guards the fields below. It is never held across a database
@@ -163,6 +168,7 @@ func New(config Config) (*PingBatcher, error) {
 		pings:     schema.Pings(config.Base),
 		beings:    schema.Beings(config.Base),
 		syncs:     make(chan chan error),
+		kick:      make(chan struct{}, 1),
 		rand:      rand.New(rand.NewChaCha8(seed)),
 		w:         newWriterState(),
 	}
@@ -180,7 +186,7 @@ func New(config Config) (*PingBatcher, error) {
 // every method fails with it. It stands in for a batcher that could not be
 // made.
 func NewDeadPingBatcher(err error) *PingBatcher {
-	b := &PingBatcher{w: newWriterState(), syncs: make(chan chan error)}
+	b := &PingBatcher{w: newWriterState(), syncs: make(chan chan error), kick: make(chan struct{}, 1)}
 	_ = catacomb.Invoke(catacomb.Plan{
 		Name: "dead ping batcher",
 		Site: &b.catacomb,
@@ -284,7 +290,11 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
 	}
-	w.slotFor(slot).ping(id.Index)
+	if changed, revived := w.slotFor(slot).ping(id.Index); revived || (changed && !w.pingedIn(slot-1, id.Index)) {
+		// The key is coming up, not just pinging a new slot: write
+		// it soon rather than at the next flush.
+		b.soon()
+	}
 	w.lastSlot = max(w.lastSlot, slot)
 	return nil
 }
@@ -302,7 +312,17 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 	}
 	w.slotFor(slot).kill(id.Index)
 	w.lastSlot = max(w.lastSlot, slot)
+	b.soon()
 	return nil
+}
+
+// soon asks the loop for a flush now, at most one per minKickGap. It
+// never blocks.
+func (b *PingBatcher) soon() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Release is part of the pinger.PingRecorder interface.
@@ -356,8 +376,12 @@ func (b *PingBatcher) jittered() time.Duration {
 }
 
 func (b *PingBatcher) loop() error {
-	timer := b.config.Clock.NewTimer(b.jittered())
+	first := b.jittered()
+	timer := b.config.Clock.NewTimer(first)
 	defer timer.Stop()
+	var lastStart time.Time
+	nextAt := b.config.Clock.Now().Add(first)
+	kickGap := min(minKickGap, b.config.FlushInterval)
 	for {
 		var waiters []chan error
 		fired := false
@@ -366,6 +390,17 @@ func (b *PingBatcher) loop() error {
 			return b.catacomb.ErrDying()
 		case reply := <-b.syncs:
 			waiters = append(waiters, reply)
+		case <-b.kick:
+			now := b.config.Clock.Now()
+			if wait := kickGap - now.Sub(lastStart); wait > 0 {
+				// Too soon after the last flush: bring the next one
+				// forward instead.
+				if due := now.Add(wait); due.Before(nextAt) {
+					pcatacomb.Rearm(timer, wait)
+					nextAt = due
+				}
+				continue
+			}
 		case <-timer.Chan():
 			fired = true
 		}
@@ -380,6 +415,7 @@ func (b *PingBatcher) loop() error {
 			}
 		}
 		started := b.config.Clock.Now()
+		lastStart = started
 		docs, err := b.flushWithin(max(b.config.Period/2, minFlushTimeout))
 		if b.config.OnFlush != nil {
 			b.config.OnFlush(FlushStats{Took: b.config.Clock.Now().Sub(started), Documents: docs, Err: err})
@@ -393,6 +429,7 @@ func (b *PingBatcher) loop() error {
 		// Flushes start every (jittered) FlushInterval: the write's
 		// own time does not stretch the interval.
 		next := max(b.jittered()-b.config.Clock.Now().Sub(started), 0)
+		nextAt = b.config.Clock.Now().Add(next)
 		if fired {
 			timer.Reset(next)
 		} else {

@@ -202,11 +202,51 @@ func (s *workerSuite) TestFlushesOnItsOwnEveryJitteredInterval(c *gc.C) {
 	defer workertest.CleanKill(agenttest.C(c), b)
 	id := register(c, b, s.base, modelA, "a")
 	c.Assert(b.Ping(id, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	// A routine ping of the next slot waits for the interval.
+	c.Assert(b.Ping(id, 2), gc.IsNil)
+	agenttest.WaitTimers(c, s.clock, 1)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 1)
 	agenttest.WaitAdvance(c, s.clock, 1200*time.Millisecond, 1)
 	// The flush runs on the real database; wait for its timer to be set
 	// again, which happens once it is done.
 	agenttest.WaitTimers(c, s.clock, 1)
-	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 1)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 2)
+}
+
+func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	c.Assert(b.Ping(register(c, b, s.base, modelA, "a"), 1), gc.IsNil)
+	// No Sync, no clock advance: the first ping of a key asks for a
+	// flush of its own.
+	waitDocs(c, func() bool { return len(s.pingDocs(c, s.base)) == 1 })
+}
+
+func (s *workerSuite) TestADisconnectIsWrittenWithinTheKickGap(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(b.Dead(id, 1), gc.IsNil)
+	// Right after a flush, the next comes 50ms later, not after the
+	// flush interval.
+	agenttest.WaitAdvance(c, s.clock, 50*time.Millisecond, 1)
+	waitDocs(c, func() bool {
+		docs := s.pingDocs(c, s.base)
+		return len(docs) == 1 && len(docs[0].Dead) > 0
+	})
+}
+
+// waitDocs waits on the wall clock until f holds: the flush runs on the
+// real database.
+func waitDocs(c *gc.C, f func() bool) {
+	deadline := time.Now().Add(agenttest.LongWait)
+	for !f() {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true)
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (s *workerSuite) TestConcurrentSyncsShareFlushes(c *gc.C) {

@@ -838,9 +838,13 @@ func (r *Reader) String() string {
 // whose state changed, for finishLoad to dispatch. The slice is reused by
 // the next load.
 func (r *Reader) applied(res loadResult) []change {
-	if r.failing {
+	// A load that stalled (and those that failed before it) may have
+	// kept the batchers from writing too: they get a Period from the end
+	// of the first load that came back promptly or succeeded, not from
+	// its start, to catch up before a quiet key counts as dead.
+	if r.failing || res.took > r.stallAfter() {
 		r.failing = false
-		r.healthySince = res.at
+		r.healthySince = res.at.Add(res.took)
 	}
 	r.lastErr = nil
 	for _, doc := range res.beings {
@@ -849,7 +853,7 @@ func (r *Reader) applied(res loadResult) []change {
 	for writer, f := range res.fresh {
 		r.view.learn(writer, f.from, f.entries)
 	}
-	hold := !r.healthySince.IsZero() && res.at.Sub(r.healthySince) < r.config.Period
+	hold := !r.healthySince.IsZero() && res.at.Before(r.healthySince.Add(r.config.Period))
 	changes := r.view.apply(res.writers, r.gen, hold)
 	if r.view.unknown > 0 && r.config.Logger != nil {
 		r.config.Logger.Debugf("%s: %d live indexes with no known key; fetching beings again", r, r.view.unknown)
@@ -863,6 +867,13 @@ func (r *Reader) applied(res loadResult) []change {
 		return nil
 	}
 	return changes
+}
+
+// stallAfter is how long a load may take before the reader treats it as
+// a stall of the database, after which it holds deaths as after an
+// outage.
+func (r *Reader) stallAfter() time.Duration {
+	return min(r.config.Period/2, minReadTimeout)
 }
 
 // firstDispatch sends the initial states that waited for the first load.

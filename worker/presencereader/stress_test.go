@@ -1,0 +1,208 @@
+package presencereader_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// stressSuite breaks the database under a running batcher and reader on
+// the wall clock, with short settings, and checks that no live key is
+// ever reported dead.
+type stressSuite struct {
+	agenttest.MongoSuite
+	logger *agenttest.Logger
+}
+
+func (s *stressSuite) SetUpTest(c *gc.C) {
+	s.MongoSuite.SetUpTest(c)
+	s.logger = &agenttest.Logger{}
+}
+
+// checkNoDeaths checks that d saw no death, with the workers' log lines
+// when it did.
+func (s *stressSuite) checkNoDeaths(c *gc.C, d *deaths) {
+	dead := d.get()
+	if len(dead) > 0 {
+		for _, line := range s.logger.Entries() {
+			c.Log(line)
+		}
+	}
+	c.Assert(dead, gc.HasLen, 0)
+}
+
+var _ = gc.Suite(&stressSuite{})
+
+const (
+	stressPeriod = time.Second
+	stressKeys   = 50
+)
+
+var stressModel = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000a")
+
+// deaths counts the deaths a subscription reports.
+type deaths struct {
+	mu   sync.Mutex
+	dead []string
+	done chan struct{}
+}
+
+func (d *deaths) follow(ctx context.Context, sub *watcher.Subscription) {
+	defer close(d.done)
+	for {
+		changes, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		d.mu.Lock()
+		for _, c := range changes {
+			if !c.Alive {
+				d.dead = append(d.dead, c.Key)
+			}
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *deaths) get() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.dead...)
+}
+
+// live starts a batcher, a reader, a watcher and stressKeys pingers, each
+// on the database at uri through a client of its own, waits until every
+// key is alive, and returns what counts deaths from then on.
+func (s *stressSuite) live(c *gc.C, uri string) (*deaths, func()) {
+	base := func() *mongo.Collection {
+		return s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	}
+	writerBase := base()
+	b, err := pingbatcher.New(pingbatcher.Config{
+		Base: writerBase, Clock: clock.WallClock, Period: stressPeriod, FlushInterval: 100 * time.Millisecond,
+		Logger: s.logger,
+	})
+	c.Assert(err, gc.IsNil)
+	r, err := presencereader.New(presencereader.Config{
+		Base: base(), Clock: clock.WallClock, Period: stressPeriod, SyncInterval: 100 * time.Millisecond,
+		Logger: s.logger,
+	})
+	c.Assert(err, gc.IsNil)
+	w, err := watcher.New(watcher.Config{Reader: r, Model: stressModel})
+	c.Assert(err, gc.IsNil)
+	var pingers []*pinger.Pinger
+	for i := 0; i < stressKeys; i++ {
+		p, err := pinger.New(pinger.Config{
+			Base: writerBase, Model: stressModel, Key: fmt.Sprintf("machine-%d", i), Clock: clock.WallClock,
+			Period: stressPeriod, Recorder: func() pinger.PingRecorder { return b },
+		})
+		c.Assert(err, gc.IsNil)
+		c.Assert(p.Start(), gc.IsNil)
+		pingers = append(pingers, p)
+	}
+	deadline := time.Now().Add(agenttest.LongWait)
+	for {
+		if alive, _ := w.Report()["alive"].(int); alive == stressKeys {
+			break
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", w.Report()))
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sub := w.Subscribe()
+	_, err = sub.Next(ctx)
+	c.Assert(err, gc.IsNil)
+	d := &deaths{done: make(chan struct{})}
+	go d.follow(ctx, sub)
+	return d, func() {
+		cancel()
+		<-d.done
+		sub.Close()
+		for _, p := range pingers {
+			p.Kill()
+		}
+		for _, p := range pingers {
+			_ = p.Wait()
+		}
+		workertest.CleanKill(agenttest.C(c), w)
+		workertest.CleanKill(agenttest.C(c), r)
+		workertest.CleanKill(agenttest.C(c), b)
+	}
+}
+
+// settle waits three periods on the wall clock, for whatever false
+// deaths a recovery would bring.
+func settle() {
+	time.Sleep(3 * stressPeriod)
+}
+
+func (s *stressSuite) TestNoFalseDeathWhenTheServerIsKilledAndRestarted(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot kill an external MongoDB")
+	}
+	d, stop := s.live(c, s.Server.URI())
+	defer stop()
+	c.Assert(s.Server.Kill(), gc.IsNil)
+	time.Sleep(3 * stressPeriod)
+	c.Assert(s.Server.Start(), gc.IsNil)
+	settle()
+	s.checkNoDeaths(c, d)
+}
+
+func (s *stressSuite) TestNoFalseDeathWhenTheServerIsKilledThreeTimes(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot kill an external MongoDB")
+	}
+	d, stop := s.live(c, s.Server.URI())
+	defer stop()
+	for i := 0; i < 3; i++ {
+		c.Assert(s.Server.Kill(), gc.IsNil)
+		time.Sleep(stressPeriod / 2)
+		c.Assert(s.Server.Start(), gc.IsNil)
+		time.Sleep(stressPeriod / 2)
+	}
+	settle()
+	s.checkNoDeaths(c, d)
+}
+
+func (s *stressSuite) TestNoFalseDeathWhenTheServerHangs(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot pause an external MongoDB")
+	}
+	d, stop := s.live(c, s.Server.URI())
+	defer stop()
+	c.Assert(s.Server.Pause(), gc.IsNil)
+	time.Sleep(3 * stressPeriod)
+	c.Assert(s.Server.Resume(), gc.IsNil)
+	settle()
+	s.checkNoDeaths(c, d)
+}
+
+func (s *stressSuite) TestNoFalseDeathWhenEveryReplyIsLateForSeveralPeriods(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	d, stop := s.live(c, uri)
+	defer stop()
+	// Every call is acknowledged, late: flushes and loads outlast their
+	// deadlines, then the database is fast again.
+	proxy.SetDelay(3 * stressPeriod)
+	time.Sleep(3 * stressPeriod)
+	proxy.SetDelay(0)
+	settle()
+	s.checkNoDeaths(c, d)
+}
