@@ -11,8 +11,9 @@
 //
 //   - a ping document per (slot, writer) in "<base>.pings", holding two
 //     bitmaps indexed by pinger index, alive (pinged in the slot) and dead
-//     (disconnected in the slot, not pinged since), and the period the
-//     writer slots time by;
+//     (disconnected in the slot, not pinged since), the period the writer
+//     slots time by, and the writer's clock when it wrote (so that
+//     readers can measure the skew between their clocks);
 //   - a beings document per (writer, chunk of ChunkSize indexes) in
 //     "<base>.beings", holding the model and key of each index. A writer
 //     updates them once a slot (or every FreshLimit new keys); until then
@@ -83,7 +84,7 @@ const (
 	// MaxIndex is the most indexes one writer may hand out. Readers
 	// reject documents that name more, so that one bad document cannot
 	// make them allocate without bound.
-	MaxIndex = 1 << 24
+	MaxIndex = 1 << 20
 
 	// KeepSlots is how many slots before the current one the pruner
 	// keeps. Watchers read two (current and previous); the rest is
@@ -100,6 +101,7 @@ const (
 	FieldSlot    = "slot"
 	FieldWriter  = "writer"
 	FieldPeriod  = "period"
+	FieldAt      = "at"
 	FieldAlive   = "alive"
 	FieldDead    = "dead"
 	FieldChunk   = "chunk"
@@ -215,6 +217,7 @@ type PingDoc struct {
 	Slot      int64   `bson:"slot"`
 	Writer    string  `bson:"writer"`
 	Period    int64   `bson:"period"`
+	At        int64   `bson:"at"`
 	Alive     []byte  `bson:"alive"`
 	Dead      []byte  `bson:"dead"`
 	FreshFrom int     `bson:"freshFrom"`

@@ -270,6 +270,9 @@ func (b *PingBatcher) Register(base *mongo.Collection, model names.ModelTag, key
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if len(b.w.entries) >= schema.MaxIndex && len(b.w.free[entry{model: model.Id(), key: key}]) == 0 {
+		return pinger.Identity{}, errors.Errorf("cannot register %q: this batcher holds %d keys, the most one writer may", key, schema.MaxIndex)
+	}
 	index := b.w.allocate(entry{model: model.Id(), key: key})
 	return pinger.Identity{Model: model.Id(), Writer: b.w.writer, Index: index}, nil
 }
@@ -458,6 +461,7 @@ func (b *PingBatcher) snapshot() *batch {
 		return out // registered, never pinged: nothing to say yet
 	}
 	reassert := b.stats.reassert
+	now := b.config.Clock.Now()
 	n := len(w.entries)
 	persist := !w.registered || reassert ||
 		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
@@ -475,6 +479,7 @@ func (b *PingBatcher) snapshot() *batch {
 			{Key: schema.FieldSlot, Value: s.slot},
 			{Key: schema.FieldWriter, Value: w.writer},
 			{Key: schema.FieldPeriod, Value: int64(b.config.Period)},
+			{Key: schema.FieldAt, Value: now.UnixNano()},
 			{Key: schema.FieldAlive, Value: bson.Binary{Data: schema.EncodeBits(nil, s.alive)}},
 			{Key: schema.FieldDead, Value: bson.Binary{Data: schema.EncodeBits(nil, s.dead)}},
 			{Key: schema.FieldFrom, Value: from},

@@ -109,6 +109,10 @@ type LoadStats struct {
 	Changes int
 	// Skipped is how many documents the load skipped as invalid.
 	Skipped int
+	// MaxSkew is the largest clock difference measured between the
+	// reader and any writer (an upper bound: it includes the write's and
+	// the read's delays).
+	MaxSkew time.Duration
 	// Err is why the load failed, or nil.
 	Err error
 }
@@ -164,6 +168,26 @@ type Reader struct {
 	failures     int
 	justLoaded   bool // the first load was just applied; its states go out as initial ones
 	skipped      map[string]bool
+	clocks       map[string]*writerClock
+}
+
+// writerClock is what the reader measured of one writer's clock.
+type writerClock struct {
+	lastAt  int64            // the newest stamp seen
+	samples [8]time.Duration // the latest skew samples, a ring
+	n       int
+	warned  bool
+}
+
+// skew returns the smallest recent sample: the reader's clock minus the
+// writer's, plus the write's and the read's delays, which are never
+// negative, so the smallest sample is the closest bound.
+func (wc *writerClock) skew() time.Duration {
+	out := wc.samples[0]
+	for _, d := range wc.samples[1:min(wc.n, len(wc.samples))] {
+		out = min(out, d)
+	}
+	return out
 }
 
 // registry is who listens to one model. It is owned by the loop
@@ -199,6 +223,7 @@ func New(config Config) (*Reader, error) {
 		view:       newView(),
 		registries: make(map[string]*registry),
 		skipped:    make(map[string]bool),
+		clocks:     make(map[string]*writerClock),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "presence reader",
@@ -593,6 +618,7 @@ type loadResult struct {
 	at      time.Time
 	slot    int64
 	writers []writerBits
+	stamps  writerAt
 	beings  []schema.BeingsDoc
 	fresh   map[string]fresh
 	skipped []string // why documents were skipped, one per document
@@ -602,6 +628,9 @@ type loadResult struct {
 	beingsErr error
 	took      time.Duration
 }
+
+// writerAt is the newest clock stamp a writer put in its ping documents.
+type writerAt map[string]int64
 
 // fresh is the newest entries a writer carried in its ping documents.
 type fresh struct {
@@ -651,7 +680,7 @@ func (r *Reader) read(now time.Time, known map[string]int) loadResult {
 			continue
 		}
 		if err := r.check(doc); err != nil {
-			res.skipped = append(res.skipped, fmt.Sprintf("ping document of writer %q for slot %d: %v", doc.Writer, doc.Slot, err))
+			res.skipped = append(res.skipped, fmt.Sprintf("ping document %v: %v", cur.Current.Lookup(schema.FieldID), err))
 			continue
 		}
 		res.addPing(doc, slot, byWriter)
@@ -713,6 +742,10 @@ func (res *loadResult) addPing(doc schema.PingDoc, slot int64, byWriter map[stri
 		res.writers = append(res.writers, writerBits{writer: doc.Writer})
 	}
 	wb := &res.writers[i]
+	if res.stamps == nil {
+		res.stamps = make(writerAt)
+	}
+	res.stamps[doc.Writer] = max(res.stamps[doc.Writer], doc.At)
 	if f, ok := res.fresh[doc.Writer]; doc.Fresh.Len() > 0 && (!ok || doc.FreshFrom+doc.Fresh.Len() > f.from+f.entries.Len()) {
 		if res.fresh == nil {
 			res.fresh = make(map[string]fresh)
@@ -775,7 +808,8 @@ func (r *Reader) finishLoad(res loadResult) {
 	if r.config.OnLoad != nil {
 		r.config.OnLoad(LoadStats{
 			Took: res.took, Models: len(r.view.models), Writers: len(r.view.writer),
-			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped), Err: res.err,
+			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped),
+			MaxSkew: r.maxSkew(), Err: res.err,
 		})
 	}
 	r.touched = nil
@@ -853,6 +887,7 @@ func (r *Reader) applied(res loadResult) []change {
 	for writer, f := range res.fresh {
 		r.view.learn(writer, f.from, f.entries)
 	}
+	r.measureClocks(res)
 	hold := !r.healthySince.IsZero() && res.at.Before(r.healthySince.Add(r.config.Period))
 	changes := r.view.apply(res.writers, r.gen, hold)
 	if r.view.unknown > 0 && r.config.Logger != nil {
@@ -867,6 +902,59 @@ func (r *Reader) applied(res loadResult) []change {
 		return nil
 	}
 	return changes
+}
+
+// measureClocks takes a skew sample from every writer whose stamp is new
+// since the last load, and warns once per writer whose clock is more than
+// a quarter of a Period away from the reader's: at half a Period its live
+// keys would start to read dead. It must only be called from the loop
+// goroutine.
+func (r *Reader) measureClocks(res loadResult) {
+	seen := res.at.Add(res.took)
+	for writer, at := range res.stamps {
+		wc := r.clocks[writer]
+		if wc == nil {
+			wc = &writerClock{}
+			r.clocks[writer] = wc
+		}
+		if at <= wc.lastAt {
+			continue
+		}
+		wc.lastAt = at
+		wc.samples[wc.n%len(wc.samples)] = seen.Sub(time.Unix(0, at))
+		wc.n++
+		skew := wc.skew()
+		if abs(skew) > r.config.Period/4 && !wc.warned {
+			wc.warned = true
+			r.logf("%s: writer %s's clock is about %v behind this reader's (negative: ahead); at half a Period (%v) its live keys would read dead",
+				r, writer, skew.Round(time.Millisecond), r.config.Period/2)
+		}
+	}
+	for writer := range r.clocks {
+		if _, ok := r.view.writer[writer]; !ok {
+			if _, now := res.stamps[writer]; !now {
+				delete(r.clocks, writer)
+			}
+		}
+	}
+}
+
+// maxSkew returns the largest clock skew measured against any writer.
+func (r *Reader) maxSkew() time.Duration {
+	var out time.Duration
+	for _, wc := range r.clocks {
+		if wc.n > 0 {
+			out = max(out, abs(wc.skew()))
+		}
+	}
+	return out
+}
+
+func abs(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 // stallAfter is how long a load may take before the reader treats it as
@@ -937,6 +1025,7 @@ func (r *Reader) record(res loadResult) int {
 	r.stats["views"] = r.views
 	r.stats["subscriptions"] = r.subCount
 	r.stats["skipped-documents"] = len(r.skipped)
+	r.stats["max-clock-skew"] = r.maxSkew().String()
 	r.stats["failures"] = r.failures
 	r.stats["last-load"] = res.took.String()
 	if res.err != nil {

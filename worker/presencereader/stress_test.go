@@ -3,12 +3,14 @@ package presencereader_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
@@ -205,4 +207,94 @@ func (s *stressSuite) TestNoFalseDeathWhenEveryReplyIsLateForSeveralPeriods(c *g
 	proxy.SetDelay(0)
 	settle()
 	s.checkNoDeaths(c, d)
+}
+
+func (s *stressSuite) TestHostileDocumentsAreSkippedAndTheRestIsRead(c *gc.C) {
+	d, stop := s.live(c, s.Server.URI())
+	defer stop()
+	ctx := context.Background()
+	pings := s.DB.Collection("presence.pings")
+	beings := s.DB.Collection("presence.beings")
+	slot := time.Now().UnixNano() / int64(stressPeriod)
+	for _, doc := range []bson.D{
+		{{Key: "_id", Value: "huge"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w1"}, {Key: "period", Value: int64(stressPeriod)},
+			{Key: "freshFrom", Value: int32(2147483647)}, {Key: "fresh", Value: bson.D{{Key: "models", Value: bson.A{stressModel.Id()}}, {Key: "model", Value: bson.A{int32(0)}}, {Key: "keys", Value: bson.A{"x"}}}}},
+		{{Key: "_id", Value: "negative"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w2"}, {Key: "period", Value: int64(stressPeriod)},
+			{Key: "alive", Value: bson.Binary{Data: []byte{1}}}, {Key: "freshFrom", Value: int32(-5)}},
+		{{Key: "_id", Value: "wrong type"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w3"}, {Key: "alive", Value: "not a bitmap"}},
+		{{Key: "_id", Value: "other period"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w4"}, {Key: "period", Value: int64(time.Minute)},
+			{Key: "alive", Value: bson.Binary{Data: []byte{1}}}},
+		{{Key: "_id", Value: "bad reference"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w5"}, {Key: "period", Value: int64(stressPeriod)},
+			{Key: "freshFrom", Value: int32(0)}, {Key: "fresh", Value: bson.D{{Key: "models", Value: bson.A{}}, {Key: "model", Value: bson.A{int32(3)}}, {Key: "keys", Value: bson.A{"y"}}}}},
+	} {
+		_, err := pings.InsertOne(ctx, doc)
+		c.Assert(err, gc.IsNil)
+	}
+	// A writer whose ping document is fine but whose beings are not.
+	_, err := pings.InsertOne(ctx, bson.D{{Key: "_id", Value: "fine"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w6"},
+		{Key: "period", Value: int64(stressPeriod)}, {Key: "alive", Value: bson.Binary{Data: []byte{1}}}})
+	c.Assert(err, gc.IsNil)
+	_, err = beings.InsertOne(ctx, bson.D{{Key: "_id", Value: "w6:huge"}, {Key: "writer", Value: "w6"}, {Key: "chunk", Value: int32(2147483647)},
+		{Key: "entries", Value: bson.D{{Key: "models", Value: bson.A{stressModel.Id()}}, {Key: "model", Value: bson.A{int32(0)}}, {Key: "keys", Value: bson.A{"z"}}}}})
+	c.Assert(err, gc.IsNil)
+	settle()
+	s.checkNoDeaths(c, d)
+	// Each bad document is named once in the log, and nothing else
+	// changed: the real keys stay alive, no made-up key appears.
+	skipped := 0
+	for _, line := range s.logger.Entries() {
+		if strings.Contains(line, "skipping") {
+			skipped++
+		}
+	}
+	c.Assert(skipped, gc.Equals, 6, gc.Commentf("%s", strings.Join(s.logger.Entries(), "\n")))
+}
+
+// skewedClock is the wall clock off by offset: another controller's.
+type skewedClock struct {
+	clock.Clock
+	offset time.Duration
+}
+
+// Now is part of the clock.Clock interface.
+func (s skewedClock) Now() time.Time {
+	return s.Clock.Now().Add(s.offset)
+}
+
+func (s *stressSuite) TestClockSkewIsMeasuredAndReported(c *gc.C) {
+	writer := skewedClock{Clock: clock.WallClock, offset: -600 * time.Millisecond}
+	base := s.DB.Collection("presence")
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: writer, Period: stressPeriod, FlushInterval: 100 * time.Millisecond})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	skews := make(chan time.Duration, 100)
+	r, err := presencereader.New(presencereader.Config{
+		Base: base, Clock: clock.WallClock, Period: stressPeriod, SyncInterval: 100 * time.Millisecond, Logger: s.logger,
+		OnLoad: func(l presencereader.LoadStats) {
+			select {
+			case skews <- l.MaxSkew:
+			default:
+			}
+		},
+	})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), r)
+	id, err := b.Register(base, stressModel, "machine-0")
+	c.Assert(err, gc.IsNil)
+	deadline := time.After(agenttest.LongWait)
+	for {
+		c.Assert(b.Ping(id, writer.Now().UnixNano()/int64(stressPeriod)), gc.IsNil)
+		c.Assert(b.Sync(), gc.IsNil)
+		c.Assert(r.Refresh(), gc.IsNil)
+		select {
+		case skew := <-skews:
+			if skew >= 550*time.Millisecond {
+				c.Assert(skew < 2*time.Second, gc.Equals, true, gc.Commentf("%v", skew))
+				c.Assert(strings.Join(s.logger.Entries(), "\n"), gc.Matches, `(?s).*clock is about .* behind this reader's.*`)
+				return
+			}
+		case <-deadline:
+			c.Fatalf("skew never measured")
+		}
+	}
 }
