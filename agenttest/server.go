@@ -162,29 +162,29 @@ func (s *Server) startProcess(binary string) error {
 // Stop stops the embedded server, keeping its data, so that a test can
 // simulate a database outage. Clients see connection errors until Start.
 func (s *Server) Stop() error {
-	if s.external {
-		return ErrExternal
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return nil
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGCONT)
-	_ = s.stdin.Close()
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-	s.cmd = nil
-	return nil
+	return s.end(func() {
+		_ = s.stdin.Close()
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+	})
 }
 
 // Kill kills the embedded server at once (SIGKILL), keeping its data, as a
 // crash would: nothing is flushed or closed. Start brings it back.
 func (s *Server) Kill() error {
+	return s.end(func() {
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	})
+}
+
+// end ends a running embedded server with stop, after resuming it in case
+// it was paused, and forgets its process.
+func (s *Server) end(stop func()) error {
 	if s.external {
 		return ErrExternal
 	}
@@ -194,8 +194,7 @@ func (s *Server) Kill() error {
 		return nil
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGCONT)
-	_ = s.cmd.Process.Kill()
-	<-s.exited
+	stop()
 	s.cmd = nil
 	return nil
 }

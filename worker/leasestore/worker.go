@@ -276,15 +276,21 @@ func (s *Store) Claim(ctx context.Context, claim lease.Claim) (lease.Info, error
 		return lease.Info{}, errors.Trace(err)
 	}
 	req := claimRequest{claim: claim, reply: make(chan claimResult, 1)}
+	return ask(ctx, s, s.claims, req, req.reply)
+}
+
+// ask hands req to the loop on requests and waits for its answer on
+// reply, giving up once ctx ends or the store stops.
+func ask[T any](ctx context.Context, s *Store, requests chan<- T, req T, reply <-chan claimResult) (lease.Info, error) {
 	select {
-	case s.claims <- req:
+	case requests <- req:
 	case <-s.catacomb.Dying():
 		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
 	case <-ctx.Done():
 		return lease.Info{}, ctx.Err()
 	}
 	select {
-	case r := <-req.reply:
+	case r := <-reply:
 		return r.info, r.err
 	case <-s.catacomb.Dying():
 		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
@@ -304,21 +310,7 @@ func (s *Store) Read(ctx context.Context, key lease.Key) (lease.Info, error) {
 		return lease.Info{}, errors.Trace(err)
 	}
 	req := readRequest{key: key, reply: make(chan claimResult, 1)}
-	select {
-	case s.reads <- req:
-	case <-s.catacomb.Dying():
-		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
-	case <-ctx.Done():
-		return lease.Info{}, ctx.Err()
-	}
-	select {
-	case r := <-req.reply:
-		return r.info, r.err
-	case <-s.catacomb.Dying():
-		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
-	case <-ctx.Done():
-		return lease.Info{}, ctx.Err()
-	}
+	return ask(ctx, s, s.reads, req, req.reply)
 }
 
 // serves returns a NotValid error unless key is of the store's namespace
