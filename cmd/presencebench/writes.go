@@ -101,7 +101,13 @@ func batchedWrites(ctx context.Context, e *env, n, models int) (float64, float64
 				return err
 			}
 		}
-		return b.Sync()
+		// A failed flush loses nothing: the next writes it all.
+		err := b.Sync()
+		for retry := 0; err != nil && retry < 3; retry++ {
+			e.logf("flush failed (%v); again", err)
+			err = b.Sync()
+		}
+		return err
 	}
 	if err := ping(1); err != nil {
 		return 0, 0, 0, err

@@ -543,12 +543,23 @@ func upsert(id string, fields bson.D) mongo.WriteModel {
 		SetUpsert(true)
 }
 
-// flushWithin flushes with a deadline of timeout, and gives up at once
-// when the batcher starts dying.
+// flushWithin flushes with a deadline of timeout for each database call
+// (a flush of many new keys makes several), and gives up at once when the
+// batcher starts dying.
 func (b *PingBatcher) flushWithin(timeout time.Duration) (int, error) {
-	ctx, cancel := pcatacomb.Call(&b.catacomb, timeout)
+	return b.flush(func() (context.Context, context.CancelFunc) {
+		return pcatacomb.Call(&b.catacomb, timeout)
+	})
+}
+
+// caller returns the context of one database call, and its cancel.
+type caller func() (context.Context, context.CancelFunc)
+
+// do runs f with a context of its own from call.
+func (call caller) do(f func(context.Context) error) error {
+	ctx, cancel := call()
 	defer cancel()
-	return b.flush(ctx)
+	return f(ctx)
 }
 
 // flush writes every pending change: a new writer's arbiter insert first,
@@ -557,9 +568,9 @@ func (b *PingBatcher) flushWithin(timeout time.Duration) (int, error) {
 // every beings document is written again, in case the pruner removed them
 // while this batcher could not write. A writer that has released most of
 // its indexes is retired after a successful flush.
-func (b *PingBatcher) flush(ctx context.Context) (int, error) {
+func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
-		if err := schema.EnsureIndexes(ctx, b.config.Base); err != nil {
+		if err := call.do(func(ctx context.Context) error { return schema.EnsureIndexes(ctx, b.config.Base) }); err != nil {
 			return 0, b.failed(errors.Trace(err))
 		}
 		b.stats.indexesEnsured = true
@@ -568,14 +579,14 @@ func (b *PingBatcher) flush(ctx context.Context) (int, error) {
 	docs := len(out.beings) + len(out.pings)
 	if out.arbiter != nil {
 		docs++
-		if err := b.insertArbiter(ctx, out); err != nil {
+		if err := call.do(func(ctx context.Context) error { return b.insertArbiter(ctx, out) }); err != nil {
 			return 0, b.failed(err)
 		}
 	}
-	if err := bulk(ctx, b.beings, out.beings); err != nil {
+	if err := bulk(call, b.beings, out.beings); err != nil {
 		return 0, b.failed(errors.Annotatef(err, "cannot write %d beings documents", len(out.beings)))
 	}
-	if err := bulk(ctx, b.pings, out.pings); err != nil {
+	if err := bulk(call, b.pings, out.pings); err != nil {
 		return 0, b.failed(errors.Annotatef(err, "cannot write %d ping documents", len(out.pings)))
 	}
 	b.mu.Lock()
@@ -633,11 +644,16 @@ func (b *PingBatcher) failed(err error) error {
 	return err
 }
 
-// bulk writes models in calls of at most schema.MaxBatch.
-func bulk(ctx context.Context, coll *mongo.Collection, models []mongo.WriteModel) error {
+// bulk writes models in calls of at most schema.MaxBatch, each with a
+// context of its own from call.
+func bulk(call caller, coll *mongo.Collection, models []mongo.WriteModel) error {
 	for len(models) > 0 {
 		n := min(len(models), schema.MaxBatch)
-		if _, err := coll.BulkWrite(ctx, models[:n], options.BulkWrite().SetOrdered(false)); err != nil {
+		err := call.do(func(ctx context.Context) error {
+			_, err := coll.BulkWrite(ctx, models[:n], options.BulkWrite().SetOrdered(false))
+			return err
+		})
+		if err != nil {
 			return errors.Trace(err)
 		}
 		models = models[n:]
