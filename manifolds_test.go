@@ -287,3 +287,62 @@ func (noLogger) Tracef(string, ...any) {}
 func (noLogger) Debugf(string, ...any) {}
 func (noLogger) Infof(string, ...any)  {}
 func (noLogger) Errorf(string, ...any) {}
+
+func (s *engineSuite) TestControllerManifoldsNamesAndValidation(c *gc.C) {
+	config := presence.ControllerManifoldsConfig{DatabaseName: "database", Clock: agenttest.NewClock(), Prefix: "c-"}
+	c.Assert(keys(presence.ControllerManifolds(config)), gc.DeepEquals, []string{
+		"c-" + presence.ClockName, "c-" + presence.LeaseStoreName, "c-" + presence.PingBatcherName,
+		"c-" + presence.PrunerName, "c-" + presence.ReaderName,
+	})
+	c.Assert(config.Validate(), gc.IsNil)
+	for i, t := range []struct {
+		mutate func(*presence.ControllerManifoldsConfig)
+		err    string
+	}{
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.Period = -1 }, "negative Period not valid"},
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.PruneInterval = -1 }, "negative PruneInterval not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := config
+		t.mutate(&cfg)
+		c.Check(cfg.Validate(), gc.ErrorMatches, t.err)
+		_, err := presence.ControllerManifolds(cfg)["c-"+presence.ReaderName].Start(context.Background(), agenttest.StubGetter(nil))
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}
+
+func (s *engineSuite) TestModelManifoldsStandOnTheControllerSet(c *gc.C) {
+	config := presence.ModelManifoldsConfig{
+		ControllerPrefix: "c-", DatabaseName: "database", Model: modelA, Prefix: "m-", AgentKey: "machine-0",
+	}
+	manifolds := presence.ModelManifolds(config)
+	c.Assert(keys(manifolds), gc.DeepEquals, []string{
+		"m-" + presence.LeaseManagerName, "m-" + presence.PingerName, "m-" + presence.PresenceRecorderName, "m-" + presence.WatcherName,
+	})
+	c.Assert(manifolds["m-"+presence.WatcherName].Inputs, gc.DeepEquals, []string{"c-" + presence.ReaderName})
+	c.Assert(manifolds["m-"+presence.LeaseManagerName].Inputs, gc.DeepEquals,
+		[]string{"c-" + presence.ClockName, "c-" + presence.LeaseStoreName})
+	c.Assert(manifolds["m-"+presence.PingerName].Inputs, gc.DeepEquals,
+		[]string{"c-" + presence.ClockName, "database", "c-" + presence.PingBatcherName})
+	c.Assert(config.Validate(), gc.IsNil)
+	for i, t := range []struct {
+		mutate func(*presence.ModelManifoldsConfig)
+		err    string
+	}{
+		{func(cfg *presence.ModelManifoldsConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
+		{func(cfg *presence.ModelManifoldsConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
+		{func(cfg *presence.ModelManifoldsConfig) { cfg.AgentKey = "\xff" }, `AgentKey: key .* not valid`},
+		{func(cfg *presence.ModelManifoldsConfig) { cfg.Period = -1 }, "negative Period not valid"},
+	} {
+		c.Logf("case %d", i)
+		cfg := config
+		t.mutate(&cfg)
+		c.Check(cfg.Validate(), gc.ErrorMatches, t.err)
+		_, err := presence.ModelManifolds(cfg)["m-"+presence.WatcherName].Start(context.Background(), agenttest.StubGetter(nil))
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}
