@@ -196,10 +196,11 @@ type registry struct {
 	watchers map[string][]*sender
 	keySubs  map[string][]*Subscription
 	allSubs  map[*Subscription]bool
+	subs     int
 }
 
 func (g *registry) empty() bool {
-	return len(g.watchers) == 0 && len(g.keySubs) == 0 && len(g.allSubs) == 0
+	return len(g.watchers) == 0 && g.subs == 0
 }
 
 // New starts a Reader. It loads at once and then every SyncInterval.
@@ -517,6 +518,7 @@ func (r *Reader) addSubscription(sub *Subscription) {
 	r.subCount++
 	sub.v.subs[sub] = true
 	g := r.registry(sub.v.model)
+	g.subs++
 	if sub.all {
 		g.allSubs[sub] = true
 	} else {
@@ -543,6 +545,7 @@ func (r *Reader) removeSubscription(sub *Subscription) {
 	if g == nil {
 		return
 	}
+	g.subs--
 	delete(g.allSubs, sub)
 	for _, key := range sub.keys {
 		g.keySubs[key] = without(g.keySubs[key], sub)
@@ -608,7 +611,7 @@ func (r *Reader) modelStats(model string) map[string]any {
 	}
 	if g := r.registries[model]; g != nil {
 		out["watched-keys"] = len(g.watchers)
-		out["subscriptions"] = len(g.allSubs) + len(g.keySubs)
+		out["subscriptions"] = g.subs
 	}
 	return out
 }

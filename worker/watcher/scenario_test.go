@@ -349,3 +349,51 @@ func (s *scenarioSuite) TestAWatcherStartedLaterFindsEveryKey(c *gc.C) {
 	assertAlive(c, w, "early", true)
 	assertAlive(c, w, "late", true)
 }
+
+func (s *scenarioSuite) TestWatchChannelNeverEndsOnAStaleValue(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	p := s.newPinger(c, b, s.base, modelA, "a")
+	ch := make(chan watcher.Change)
+	w.Watch("a", ch)
+	last := (<-ch).Alive
+	received := make(chan watcher.Change, 100)
+	stop := make(chan struct{})
+	defer close(stop)
+	// A slow reader: it takes its time over every change, so that the
+	// next one waits in flight while the key flaps.
+	go func() {
+		for {
+			select {
+			case change := <-ch:
+				received <- change
+				time.Sleep(100 * time.Millisecond)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	alive := false
+	for flaps := 1; flaps <= 6; flaps++ {
+		for i := 0; i < flaps; i++ {
+			if alive {
+				c.Assert(p.Disconnect(), gc.IsNil)
+			} else {
+				c.Assert(p.Start(), gc.IsNil)
+			}
+			alive = !alive
+			c.Assert(b.Sync(), gc.IsNil)
+			c.Assert(w.Refresh(), gc.IsNil)
+		}
+		// Whatever the reader got in between, it ends on the truth.
+		for quiet := false; !quiet; {
+			select {
+			case change := <-received:
+				last = change.Alive
+			case <-time.After(300 * time.Millisecond):
+				quiet = true
+			}
+		}
+		c.Assert(last, gc.Equals, alive, gc.Commentf("after %d flaps", flaps))
+	}
+}

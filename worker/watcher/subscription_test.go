@@ -165,3 +165,26 @@ func (s *subscriptionSuite) TestManySubscriptionsOneNeverRead(c *gc.C) {
 		c.Assert(next(c, sub), gc.DeepEquals, []watcher.Change{{Key: fmt.Sprint(i), Alive: true}})
 	}
 }
+
+func (s *subscriptionSuite) TestSubscribingToKeysNobodyWritesCostsNothingOnceClosed(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	p := s.newPinger(c, b, s.base, modelA, "a")
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	var made []string
+	for i := 0; i < 2000; i++ {
+		made = append(made, fmt.Sprintf("made-up-%d", i))
+	}
+	sub := w.Subscribe(made...)
+	c.Assert(next(c, sub), gc.HasLen, 2000)
+	c.Assert(w.Report()["keys"], gc.Equals, 1)
+	c.Assert(w.Report()["subscriptions"], gc.Equals, 1)
+	sub.Close()
+	c.Assert(w.Refresh(), gc.IsNil)
+	report := w.Report()
+	c.Assert(report["keys"], gc.Equals, 1)
+	c.Assert(report["subscriptions"], gc.IsNil)
+	c.Assert(report["watched-keys"], gc.IsNil)
+}
