@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -339,22 +340,33 @@ func startLeases(db *mongo.Database, models int, perModel bool) ([]worker.Worker
 		started = append(started, store)
 		config = leaseexpiry.ManagerConfig{Store: store, Clock: clock.WallClock}
 	}
-	failed := 0
+	var managers []leaseexpiry.ManagerWorker
 	for m := 0; m < models; m++ {
 		config.Model = modelTag(m)
 		manager, err := leaseexpiry.NewManager(config)
 		if err != nil {
-			return started, failed, err
+			return started, 0, err
 		}
 		started = append(started, manager)
-		if err := manager.ClaimLeadership("app", "app/0", time.Minute); err != nil {
-			failed++
-		}
+		managers = append(managers, manager)
 	}
-	if failed > 0 && !perModel {
-		return started, failed, fmt.Errorf("%d of %d claims failed", failed, models)
+	// Every model's unit claims at once, as after a controller start.
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for _, manager := range managers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := manager.ClaimLeadership("app", "app/0", time.Minute); err != nil {
+				failed.Add(1)
+			}
+		}()
 	}
-	return started, failed, nil
+	wg.Wait()
+	if failed.Load() > 0 && !perModel {
+		return started, int(failed.Load()), fmt.Errorf("%d of %d claims failed", failed.Load(), models)
+	}
+	return started, int(failed.Load()), nil
 }
 
 // waitAlive waits until every watcher reports want keys alive, or

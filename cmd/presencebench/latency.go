@@ -26,11 +26,11 @@ type settings struct {
 // bounds returns the detection bounds for s: start and Disconnect, which
 // the batcher writes at once (at most 50ms after its previous flush),
 // within that, a sync and 100ms for the write and the read (250ms with
-// the library's defaults); a silent death within two periods, a flush
-// (with its +20% jitter) and a sync.
+// the library's defaults); a silent death within a period, a flush (with
+// its +20% jitter) and a sync.
 func (s settings) bounds() (start, disconnect, silent time.Duration) {
 	prompt := min(50*time.Millisecond, s.flush) + s.sync + 100*time.Millisecond
-	return prompt, prompt, 2*s.period + s.flush*12/10 + s.sync
+	return prompt, prompt, s.period + s.flush*12/10 + s.sync
 }
 
 func benchLatency(ctx context.Context, e *env, t *table) error {

@@ -3,7 +3,7 @@
 // ids and fields, the bitmap encoding, and the validation of keys, models
 // and of what is read back.
 //
-// The storage model. Time is cut into slots of one Period. Every ping
+// The storage model. Time is cut into slots of half a Period. Every ping
 // batcher (one per controller) is a writer with an id of its own (an
 // ObjectID), whatever the number of models it serves. It hands each of its
 // pingers a small integer index, which names one (model, key) pair, and
@@ -51,10 +51,11 @@ import (
 )
 
 const (
-	// DefaultPeriod is the slot length used when a Period is zero. A
-	// silent death is seen within 2 x Period + flush + sync (about 21s
-	// with the defaults), a Disconnect within a few hundredths of a
-	// second (the batcher writes it at once) and one sync.
+	// DefaultPeriod is the Period used when one is zero: a key that has
+	// not pinged for a Period is dead. A silent death is seen within
+	// Period + flush + sync (about 11 s with the defaults), a Disconnect
+	// within a few hundredths of a second (the batcher writes it at once)
+	// and one sync.
 	DefaultPeriod = 10 * time.Second
 
 	// DefaultFlushInterval is how often a ping batcher writes, ±20%.
@@ -87,9 +88,14 @@ const (
 	MaxIndex = 1 << 20
 
 	// KeepSlots is how many slots before the current one the pruner
-	// keeps. Watchers read two (current and previous); the rest is
-	// margin for clock skew and slow flushes.
-	KeepSlots = 3
+	// keeps: three Periods. Readers read ReadSlots; the rest is margin
+	// for clock skew and writers that fall behind.
+	KeepSlots = 6
+
+	// ReadSlots is how many slots a reader reads: the current one and
+	// two before it, so that it can judge each writer by its own latest
+	// two slots even when that writer is one slot behind.
+	ReadSlots = 3
 
 	// MaxKeyLength is the longest key accepted, in bytes.
 	MaxKeyLength = 1024
@@ -126,11 +132,19 @@ func Namespace(base *mongo.Collection) string {
 	return base.Database().Name() + "." + base.Name()
 }
 
+// SlotLength returns the length of a slot for period: half of it. A key
+// that pings every PingInterval has a bit in every slot of its writer, and
+// a writer moves to a new slot twice a Period, so a key that stops is seen
+// dead within one Period of its last ping (plus a flush and a sync).
+func SlotLength(period time.Duration) time.Duration {
+	return period / 2
+}
+
 // Slot returns the slot that t falls in. Slots are counted from the Unix
 // epoch, so every process with the same period agrees on them.
 func Slot(t time.Time, period time.Duration) int64 {
 	n := t.UnixNano()
-	p := int64(period)
+	p := int64(SlotLength(period))
 	s := n / p
 	if n%p < 0 {
 		s--
@@ -140,14 +154,13 @@ func Slot(t time.Time, period time.Duration) int64 {
 
 // SlotStart returns the instant slot begins.
 func SlotStart(slot int64, period time.Duration) time.Time {
-	return time.Unix(0, slot*int64(period))
+	return time.Unix(0, slot*int64(SlotLength(period)))
 }
 
 // PingInterval returns how often a pinger pings for a given period: twice a
-// slot, so that every slot gets a ping even when a flush is late or clocks
-// differ by up to Period/2 - flush interval.
+// slot, so that every slot of its writer has its bit.
 func PingInterval(period time.Duration) time.Duration {
-	return period / 2
+	return period / 4
 }
 
 // PingID returns the _id of a writer's ping document for slot.

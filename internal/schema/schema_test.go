@@ -19,15 +19,16 @@ type schemaSuite struct{}
 
 var _ = gc.Suite(&schemaSuite{})
 
-func (*schemaSuite) TestSlotsAreCountedFromTheEpoch(c *gc.C) {
+func (*schemaSuite) TestSlotsAreHalfPeriodsCountedFromTheEpoch(c *gc.C) {
 	t := time.Unix(90, 0)
-	c.Assert(schema.Slot(t, 30*time.Second), gc.Equals, int64(3))
-	c.Assert(schema.Slot(t.Add(-time.Nanosecond), 30*time.Second), gc.Equals, int64(2))
-	c.Assert(schema.SlotStart(3, 30*time.Second).Equal(t), gc.Equals, true)
+	c.Assert(schema.Slot(t, 60*time.Second), gc.Equals, int64(3))
+	c.Assert(schema.Slot(t.Add(-time.Nanosecond), 60*time.Second), gc.Equals, int64(2))
+	c.Assert(schema.SlotStart(3, 60*time.Second).Equal(t), gc.Equals, true)
+	c.Assert(schema.PingInterval(60*time.Second), gc.Equals, 15*time.Second)
 }
 
 func (*schemaSuite) TestSlotBeforeTheEpochRoundsDown(c *gc.C) {
-	c.Assert(schema.Slot(time.Unix(-1, 0), 30*time.Second), gc.Equals, int64(-1))
+	c.Assert(schema.Slot(time.Unix(-1, 0), 60*time.Second), gc.Equals, int64(-1))
 }
 
 func (*schemaSuite) TestBitsRoundTrip(c *gc.C) {

@@ -1,6 +1,8 @@
 package pingbatcher
 
 import (
+	"slices"
+
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -92,15 +94,20 @@ func (w *writerState) wasteful() bool {
 	return len(w.entries) >= compactAt && w.released*2 > len(w.entries)
 }
 
-// slotFor returns the state of slot, creating it if needed.
+// slotFor returns the state of slot, creating it if needed. w.slots stays
+// in slot order.
 func (w *writerState) slotFor(slot int64) *slotState {
-	for _, s := range w.slots {
+	at := len(w.slots)
+	for i, s := range w.slots {
 		if s.slot == slot {
 			return s
 		}
+		if s.slot > slot && i < at {
+			at = i
+		}
 	}
 	s := &slotState{slot: slot}
-	w.slots = append(w.slots, s)
+	w.slots = slices.Insert(w.slots, at, s)
 	return s
 }
 

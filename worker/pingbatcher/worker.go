@@ -37,10 +37,11 @@ import (
 // or stopped, unless it died with an error of its own.
 const ErrStopped = errors.ConstError("ping batcher stopped")
 
-// gapSlots is how many whole slots the batcher may go without a ping
-// before its writer is retired: past that, the pruner may remove the
-// writer's documents, so a new writer id is safer than reusing the old one.
-const gapSlots = 2
+// gapSlots is how many whole slots the batcher may go without a ping or a
+// flush (a process paused, say) before its writer is retired: past that
+// the pruner may soon remove the writer's documents (it keeps
+// schema.KeepSlots), so a new writer id is safer than reusing the old one.
+const gapSlots = 4
 
 // minFlushTimeout is the shortest deadline a flush gets, however short
 // the Period: a write of many new keys must be able to finish.
@@ -455,6 +456,7 @@ type batch struct {
 func (b *PingBatcher) snapshot() *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.tick()
 	w := b.w
 	out := &batch{writer: w.writer}
 	if w.lastSlot == 0 {
@@ -490,6 +492,26 @@ func (b *PingBatcher) snapshot() *batch {
 		out.pings = append(out.pings, upsert(schema.PingID(s.slot, w.writer), fields))
 	}
 	return out
+}
+
+// tick starts the current slot's document, empty if no pinger pinged in
+// it yet, as soon as the slot begins: readers judge a writer's keys by its
+// own latest two slots, so the writer moves on every slot while it has
+// live pingers, and a key that stopped pinging is seen dead one slot
+// later whether or not others ping. After more than gapSlots slots
+// without a ping or a flush (a paused process) it does nothing: the next
+// ping retires the writer. b.mu must be held.
+func (b *PingBatcher) tick() {
+	w := b.w
+	if w.lastSlot == 0 || w.released == len(w.entries) {
+		return
+	}
+	slot := schema.Slot(b.config.Clock.Now(), b.config.Period)
+	if slot <= w.lastSlot || slot > w.lastSlot+gapSlots {
+		return
+	}
+	w.slotFor(slot).version++
+	w.lastSlot = slot
 }
 
 // entriesOf returns the schema form of a run of entries.
@@ -583,10 +605,12 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 			return 0, b.failed(err)
 		}
 	}
-	if err := bulk(call, b.beings, out.beings); err != nil {
+	if err := bulk(call, b.beings, out.beings, false); err != nil {
 		return 0, b.failed(errors.Annotatef(err, "cannot write %d beings documents", len(out.beings)))
 	}
-	if err := bulk(call, b.pings, out.pings); err != nil {
+	// In slot order, so that a reader that sees a writer's new slot also
+	// sees the last version of the one before.
+	if err := bulk(call, b.pings, out.pings, true); err != nil {
 		return 0, b.failed(errors.Annotatef(err, "cannot write %d ping documents", len(out.pings)))
 	}
 	b.mu.Lock()
@@ -645,12 +669,12 @@ func (b *PingBatcher) failed(err error) error {
 }
 
 // bulk writes models in calls of at most schema.MaxBatch, each with a
-// context of its own from call.
-func bulk(call caller, coll *mongo.Collection, models []mongo.WriteModel) error {
+// context of its own from call, in order if ordered is set.
+func bulk(call caller, coll *mongo.Collection, models []mongo.WriteModel, ordered bool) error {
 	for len(models) > 0 {
 		n := min(len(models), schema.MaxBatch)
 		err := call.do(func(ctx context.Context) error {
-			_, err := coll.BulkWrite(ctx, models[:n], options.BulkWrite().SetOrdered(false))
+			_, err := coll.BulkWrite(ctx, models[:n], options.BulkWrite().SetOrdered(ordered))
 			return err
 		})
 		if err != nil {

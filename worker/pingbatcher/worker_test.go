@@ -214,6 +214,28 @@ func (s *workerSuite) TestFlushesOnItsOwnEveryJitteredInterval(c *gc.C) {
 	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 2)
 }
 
+func (s *workerSuite) TestEverySlotGetsADocumentWhilePingersLive(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(register(c, b, s.base, modelA, "a"), slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	// Half a Period later nobody pinged yet, but the writer moves to
+	// the new slot, so that readers can tell a key that stopped.
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	c.Assert(b.Sync(), gc.IsNil)
+	docs := s.pingDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 2)
+	var newest schema.PingDoc
+	for _, doc := range docs {
+		if doc.Slot > newest.Slot {
+			newest = doc
+		}
+	}
+	c.Assert(newest.Slot, gc.Equals, slot+1)
+	c.Assert(bitsOf(newest), gc.HasLen, 0)
+}
+
 func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
@@ -303,16 +325,16 @@ func (s *workerSuite) TestReleasedIdentityIsUnknown(c *gc.C) {
 	c.Assert(b.Ping(pinger.Identity{Model: modelA.Id(), Writer: "other", Index: 0}, 1), gc.Equals, pinger.ErrUnknownIdentity)
 }
 
-func (s *workerSuite) TestBatcherSilentForTwoSlotsGetsANewWriter(c *gc.C) {
+func (s *workerSuite) TestBatcherSilentForFourSlotsGetsANewWriter(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	id := register(c, b, s.base, modelA, "a")
 	c.Assert(b.Ping(id, 10), gc.IsNil)
-	c.Assert(b.Ping(id, 12), gc.IsNil)
-	c.Assert(b.Ping(id, 15), gc.Equals, pinger.ErrUnknownIdentity)
+	c.Assert(b.Ping(id, 14), gc.IsNil)
+	c.Assert(b.Ping(id, 19), gc.Equals, pinger.ErrUnknownIdentity)
 	again := register(c, b, s.base, modelA, "a")
 	c.Assert(again.Writer, gc.Not(gc.Equals), id.Writer)
-	c.Assert(b.Ping(again, 15), gc.IsNil)
+	c.Assert(b.Ping(again, 19), gc.IsNil)
 }
 
 func (s *workerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {

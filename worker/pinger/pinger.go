@@ -1,12 +1,12 @@
 // Package pinger heartbeats one key (an agent) through a PingRecorder.
 //
-// A Pinger pings at once when started and then twice per Period, each ping
-// costing a few hundred nanoseconds in the recorder's memory; the recorder
-// (a ping batcher) writes all of its pingers' pings together. Stop stops
-// pinging, and watchers see the key dead once its pings time out (within
-// 2 x Period plus a flush and a sync); Disconnect also records the death, so
-// watchers see it within one flush and one sync. A pinger can be started
-// again after either.
+// A Pinger pings at once when started and then four times per Period (twice
+// per slot), each ping costing a few hundred nanoseconds in the recorder's
+// memory; the recorder (a ping batcher) writes all of its pingers' pings
+// together. Stop stops pinging, and watchers see the key dead once its
+// pings time out (within a Period plus a flush and a sync); Disconnect also
+// records the death, which the batcher writes at once, so watchers see it
+// within about one sync. A pinger can be started again after either.
 package pinger
 
 import (

@@ -71,17 +71,18 @@ func (s *pingerSuite) TestNewDoesNotPing(c *gc.C) {
 	c.Assert(p.Wait(), gc.IsNil)
 }
 
-func (s *pingerSuite) TestStartPingsAtOnceThenTwicePerPeriod(c *gc.C) {
+func (s *pingerSuite) TestStartPingsAtOnceThenTwicePerSlot(c *gc.C) {
 	p := s.newPinger(c)
 	c.Assert(p.Start(), gc.IsNil)
 	defer func() { c.Assert(p.Stop(), gc.IsNil) }()
-	slot := schema.Slot(s.clock.Now(), period)
-	c.Assert(s.nextPing(c), gc.Equals, slot)
-
-	agenttest.WaitAdvance(c, s.clock, period/2, 1)
-	c.Assert(s.nextPing(c), gc.Equals, slot)
-	agenttest.WaitAdvance(c, s.clock, period/2, 1)
-	c.Assert(s.nextPing(c), gc.Equals, slot+1)
+	start := s.clock.Now()
+	c.Assert(s.nextPing(c), gc.Equals, schema.Slot(start, period))
+	for i := 1; i <= 4; i++ {
+		agenttest.WaitAdvance(c, s.clock, schema.PingInterval(period), 1)
+		c.Assert(s.nextPing(c), gc.Equals, schema.Slot(start.Add(time.Duration(i)*schema.PingInterval(period)), period))
+	}
+	// Four pings a Period: two in every slot of half a Period.
+	c.Assert(schema.PingInterval(period)*2, gc.Equals, schema.SlotLength(period))
 }
 
 func (s *pingerSuite) TestStopReleasesWithoutRecordingDeath(c *gc.C) {

@@ -3,9 +3,11 @@
 // per-model views that watchers (package worker/watcher) wrap.
 //
 // A Reader loads every SyncInterval with one query for the ping documents
-// of the current and previous slot, whatever the number of models: every
+// of the last schema.ReadSlots slots, whatever the number of models: every
 // writer (ping batcher) keeps one ping document per slot for all of its
-// models, so the query returns O(writers) documents. When a writer names
+// models, so the query returns O(writers) documents. Each writer is judged
+// by its own latest two slots, and a writer that falls behind by its
+// progress over time (see view.apply): a slow writer is not a death. When a writer names
 // indexes the reader does not know, one more query fetches the writer's
 // beings documents from the first unknown chunk on; a beings read that
 // fails or ends at the deadline keeps what it brought. A key is alive
@@ -668,7 +670,7 @@ func (r *Reader) read(now time.Time, known map[string]int) loadResult {
 	slot := schema.Slot(now, r.config.Period)
 	res := loadResult{at: now, slot: slot}
 	cur, err := r.pings.Find(ctx, bson.D{
-		{Key: schema.FieldSlot, Value: bson.D{{Key: "$in", Value: bson.A{slot - 1, slot}}}},
+		{Key: schema.FieldSlot, Value: bson.D{{Key: "$gt", Value: slot - schema.ReadSlots}}},
 	})
 	if err != nil {
 		res.err = errors.Annotate(err, "cannot read pings")
@@ -686,11 +688,14 @@ func (r *Reader) read(now time.Time, known map[string]int) loadResult {
 			res.skipped = append(res.skipped, fmt.Sprintf("ping document %v: %v", cur.Current.Lookup(schema.FieldID), err))
 			continue
 		}
-		res.addPing(doc, slot, byWriter)
+		res.addPing(doc, byWriter)
 	}
 	if err := cur.Err(); err != nil {
 		res.err = errors.Annotate(err, "cannot read pings")
 		return res
+	}
+	for i := range res.writers {
+		res.writers[i].late = res.writers[i].slot < slot-1
 	}
 	need := res.unknownBeings(known)
 	if len(need) == 0 {
@@ -737,12 +742,15 @@ func (r *Reader) check(doc schema.PingDoc) error {
 }
 
 // addPing adds one valid ping document to res.
-func (res *loadResult) addPing(doc schema.PingDoc, slot int64, byWriter map[string]int) {
+// Of a writer's documents it keeps the latest slot's and the one before
+// it, whatever the reader's own slot: a writer is judged by its own
+// latest two slots.
+func (res *loadResult) addPing(doc schema.PingDoc, byWriter map[string]int) {
 	i, ok := byWriter[doc.Writer]
 	if !ok {
 		i = len(res.writers)
 		byWriter[doc.Writer] = i
-		res.writers = append(res.writers, writerBits{writer: doc.Writer})
+		res.writers = append(res.writers, writerBits{writer: doc.Writer, slot: doc.Slot - 2})
 	}
 	wb := &res.writers[i]
 	if res.stamps == nil {
@@ -755,12 +763,17 @@ func (res *loadResult) addPing(doc schema.PingDoc, slot int64, byWriter map[stri
 		}
 		res.fresh[doc.Writer] = fresh{from: doc.FreshFrom, entries: doc.Fresh}
 	}
-	if doc.Slot == slot {
-		wb.aliveCur = schema.DecodeBits(nil, doc.Alive)
-		wb.deadCur = schema.DecodeBits(nil, doc.Dead)
-	} else {
-		wb.alivePrev = schema.DecodeBits(nil, doc.Alive)
-		wb.deadPrev = schema.DecodeBits(nil, doc.Dead)
+	alive, dead := schema.DecodeBits(nil, doc.Alive), schema.DecodeBits(nil, doc.Dead)
+	switch {
+	case doc.Slot > wb.slot:
+		if doc.Slot == wb.slot+1 {
+			wb.alivePrev, wb.deadPrev = wb.aliveCur, wb.deadCur
+		} else {
+			wb.alivePrev, wb.deadPrev = nil, nil
+		}
+		wb.aliveCur, wb.deadCur, wb.slot = alive, dead, doc.Slot
+	case doc.Slot == wb.slot-1:
+		wb.alivePrev, wb.deadPrev = alive, dead
 	}
 }
 
@@ -892,12 +905,13 @@ func (r *Reader) applied(res loadResult) []change {
 	}
 	r.measureClocks(res)
 	hold := !r.healthySince.IsZero() && res.at.Before(r.healthySince.Add(r.config.Period))
-	changes := r.view.apply(res.writers, r.gen, hold)
+	now := res.at.Add(res.took)
+	changes := r.view.apply(res.writers, r.gen, hold, now, r.config.Period)
 	if r.view.unknown > 0 && r.config.Logger != nil {
 		r.config.Logger.Debugf("%s: %d live indexes with no known key; fetching beings again", r, r.view.unknown)
 	}
 	if r.gen > forgetAfter {
-		r.view.forget(r.gen - forgetAfter)
+		r.view.forget(r.gen-forgetAfter, now.Add(-2*r.config.Period))
 	}
 	if !r.loaded {
 		r.loaded = true

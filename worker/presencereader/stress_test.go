@@ -16,6 +16,7 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -215,7 +216,7 @@ func (s *stressSuite) TestHostileDocumentsAreSkippedAndTheRestIsRead(c *gc.C) {
 	ctx := context.Background()
 	pings := s.DB.Collection("presence.pings")
 	beings := s.DB.Collection("presence.beings")
-	slot := time.Now().UnixNano() / int64(stressPeriod)
+	slot := schema.Slot(time.Now(), stressPeriod)
 	for _, doc := range []bson.D{
 		{{Key: "_id", Value: "huge"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w1"}, {Key: "period", Value: int64(stressPeriod)},
 			{Key: "freshFrom", Value: int32(2147483647)}, {Key: "fresh", Value: bson.D{{Key: "models", Value: bson.A{stressModel.Id()}}, {Key: "model", Value: bson.A{int32(0)}}, {Key: "keys", Value: bson.A{"x"}}}}},
@@ -283,7 +284,7 @@ func (s *stressSuite) TestClockSkewIsMeasuredAndReported(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 	deadline := time.After(agenttest.LongWait)
 	for {
-		c.Assert(b.Ping(id, writer.Now().UnixNano()/int64(stressPeriod)), gc.IsNil)
+		c.Assert(b.Ping(id, schema.Slot(writer.Now(), stressPeriod)), gc.IsNil)
 		c.Assert(b.Sync(), gc.IsNil)
 		c.Assert(r.Refresh(), gc.IsNil)
 		select {

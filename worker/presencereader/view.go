@@ -2,22 +2,33 @@ package presencereader
 
 import (
 	"math/bits"
+	"time"
 
 	"github.com/presencekit/presence/internal/schema"
 )
 
-// writerBits is one writer's bitmaps for the two slots a load reads.
+// writerBits is one writer's bitmaps for its latest two slots, as a load
+// read them.
 type writerBits struct {
 	writer string
-	// aliveCur, deadCur are the current slot's bitmaps; alivePrev,
-	// deadPrev the previous slot's.
+	// slot is the writer's latest slot; late is set when that is older
+	// than the slot before the reader's current one.
+	slot int64
+	late bool
+	// aliveCur, deadCur are the latest slot's bitmaps; alivePrev,
+	// deadPrev the slot's before it.
 	aliveCur, deadCur, alivePrev, deadPrev []uint64
 }
 
-// writerKeys maps a writer's indexes to entity ids.
+// writerKeys maps a writer's indexes to entity ids, and tracks its
+// progress.
 type writerKeys struct {
 	ids  []int32 // index -> entity id; -1 where none is known
 	seen uint64  // the last load generation the writer appeared in
+	// slot is the latest slot the writer was seen in, and progressAt
+	// when, by the reader's clock, it was first seen there.
+	slot       int64
+	progressAt time.Time
 }
 
 // change is an entity whose reported state changed.
@@ -45,10 +56,12 @@ type view struct {
 	alive  []bool   // entity id -> reported state
 	stamp  []uint32 // entity id -> epoch in which a live index was found
 	dead   []uint32 // entity id -> epoch in which a disconnected index was found
+	held   []uint32 // entity id -> epoch in which a late writer held it
 	epoch  uint32
 	writer map[string]*writerKeys
 
 	changes []change
+	present map[string]bool // writer -> on time, for the current apply
 	// unknown counts the live bits of the last apply that named no
 	// known entity; refetch lists the writers they came from.
 	unknown int
@@ -60,6 +73,7 @@ func newView() *view {
 		models:  make(map[string]*model),
 		writer:  make(map[string]*writerKeys),
 		refetch: make(map[string]bool),
+		present: make(map[string]bool),
 	}
 }
 
@@ -97,6 +111,7 @@ func (v *view) id(m *model, key string) int32 {
 	v.alive = append(v.alive, false)
 	v.stamp = append(v.stamp, 0)
 	v.dead = append(v.dead, 0)
+	v.held = append(v.held, 0)
 	return id
 }
 
@@ -138,61 +153,55 @@ func (v *view) known() map[string]int {
 	return out
 }
 
-// apply works out every entity's state from one load and returns those
-// whose reported state changes. A key is alive while any of its indexes
-// is alive: pinged in the current slot and not disconnected since, or,
-// with no word in the current slot, pinged in the previous one and not
-// disconnected there. When hold is set, a key that went quiet without a
-// recorded death keeps its state: the load may have come before writers
-// caught up after an outage. The returned slice is reused by the next
-// call; apply allocates nothing once the view has seen its keys.
-func (v *view) apply(writers []writerBits, gen uint64, hold bool) []change {
+// apply works out every entity's state from one load, at now by the
+// reader's clock, and returns those whose reported state changes.
+//
+// A writer is judged by its own latest two slots, not by the reader's
+// clock: a key is alive while any of its indexes is, pinged in its
+// writer's latest slot and not disconnected since, or, with no word in
+// that slot, pinged in the one before and not disconnected there. A
+// writer that is late (its latest slot older than the reader's previous
+// one) or absent is judged by time only: its keys keep their state until
+// it has made no progress for bound (twice that when every writer is
+// late at once, which points at the reader or the database rather than
+// at the writers); its recorded deaths still count. When hold is set, a
+// key that went quiet without a recorded death keeps its state too: the
+// load may have come before writers caught up after an outage. The
+// returned slice is reused by the next call.
+func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time, bound time.Duration) []change {
 	v.epoch++
 	if v.epoch == 0 {
 		clear(v.stamp)
 		clear(v.dead)
+		clear(v.held)
 		v.epoch = 1
 	}
 	v.unknown = 0
 	clear(v.refetch)
+	present := v.present
+	clear(present)
 	for i := range writers {
 		wb := &writers[i]
+		present[wb.writer] = !wb.late
 		wk := v.writer[wb.writer]
-		if wk != nil {
-			wk.seen = gen
+		if wk == nil {
+			wk = &writerKeys{slot: wb.slot, progressAt: now}
+			v.writer[wb.writer] = wk
 		}
-		n := max(len(wb.aliveCur), len(wb.deadCur), len(wb.alivePrev), len(wb.deadPrev))
-		for w := 0; w < n; w++ {
-			ac, dc := word(wb.aliveCur, w), word(wb.deadCur, w)
-			ap, dp := word(wb.alivePrev, w), word(wb.deadPrev, w)
-			live := ^dc & (ac | (^dp & ap))
-			gone := dc | (dp &^ ac)
-			for live != 0 {
-				index := w*64 + bits.TrailingZeros64(live)
-				live &= live - 1
-				if id := entityOf(wk, index); id >= 0 {
-					v.stamp[id] = v.epoch
-				} else {
-					v.unknown++
-					v.refetch[wb.writer] = true
-				}
-			}
-			for gone != 0 {
-				index := w*64 + bits.TrailingZeros64(gone)
-				gone &= gone - 1
-				if id := entityOf(wk, index); id >= 0 {
-					v.dead[id] = v.epoch
-				}
-			}
+		wk.seen = gen
+		if wb.slot > wk.slot {
+			wk.slot, wk.progressAt = wb.slot, now
 		}
+		v.mark(wb, wk)
 	}
+	v.holdLate(present, now, bound)
 	v.changes = v.changes[:0]
 	for id := range v.keys {
 		now := v.stamp[id] == v.epoch
 		if now == v.alive[id] {
 			continue
 		}
-		if !now && hold && v.dead[id] != v.epoch {
+		if !now && v.dead[id] != v.epoch && (hold || v.held[id] == v.epoch) {
 			continue
 		}
 		v.alive[id] = now
@@ -206,10 +215,63 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool) []change {
 	return v.changes
 }
 
-// forget drops writers not seen since generation before.
-func (v *view) forget(before uint64) {
+// mark stamps the entities that wb says are alive (unless its writer is
+// late) and those it says disconnected.
+func (v *view) mark(wb *writerBits, wk *writerKeys) {
+	n := max(len(wb.aliveCur), len(wb.deadCur), len(wb.alivePrev), len(wb.deadPrev))
+	for w := 0; w < n; w++ {
+		ac, dc := word(wb.aliveCur, w), word(wb.deadCur, w)
+		ap, dp := word(wb.alivePrev, w), word(wb.deadPrev, w)
+		live := ^dc & (ac | (^dp & ap))
+		gone := dc | (dp &^ ac)
+		for live != 0 && !wb.late {
+			index := w*64 + bits.TrailingZeros64(live)
+			live &= live - 1
+			if id := entityOf(wk, index); id >= 0 {
+				v.stamp[id] = v.epoch
+			} else {
+				v.unknown++
+				v.refetch[wb.writer] = true
+			}
+		}
+		for gone != 0 {
+			index := w*64 + bits.TrailingZeros64(gone)
+			gone &= gone - 1
+			if id := entityOf(wk, index); id >= 0 {
+				v.dead[id] = v.epoch
+			}
+		}
+	}
+}
+
+// holdLate marks the entities of every writer that is late or absent
+// (not true in present) and has made progress within bound, or within
+// twice bound when no writer is on time.
+func (v *view) holdLate(present map[string]bool, now time.Time, bound time.Duration) {
+	onTime := false
+	for _, ok := range present {
+		onTime = onTime || ok
+	}
+	if !onTime {
+		bound *= 2
+	}
 	for name, wk := range v.writer {
-		if wk.seen < before {
+		if present[name] || now.Sub(wk.progressAt) >= bound {
+			continue
+		}
+		for _, id := range wk.ids {
+			if id >= 0 {
+				v.held[id] = v.epoch
+			}
+		}
+	}
+}
+
+// forget drops writers not seen since generation before that made no
+// progress since stale, by when their keys no longer hold.
+func (v *view) forget(before uint64, stale time.Time) {
+	for name, wk := range v.writer {
+		if wk.seen < before && wk.progressAt.Before(stale) {
 			delete(v.writer, name)
 		}
 	}

@@ -59,15 +59,16 @@ func (s *scaleSuite) TestDetectionBoundsHoldAtOneHundredThousandKeys(c *gc.C) {
 		assertAlive(c, w, fmt.Sprintf("unit-app-%d", i), !disconnected(i))
 	}
 
-	// Silence: the others keep pinging twice a period; the silent ones
-	// are dead two periods after their last ping, and nobody else is.
+	// Silence: the others keep pinging four times a period; the silent
+	// ones are dead one period after their last ping (it was at the
+	// start of its slot), and nobody else is.
 	silent := func(i int) bool { return disconnected(i) || i%9973 == 1 }
 	lastPing := s.clock.Now()
-	for s.clock.Now().Before(lastPing.Add(2 * period)) {
-		s.clock.Advance(period / 2)
+	for s.clock.Now().Before(lastPing.Add(period)) {
+		s.clock.Advance(schema.PingInterval(period))
 		pingAll(silent)
 		c.Assert(w.Refresh(), gc.IsNil)
-		if s.clock.Now().Before(lastPing.Add(2 * period)) {
+		if s.clock.Now().Before(lastPing.Add(period)) {
 			assertAlive(c, w, "unit-app-1", true)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -102,18 +103,53 @@ func (s *scenarioSuite) TestThousandPingersEveryOtherDisconnected(c *gc.C) {
 func (s *scenarioSuite) TestExpiryAtTheWindowEdge(c *gc.C) {
 	b := s.newBatcher(c, s.base)
 	w := s.newWatcher(c, s.base, modelA)
-	p := s.newPinger(c, b, s.base, modelA, "a")
-	// The clock starts on a slot boundary, so the ping lands at the start
-	// of its slot and counts until two whole periods have passed.
-	c.Assert(p.Start(), gc.IsNil)
-	c.Assert(p.Stop(), gc.IsNil)
+	a, err := b.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	other, err := b.Register(s.base, modelA, "other")
+	c.Assert(err, gc.IsNil)
+	// The clock starts on a slot boundary: a pings once, at the start of
+	// its slot, and counts for exactly one Period; another key keeps its
+	// writer going.
+	start := schema.Slot(s.clock.Now(), period)
+	c.Assert(b.Ping(a, start), gc.IsNil)
+	c.Assert(b.Ping(other, start), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 
-	s.clock.Advance(2*period - time.Nanosecond)
+	s.clock.Advance(period - time.Nanosecond)
+	c.Assert(b.Ping(other, schema.Slot(s.clock.Now(), period)), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", true)
 
 	s.clock.Advance(time.Nanosecond)
+	c.Assert(b.Ping(other, schema.Slot(s.clock.Now(), period)), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", false)
+	assertAlive(c, w, "other", true)
+}
+
+func (s *scenarioSuite) TestAWriterThatStopsIsDeadAfterAPeriodWithoutProgress(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	a, err := b.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	c.Assert(b.Ping(a, schema.Slot(s.clock.Now(), period)), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	// The controller goes away: its writer writes nothing more. Its
+	// keys keep their state while it may only be slow...
+	c.Assert(b.Stop(), gc.IsNil)
+	s.clock.Advance(period)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	s.clock.Advance(period / 2)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	// ...and are dead once it has made no progress for a whole Period
+	// of the reader's loads.
+	s.clock.Advance(period / 2)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", false)
 }
