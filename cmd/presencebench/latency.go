@@ -10,6 +10,7 @@ import (
 
 	"github.com/juju/clock"
 
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -39,7 +40,7 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 	if e.opts.quick {
 		sizes = []int{20, 200}
 	} else {
-		runs = append(runs, settings{"defaults", time.Second, time.Second, 10 * time.Second})
+		runs = append(runs, settings{"defaults", schema.DefaultFlushInterval, schema.DefaultSyncInterval, schema.DefaultPeriod})
 	}
 	for _, s := range runs {
 		for _, live := range sizes {
