@@ -141,6 +141,8 @@ type PingBatcher struct {
 type stats struct {
 	flushes, failures int64
 	retired           int64
+	slowFlushes       int64
+	behind            bool
 	docsWritten       int64
 	reassert          bool
 	lastError         string
@@ -367,6 +369,7 @@ func (b *PingBatcher) Report() map[string]any {
 		"failures":        b.stats.failures,
 		"docs-written":    b.stats.docsWritten,
 		"writers-retired": b.stats.retired,
+		"slow-flushes":    b.stats.slowFlushes,
 	}
 	if b.stats.lastError != "" {
 		report["last-error"] = b.stats.lastError
@@ -421,11 +424,15 @@ func (b *PingBatcher) loop() error {
 		started := b.config.Clock.Now()
 		lastStart = started
 		docs, err := b.flushWithin(max(b.config.Period/2, minFlushTimeout))
+		took := b.config.Clock.Now().Sub(started)
 		if b.config.OnFlush != nil {
-			b.config.OnFlush(FlushStats{Took: b.config.Clock.Now().Sub(started), Documents: docs, Err: err})
+			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err})
 		}
 		if err != nil && b.config.Logger != nil {
 			b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)
+		}
+		if docs > 0 || err != nil {
+			b.checkPace(took)
 		}
 		for _, reply := range waiters {
 			reply <- err
@@ -440,6 +447,27 @@ func (b *PingBatcher) loop() error {
 			pcatacomb.Rearm(timer, next)
 		}
 	}
+}
+
+// checkPace counts a flush that wrote, or tried to, and took longer than
+// a flush interval, and says so in the log the first time after one that
+// kept pace:
+// detection slows down, and readers hold the writer's keys rather than
+// report them dead, but an operator should know. It must only be called
+// from the loop goroutine.
+func (b *PingBatcher) checkPace(took time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if took <= b.config.FlushInterval {
+		b.stats.behind = false
+		return
+	}
+	b.stats.slowFlushes++
+	if !b.stats.behind && b.config.Logger != nil {
+		b.config.Logger.Errorf("ping batcher: falling behind: a flush took %v of a %v flush interval (%v period)",
+			took.Round(time.Millisecond), b.config.FlushInterval, b.config.Period)
+	}
+	b.stats.behind = true
 }
 
 // batch is what one flush writes, snapshotted under the lock.

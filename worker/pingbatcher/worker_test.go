@@ -3,15 +3,18 @@ package pingbatcher_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/juju/clock"
 	"github.com/juju/clock/testclock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -505,4 +508,32 @@ func (s *workerSuite) TestStalledFlushFailsAndWritesBeingsAgain(c *gc.C) {
 	beings := s.beingsDocs(c, s.base)
 	c.Assert(beings, gc.HasLen, 1)
 	c.Assert(beings[0].Entries.Keys, gc.DeepEquals, []string{"a"})
+}
+
+func (s *workerSuite) TestASlowFlushIsCountedAndLoggedOnce(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	logger := &agenttest.Logger{}
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: 50 * time.Millisecond, Clock: clock.WallClock, Logger: logger})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, base, modelA, "a")
+	slot := schema.Slot(time.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	proxy.SetDelay(200 * time.Millisecond)
+	for i := int64(1); i <= 2; i++ {
+		c.Assert(b.Ping(id, slot+i), gc.IsNil)
+		c.Assert(b.Sync(), gc.IsNil)
+	}
+	c.Assert(b.Report()["slow-flushes"].(int64) >= 2, gc.Equals, true)
+	behind := 0
+	for _, line := range logger.Entries() {
+		if strings.Contains(line, "falling behind") {
+			behind++
+		}
+	}
+	c.Assert(behind, gc.Equals, 1)
 }
