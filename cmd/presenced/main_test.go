@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/juju/clock/testclock"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -198,11 +199,28 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 	resp.Body.Close()
 	c.Assert(err, gc.IsNil)
 	for _, name := range []string{"presence_flushes_total", "presence_sync_seconds", "presence_alive_agents",
-		"presence_leases_held", "presence_detection_seconds", "presence_database_write_commands_total"} {
+		"presence_leases_held", "presence_detection_seconds", "presence_database_write_commands_total",
+		"presence_slow_flushes_total", "presence_skipped_documents_total", "presence_max_clock_skew_seconds",
+		"presence_reader_loads_total", "go_goroutines", "process_cpu_seconds_total"} {
 		c.Check(strings.Contains(string(body), name), gc.Equals, true, gc.Commentf("%s", name))
 	}
 
 	p.interrupt(c)
+}
+
+func (*presencedSuite) TestErrorsArePrintedOncePerCauseEveryTenSeconds(c *gc.C) {
+	var out bytes.Buffer
+	clk := testclock.NewClock(time.Unix(0, 0))
+	l := newLineLogger(&out, clk)
+	l.Errorf("cannot read %s: %v", "pings", "connection refused")
+	l.Errorf("cannot read %s: %v", "pings", "connection refused")
+	l.Errorf("worker %q restarting", "reader")
+	l.Debugf("not shown")
+	clk.Advance(logEvery)
+	l.Errorf("cannot read %s: %v", "pings", "timeout")
+	c.Assert(out.String(), gc.Equals, "ERROR cannot read pings: connection refused\n"+
+		"ERROR worker \"reader\" restarting\n"+
+		"ERROR cannot read pings: timeout (and 1 more like it)\n")
 }
 
 // faultSuite runs presenced against the out-of-process test server, and

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/presencekit/presence/internal/commands"
@@ -22,12 +23,19 @@ type metrics struct {
 	alive      prometheus.Gauge
 	leases     *prometheus.GaugeVec
 	detections *prometheus.HistogramVec
+	slow       prometheus.Counter
+	skipped    prometheus.Counter
+	skew       prometheus.Gauge
+	failures   *prometheus.CounterVec
 	commands   commands.Counter
+	// flushInterval is what a flush must take less than to keep pace.
+	flushInterval time.Duration
 }
 
-func newMetrics() *metrics {
+func newMetrics(flushInterval time.Duration) *metrics {
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
+		flushInterval: flushInterval,
+		registry:      prometheus.NewRegistry(),
 		pings: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_ping_documents_written_total",
 			Help: "Ping and beings documents written by the ping batchers.",
@@ -54,8 +62,26 @@ func newMetrics() *metrics {
 			Help:    "Time from a simulated leave or crash to the watcher reporting the death.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 16),
 		}, []string{"cause"}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_slow_flushes_total",
+			Help: "Flushes that took longer than a flush interval: detection is falling behind.",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_skipped_documents_total",
+			Help: "Documents the presence reader skipped as invalid, counted once per load that met them.",
+		}),
+		skew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "presence_max_clock_skew_seconds",
+			Help: "The largest clock difference the presence reader measured against any writer (an upper bound).",
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_reader_loads_total",
+			Help: "Presence reader loads, by result.",
+		}, []string{"result"}),
 	}
 	m.registry.MustRegister(m.pings, m.flushes, m.syncs, m.alive, m.leases, m.detections,
+		m.slow, m.skipped, m.skew, m.failures,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
 			Help: "Insert, update and delete commands sent to the database.",
@@ -65,6 +91,9 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) onFlush(s pingbatcher.FlushStats) {
+	if s.Took > m.flushInterval && (s.Documents > 0 || s.Err != nil) {
+		m.slow.Inc()
+	}
 	if s.Err != nil {
 		m.flushes.WithLabelValues("error").Inc()
 		return
@@ -75,9 +104,14 @@ func (m *metrics) onFlush(s pingbatcher.FlushStats) {
 
 func (m *metrics) onLoad(s presencereader.LoadStats) {
 	m.syncs.Observe(s.Took.Seconds())
-	if s.Err == nil {
-		m.alive.Set(float64(s.Alive))
+	m.skipped.Add(float64(s.Skipped))
+	m.skew.Set(s.MaxSkew.Seconds())
+	if s.Err != nil {
+		m.failures.WithLabelValues("error").Inc()
+		return
 	}
+	m.failures.WithLabelValues("ok").Inc()
+	m.alive.Set(float64(s.Alive))
 }
 
 // monitor returns client options that count the database commands.

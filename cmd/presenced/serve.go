@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/juju/clock"
@@ -44,9 +45,9 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	for i := range models {
 		models[i] = names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
 	}
-	m := newMetrics()
+	m := newMetrics(o.flush)
 	reg := newRegistry(models)
-	engine, err := newEngine(o, uri, models, reg, m)
+	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(out, clk))
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func database(o options, out io.Writer) (string, func(), error) {
 
 // newEngine starts a dependency engine with the database, the controller
 // set, every model's set (prefixed "m<i>-") and a publisher per model.
-func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m *metrics) (*dependency.Engine, error) {
+func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m *metrics, logger *lineLogger) (*dependency.Engine, error) {
 	engine, err := dependency.NewEngine(dependency.EngineConfig{
 		IsFatal:          func(error) bool { return false },
 		WorstError:       func(err, _ error) error { return err },
@@ -167,7 +168,7 @@ func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m 
 		MaxDelay:         10 * time.Second,
 		Clock:            clock.WallClock,
 		Metrics:          dependency.DefaultMetrics(),
-		Logger:           quietLogger{},
+		Logger:           logger,
 	})
 	if err != nil {
 		return nil, err
@@ -177,6 +178,7 @@ func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m 
 			mongooptions.Client().SetServerSelectionTimeout(5*time.Second), m.monitor()),
 	}
 	maps.Copy(manifolds, presence.ControllerManifolds(presence.ControllerManifoldsConfig{
+		Logger:        logger,
 		DatabaseName:  databaseName,
 		Clock:         clock.WallClock,
 		Collection:    baseCollection,
@@ -190,6 +192,7 @@ func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m 
 	for i, model := range models {
 		prefix := "m" + strconv.Itoa(i) + "-"
 		maps.Copy(manifolds, presence.ModelManifolds(presence.ModelManifoldsConfig{
+			Logger:       logger,
 			DatabaseName: databaseName,
 			Model:        model,
 			Prefix:       prefix,
@@ -272,19 +275,51 @@ func statusText(st statusDoc) string {
 	return b.String()
 }
 
-// quietLogger drops the engine's logs: the terminal shows the status.
-type quietLogger struct{}
+// lineLogger prints the errors of the engine and of the workers, one line
+// per cause (format) at most every logEvery, with how many it held back:
+// an operator sees a database outage or a worker restarting without the
+// terminal scrolling away. Other levels are dropped: the terminal shows
+// the status. It is safe for concurrent use.
+type lineLogger struct {
+	out   io.Writer
+	clock clock.Clock
+
+	mu   sync.Mutex
+	last map[string]time.Time
+	held map[string]int
+}
+
+// logEvery is how often one cause may print.
+const logEvery = 10 * time.Second
+
+func newLineLogger(out io.Writer, clk clock.Clock) *lineLogger {
+	return &lineLogger{out: out, clock: clk, last: make(map[string]time.Time), held: make(map[string]int)}
+}
 
 // Tracef is part of the dependency.Logger interface.
-func (quietLogger) Tracef(string, ...any) {}
+func (*lineLogger) Tracef(string, ...any) {}
 
 // Debugf is part of the dependency.Logger interface.
-func (quietLogger) Debugf(string, ...any) {}
+func (*lineLogger) Debugf(string, ...any) {}
 
 // Infof is part of the dependency.Logger interface.
-func (quietLogger) Infof(string, ...any) {}
+func (*lineLogger) Infof(string, ...any) {}
 
 // Errorf is part of the dependency.Logger interface.
-func (quietLogger) Errorf(string, ...any) {}
+func (l *lineLogger) Errorf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock.Now()
+	if last, ok := l.last[format]; ok && now.Sub(last) < logEvery {
+		l.held[format]++
+		return
+	}
+	line := fmt.Sprintf(format, args...)
+	if n := l.held[format]; n > 0 {
+		line += fmt.Sprintf(" (and %d more like it)", n)
+	}
+	l.last[format], l.held[format] = now, 0
+	fmt.Fprintln(l.out, "ERROR", line)
+}
 
 var errNoModel = errors.New("unknown model")
