@@ -32,6 +32,7 @@ type shape struct {
 	models, agents int
 }
 
+// String returns the shape as "M model(s) x A agents".
 func (s shape) String() string {
 	return fmt.Sprintf("%d model(s) x %d agents", s.models, s.agents)
 }
