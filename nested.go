@@ -2,7 +2,6 @@ package presence
 
 import (
 	"context"
-	"reflect"
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
@@ -11,6 +10,7 @@ import (
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/internal/inputs"
 	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -142,11 +142,8 @@ func offerOutput(in worker.Worker, out any) error {
 	if !ok {
 		return errors.Errorf("expected a controller output worker, got %T", in)
 	}
-	target := reflect.ValueOf(out)
-	value := reflect.ValueOf(w.value)
-	if target.Kind() != reflect.Pointer || target.IsNil() || !value.Type().AssignableTo(target.Elem().Type()) {
+	if !inputs.Assign(w.value, out) {
 		return errors.Errorf("expected a pointer to %T or to an interface it implements, got %T", w.value, out)
 	}
-	target.Elem().Set(value)
 	return nil
 }

@@ -5,6 +5,7 @@ package inputs
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
@@ -102,4 +103,18 @@ func Output[T any](name string) dependency.OutputFunc {
 		*target = w
 		return nil
 	}
+}
+
+// Assign sets *out to value when out is a non-nil pointer to value's own
+// type or to an interface value implements, and reports whether it did:
+// what an Output needs to hand a worker to consumers that ask for a
+// narrow interface of their own.
+func Assign(value, out any) bool {
+	target := reflect.ValueOf(out)
+	v := reflect.ValueOf(value)
+	if target.Kind() != reflect.Pointer || target.IsNil() || !v.Type().AssignableTo(target.Elem().Type()) {
+		return false
+	}
+	target.Elem().Set(v)
+	return true
 }

@@ -1,7 +1,6 @@
 package leasestore
 
 import (
-	"reflect"
 	"time"
 
 	"github.com/juju/clock"
@@ -137,15 +136,8 @@ func output(in worker.Worker, out any) error {
 	if !ok {
 		return errors.Errorf("expected *leasestore.Store, got %T", in)
 	}
-	if target, ok := out.(**Store); ok {
-		*target = s
-		return nil
-	}
-	target := reflect.ValueOf(out)
-	if target.Kind() != reflect.Pointer || target.IsNil() ||
-		target.Elem().Kind() != reflect.Interface || !reflect.TypeOf(s).Implements(target.Elem().Type()) {
+	if !inputs.Assign(s, out) {
 		return errors.Errorf("expected **leasestore.Store or a pointer to an interface it implements, got %T", out)
 	}
-	target.Elem().Set(reflect.ValueOf(s))
 	return nil
 }

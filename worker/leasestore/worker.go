@@ -483,7 +483,7 @@ func (s *Store) read() bool {
 	s.readFailed = err != nil
 	if err != nil {
 		s.stats.failed(err)
-		s.logError("cannot read leases: %v", err)
+		s.logError("%v (keeping the last view)", err)
 		return false
 	}
 	models := make(map[string]map[string]lease.Info)
