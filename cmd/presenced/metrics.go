@@ -27,6 +27,8 @@ type metrics struct {
 	skipped    prometheus.Counter
 	skew       prometheus.Gauge
 	failures   *prometheus.CounterVec
+	held       prometheus.Gauge
+	stalled    prometheus.Gauge
 	commands   commands.Counter
 	// flushInterval is what a flush must take less than to keep pace.
 	flushInterval time.Duration
@@ -78,9 +80,17 @@ func newMetrics(flushInterval time.Duration) *metrics {
 			Name: "presence_reader_loads_total",
 			Help: "Presence reader loads, by result.",
 		}, []string{"result"}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "presence_reader_held_keys",
+			Help: "Keys the presence reader keeps alive without a live ping, because their writer is late or the database just stalled: detection is slower while it is above zero.",
+		}),
+		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "presence_reader_stalled",
+			Help: "1 while no writer is on time, which the presence reader takes for a stall of the database.",
+		}),
 	}
 	m.registry.MustRegister(m.pings, m.flushes, m.syncs, m.alive, m.leases, m.detections,
-		m.slow, m.skipped, m.skew, m.failures,
+		m.slow, m.skipped, m.skew, m.failures, m.held, m.stalled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
@@ -112,6 +122,12 @@ func (m *metrics) onLoad(s presencereader.LoadStats) {
 	}
 	m.failures.WithLabelValues("ok").Inc()
 	m.alive.Set(float64(s.Alive))
+	m.held.Set(float64(s.Held))
+	if s.Stalled {
+		m.stalled.Set(1)
+	} else {
+		m.stalled.Set(0)
+	}
 }
 
 // monitor returns client options that count the database commands.

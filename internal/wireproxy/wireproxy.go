@@ -1,7 +1,8 @@
 // Package wireproxy is a MongoDB wire-protocol proxy on loopback for tests
 // and load commands: it counts the commands that every client sends to
 // the server behind it, whatever the client, and can delay the server's
-// replies to make a database slow without stopping it.
+// replies, or the clients' requests, to make a database slow without
+// stopping it.
 package wireproxy
 
 import (
@@ -33,6 +34,7 @@ type Proxy struct {
 	listener net.Listener
 	target   string
 	delay    atomic.Int64
+	hold     atomic.Int64
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -83,6 +85,14 @@ func (p *Proxy) Addr() string {
 // passed on; zero passes replies at once.
 func (p *Proxy) SetDelay(d time.Duration) {
 	p.delay.Store(int64(d))
+}
+
+// SetHold makes every later request wait d before it reaches the server,
+// so that commands, writes included, take effect late (as a write waiting
+// for a replica set's majority would) even when the client has given up
+// on them; zero passes requests at once.
+func (p *Proxy) SetHold(d time.Duration) {
+	p.hold.Store(int64(d))
 }
 
 // Counts returns how many commands of each name were sent since the last
@@ -187,6 +197,9 @@ func (p *Proxy) requests(client, server net.Conn) {
 			return
 		}
 		p.count(msg)
+		if d := time.Duration(p.hold.Load()); d > 0 {
+			time.Sleep(d)
+		}
 		if _, err := server.Write(msg); err != nil {
 			return
 		}

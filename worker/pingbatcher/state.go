@@ -34,6 +34,9 @@ type writerState struct {
 
 	slots    []*slotState
 	lastSlot int64 // the latest slot pinged, 0 before any ping
+
+	// idleFrom is lastSlot when the last index in use was released.
+	idleFrom int64
 }
 
 // slotState is one ping document being built.
@@ -78,6 +81,9 @@ func (w *writerState) release(index uint32) {
 	}
 	w.inUse[index] = false
 	w.released++
+	if w.released == len(w.entries) {
+		w.idleFrom = w.lastSlot
+	}
 	e := w.entries[index]
 	w.free[e] = append(w.free[e], index)
 }

@@ -43,6 +43,11 @@ const ErrStopped = errors.ConstError("ping batcher stopped")
 // schema.KeepSlots), so a new writer id is safer than reusing the old one.
 const gapSlots = 4
 
+// idleSlots is how many slots a writer with no live pinger goes on
+// writing: its released keys' last pings count for two slots, and a
+// reader needs one more to see them expire.
+const idleSlots = 3
+
 // minFlushTimeout is the shortest deadline a flush gets, however short
 // the Period: a write of many new keys must be able to finish.
 const minFlushTimeout = time.Second
@@ -526,16 +531,21 @@ func (b *PingBatcher) snapshot() *batch {
 // it yet, as soon as the slot begins: readers judge a writer's keys by its
 // own latest two slots, so the writer moves on every slot while it has
 // live pingers, and a key that stopped pinging is seen dead one slot
-// later whether or not others ping. After more than gapSlots slots
-// without a ping or a flush (a paused process) it does nothing: the next
-// ping retires the writer. b.mu must be held.
+// later whether or not others ping. Once every pinger has gone it moves
+// on for idleSlots more, so that readers see their last pings expire
+// from a writer that is on time (a late writer's keys are held). After
+// more than gapSlots slots without a ping or a flush (a paused process)
+// it does nothing: the next ping retires the writer. b.mu must be held.
 func (b *PingBatcher) tick() {
 	w := b.w
-	if w.lastSlot == 0 || w.released == len(w.entries) {
+	if w.lastSlot == 0 {
 		return
 	}
 	slot := schema.Slot(b.config.Clock.Now(), b.config.Period)
 	if slot <= w.lastSlot || slot > w.lastSlot+gapSlots {
+		return
+	}
+	if w.released == len(w.entries) && slot > w.idleFrom+idleSlots {
 		return
 	}
 	w.slotFor(slot).version++

@@ -239,6 +239,27 @@ func (s *workerSuite) TestEverySlotGetsADocumentWhilePingersLive(c *gc.C) {
 	c.Assert(bitsOf(newest), gc.HasLen, 0)
 }
 
+func (s *workerSuite) TestTheWriterGoesOnForThreeSlotsAfterItsLastPinger(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	b.Release(id)
+	c.Assert(b.Sync(), gc.IsNil)
+	// Readers judge a writer that falls silent by time, so it writes
+	// while its last key's pings expire, and then stops.
+	for i := 0; i < 5; i++ {
+		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+		c.Assert(b.Sync(), gc.IsNil)
+	}
+	var newest int64
+	for _, doc := range s.pingDocs(c, s.base) {
+		newest = max(newest, doc.Slot)
+	}
+	c.Assert(newest, gc.Equals, slot+3)
+}
+
 func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)

@@ -33,7 +33,7 @@ func FuzzDocuments(f *testing.F) {
 		var ping schema.PingDoc
 		if bson.Unmarshal(data, &ping) == nil && ping.Validate() == nil {
 			v.learn(ping.Writer, ping.FreshFrom, ping.Fresh)
-			v.apply([]writerBits{{writer: ping.Writer, aliveCur: schema.DecodeBits(nil, ping.Alive), deadCur: schema.DecodeBits(nil, ping.Dead)}}, 1, false, time.Time{}, time.Second)
+			v.apply([]writerBits{{writer: ping.Writer, aliveCur: schema.DecodeBits(nil, ping.Alive), deadCur: schema.DecodeBits(nil, ping.Dead)}}, 1, false, time.Time{}, time.Second, 12*time.Second)
 		}
 		var beings schema.BeingsDoc
 		if bson.Unmarshal(data, &beings) == nil && beings.Validate() == nil {

@@ -64,6 +64,9 @@ const (
 
 	// minReadTimeout is the shortest deadline a load gets.
 	minReadTimeout = 2 * time.Second
+
+	// DefaultMaxStallPeriods is Config.MaxStall's default, in Periods.
+	DefaultMaxStallPeriods = 12
 )
 
 // Logger is the logging a Reader needs; dependency.Logger fits.
@@ -93,6 +96,15 @@ type Config struct {
 	// schema.DefaultSyncInterval; it must not be negative.
 	SyncInterval time.Duration
 
+	// MaxStall is how long the reader holds the keys of late writers
+	// while no writer at all is on time, which it takes for a stall of
+	// the database (writes held up, say, by a majority write concern
+	// waiting for a secondary) rather than for the death of every
+	// controller at once; then their keys read dead. While any writer is
+	// on time, a late writer's keys hold for one Period only. Zero means
+	// DefaultMaxStallPeriods Periods; it must not be negative.
+	MaxStall time.Duration
+
 	// OnLoad, if not nil, is called after every load, once the view is
 	// updated and before the changes are handed to subscribers, from the
 	// reader's goroutine, e.g. to feed metrics. It must return quickly.
@@ -109,6 +121,14 @@ type LoadStats struct {
 	Models, Writers, Keys, Alive int
 	// Changes is how many keys changed state.
 	Changes int
+	// Held is how many keys the load kept alive although it found no
+	// live ping for them, because their writer was late or the database
+	// had just stalled: detection is slower than usual while it is not
+	// zero.
+	Held int
+	// Stalled is whether no writer was on time: the reader suspects
+	// the database and holds every late writer's keys for MaxStall.
+	Stalled bool
 	// Skipped is how many documents the load skipped as invalid.
 	Skipped int
 	// MaxSkew is the largest clock difference measured between the
@@ -132,6 +152,9 @@ func (config Config) Validate() error {
 	}
 	if config.SyncInterval < 0 {
 		return errors.NotValidf("negative SyncInterval")
+	}
+	if config.MaxStall < 0 {
+		return errors.NotValidf("negative MaxStall")
 	}
 	return nil
 }
@@ -215,6 +238,9 @@ func New(config Config) (*Reader, error) {
 	}
 	if config.SyncInterval == 0 {
 		config.SyncInterval = schema.DefaultSyncInterval
+	}
+	if config.MaxStall == 0 {
+		config.MaxStall = DefaultMaxStallPeriods * config.Period
 	}
 	r := &Reader{
 		config:     config,
@@ -825,6 +851,7 @@ func (r *Reader) finishLoad(res loadResult) {
 		r.config.OnLoad(LoadStats{
 			Took: res.took, Models: len(r.view.models), Writers: len(r.view.writer),
 			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped),
+			Held: r.view.holding, Stalled: r.view.stalled,
 			MaxSkew: r.maxSkew(), Err: res.err,
 		})
 	}
@@ -906,12 +933,20 @@ func (r *Reader) applied(res loadResult) []change {
 	r.measureClocks(res)
 	hold := !r.healthySince.IsZero() && res.at.Before(r.healthySince.Add(r.config.Period))
 	now := res.at.Add(res.took)
-	changes := r.view.apply(res.writers, r.gen, hold, now, r.config.Period)
+	wasStalled := r.view.stalled
+	changes := r.view.apply(res.writers, r.gen, hold, now, r.config.Period, r.config.MaxStall)
+	if r.view.stalled != wasStalled {
+		if r.view.stalled {
+			r.logf("%s: no writer is on time: suspecting the database, holding the keys of late writers for up to %v", r, r.config.MaxStall)
+		} else {
+			r.logf("%s: a writer is on time again", r)
+		}
+	}
 	if r.view.unknown > 0 && r.config.Logger != nil {
 		r.config.Logger.Debugf("%s: %d live indexes with no known key; fetching beings again", r, r.view.unknown)
 	}
 	if r.gen > forgetAfter {
-		r.view.forget(r.gen-forgetAfter, now.Add(-2*r.config.Period))
+		r.view.forget(r.gen-forgetAfter, now.Add(-max(r.config.MaxStall, r.config.Period)))
 	}
 	if !r.loaded {
 		r.loaded = true
@@ -1044,6 +1079,8 @@ func (r *Reader) record(res loadResult) int {
 	r.stats["skipped-documents"] = len(r.skipped)
 	r.stats["max-clock-skew"] = r.maxSkew().String()
 	r.stats["failures"] = r.failures
+	r.stats["held"] = r.view.holding
+	r.stats["stalled"] = r.view.stalled
 	r.stats["last-load"] = res.took.String()
 	if res.err != nil {
 		r.stats["last-error"] = res.err.Error()

@@ -20,6 +20,7 @@ import (
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
+	"github.com/presencekit/presence/worker/pruner"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -87,25 +88,36 @@ func (d *deaths) get() []string {
 	return append([]string(nil), d.dead...)
 }
 
-// live starts a batcher, a reader, a watcher and stressKeys pingers, each
+// live starts a batcher, a reader, a watcher, a pruner and stressKeys pingers, each
 // on the database at uri through a client of its own, waits until every
 // key is alive, and returns what counts deaths from then on.
 func (s *stressSuite) live(c *gc.C, uri string) (*deaths, func()) {
-	base := func() *mongo.Collection {
+	return s.liveApart(c, uri, uri)
+}
+
+// liveApart is live with the batcher on the database at writerURI and the
+// reader on the same database at readerURI.
+func (s *stressSuite) liveApart(c *gc.C, writerURI, readerURI string) (*deaths, func()) {
+	base := func(uri string) *mongo.Collection {
 		return s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
 	}
-	writerBase := base()
+	writerBase := base(writerURI)
 	b, err := pingbatcher.New(pingbatcher.Config{
 		Base: writerBase, Clock: clock.WallClock, Period: stressPeriod, FlushInterval: 100 * time.Millisecond,
 		Logger: s.logger,
 	})
 	c.Assert(err, gc.IsNil)
 	r, err := presencereader.New(presencereader.Config{
-		Base: base(), Clock: clock.WallClock, Period: stressPeriod, SyncInterval: 100 * time.Millisecond,
+		Base: base(readerURI), Clock: clock.WallClock, Period: stressPeriod, SyncInterval: 100 * time.Millisecond,
 		Logger: s.logger,
 	})
 	c.Assert(err, gc.IsNil)
 	w, err := watcher.New(watcher.Config{Reader: r, Model: stressModel})
+	c.Assert(err, gc.IsNil)
+	pr, err := pruner.New(pruner.Config{
+		Base: base(readerURI), Clock: clock.WallClock, Period: stressPeriod, Interval: stressPeriod,
+		Logger: s.logger,
+	})
 	c.Assert(err, gc.IsNil)
 	var pingers []*pinger.Pinger
 	for i := 0; i < stressKeys; i++ {
@@ -141,6 +153,7 @@ func (s *stressSuite) live(c *gc.C, uri string) (*deaths, func()) {
 		for _, p := range pingers {
 			_ = p.Wait()
 		}
+		workertest.CleanKill(agenttest.C(c), pr)
 		workertest.CleanKill(agenttest.C(c), w)
 		workertest.CleanKill(agenttest.C(c), r)
 		workertest.CleanKill(agenttest.C(c), b)
@@ -206,6 +219,22 @@ func (s *stressSuite) TestNoFalseDeathWhenEveryReplyIsLateForSeveralPeriods(c *g
 	proxy.SetDelay(3 * stressPeriod)
 	time.Sleep(3 * stressPeriod)
 	proxy.SetDelay(0)
+	settle()
+	s.checkNoDeaths(c, d)
+}
+
+func (s *stressSuite) TestNoFalseDeathWhenFlushesStallForSevenPeriods(c *gc.C) {
+	proxy, writerURI, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	d, stop := s.liveApart(c, writerURI, s.Server.URI())
+	defer stop()
+	// Every write of the batcher reaches the server seven Periods late,
+	// long after the batcher gave up on it, while the reader reads as
+	// usual and the pruner's window passes the writer's documents by.
+	proxy.SetHold(7 * stressPeriod)
+	time.Sleep(7 * stressPeriod)
+	proxy.SetHold(0)
 	settle()
 	s.checkNoDeaths(c, d)
 }

@@ -66,6 +66,11 @@ type view struct {
 	// known entity; refetch lists the writers they came from.
 	unknown int
 	refetch map[string]bool
+	// stalled is set by the last apply when it knew writers and none of
+	// them was on time; holding counts the keys it kept alive that only
+	// a late writer's silence would have made dead.
+	stalled bool
+	holding int
 }
 
 func newView() *view {
@@ -162,13 +167,13 @@ func (v *view) known() map[string]int {
 // that slot, pinged in the one before and not disconnected there. A
 // writer that is late (its latest slot older than the reader's previous
 // one) or absent is judged by time only: its keys keep their state until
-// it has made no progress for bound (twice that when every writer is
+// it has made no progress for bound (for stall when every writer is
 // late at once, which points at the reader or the database rather than
 // at the writers); its recorded deaths still count. When hold is set, a
 // key that went quiet without a recorded death keeps its state too: the
 // load may have come before writers caught up after an outage. The
 // returned slice is reused by the next call.
-func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time, bound time.Duration) []change {
+func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time, bound, stall time.Duration) []change {
 	v.epoch++
 	if v.epoch == 0 {
 		clear(v.stamp)
@@ -194,14 +199,16 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		}
 		v.mark(wb, wk)
 	}
-	v.holdLate(present, now, bound)
+	v.holdLate(present, now, bound, stall)
 	v.changes = v.changes[:0]
+	v.holding = 0
 	for id := range v.keys {
 		now := v.stamp[id] == v.epoch
 		if now == v.alive[id] {
 			continue
 		}
 		if !now && v.dead[id] != v.epoch && (hold || v.held[id] == v.epoch) {
+			v.holding++
 			continue
 		}
 		v.alive[id] = now
@@ -246,14 +253,15 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 
 // holdLate marks the entities of every writer that is late or absent
 // (not true in present) and has made progress within bound, or within
-// twice bound when no writer is on time.
-func (v *view) holdLate(present map[string]bool, now time.Time, bound time.Duration) {
+// stall when no writer is on time.
+func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall time.Duration) {
 	onTime := false
 	for _, ok := range present {
 		onTime = onTime || ok
 	}
+	v.stalled = !onTime && len(v.writer) > 0
 	if !onTime {
-		bound *= 2
+		bound = stall
 	}
 	for name, wk := range v.writer {
 		if present[name] || now.Sub(wk.progressAt) >= bound {

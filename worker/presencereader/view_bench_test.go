@@ -39,11 +39,11 @@ func BenchmarkApplyUnchanged(b *testing.B) {
 	for _, keys := range []int{10000, 100000} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
 			v, loaded := benchView(keys, 3)
-			v.apply(loaded, 1, false, time.Time{}, time.Second)
+			v.apply(loaded, 1, false, time.Time{}, time.Second, 12*time.Second)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if changes := v.apply(loaded, uint64(i+2), false, time.Time{}, time.Second); len(changes) != 0 {
+				if changes := v.apply(loaded, uint64(i+2), false, time.Time{}, time.Second, 12*time.Second); len(changes) != 0 {
 					b.Fatalf("%d changes", len(changes))
 				}
 			}

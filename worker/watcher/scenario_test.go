@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/juju/worker/v4/workertest"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -62,12 +64,14 @@ func (s *scenarioSuite) TestWorkflow(c *gc.C) {
 	w.StartSync()
 	assertChange(c, chA, watcher.Change{Key: "a", Alive: false})
 
-	// Stop gives dead only once the pings time out.
+	// Stop gives dead only once the pings time out: the writer, with no
+	// live pinger left, goes on to the next slots to say so.
 	c.Assert(pb.Stop(), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	w.StartSync()
 	assertNoChange(c, chB)
-	s.clock.Advance(2 * period)
+	s.clock.Advance(period)
+	c.Assert(b.Sync(), gc.IsNil)
 	w.StartSync()
 	assertChange(c, chB, watcher.Change{Key: "b", Alive: false})
 }
@@ -129,27 +133,64 @@ func (s *scenarioSuite) TestExpiryAtTheWindowEdge(c *gc.C) {
 	assertAlive(c, w, "other", true)
 }
 
-func (s *scenarioSuite) TestAWriterThatStopsIsDeadAfterAPeriodWithoutProgress(c *gc.C) {
+func (s *scenarioSuite) TestAWriterThatStopsIsDeadAfterAPeriodWithoutProgressWhileAnotherWrites(c *gc.C) {
 	b := s.newBatcher(c, s.base)
+	other := s.newBatcher(c, s.base)
 	w := s.newWatcher(c, s.base, modelA)
+	a, err := b.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	o, err := other.Register(s.base, modelA, "other")
+	c.Assert(err, gc.IsNil)
+	pingAndLoad := func() {
+		c.Assert(other.Ping(o, schema.Slot(s.clock.Now(), period)), gc.IsNil)
+		c.Assert(other.Sync(), gc.IsNil)
+		c.Assert(w.Refresh(), gc.IsNil)
+	}
+	c.Assert(b.Ping(a, schema.Slot(s.clock.Now(), period)), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	pingAndLoad()
+	assertAlive(c, w, "a", true)
+	// The controller goes away: its writer writes nothing more. Its
+	// keys keep their state while it may only be slow...
+	c.Assert(b.Stop(), gc.IsNil)
+	s.clock.Advance(period / 2)
+	pingAndLoad()
+	assertAlive(c, w, "a", true)
+	// ...and are dead once it has made no progress for a whole Period
+	// while the other writer kept on time.
+	s.clock.Advance(period / 2)
+	pingAndLoad()
+	assertAlive(c, w, "a", false)
+	assertAlive(c, w, "other", true)
+}
+
+func (s *scenarioSuite) TestWhenNoWriterIsOnTimeKeysHoldForMaxStall(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	var last presencereader.LoadStats
+	w, err := watcher.New(watcher.Config{
+		Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never,
+		OnLoad: func(stats presencereader.LoadStats) { last = stats },
+	})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), w)
 	a, err := b.Register(s.base, modelA, "a")
 	c.Assert(err, gc.IsNil)
 	c.Assert(b.Ping(a, schema.Slot(s.clock.Now(), period)), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", true)
-	// The controller goes away: its writer writes nothing more. Its
-	// keys keep their state while it may only be slow...
+	// The only writer writes nothing more: the reader takes it for a
+	// stall of the database (writes held up), not the death of every
+	// controller, for MaxStall...
 	c.Assert(b.Stop(), gc.IsNil)
-	s.clock.Advance(period)
+	maxStall := presencereader.DefaultMaxStallPeriods * period
+	s.clock.Advance(maxStall - time.Nanosecond)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", true)
-	s.clock.Advance(period / 2)
-	c.Assert(w.Refresh(), gc.IsNil)
-	assertAlive(c, w, "a", true)
-	// ...and are dead once it has made no progress for a whole Period
-	// of the reader's loads.
-	s.clock.Advance(period / 2)
+	c.Assert(last.Stalled, gc.Equals, true)
+	c.Assert(last.Held, gc.Equals, 1)
+	// ...and then reports its keys dead: every controller may be gone.
+	s.clock.Advance(time.Nanosecond)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", false)
 }
