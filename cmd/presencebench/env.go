@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/juju/clock"
@@ -21,19 +23,20 @@ import (
 )
 
 // serverFlag makes the binary run as the embedded server, so that the
-// measuring process's CPU time and allocations are its own.
+// measuring process's CPU time and allocations are its own, and so that
+// the stalls section can pause and kill a server of its own.
 const serverFlag = "--serve-embedded"
 
 func init() {
-	if len(os.Args) == 3 && os.Args[1] == serverFlag {
-		os.Exit(serveEmbedded(os.Args[2]))
+	if len(os.Args) == 4 && os.Args[1] == serverFlag {
+		os.Exit(serveEmbedded(os.Args[2], os.Args[3]))
 	}
 }
 
-// serveEmbedded runs the embedded server on dir until standard input
-// closes.
-func serveEmbedded(dir string) int {
-	srv, err := embedded.Start(embedded.Config{Dir: dir})
+// serveEmbedded runs the embedded server on dir, listening on listen (any
+// free loopback port if empty), until standard input closes.
+func serveEmbedded(dir, listen string) int {
+	srv, err := embedded.Start(embedded.Config{Dir: dir, Listen: listen})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "presencebench server:", err)
 		return 1
@@ -44,32 +47,23 @@ func serveEmbedded(dir string) int {
 	return 0
 }
 
-// env is the database the benchmarks run against.
-type env struct {
-	opts     options
-	progress io.Writer
-	uri      string
-	dir      string
-	server   *exec.Cmd
-	stdin    io.WriteCloser
-	seq      int
+// child is an embedded server in a child process.
+type child struct {
+	dir    string
+	uri    string
+	listen string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
 }
 
-func newEnv(o options, progress io.Writer) (*env, error) {
-	e := &env{opts: o, progress: progress, uri: o.mongoURI}
-	if e.uri != "" {
-		return e, nil
-	}
-	dir, err := os.MkdirTemp("", "presencebench-")
-	if err != nil {
-		return nil, err
-	}
-	e.dir = dir
+// startChild starts a server on dir, listening on listen (a free port if
+// empty).
+func startChild(dir, listen string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, serverFlag, dir)
+	cmd := exec.Command(self, serverFlag, dir, listen)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -90,7 +84,75 @@ func newEnv(o options, progress io.Writer) (*env, error) {
 		return nil, fmt.Errorf("embedded server did not start: %q %v", line, err)
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	e.uri, e.server, e.stdin = uri, cmd, stdin
+	parsed, err := url.Parse(uri)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("embedded server URI %q: %w", uri, err)
+	}
+	return &child{dir: dir, uri: uri, listen: parsed.Host, cmd: cmd, stdin: stdin}, nil
+}
+
+// signal sends sig to the server.
+func (c *child) signal(sig syscall.Signal) error {
+	return c.cmd.Process.Signal(sig)
+}
+
+// kill kills the server at once, as a crash would.
+func (c *child) kill() error {
+	if err := c.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	_ = c.cmd.Wait()
+	return nil
+}
+
+// restart starts a killed server again on the same data and address,
+// retrying while the port is still taken.
+func (c *child) restart() error {
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		var next *child
+		if next, err = startChild(c.dir, c.listen); err == nil {
+			*c = *next
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+// stop stops the server cleanly.
+func (c *child) stop() {
+	_ = c.signal(syscall.SIGCONT)
+	_ = c.stdin.Close()
+	_ = c.cmd.Wait()
+}
+
+// env is the database the benchmarks run against.
+type env struct {
+	opts     options
+	progress io.Writer
+	uri      string
+	dir      string
+	server   *child
+	seq      int
+}
+
+func newEnv(o options, progress io.Writer) (*env, error) {
+	e := &env{opts: o, progress: progress, uri: o.mongoURI}
+	if e.uri != "" {
+		return e, nil
+	}
+	dir, err := os.MkdirTemp("", "presencebench-")
+	if err != nil {
+		return nil, err
+	}
+	e.dir = dir
+	if e.server, err = startChild(dir, ""); err != nil {
+		return nil, err
+	}
+	e.uri = e.server.uri
 	return e, nil
 }
 
@@ -139,8 +201,7 @@ func (e *env) counted() (*mongo.Database, *commands.Counter, func(), error) {
 
 func (e *env) close() {
 	if e.server != nil {
-		_ = e.stdin.Close()
-		_ = e.server.Wait()
+		e.server.stop()
 	}
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,17 +120,35 @@ func (d *durations) add(took time.Duration) {
 }
 
 func (d *durations) get() []time.Duration {
+	return d.since(0)
+}
+
+// count returns how many durations were added, a mark for since.
+func (d *durations) count() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]time.Duration(nil), d.all...)
+	return len(d.all)
 }
+
+// since returns the durations added after the first mark.
+func (d *durations) since(mark int) []time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]time.Duration(nil), d.all[min(mark, len(d.all)):]...)
+}
+
+// eventPrefix starts the keys that a run starts and stops on purpose;
+// the death of any other key is false.
+const eventPrefix = "event-"
 
 // detector records when the watcher reported each key alive or dead.
 type detector struct {
-	mu      sync.Mutex
-	alive   map[string]time.Time
-	dead    map[string]time.Time
-	changed chan struct{}
+	mu    sync.Mutex
+	alive map[string]time.Time
+	dead  map[string]time.Time
+	// unexpected counts the deaths of keys not named with eventPrefix.
+	unexpected int
+	changed    chan struct{}
 }
 
 func newDetector(ctx context.Context, subs ...*watcher.Subscription) *detector {
@@ -154,6 +173,9 @@ func (d *detector) follow(ctx context.Context, sub *watcher.Subscription) {
 				d.alive[c.Key] = now
 			} else {
 				d.dead[c.Key] = now
+				if !strings.HasPrefix(c.Key, eventPrefix) {
+					d.unexpected++
+				}
 			}
 		}
 		d.mu.Unlock()
@@ -162,6 +184,14 @@ func (d *detector) follow(ctx context.Context, sub *watcher.Subscription) {
 		default:
 		}
 	}
+}
+
+// unexpectedDeaths returns how many deaths of keys that nobody stopped
+// were reported.
+func (d *detector) unexpectedDeaths() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.unexpected
 }
 
 // reset forgets what was seen of keys.

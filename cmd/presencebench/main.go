@@ -42,7 +42,7 @@ type options struct {
 }
 
 // sections, in the order they run.
-var allSections = []string{"writes", "controller", "latency", "watcher", "subscribers", "recorder", "leases"}
+var allSections = []string{"writes", "controller", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -140,6 +140,8 @@ func bench(ctx context.Context, o options, stdout, progress io.Writer) error {
 		{"writes", benchWrites},
 		{"controller", benchController},
 		{"latency", benchLatency},
+		{"stalls", benchStalls},
+		{"overload", benchOverload},
 		{"watcher", benchWatcher},
 		{"subscribers", benchSubscribers},
 		{"recorder", benchRecorder},

@@ -87,12 +87,26 @@ func (p *Proxy) SetDelay(d time.Duration) {
 	p.delay.Store(int64(d))
 }
 
-// SetHold makes every later request wait d before it reaches the server,
-// so that commands, writes included, take effect late (as a write waiting
-// for a replica set's majority would) even when the client has given up
-// on them; zero passes requests at once.
+// SetHold makes every request wait until d after it arrived before it
+// reaches the server, so that commands, writes included, take effect late
+// (as a write waiting for a replica set's majority would) even when the
+// client has given up on them. Lifting the hold (zero) lets every waiting
+// request through at once, as when a partition heals.
 func (p *Proxy) SetHold(d time.Duration) {
 	p.hold.Store(int64(d))
+}
+
+// waitHold waits until a request that arrived at arrived may pass: hold
+// after its arrival, or as soon as the hold is lifted or shortened, as
+// queued traffic flows at once when a partition heals.
+func (p *Proxy) waitHold(arrived time.Time) {
+	for {
+		left := time.Until(arrived.Add(time.Duration(p.hold.Load())))
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(left, 10*time.Millisecond))
+	}
 }
 
 // Counts returns how many commands of each name were sent since the last
@@ -197,9 +211,7 @@ func (p *Proxy) requests(client, server net.Conn) {
 			return
 		}
 		p.count(msg)
-		if d := time.Duration(p.hold.Load()); d > 0 {
-			time.Sleep(d)
-		}
+		p.waitHold(time.Now())
 		if _, err := server.Write(msg); err != nil {
 			return
 		}

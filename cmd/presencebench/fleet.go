@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/juju/clock"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
+	"github.com/presencekit/presence/worker/pruner"
+	"github.com/presencekit/presence/worker/watcher"
+)
+
+// fleet is one controller's presence workers on the wall clock (a
+// batcher, a reader, a pruner and a watcher per model) with its live
+// pingers, counting every death its watchers report.
+type fleet struct {
+	s      settings
+	models int
+	// writerBase is where the batcher writes, readerBase where the
+	// reader and the pruner read: the same database, through clients
+	// that may take different routes to it.
+	writerBase, readerBase *mongo.Collection
+
+	b        *pingbatcher.PingBatcher
+	r        *presencereader.Reader
+	pr       *pruner.Pruner
+	watchers []*watcher.Watcher
+	d        *detector
+	cancel   context.CancelFunc
+	pingers  []*pinger.Pinger
+
+	flushes, loads durations
+	slow           atomic.Int64 // flushes that took longer than a flush interval
+	lastLoad       atomic.Pointer[loadSeen]
+}
+
+// loadSeen is a load's figures and when the reader reported them.
+type loadSeen struct {
+	presencereader.LoadStats
+	at time.Time
+}
+
+// newFleet starts the workers of a controller with models models and no
+// pinger yet.
+func newFleet(ctx context.Context, s settings, models int, writerBase, readerBase *mongo.Collection) (*fleet, error) {
+	f := &fleet{s: s, models: models, writerBase: writerBase, readerBase: readerBase}
+	var err error
+	f.b, err = pingbatcher.New(pingbatcher.Config{
+		Base: writerBase, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock,
+		OnFlush: func(fs pingbatcher.FlushStats) {
+			if fs.Documents > 0 || fs.Err != nil {
+				f.flushes.add(fs.Took)
+				if fs.Took > s.flush {
+					f.slow.Add(1)
+				}
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.r, err = presencereader.New(presencereader.Config{
+		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync,
+		OnLoad: func(l presencereader.LoadStats) {
+			if l.Err == nil {
+				f.loads.add(l.Took)
+			}
+			f.lastLoad.Store(&loadSeen{LoadStats: l, at: time.Now()})
+		},
+	})
+	if err != nil {
+		f.stop()
+		return nil, err
+	}
+	f.pr, err = pruner.New(pruner.Config{Base: readerBase, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
+	if err != nil {
+		f.stop()
+		return nil, err
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	f.cancel = cancel
+	var subs []*watcher.Subscription
+	for m := 0; m < models; m++ {
+		w, err := watcher.New(watcher.Config{Reader: f.r, Model: modelTag(m)})
+		if err != nil {
+			f.stop()
+			return nil, err
+		}
+		f.watchers = append(f.watchers, w)
+		subs = append(subs, w.Subscribe())
+	}
+	f.d = newDetector(subCtx, subs...)
+	return f, nil
+}
+
+// grow starts pingers until the fleet has n, spread over its models, and
+// waits until the reader sees them all alive.
+func (f *fleet) grow(ctx context.Context, n int, timeout time.Duration) error {
+	var keys []string
+	var causes []time.Time
+	for i := len(f.pingers); i < n; i++ {
+		key := fmt.Sprintf("live-%d", i)
+		p, err := f.newPinger(key, i)
+		if err != nil {
+			return err
+		}
+		if err := p.Start(); err != nil {
+			return err
+		}
+		f.pingers = append(f.pingers, p)
+		keys, causes = append(keys, key), append(causes, time.Now())
+	}
+	if got := f.d.wait(keys, causes, true, timeout); len(got) != len(keys) {
+		return fmt.Errorf("only %d of %d new keys seen alive within %v", len(got), len(keys), timeout)
+	}
+	return ctx.Err()
+}
+
+// newPinger returns a pinger, not started, of key in the fleet's model
+// i spreads to.
+func (f *fleet) newPinger(key string, i int) (*pinger.Pinger, error) {
+	return pinger.New(pinger.Config{
+		Base: f.writerBase, Model: modelTag(i % f.models), Key: key, Clock: clock.WallClock, Period: f.s.period,
+		Recorder: func() pinger.PingRecorder { return f.b },
+	})
+}
+
+// confirmed waits until a load reported after since saw every live key
+// alive by a ping of its own (none held for a late writer or a stall),
+// and returns how long after since that was, or how many live keys were
+// still unconfirmed at timeout.
+func (f *fleet) confirmed(since time.Time, live int, timeout time.Duration) (time.Duration, int) {
+	deadline := time.Now().Add(timeout)
+	missing := live
+	for time.Now().Before(deadline) {
+		if l := f.lastLoad.Load(); l != nil && l.at.After(since) && l.Err == nil {
+			missing = max(live-(l.Alive-l.Held), 0)
+			if missing == 0 && !l.Stalled {
+				return l.at.Sub(since), 0
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return timeout, missing
+}
+
+// stop stops everything the fleet started.
+func (f *fleet) stop() {
+	for _, p := range f.pingers {
+		p.Kill()
+	}
+	if f.cancel != nil {
+		f.cancel()
+	}
+	for _, w := range f.watchers {
+		w.Kill()
+	}
+	if f.pr != nil {
+		f.pr.Kill()
+		_ = f.pr.Wait()
+	}
+	if f.r != nil {
+		f.r.Kill()
+		_ = f.r.Wait()
+	}
+	if f.b != nil {
+		f.b.Kill()
+		_ = f.b.Wait()
+	}
+	for _, p := range f.pingers {
+		_ = p.Wait()
+	}
+}
+
+// falseDeaths returns the deaths the fleet's watchers reported of keys
+// that nobody stopped.
+func (f *fleet) falseDeaths() int {
+	return f.d.unexpectedDeaths()
+}

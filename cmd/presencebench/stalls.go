@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/internal/wireproxy"
+)
+
+// demoSettings are presenced's demo settings, the short ones under which
+// issue 11 saw false deaths.
+var demoSettings = settings{"demo", 250 * time.Millisecond, 250 * time.Millisecond, 2 * time.Second}
+
+// stallRig is a server of the stalls section's own, which it may pause
+// and kill, with a proxy in front of it for the batcher's client.
+type stallRig struct {
+	server *child
+	proxy  *wireproxy.Proxy
+	writer *mongo.Database
+	reader *mongo.Database
+	done   []func()
+}
+
+func newStallRig(e *env) (*stallRig, error) {
+	dir, err := os.MkdirTemp("", "presencebench-stalls-")
+	if err != nil {
+		return nil, err
+	}
+	rig := &stallRig{done: []func(){func() { _ = os.RemoveAll(dir) }}}
+	if rig.server, err = startChild(dir, ""); err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.done = append(rig.done, rig.server.stop)
+	proxy, proxyURI, err := wireproxy.NewFor(rig.server.uri)
+	if err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.proxy = proxy
+	rig.done = append(rig.done, func() { _ = proxy.Close() })
+	reader, dropReader, err := e.databaseAt(rig.server.uri)
+	if err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.done = append(rig.done, dropReader)
+	rig.reader = reader
+	// The writer's client reaches the same database through the proxy.
+	writer, dropWriter, err := e.databaseAt(proxyURI)
+	if err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.done = append(rig.done, dropWriter)
+	rig.writer = writer.Client().Database(reader.Name())
+	return rig, nil
+}
+
+func (rig *stallRig) close() {
+	for i := len(rig.done) - 1; i >= 0; i-- {
+		rig.done[i]()
+	}
+}
+
+// fault is one way the database stops answering for a while; it returns
+// when the database is back.
+type fault struct {
+	name string
+	run  func(rig *stallRig, scale float64) error
+}
+
+// scaled returns d times scale.
+func scaled(d time.Duration, scale float64) time.Duration {
+	return time.Duration(float64(d) * scale)
+}
+
+// faults are issue 11's stalls. With scale 1 they last as the issue
+// says; quick runs shrink them.
+var faults = []fault{
+	{"every flush held up 7 periods, then applied", func(rig *stallRig, scale float64) error {
+		rig.proxy.SetHold(scaled(7*demoSettings.period, scale))
+		time.Sleep(scaled(7*demoSettings.period, scale))
+		rig.proxy.SetHold(0)
+		return nil
+	}},
+	{"server SIGSTOPped for 30s", func(rig *stallRig, scale float64) error {
+		if err := rig.server.signal(syscall.SIGSTOP); err != nil {
+			return err
+		}
+		time.Sleep(scaled(30*time.Second, scale))
+		return rig.server.signal(syscall.SIGCONT)
+	}},
+	{"server killed for 15s, then restarted", func(rig *stallRig, scale float64) error {
+		if err := rig.server.kill(); err != nil {
+			return err
+		}
+		time.Sleep(scaled(15*time.Second, scale))
+		return rig.server.restart()
+	}},
+	{"server killed 3 times in a minute (5s down, 15s up)", func(rig *stallRig, scale float64) error {
+		for i := 0; i < 3; i++ {
+			if err := rig.server.kill(); err != nil {
+				return err
+			}
+			time.Sleep(scaled(5*time.Second, scale))
+			if err := rig.server.restart(); err != nil {
+				return err
+			}
+			if i < 2 {
+				time.Sleep(scaled(15*time.Second, scale))
+			}
+		}
+		return nil
+	}},
+}
+
+// benchStalls breaks the database under a controller at the demo's
+// settings, in each of the ways issue 11 found false deaths, at both
+// scales, and counts the deaths its watchers report (every key stays
+// alive, so each is false), how long after the database came back every
+// key was alive again by a ping of its own, and how many never were (a
+// lost ping).
+func benchStalls(ctx context.Context, e *env, t *table) error {
+	if e.server == nil {
+		t.add(row{section: "stalls", what: "skipped: pausing and killing the database needs the embedded server"})
+		return nil
+	}
+	shapes := []shape{{1, 10000}, {1000, 10}}
+	scale, run := 1.0, faults
+	if e.opts.quick {
+		// A smoke test: one shape, two faults, a tenth of their length.
+		shapes = []shape{{5, 10}}
+		scale, run = 0.1, []fault{faults[0], faults[2]}
+	}
+	for _, sh := range shapes {
+		for _, f := range run {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := stallOnce(ctx, e, t, sh, f, scale); err != nil {
+				return fmt.Errorf("%s, %v: %w", f.name, sh, err)
+			}
+		}
+	}
+	return nil
+}
+
+func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale float64) error {
+	rig, err := newStallRig(e)
+	if err != nil {
+		return err
+	}
+	defer rig.close()
+	s := demoSettings
+	fl, err := newFleet(ctx, s, sh.models, rig.writer.Collection("presence"), rig.reader.Collection("presence"))
+	if err != nil {
+		return err
+	}
+	defer fl.stop()
+	live := sh.models * sh.agents
+	if err := fl.grow(ctx, live, time.Minute); err != nil {
+		return err
+	}
+	// Steady state first: every key pinged in two slots.
+	time.Sleep(s.period)
+	if err := f.run(rig, scale); err != nil {
+		return err
+	}
+	back := time.Now()
+	recovered, lost := fl.confirmed(back, live, 30*time.Second+4*s.period)
+	// Whatever false deaths a recovery brings come within a few
+	// periods.
+	time.Sleep(3 * s.period)
+	deaths := fl.falseDeaths()
+	e.logf("%s, %v: %d false deaths, every key confirmed alive %v after the database was back, %d never",
+		f.name, sh, deaths, ms(recovered), lost)
+	t.add(row{
+		section:  "stalls",
+		what:     fmt.Sprintf("%s, %v, demo settings", f.name, sh),
+		measured: fmt.Sprintf("%d false deaths; all live keys pinged again %v after; %d pings lost", deaths, ms(recovered), lost),
+		target:   "0 false deaths, 0 lost",
+		verdict:  verdict(deaths == 0 && lost == 0),
+	})
+	return nil
+}
