@@ -14,11 +14,26 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 )
 
 // DefaultClockSkew is the clock difference tolerated between clients when
 // ClockSkew is zero.
 const DefaultClockSkew = time.Second
+
+// DefaultMaxDuration is ClientConfig.MaxDuration's default.
+const DefaultMaxDuration = time.Hour
+
+// maxMaxDuration bounds MaxDuration so that no expiry it allows can
+// overflow: about 290 years fit in an int64 of nanoseconds from 1970.
+const maxMaxDuration = 100 * 365 * 24 * time.Hour
+
+// maxTerm bounds term and fence numbers: a document with a larger one
+// was not written by this package (it would take a change every
+// nanosecond for a century), and the next number can never overflow.
+const maxTerm = 1 << 62
 
 // MaxPruneBatch is the most superseded terms one delete of Prune removes:
 // pruning every ten ticks, a controller renews far fewer leases than this
@@ -45,6 +60,13 @@ type ClientConfig struct {
 	// Logger is optional; nil means silent.
 	Logger Logger
 
+	// MaxDuration is the longest claim the client accepts, and the
+	// furthest in the future, from the time of a read, that an expiry
+	// it reads may lie: a term beyond it was not written by a client of
+	// this package and is skipped. Zero means DefaultMaxDuration; it
+	// must not be negative.
+	MaxDuration time.Duration
+
 	// ClockSkew is the most that the clocks of the clients sharing the
 	// collection may differ by: a lease is free to others only once
 	// their clock passes its expiry plus ClockSkew. Zero means
@@ -63,6 +85,9 @@ func (config ClientConfig) Validate() error {
 	if config.ClockSkew < 0 {
 		return errors.NotValidf("negative ClockSkew")
 	}
+	if config.MaxDuration < 0 || config.MaxDuration > maxMaxDuration {
+		return errors.NotValidf("MaxDuration %v (must be in [0, %v])", config.MaxDuration, maxMaxDuration)
+	}
 	return nil
 }
 
@@ -74,7 +99,31 @@ func NewClient(config ClientConfig) (Client, error) {
 	if config.ClockSkew == 0 {
 		config.ClockSkew = DefaultClockSkew
 	}
+	if config.MaxDuration == 0 {
+		config.MaxDuration = DefaultMaxDuration
+	}
+	config.Collection = safeCollection(config.Collection)
 	return &client{config: config}, nil
+}
+
+// safeCollection returns coll with what lease safety needs, whatever the
+// connection string or the collection's own options say: writes
+// acknowledged by a majority of a replica set, journaled, so that a
+// granted term cannot be rolled back when a primary steps down; reads of
+// majority-committed data only, so that a check never sees a term that
+// is rolled back later; and reads from the primary, so that a check
+// never reads a secondary that has not seen a release. On a single
+// server these cost nothing. The presence collections keep the
+// connection's defaults: a ping lost in a failover is rewritten within a
+// flush, and a late read only slows detection.
+func safeCollection(coll *mongo.Collection) *mongo.Collection {
+	journaled := true
+	wc := writeconcern.Majority()
+	wc.Journal = &journaled
+	return coll.Database().Collection(coll.Name(), options.Collection().
+		SetWriteConcern(wc).
+		SetReadConcern(readconcern.Majority()).
+		SetReadPreference(readpref.Primary()))
 }
 
 type client struct {
@@ -153,18 +202,31 @@ func validateKey(key Key) error {
 	return nil
 }
 
-func validateRequest(req Request) error {
+func (c *client) validateRequest(req Request) error {
 	if req.Holder == "" {
 		return errors.NotValidf("empty holder")
 	}
-	if req.Duration <= 0 {
-		return errors.NotValidf("non-positive duration %v", req.Duration)
+	if req.Duration <= 0 || req.Duration > c.config.MaxDuration {
+		return errors.NotValidf("duration %v (must be in (0, %v])", req.Duration, c.config.MaxDuration)
 	}
 	return nil
 }
 
 // ClaimMany is part of the Client interface.
 func (c *client) ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error, error) {
+	return c.claimMany(ctx, claims, nil)
+}
+
+// ClaimManyOn is part of the Client interface.
+func (c *client) ClaimManyOn(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error) {
+	if current == nil {
+		current = map[Key]Info{}
+	}
+	return c.claimMany(ctx, claims, current)
+}
+
+// claimMany claims on current, or on a fresh read when current is nil.
+func (c *client) claimMany(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error) {
 	now := c.config.Clock.Now()
 	infos := make([]Info, len(claims))
 	errs := make([]error, len(claims))
@@ -172,15 +234,17 @@ func (c *client) ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error
 	for i, cl := range claims {
 		if err := validateKey(cl.Key); err != nil {
 			errs[i] = errors.Trace(err)
-		} else if err := validateRequest(cl.Request); err != nil {
+		} else if err := c.validateRequest(cl.Request); err != nil {
 			errs[i] = errors.Trace(err)
 		} else {
 			keys = append(keys, cl.Key)
 		}
 	}
-	current, err := c.read(ctx, keys)
-	if err != nil {
-		return nil, nil, errors.Trace(err)
+	if current == nil {
+		var err error
+		if current, err = c.read(ctx, keys); err != nil {
+			return nil, nil, errors.Trace(err)
+		}
 	}
 	var docs []any
 	var docIndex []int
@@ -220,7 +284,40 @@ func (c *client) ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error
 		i := docIndex[n]
 		infos[i], errs[i] = Info{}, errors.Annotatef(ErrInvalid, "%s", claims[i].Key.Lease)
 	}
+	if err := c.confirm(ctx, claims, infos, errs); err != nil {
+		return nil, nil, errors.Trace(err)
+	}
 	return infos, errs, nil
+}
+
+// confirm reads the leases of the claims that won their insert again and
+// withdraws every one whose term is no longer the latest. A term is only
+// ever pruned once a higher one exists, and the highest term of a lease is
+// never removed, so an inserted term that is the latest afterwards was
+// never pruned before: the insert did not reuse the _id of a term that
+// came and went while this call stalled between its read and its write.
+// A term that is not the latest is withdrawn even when a later term is a
+// legitimate successor: the claim is then over anyway.
+func (c *client) confirm(ctx context.Context, claims []Claim, infos []Info, errs []error) error {
+	var keys []Key
+	for i, cl := range claims {
+		if errs[i] == nil {
+			keys = append(keys, cl.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	latest, err := c.read(ctx, keys)
+	if err != nil {
+		return errors.Annotate(err, "cannot confirm lease claims")
+	}
+	for i, cl := range claims {
+		if errs[i] == nil && latest[cl.Key].Term != infos[i].Term {
+			infos[i], errs[i] = Info{}, errors.Annotatef(ErrInvalid, "%s (term %d superseded)", cl.Key.Lease, infos[i].Term)
+		}
+	}
+	return nil
 }
 
 // Claim is part of the Client interface.
@@ -247,9 +344,24 @@ func (c *client) Release(ctx context.Context, key Key, holder string) error {
 		if holder == "" || cur.Holder != holder {
 			return termDoc{}, false, errors.Annotatef(ErrNotHeld, "%s by %q", key.Lease, holder)
 		}
-		doc := next(key, cur)
-		doc.Holder, doc.Expiry = "", now.UnixNano()
-		return doc, true, nil
+		return releasedTerm(key, cur, now), true, nil
+	})
+}
+
+// releasedTerm returns the term after cur that frees key at now.
+func releasedTerm(key Key, cur Info, now time.Time) termDoc {
+	doc := next(key, cur)
+	doc.Holder, doc.Expiry = "", now.UnixNano()
+	return doc
+}
+
+// ReleaseTerm is part of the Client interface.
+func (c *client) ReleaseTerm(ctx context.Context, key Key, term Info) error {
+	return c.change(ctx, key, func(cur Info, now time.Time) (termDoc, bool, error) {
+		if term.Holder == "" || cur.Holder != term.Holder || !cur.Expiry.Equal(term.Expiry) {
+			return termDoc{}, false, errors.Annotatef(ErrNotHeld, "%s by %q until %v", key.Lease, term.Holder, term.Expiry)
+		}
+		return releasedTerm(key, cur, now), true, nil
 	})
 }
 

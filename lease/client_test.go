@@ -3,13 +3,17 @@ package lease_test
 import (
 	"context"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/juju/clock/testclock"
 	"github.com/juju/errors"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -193,8 +197,12 @@ func (s *clientSuite) TestRenewingManyLeasesTakesTwoRoundTrips(c *gc.C) {
 	for _, err := range errs {
 		c.Assert(err, gc.IsNil)
 	}
+	// A controller renews on the view it read for its tick anyway: one
+	// insert, and the read that confirms it.
+	current, err := client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
 	counter.Reset()
-	infos, errs, err := client.ClaimMany(s.ctx, claims)
+	infos, errs, err := client.ClaimManyOn(s.ctx, claims, current)
 	c.Assert(err, gc.IsNil)
 	for i := range claims {
 		c.Assert(errs[i], gc.IsNil)
@@ -202,6 +210,22 @@ func (s *clientSuite) TestRenewingManyLeasesTakesTwoRoundTrips(c *gc.C) {
 	}
 	c.Assert(counter.Count("find")+counter.Count("getMore"), gc.Equals, 1)
 	c.Assert(counter.Count("insert"), gc.Equals, 1)
+	// Without a view: a read first, so three round trips.
+	counter.Reset()
+	_, _, err = client.ClaimMany(s.ctx, claims)
+	c.Assert(err, gc.IsNil)
+	c.Assert(counter.Count("find")+counter.Count("getMore"), gc.Equals, 2)
+	c.Assert(counter.Count("insert"), gc.Equals, 1)
+}
+
+func (s *clientSuite) TestAClaimOnAStaleViewFails(c *gc.C) {
+	stale, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	s.claim(c, "mysql/0", time.Minute)
+	infos, errs, err := s.client.ClaimManyOn(s.ctx, []lease.Claim{{Key: key, Request: lease.Request{Holder: "mysql/1", Duration: time.Minute}}}, stale)
+	c.Assert(err, gc.IsNil)
+	c.Assert(errors.Is(errs[0], lease.ErrInvalid), gc.Equals, true, gc.Commentf("%v", errs[0]))
+	c.Assert(infos[0], gc.DeepEquals, lease.Info{})
 }
 
 func (s *clientSuite) TestPruneKeepsTheLatestTermOfEachLease(c *gc.C) {
@@ -254,4 +278,81 @@ func (s *clientSuite) TestConfigValidation(c *gc.C) {
 		c.Check(err, gc.ErrorMatches, t.err)
 		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
 	}
+}
+
+// stalledClient returns a client whose every call reaches the server hold
+// late, so that its read and its insert are hold apart, and a function
+// that closes its route.
+func (s *clientSuite) stalledClient(c *gc.C, hold time.Duration) (lease.Client, func()) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	coll := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection(s.coll.Name())
+	client := s.newClient(c, coll)
+	// Create the index now, so that the stalled claim's first command
+	// is its read.
+	_, err = client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	proxy.SetHold(hold)
+	return client, func() { proxy.Close() }
+}
+
+func (s *clientSuite) TestAClaimThatStalledPastAPruneIsNotGranted(c *gc.C) {
+	const hold = time.Second
+	stalled, closeRoute := s.stalledClient(c, hold)
+	defer closeRoute()
+	result := make(chan error, 1)
+	go func() {
+		_, err := stalled.Claim(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+		result <- err
+	}()
+	// The stalled claim reads the free lease (term 0) at hold, and its
+	// insert of term 1 lands at twice hold. Meanwhile another unit
+	// claims term 1 and releases it in term 2, and the prune removes
+	// term 1, so that its _id is free again.
+	time.Sleep(hold + hold/4)
+	s.claim(c, "mysql/0", time.Minute)
+	c.Assert(s.client.Release(s.ctx, key, "mysql/0"), gc.IsNil)
+	removed, err := s.client.Prune(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(removed, gc.Equals, 1)
+	err = <-result
+	c.Assert(errors.Is(err, lease.ErrInvalid), gc.Equals, true, gc.Commentf("%v", err))
+	// The lease is still free for anyone, with the fence it had.
+	leases, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(leases[key].Holder, gc.Equals, "")
+	c.Assert(leases[key].Term, gc.Equals, int64(2))
+}
+
+func (s *clientSuite) TestSafetyConcernsAreForcedWhateverTheURISays(c *gc.C) {
+	var mu sync.Mutex
+	sent := map[string]bson.Raw{}
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		sent[e.CommandName] = e.Command
+	}}
+	uri := s.Server.URI() + "?w=1&readConcernLevel=local"
+	if strings.Contains(s.Server.URI(), "?") {
+		uri = s.Server.URI() + "&w=1&readConcernLevel=local"
+	}
+	coll := s.NewClient(c, options.Client().ApplyURI(uri).SetMonitor(monitor)).Database(s.DB.Name()).Collection("leases")
+	client := s.newClient(c, coll)
+	_, err := client.Claim(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+	mu.Lock()
+	defer mu.Unlock()
+	c.Assert(sent["insert"].Lookup("writeConcern", "w").StringValue(), gc.Equals, "majority")
+	c.Assert(sent["insert"].Lookup("writeConcern", "j").Boolean(), gc.Equals, true)
+	c.Assert(sent["find"].Lookup("readConcern", "level").StringValue(), gc.Equals, "majority")
+}
+
+func (s *clientSuite) TestDurationsBeyondMaxDurationAreNotValid(c *gc.C) {
+	for _, d := range []time.Duration{0, -time.Second, lease.DefaultMaxDuration + 1, math.MaxInt64} {
+		_, err := s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: d})
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v: %v", d, err))
+	}
+	c.Assert(s.count(c), gc.Equals, int64(0))
+	_, err := lease.NewClient(lease.ClientConfig{Collection: s.coll, Clock: s.clock, MaxDuration: math.MaxInt64})
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
 }

@@ -113,12 +113,20 @@ type Claim struct {
 // Client reads and changes leases. Every method is safe for concurrent
 // use; none keeps state between calls.
 type Client interface {
-	// ClaimMany claims or extends each lease with one read and one
-	// unordered insert, whatever their number. It returns the resulting
+	// ClaimMany claims or extends each lease with one read, one
+	// unordered insert and one confirming read, whatever their number
+	// (see the package doc for why the confirmation). It returns the resulting
 	// term of each claim, or its error: ErrHeld, ErrNotHeld (ExtendOnly)
 	// or ErrInvalid. The second result is a database error that failed
 	// the whole batch.
 	ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error, error)
+
+	// ClaimManyOn is ClaimMany on current, the latest terms as the
+	// caller last read them (a key absent from it has no term), instead
+	// of a read of its own: one insert and one confirming read. A stale
+	// current is safe: a claim based on a superseded term loses its
+	// insert or its confirmation and fails with ErrInvalid.
+	ClaimManyOn(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error)
 
 	// Claim claims key for req.Holder, or extends it if the holder
 	// holds it already. It fails with ErrHeld or ErrInvalid.
@@ -131,6 +139,12 @@ type Client interface {
 	// Release ends holder's claim at once. It fails with ErrNotHeld or
 	// ErrInvalid.
 	Release(ctx context.Context, key Key, holder string) error
+
+	// ReleaseTerm releases key only if its latest term is still the one
+	// described by term, as a claim or extension returned it (the same
+	// holder and expiry): a lease extended or changed since, through
+	// another client say, is left alone and ErrNotHeld returned.
+	ReleaseTerm(ctx context.Context, key Key, term Info) error
 
 	// Expire records that an expired, unpinned lease is free. It fails
 	// with ErrHeld if the lease has not expired or is pinned, and with

@@ -101,8 +101,12 @@ type ManagerWorker interface {
 	Manager
 }
 
+// block is a caller of BlockUntilLeadershipReleased: only a read that
+// began at or after since may release it, so that a view older than the
+// call (one that has not seen a claim yet) never does.
 type block struct {
 	lease string
+	since time.Time
 	done  chan struct{}
 }
 
@@ -115,7 +119,7 @@ type manager struct {
 	stats    *stats
 
 	mu      sync.Mutex
-	claimed map[string]string // lease -> unit claimed through here
+	claimed map[string]lease.Info // lease -> the latest term claimed through here
 }
 
 // NewManager starts a Manager over config.Store, or over a private store
@@ -129,7 +133,7 @@ func NewManager(config ManagerConfig) (ManagerWorker, error) {
 		config:  config,
 		store:   config.Store,
 		blocks:  make(chan block),
-		claimed: make(map[string]string),
+		claimed: make(map[string]lease.Info),
 		stats:   newStats(),
 	}
 	var init []worker.Worker
@@ -226,12 +230,12 @@ func (m *manager) ClaimLeadership(application, unit string, duration time.Durati
 	// the wait when the manager stops.
 	ctx, cancel := pcatacomb.Call(&m.catacomb, 0)
 	defer cancel()
-	_, err := m.store.Claim(ctx, lease.Claim{Key: m.key(application), Request: lease.Request{Holder: unit, Duration: duration}})
+	info, err := m.store.Claim(ctx, lease.Claim{Key: m.key(application), Request: lease.Request{Holder: unit, Duration: duration}})
 	switch {
 	case err == nil:
 		m.stats.claimed(nil)
 		m.mu.Lock()
-		m.claimed[application] = unit
+		m.claimed[application] = info
 		m.mu.Unlock()
 		return nil
 	case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrInvalid):
@@ -286,7 +290,7 @@ func (m *manager) BlockUntilLeadershipReleasedContext(ctx context.Context, appli
 	if !names.IsValidApplication(application) {
 		return errors.NotValidf("application name %q", application)
 	}
-	b := block{lease: application, done: make(chan struct{})}
+	b := block{lease: application, since: m.config.Clock.Now(), done: make(chan struct{})}
 	select {
 	case m.blocks <- b:
 	case <-m.catacomb.Dying():
@@ -370,7 +374,7 @@ func (m *manager) change(application string, f func(context.Context, lease.Key) 
 // shows their lease free.
 func (m *manager) loop() error {
 	defer m.releaseOnStop()
-	blocked := make(map[string][]chan struct{})
+	blocked := make(map[string][]block)
 	for {
 		leases, readAt, changed := m.store.Leases(m.config.Model.Id())
 		if !readAt.IsZero() {
@@ -382,23 +386,35 @@ func (m *manager) loop() error {
 		case <-m.catacomb.Dying():
 			return m.catacomb.ErrDying()
 		case b := <-m.blocks:
-			blocked[b.lease] = append(blocked[b.lease], b.done)
+			blocked[b.lease] = append(blocked[b.lease], b)
+			// Only a read that begins now may answer it.
+			m.store.Refresh()
 		case <-changed:
 		}
 	}
 }
 
-// wake releases the callers blocked on leases that a read at readAt shows
-// free: released, or expired and unpinned, at that time.
-func wake(blocked map[string][]chan struct{}, leases map[string]lease.Info, readAt time.Time) {
+// wake releases the callers blocked on leases that a successful read
+// begun at readAt shows free (released, or expired and unpinned, at that
+// time), if they called before the read began.
+func wake(blocked map[string][]block, leases map[string]lease.Info, readAt time.Time) {
 	for name, waiters := range blocked {
 		if !leases[name].Free(readAt) {
 			continue
 		}
-		for _, done := range waiters {
-			close(done)
+		kept := waiters[:0]
+		for _, b := range waiters {
+			if b.since.After(readAt) {
+				kept = append(kept, b)
+			} else {
+				close(b.done)
+			}
 		}
-		delete(blocked, name)
+		if len(kept) == 0 {
+			delete(blocked, name)
+		} else {
+			blocked[name] = kept
+		}
 	}
 }
 
@@ -407,6 +423,8 @@ func wake(blocked map[string][]chan struct{}, leases map[string]lease.Info, read
 const stopReleaseTimeout = 2 * time.Second
 
 // releaseOnStop releases the leases claimed here, when configured to,
+// unless they were extended or changed elsewhere since (a unit whose agent
+// moved to another controller keeps what it was granted there),
 // within stopReleaseTimeout.
 func (m *manager) releaseOnStop() {
 	if !m.config.ReleaseOnStop {
@@ -417,8 +435,8 @@ func (m *manager) releaseOnStop() {
 	m.mu.Lock()
 	claimed := maps.Clone(m.claimed)
 	m.mu.Unlock()
-	for name, unit := range claimed {
-		err := m.client.Release(ctx, m.key(name), unit)
+	for name, info := range claimed {
+		err := m.client.ReleaseTerm(ctx, m.key(name), info)
 		if err != nil && !errors.Is(err, lease.ErrNotHeld) {
 			m.logError("cannot release leadership of %q on stop: %v", name, err)
 		}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"time"
 
+	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/lease"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 )
 
@@ -183,6 +186,22 @@ func (s *managerSuite) TestReleaseOnStopLetsASuccessorTakeOverAtOnce(c *gc.C) {
 	c.Assert(m2.ClaimLeadership("mysql", "mysql/1", time.Minute), gc.IsNil)
 }
 
+func (s *managerSuite) TestReleaseOnStopLeavesALeaseExtendedElsewhere(c *gc.C) {
+	m1 := s.newManager(c, nil, func(cfg *leaseexpiry.ManagerConfig) { cfg.ReleaseOnStop = true })
+	c.Assert(m1.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	// The unit's agent moves to another controller and extends there.
+	m2 := s.newManager(c, nil)
+	s.clock.Advance(time.Second)
+	c.Assert(m2.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	m1.Kill()
+	c.Assert(m1.Wait(), gc.IsNil)
+	// What m2 granted stands: nobody else may take over.
+	_, err := m2.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	err = m2.ClaimLeadership("mysql", "mysql/1", time.Minute)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, true, gc.Commentf("%v", err))
+}
+
 func (s *managerSuite) TestDatabaseOutageGivesErrorsNeverAWrongYes(c *gc.C) {
 	if s.Server.External() {
 		c.Skip("cannot stop an external MongoDB")
@@ -193,7 +212,7 @@ func (s *managerSuite) TestDatabaseOutageGivesErrorsNeverAWrongYes(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 
 	c.Assert(s.Server.Stop(), gc.IsNil)
-	err = m.ClaimLeadership("mysql", "mysql/1", time.Minute)
+	err = m.ClaimLeadership("wordpress", "wordpress/1", time.Minute)
 	c.Assert(err, gc.NotNil)
 	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, false)
 	_, err = m.CheckLeadership("mysql", "mysql/0")
@@ -270,5 +289,38 @@ func (s *managerSuite) TestConfigValidation(c *gc.C) {
 		c.Check(m, gc.IsNil)
 		c.Check(err, gc.ErrorMatches, t.err)
 		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}
+
+func (s *managerSuite) TestBlockDoesNotReturnWhileAnotherHoldsTheLease(c *gc.C) {
+	wall := func() leaseexpiry.ManagerWorker {
+		client, err := lease.NewClient(lease.ClientConfig{Collection: s.NewDB(c).Collection("leases"), Clock: clock.WallClock, ClockSkew: 100 * time.Millisecond})
+		c.Assert(err, gc.IsNil)
+		m, err := leaseexpiry.NewManager(leaseexpiry.ManagerConfig{Client: client, Clock: clock.WallClock, Model: model, MaxSleep: time.Minute})
+		c.Assert(err, gc.IsNil)
+		s.cleanup = append(s.cleanup, func() { workertest.CleanKill(agenttest.C(c), m) })
+		return m
+	}
+	m1, m2 := wall(), wall()
+	// m2's view is read before the claim, and its denied claim does not
+	// refresh it: only a read made for the Block may answer.
+	c.Assert(m2.BlockUntilLeadershipReleased("wordpress"), gc.IsNil)
+	c.Assert(m1.ClaimLeadership("mysql", "mysql/0", time.Second), gc.IsNil)
+	err := m2.ClaimLeadership("mysql", "mysql/1", time.Second)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, true, gc.Commentf("%v", err))
+	claimed := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- m2.BlockUntilLeadershipReleased("mysql") }()
+	select {
+	case err := <-done:
+		c.Fatalf("Block returned %v after %v while the lease was held", err, time.Since(claimed))
+	case <-time.After(500 * time.Millisecond):
+	}
+	c.Assert(m1.ReleaseLeadership("mysql", "mysql/0"), gc.IsNil)
+	select {
+	case err := <-done:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("Block did not return after the release")
 	}
 }

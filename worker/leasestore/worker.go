@@ -426,7 +426,14 @@ func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequ
 		claims[i] = c.claim
 	}
 	ctx, cancel := s.call()
-	infos, errs, err := s.config.Client.ClaimMany(ctx, claims)
+	var infos []lease.Info
+	var errs []error
+	var err error
+	if basis := s.basis(batch); basis != nil {
+		infos, errs, err = s.config.Client.ClaimManyOn(ctx, claims, basis)
+	} else {
+		infos, errs, err = s.config.Client.ClaimMany(ctx, claims)
+	}
 	cancel()
 	s.stats.batch("claim", len(batch), err)
 	if err != nil {
@@ -452,6 +459,27 @@ func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequ
 	}
 	s.apply(granted)
 	return again
+}
+
+// basis returns the view's terms of the batch's leases, on which a first
+// attempt claims without a read of its own, or nil when there is no view
+// yet or the batch retries a claim that lost a race: those read afresh.
+// It must only be called from the loop goroutine.
+func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
+	v := s.current()
+	if v.readAt.IsZero() {
+		return nil
+	}
+	out := make(map[lease.Key]lease.Info, len(batch))
+	for _, c := range batch {
+		if c.attempts > 0 {
+			return nil
+		}
+		if info, ok := v.models[c.claim.Key.Model][c.claim.Key.Lease]; ok {
+			out[c.claim.Key] = info
+		}
+	}
+	return out
 }
 
 // tick reads, expires every lapsed lease, and now and then prunes. It
