@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -132,6 +133,8 @@ type client struct {
 	// indexed is set once the lease index exists; until then every read
 	// tries to create it, and a failure only costs speed.
 	indexed atomic.Bool
+	// skipped holds the _id of every invalid term already logged.
+	skipped sync.Map
 }
 
 // ensureIndex creates the index that keeps a lease's reads from scanning
@@ -575,11 +578,50 @@ func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot read leases")
 	}
-	var docs []termDoc
-	if err := cur.All(ctx, &docs); err != nil {
+	var raw []bson.Raw
+	if err := cur.All(ctx, &raw); err != nil {
 		return nil, errors.Annotate(err, "cannot read leases")
 	}
+	now := c.config.Clock.Now()
+	docs := make([]termDoc, 0, len(raw))
+	for _, r := range raw {
+		var d termDoc
+		if err := bson.Unmarshal(r, &d); err != nil {
+			c.skip(r.Lookup("_id").String(), err)
+			continue
+		}
+		if err := d.validate(now, c.config.MaxDuration); err != nil {
+			c.skip(d.ID, err)
+			continue
+		}
+		docs = append(docs, d)
+	}
 	return docs, nil
+}
+
+// skip logs, once per document, that the term id was skipped as invalid.
+func (c *client) skip(id string, err error) {
+	if _, seen := c.skipped.LoadOrStore(id, true); !seen && c.config.Logger != nil {
+		c.config.Logger.Debugf("skipping lease term %s: %v", id, err)
+	}
+}
+
+// validate returns an error unless d could have been written by a client
+// of this package at or before now, with claims of at most maxDuration:
+// term and fence numbers that leave room to count on, and an expiry no
+// further than maxDuration (and a margin for clock skew) from now.
+func (d termDoc) validate(now time.Time, maxDuration time.Duration) error {
+	switch {
+	case d.Term < 1 || d.Term >= maxTerm:
+		return errors.NotValidf("term %d", d.Term)
+	case d.Fence < 0 || d.Fence >= maxTerm:
+		return errors.NotValidf("fence %d", d.Fence)
+	case d.Expiry > now.Add(maxDuration+maxDuration/10+time.Minute).UnixNano():
+		return errors.NotValidf("expiry %v, more than %v ahead", time.Unix(0, d.Expiry).UTC(), maxDuration)
+	case d.Namespace == "" || d.Model == "" || d.Lease == "":
+		return errors.NotValidf("key %q/%q/%q", d.Namespace, d.Model, d.Lease)
+	}
+	return nil
 }
 
 func (c *client) latest(docs []termDoc) map[Key]Info {

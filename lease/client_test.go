@@ -356,3 +356,35 @@ func (s *clientSuite) TestDurationsBeyondMaxDurationAreNotValid(c *gc.C) {
 	_, err := lease.NewClient(lease.ClientConfig{Collection: s.coll, Clock: s.clock, MaxDuration: math.MaxInt64})
 	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
 }
+
+func (s *clientSuite) TestInvalidTermsAreSkippedWithoutBlindingOtherLeases(c *gc.C) {
+	s.claim(c, "mysql/0", time.Minute)
+	other := func(lease string) bson.D {
+		return bson.D{{Key: "ns", Value: key.Namespace}, {Key: "model", Value: key.Model}, {Key: "lease", Value: lease}}
+	}
+	for _, doc := range []bson.D{
+		append(other("wrongtype"), bson.E{Key: "_id", Value: "wrong type"}, bson.E{Key: "term", Value: "one"}),
+		append(other("hugeterm"), bson.E{Key: "_id", Value: "huge term"}, bson.E{Key: "term", Value: int64(math.MaxInt64)},
+			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(0)}, bson.E{Key: "fence", Value: int64(1)}),
+		append(other("hugefence"), bson.E{Key: "_id", Value: "huge fence"}, bson.E{Key: "term", Value: int64(1)},
+			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(0)}, bson.E{Key: "fence", Value: int64(math.MaxInt64)}),
+		append(other("forever"), bson.E{Key: "_id", Value: "forever"}, bson.E{Key: "term", Value: int64(1)},
+			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(math.MaxInt64)}, bson.E{Key: "fence", Value: int64(1)}),
+	} {
+		_, err := s.coll.InsertOne(s.ctx, doc)
+		c.Assert(err, gc.IsNil)
+	}
+	leases, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(leases, gc.HasLen, 1)
+	c.Assert(leases[key].Holder, gc.Equals, "mysql/0")
+	// A lease whose only term is invalid is free, and its next holder's
+	// fence counts from the valid terms, not from the foreign one.
+	for _, name := range []string{"hugeterm", "hugefence", "forever"} {
+		k := key
+		k.Lease = name
+		info, err := s.client.Claim(s.ctx, k, lease.Request{Holder: name + "/1", Duration: time.Minute})
+		c.Assert(err, gc.IsNil, gc.Commentf("%s", name))
+		c.Assert(info.Fence, gc.Equals, int64(1))
+	}
+}

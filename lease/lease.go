@@ -9,15 +9,44 @@
 // succeeds and the other fails with E11000, which the client reports as
 // ErrInvalid ("re-read and try again"). Nothing is ever updated in place,
 // so this holds on MongoDB and on servers whose conditional updates are not
-// atomic across connections. There are no transactions.
+// atomic across connections. There are no transactions. Readers take the
+// highest term of a lease as its state.
+//
+// Why a stall cannot reopen a term. Prune removes a term only when a
+// higher term of its lease exists, and never the highest. So once any term
+// above N has been written, some term above N exists for good. A claim
+// may stall for any time between its read of term N and its insert of
+// N+1, long enough for the lease to move on and for Prune to free the _id
+// of term N+1 again; its insert then succeeds, but the term above it
+// remains. That is why every claim and extension reads its leases once
+// more after its insert and is granted only if the term it inserted is
+// then the latest: a latest term was never pruned, so its insert reused no
+// _id, and its predecessor was the lease's real state. A lost reply is
+// safe too: the insert either happened (a retry fails on its _id, or finds
+// the term already its own) or not. Releases, expiries and pins are not
+// confirmed: a stale one inserts a term below the latest, which every
+// reader ignores and the next Prune removes.
+//
+// Concerns. The client forces write concern majority (journaled), read
+// concern majority and primary reads on its collection, whatever the
+// connection string says: a granted term is never rolled back by a
+// failover, and no check sees a term that could be.
 //
 // Time. A term's expiry is computed from the claimant's clock at the start
 // of the call, so a granted claim is valid for at least its duration from
 // the moment the call began. Another client treats a lease as free only
 // once its own clock passes expiry + ClockSkew; if the clocks of all
 // clients differ by at most ClockSkew, at most one holder holds a lease at
-// any instant. Every term carries a fence number that rises whenever the
-// holder changes, to be stored beside the holder's own writes.
+// any instant. Beyond that bound two holders may overlap by the excess.
+// Every term carries a fence number that rises whenever the holder
+// changes: a holder may rely on its lease until its expiry by its own
+// clock, and should store the fence beside its writes so that a resource
+// can refuse a deposed holder's late writes.
+//
+// Input. Terms read from the database are checked before use: a term
+// that does not decode, whose term or fence number leaves no room to count
+// on, or whose expiry lies further ahead than MaxDuration is skipped and
+// logged once, and the other leases are read as usual.
 //
 // Storage. Superseded terms are removed by Prune (the lease-expiry worker
 // calls it), which keeps the latest term of each lease, so the fence
