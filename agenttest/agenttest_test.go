@@ -14,6 +14,7 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/wireproxy"
 )
 
 func TestPackage(t *testing.T) {
@@ -176,4 +177,52 @@ func (s *agenttestSuite) TestProxyCountsCommandsAtTheServerAndDelaysReplies(c *g
 	started := time.Now()
 	c.Assert(coll.FindOne(ctx, bson.D{}).Err(), gc.IsNil)
 	c.Assert(time.Since(started) >= 300*time.Millisecond, gc.Equals, true)
+}
+
+func (s *agenttestSuite) TestProxyHoldsRequestsUntilLifted(c *gc.C) {
+	p, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer p.Close()
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	c.Assert(err, gc.IsNil)
+	defer client.Disconnect(context.Background())
+	coll := client.Database(s.DB.Name()).Collection("held")
+	ctx := context.Background()
+	c.Assert(coll.FindOne(ctx, bson.D{}).Err(), gc.Equals, mongo.ErrNoDocuments)
+	p.SetHold(time.Minute)
+	done := make(chan error, 1)
+	go func() {
+		_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		done <- err
+	}()
+	// The insert has not reached the server...
+	time.Sleep(300 * time.Millisecond)
+	n, err := s.DB.Collection("held").CountDocuments(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	c.Assert(n, gc.Equals, int64(0))
+	// ...and goes through as soon as the hold is lifted.
+	p.SetHold(0)
+	select {
+	case err := <-done:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("held insert not released")
+	}
+}
+
+func (s *agenttestSuite) TestProxyLosesRepliesAfterTheServerAppliedTheWrite(c *gc.C) {
+	p, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer p.Close()
+	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetRetryWrites(false))
+	c.Assert(err, gc.IsNil)
+	defer client.Disconnect(context.Background())
+	coll := client.Database(s.DB.Name()).Collection("lost")
+	ctx := context.Background()
+	p.SetFaults(wireproxy.Faults{Drop: 1})
+	_, err = coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+	c.Assert(err, gc.NotNil)
+	n, err := s.DB.Collection("lost").CountDocuments(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	c.Assert(n, gc.Equals, int64(1))
 }

@@ -2,12 +2,14 @@
 // and load commands: it counts the commands that every client sends to
 // the server behind it, whatever the client, and can delay the server's
 // replies, or the clients' requests, to make a database slow without
-// stopping it.
+// stopping it, or inject faults: random delays, and replies lost after
+// the server applied a write.
 package wireproxy
 
 import (
 	"encoding/binary"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
@@ -35,6 +37,7 @@ type Proxy struct {
 	target   string
 	delay    atomic.Int64
 	hold     atomic.Int64
+	faults   injector
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -94,6 +97,61 @@ func (p *Proxy) SetDelay(d time.Duration) {
 // request through at once, as when a partition heals.
 func (p *Proxy) SetHold(d time.Duration) {
 	p.hold.Store(int64(d))
+}
+
+// Faults are the failures a Proxy injects, decided command by command at
+// random.
+type Faults struct {
+	// Delay is the share of commands, of any kind, that wait before
+	// they reach the server, each for a random time up to MaxDelay: the
+	// read and the write of one operation drift apart.
+	Delay    float64
+	MaxDelay time.Duration
+
+	// Drop is the share of write commands (insert, update, delete)
+	// whose reply is lost: the server applies the command, and the
+	// proxy then closes the client's connection instead of passing the
+	// reply on.
+	Drop float64
+
+	// Seed seeds the choices.
+	Seed uint64
+}
+
+// SetFaults injects f into every later command; the zero Faults injects
+// none.
+func (p *Proxy) SetFaults(f Faults) {
+	p.faults.set(f)
+}
+
+// injector draws the faults of each command.
+type injector struct {
+	mu     sync.Mutex
+	faults Faults
+	rng    *rand.Rand
+}
+
+func (in *injector) set(f Faults) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.faults = f
+	in.rng = rand.New(rand.NewPCG(f.Seed, f.Seed^0x9e3779b97f4a7c15))
+}
+
+// decide returns how long the command called name waits and whether its
+// reply is lost.
+func (in *injector) decide(name string) (time.Duration, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.rng == nil {
+		return 0, false
+	}
+	var delay time.Duration
+	if in.faults.MaxDelay > 0 && in.rng.Float64() < in.faults.Delay {
+		delay = time.Duration(in.rng.Int64N(int64(in.faults.MaxDelay)))
+	}
+	write := name == "insert" || name == "update" || name == "delete"
+	return delay, write && in.rng.Float64() < in.faults.Drop
 }
 
 // waitHold waits until a request that arrived at arrived may pass: hold
@@ -181,37 +239,51 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.wg.Add(2)
+		var drop atomic.Bool
 		go func() {
 			defer p.wg.Done()
-			p.requests(client, server)
+			p.requests(client, server, &drop)
 			p.untrack(client, server)
 		}()
 		go func() {
 			defer p.wg.Done()
-			p.replies(server, client)
+			p.replies(server, client, &drop)
 			p.untrack(client, server)
 		}()
 	}
 }
 
-// requests passes the client's messages on, counting each command.
-func (p *Proxy) requests(client, server net.Conn) {
+// readMessage reads one whole wire message from r.
+func readMessage(r io.Reader) ([]byte, error) {
 	header := make([]byte, headerSize)
+	if _, err := io.ReadFull(r, header); err != nil {
+		return nil, err
+	}
+	size := int(int32(binary.LittleEndian.Uint32(header)))
+	if size < headerSize || size > maxMessage {
+		return nil, errors.Errorf("wire message of %d bytes", size)
+	}
+	msg := make([]byte, size)
+	copy(msg, header)
+	if _, err := io.ReadFull(r, msg[headerSize:]); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// requests passes the client's messages on, counting each command, and
+// marks in drop the replies to lose.
+func (p *Proxy) requests(client, server net.Conn, drop *atomic.Bool) {
 	for {
-		if _, err := io.ReadFull(client, header); err != nil {
+		msg, err := readMessage(client)
+		if err != nil {
 			return
 		}
-		size := int(int32(binary.LittleEndian.Uint32(header)))
-		if size < headerSize || size > maxMessage {
-			return
-		}
-		msg := make([]byte, size)
-		copy(msg, header)
-		if _, err := io.ReadFull(client, msg[headerSize:]); err != nil {
-			return
-		}
-		p.count(msg)
+		name := p.count(msg)
 		p.waitHold(time.Now())
+		delay, lose := p.faults.decide(name)
+		time.Sleep(delay)
+		drop.Store(lose)
 		if _, err := server.Write(msg); err != nil {
 			return
 		}
@@ -219,8 +291,9 @@ func (p *Proxy) requests(client, server net.Conn) {
 }
 
 // count records the command in msg, a whole wire message, under its name
-// and, when it names a collection, under "name collection" too.
-func (p *Proxy) count(msg []byte) {
+// and, when it names a collection, under "name collection" too, and
+// returns its name.
+func (p *Proxy) count(msg []byte) string {
 	name, coll := "unknown", ""
 	switch binary.LittleEndian.Uint32(msg[12:]) {
 	case opMsg:
@@ -244,22 +317,25 @@ func (p *Proxy) count(msg []byte) {
 	if coll != "" {
 		p.counts[name+" "+coll]++
 	}
+	return name
 }
 
-// replies passes the server's replies on, each after the current delay.
-func (p *Proxy) replies(server, client net.Conn) {
-	buf := make([]byte, 64<<10)
+// replies passes the server's replies on, each after the current delay;
+// a reply marked in drop is read (the server has applied its command) and
+// then lost with the client's connection.
+func (p *Proxy) replies(server, client net.Conn, drop *atomic.Bool) {
 	for {
-		n, err := server.Read(buf)
-		if n > 0 {
-			if d := time.Duration(p.delay.Load()); d > 0 {
-				time.Sleep(d)
-			}
-			if _, werr := client.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
+		msg, err := readMessage(server)
 		if err != nil {
+			return
+		}
+		if drop.Load() {
+			return
+		}
+		if d := time.Duration(p.delay.Load()); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := client.Write(msg); err != nil {
 			return
 		}
 	}

@@ -461,10 +461,12 @@ func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequ
 	return again
 }
 
-// basis returns the view's terms of the batch's leases, on which a first
-// attempt claims without a read of its own, or nil when there is no view
-// yet or the batch retries a claim that lost a race: those read afresh.
-// It must only be called from the loop goroutine.
+// basis returns the view's terms of the batch's leases when every claim
+// in it is a first attempt to renew a lease that the view shows held by
+// the claimant, as a controller's steady renewals are: those claim on the
+// view, without a read of their own. Otherwise it returns nil, and the
+// batch reads afresh, so that a contender is never denied on a view that
+// predates a release. It must only be called from the loop goroutine.
 func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
 	v := s.current()
 	if v.readAt.IsZero() {
@@ -472,12 +474,11 @@ func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
 	}
 	out := make(map[lease.Key]lease.Info, len(batch))
 	for _, c := range batch {
-		if c.attempts > 0 {
+		info, ok := v.models[c.claim.Key.Model][c.claim.Key.Lease]
+		if c.attempts > 0 || !ok || info.Holder != c.claim.Request.Holder {
 			return nil
 		}
-		if info, ok := v.models[c.claim.Key.Model][c.claim.Key.Lease]; ok {
-			out[c.claim.Key] = info
-		}
+		out[c.claim.Key] = info
 	}
 	return out
 }
