@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -48,11 +49,15 @@ type loadSeen struct {
 
 // newFleet starts the workers of a controller with models models and no
 // pinger yet.
-func newFleet(ctx context.Context, s settings, models int, writerBase, readerBase *mongo.Collection) (*fleet, error) {
+func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, readerBase *mongo.Collection) (*fleet, error) {
 	f := &fleet{s: s, models: models, writerBase: writerBase, readerBase: readerBase}
+	var logger *stderrLogger
+	if e.opts.logs {
+		logger = &stderrLogger{}
+	}
 	var err error
 	f.b, err = pingbatcher.New(pingbatcher.Config{
-		Base: writerBase, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock,
+		Base: writerBase, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock, Logger: logger.orNil(),
 		OnFlush: func(fs pingbatcher.FlushStats) {
 			if fs.Documents > 0 || fs.Err != nil {
 				f.flushes.add(fs.Took)
@@ -66,7 +71,7 @@ func newFleet(ctx context.Context, s settings, models int, writerBase, readerBas
 		return nil, err
 	}
 	f.r, err = presencereader.New(presencereader.Config{
-		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync,
+		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(),
 		OnLoad: func(l presencereader.LoadStats) {
 			if l.Err == nil {
 				f.loads.add(l.Took)
@@ -78,7 +83,7 @@ func newFleet(ctx context.Context, s settings, models int, writerBase, readerBas
 		f.stop()
 		return nil, err
 	}
-	f.pr, err = pruner.New(pruner.Config{Base: readerBase, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
+	f.pr, err = pruner.New(pruner.Config{Base: readerBase, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period, Logger: logger.orNil()})
 	if err != nil {
 		f.stop()
 		return nil, err
@@ -182,4 +187,38 @@ func (f *fleet) stop() {
 // that nobody stopped.
 func (f *fleet) falseDeaths() int {
 	return f.d.unexpectedDeaths()
+}
+
+// stderrLogger prints the workers' logs with the wall time.
+type stderrLogger struct{}
+
+// logger is what every worker's Logger field accepts.
+type logger interface {
+	Debugf(string, ...any)
+	Infof(string, ...any)
+	Errorf(string, ...any)
+}
+
+// orNil returns l as a logger, or a nil interface when l is nil, so that
+// the workers stay silent.
+func (l *stderrLogger) orNil() logger {
+	if l == nil {
+		return nil
+	}
+	return l
+}
+
+// Debugf prints a debug line.
+func (*stderrLogger) Debugf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s DEBUG %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// Infof prints an info line.
+func (*stderrLogger) Infof(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s INFO %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// Errorf prints an error line.
+func (*stderrLogger) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s ERROR %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }

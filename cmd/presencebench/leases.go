@@ -58,7 +58,10 @@ func benchLeases(ctx context.Context, e *env, t *table) error {
 			Request: lease.Request{Holder: app + "/0", Duration: time.Minute},
 		}
 	}
-	if _, _, err := client.ClaimMany(ctx, batch); err != nil {
+	// The leases are first claimed through the manager, so that its
+	// store's view holds them, as a controller's does for what it
+	// renews.
+	if err := claimAll(m, batch); err != nil {
 		return err
 	}
 	counter.Reset()
@@ -68,11 +71,39 @@ func benchLeases(ctx context.Context, e *env, t *table) error {
 	}
 	took := time.Since(started)
 	trips = float64(roundTrips(counter))
-	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases with one ClaimMany", held),
+	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases with one ClaimMany (read, insert, confirming read)", held),
+		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 3 round trips", verdict: verdict(trips <= 3)})
+
+	current, err := client.Leases(ctx, leaseexpiry.Namespace, modelTag(0).Id())
+	if err != nil {
+		return err
+	}
+	counter.Reset()
+	started = time.Now()
+	if _, _, err := client.ClaimManyOn(ctx, batch, current); err != nil {
+		return err
+	}
+	took = time.Since(started)
+	trips = float64(roundTrips(counter))
+	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases with one ClaimManyOn a view read before (insert, confirming read)", held),
 		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 2 round trips", verdict: verdict(trips <= 2)})
 
 	counter.Reset()
 	started = time.Now()
+	if err := claimAll(m, batch); err != nil {
+		return err
+	}
+	took = time.Since(started)
+	trips = float64(roundTrips(counter))
+	e.logf("renew %d held leases through the manager: %.0f round trips, %v", held, trips, took)
+	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases through the manager, all at once", held),
+		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 2 round trips", verdict: verdict(trips <= 2)})
+	return nil
+}
+
+// claimAll claims every lease of batch through m at once, as the units of
+// a controller's models do.
+func claimAll(m leaseexpiry.Manager, batch []lease.Claim) error {
 	var wg sync.WaitGroup
 	var failed error
 	var mu sync.Mutex
@@ -88,15 +119,7 @@ func benchLeases(ctx context.Context, e *env, t *table) error {
 		}()
 	}
 	wg.Wait()
-	if failed != nil {
-		return failed
-	}
-	took = time.Since(started)
-	trips = float64(roundTrips(counter))
-	e.logf("renew %d held leases through the manager: %.0f round trips, %v", held, trips, took)
-	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases through the manager, all at once", held),
-		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 2 round trips", verdict: verdict(trips <= 2)})
-	return nil
+	return failed
 }
 
 // roundTrips counts the reads and writes a lease client sent.

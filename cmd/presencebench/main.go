@@ -39,6 +39,10 @@ type options struct {
 	sizes    []int
 	events   int
 	sections map[string]bool
+	// fault, if set, limits the stalls section to the faults whose
+	// names contain it; logs sends the workers' logs to stderr.
+	fault string
+	logs  bool
 }
 
 // sections, in the order they run.
@@ -55,6 +59,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&sizes, "sizes", "1000,10000,100000", "pinger counts for the writes section")
 	fs.IntVar(&o.events, "events", 200, "events per latency measurement")
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "sections to run")
+	fs.StringVar(&o.fault, "fault", "", "run only the stalls whose names contain this")
+	fs.BoolVar(&o.logs, "logs", false, "print the workers' logs of the stalls and overload sections to stderr")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

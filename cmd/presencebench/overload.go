@@ -84,7 +84,7 @@ func sustains(ctx context.Context, e *env, s settings, n, perModel int) (bool, s
 	}
 	defer done()
 	base := db.Collection("presence")
-	fl, err := newFleet(ctx, s, modelsFor(n, perModel), base, base)
+	fl, err := newFleet(ctx, e, s, modelsFor(n, perModel), base, base)
 	if err != nil {
 		return false, "", err
 	}
@@ -116,7 +116,7 @@ func overloadRun(ctx context.Context, e *env, t *table, s settings, live, perMod
 	}
 	defer done()
 	base := db.Collection("presence")
-	fl, err := newFleet(ctx, s, modelsFor(live, perModel), base, base)
+	fl, err := newFleet(ctx, e, s, modelsFor(live, perModel), base, base)
 	if err != nil {
 		return err
 	}

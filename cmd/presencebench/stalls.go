@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -143,6 +144,9 @@ func benchStalls(ctx context.Context, e *env, t *table) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if !strings.Contains(f.name, e.opts.fault) {
+				continue
+			}
 			if err := stallOnce(ctx, e, t, sh, f, scale); err != nil {
 				return fmt.Errorf("%s, %v: %w", f.name, sh, err)
 			}
@@ -158,7 +162,7 @@ func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale f
 	}
 	defer rig.close()
 	s := demoSettings
-	fl, err := newFleet(ctx, s, sh.models, rig.writer.Collection("presence"), rig.reader.Collection("presence"))
+	fl, err := newFleet(ctx, e, s, sh.models, rig.writer.Collection("presence"), rig.reader.Collection("presence"))
 	if err != nil {
 		return err
 	}

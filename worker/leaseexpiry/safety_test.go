@@ -120,3 +120,30 @@ func (s *safetySuite) TestAtMostOneLeaderAndRisingFences(c *gc.C) {
 		}
 	}
 }
+
+func (s *safetySuite) TestClocksApartBeyondClockSkewOverlapByTheExcess(c *gc.C) {
+	// Manager b's clock runs 3s ahead of a's, with a ClockSkew of 1s:
+	// 2s beyond what the clients tolerate.
+	ahead := 3 * time.Second
+	clockA := testclock.NewClock(agenttest.Epoch)
+	clockB := testclock.NewClock(agenttest.Epoch.Add(ahead))
+	a := s.newManager(c, clockA)
+	b := s.newManager(c, clockB)
+	c.Assert(a.ClaimLeadership("mysql", "mysql/0", 10*time.Second), gc.IsNil)
+	advance := func(d time.Duration) {
+		clockA.Advance(d)
+		clockB.Advance(d)
+	}
+	// a's unit holds until 10s by a's clock. b sees the lease free once
+	// its own clock passes 10s + ClockSkew, which is 8s by a's clock:
+	// until then b's units are denied...
+	advance(8*time.Second - time.Millisecond)
+	err := b.ClaimLeadership("mysql", "mysql/1", 10*time.Second)
+	c.Assert(errors.Is(err, leaseexpiry.ErrClaimDenied), gc.Equals, true, gc.Commentf("%v", err))
+	// ...and from then on granted, while a's unit still holds for 2s:
+	// two leaders overlap by the clock difference beyond ClockSkew.
+	advance(time.Millisecond)
+	c.Assert(b.ClaimLeadership("mysql", "mysql/1", 10*time.Second), gc.IsNil)
+	_, err = a.CheckLeadership("mysql", "mysql/0")
+	c.Assert(errors.Is(err, leaseexpiry.ErrNotHeld), gc.Equals, true, gc.Commentf("%v", err))
+}
