@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -56,8 +57,8 @@ func (r *fencedResource) write(unit string, fence int64) {
 }
 
 // held is a span of wall time in which a unit had a granted, unexpired
-// claim: from the claim's return to its expiry or the start of its
-// release.
+// claim: from the claim's return to its expiry (its call's start plus its
+// duration) or the start of the unit's next release.
 type held struct {
 	unit       string
 	start, end time.Time
@@ -102,6 +103,13 @@ func (s *wallSafetySuite) TestAtMostOneLeaderUnderDelaysLostRepliesAndPruning(c 
 			defer wg.Done()
 			unit := fmt.Sprintf("%s/%d", app, u)
 			rng := rand.New(rand.NewPCG(uint64(u), 7))
+			// mine are the unit's own spans: a release ends them all.
+			var mine []held
+			defer func() {
+				mu.Lock()
+				spans = append(spans, mine...)
+				mu.Unlock()
+			}()
 			for ctx.Err() == nil {
 				m := managers[rng.IntN(len(managers))]
 				d := time.Duration(200+rng.IntN(300)) * time.Millisecond
@@ -122,23 +130,27 @@ func (s *wallSafetySuite) TestAtMostOneLeaderUnderDelaysLostRepliesAndPruning(c 
 					resource.write(unit, token.Fence())
 				}
 				// Release, extend soon, or let the claim lapse.
+				mine = append(mine, span)
 				switch rng.IntN(3) {
 				case 0:
-					span.end = minTime(span.end, time.Now())
+					released := time.Now()
+					for i := range mine {
+						mine[i].end = minTime(mine[i].end, released)
+					}
 					_ = m.ReleaseLeadership(app, unit)
 				case 1:
 					time.Sleep(time.Duration(rng.IntN(int(d/time.Millisecond)/2)) * time.Millisecond)
 				default:
 					time.Sleep(time.Until(span.end) + time.Duration(rng.IntN(300))*time.Millisecond)
 				}
-				mu.Lock()
-				spans = append(spans, span)
-				mu.Unlock()
 			}
 		}(u)
 	}
 	wg.Wait()
 
+	// A claim granted after its own expiry (its call outlasted its
+	// duration) gave its unit nothing to hold.
+	spans = slices.DeleteFunc(spans, func(h held) bool { return !h.start.Before(h.end) })
 	sort.Slice(spans, func(i, j int) bool { return spans[i].start.Before(spans[j].start) })
 	changes := 0
 	for i, next := range spans {
@@ -154,7 +166,7 @@ func (s *wallSafetySuite) TestAtMostOneLeaderUnderDelaysLostRepliesAndPruning(c 
 	c.Logf("failed claims: %v", failures)
 	c.Logf("%d tenures, %d changes of holder; the resource accepted %d writes and refused %d", len(spans), changes, resource.accepted, resource.rejected)
 	c.Assert(resource.shared, gc.HasLen, 0)
-	c.Assert(changes >= 15, gc.Equals, true, gc.Commentf("only %d changes of holder", changes))
+	c.Assert(changes >= 8, gc.Equals, true, gc.Commentf("only %d changes of holder", changes))
 }
 
 func minTime(a, b time.Time) time.Time {
