@@ -167,8 +167,10 @@ type Reader struct {
 	catacomb catacomb.Catacomb
 	requests chan any
 	results  chan loadResult
-	pings    *mongo.Collection
-	beings   *mongo.Collection
+	// wakes carries the change stream's news that a writer wrote.
+	wakes  chan struct{}
+	pings  *mongo.Collection
+	beings *mongo.Collection
 
 	statsMu sync.Mutex
 	stats   map[string]any
@@ -246,6 +248,7 @@ func New(config Config) (*Reader, error) {
 		config:     config,
 		requests:   make(chan any),
 		results:    make(chan loadResult),
+		wakes:      make(chan struct{}, 1),
 		pings:      schema.Pings(config.Base),
 		beings:     schema.Beings(config.Base),
 		stats:      map[string]any{},
@@ -402,21 +405,36 @@ func (r *Reader) load(v *View, stop <-chan struct{}) (syncResult, bool) {
 func (r *Reader) loop() error {
 	timer := r.config.Clock.NewTimer(r.config.SyncInterval)
 	defer timer.Stop()
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		r.watchChanges(r.catacomb.Context(context.Background()))
+	}()
 	r.startLoad()
-	fired := false
+	fired, woken := false, false
 	for {
 		select {
 		case <-r.catacomb.Dying():
 			if r.inFlight {
 				<-r.results
 			}
+			<-watching
 			return r.catacomb.ErrDying()
 		case req := <-r.requests:
 			r.handle(req)
+		case <-r.wakes:
+			// A writer wrote: load now, or once the load in flight
+			// is done, so that its change is not missed.
+			if r.inFlight {
+				woken = true
+			} else {
+				r.startLoad()
+			}
 		case res := <-r.results:
 			r.inFlight = false
 			r.finishLoad(res)
-			if len(r.nextWaiters) > 0 {
+			if len(r.nextWaiters) > 0 || woken {
+				woken = false
 				r.startLoad()
 			}
 			// Loads start every SyncInterval: the read's own time

@@ -1,0 +1,65 @@
+package presencereader
+
+import (
+	"strings"
+	"time"
+
+	"github.com/juju/worker/v4/workertest"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+)
+
+// changesSuite checks how the reader reacts to change streams, from the
+// inside: the embedded server has none, so the wake a stream would bring
+// is sent by hand.
+type changesSuite struct {
+	agenttest.MongoSuite
+}
+
+var _ = gc.Suite(&changesSuite{})
+
+func (s *changesSuite) newReader(c *gc.C, loads chan<- LoadStats, logger Logger) *Reader {
+	r, err := New(Config{
+		Base: s.DB.Collection("presence"), Clock: agenttest.NewClock(), SyncInterval: time.Hour, Logger: logger,
+		OnLoad: func(stats LoadStats) { loads <- stats },
+	})
+	c.Assert(err, gc.IsNil)
+	return r
+}
+
+func (s *changesSuite) TestAWakeLoadsWithoutWaitingForTheSyncInterval(c *gc.C) {
+	loads := make(chan LoadStats, 10)
+	r := s.newReader(c, loads, nil)
+	defer workertest.CleanKill(agenttest.C(c), r)
+	<-loads
+	r.wakes <- struct{}{}
+	select {
+	case stats := <-loads:
+		c.Assert(stats.Err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("no load after a wake")
+	}
+}
+
+func (s *changesSuite) TestWithoutChangeStreamsTheReaderSaysSoAndPolls(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("an external MongoDB may have change streams")
+	}
+	logger := &agenttest.Logger{}
+	loads := make(chan LoadStats, 10)
+	r := s.newReader(c, loads, logger)
+	defer workertest.CleanKill(agenttest.C(c), r)
+	<-loads
+	deadline := time.Now().Add(agenttest.LongWait)
+	for said := 0; said == 0; {
+		for _, line := range logger.Entries() {
+			if strings.Contains(line, "no change stream") {
+				said++
+			}
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%q", logger.Entries()))
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Assert(r.Refresh(), gc.IsNil)
+}
