@@ -51,7 +51,13 @@ func Rearm(t clock.Timer, d time.Duration) {
 // becomes a failed one), whatever a test clock says. Work that is timed
 // (schedules, expiries, slots) must still come from the injected clock.
 func Call(c *catacomb.Catacomb, timeout time.Duration) (context.Context, context.CancelFunc) {
-	ctx := c.Context(context.Background())
+	return CallFrom(context.Background(), c, timeout)
+}
+
+// CallFrom is Call for a call made on behalf of a caller with a context
+// of its own: the context is also cancelled when parent is.
+func CallFrom(parent context.Context, c *catacomb.Catacomb, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx := c.Context(parent)
 	if timeout <= 0 {
 		return context.WithCancel(ctx)
 	}

@@ -60,16 +60,28 @@ func benchLeases(ctx context.Context, e *env, t *table) error {
 	}
 	// The leases are first claimed through the manager, so that its
 	// store's view holds them, as a controller's does for what it
-	// renews.
+	// renews; then renewed through it, then through the client alone
+	// (which leaves the store's view behind, so it comes last).
 	if err := claimAll(m, batch); err != nil {
 		return err
 	}
 	counter.Reset()
 	started = time.Now()
-	if _, _, err := client.ClaimMany(ctx, batch); err != nil {
+	if err := claimAll(m, batch); err != nil {
 		return err
 	}
 	took := time.Since(started)
+	trips = float64(roundTrips(counter))
+	e.logf("renew %d held leases through the manager: %.0f round trips, %v", held, trips, took)
+	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases through the manager, all at once", held),
+		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 2 round trips", verdict: verdict(trips <= 2)})
+
+	counter.Reset()
+	started = time.Now()
+	if _, _, err := client.ClaimMany(ctx, batch); err != nil {
+		return err
+	}
+	took = time.Since(started)
 	trips = float64(roundTrips(counter))
 	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases with one ClaimMany (read, insert, confirming read)", held),
 		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 3 round trips", verdict: verdict(trips <= 3)})
@@ -86,17 +98,6 @@ func benchLeases(ctx context.Context, e *env, t *table) error {
 	took = time.Since(started)
 	trips = float64(roundTrips(counter))
 	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases with one ClaimManyOn a view read before (insert, confirming read)", held),
-		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 2 round trips", verdict: verdict(trips <= 2)})
-
-	counter.Reset()
-	started = time.Now()
-	if err := claimAll(m, batch); err != nil {
-		return err
-	}
-	took = time.Since(started)
-	trips = float64(roundTrips(counter))
-	e.logf("renew %d held leases through the manager: %.0f round trips, %v", held, trips, took)
-	t.add(row{section: "leases", what: fmt.Sprintf("renew %d held leases through the manager, all at once", held),
 		measured: fmt.Sprintf("%.0f round trips, %v", trips, took.Round(time.Millisecond)), target: "<= 2 round trips", verdict: verdict(trips <= 2)})
 	return nil
 }

@@ -56,9 +56,17 @@ type Manager interface {
 	// when it cannot tell.
 	ClaimLeadership(applicationName, unitName string, duration time.Duration) error
 
+	// ClaimLeadershipContext is ClaimLeadership that also gives up with
+	// ctx's error once ctx ends.
+	ClaimLeadershipContext(ctx context.Context, applicationName, unitName string, duration time.Duration) error
+
 	// CheckLeadership returns a Token for unitName's leadership, read
 	// from the database, or fails with ErrNotHeld.
 	CheckLeadership(applicationName, unitName string) (Token, error)
+
+	// CheckLeadershipContext is CheckLeadership that also gives up with
+	// ctx's error once ctx ends.
+	CheckLeadershipContext(ctx context.Context, applicationName, unitName string) (Token, error)
 
 	// BlockUntilLeadershipReleased blocks until applicationName has no
 	// leader: released, or expired and unpinned. It returns within one
@@ -73,13 +81,25 @@ type Manager interface {
 	// another unit can claim it. It fails with ErrNotHeld.
 	ReleaseLeadership(applicationName, unitName string) error
 
+	// ReleaseLeadershipContext is ReleaseLeadership that also gives up
+	// with ctx's error once ctx ends.
+	ReleaseLeadershipContext(ctx context.Context, applicationName, unitName string) error
+
 	// PinLeadership stops applicationName's leadership from expiring
 	// (e.g. during an upgrade) until every entity that pinned it has
 	// unpinned it.
 	PinLeadership(applicationName, entity string) error
 
+	// PinLeadershipContext is PinLeadership that also gives up with
+	// ctx's error once ctx ends.
+	PinLeadershipContext(ctx context.Context, applicationName, entity string) error
+
 	// UnpinLeadership removes entity's pin.
 	UnpinLeadership(applicationName, entity string) error
+
+	// UnpinLeadershipContext is UnpinLeadership that also gives up with
+	// ctx's error once ctx ends.
+	UnpinLeadershipContext(ctx context.Context, applicationName, entity string) error
 }
 
 // Token is proof of leadership at the time it was made. Check it right
@@ -88,6 +108,10 @@ type Token interface {
 	// Check reads the lease and fails with ErrNotHeld once the unit no
 	// longer leads with this fence, or with the database's error.
 	Check() error
+
+	// CheckContext is Check that also gives up with ctx's error once
+	// ctx ends.
+	CheckContext(ctx context.Context) error
 
 	// Fence returns the lease's fence number, which rises whenever the
 	// leader changes: a write tagged with a lower fence than one already
@@ -217,6 +241,11 @@ func validateUnit(application, unit string) error {
 
 // ClaimLeadership is part of the Manager interface.
 func (m *manager) ClaimLeadership(application, unit string, duration time.Duration) error {
+	return m.ClaimLeadershipContext(context.Background(), application, unit, duration)
+}
+
+// ClaimLeadershipContext is part of the Manager interface.
+func (m *manager) ClaimLeadershipContext(ctx context.Context, application, unit string, duration time.Duration) error {
 	if err := validateUnit(application, unit); err != nil {
 		return errors.Trace(err)
 	}
@@ -227,8 +256,8 @@ func (m *manager) ClaimLeadership(application, unit string, duration time.Durati
 		return m.deathErr()
 	}
 	// The store bounds its own database calls; this context only ends
-	// the wait when the manager stops.
-	ctx, cancel := pcatacomb.Call(&m.catacomb, 0)
+	// the wait when the manager stops or the caller gives up.
+	ctx, cancel := pcatacomb.CallFrom(ctx, &m.catacomb, 0)
 	defer cancel()
 	info, err := m.store.Claim(ctx, lease.Claim{Key: m.key(application), Request: lease.Request{Holder: unit, Duration: duration}})
 	switch {
@@ -251,10 +280,15 @@ func (m *manager) ClaimLeadership(application, unit string, duration time.Durati
 
 // CheckLeadership is part of the Manager interface.
 func (m *manager) CheckLeadership(application, unit string) (Token, error) {
+	return m.CheckLeadershipContext(context.Background(), application, unit)
+}
+
+// CheckLeadershipContext is part of the Manager interface.
+func (m *manager) CheckLeadershipContext(ctx context.Context, application, unit string) (Token, error) {
 	if err := validateUnit(application, unit); err != nil {
 		return nil, errors.Trace(err)
 	}
-	info, err := m.read(application)
+	info, err := m.read(ctx, application)
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
@@ -266,9 +300,9 @@ func (m *manager) CheckLeadership(application, unit string) (Token, error) {
 
 // read reads one lease from the database through the store, which
 // batches the reads of every model's checks, giving up when the manager
-// stops or CallTimeout passes.
-func (m *manager) read(application string) (lease.Info, error) {
-	ctx, cancel := pcatacomb.Call(&m.catacomb, CallTimeout)
+// stops, ctx ends or CallTimeout passes.
+func (m *manager) read(ctx context.Context, application string) (lease.Info, error) {
+	ctx, cancel := pcatacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
 	defer cancel()
 	info, err := m.store.Read(ctx, m.key(application))
 	if err != nil {
@@ -310,10 +344,15 @@ func (m *manager) BlockUntilLeadershipReleasedContext(ctx context.Context, appli
 
 // ReleaseLeadership is part of the Manager interface.
 func (m *manager) ReleaseLeadership(application, unit string) error {
+	return m.ReleaseLeadershipContext(context.Background(), application, unit)
+}
+
+// ReleaseLeadershipContext is part of the Manager interface.
+func (m *manager) ReleaseLeadershipContext(ctx context.Context, application, unit string) error {
 	if err := validateUnit(application, unit); err != nil {
 		return errors.Trace(err)
 	}
-	err := m.change(application, func(ctx context.Context, key lease.Key) error {
+	err := m.change(ctx, application, func(ctx context.Context, key lease.Key) error {
 		return m.client.Release(ctx, key, unit)
 	})
 	if errors.Is(err, lease.ErrNotHeld) {
@@ -324,22 +363,32 @@ func (m *manager) ReleaseLeadership(application, unit string) error {
 
 // PinLeadership is part of the Manager interface.
 func (m *manager) PinLeadership(application, entity string) error {
-	return m.pin(application, entity, true)
+	return m.pin(context.Background(), application, entity, true)
+}
+
+// PinLeadershipContext is part of the Manager interface.
+func (m *manager) PinLeadershipContext(ctx context.Context, application, entity string) error {
+	return m.pin(ctx, application, entity, true)
 }
 
 // UnpinLeadership is part of the Manager interface.
 func (m *manager) UnpinLeadership(application, entity string) error {
-	return m.pin(application, entity, false)
+	return m.pin(context.Background(), application, entity, false)
 }
 
-func (m *manager) pin(application, entity string, pinned bool) error {
+// UnpinLeadershipContext is part of the Manager interface.
+func (m *manager) UnpinLeadershipContext(ctx context.Context, application, entity string) error {
+	return m.pin(ctx, application, entity, false)
+}
+
+func (m *manager) pin(ctx context.Context, application, entity string, pinned bool) error {
 	if !names.IsValidApplication(application) {
 		return errors.NotValidf("application name %q", application)
 	}
 	if entity == "" {
 		return errors.NotValidf("empty entity")
 	}
-	return errors.Trace(m.change(application, func(ctx context.Context, key lease.Key) error {
+	return errors.Trace(m.change(ctx, application, func(ctx context.Context, key lease.Key) error {
 		if pinned {
 			return m.client.Pin(ctx, key, entity)
 		}
@@ -350,11 +399,11 @@ func (m *manager) pin(application, entity string, pinned bool) error {
 // change runs f, retrying once if another writer got in first, and asks
 // the store to read the change, so that blocked callers see a release
 // without waiting for the next tick.
-func (m *manager) change(application string, f func(context.Context, lease.Key) error) error {
+func (m *manager) change(ctx context.Context, application string, f func(context.Context, lease.Key) error) error {
 	if m.dying() {
 		return m.deathErr()
 	}
-	ctx, cancel := pcatacomb.Call(&m.catacomb, CallTimeout)
+	ctx, cancel := pcatacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
 	defer cancel()
 	err := f(ctx, m.key(application))
 	if errors.Is(err, lease.ErrInvalid) {
@@ -458,7 +507,12 @@ type token struct {
 
 // Check is part of the Token interface.
 func (t *token) Check() error {
-	info, err := t.m.read(t.application)
+	return t.CheckContext(context.Background())
+}
+
+// CheckContext is part of the Token interface.
+func (t *token) CheckContext(ctx context.Context) error {
+	info, err := t.m.read(ctx, t.application)
 	if err != nil {
 		return errors.Trace(err)
 	}

@@ -324,3 +324,42 @@ func (s *managerSuite) TestBlockDoesNotReturnWhileAnotherHoldsTheLease(c *gc.C) 
 		c.Fatalf("Block did not return after the release")
 	}
 }
+
+func (s *managerSuite) TestContextVariantsGiveUpWithTheirContextDuringAnOutage(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot stop an external MongoDB")
+	}
+	m := s.newManager(c, nil)
+	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	token, err := m.CheckLeadership("mysql", "mysql/0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(s.Server.Stop(), gc.IsNil)
+	defer func() { c.Assert(s.Server.Start(), gc.IsNil) }()
+
+	for name, call := range map[string]func(context.Context) error{
+		"claim": func(ctx context.Context) error {
+			return m.ClaimLeadershipContext(ctx, "wordpress", "wordpress/0", time.Minute)
+		},
+		"check": func(ctx context.Context) error {
+			_, err := m.CheckLeadershipContext(ctx, "mysql", "mysql/0")
+			return err
+		},
+		"token": token.CheckContext,
+		"release": func(ctx context.Context) error {
+			return m.ReleaseLeadershipContext(ctx, "mysql", "mysql/0")
+		},
+		"pin": func(ctx context.Context) error {
+			return m.PinLeadershipContext(ctx, "mysql", "upgrade")
+		},
+		"unpin": func(ctx context.Context) error {
+			return m.UnpinLeadershipContext(ctx, "mysql", "upgrade")
+		},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		started := time.Now()
+		err := call(ctx)
+		cancel()
+		c.Check(errors.Is(err, context.DeadlineExceeded), gc.Equals, true, gc.Commentf("%s: %v", name, err))
+		c.Check(time.Since(started) < time.Second, gc.Equals, true, gc.Commentf("%s took %v", name, time.Since(started)))
+	}
+}

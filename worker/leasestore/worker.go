@@ -461,24 +461,29 @@ func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequ
 	return again
 }
 
-// basis returns the view's terms of the batch's leases when every claim
-// in it is a first attempt to renew a lease that the view shows held by
-// the claimant, as a controller's steady renewals are: those claim on the
-// view, without a read of their own. Otherwise it returns nil, and the
-// batch reads afresh, so that a contender is never denied on a view that
+// basis returns the view's terms of the batch's leases when no claim in
+// it would be denied on the view alone: every claim is a first attempt,
+// and the view shows its lease free, absent or held by the claimant. The
+// batch then claims on the view, without a read of its own; a view that
+// is out of date costs a lost insert or a failed confirmation and a
+// retry, never a wrong grant. Otherwise it returns nil and the batch
+// reads afresh, so that a contender is never denied on a view that
 // predates a release. It must only be called from the loop goroutine.
 func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
 	v := s.current()
 	if v.readAt.IsZero() {
 		return nil
 	}
+	now := s.config.Clock.Now()
 	out := make(map[lease.Key]lease.Info, len(batch))
 	for _, c := range batch {
-		info, ok := v.models[c.claim.Key.Model][c.claim.Key.Lease]
-		if c.attempts > 0 || !ok || info.Holder != c.claim.Request.Holder {
+		info := v.models[c.claim.Key.Model][c.claim.Key.Lease]
+		if c.attempts > 0 || (info.Holder != c.claim.Request.Holder && !info.Free(now)) {
 			return nil
 		}
-		out[c.claim.Key] = info
+		if info.Term > 0 {
+			out[c.claim.Key] = info
+		}
 	}
 	return out
 }
