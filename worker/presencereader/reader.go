@@ -58,8 +58,8 @@ const (
 )
 
 const (
-	// forgetAfter is how many loads a writer may be absent before the
-	// reader forgets its indexes.
+	// forgetAfter is how many successful loads a writer may be absent
+	// from before the reader forgets its indexes.
 	forgetAfter = 16
 
 	// minReadTimeout is the shortest deadline a load gets.
@@ -178,6 +178,7 @@ type Reader struct {
 	// The fields below are owned by the loop goroutine.
 	view         *view
 	gen          uint64
+	okLoads      uint64 // successful loads
 	loaded       bool
 	lastErr      error
 	healthySince time.Time
@@ -952,7 +953,11 @@ func (r *Reader) applied(res loadResult) []change {
 	hold := !r.healthySince.IsZero() && res.at.Before(r.healthySince.Add(r.config.Period))
 	now := res.at.Add(res.took)
 	wasStalled := r.view.stalled
-	changes := r.view.apply(res.writers, r.gen, hold, now, r.config.Period, r.config.MaxStall)
+	// Writers are aged by successful loads only: an outage of any
+	// length must not make the reader forget a writer it will see
+	// again, and then fetch all of its beings anew.
+	r.okLoads++
+	changes := r.view.apply(res.writers, r.okLoads, hold, now, r.config.Period, r.config.MaxStall)
 	if r.view.stalled != wasStalled {
 		if r.view.stalled {
 			r.logf("%s: no writer is on time: suspecting the database, holding the keys of late writers for up to %v", r, r.config.MaxStall)
@@ -963,8 +968,8 @@ func (r *Reader) applied(res loadResult) []change {
 	if r.view.unknown > 0 && r.config.Logger != nil {
 		r.config.Logger.Debugf("%s: %d live indexes with no known key; fetching beings again", r, r.view.unknown)
 	}
-	if r.gen > forgetAfter {
-		r.view.forget(r.gen-forgetAfter, now.Add(-max(r.config.MaxStall, r.config.Period)))
+	if r.okLoads > forgetAfter {
+		r.view.forget(r.okLoads-forgetAfter, now.Add(-max(r.config.MaxStall, r.config.Period)))
 	}
 	if !r.loaded {
 		r.loaded = true

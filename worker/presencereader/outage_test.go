@@ -1,0 +1,86 @@
+package presencereader_test
+
+import (
+	"time"
+
+	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/presencereader"
+)
+
+// outageSuite checks what a reader remembers across a long outage.
+type outageSuite struct {
+	agenttest.MongoSuite
+}
+
+var _ = gc.Suite(&outageSuite{})
+
+func (s *outageSuite) TestALongOutageDoesNotMakeTheReaderForgetItsWriters(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot stop an external MongoDB")
+	}
+	const period = 10 * time.Second
+	clk := agenttest.NewClock()
+	var counter agenttest.CommandCounter
+	base := s.DB.Collection("presence")
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clk, Period: period, FlushInterval: time.Hour})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	r, err := presencereader.New(presencereader.Config{
+		// Reads fail fast while the server is away.
+		Base: s.NewClient(c, counter.Options(), options.Client().SetServerSelectionTimeout(100*time.Millisecond)).
+			Database(s.DB.Name()).Collection("presence"),
+		Clock: clk, Period: period, SyncInterval: time.Hour,
+	})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), r)
+	id, err := b.Register(base, stressModel, "machine-0")
+	c.Assert(err, gc.IsNil)
+	ping := func() {
+		c.Assert(b.Ping(id, schema.Slot(clk.Now(), period)), gc.IsNil)
+	}
+	ping()
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(r.Refresh(), gc.IsNil)
+
+	// The server is away for longer than MaxStall (15 Periods) and for
+	// more loads than a writer may be absent from; the agent keeps
+	// pinging its batcher meanwhile.
+	c.Assert(s.Server.Stop(), gc.IsNil)
+	for i := 0; i < 30; i++ {
+		c.Assert(r.Refresh(), gc.NotNil)
+		clk.Advance(period / 2)
+		ping()
+	}
+	c.Assert(s.Server.Start(), gc.IsNil)
+	counter.Reset()
+	// The first load back may come before the batcher has written:
+	// its writer is absent from it.
+	deadline := time.Now().Add(agenttest.LongWait)
+	for err := r.Refresh(); err != nil; err = r.Refresh() {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(50 * time.Millisecond)
+	}
+	for err := b.Sync(); err != nil; err = b.Sync() {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Assert(r.Refresh(), gc.IsNil)
+	dying := make(chan struct{})
+	view, err := r.NewView(stressModel, dying, func() error { return nil })
+	c.Assert(err, gc.IsNil)
+	defer func() {
+		close(dying)
+		view.Close()
+	}()
+	alive, err := view.Alive("machine-0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+	// It still knew the writer's keys: it did not read its beings again.
+	c.Assert(counter.CountOn("find", "presence.beings"), gc.Equals, 0)
+}
