@@ -226,9 +226,28 @@ func (m *manager) dying() bool {
 	}
 }
 
-func validateUnit(application, unit string) error {
+// MaxNameLength is the longest application name, and pinning entity, a
+// Manager accepts; a unit name may add "/" and its number.
+const MaxNameLength = 255
+
+// validApplication returns a NotValid error unless application is an
+// application name of at most MaxNameLength bytes.
+func validApplication(application string) error {
+	if len(application) > MaxNameLength {
+		return errors.NotValidf("application name of %d bytes (at most %d)", len(application), MaxNameLength)
+	}
 	if !names.IsValidApplication(application) {
 		return errors.NotValidf("application name %q", application)
+	}
+	return nil
+}
+
+func validateUnit(application, unit string) error {
+	if err := validApplication(application); err != nil {
+		return err
+	}
+	if len(unit) > MaxNameLength+11 {
+		return errors.NotValidf("unit name of %d bytes", len(unit))
 	}
 	if !names.IsValidUnit(unit) {
 		return errors.NotValidf("unit name %q", unit)
@@ -321,8 +340,8 @@ func (m *manager) BlockUntilLeadershipReleased(application string) error {
 
 // BlockUntilLeadershipReleasedContext is part of the Manager interface.
 func (m *manager) BlockUntilLeadershipReleasedContext(ctx context.Context, application string) error {
-	if !names.IsValidApplication(application) {
-		return errors.NotValidf("application name %q", application)
+	if err := validApplication(application); err != nil {
+		return err
 	}
 	b := block{lease: application, since: m.config.Clock.Now(), done: make(chan struct{})}
 	select {
@@ -382,11 +401,11 @@ func (m *manager) UnpinLeadershipContext(ctx context.Context, application, entit
 }
 
 func (m *manager) pin(ctx context.Context, application, entity string, pinned bool) error {
-	if !names.IsValidApplication(application) {
-		return errors.NotValidf("application name %q", application)
+	if err := validApplication(application); err != nil {
+		return err
 	}
-	if entity == "" {
-		return errors.NotValidf("empty entity")
+	if entity == "" || len(entity) > MaxNameLength {
+		return errors.NotValidf("entity of %d bytes (want 1 to %d)", len(entity), MaxNameLength)
 	}
 	return errors.Trace(m.change(ctx, application, func(ctx context.Context, key lease.Key) error {
 		if pinned {

@@ -2,6 +2,7 @@ package leaseexpiry_test
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/juju/clock"
@@ -255,6 +256,8 @@ func (s *managerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
 		{"mysql", "mysql/0", 0},
 		{"mysql", "mysql/0", -time.Second},
 		{"mysql", "mysql/0", time.Hour},
+		{strings.Repeat("a", 5000), strings.Repeat("a", 5000) + "/0", time.Minute},
+		{"mysql", "mysql/" + strings.Repeat("1", 5000), time.Minute},
 	} {
 		c.Logf("case %d", i)
 		err := m.ClaimLeadership(t.app, t.unit, t.d)
@@ -264,6 +267,8 @@ func (s *managerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
 	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
 	c.Assert(errors.Is(m.BlockUntilLeadershipReleased("Bad App"), errors.NotValid), gc.Equals, true)
 	c.Assert(errors.Is(m.PinLeadership("mysql", ""), errors.NotValid), gc.Equals, true)
+	c.Assert(errors.Is(m.PinLeadership("mysql", strings.Repeat("x", 5000)), errors.NotValid), gc.Equals, true)
+	c.Assert(errors.Is(m.BlockUntilLeadershipReleased(strings.Repeat("a", 5000)), errors.NotValid), gc.Equals, true)
 	n, err := s.DB.Collection("leases").CountDocuments(context.Background(), bson.D{})
 	c.Assert(err, gc.IsNil)
 	c.Assert(n, gc.Equals, int64(0))

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	jujuclock "github.com/juju/clock"
 	"github.com/juju/errors"
 )
 
@@ -161,8 +162,13 @@ type Clock interface {
 	Now() time.Time
 }
 
-// New returns an empty, disabled Recorder.
+// New returns an empty, disabled Recorder that takes the time from clock.
+// A nil clock means the wall clock (juju/clock's WallClock), so that the
+// Recorder never fails on a missing one; tests pass a test clock.
 func New(clock Clock) Recorder {
+	if clock == nil {
+		clock = jujuclock.WallClock
+	}
 	r := &recorder{clock: clock}
 	r.clear()
 	return r

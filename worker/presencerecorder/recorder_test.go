@@ -54,6 +54,17 @@ func (s *recorderSuite) TestNewRecorderIsDisabled(c *gc.C) {
 	c.Assert(r.IsEnabled(), gc.Equals, true)
 }
 
+func (s *recorderSuite) TestANilClockMeansTheWallClock(c *gc.C) {
+	r := presencerecorder.New(nil)
+	r.Enable()
+	before := time.Now()
+	r.Connect(server0, modelA, "unit-a-0", 1, false, "")
+	r.Activity(server0, 1)
+	values := r.Connections().Values()
+	c.Assert(values, gc.HasLen, 1)
+	c.Assert(values[0].LastSeen.Before(before), gc.Equals, false)
+}
+
 func (s *recorderSuite) TestDisableClearsEveryEntry(c *gc.C) {
 	s.recorder.Connect(server0, modelA, "unit-a-0", 1, false, "")
 	s.recorder.Disable()

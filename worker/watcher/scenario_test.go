@@ -2,6 +2,7 @@ package watcher_test
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/juju/worker/v4/workertest"
@@ -473,4 +474,28 @@ func (s *scenarioSuite) TestWatchChannelNeverEndsOnAStaleValue(c *gc.C) {
 		}
 		c.Assert(last, gc.Equals, alive, gc.Commentf("after %d flaps", flaps))
 	}
+}
+
+func (s *scenarioSuite) TestWatchOfABadKeyOrANilChannelIsLoggedAndIgnored(c *gc.C) {
+	logger := &agenttest.Logger{}
+	w, err := watcher.New(watcher.Config{
+		Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, Logger: logger,
+	})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), w)
+	ch := make(chan watcher.Change, 1)
+	w.Watch("", ch)
+	w.Watch("a", nil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertNoChange(c, ch)
+	ignored := 0
+	for _, line := range logger.Entries() {
+		if strings.Contains(line, "ignoring Watch") {
+			ignored++
+		}
+	}
+	c.Assert(ignored, gc.Equals, 2, gc.Commentf("%q", logger.Entries()))
+	// The watcher serves everyone else as before.
+	w.Watch("a", ch)
+	assertChange(c, ch, watcher.Change{Key: "a", Alive: false})
 }
