@@ -130,8 +130,9 @@ func safeCollection(coll *mongo.Collection) *mongo.Collection {
 type client struct {
 	config ClientConfig
 
-	// indexed is set once the lease index exists; until then every read
-	// tries to create it, and a failure only costs speed.
+	// indexed is set once the lease index exists; until then every
+	// write tries to create it (reads never do, so that a client that
+	// only reads writes nothing), and a failure only costs speed.
 	indexed atomic.Bool
 	// skipped holds the _id of every invalid term already logged.
 	skipped sync.Map
@@ -571,7 +572,6 @@ func appendNew(s []string, v string) []string {
 }
 
 func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
-	c.ensureIndex(ctx)
 	// One batch: reading the leases is one round trip however many
 	// there are.
 	cur, err := c.config.Collection.Find(ctx, filter, options.Find().SetBatchSize(readBatch))
@@ -637,6 +637,7 @@ func (c *client) latest(docs []termDoc) map[Key]Info {
 // insert inserts docs in one unordered call and returns the indexes of
 // those whose term another writer took first.
 func (c *client) insert(ctx context.Context, docs []any) ([]int, error) {
+	c.ensureIndex(ctx)
 	_, err := c.config.Collection.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	if err == nil {
 		return nil, nil

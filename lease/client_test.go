@@ -288,9 +288,11 @@ func (s *clientSuite) stalledClient(c *gc.C, hold time.Duration) (lease.Client, 
 	c.Assert(err, gc.IsNil)
 	coll := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection(s.coll.Name())
 	client := s.newClient(c, coll)
-	// Create the index now, so that the stalled claim's first command
-	// is its read.
-	_, err = client.Leases(s.ctx, key.Namespace, key.Model)
+	// Write once now, so that the index exists and the stalled
+	// claim's commands are its read, its insert and its confirmation.
+	other := key
+	other.Lease = "other"
+	_, err = client.Claim(s.ctx, other, lease.Request{Holder: "other/0", Duration: time.Minute})
 	c.Assert(err, gc.IsNil)
 	proxy.SetHold(hold)
 	return client, func() { proxy.Close() }

@@ -14,6 +14,13 @@
 //	go run ./cmd/presenced
 //	go run ./cmd/presenced --agents 5000 --models 10 --duration 1m
 //	go run ./cmd/presenced --mongo-uri mongodb://localhost:27017
+//
+// "presenced demo" is the same. Two one-shot queries answer an operator
+// about a real deployment, read-only, with an exit code for scripts and
+// health checks (0 alive or held, 1 dead or no leader, 2 error):
+//
+//	presenced alive machine-0 machine-1 --model UUID --mongo-uri URI [--database D] [--period P]
+//	presenced leader mysql --model UUID --mongo-uri URI [--database D]
 package main
 
 import (
@@ -35,6 +42,19 @@ func main() {
 // run parses args and runs until the duration passes or a signal comes. It
 // returns the exit code: 0 on a clean stop, 1 on failure, 2 on bad flags.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "alive", "leader":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if args[0] == "alive" {
+				return runAlive(ctx, args[1:], stdout, stderr)
+			}
+			return runLeader(ctx, args[1:], stdout, stderr)
+		case "demo":
+			args = args[1:]
+		}
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/names/v5"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/lease"
+	"github.com/presencekit/presence/worker/leaseexpiry"
+	"github.com/presencekit/presence/worker/presencereader"
+)
+
+// Exit codes of the one-shot queries, for scripts and health checks.
+const (
+	exitYes   = 0 // alive, or held
+	exitNo    = 1 // dead, or no leader
+	exitError = 2 // bad flags, or no answer from the database
+)
+
+// queryOptions are the flags the one-shot queries share.
+type queryOptions struct {
+	mongoURI   string
+	database   string
+	collection string
+	leases     string
+	model      names.ModelTag
+	period     time.Duration
+	timeout    time.Duration
+	args       []string
+}
+
+// parseQuery parses a query's flags and positional arguments (flags may
+// come before or after them).
+func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOptions, error) {
+	var o queryOptions
+	var model string
+	fs := flag.NewFlagSet("presenced "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: presenced %s %s... --model UUID --mongo-uri URI [flags]\n", name, argName)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); nothing is written to it")
+	fs.StringVar(&o.database, "database", databaseDBName, "database holding the presence and lease collections")
+	fs.StringVar(&o.collection, "collection", baseCollection, "base presence collection")
+	fs.StringVar(&o.leases, "leases", "leases", "lease collection")
+	fs.StringVar(&model, "model", "", "the model's UUID (required)")
+	fs.DurationVar(&o.period, "period", schema.DefaultPeriod, "the Period the deployment's pingers use")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the database")
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return o, err
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		o.args = append(o.args, rest[0])
+		rest = rest[1:]
+	}
+	switch {
+	case o.mongoURI == "":
+		return o, errors.New("--mongo-uri is required")
+	case !names.IsValidModel(model):
+		return o, fmt.Errorf("--model %q is not a model UUID", model)
+	case len(o.args) == 0:
+		return o, fmt.Errorf("name at least one %s", argName)
+	case o.period <= 0 || o.timeout <= 0:
+		return o, errors.New("--period and --timeout must be positive")
+	}
+	if _, err := connstring.ParseAndValidate(o.mongoURI); err != nil {
+		return o, fmt.Errorf("--mongo-uri: %s", redact(err.Error(), o.mongoURI))
+	}
+	o.model = names.NewModelTag(model)
+	return o, nil
+}
+
+// redact removes uri, which may hold a password, from msg.
+func redact(msg, uri string) string {
+	if cs, err := connstring.Parse(uri); err == nil && cs.Password != "" {
+		return strings.ReplaceAll(msg, cs.Password, "xxxxx")
+	}
+	return msg
+}
+
+// connect returns the query's database on a client that reads from the
+// primary and fails within the timeout, and a function that disconnects.
+func (o queryOptions) connect(ctx context.Context) (*mongo.Database, func(), error) {
+	client, err := mongo.Connect(mongooptions.Client().ApplyURI(o.mongoURI).
+		SetServerSelectionTimeout(o.timeout).SetReadPreference(readpref.Primary()))
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }
+	if err := client.Ping(ctx, nil); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("cannot reach the database: %s", redact(err.Error(), o.mongoURI))
+	}
+	return client.Database(o.database), done, nil
+}
+
+// runAlive answers whether each key is alive in the model, one line per
+// key, and exits 0 when all are, 1 when any is not, 2 on error. It makes
+// one read, as a watcher's first: a key is alive when a live ping of it
+// is in its controller's latest slots, and a controller that fell behind
+// within the read window (the last three slots) keeps its keys alive, as
+// a watcher would for a Period; a controller silent for longer has none.
+func runAlive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseQuery("alive", "KEY", args, stderr)
+	if err != nil {
+		return usageError(err, stderr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	db, done, err := o.connect(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "presenced alive:", err)
+		return exitError
+	}
+	defer done()
+	var stats presencereader.LoadStats
+	r, err := presencereader.New(presencereader.Config{
+		Base: db.Collection(o.collection), Clock: clock.WallClock, Period: o.period, SyncInterval: time.Hour,
+		OnLoad: func(s presencereader.LoadStats) { stats = s },
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "presenced alive:", err)
+		return exitError
+	}
+	defer func() { r.Kill(); _ = r.Wait() }()
+	if err := r.Refresh(); err != nil {
+		fmt.Fprintln(stderr, "presenced alive:", redact(err.Error(), o.mongoURI))
+		return exitError
+	}
+	dying := make(chan struct{})
+	view, err := r.NewView(o.model, dying, func() error { return nil })
+	if err != nil {
+		fmt.Fprintln(stderr, "presenced alive:", err)
+		return exitError
+	}
+	defer func() { close(dying); view.Close() }()
+	code := exitYes
+	for _, key := range o.args {
+		alive, err := view.Alive(key)
+		if err != nil {
+			fmt.Fprintf(stderr, "presenced alive: %s: %v\n", key, err)
+			return exitError
+		}
+		state := "dead"
+		if alive {
+			state = "alive"
+		} else {
+			code = exitNo
+		}
+		fmt.Fprintf(stdout, "%s %s\n", key, state)
+	}
+	if stats.Skipped > 0 {
+		fmt.Fprintf(stderr, "presenced alive: %d invalid documents skipped\n", stats.Skipped)
+	}
+	return code
+}
+
+// runLeader prints each application's leader in the model, with its
+// fence and expiry, and exits 0 when every one has a leader, 1 when any
+// has none, 2 on error.
+func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseQuery("leader", "APPLICATION", args, stderr)
+	if err != nil {
+		return usageError(err, stderr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	db, done, err := o.connect(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "presenced leader:", err)
+		return exitError
+	}
+	defer done()
+	client, err := lease.NewClient(lease.ClientConfig{Collection: db.Collection(o.leases), Clock: clock.WallClock})
+	if err != nil {
+		fmt.Fprintln(stderr, "presenced leader:", err)
+		return exitError
+	}
+	leases, err := client.Leases(ctx, leaseexpiry.Namespace, o.model.Id(), o.args...)
+	if err != nil {
+		fmt.Fprintln(stderr, "presenced leader:", redact(err.Error(), o.mongoURI))
+		return exitError
+	}
+	now := time.Now()
+	code := exitYes
+	for _, app := range o.args {
+		info := leases[lease.Key{Namespace: leaseexpiry.Namespace, Model: o.model.Id(), Lease: app}]
+		if !info.HeldBy(info.Holder, now) {
+			code = exitNo
+			fmt.Fprintf(stdout, "%s none\n", app)
+			continue
+		}
+		pinned := ""
+		if info.Pinned() {
+			pinned = fmt.Sprintf(" pinned by %v", info.Pins)
+		}
+		fmt.Fprintf(stdout, "%s %s fence %d until %s%s\n", app, info.Holder, info.Fence, info.Expiry.UTC().Format(time.RFC3339Nano), pinned)
+	}
+	return code
+}
+
+func usageError(err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitYes
+	}
+	fmt.Fprintln(stderr, "presenced:", err)
+	return exitError
+}

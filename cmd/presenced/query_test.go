@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4/workertest"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/lease"
+	"github.com/presencekit/presence/worker/leaseexpiry"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
+)
+
+// querySuite runs the one-shot queries against a database that the
+// library's own workers wrote.
+type querySuite struct {
+	agenttest.MongoSuite
+}
+
+var _ = gc.Suite(&querySuite{})
+
+var queryModel = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000a")
+
+// query runs presenced with args and the suite's database, and returns
+// its exit code, standard output and standard error.
+func (s *querySuite) query(args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	args = append(args, "--model", queryModel.Id(), "--mongo-uri", s.Server.URI(), "--database", s.DB.Name())
+	code := run(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func (s *querySuite) TestAliveAnswersPerKeyWithAnExitCode(c *gc.C) {
+	base := s.DB.Collection(baseCollection)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	p, err := pinger.New(pinger.Config{
+		Base: base, Model: queryModel, Key: "machine-0", Clock: clock.WallClock,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(p.Start(), gc.IsNil)
+	defer func() { p.Kill(); _ = p.Wait() }()
+	c.Assert(b.Sync(), gc.IsNil)
+
+	code, out, errs := s.query("alive", "machine-0")
+	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
+	c.Assert(out, gc.Equals, "machine-0 alive\n")
+
+	code, out, errs = s.query("alive", "machine-0", "machine-9")
+	c.Assert(code, gc.Equals, exitNo, gc.Commentf("%s", errs))
+	c.Assert(out, gc.Equals, "machine-0 alive\nmachine-9 dead\n")
+}
+
+func (s *querySuite) TestLeaderAnswersPerApplicationWithAnExitCode(c *gc.C) {
+	client, err := lease.NewClient(lease.ClientConfig{Collection: s.DB.Collection("leases"), Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	key := lease.Key{Namespace: leaseexpiry.Namespace, Model: queryModel.Id(), Lease: "mysql"}
+	_, err = client.Claim(context.Background(), key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+
+	code, out, errs := s.query("leader", "mysql")
+	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
+	c.Assert(out, gc.Matches, `mysql mysql/0 fence 1 until 20\d\d-\d\d-\d\dT[0-9:.]+Z\n`)
+
+	code, out, _ = s.query("leader", "mysql", "wordpress")
+	c.Assert(code, gc.Equals, exitNo)
+	c.Assert(strings.HasSuffix(out, "wordpress none\n"), gc.Equals, true, gc.Commentf("%s", out))
+}
+
+func (s *querySuite) TestQueriesWriteNothing(c *gc.C) {
+	// The queries' own client cannot be counted from here, so count
+	// what reaches the server through a proxy.
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	for _, args := range [][]string{{"alive", "machine-0"}, {"leader", "mysql"}} {
+		var stdout, stderr bytes.Buffer
+		run(append(args, "--model", queryModel.Id(), "--mongo-uri", uri, "--database", s.DB.Name()), &stdout, &stderr)
+		c.Check(stderr.String(), gc.Equals, "")
+	}
+	counts := proxy.Counts()
+	for _, write := range []string{"insert", "update", "delete", "createIndexes", "findAndModify", "drop"} {
+		c.Check(counts[write], gc.Equals, 0, gc.Commentf("%s: %v", write, counts))
+	}
+	c.Check(counts["find"] > 0, gc.Equals, true, gc.Commentf("%v", counts))
+}
+
+func (s *querySuite) TestABadOrUnreachableURIFailsFastWithoutItsPassword(c *gc.C) {
+	for _, uri := range []string{"notauri", "mongodb://admin:s3cret@127.0.0.1:1/"} {
+		var stdout, stderr bytes.Buffer
+		started := time.Now()
+		code := run([]string{"leader", "mysql", "--model", queryModel.Id(), "--mongo-uri", uri, "--timeout", "1s"}, &stdout, &stderr)
+		c.Check(code, gc.Equals, exitError, gc.Commentf("%s", uri))
+		c.Check(time.Since(started) < 5*time.Second, gc.Equals, true, gc.Commentf("%s took %v", uri, time.Since(started)))
+		c.Check(stderr.String(), gc.Not(gc.Equals), "")
+		c.Check(strings.Contains(stderr.String(), "s3cret"), gc.Equals, false, gc.Commentf("%s", stderr.String()))
+	}
+}
+
+func (s *querySuite) TestBadQueryFlagsExitWithTwo(c *gc.C) {
+	for _, args := range [][]string{
+		{"alive", "machine-0", "--mongo-uri", "mongodb://127.0.0.1:1"},                          // no model
+		{"alive", "--model", queryModel.Id(), "--mongo-uri", "mongodb://127.0.0.1:1"},           // no key
+		{"leader", "mysql", "--model", "abc", "--mongo-uri", "mongodb://127.0.0.1:1"},           // bad model
+		{"leader", "mysql", "--model", queryModel.Id()},                                         // no URI
+		{"alive", "machine-0", "--model", queryModel.Id(), "--mongo-uri", "x", "--period", "0"}, // bad period
+	} {
+		var stdout, stderr bytes.Buffer
+		c.Check(run(args, &stdout, &stderr), gc.Equals, exitError, gc.Commentf("%v", args))
+		c.Check(stderr.String(), gc.Not(gc.Equals), "", gc.Commentf("%v", args))
+	}
+}
