@@ -91,6 +91,10 @@ func (s *safetySuite) TestAtMostOneHolderAndRisingFencesAcrossStores(c *gc.C) {
 							}
 							mu.Unlock()
 							_ = m.ReleaseLeadership(app, unit)
+							// Give the others a chance: a unit
+							// that claims again at once after its
+							// release nearly always wins.
+							time.Sleep(d)
 							continue
 						}
 						mu.Unlock()
