@@ -176,11 +176,16 @@ func (e *env) databaseAt(uri string, extra ...*mongooptions.ClientOptions) (*mon
 	if err != nil {
 		return nil, nil, err
 	}
+	// A server that has just been hammered (the naive writes) may drop
+	// a first connection: try again for a while before giving up.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := client.Ping(ctx, nil); err != nil {
-		_ = client.Disconnect(context.Background())
-		return nil, nil, err
+	for err := client.Ping(ctx, nil); err != nil; err = client.Ping(ctx, nil) {
+		if ctx.Err() != nil {
+			_ = client.Disconnect(context.Background())
+			return nil, nil, err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	e.seq++
 	db := client.Database(fmt.Sprintf("presencebench_%d_%d", os.Getpid(), e.seq))
