@@ -55,11 +55,25 @@ func Call(c *catacomb.Catacomb, timeout time.Duration) (context.Context, context
 }
 
 // CallFrom is Call for a call made on behalf of a caller with a context
-// of its own: the context is also cancelled when parent is.
+// of its own: the context is also cancelled when parent is. It keeps
+// nothing once cancel is called, whatever the number of distinct parents
+// (the catacomb's own Context caches one child per parent).
 func CallFrom(parent context.Context, c *catacomb.Catacomb, timeout time.Duration) (context.Context, context.CancelFunc) {
-	ctx := c.Context(parent)
-	if timeout <= 0 {
-		return context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(parent)
+	if timeout > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, timeout)
+		cancel = join(cancelTimeout, cancel)
 	}
-	return context.WithTimeout(ctx, timeout)
+	stop := context.AfterFunc(c.Context(context.Background()), cancel)
+	return ctx, join(func() { stop() }, cancel)
+}
+
+// join returns a function that calls every one of fs.
+func join(fs ...func()) func() {
+	return func() {
+		for _, f := range fs {
+			f()
+		}
+	}
 }

@@ -89,6 +89,31 @@ func (s *catacombSuite) TestCallWithoutTimeoutHasNoDeadline(c *gc.C) {
 	c.Check(ctx.Err(), gc.Equals, context.Canceled)
 }
 
+func (s *catacombSuite) TestCallFromIsCancelledWithItsParent(c *gc.C) {
+	site := start(c, nil)
+	defer func() { site.Kill(nil); _ = site.Wait() }()
+	parent, cancelParent := context.WithCancel(context.Background())
+	ctx, cancel := pcatacomb.CallFrom(parent, site, time.Hour)
+	defer cancel()
+	c.Check(ctx.Err(), gc.IsNil)
+	cancelParent()
+	<-ctx.Done()
+	c.Check(ctx.Err(), gc.Equals, context.Canceled)
+}
+
+func (s *catacombSuite) TestCallFromIsCancelledWhenTheWorkerDies(c *gc.C) {
+	site := start(c, nil)
+	ctx, cancel := pcatacomb.CallFrom(context.Background(), site, 0)
+	defer cancel()
+	site.Kill(nil)
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		c.Fatalf("context not cancelled by the worker's death")
+	}
+	c.Assert(site.Wait(), gc.IsNil)
+}
+
 func (s *catacombSuite) TestRearmMovesAPendingTimer(c *gc.C) {
 	clk := agenttest.NewClock()
 	timer := clk.NewTimer(time.Hour)

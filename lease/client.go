@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -134,8 +135,8 @@ type client struct {
 	// write tries to create it (reads never do, so that a client that
 	// only reads writes nothing), and a failure only costs speed.
 	indexed atomic.Bool
-	// skipped holds the _id of every invalid term already logged.
-	skipped sync.Map
+	// reported holds the _id of every invalid term already logged.
+	reported sync.Map
 }
 
 // ensureIndex creates the index that keeps a lease's reads from scanning
@@ -165,6 +166,9 @@ type termDoc struct {
 	Expiry    int64    `bson:"expiry"`
 	Fence     int64    `bson:"fence"`
 	Pins      []string `bson:"pins"`
+
+	// invalid says why the term cannot be trusted, if it cannot.
+	invalid string
 }
 
 func (d termDoc) key() Key {
@@ -172,6 +176,9 @@ func (d termDoc) key() Key {
 }
 
 func (d termDoc) info(skew time.Duration) Info {
+	if d.invalid != "" {
+		return Info{Term: d.Term, Invalid: d.invalid}
+	}
 	expiry := time.Unix(0, d.Expiry)
 	return Info{Holder: d.Holder, Expiry: expiry, Term: d.Term, Fence: d.Fence, Pins: d.Pins, FreeAt: expiry.Add(skew)}
 }
@@ -259,6 +266,9 @@ func (c *client) claimMany(ctx context.Context, claims []Claim, current map[Key]
 		cur := current[cl.Key]
 		doc := next(cl.Key, cur)
 		switch {
+		case cur.Invalid != "":
+			errs[i] = errors.Annotatef(ErrCorrupt, "%s: %s", cl.Key.Lease, cur.Invalid)
+			continue
 		case cur.Holder == cl.Request.Holder:
 			doc.Expiry = max(cur.Expiry.UnixNano(), now.Add(cl.Request.Duration).UnixNano())
 		case cl.ExtendOnly:
@@ -362,7 +372,7 @@ func releasedTerm(key Key, cur Info, now time.Time) termDoc {
 // ReleaseTerm is part of the Client interface.
 func (c *client) ReleaseTerm(ctx context.Context, key Key, term Info) error {
 	return c.change(ctx, key, func(cur Info, now time.Time) (termDoc, bool, error) {
-		if term.Holder == "" || cur.Holder != term.Holder || !cur.Expiry.Equal(term.Expiry) {
+		if term.Holder == "" || cur.Term != term.Term || cur.Holder != term.Holder || !cur.Expiry.Equal(term.Expiry) {
 			return termDoc{}, false, errors.Annotatef(ErrNotHeld, "%s by %q until %v", key.Lease, term.Holder, term.Expiry)
 		}
 		return releasedTerm(key, cur, now), true, nil
@@ -406,6 +416,8 @@ func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
 	var docKeys []Key
 	for _, key := range valid {
 		switch cur := current[key]; {
+		case cur.Invalid != "":
+			errs[first[key]] = errors.Annotatef(ErrCorrupt, "%s: %s", key.Lease, cur.Invalid)
 		case cur.Holder == "":
 		case !cur.Free(now):
 			errs[first[key]] = errors.Annotatef(ErrHeld, "%s by %q", key.Lease, cur.Holder)
@@ -475,7 +487,11 @@ func (c *client) change(ctx context.Context, key Key, f func(Info, time.Time) (t
 	if err != nil {
 		return errors.Trace(err)
 	}
-	doc, write, err := f(current[key], now)
+	cur := current[key]
+	if cur.Invalid != "" {
+		return errors.Annotatef(ErrCorrupt, "%s: %s", key.Lease, cur.Invalid)
+	}
+	doc, write, err := f(cur, now)
 	if err != nil || !write {
 		return err
 	}
@@ -585,24 +601,48 @@ func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
 	now := c.config.Clock.Now()
 	docs := make([]termDoc, 0, len(raw))
 	for _, r := range raw {
-		var d termDoc
-		if err := bson.Unmarshal(r, &d); err != nil {
-			c.skip(r.Lookup("_id").String(), err)
-			continue
+		d, err := decodeTerm(r)
+		if err == nil {
+			err = d.validate(now, c.config.MaxDuration)
 		}
-		if err := d.validate(now, c.config.MaxDuration); err != nil {
-			c.skip(d.ID, err)
-			continue
+		if err != nil {
+			if d.Namespace == "" || d.Model == "" || d.Lease == "" {
+				// Nobody's lease: it cannot hide a term of one.
+				c.report(r.Lookup("_id").String(), err)
+				continue
+			}
+			c.report(d.ID, err)
+			d.invalid = err.Error()
 		}
 		docs = append(docs, d)
 	}
 	return docs, nil
 }
 
-// skip logs, once per document, that the term id was skipped as invalid.
-func (c *client) skip(id string, err error) {
-	if _, seen := c.skipped.LoadOrStore(id, true); !seen && c.config.Logger != nil {
-		c.config.Logger.Debugf("skipping lease term %s: %v", id, err)
+// decodeTerm decodes r. When it fails, the result still holds whichever
+// of the lease's key and term number could be read, and a term number
+// that cannot be read counts as the highest: a term of unknown number
+// must not let an older one pass for the latest.
+func decodeTerm(r bson.Raw) (termDoc, error) {
+	var d termDoc
+	err := bson.Unmarshal(r, &d)
+	if err == nil {
+		return d, nil
+	}
+	d = termDoc{ID: r.Lookup("_id").String(), Term: math.MaxInt64}
+	d.Namespace, _ = r.Lookup("ns").StringValueOK()
+	d.Model, _ = r.Lookup("model").StringValueOK()
+	d.Lease, _ = r.Lookup("lease").StringValueOK()
+	if term, ok := r.Lookup("term").AsInt64OK(); ok {
+		d.Term = term
+	}
+	return d, errors.Annotate(err, "cannot decode")
+}
+
+// report logs, once per document, that the term id is invalid.
+func (c *client) report(id string, err error) {
+	if _, seen := c.reported.LoadOrStore(id, true); !seen && c.config.Logger != nil {
+		c.config.Logger.Debugf("invalid lease term %s: %v", id, err)
 	}
 }
 

@@ -359,7 +359,7 @@ func (s *clientSuite) TestDurationsBeyondMaxDurationAreNotValid(c *gc.C) {
 	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
 }
 
-func (s *clientSuite) TestInvalidTermsAreSkippedWithoutBlindingOtherLeases(c *gc.C) {
+func (s *clientSuite) TestInvalidLatestTermsMakeTheirLeaseCorruptAndBlindNoOther(c *gc.C) {
 	s.claim(c, "mysql/0", time.Minute)
 	other := func(lease string) bson.D {
 		return bson.D{{Key: "ns", Value: key.Namespace}, {Key: "model", Value: key.Model}, {Key: "lease", Value: lease}}
@@ -372,21 +372,61 @@ func (s *clientSuite) TestInvalidTermsAreSkippedWithoutBlindingOtherLeases(c *gc
 			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(0)}, bson.E{Key: "fence", Value: int64(math.MaxInt64)}),
 		append(other("forever"), bson.E{Key: "_id", Value: "forever"}, bson.E{Key: "term", Value: int64(1)},
 			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(math.MaxInt64)}, bson.E{Key: "fence", Value: int64(1)}),
+		{{Key: "_id", Value: "nobody's"}, {Key: "term", Value: int64(1)}},
 	} {
 		_, err := s.coll.InsertOne(s.ctx, doc)
 		c.Assert(err, gc.IsNil)
 	}
 	leases, err := s.client.Leases(s.ctx, key.Namespace, key.Model)
 	c.Assert(err, gc.IsNil)
-	c.Assert(leases, gc.HasLen, 1)
 	c.Assert(leases[key].Holder, gc.Equals, "mysql/0")
-	// A lease whose only term is invalid is free, and its next holder's
-	// fence counts from the valid terms, not from the foreign one.
-	for _, name := range []string{"hugeterm", "hugefence", "forever"} {
+	c.Assert(leases[key].Invalid, gc.Equals, "")
+	// Each lease whose latest term is foreign is neither free nor
+	// held, and refuses every change rather than count from an older
+	// term (which could hand out a term, and a fence, already held).
+	for _, name := range []string{"wrongtype", "hugeterm", "hugefence", "forever"} {
 		k := key
 		k.Lease = name
-		info, err := s.client.Claim(s.ctx, k, lease.Request{Holder: name + "/1", Duration: time.Minute})
-		c.Assert(err, gc.IsNil, gc.Commentf("%s", name))
-		c.Assert(info.Fence, gc.Equals, int64(1))
+		info := leases[k]
+		c.Check(info.Invalid, gc.Not(gc.Equals), "", gc.Commentf("%s", name))
+		c.Check(info.Free(s.clock.Now().Add(time.Hour)), gc.Equals, false, gc.Commentf("%s", name))
+		_, err := s.client.Claim(s.ctx, k, lease.Request{Holder: name + "/1", Duration: time.Minute})
+		c.Check(errors.Is(err, lease.ErrCorrupt), gc.Equals, true, gc.Commentf("%s: %v", name, err))
+		c.Check(errors.Is(s.client.Expire(s.ctx, k), lease.ErrCorrupt), gc.Equals, true, gc.Commentf("%s", name))
 	}
+	// The mysql lease works as ever.
+	_, err = s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+}
+
+func (s *clientSuite) TestATermBeyondMaxDurationIsNeverTakenForFree(c *gc.C) {
+	// A client allowing long claims holds for 5h and extends; the old
+	// term is pruned, so its _id is free again.
+	long, err := lease.NewClient(lease.ClientConfig{Collection: s.coll, Clock: s.clock, ClockSkew: skew, MaxDuration: 10 * time.Hour})
+	c.Assert(err, gc.IsNil)
+	_, err = long.Claim(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: 5 * time.Hour})
+	c.Assert(err, gc.IsNil)
+	held, err := long.Claim(s.ctx, key, lease.Request{Holder: "mysql/0", Duration: 5 * time.Hour})
+	c.Assert(err, gc.IsNil)
+	_, err = long.Prune(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	// A client allowing 1h cannot trust that term, and must not take
+	// the lease on an older view of it.
+	_, err = s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+	c.Assert(errors.Is(err, lease.ErrCorrupt), gc.Equals, true, gc.Commentf("%v", err))
+	leases, err := long.Leases(s.ctx, key.Namespace, key.Model)
+	c.Assert(err, gc.IsNil)
+	c.Assert(leases[key].Holder, gc.Equals, "mysql/0")
+	c.Assert(leases[key].Fence, gc.Equals, held.Fence)
+}
+
+func (s *clientSuite) TestReleaseTermLeavesALaterTermWithTheSameExpiry(c *gc.C) {
+	first := s.claim(c, "mysql/0", 10*time.Minute)
+	// A shorter extension keeps the expiry: the term differs, not the
+	// holder or the expiry.
+	second := s.claim(c, "mysql/0", time.Minute)
+	c.Assert(second.Expiry.Equal(first.Expiry), gc.Equals, true)
+	err := s.client.ReleaseTerm(s.ctx, key, first)
+	c.Assert(errors.Is(err, lease.ErrNotHeld), gc.Equals, true, gc.Commentf("%v", err))
+	c.Assert(s.client.ReleaseTerm(s.ctx, key, second), gc.IsNil)
 }

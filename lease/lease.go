@@ -43,10 +43,14 @@
 // clock, and should store the fence beside its writes so that a resource
 // can refuse a deposed holder's late writes.
 //
-// Input. Terms read from the database are checked before use: a term
-// that does not decode, whose term or fence number leaves no room to count
-// on, or whose expiry lies further ahead than MaxDuration is skipped and
-// logged once, and the other leases are read as usual.
+// Input. Terms read from the database are checked before use: a latest
+// term that does not decode, whose term or fence number leaves no room to
+// count on, or whose expiry lies further ahead than MaxDuration is logged
+// once and makes its lease neither free nor held (Info.Invalid,
+// ErrCorrupt); the other leases are read as usual. It still counts as
+// the latest term: a client that ignored it would take an older term for
+// the latest, and could be granted a term, and a fence, that others hold.
+// So every client sharing a collection must use the same MaxDuration.
 //
 // Storage. Superseded terms are removed by Prune (the lease-expiry worker
 // calls it), which keeps the latest term of each lease, so the fence
@@ -73,6 +77,11 @@ const (
 	// ErrNotHeld is returned by Extend and Release when the lease is not
 	// held by the given holder.
 	ErrNotHeld = errors.ConstError("lease not held")
+
+	// ErrCorrupt is returned by every change of a lease whose latest
+	// term this client cannot trust (see Info.Invalid): the lease is
+	// neither free nor held until an operator removes that term.
+	ErrCorrupt = errors.ConstError("lease has an invalid latest term")
 )
 
 // Key names a lease.
@@ -101,13 +110,19 @@ type Info struct {
 	// FreeAt is when others may claim the lease unless it is pinned:
 	// Expiry plus the client's ClockSkew.
 	FreeAt time.Time
+	// Invalid, when not empty, says why the latest term cannot be
+	// trusted (it does not decode, its numbers leave no room to count
+	// on, or its expiry lies beyond this client's MaxDuration): the
+	// lease is then neither free nor held, so that no client takes it
+	// over on a view that others do not share.
+	Invalid string
 }
 
 // Free reports whether others may claim the lease at now: nobody holds
 // it, or the holder's claim ended at least ClockSkew ago and nobody
 // pinned it.
 func (i Info) Free(now time.Time) bool {
-	return i.Holder == "" || (!i.Pinned() && !now.Before(i.FreeAt))
+	return i.Invalid == "" && (i.Holder == "" || (!i.Pinned() && !now.Before(i.FreeAt)))
 }
 
 // Pinned reports whether anyone pinned the lease.
@@ -118,7 +133,7 @@ func (i Info) Pinned() bool {
 // HeldBy reports whether holder holds the lease at now: its term names
 // the holder and has not expired, or is pinned.
 func (i Info) HeldBy(holder string, now time.Time) bool {
-	return holder != "" && i.Holder == holder && (i.Pinned() || now.Before(i.Expiry))
+	return i.Invalid == "" && holder != "" && i.Holder == holder && (i.Pinned() || now.Before(i.Expiry))
 }
 
 // Request is a claim or an extension.
@@ -171,8 +186,8 @@ type Client interface {
 
 	// ReleaseTerm releases key only if its latest term is still the one
 	// described by term, as a claim or extension returned it (the same
-	// holder and expiry): a lease extended or changed since, through
-	// another client say, is left alone and ErrNotHeld returned.
+	// term number, holder and expiry): a lease extended or changed since,
+	// through another client say, is left alone and ErrNotHeld returned.
 	ReleaseTerm(ctx context.Context, key Key, term Info) error
 
 	// Expire records that an expired, unpinned lease is free. It fails

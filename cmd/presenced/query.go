@@ -175,7 +175,7 @@ func runAlive(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // runLeader prints each application's leader in the model, with its
 // fence and expiry, and exits 0 when every one has a leader, 1 when any
-// has none, 2 on error.
+// has none, 2 on error or when a lease's latest term is invalid.
 func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o, err := parseQuery("leader", "APPLICATION", args, stderr)
 	if err != nil {
@@ -203,6 +203,11 @@ func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	code := exitYes
 	for _, app := range o.args {
 		info := leases[lease.Key{Namespace: leaseexpiry.Namespace, Model: o.model.Id(), Lease: app}]
+		if info.Invalid != "" {
+			code = exitError
+			fmt.Fprintf(stdout, "%s invalid: %s\n", app, info.Invalid)
+			continue
+		}
 		if !info.HeldBy(info.Holder, now) {
 			code = exitNo
 			fmt.Fprintf(stdout, "%s none\n", app)

@@ -160,11 +160,18 @@ func (in *injector) decide(name string) (time.Duration, bool) {
 func (p *Proxy) waitHold(arrived time.Time) {
 	for {
 		left := time.Until(arrived.Add(time.Duration(p.hold.Load())))
-		if left <= 0 {
+		if left <= 0 || p.isClosed() {
 			return
 		}
 		time.Sleep(min(left, 10*time.Millisecond))
 	}
+}
+
+// isClosed reports whether Close was called.
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // Counts returns how many commands of each name were sent since the last

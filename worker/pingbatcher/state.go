@@ -95,9 +95,11 @@ func (w *writerState) valid(model string, index uint32) bool {
 
 // wasteful reports whether most of the writer's indexes are released, so
 // that its documents are mostly dead weight: a fresh writer would write
-// only the live ones.
+// only the live ones. A writer with none in use is not: it must go on for
+// its idle slots (see tick), so that readers see its last keys expire
+// from a writer that is on time.
 func (w *writerState) wasteful() bool {
-	return len(w.entries) >= compactAt && w.released*2 > len(w.entries)
+	return len(w.entries) >= compactAt && w.released*2 > len(w.entries) && w.released < len(w.entries)
 }
 
 // slotFor returns the state of slot, creating it if needed. w.slots stays

@@ -260,6 +260,31 @@ func (s *workerSuite) TestTheWriterGoesOnForThreeSlotsAfterItsLastPinger(c *gc.C
 	c.Assert(newest, gc.Equals, slot+3)
 }
 
+func (s *workerSuite) TestAWriterWithEveryIndexReleasedIsNotRetiredBeforeItsIdleSlots(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	ids := make([]pinger.Identity, 2*schema.ChunkSize*2)
+	for i := range ids {
+		ids[i] = register(c, b, s.base, modelA, fmt.Sprint(i))
+		c.Assert(b.Ping(ids[i], slot), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	for _, id := range ids {
+		b.Release(id)
+	}
+	for i := 0; i < 3; i++ {
+		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+		c.Assert(b.Sync(), gc.IsNil)
+	}
+	c.Assert(b.Report()["writers-retired"], gc.Equals, int64(0))
+	var newest int64
+	for _, doc := range s.pingDocs(c, s.base) {
+		newest = max(newest, doc.Slot)
+	}
+	c.Assert(newest, gc.Equals, slot+3)
+}
+
 func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)

@@ -42,7 +42,9 @@ func (r *Reader) watchChanges(ctx context.Context) {
 			}
 		}
 		err = stream.Err()
-		_ = stream.Close(context.WithoutCancel(ctx))
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), minReadTimeout)
+		_ = stream.Close(closeCtx)
+		cancel()
 		if err == nil || ctx.Err() != nil {
 			continue
 		}

@@ -71,6 +71,9 @@ type view struct {
 	// a late writer's silence would have made dead.
 	stalled bool
 	holding int
+	// stallEnded is when the last stall ended (a writer was on time
+	// again), zero before any.
+	stallEnded time.Time
 }
 
 func newView() *view {
@@ -253,14 +256,23 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 
 // holdLate marks the entities of every writer that is late or absent
 // (not true in present) and has made progress within bound, or within
-// stall when no writer is on time.
+// stall when no writer is on time or one was on time again less than
+// bound ago.
 func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall time.Duration) {
 	onTime := false
 	for _, ok := range present {
 		onTime = onTime || ok
 	}
-	v.stalled = !onTime && len(v.writer) > 0
-	if !onTime {
+	stalled := !onTime && len(v.writer) > 0
+	if v.stalled && !stalled {
+		v.stallEnded = now
+	}
+	v.stalled = stalled
+	// Writers come back from a stall one by one, a flush or so apart:
+	// for a Period after the first is on time again, the others still
+	// get the stall's bound, not a Period from their last progress,
+	// which the stall itself made old.
+	if !onTime || (!v.stallEnded.IsZero() && now.Sub(v.stallEnded) < bound) {
 		bound = stall
 	}
 	for name, wk := range v.writer {

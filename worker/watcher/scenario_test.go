@@ -10,6 +10,7 @@ import (
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
 )
@@ -498,4 +499,47 @@ func (s *scenarioSuite) TestWatchOfABadKeyOrANilChannelIsLoggedAndIgnored(c *gc.
 	// The watcher serves everyone else as before.
 	w.Watch("a", ch)
 	assertChange(c, ch, watcher.Change{Key: "a", Alive: false})
+}
+
+func (s *scenarioSuite) TestWritersReturningFromAStallOneByOneKillNobody(c *gc.C) {
+	b1 := s.newBatcher(c, s.base)
+	b2 := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	a, err := b1.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	b, err := b2.Register(s.base, modelA, "b")
+	c.Assert(err, gc.IsNil)
+	write := func(batcher interface {
+		Ping(pinger.Identity, int64) error
+		Sync() error
+	}, id pinger.Identity) {
+		c.Assert(batcher.Ping(id, schema.Slot(s.clock.Now(), period)), gc.IsNil)
+		c.Assert(batcher.Sync(), gc.IsNil)
+	}
+	write(b1, a)
+	write(b2, b)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	assertAlive(c, w, "b", true)
+	// Every write is held up for two Periods: nobody is on time.
+	s.clock.Advance(2 * period)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	assertAlive(c, w, "b", true)
+	// The first writer gets through; the second is a flush behind. Its
+	// key must not die for the stall's sake...
+	write(b1, a)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "b", true)
+	s.clock.Advance(period / 4)
+	write(b1, a)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "b", true)
+	// ...but a writer that stays silent a Period after the others are
+	// back is judged as usual.
+	s.clock.Advance(period)
+	write(b1, a)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	assertAlive(c, w, "b", false)
 }
