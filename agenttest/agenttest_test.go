@@ -155,16 +155,22 @@ func (s *agenttestSuite) TestKilledServerRestartsOnItsData(c *gc.C) {
 	}
 }
 
-func (s *agenttestSuite) TestProxyCountsCommandsAtTheServerAndDelaysReplies(c *gc.C) {
+// proxied returns a proxy in front of the suite's server, a collection of
+// the suite's database reached through it on a client of its own with
+// extra options (disconnected at teardown), and a function that closes
+// the proxy.
+func (s *agenttestSuite) proxied(c *gc.C, name string, extra ...*options.ClientOptions) (*wireproxy.Proxy, *mongo.Collection, func()) {
 	p, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
-	defer p.Close()
-	client, err := mongo.Connect(options.Client().ApplyURI(uri))
-	c.Assert(err, gc.IsNil)
-	defer client.Disconnect(context.Background())
-	coll := client.Database(s.DB.Name()).Collection("proxied")
+	client := s.NewClient(c, append([]*options.ClientOptions{options.Client().ApplyURI(uri)}, extra...)...)
+	return p, client.Database(s.DB.Name()).Collection(name), func() { _ = p.Close() }
+}
+
+func (s *agenttestSuite) TestProxyCountsCommandsAtTheServerAndDelaysReplies(c *gc.C) {
+	p, coll, closeProxy := s.proxied(c, "proxied")
+	defer closeProxy()
 	ctx := context.Background()
-	_, err = coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+	_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
 	c.Assert(err, gc.IsNil)
 	p.Reset()
 	for i := 0; i < 3; i++ {
@@ -180,13 +186,8 @@ func (s *agenttestSuite) TestProxyCountsCommandsAtTheServerAndDelaysReplies(c *g
 }
 
 func (s *agenttestSuite) TestProxyHoldsRequestsUntilLifted(c *gc.C) {
-	p, uri, err := s.Server.NewProxy()
-	c.Assert(err, gc.IsNil)
-	defer p.Close()
-	client, err := mongo.Connect(options.Client().ApplyURI(uri))
-	c.Assert(err, gc.IsNil)
-	defer client.Disconnect(context.Background())
-	coll := client.Database(s.DB.Name()).Collection("held")
+	p, coll, closeProxy := s.proxied(c, "held")
+	defer closeProxy()
 	ctx := context.Background()
 	c.Assert(coll.FindOne(ctx, bson.D{}).Err(), gc.Equals, mongo.ErrNoDocuments)
 	p.SetHold(time.Minute)
@@ -211,16 +212,11 @@ func (s *agenttestSuite) TestProxyHoldsRequestsUntilLifted(c *gc.C) {
 }
 
 func (s *agenttestSuite) TestProxyLosesRepliesAfterTheServerAppliedTheWrite(c *gc.C) {
-	p, uri, err := s.Server.NewProxy()
-	c.Assert(err, gc.IsNil)
-	defer p.Close()
-	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetRetryWrites(false))
-	c.Assert(err, gc.IsNil)
-	defer client.Disconnect(context.Background())
-	coll := client.Database(s.DB.Name()).Collection("lost")
+	p, coll, closeProxy := s.proxied(c, "lost", options.Client().SetRetryWrites(false))
+	defer closeProxy()
 	ctx := context.Background()
 	p.SetFaults(wireproxy.Faults{Drop: 1})
-	_, err = coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+	_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
 	c.Assert(err, gc.NotNil)
 	n, err := s.DB.Collection("lost").CountDocuments(ctx, bson.D{})
 	c.Assert(err, gc.IsNil)

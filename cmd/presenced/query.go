@@ -112,52 +112,64 @@ func (o queryOptions) connect(ctx context.Context) (*mongo.Database, func(), err
 	return client.Database(o.database), done, nil
 }
 
-// runAlive answers whether each key is alive in the model, one line per
-// key, and exits 0 when all are, 1 when any is not, 2 on error. It makes
-// one read, as a watcher's first: a key is alive when a live ping of it
-// is in its controller's latest slots, and a controller that fell behind
-// within the read window (the last three slots) keeps its keys alive, as
-// a watcher would for a Period; a controller silent for longer has none.
-func runAlive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := parseQuery("alive", "KEY", args, stderr)
+// runQuery parses a query's flags, connects within its timeout and runs
+// answer, which returns the exit code; any error is reported on stderr,
+// without the URI's password, as exit code 2.
+func runQuery(ctx context.Context, name, argName string, args []string, stdout, stderr io.Writer,
+	answer func(context.Context, queryOptions, *mongo.Database, io.Writer) (int, error)) int {
+	o, err := parseQuery(name, argName, args, stderr)
 	if err != nil {
 		return usageError(err, stderr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	db, done, err := o.connect(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, "presenced alive:", err)
-		return exitError
+	if err == nil {
+		defer done()
+		var code int
+		if code, err = answer(ctx, o, db, stdout); err == nil {
+			return code
+		}
 	}
-	defer done()
+	fmt.Fprintf(stderr, "presenced %s: %s\n", name, redact(err.Error(), o.mongoURI))
+	return exitError
+}
+
+// runAlive answers whether each key is alive in the model, one line per
+// key, and exits 0 when all are, 1 when any is not, 2 on error. It makes
+// one read, as a watcher's first: a key is alive when a live ping of it
+// is in its controller's latest slots, and a controller that fell behind
+// within the read window (the last three slots) keeps its keys alive, as
+// a watcher would for a Period; a controller silent for longer has none.
+// Documents written with another Period are skipped, and counted.
+func runAlive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runQuery(ctx, "alive", "KEY", args, stdout, stderr, answerAlive)
+}
+
+func answerAlive(_ context.Context, o queryOptions, db *mongo.Database, stdout io.Writer) (int, error) {
 	var stats presencereader.LoadStats
 	r, err := presencereader.New(presencereader.Config{
 		Base: db.Collection(o.collection), Clock: clock.WallClock, Period: o.period, SyncInterval: time.Hour,
 		OnLoad: func(s presencereader.LoadStats) { stats = s },
 	})
 	if err != nil {
-		fmt.Fprintln(stderr, "presenced alive:", err)
-		return exitError
+		return 0, err
 	}
 	defer func() { r.Kill(); _ = r.Wait() }()
 	if err := r.Refresh(); err != nil {
-		fmt.Fprintln(stderr, "presenced alive:", redact(err.Error(), o.mongoURI))
-		return exitError
+		return 0, err
 	}
 	dying := make(chan struct{})
 	view, err := r.NewView(o.model, dying, func() error { return nil })
 	if err != nil {
-		fmt.Fprintln(stderr, "presenced alive:", err)
-		return exitError
+		return 0, err
 	}
 	defer func() { close(dying); view.Close() }()
 	code := exitYes
 	for _, key := range o.args {
 		alive, err := view.Alive(key)
 		if err != nil {
-			fmt.Fprintf(stderr, "presenced alive: %s: %v\n", key, err)
-			return exitError
+			return 0, fmt.Errorf("%s: %w", key, err)
 		}
 		state := "dead"
 		if alive {
@@ -168,58 +180,47 @@ func runAlive(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stdout, "%s %s\n", key, state)
 	}
 	if stats.Skipped > 0 {
-		fmt.Fprintf(stderr, "presenced alive: %d invalid documents skipped\n", stats.Skipped)
+		fmt.Fprintf(stdout, "# %d invalid documents skipped (another --period?)\n", stats.Skipped)
 	}
-	return code
+	return code, nil
 }
 
 // runLeader prints each application's leader in the model, with its
 // fence and expiry, and exits 0 when every one has a leader, 1 when any
 // has none, 2 on error or when a lease's latest term is invalid.
 func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := parseQuery("leader", "APPLICATION", args, stderr)
-	if err != nil {
-		return usageError(err, stderr)
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	db, done, err := o.connect(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, "presenced leader:", err)
-		return exitError
-	}
-	defer done()
+	return runQuery(ctx, "leader", "APPLICATION", args, stdout, stderr, answerLeader)
+}
+
+func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdout io.Writer) (int, error) {
 	client, err := lease.NewClient(lease.ClientConfig{Collection: db.Collection(o.leases), Clock: clock.WallClock})
 	if err != nil {
-		fmt.Fprintln(stderr, "presenced leader:", err)
-		return exitError
+		return 0, err
 	}
 	leases, err := client.Leases(ctx, leaseexpiry.Namespace, o.model.Id(), o.args...)
 	if err != nil {
-		fmt.Fprintln(stderr, "presenced leader:", redact(err.Error(), o.mongoURI))
-		return exitError
+		return 0, err
 	}
 	now := time.Now()
 	code := exitYes
 	for _, app := range o.args {
 		info := leases[lease.Key{Namespace: leaseexpiry.Namespace, Model: o.model.Id(), Lease: app}]
-		if info.Invalid != "" {
+		switch {
+		case info.Invalid != "":
 			code = exitError
 			fmt.Fprintf(stdout, "%s invalid: %s\n", app, info.Invalid)
-			continue
-		}
-		if !info.HeldBy(info.Holder, now) {
-			code = exitNo
+		case !info.HeldBy(info.Holder, now):
+			code = max(code, exitNo)
 			fmt.Fprintf(stdout, "%s none\n", app)
-			continue
+		default:
+			pinned := ""
+			if info.Pinned() {
+				pinned = fmt.Sprintf(" pinned by %v", info.Pins)
+			}
+			fmt.Fprintf(stdout, "%s %s fence %d until %s%s\n", app, info.Holder, info.Fence, info.Expiry.UTC().Format(time.RFC3339Nano), pinned)
 		}
-		pinned := ""
-		if info.Pinned() {
-			pinned = fmt.Sprintf(" pinned by %v", info.Pins)
-		}
-		fmt.Fprintf(stdout, "%s %s fence %d until %s%s\n", app, info.Holder, info.Fence, info.Expiry.UTC().Format(time.RFC3339Nano), pinned)
 	}
-	return code
+	return code, nil
 }
 
 func usageError(err error, stderr io.Writer) int {
