@@ -47,10 +47,16 @@ const CallTimeout = 5 * time.Second
 type Store interface {
 	// Leases returns model's leases by name as of the store's latest
 	// successful read (with what was written through it since applied),
-	// the time that read began (zero before the first), and a channel
-	// closed once a newer view replaces this one. The map is the
+	// the time that read began (zero before the first) and its place
+	// in the order reads began in (1 for the first, 0 before any), and a
+	// channel closed once a newer view replaces this one. The map is the
 	// caller's own.
-	Leases(model string) (leases map[string]lease.Info, readAt time.Time, changed <-chan struct{})
+	Leases(model string) (leases map[string]lease.Info, readAt time.Time, readSeq uint64, changed <-chan struct{})
+
+	// ReadsBegun returns how many reads the store has begun: a view
+	// whose readSeq is higher comes from a read begun after the call,
+	// whatever the clock says.
+	ReadsBegun() uint64
 
 	// Claim claims or extends a lease in the store's next batch of
 	// claims (see lease.Client.ClaimMany for its errors).

@@ -126,11 +126,12 @@ type ManagerWorker interface {
 }
 
 // block is a caller of BlockUntilLeadershipReleased: only a read that
-// began at or after since may release it, so that a view older than the
-// call (one that has not seen a claim yet) never does.
+// began after the call (its readSeq above after) may release it, so that
+// a view older than the call (one that has not seen a claim yet) never
+// does, whatever a test clock says.
 type block struct {
 	lease string
-	since time.Time
+	after uint64
 	done  chan struct{}
 }
 
@@ -343,7 +344,7 @@ func (m *manager) BlockUntilLeadershipReleasedContext(ctx context.Context, appli
 	if err := validApplication(application); err != nil {
 		return err
 	}
-	b := block{lease: application, since: m.config.Clock.Now(), done: make(chan struct{})}
+	b := block{lease: application, after: m.store.ReadsBegun(), done: make(chan struct{})}
 	select {
 	case m.blocks <- b:
 	case <-m.catacomb.Dying():
@@ -444,10 +445,10 @@ func (m *manager) loop() error {
 	defer m.releaseOnStop()
 	blocked := make(map[string][]block)
 	for {
-		leases, readAt, changed := m.store.Leases(m.config.Model.Id())
+		leases, readAt, readSeq, changed := m.store.Leases(m.config.Model.Id())
 		if !readAt.IsZero() {
 			m.stats.refreshed(leases, readAt)
-			wake(blocked, leases, readAt)
+			wake(blocked, leases, readAt, readSeq)
 		}
 		m.stats.setBlocked(len(blocked))
 		select {
@@ -462,17 +463,17 @@ func (m *manager) loop() error {
 	}
 }
 
-// wake releases the callers blocked on leases that a successful read
-// begun at readAt shows free (released, or expired and unpinned, at that
-// time), if they called before the read began.
-func wake(blocked map[string][]block, leases map[string]lease.Info, readAt time.Time) {
+// wake releases the callers blocked on leases that a successful read,
+// begun at readAt and numbered readSeq, shows free (released, or expired
+// and unpinned, at that time), if they called before the read began.
+func wake(blocked map[string][]block, leases map[string]lease.Info, readAt time.Time, readSeq uint64) {
 	for name, waiters := range blocked {
 		if !leases[name].Free(readAt) {
 			continue
 		}
 		kept := waiters[:0]
 		for _, b := range waiters {
-			if b.since.After(readAt) {
+			if readSeq <= b.after {
 				kept = append(kept, b)
 			} else {
 				close(b.done)

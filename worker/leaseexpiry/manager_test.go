@@ -370,3 +370,28 @@ func (s *managerSuite) TestContextVariantsGiveUpWithTheirContextWhileTheServerHa
 		c.Check(time.Since(started) < time.Second, gc.Equals, true, gc.Commentf("%s took %v", name, time.Since(started)))
 	}
 }
+
+func (s *managerSuite) TestBlockIsNotAnsweredByAnOlderViewOnAFrozenClock(c *gc.C) {
+	m1 := s.newManager(c, nil)
+	m2 := s.newManager(c, nil)
+	// m2's view is read before the claim, at the same instant of the
+	// test clock as every later read.
+	c.Assert(m2.BlockUntilLeadershipReleased("wordpress"), gc.IsNil)
+	c.Assert(m1.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	done := make(chan error, 1)
+	go func() { done <- m2.BlockUntilLeadershipReleased("mysql") }()
+	select {
+	case err := <-done:
+		c.Fatalf("Block returned %v while the lease was held", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	c.Assert(m1.ReleaseLeadership("mysql", "mysql/0"), gc.IsNil)
+	// m2's store reads again on its next tick.
+	s.clock.Advance(time.Minute)
+	select {
+	case err := <-done:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("Block did not return after the release")
+	}
+}

@@ -35,8 +35,8 @@ type fakeStore struct {
 
 // Leases is part of the leaseexpiry.Store interface: nothing read yet,
 // and never a change.
-func (*fakeStore) Leases(string) (map[string]lease.Info, time.Time, <-chan struct{}) {
-	return nil, time.Time{}, nil
+func (*fakeStore) Leases(string) (map[string]lease.Info, time.Time, uint64, <-chan struct{}) {
+	return nil, time.Time{}, 0, nil
 }
 
 // Client is part of the leaseexpiry.Store interface.

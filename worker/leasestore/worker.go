@@ -23,6 +23,7 @@ import (
 	"context"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -150,8 +151,10 @@ type view struct {
 	// models holds each model's leases by name.
 	models map[string]map[string]lease.Info
 	// readAt is when the read behind the view began; zero before the
-	// first successful read.
-	readAt time.Time
+	// first successful read. readSeq is that read's place in the order
+	// reads began in.
+	readAt  time.Time
+	readSeq uint64
 	// changed is closed when a newer view replaces this one.
 	changed chan struct{}
 }
@@ -185,6 +188,8 @@ type Store struct {
 
 	mu   sync.Mutex
 	view *view
+	// begun counts the reads begun, for ReadsBegun.
+	begun atomic.Uint64
 
 	// The fields below are owned by the loop goroutine.
 	ticks      int
@@ -246,11 +251,16 @@ func (s *Store) Client() lease.Client {
 // since then applied), the time that read began, and a channel that is
 // closed once a newer view replaces this one. readAt is zero until a read
 // has succeeded. The map is the caller's own. It never blocks.
-func (s *Store) Leases(model string) (leases map[string]lease.Info, readAt time.Time, changed <-chan struct{}) {
+func (s *Store) Leases(model string) (leases map[string]lease.Info, readAt time.Time, readSeq uint64, changed <-chan struct{}) {
 	s.mu.Lock()
 	v := s.view
 	s.mu.Unlock()
-	return maps.Clone(v.models[model]), v.readAt, v.changed
+	return maps.Clone(v.models[model]), v.readAt, v.readSeq, v.changed
+}
+
+// ReadsBegun is part of the leaseexpiry.Store interface.
+func (s *Store) ReadsBegun() uint64 {
+	return s.begun.Load()
 }
 
 // Refresh asks for a read as soon as the loop is free, e.g. after a
@@ -510,6 +520,7 @@ func (s *Store) tick() {
 // read reads the leases and publishes them. A failed read keeps the last
 // view. It must only be called from the loop goroutine.
 func (s *Store) read() bool {
+	seq := s.begun.Add(1)
 	at := s.config.Clock.Now()
 	ctx, cancel := s.call()
 	infos, err := s.config.Client.Leases(ctx, s.config.Namespace, s.config.Model.Id())
@@ -527,7 +538,7 @@ func (s *Store) read() bool {
 		}
 		models[key.Model][key.Lease] = info
 	}
-	s.publish(models, at)
+	s.publish(models, at, seq)
 	s.stats.read(len(models), len(infos))
 	return true
 }
@@ -598,14 +609,14 @@ func (s *Store) apply(terms map[lease.Key]lease.Info) {
 	for key, info := range terms {
 		models[key.Model][key.Lease] = info
 	}
-	s.publish(models, v.readAt)
+	s.publish(models, v.readAt, v.readSeq)
 }
 
 // publish replaces the view and wakes whoever waits on the old one.
-func (s *Store) publish(models map[string]map[string]lease.Info, readAt time.Time) {
+func (s *Store) publish(models map[string]map[string]lease.Info, readAt time.Time, readSeq uint64) {
 	s.mu.Lock()
 	old := s.view
-	s.view = &view{models: models, readAt: readAt, changed: make(chan struct{})}
+	s.view = &view{models: models, readAt: readAt, readSeq: readSeq, changed: make(chan struct{})}
 	s.mu.Unlock()
 	close(old.changed)
 }

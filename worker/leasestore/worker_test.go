@@ -59,9 +59,9 @@ func (s *storeSuite) TestManagerSeesOnlyItsModelsLeases(c *gc.C) {
 	// Free in model 2, whatever model 1 holds.
 	c.Assert(b.BlockUntilLeadershipReleased("mysql"), gc.IsNil)
 	c.Assert(b.ClaimLeadership("mysql", "mysql/1", time.Minute), gc.IsNil)
-	leases, _, _ := store.Leases(modelTag(1).Id())
+	leases, _, _, _ := store.Leases(modelTag(1).Id())
 	c.Assert(leases["mysql"].Holder, gc.Equals, "mysql/0")
-	leases, _, _ = store.Leases(modelTag(2).Id())
+	leases, _, _, _ = store.Leases(modelTag(2).Id())
 	c.Assert(leases["mysql"].Holder, gc.Equals, "mysql/1")
 }
 
@@ -148,7 +148,7 @@ func (s *storeSuite) TestCheckSeesAReleaseMadeElsewhereAtOnce(c *gc.C) {
 	other, _, _ := s.newStore(c, func(cfg *leasestore.Config) { cfg.MaxSleep = time.Hour })
 	c.Assert(s.newManager(c, other, modelTag(0)).ReleaseLeadership("mysql", "mysql/0"), gc.IsNil)
 	// The first store's view still says held; its checks read.
-	leases, _, _ := store.Leases(modelTag(0).Id())
+	leases, _, _, _ := store.Leases(modelTag(0).Id())
 	c.Assert(leases["mysql"].Holder, gc.Equals, "mysql/0")
 	c.Assert(errors.Is(token.Check(), leaseexpiry.ErrNotHeld), gc.Equals, true)
 	_, err = m.CheckLeadership("mysql", "mysql/0")
@@ -264,7 +264,7 @@ func (s *storeSuite) TestFailedReadKeepsTheLastViewAndIsLogged(c *gc.C) {
 	})
 	m := s.newManager(c, store, modelTag(1))
 	c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
-	before, readAt, _ := store.Leases(modelTag(1).Id())
+	before, readAt, _, _ := store.Leases(modelTag(1).Id())
 
 	c.Assert(s.Server.Pause(), gc.IsNil)
 	defer func() { c.Check(s.Server.Resume(), gc.IsNil) }()
@@ -275,7 +275,7 @@ func (s *storeSuite) TestFailedReadKeepsTheLastViewAndIsLogged(c *gc.C) {
 			return strings.HasPrefix(e, "ERROR cannot read leases")
 		})
 	})
-	after, readAfter, _ := store.Leases(modelTag(1).Id())
+	after, readAfter, _, _ := store.Leases(modelTag(1).Id())
 	c.Assert(after, gc.DeepEquals, before)
 	c.Assert(readAfter, gc.Equals, readAt)
 	c.Assert(store.Report()["read-failures"], gc.Equals, 1)
