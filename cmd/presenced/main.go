@@ -15,12 +15,13 @@
 //	go run ./cmd/presenced --agents 5000 --models 10 --duration 1m
 //	go run ./cmd/presenced --mongo-uri mongodb://localhost:27017
 //
-// "presenced demo" is the same. Two one-shot queries answer an operator
+// "presenced demo" is the same. Three one-shot queries answer an operator
 // about a real deployment, read-only, with an exit code for scripts and
 // health checks (0 alive or held, 1 dead or no leader, 2 error):
 //
 //	presenced alive machine-0 machine-1 --model UUID --mongo-uri URI [--database D] [--period P]
 //	presenced leader mysql --model UUID --mongo-uri URI [--database D]
+//	presenced status --mongo-uri URI [--database D] [--model UUID] [--json]
 package main
 
 import (
@@ -44,13 +45,13 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "alive", "leader":
+		case "alive", "leader", "status":
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if args[0] == "alive" {
-				return runAlive(ctx, args[1:], stdout, stderr)
-			}
-			return runLeader(ctx, args[1:], stdout, stderr)
+			query := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
+				"alive": runAlive, "leader": runLeader, "status": runStatus,
+			}[args[0]]
+			return query(ctx, args[1:], stdout, stderr)
 		case "demo":
 			args = args[1:]
 		}

@@ -38,19 +38,29 @@ type queryOptions struct {
 	model      names.ModelTag
 	period     time.Duration
 	timeout    time.Duration
+	json       bool
 	args       []string
 }
 
 // parseQuery parses a query's flags and positional arguments (flags may
-// come before or after them).
+// come before or after them). A query with an argName needs at least one
+// argument and a --model; one without takes no argument, and --model is
+// optional.
 func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOptions, error) {
 	var o queryOptions
 	var model string
 	fs := flag.NewFlagSet("presenced "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: presenced %s %s... --model UUID --mongo-uri URI [flags]\n", name, argName)
+		if argName != "" {
+			fmt.Fprintf(stderr, "usage: presenced %s %s... --model UUID --mongo-uri URI [flags]\n", name, argName)
+		} else {
+			fmt.Fprintf(stderr, "usage: presenced %s --mongo-uri URI [--model UUID] [flags]\n", name)
+		}
 		fs.PrintDefaults()
+	}
+	if argName == "" {
+		fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	}
 	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); nothing is written to it")
 	fs.StringVar(&o.database, "database", databaseDBName, "database holding the presence and lease collections")
@@ -74,17 +84,21 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 	switch {
 	case o.mongoURI == "":
 		return o, errors.New("--mongo-uri is required")
-	case !names.IsValidModel(model):
+	case (argName != "" || model != "") && !names.IsValidModel(model):
 		return o, fmt.Errorf("--model %q is not a model UUID", model)
-	case len(o.args) == 0:
+	case argName != "" && len(o.args) == 0:
 		return o, fmt.Errorf("name at least one %s", argName)
+	case argName == "" && len(o.args) > 0:
+		return o, fmt.Errorf("unexpected arguments %q", o.args)
 	case o.period <= 0 || o.timeout <= 0:
 		return o, errors.New("--period and --timeout must be positive")
 	}
 	if _, err := connstring.ParseAndValidate(o.mongoURI); err != nil {
 		return o, fmt.Errorf("--mongo-uri: %s", redact(err.Error(), o.mongoURI))
 	}
-	o.model = names.NewModelTag(model)
+	if model != "" {
+		o.model = names.NewModelTag(model)
+	}
 	return o, nil
 }
 

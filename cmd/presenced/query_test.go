@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -82,7 +83,7 @@ func (s *querySuite) TestQueriesWriteNothing(c *gc.C) {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
 	defer proxy.Close()
-	for _, args := range [][]string{{"alive", "machine-0"}, {"leader", "mysql"}} {
+	for _, args := range [][]string{{"alive", "machine-0"}, {"leader", "mysql"}, {"status"}} {
 		var stdout, stderr bytes.Buffer
 		run(append(args, "--model", queryModel.Id(), "--mongo-uri", uri, "--database", s.DB.Name()), &stdout, &stderr)
 		c.Check(stderr.String(), gc.Equals, "")
@@ -92,6 +93,46 @@ func (s *querySuite) TestQueriesWriteNothing(c *gc.C) {
 		c.Check(counts[write], gc.Equals, 0, gc.Commentf("%s: %v", write, counts))
 	}
 	c.Check(counts["find"] > 0, gc.Equals, true, gc.Commentf("%v", counts))
+}
+
+func (s *querySuite) TestStatusReportsModelsWritersAndLeasesAsJSON(c *gc.C) {
+	base := s.DB.Collection(baseCollection)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	p, err := pinger.New(pinger.Config{
+		Base: base, Model: queryModel, Key: "machine-0", Clock: clock.WallClock,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(p.Start(), gc.IsNil)
+	defer func() { p.Kill(); _ = p.Wait() }()
+	c.Assert(b.Sync(), gc.IsNil)
+	client, err := lease.NewClient(lease.ClientConfig{Collection: s.DB.Collection("leases"), Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	key := lease.Key{Namespace: leaseexpiry.Namespace, Model: queryModel.Id(), Lease: "mysql"}
+	_, err = client.Claim(context.Background(), key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"status", "--json", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
+	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", stderr.String()))
+	var st deploymentStatus
+	c.Assert(json.Unmarshal(stdout.Bytes(), &st), gc.IsNil, gc.Commentf("%s", stdout.String()))
+	c.Assert(st.Models, gc.DeepEquals, []modelKeys{{Model: queryModel.Id(), Alive: 1, Dead: 0, Total: 1}})
+	c.Assert(st.Writers, gc.HasLen, 1)
+	c.Assert(st.Leases, gc.HasLen, 1)
+	c.Assert(st.Leases[0].Holder, gc.Equals, "mysql/0")
+	c.Assert(st.Leases[0].Fence, gc.Equals, int64(1))
+	_, err = time.Parse(time.RFC3339Nano, st.Leases[0].Expiry)
+	c.Assert(err, gc.IsNil)
+	c.Assert(st.Documents["leases"], gc.Equals, 1)
+
+	// The table for people says the same.
+	stdout.Reset()
+	code = run([]string{"status", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
+	c.Assert(code, gc.Equals, exitYes)
+	c.Assert(stdout.String(), gc.Matches, `(?s)MODEL +ALIVE +DEAD +TOTAL\n`+queryModel.Id()+` +1 +0 +1\n.*mysql +mysql/0 +1 .*`)
 }
 
 func (s *querySuite) TestABadOrUnreachableURIFailsFastWithoutItsPassword(c *gc.C) {
