@@ -202,6 +202,7 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 		"presence_leases_held", "presence_detection_seconds", "presence_database_write_commands_total",
 		"presence_slow_flushes_total", "presence_skipped_documents_total", "presence_max_clock_skew_seconds",
 		"presence_reader_loads_total", "presence_reader_held_keys", "presence_reader_stalled",
+		"presence_flush_seconds", "presence_unexplained_deaths_total",
 		"go_goroutines", "process_cpu_seconds_total"} {
 		c.Check(strings.Contains(string(body), name), gc.Equals, true, gc.Commentf("%s", name))
 	}

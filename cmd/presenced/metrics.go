@@ -16,20 +16,22 @@ import (
 // metrics are presenced's Prometheus metrics. Their series are per model
 // at most, never per agent.
 type metrics struct {
-	registry   *prometheus.Registry
-	pings      prometheus.Counter
-	flushes    *prometheus.CounterVec
-	syncs      prometheus.Histogram
-	alive      prometheus.Gauge
-	leases     *prometheus.GaugeVec
-	detections *prometheus.HistogramVec
-	slow       prometheus.Counter
-	skipped    prometheus.Counter
-	skew       prometheus.Gauge
-	failures   *prometheus.CounterVec
-	held       prometheus.Gauge
-	stalled    prometheus.Gauge
-	commands   commands.Counter
+	registry    *prometheus.Registry
+	pings       prometheus.Counter
+	flushes     *prometheus.CounterVec
+	syncs       prometheus.Histogram
+	alive       prometheus.Gauge
+	leases      *prometheus.GaugeVec
+	detections  *prometheus.HistogramVec
+	slow        prometheus.Counter
+	skipped     prometheus.Counter
+	skew        prometheus.Gauge
+	failures    *prometheus.CounterVec
+	held        prometheus.Gauge
+	stalled     prometheus.Gauge
+	flushTime   prometheus.Histogram
+	unexplained prometheus.Counter
+	commands    commands.Counter
 	// flushInterval is what a flush must take less than to keep pace.
 	flushInterval time.Duration
 }
@@ -88,9 +90,18 @@ func newMetrics(flushInterval time.Duration) *metrics {
 			Name: "presence_reader_stalled",
 			Help: "1 while no writer is on time, which the presence reader takes for a stall of the database.",
 		}),
+		flushTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "presence_flush_seconds",
+			Help:    "Time the ping batchers' flushes took, failed ones included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		unexplained: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_unexplained_deaths_total",
+			Help: "Deaths the watchers reported that no simulated leave or crash explains: false deaths.",
+		}),
 	}
 	m.registry.MustRegister(m.pings, m.flushes, m.syncs, m.alive, m.leases, m.detections,
-		m.slow, m.skipped, m.skew, m.failures, m.held, m.stalled,
+		m.slow, m.skipped, m.skew, m.failures, m.held, m.stalled, m.flushTime, m.unexplained,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
@@ -101,6 +112,9 @@ func newMetrics(flushInterval time.Duration) *metrics {
 }
 
 func (m *metrics) onFlush(s pingbatcher.FlushStats) {
+	if s.Documents > 0 || s.Err != nil {
+		m.flushTime.Observe(s.Took.Seconds())
+	}
 	if s.Took > m.flushInterval && (s.Documents > 0 || s.Err != nil) {
 		m.slow.Inc()
 	}

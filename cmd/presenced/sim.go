@@ -280,6 +280,10 @@ func (s *simulation) report(model int, key string, alive bool) {
 		}
 	}
 	s.detected[d.Cause]++
+	if !alive && d.Cause == "" {
+		// Nothing the simulation did explains it: a false death.
+		s.metrics.unexplained.Inc()
+	}
 	s.recent = append(s.recent, d)
 	if len(s.recent) > 20 {
 		s.recent = s.recent[len(s.recent)-20:]
