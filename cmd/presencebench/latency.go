@@ -9,13 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/juju/clock"
-
 	"github.com/presencekit/presence/internal/schema"
-	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
-	"github.com/presencekit/presence/worker/presencereader"
-	"github.com/presencekit/presence/worker/pruner"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -264,86 +259,28 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events, model
 	}
 	defer done()
 	base := db.Collection("presence")
-	var flushes, loads durations
-	b, err := pingbatcher.New(pingbatcher.Config{
-		Base: base, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock,
-		OnFlush: func(f pingbatcher.FlushStats) {
-			if f.Documents > 0 {
-				flushes.add(f.Took)
-			}
-		},
-	})
+	fl, err := newFleet(ctx, e, s, models, base, base)
 	if err != nil {
 		return res, err
 	}
-	defer func() { b.Kill(); _ = b.Wait() }()
-	r, err := presencereader.New(presencereader.Config{
-		Base: base, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync,
-		OnLoad: func(l presencereader.LoadStats) { loads.add(l.Took) },
-	})
-	if err != nil {
+	defer fl.stop()
+	_, _, silentBound := s.bounds()
+	timeout := 2*silentBound + 5*time.Second
+	if err := fl.grow(ctx, live, timeout); err != nil {
 		return res, err
 	}
-	defer func() { r.Kill(); _ = r.Wait() }()
-	// The pruner runs as in production: without it every read scans a
-	// growing pile of old slots on the embedded server.
-	pr, err := pruner.New(pruner.Config{Base: base, Clock: clock.WallClock, Period: s.period, Interval: 2 * s.period})
-	if err != nil {
-		return res, err
-	}
-	defer func() { pr.Kill(); _ = pr.Wait() }()
-	subCtx, stopSub := context.WithCancel(ctx)
-	defer stopSub()
-	var subs []*watcher.Subscription
-	for m := 0; m < models; m++ {
-		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
-		if err != nil {
-			return res, err
-		}
-		defer func() { w.Kill(); _ = w.Wait() }()
-		sub := w.Subscribe()
-		defer sub.Close()
-		subs = append(subs, sub)
-	}
-	d := newDetector(subCtx, subs...)
-
-	newPinger := func(key string, i int) (*pinger.Pinger, error) {
-		return pinger.New(pinger.Config{
-			Base: base, Model: modelTag(i % models), Key: key, Clock: clock.WallClock, Period: s.period,
-			Recorder: func() pinger.PingRecorder { return b },
-		})
-	}
+	d := fl.d
 	var all []*pinger.Pinger
 	defer func() {
 		for _, p := range all {
 			p.Kill()
 		}
 	}()
-	liveKeys := make([]string, live)
-	liveCauses := make([]time.Time, live)
-	for i := range liveKeys {
-		liveKeys[i] = fmt.Sprintf("live-%d", i)
-		p, err := newPinger(liveKeys[i], i)
-		if err != nil {
-			return res, err
-		}
-		if err := p.Start(); err != nil {
-			return res, err
-		}
-		liveCauses[i] = time.Now()
-		all = append(all, p)
-	}
-	_, _, silentBound := s.bounds()
-	timeout := 2*silentBound + 5*time.Second
-	if got := d.wait(liveKeys, liveCauses, true, timeout); len(got) != live {
-		return res, fmt.Errorf("only %d of %d live keys seen alive", len(got), live)
-	}
-
 	keys := make([]string, events)
 	ps := make([]*pinger.Pinger, events)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("event-%d", i)
-		if ps[i], err = newPinger(keys[i], i); err != nil {
+		if ps[i], err = fl.newPinger(keys[i], i); err != nil {
 			return res, err
 		}
 		all = append(all, ps[i])
@@ -379,6 +316,6 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events, model
 	time.Sleep(s.period)
 	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Stop() })
 	res.silent = d.wait(keys, causes, false, timeout)
-	res.flushes, res.loads = flushes.get(), loads.get()
+	res.flushes, res.loads = fl.flushes.get(), fl.loads.get()
 	return res, nil
 }

@@ -342,6 +342,16 @@ func (s *managerSuite) TestContextVariantsGiveUpWithTheirContextWhileTheServerHa
 	// the calls, long before CallTimeout.
 	c.Assert(s.Server.Pause(), gc.IsNil)
 	defer func() { c.Assert(s.Server.Resume(), gc.IsNil) }()
+	// A store read already on its way when the signal landed may still
+	// be answered: wait until a read of our own hangs.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := s.DB.Client().Ping(ctx, nil)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 
 	for name, call := range map[string]func(context.Context) error{
 		"claim": func(ctx context.Context) error {
