@@ -210,7 +210,11 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		if now == v.alive[id] {
 			continue
 		}
-		if !now && v.dead[id] != v.epoch && (hold || v.held[id] == v.epoch) {
+		// A key a late writer may still have alive keeps its state
+		// even when another writer recorded its Disconnect: it is
+		// alive while any of its pingers is. After a failed read
+		// (hold), recorded deaths count.
+		if !now && (v.held[id] == v.epoch || (hold && v.dead[id] != v.epoch)) {
 			v.holding++
 			continue
 		}

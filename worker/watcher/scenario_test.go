@@ -10,6 +10,7 @@ import (
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
@@ -542,4 +543,52 @@ func (s *scenarioSuite) TestWritersReturningFromAStallOneByOneKillNobody(c *gc.C
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", true)
 	assertAlive(c, w, "b", false)
+}
+
+func (s *scenarioSuite) TestADisconnectElsewhereDoesNotKillAKeyALateWriterHasAlive(c *gc.C) {
+	// The agent is connected through two controllers; the one that
+	// keeps it alive is a little late when the other records the
+	// Disconnect of its own connection.
+	b1 := s.newBatcher(c, s.base)
+	b2 := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	a1, err := b1.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	other, err := b1.Register(s.base, modelA, "other")
+	c.Assert(err, gc.IsNil)
+	a2, err := b2.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	slot := func() int64 { return schema.Slot(s.clock.Now(), period) }
+	both := func() {
+		for _, p := range []struct {
+			b  *pingbatcher.PingBatcher
+			id pinger.Identity
+		}{{b1, a1}, {b1, other}, {b2, a2}} {
+			c.Assert(p.b.Ping(p.id, slot()), gc.IsNil)
+		}
+		c.Assert(b1.Sync(), gc.IsNil)
+		c.Assert(b2.Sync(), gc.IsNil)
+	}
+	both()
+	c.Assert(w.Refresh(), gc.IsNil)
+	s.clock.Advance(period / 2)
+	both()
+	s.clock.Advance(period / 4)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	// Two slots on, b2 is late (but within a Period of its last
+	// progress) when b1 records the Disconnect.
+	s.clock.Advance(3 * period / 4)
+	c.Assert(b1.Ping(other, slot()), gc.IsNil)
+	c.Assert(b1.Dead(a1, slot()), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+	// b2 stays silent: once it has made no progress for a Period, its
+	// keys are judged dead like any other's.
+	s.clock.Advance(period / 2)
+	c.Assert(b1.Ping(other, slot()), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", false)
 }
