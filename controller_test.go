@@ -214,7 +214,7 @@ func waitAllAlive(c *gc.C, b *pingbatcher.PingBatcher, ws []*watcher.Watcher) {
 // noDeath reads every subscription's snapshot and fails on any death
 // reported after it.
 type noDeath struct {
-	subs []*watcher.Subscription
+	subs []watcher.Subscription
 }
 
 func watchForDeaths(c *gc.C, ws []*watcher.Watcher) *noDeath {

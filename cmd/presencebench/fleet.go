@@ -90,7 +90,7 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	f.cancel = cancel
-	var subs []*watcher.Subscription
+	var subs []watcher.Subscription
 	for m := 0; m < models; m++ {
 		w, err := watcher.New(watcher.Config{Reader: f.r, Model: modelTag(m)})
 		if err != nil {

@@ -146,7 +146,7 @@ type detector struct {
 	changed    chan struct{}
 }
 
-func newDetector(ctx context.Context, subs ...*watcher.Subscription) *detector {
+func newDetector(ctx context.Context, subs ...watcher.Subscription) *detector {
 	d := &detector{alive: make(map[string]time.Time), dead: make(map[string]time.Time), changed: make(chan struct{}, 1)}
 	for _, sub := range subs {
 		go d.follow(ctx, sub)
@@ -155,7 +155,7 @@ func newDetector(ctx context.Context, subs ...*watcher.Subscription) *detector {
 }
 
 // follow records what sub reports until ctx ends.
-func (d *detector) follow(ctx context.Context, sub *watcher.Subscription) {
+func (d *detector) follow(ctx context.Context, sub watcher.Subscription) {
 	for {
 		changes, err := sub.Next(ctx)
 		if err != nil {

@@ -88,19 +88,18 @@ func Start[C any](validate func() error, names Names, build func(clock.Clock, *m
 }
 
 // Output returns a dependency.OutputFunc that hands the worker, which must
-// be a T, to a *T; name is T's name for the errors, which name both the
-// expected and the actual types.
+// be a T, to a *T or to a pointer to any interface that T implements (a
+// consumer's narrow interface, or a fake's); name is T's name for the
+// errors, which name both the expected and the actual types.
 func Output[T any](name string) dependency.OutputFunc {
 	return func(in worker.Worker, out any) error {
 		w, ok := in.(T)
 		if !ok {
 			return errors.Errorf("expected %s, got %T", name, in)
 		}
-		target, ok := out.(*T)
-		if !ok {
-			return errors.Errorf("expected *%s, got %T", name, out)
+		if !Assign(w, out) {
+			return errors.Errorf("expected *%s or a pointer to an interface it implements, got %T", name, out)
 		}
-		*target = w
 		return nil
 	}
 }
@@ -108,13 +107,20 @@ func Output[T any](name string) dependency.OutputFunc {
 // Assign sets *out to value when out is a non-nil pointer to value's own
 // type or to an interface value implements, and reports whether it did:
 // what an Output needs to hand a worker to consumers that ask for a
-// narrow interface of their own.
+// narrow interface of their own. An interface that includes
+// worker.Worker's methods is refused: a consumer gets what the worker
+// offers, never the power to kill it or wait for it.
 func Assign(value, out any) bool {
 	target := reflect.ValueOf(out)
 	v := reflect.ValueOf(value)
 	if target.Kind() != reflect.Pointer || target.IsNil() || !v.Type().AssignableTo(target.Elem().Type()) {
 		return false
 	}
+	if t := target.Elem().Type(); t.Kind() == reflect.Interface && t.Implements(workerType) {
+		return false
+	}
 	target.Elem().Set(v)
 	return true
 }
+
+var workerType = reflect.TypeFor[worker.Worker]()

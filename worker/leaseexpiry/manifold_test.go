@@ -117,6 +117,6 @@ func (s *manifoldSuite) TestOutputIsTheManagerOnly(c *gc.C) {
 	c.Assert(output(w, &m), gc.IsNil)
 	c.Assert(m, gc.Equals, w)
 	var ww worker.Worker
-	c.Assert(output(w, &ww), gc.ErrorMatches, `expected \*leaseexpiry.Manager, got \*worker.Worker`)
+	c.Assert(output(w, &ww), gc.ErrorMatches, `expected \*leaseexpiry.Manager or a pointer to an interface it implements, got \*worker.Worker`)
 	c.Assert(output(workertest.NewErrorWorker(nil), &m), gc.ErrorMatches, `expected leaseexpiry.Manager, got .*`)
 }

@@ -125,19 +125,6 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 				Logger:      config.Logger,
 			}, errors.Trace(err)
 		}, config.NewWorker),
-		Output: output,
+		Output: inputs.Output[*Store]("*leasestore.Store"),
 	}
-}
-
-// output fills a **Store, or a pointer to an interface that *Store
-// implements, with the store in.
-func output(in worker.Worker, out any) error {
-	s, ok := in.(*Store)
-	if !ok {
-		return errors.Errorf("expected *leasestore.Store, got %T", in)
-	}
-	if !inputs.Assign(s, out) {
-		return errors.Errorf("expected **leasestore.Store or a pointer to an interface it implements, got %T", out)
-	}
-	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/juju/worker/v4/dependency"
 
 	"github.com/presencekit/presence/internal/inputs"
-	"github.com/presencekit/presence/worker/pinger"
 )
 
 // ManifoldConfig holds the names of the inputs a ping batcher manifold
@@ -70,7 +69,9 @@ func NewWorker(config Config) (worker.Worker, error) {
 }
 
 // Manifold returns a dependency.Manifold that runs a PingBatcher. Its
-// Output fills a **PingBatcher or a *pinger.PingRecorder.
+// Output fills a **PingBatcher, or a pointer to any interface that
+// *PingBatcher implements: *pinger.PingRecorder, *presence.Batcher or a
+// consumer's own.
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: config.names().Inputs(),
@@ -83,22 +84,6 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 				Logger:        config.Logger,
 			}, nil
 		}, config.NewWorker),
-		Output: output,
+		Output: inputs.Output[*PingBatcher]("*pingbatcher.PingBatcher"),
 	}
-}
-
-func output(in worker.Worker, out any) error {
-	b, ok := in.(*PingBatcher)
-	if !ok {
-		return errors.Errorf("expected *pingbatcher.PingBatcher, got %T", in)
-	}
-	switch out := out.(type) {
-	case **PingBatcher:
-		*out = b
-	case *pinger.PingRecorder:
-		*out = b
-	default:
-		return errors.Errorf("expected **pingbatcher.PingBatcher or *pinger.PingRecorder, got %T", out)
-	}
-	return nil
 }

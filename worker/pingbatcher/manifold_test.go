@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	gc "gopkg.in/check.v1"
 
+	presence "github.com/presencekit/presence"
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
@@ -94,7 +95,7 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	c.Assert(got, gc.DeepEquals, pingbatcher.Config{FlushInterval: 2 * time.Second, Period: time.Minute, Clock: s.clock})
 }
 
-func (s *manifoldSuite) TestOutput(c *gc.C) {
+func (s *manifoldSuite) TestOutputFillsTheBatcherOrAnyInterfaceItImplements(c *gc.C) {
 	b := pingbatcher.NewDeadPingBatcher(errors.New("dead"))
 	output := pingbatcher.Manifold(s.config).Output
 	var got *pingbatcher.PingBatcher
@@ -104,7 +105,11 @@ func (s *manifoldSuite) TestOutput(c *gc.C) {
 	c.Assert(output(b, &recorder), gc.IsNil)
 	c.Assert(recorder, gc.Equals, pinger.PingRecorder(b))
 
+	var batcher presence.Batcher
+	c.Assert(output(b, &batcher), gc.IsNil)
+	c.Assert(batcher, gc.Equals, presence.Batcher(b))
+
 	var wrong *int
-	c.Assert(output(b, &wrong), gc.ErrorMatches, `expected \*\*pingbatcher.PingBatcher or \*pinger.PingRecorder, got \*\*int`)
+	c.Assert(output(b, &wrong), gc.ErrorMatches, `expected \*\*pingbatcher.PingBatcher or a pointer to an interface it implements, got \*\*int`)
 	c.Assert(output(workertest.NewErrorWorker(nil), &got), gc.ErrorMatches, `expected \*pingbatcher.PingBatcher, got .*`)
 }

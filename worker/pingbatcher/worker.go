@@ -259,6 +259,15 @@ func (b *PingBatcher) alive() error {
 	}
 }
 
+// Period returns the slot length the batcher writes with. It is part of
+// the pinger.PingRecorder interface.
+func (b *PingBatcher) Period() time.Duration {
+	if b.config.Period == 0 {
+		return schema.DefaultPeriod
+	}
+	return b.config.Period
+}
+
 // Register is part of the pinger.PingRecorder interface.
 func (b *PingBatcher) Register(base *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
 	if base == nil {

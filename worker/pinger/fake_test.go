@@ -2,10 +2,12 @@ package pinger_test
 
 import (
 	"sync"
+	"time"
 
 	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pinger"
 )
 
@@ -20,10 +22,11 @@ type fakeRecorder struct {
 	pingErr   error
 	registers int
 	pinged    chan int64
+	period    time.Duration
 }
 
 func newFakeRecorder() *fakeRecorder {
-	return &fakeRecorder{live: make(map[pinger.Identity]bool), pinged: make(chan int64, 100)}
+	return &fakeRecorder{live: make(map[pinger.Identity]bool), pinged: make(chan int64, 100), period: schema.DefaultPeriod}
 }
 
 func (f *fakeRecorder) Register(_ *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
@@ -65,6 +68,12 @@ func (f *fakeRecorder) Release(id pinger.Identity) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.live, id)
+}
+
+func (f *fakeRecorder) Period() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.period
 }
 
 func (f *fakeRecorder) snapshot() (pings, deaths []int64, live, registers int) {

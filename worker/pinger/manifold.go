@@ -89,7 +89,8 @@ func NewWorker(config Config) (worker.Worker, error) {
 }
 
 // Manifold returns a dependency.Manifold that keeps config.Key alive
-// through the ping batcher input. Its Output fills a **Pinger.
+// through the ping batcher input. Its Output fills a **Pinger, or a
+// pointer to any interface that *Pinger implements.
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: append(config.names().Inputs(), config.PingBatcherName),
@@ -116,17 +117,6 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 			})
 			return w, errors.Trace(err)
 		},
-		Output: func(in worker.Worker, out any) error {
-			p, ok := in.(*Pinger)
-			if !ok {
-				return errors.Errorf("expected *pinger.Pinger, got %T", in)
-			}
-			target, ok := out.(**Pinger)
-			if !ok {
-				return errors.Errorf("expected **pinger.Pinger, got %T", out)
-			}
-			*target = p
-			return nil
-		},
+		Output: inputs.Output[*Pinger]("*pinger.Pinger"),
 	}
 }

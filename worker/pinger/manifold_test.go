@@ -31,6 +31,7 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 	s.db = client.Database("test")
 	s.recorder = newFakeRecorder()
+	s.recorder.period = time.Minute
 	s.started = nil
 	s.config = pinger.ManifoldConfig{
 		ClockName:       "clock",
@@ -119,6 +120,6 @@ func (s *manifoldSuite) TestOutput(c *gc.C) {
 	c.Assert(output(p, &got), gc.IsNil)
 	c.Assert(got, gc.Equals, p)
 	var wrong *int
-	c.Assert(output(p, &wrong), gc.ErrorMatches, `expected \*\*pinger.Pinger, got \*\*int`)
+	c.Assert(output(p, &wrong), gc.ErrorMatches, `expected \*\*pinger.Pinger or a pointer to an interface it implements, got \*\*int`)
 	c.Assert(output(workertest.NewErrorWorker(nil), &got), gc.ErrorMatches, `expected \*pinger.Pinger, got .*`)
 }

@@ -54,8 +54,10 @@ type Config struct {
 	Clock clock.Clock
 
 	// Period is the slot length, which must be the same for the
-	// database's pingers and watchers. Zero means schema.DefaultPeriod;
-	// it must not be negative.
+	// database's pingers and watchers. Zero means the ping recorder's
+	// (the controller set's); any other value must equal it, or Start
+	// fails with a NotValid error rather than ping slots no watcher
+	// reads. It must not be negative.
 	Period time.Duration
 
 	// Logger is optional; nil means silent.
@@ -83,13 +85,6 @@ func (config Config) Validate() error {
 		return errors.NotValidf("negative Period")
 	}
 	return nil
-}
-
-func (config Config) period() time.Duration {
-	if config.Period == 0 {
-		return schema.DefaultPeriod
-	}
-	return config.Period
 }
 
 // Pinger keeps one key alive. Its methods are safe for concurrent use.
@@ -241,7 +236,7 @@ type run struct {
 
 func (r *run) loop() error {
 	defer r.release()
-	interval := schema.PingInterval(r.config.period())
+	interval := schema.PingInterval(r.recorder.Period())
 	timer := r.config.Clock.NewTimer(interval)
 	defer timer.Stop()
 	for {
@@ -265,6 +260,9 @@ func (r *run) register() error {
 	if recorder == nil {
 		return errors.NotValidf("nil PingRecorder from Recorder")
 	}
+	if period := recorder.Period(); r.config.Period != 0 && r.config.Period != period {
+		return errors.NotValidf("Period %v for %q: the ping recorder writes %v slots, so watchers would read the key dead", r.config.Period, r.config.Key, period)
+	}
 	id, err := recorder.Register(r.config.Base, r.config.Model, r.config.Key)
 	if err != nil {
 		return errors.Annotatef(err, "cannot register %q", r.config.Key)
@@ -274,7 +272,7 @@ func (r *run) register() error {
 }
 
 func (r *run) slot() int64 {
-	return schema.Slot(r.config.Clock.Now(), r.config.period())
+	return schema.Slot(r.config.Clock.Now(), r.recorder.Period())
 }
 
 // ping pings, registering afresh when the recorder was replaced or no

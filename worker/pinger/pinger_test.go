@@ -29,6 +29,7 @@ var _ = gc.Suite(&pingerSuite{})
 func (s *pingerSuite) SetUpTest(c *gc.C) {
 	s.clock = agenttest.NewClock()
 	s.recorder = newFakeRecorder()
+	s.recorder.period = period
 	// The pinger only passes its base on; it needs no server.
 	client, err := mongo.Connect()
 	c.Assert(err, gc.IsNil)
@@ -69,6 +70,29 @@ func (s *pingerSuite) TestNewDoesNotPing(c *gc.C) {
 	c.Assert(live, gc.Equals, 0)
 	p.Kill()
 	c.Assert(p.Wait(), gc.IsNil)
+}
+
+func (s *pingerSuite) TestStartFailsWhenPeriodDiffersFromTheRecorders(c *gc.C) {
+	config := s.config()
+	config.Period = 2 * period
+	p, err := pinger.New(config)
+	c.Assert(err, gc.IsNil)
+	err = p.Start()
+	c.Assert(err, gc.ErrorMatches, `.*Period 1m0s for "machine-0": the ping recorder writes 30s slots.*`)
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
+	pings, _, live, _ := s.recorder.snapshot()
+	c.Assert(pings, gc.HasLen, 0)
+	c.Assert(live, gc.Equals, 0)
+}
+
+func (s *pingerSuite) TestZeroPeriodPingsInTheRecordersSlots(c *gc.C) {
+	config := s.config()
+	config.Period = 0
+	p, err := pinger.New(config)
+	c.Assert(err, gc.IsNil)
+	c.Assert(p.Start(), gc.IsNil)
+	defer func() { c.Assert(p.Stop(), gc.IsNil) }()
+	c.Assert(s.nextPing(c), gc.Equals, schema.Slot(s.clock.Now(), period))
 }
 
 func (s *pingerSuite) TestStartPingsAtOnceThenTwicePerSlot(c *gc.C) {

@@ -1,6 +1,8 @@
 package pinger
 
 import (
+	"time"
+
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -46,4 +48,9 @@ type PingRecorder interface {
 	// Release returns id to the recorder; only the same key may reuse
 	// its index. Releasing an unknown identity does nothing.
 	Release(id Identity)
+
+	// Period is the slot length the recorder's writes are read with:
+	// a pinger must ping in the same slots, or watchers would read its
+	// key dead.
+	Period() time.Duration
 }

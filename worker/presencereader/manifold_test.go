@@ -101,7 +101,7 @@ func (s *manifoldSuite) TestOutput(c *gc.C) {
 	c.Assert(output(r, &got), gc.IsNil)
 	c.Assert(got, gc.Equals, r)
 	var wrong *int
-	c.Assert(output(r, &wrong), gc.ErrorMatches, `expected \*\*presencereader.Reader, got \*\*int`)
+	c.Assert(output(r, &wrong), gc.ErrorMatches, `expected \*\*presencereader.Reader or a pointer to an interface it implements, got \*\*int`)
 	c.Assert(output(workertest.NewErrorWorker(nil), &got), gc.ErrorMatches, `expected \*presencereader.Reader, got .*`)
 }
 

@@ -65,7 +65,7 @@ type deaths struct {
 	done chan struct{}
 }
 
-func (d *deaths) follow(ctx context.Context, sub *watcher.Subscription) {
+func (d *deaths) follow(ctx context.Context, sub watcher.Subscription) {
 	defer close(d.done)
 	for {
 		changes, err := sub.Next(ctx)

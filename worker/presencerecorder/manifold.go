@@ -7,6 +7,8 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/dependency"
+
+	"github.com/presencekit/presence/internal/inputs"
 )
 
 // ManifoldConfig holds the name of the clock input and whether this agent
@@ -45,7 +47,8 @@ func NewRecorderWorker(config WorkerConfig) (worker.Worker, error) {
 }
 
 // Manifold returns a dependency.Manifold that runs a recorder Worker. Its
-// Output fills a *Recorder.
+// Output fills a *Recorder, or a pointer to any interface the recorder
+// implements.
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: []string{config.ClockName},
@@ -65,11 +68,9 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 			if !ok {
 				return errors.Errorf("expected *presencerecorder.Worker, got %T", in)
 			}
-			target, ok := out.(*Recorder)
-			if !ok {
-				return errors.Errorf("expected *presencerecorder.Recorder, got %T", out)
+			if !inputs.Assign(w.Recorder(), out) {
+				return errors.Errorf("expected *presencerecorder.Recorder or a pointer to an interface it implements, got %T", out)
 			}
-			*target = w.Recorder()
 			return nil
 		},
 	}

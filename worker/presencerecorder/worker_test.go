@@ -117,7 +117,7 @@ func (s *workerSuite) TestOutputRejectsWrongTypes(c *gc.C) {
 	defer workertest.CleanKill(agenttest.C(c), w)
 	output := presencerecorder.Manifold(s.config).Output
 	var wrong *int
-	c.Assert(output(w, &wrong), gc.ErrorMatches, `expected \*presencerecorder.Recorder, got \*\*int`)
+	c.Assert(output(w, &wrong), gc.ErrorMatches, `expected \*presencerecorder.Recorder or a pointer to an interface it implements, got \*\*int`)
 	var r presencerecorder.Recorder
 	c.Assert(output(workertest.NewErrorWorker(nil), &r), gc.ErrorMatches, `expected \*presencerecorder.Worker, got .*`)
 }

@@ -85,14 +85,22 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	c.Assert(s.started, gc.DeepEquals, []watcher.Config{{Reader: s.reader, Model: modelA}})
 }
 
-func (s *manifoldSuite) TestOutput(c *gc.C) {
+func (s *manifoldSuite) TestOutputFillsTheWatcherOrAnyInterfaceItImplements(c *gc.C) {
 	w := watcher.NewDeadWatcher(errors.New("dead"))
 	output := watcher.Manifold(s.config).Output
 	var got *watcher.Watcher
 	c.Assert(output(w, &got), gc.IsNil)
 	c.Assert(got, gc.Equals, w)
+	var presence watcher.PresenceWatcher
+	c.Assert(output(w, &presence), gc.IsNil)
+	c.Assert(presence, gc.Equals, watcher.PresenceWatcher(w))
+	var narrow interface {
+		Alive(string) (bool, error)
+	}
+	c.Assert(output(w, &narrow), gc.IsNil)
+	c.Assert(narrow, gc.NotNil)
 	var wrong *int
-	c.Assert(output(w, &wrong), gc.ErrorMatches, `expected \*\*watcher.Watcher, got \*\*int`)
+	c.Assert(output(w, &wrong), gc.ErrorMatches, `expected \*\*watcher.Watcher or a pointer to an interface it implements, got \*\*int`)
 	c.Assert(output(workertest.NewErrorWorker(nil), &got), gc.ErrorMatches, `expected \*watcher.Watcher, got .*`)
 }
 

@@ -19,7 +19,7 @@ type subscriptionSuite struct {
 
 var _ = gc.Suite(&subscriptionSuite{})
 
-func next(c *gc.C, sub *watcher.Subscription) []watcher.Change {
+func next(c *gc.C, sub watcher.Subscription) []watcher.Change {
 	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
 	defer cancel()
 	changes, err := sub.Next(ctx)
@@ -28,7 +28,7 @@ func next(c *gc.C, sub *watcher.Subscription) []watcher.Change {
 	return changes
 }
 
-func assertNoNext(c *gc.C, sub *watcher.Subscription) {
+func assertNoNext(c *gc.C, sub watcher.Subscription) {
 	ctx, cancel := context.WithTimeout(context.Background(), agenttest.ShortWait)
 	defer cancel()
 	changes, err := sub.Next(ctx)
@@ -148,7 +148,7 @@ func (s *subscriptionSuite) TestManySubscriptionsOneNeverRead(c *gc.C) {
 	w := s.newWatcher(c, s.base, modelA)
 	stuck := w.Subscribe()
 	defer stuck.Close()
-	var subs []*watcher.Subscription
+	var subs []watcher.Subscription
 	for i := 0; i < 100; i++ {
 		sub := w.Subscribe(fmt.Sprint(i))
 		defer sub.Close()

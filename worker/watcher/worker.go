@@ -16,6 +16,8 @@
 package watcher
 
 import (
+	"context"
+
 	"fmt"
 	"time"
 
@@ -50,8 +52,54 @@ const (
 type Change = presencereader.Change
 
 // Subscription is a pull-based view of some keys (or all keys) of one
-// model; see presencereader.Subscription.
-type Subscription = presencereader.Subscription
+// model: the first Next returns a snapshot, later ones the changes since
+// the previous call, at most one per key. *presencereader.Subscription
+// implements it, and so do the fakes in agenttest/fakes.
+type Subscription interface {
+	// Next returns the snapshot on its first call and the changes since
+	// the previous call afterwards, blocking until there is something to
+	// return. It fails with ctx's error, with ErrSubscriptionClosed
+	// after Close, and with the watcher's error once it stops.
+	Next(ctx context.Context) ([]Change, error)
+
+	// Close ends the subscription; it is safe to call more than once.
+	Close()
+}
+
+// PresenceWatcher is what consumers of a model's presence use: the
+// watcher manifold's Output fills a *PresenceWatcher (as well as a
+// **Watcher, or a pointer to any narrower interface of the consumer's
+// own). *Watcher implements it; agenttest/fakes has a fake.
+type PresenceWatcher interface {
+	// Watch reports key's state on ch: the current state first, then
+	// every change. An invalid key or a nil channel is ignored (and
+	// logged, if the watcher has a logger): Watch returns nothing, so
+	// check a key with Alive first when it comes from outside.
+	Watch(key string, ch chan<- Change)
+
+	// Unwatch stops reporting key on ch.
+	Unwatch(key string, ch chan<- Change)
+
+	// Alive reports whether key is alive in the current view.
+	Alive(key string) (bool, error)
+
+	// Subscribe returns a pull-based Subscription to keys, or to every
+	// key of the model when none is given.
+	Subscribe(keys ...string) Subscription
+
+	// Sync loads now and blocks until the changes found have been
+	// delivered to every channel passed to Watch.
+	Sync()
+
+	// StartSync loads now without waiting.
+	StartSync()
+
+	// Refresh loads now and returns once the view reflects the load,
+	// with the load's error.
+	Refresh() error
+}
+
+var _ PresenceWatcher = (*Watcher)(nil)
 
 // ErrSubscriptionClosed is returned by Subscription.Next after Close.
 const ErrSubscriptionClosed = presencereader.ErrSubscriptionClosed
@@ -295,7 +343,7 @@ func (w *Watcher) Refresh() error {
 // Subscribe returns a Subscription to keys, or to every key of the model
 // when none is given. See presencereader.Subscription. On a dead watcher,
 // or with an invalid key, the subscription's Next fails with the reason.
-func (w *Watcher) Subscribe(keys ...string) *Subscription {
+func (w *Watcher) Subscribe(keys ...string) Subscription {
 	if w.view == nil {
 		return presencereader.NewFailedSubscription(w.deathErr())
 	}
