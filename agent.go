@@ -49,6 +49,19 @@ type Batcher interface {
 	Sync() error
 }
 
+// AgentWatcher is what an Agent needs of a watcher:
+// *watcher.Watcher and watcher.PresenceWatcher fit.
+type AgentWatcher interface {
+	// Alive reports whether key is alive in the current view.
+	Alive(key string) (bool, error)
+
+	// Refresh loads now and returns once the view reflects the load.
+	Refresh() error
+
+	// Subscribe returns a pull-based subscription to keys.
+	Subscribe(keys ...string) watcher.Subscription
+}
+
 // AgentConfig holds what NewAgent needs.
 type AgentConfig struct {
 	// Key is the agent's global key, e.g. its tag string. It must not be
@@ -65,14 +78,17 @@ type AgentConfig struct {
 	Batcher Batcher
 
 	// Watcher answers whether the agent is alive; it must watch Model.
-	// It must not be nil.
-	Watcher *watcher.Watcher
+	// It must not be nil. *watcher.Watcher fits, and so does the fake in
+	// agenttest/fakes.
+	Watcher AgentWatcher
 
 	// Clock gives the time. It must not be nil.
 	Clock clock.Clock
 
-	// Period is the slot length, the same as the watcher's. Zero means
-	// the default; it must not be negative.
+	// Period is the slot length. Zero means the Batcher's, which is
+	// what an agent on a controller set wants; any other value must
+	// equal the Batcher's, or SetAgentPresence fails with a NotValid
+	// error. It must not be negative.
 	Period time.Duration
 }
 
@@ -127,8 +143,10 @@ func (a *PresenceAgent) AgentPresence() (bool, error) {
 
 // SetAgentPresence is part of the Agent interface. It starts a pinger,
 // writes its first ping and has the watcher load it, so that
-// AgentPresence reports true when it returns. If the write fails, the
-// pinger is stopped and the error returned.
+// AgentPresence reports true when it returns, and every other watcher of
+// the database at its next sync. If the write fails, the pinger is
+// stopped and the error returned; a Period that differs from the
+// Batcher's is a NotValid error, never a silently dead agent.
 func (a *PresenceAgent) SetAgentPresence() (*pinger.Pinger, error) {
 	p, err := pinger.New(pinger.Config{
 		Base:     a.config.Base,

@@ -179,3 +179,34 @@ func (s *agentSuite) TestRemovePresenceForModelRejectsBadInput(c *gc.C) {
 	err = presence.RemovePresenceForModel(context.Background(), s.base, names.NewModelTag("x"))
 	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
 }
+
+func (s *agentSuite) TestAgentWithoutPeriodUsesTheBatchersAndIsAlive(c *gc.C) {
+	batcher, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: never, Clock: s.clock, Period: time.Second})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), batcher)
+	w, err := watcher.New(watcher.Config{Base: s.base, Model: modelA, Clock: s.clock, SyncInterval: never, Period: time.Second})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), w)
+	agent, err := presence.NewAgent(presence.AgentConfig{
+		Key: "unit-mysql-0", Model: modelA, Base: s.base, Batcher: batcher, Watcher: w, Clock: s.clock,
+	})
+	c.Assert(err, gc.IsNil)
+	p, err := agent.SetAgentPresence()
+	c.Assert(err, gc.IsNil)
+	defer func() { c.Assert(p.Stop(), gc.IsNil) }()
+	alive, err := agent.AgentPresence()
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+}
+
+func (s *agentSuite) TestSetAgentPresenceRefusesAPeriodOtherThanTheBatchers(c *gc.C) {
+	agent, err := presence.NewAgent(presence.AgentConfig{
+		Key: "unit-mysql-0", Model: modelA, Base: s.base, Batcher: s.batcher, Watcher: s.watcher, Clock: s.clock,
+		Period: time.Second,
+	})
+	c.Assert(err, gc.IsNil)
+	p, err := agent.SetAgentPresence()
+	c.Assert(p, gc.IsNil)
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
+	c.Assert(err, gc.ErrorMatches, `.*Period 1s for "unit-mysql-0": the ping recorder writes .* slots.*`)
+}

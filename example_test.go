@@ -48,7 +48,7 @@ func ExampleManifolds() {
 		return
 	}
 	fmt.Println(len(manifolds), "manifolds installed")
-	// Output: 10 manifolds installed
+	// Output: 11 manifolds installed
 }
 
 // This example adds presence and leadership for a controller hosting many

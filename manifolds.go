@@ -26,7 +26,8 @@ import (
 
 // The names of the controller set's manifolds (ControllerManifolds),
 // before any Prefix. A controller runs one of each, whatever the number of
-// models it hosts.
+// models it hosts. The set has no clock manifold when its config names
+// the engine's own (ClockName).
 const (
 	ClockName       = "presence-clock"
 	PingBatcherName = "presence-ping-batcher"
@@ -39,8 +40,9 @@ const (
 // Prefix.
 const (
 	PingerName           = "presence-pinger"
+	AgentName            = "presence-agent"
 	WatcherName          = "presence-watcher"
-	LeaseManagerName     = "lease-manager"
+	LeaseManagerName     = "presence-lease-manager"
 	PresenceRecorderName = "presence-recorder"
 )
 
@@ -61,14 +63,22 @@ type ControllerManifoldsConfig struct {
 	// be empty.
 	DatabaseName string
 
-	// Clock gives the workers the time. It must not be nil.
+	// ClockName, if not empty, is the input whose Output is a
+	// clock.Clock: the engine's own clock manifold, which the workers
+	// then use. It is not prefixed, and the set adds no clock of its
+	// own.
+	ClockName string
+
+	// Clock gives the workers the time when ClockName is empty: the set
+	// adds a clock manifold (named ClockName, the constant, after
+	// Prefix) that outputs it. It must not be nil then.
 	Clock clock.Clock
 
 	// Logger is optional; nil means silent.
 	Logger Logger
 
 	// Prefix is put before every manifold name; empty means none.
-	// DatabaseName is not prefixed.
+	// DatabaseName and ClockName are not prefixed.
 	Prefix string
 
 	// Collection is the base presence collection's name; empty means
@@ -82,6 +92,12 @@ type ControllerManifoldsConfig struct {
 	// database, and for the model sets' pingers.
 	FlushInterval, Period, SyncInterval, PruneInterval time.Duration
 
+	// LeaseClockSkew and LeaseMaxDuration are the lease client's
+	// ClockSkew and MaxDuration (see package lease); zero means its
+	// defaults. Neither may be negative, and LeaseMaxDuration must be
+	// the same for every controller sharing the lease collection.
+	LeaseClockSkew, LeaseMaxDuration time.Duration
+
 	// OnFlush and OnLoad, if not nil, are passed to the ping batcher
 	// and the reader, e.g. to feed metrics.
 	OnFlush func(pingbatcher.FlushStats)
@@ -93,15 +109,25 @@ func (config ControllerManifoldsConfig) Validate() error {
 	if config.DatabaseName == "" {
 		return errors.NotValidf("empty DatabaseName")
 	}
-	if config.Clock == nil {
-		return errors.NotValidf("nil Clock")
+	if config.ClockName == "" && config.Clock == nil {
+		return errors.NotValidf("nil Clock and empty ClockName")
 	}
 	return errors.Trace(validateDurations(map[string]time.Duration{
-		"FlushInterval": config.FlushInterval,
-		"Period":        config.Period,
-		"SyncInterval":  config.SyncInterval,
-		"PruneInterval": config.PruneInterval,
+		"FlushInterval":    config.FlushInterval,
+		"Period":           config.Period,
+		"SyncInterval":     config.SyncInterval,
+		"PruneInterval":    config.PruneInterval,
+		"LeaseClockSkew":   config.LeaseClockSkew,
+		"LeaseMaxDuration": config.LeaseMaxDuration,
 	}))
+}
+
+// clockName returns the name of the clock input of the set's workers.
+func (config ControllerManifoldsConfig) clockName() string {
+	if config.ClockName != "" {
+		return config.ClockName
+	}
+	return config.Prefix + ClockName
 }
 
 // ControllerManifolds returns the controller set: the clock, and on the
@@ -123,9 +149,8 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 		logger = config.Logger
 	}
 	name := func(n string) string { return config.Prefix + n }
-	clockName := name(ClockName)
-	return dependency.Manifolds{
-		clockName: clockManifold(config.Clock),
+	clockName := config.clockName()
+	manifolds := dependency.Manifolds{
 		name(PingBatcherName): guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
 			ClockName:     clockName,
 			DatabaseName:  config.DatabaseName,
@@ -163,10 +188,16 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
 			Collection:   config.LeaseCollection,
+			ClockSkew:    config.LeaseClockSkew,
+			MaxDuration:  config.LeaseMaxDuration,
 			Logger:       logger,
 			NewWorker:    leasestore.NewWorker,
 		})),
 	}
+	if config.ClockName == "" {
+		manifolds[clockName] = clockManifold(config.Clock)
+	}
+	return manifolds
 }
 
 // ModelManifoldsConfig configures one model's set, which stands on a
@@ -177,6 +208,11 @@ type ModelManifoldsConfig struct {
 	// batcher, reader and lease store under their names with this
 	// prefix. Empty means none.
 	ControllerPrefix string
+
+	// ClockName, if not empty, is the clock input (not prefixed): the
+	// engine's own clock manifold, as in ControllerManifoldsConfig.
+	// Empty means the controller set's clock.
+	ClockName string
 
 	// DatabaseName is the input whose Output is a *mongo.Database. It
 	// must not be empty.
@@ -205,9 +241,17 @@ type ModelManifoldsConfig struct {
 	// "presence".
 	Collection string
 
-	// Period is the pinger's slot length: the controller set's. Zero
-	// means the default; it must not be negative.
+	// Period is the pinger's slot length. Zero means the controller
+	// set's (its ping batcher's), which is what almost every set wants;
+	// another value must equal it, or the pinger fails to start with a
+	// NotValid error. It must not be negative.
 	Period time.Duration
+
+	// MaxClaimDuration and ReleaseOnStop are the lease manager's
+	// MaxDuration and ReleaseOnStop (see worker/leaseexpiry); zero
+	// values mean its defaults. MaxClaimDuration must not be negative.
+	MaxClaimDuration time.Duration
+	ReleaseOnStop    bool
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -223,16 +267,30 @@ func (config ModelManifoldsConfig) Validate() error {
 			return errors.Annotate(err, "AgentKey")
 		}
 	}
-	return errors.Trace(validateDurations(map[string]time.Duration{"Period": config.Period}))
+	return errors.Trace(validateDurations(map[string]time.Duration{
+		"Period":           config.Period,
+		"MaxClaimDuration": config.MaxClaimDuration,
+	}))
+}
+
+// clockName returns the name of the clock input of the set's workers.
+func (config ModelManifoldsConfig) clockName() string {
+	if config.ClockName != "" {
+		return config.ClockName
+	}
+	return config.ControllerPrefix + ClockName
 }
 
 // ModelManifolds returns one model's set: the watcher (a view over the
 // controller's reader, with no query of its own), the lease manager (fed
 // by the controller's lease store, with no read of its own), the presence
 // recorder and, with AgentKey, the agent's pinger (through the
-// controller's batcher). Consumers get a *watcher.Watcher, a
-// leaseexpiry.Manager, a presencerecorder.Recorder and a *pinger.Pinger
-// from Output. The set can be installed and uninstalled while the
+// controller's batcher) and its Agent. Consumers get a
+// watcher.PresenceWatcher, a leaseexpiry.Manager, a
+// presencerecorder.Recorder, a *pinger.Pinger and a presence.Agent from
+// Output, or any narrower interface of their own. A consumer that names
+// AgentName among its inputs sees the agent's own key alive from its
+// first look. The set can be installed and uninstalled while the
 // controller set runs, in the same engine or in a nested one that
 // offers the controller set's outputs under the same names.
 func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
@@ -250,21 +308,23 @@ func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
 			NewWorker:  watcher.NewWorker,
 		})),
 		name(LeaseManagerName): guard(config.Validate, leaseexpiry.Manifold(leaseexpiry.ManifoldConfig{
-			ClockName: controller(ClockName),
-			StoreName: controller(LeaseStoreName),
-			Model:     config.Model,
-			Logger:    logger,
-			NewWorker: leaseexpiry.NewWorker,
+			ClockName:     config.clockName(),
+			StoreName:     controller(LeaseStoreName),
+			Model:         config.Model,
+			MaxDuration:   config.MaxClaimDuration,
+			ReleaseOnStop: config.ReleaseOnStop,
+			Logger:        logger,
+			NewWorker:     leaseexpiry.NewWorker,
 		})),
 		name(PresenceRecorderName): presencerecorder.Manifold(presencerecorder.ManifoldConfig{
-			ClockName: controller(ClockName),
+			ClockName: config.clockName(),
 			APIServer: config.APIServer,
 			NewWorker: presencerecorder.NewRecorderWorker,
 		}),
 	}
 	if config.AgentKey != "" {
 		manifolds[name(PingerName)] = guard(config.Validate, pinger.Manifold(pinger.ManifoldConfig{
-			ClockName:       controller(ClockName),
+			ClockName:       config.clockName(),
 			DatabaseName:    config.DatabaseName,
 			PingBatcherName: controller(PingBatcherName),
 			Collection:      config.Collection,
@@ -273,6 +333,16 @@ func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
 			Period:          config.Period,
 			Logger:          logger,
 			NewWorker:       pinger.NewWorker,
+		}))
+		manifolds[name(AgentName)] = guard(config.Validate, AgentManifold(AgentManifoldConfig{
+			ClockName:    config.clockName(),
+			DatabaseName: config.DatabaseName,
+			BatcherName:  controller(PingBatcherName),
+			WatcherName:  name(WatcherName),
+			PingerName:   name(PingerName),
+			Collection:   config.Collection,
+			Model:        config.Model,
+			Key:          config.AgentKey,
 		}))
 	}
 	return manifolds
@@ -290,14 +360,20 @@ type ManifoldsConfig struct {
 	// It must be a valid model tag.
 	Model names.ModelTag
 
-	// Clock gives the workers the time. It must not be nil.
+	// ClockName, if not empty, is the engine's own clock manifold (not
+	// prefixed), and the set adds no clock of its own; Clock is then
+	// unused.
+	ClockName string
+
+	// Clock gives the workers the time when ClockName is empty. It must
+	// not be nil then.
 	Clock clock.Clock
 
 	// Logger is optional; nil means silent.
 	Logger Logger
 
 	// Prefix is put before every manifold name (and the clock's).
-	// Empty means none; DatabaseName is not prefixed.
+	// Empty means none; DatabaseName and ClockName are not prefixed.
 	Prefix string
 
 	// AgentKey, if not empty, adds a pinger that keeps this key alive:
@@ -319,6 +395,12 @@ type ManifoldsConfig struct {
 	// database.
 	FlushInterval, Period, SyncInterval, PruneInterval time.Duration
 
+	// LeaseClockSkew and LeaseMaxDuration configure the lease store's
+	// client, MaxClaimDuration and ReleaseOnStop the lease manager; see
+	// ControllerManifoldsConfig and ModelManifoldsConfig.
+	LeaseClockSkew, LeaseMaxDuration, MaxClaimDuration time.Duration
+	ReleaseOnStop                                      bool
+
 	// OnFlush and OnLoad, if not nil, are passed to the ping batcher
 	// and the reader, e.g. to feed metrics.
 	OnFlush func(pingbatcher.FlushStats)
@@ -327,24 +409,30 @@ type ManifoldsConfig struct {
 
 func (config ManifoldsConfig) controller() ControllerManifoldsConfig {
 	return ControllerManifoldsConfig{
-		DatabaseName:    config.DatabaseName,
-		Clock:           config.Clock,
-		Logger:          config.Logger,
-		Prefix:          config.Prefix,
-		Collection:      config.Collection,
-		LeaseCollection: config.LeaseCollection,
-		FlushInterval:   config.FlushInterval,
-		Period:          config.Period,
-		SyncInterval:    config.SyncInterval,
-		PruneInterval:   config.PruneInterval,
-		OnFlush:         config.OnFlush,
-		OnLoad:          config.OnLoad,
+		DatabaseName:     config.DatabaseName,
+		ClockName:        config.ClockName,
+		Clock:            config.Clock,
+		LeaseClockSkew:   config.LeaseClockSkew,
+		LeaseMaxDuration: config.LeaseMaxDuration,
+		Logger:           config.Logger,
+		Prefix:           config.Prefix,
+		Collection:       config.Collection,
+		LeaseCollection:  config.LeaseCollection,
+		FlushInterval:    config.FlushInterval,
+		Period:           config.Period,
+		SyncInterval:     config.SyncInterval,
+		PruneInterval:    config.PruneInterval,
+		OnFlush:          config.OnFlush,
+		OnLoad:           config.OnLoad,
 	}
 }
 
 func (config ManifoldsConfig) model() ModelManifoldsConfig {
 	return ModelManifoldsConfig{
 		ControllerPrefix: config.Prefix,
+		ClockName:        config.ClockName,
+		MaxClaimDuration: config.MaxClaimDuration,
+		ReleaseOnStop:    config.ReleaseOnStop,
 		DatabaseName:     config.DatabaseName,
 		Model:            config.Model,
 		Prefix:           config.Prefix,
@@ -373,7 +461,7 @@ func Manifolds(config ManifoldsConfig) dependency.Manifolds {
 	manifolds := ControllerManifolds(config.controller())
 	maps.Copy(manifolds, ModelManifolds(config.model()))
 	for name, m := range manifolds {
-		if name != config.Prefix+ClockName {
+		if name != config.controller().clockName() {
 			manifolds[name] = guard(config.Validate, m)
 		}
 	}

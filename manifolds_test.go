@@ -166,7 +166,7 @@ func (s *engineSuite) TestInvalidConfigFailsEveryStart(c *gc.C) {
 	manifolds := presence.Manifolds(presence.ManifoldsConfig{DatabaseName: "database", Model: modelA})
 	getter := agenttest.StubGetter(map[string]any{"database": s.DB, presence.ClockName: agenttest.NewClock()})
 	_, err := manifolds[presence.WatcherName].Start(context.Background(), getter)
-	c.Assert(err, gc.ErrorMatches, "nil Clock not valid")
+	c.Assert(err, gc.ErrorMatches, "nil Clock and empty ClockName not valid")
 	_, err = manifolds[presence.ClockName].Start(context.Background(), getter)
 	c.Assert(err, gc.ErrorMatches, "nil Clock not valid")
 }
@@ -180,7 +180,7 @@ func (s *engineSuite) TestManifoldsConfigValidation(c *gc.C) {
 	}{
 		{func(cfg *presence.ManifoldsConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
 		{func(cfg *presence.ManifoldsConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *presence.ManifoldsConfig) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *presence.ManifoldsConfig) { cfg.Clock = nil }, "nil Clock and empty ClockName not valid"},
 		{func(cfg *presence.ManifoldsConfig) { cfg.AgentKey = "\xff" }, `AgentKey: key .* not valid`},
 		{func(cfg *presence.ManifoldsConfig) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
 		{func(cfg *presence.ManifoldsConfig) { cfg.Period = -1 }, "negative Period not valid"},
@@ -199,17 +199,66 @@ func (s *engineSuite) TestManifoldsConfigValidation(c *gc.C) {
 func (s *engineSuite) TestManifoldsNamesAndPrefix(c *gc.C) {
 	config := presence.ManifoldsConfig{DatabaseName: "database", Model: modelA, Clock: agenttest.NewClock()}
 	c.Assert(keys(presence.Manifolds(config)), gc.DeepEquals, []string{
-		presence.LeaseManagerName, presence.ClockName, presence.LeaseStoreName, presence.PingBatcherName,
+		presence.ClockName, presence.LeaseManagerName, presence.LeaseStoreName, presence.PingBatcherName,
 		presence.PrunerName, presence.ReaderName, presence.PresenceRecorderName, presence.WatcherName,
 	})
 	config.AgentKey = "machine-0"
 	config.Prefix = "m1-"
 	manifolds := presence.Manifolds(config)
-	c.Assert(manifolds, gc.HasLen, 9)
+	c.Assert(manifolds, gc.HasLen, 10)
+	c.Assert(manifolds["m1-"+presence.AgentName].Inputs, gc.DeepEquals, []string{
+		"m1-" + presence.ClockName, "database", "m1-" + presence.PingBatcherName, "m1-" + presence.WatcherName, "m1-" + presence.PingerName,
+	})
 	c.Assert(manifolds["m1-"+presence.LeaseManagerName].Inputs, gc.DeepEquals,
 		[]string{"m1-" + presence.ClockName, "m1-" + presence.LeaseStoreName})
 	c.Assert(manifolds["m1-"+presence.PingerName].Inputs, gc.DeepEquals,
 		[]string{"m1-" + presence.ClockName, "database", "m1-" + presence.PingBatcherName})
+}
+
+func (s *engineSuite) TestAConsumerOfTheAgentSeesItAliveAtFirstLook(c *gc.C) {
+	clk := agenttest.NewClock()
+	engine := s.newEngine(c)
+	defer workertest.CleanKill(agenttest.C(c), engine)
+	manifolds := s.manifolds(c, nil)
+	// The engine's own clock: the set adds none and uses this one.
+	manifolds["clock"] = agenttest.ValueManifold(clock.Clock(clk))
+	for name, m := range presence.Manifolds(presence.ManifoldsConfig{
+		DatabaseName: "database", ClockName: "clock", Model: modelA, AgentKey: "machine-0",
+		FlushInterval: time.Hour, SyncInterval: time.Hour,
+	}) {
+		manifolds[name] = m
+	}
+	for name, m := range manifolds {
+		c.Assert(engine.Install(name, m), gc.IsNil)
+	}
+	// The consumer names the agent, so it starts once the agent runs,
+	// and before any flush or sync of the set's own schedule.
+	var agent presence.Agent
+	c.Assert(agenttest.EngineOutput(engine, presence.AgentName, &agent, agenttest.LongWait), gc.IsNil)
+	var w watcher.PresenceWatcher
+	c.Assert(agenttest.EngineOutput(engine, presence.WatcherName, &w, agenttest.LongWait), gc.IsNil)
+	alive, err := agent.AgentPresence()
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+	alive, err = w.Alive("machine-0")
+	c.Assert(err, gc.IsNil)
+	c.Assert(alive, gc.Equals, true)
+}
+
+func (s *engineSuite) TestClockNameUsesTheEnginesClockAndAddsNone(c *gc.C) {
+	config := presence.ManifoldsConfig{DatabaseName: "database", ClockName: "clock", Model: modelA, AgentKey: "machine-0", Prefix: "p-"}
+	c.Assert(config.Validate(), gc.IsNil)
+	manifolds := presence.Manifolds(config)
+	_, ours := manifolds["p-"+presence.ClockName]
+	c.Assert(ours, gc.Equals, false)
+	for name, m := range manifolds {
+		for _, input := range m.Inputs {
+			c.Check(input == "p-"+presence.ClockName, gc.Equals, false, gc.Commentf("%s reads our clock", name))
+		}
+		if name != "p-"+presence.WatcherName {
+			c.Check(m.Inputs[0], gc.Equals, "clock", gc.Commentf("%s", name))
+		}
+	}
 }
 
 func (s *engineSuite) TestDatabaseManifoldOutputsTheDatabase(c *gc.C) {
@@ -300,7 +349,7 @@ func (s *engineSuite) TestControllerManifoldsNamesAndValidation(c *gc.C) {
 		err    string
 	}{
 		{func(cfg *presence.ControllerManifoldsConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *presence.ControllerManifoldsConfig) { cfg.Clock = nil }, "nil Clock not valid"},
+		{func(cfg *presence.ControllerManifoldsConfig) { cfg.Clock = nil }, "nil Clock and empty ClockName not valid"},
 		{func(cfg *presence.ControllerManifoldsConfig) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
 		{func(cfg *presence.ControllerManifoldsConfig) { cfg.Period = -1 }, "negative Period not valid"},
 		{func(cfg *presence.ControllerManifoldsConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
@@ -321,7 +370,7 @@ func (s *engineSuite) TestModelManifoldsStandOnTheControllerSet(c *gc.C) {
 	}
 	manifolds := presence.ModelManifolds(config)
 	c.Assert(keys(manifolds), gc.DeepEquals, []string{
-		"m-" + presence.LeaseManagerName, "m-" + presence.PingerName, "m-" + presence.PresenceRecorderName, "m-" + presence.WatcherName,
+		"m-" + presence.AgentName, "m-" + presence.LeaseManagerName, "m-" + presence.PingerName, "m-" + presence.PresenceRecorderName, "m-" + presence.WatcherName,
 	})
 	c.Assert(manifolds["m-"+presence.WatcherName].Inputs, gc.DeepEquals, []string{"c-" + presence.ReaderName})
 	c.Assert(manifolds["m-"+presence.LeaseManagerName].Inputs, gc.DeepEquals,

@@ -42,9 +42,10 @@ type ManifoldConfig struct {
 	// tag must be valid.
 	Model names.ModelTag
 
-	// ClockSkew is passed to the lease client; zero means its default.
-	// It must not be negative.
-	ClockSkew time.Duration
+	// ClockSkew and MaxDuration are passed to the lease client; zero
+	// means its defaults. Neither may be negative, and MaxDuration must
+	// be the same for every controller sharing the collection.
+	ClockSkew, MaxDuration time.Duration
 
 	// MaxSleep, PruneEvery and CallTimeout are passed to Config; zero
 	// values mean its defaults. None may be negative.
@@ -72,6 +73,9 @@ func (config ManifoldConfig) Validate() error {
 	}
 	if config.ClockSkew < 0 {
 		return errors.NotValidf("negative ClockSkew")
+	}
+	if config.MaxDuration < 0 {
+		return errors.NotValidf("negative MaxDuration")
 	}
 	if config.MaxSleep < 0 {
 		return errors.NotValidf("negative MaxSleep")
@@ -113,7 +117,7 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: config.names().Inputs(),
 		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, coll *mongo.Collection) (Config, error) {
-			client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: config.ClockSkew})
+			client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: config.ClockSkew, MaxDuration: config.MaxDuration})
 			return Config{
 				Client:      client,
 				Clock:       clk,
