@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -263,35 +264,66 @@ var (
 )
 
 // mongodBinary returns the path of the embeddedmongo binary, building it
-// once per process unless PRESENCE_TEST_MONGOD names one. The build goes to
-// one path in the user's cache directory, replaced atomically, so repeated
-// runs neither leak binaries nor disturb a binary another process runs.
+// once per process unless PRESENCE_TEST_MONGOD names one.
+//
+// The build runs in this module's own source directory (found from this
+// file's compiled-in path: the module cache, a replace directory or a
+// checkout), with that module's go.mod and go.sum and no workspace, so it
+// works from any working directory and in a user's module that has
+// nothing but a requirement on ours. It needs the go command, as "go test"
+// does. It goes to one path in the user's cache directory, replaced
+// atomically, so repeated runs neither leak binaries nor disturb a binary
+// another process runs.
 func mongodBinary() (string, error) {
 	if path := os.Getenv(MongodBinaryEnv); path != "" {
 		return path, nil
 	}
 	buildOnce.Do(func() {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = os.TempDir()
-		}
-		dir := filepath.Join(cache, "presencekit")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			buildErr = errors.Annotate(err, "cannot create build directory")
-			return
-		}
-		tmp := filepath.Join(dir, fmt.Sprintf("embeddedmongo.%d", os.Getpid()))
-		cmd := exec.Command("go", "build", "-o", tmp, embeddedPackage)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.Annotatef(err, "cannot build %s: %s", embeddedPackage, out)
-			return
-		}
-		builtBinary = filepath.Join(dir, "embeddedmongo")
-		if err := os.Rename(tmp, builtBinary); err != nil {
-			buildErr = errors.Annotate(err, "cannot install embeddedmongo")
-		}
+		builtBinary, buildErr = buildMongod()
 	})
 	return builtBinary, buildErr
+}
+
+func buildMongod() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", errors.Trace(err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "presencekit")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", errors.Annotate(err, "cannot create build directory")
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf("embeddedmongo.%d", os.Getpid()))
+	cmd := exec.Command("go", "build", "-o", tmp, "./agenttest/embeddedmongo")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", errors.Annotatef(err, "cannot build %s in %s (set %s to a prebuilt binary, e.g. from go install %s): %s",
+			embeddedPackage, root, MongodBinaryEnv, embeddedPackage, out)
+	}
+	binary := filepath.Join(dir, "embeddedmongo")
+	if err := os.Rename(tmp, binary); err != nil {
+		return "", errors.Annotate(err, "cannot install embeddedmongo")
+	}
+	return binary, nil
+}
+
+// moduleRoot returns the source directory of this module, the parent of
+// this file's package directory.
+func moduleRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot find the source of package agenttest")
+	}
+	root := filepath.Dir(filepath.Dir(file))
+	if _, err := os.Stat(filepath.Join(root, "agenttest", "embeddedmongo")); err != nil {
+		return "", errors.Annotatef(err, "no source of %s beside this binary's agenttest (built with -trimpath?); set %s", embeddedPackage, MongodBinaryEnv)
+	}
+	return root, nil
 }
 
 // uniqueName returns a database name that no other test in any process

@@ -15,7 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/presencekit/presence/internal/embedded"
+	"github.com/presencekit/presence/embedded"
 )
 
 func main() {

@@ -17,7 +17,7 @@ import (
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/presencekit/presence/internal/commands"
-	"github.com/presencekit/presence/internal/embedded"
+	"github.com/presencekit/presence/embedded"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 )

@@ -21,7 +21,7 @@ import (
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/presencekit/presence"
-	"github.com/presencekit/presence/internal/embedded"
+	"github.com/presencekit/presence/embedded"
 )
 
 const (

@@ -231,9 +231,10 @@ func (m *manager) dying() bool {
 // Manager accepts; a unit name may add "/" and its number.
 const MaxNameLength = 255
 
-// validApplication returns a NotValid error unless application is an
-// application name of at most MaxNameLength bytes.
-func validApplication(application string) error {
+// ValidateApplication returns a NotValid error unless application is an
+// application name of at most MaxNameLength bytes: what every Manager
+// method checks first.
+func ValidateApplication(application string) error {
 	if len(application) > MaxNameLength {
 		return errors.NotValidf("application name of %d bytes (at most %d)", len(application), MaxNameLength)
 	}
@@ -243,8 +244,10 @@ func validApplication(application string) error {
 	return nil
 }
 
-func validateUnit(application, unit string) error {
-	if err := validApplication(application); err != nil {
+// ValidateUnit returns a NotValid error unless application is valid and
+// unit is a valid unit name of that application.
+func ValidateUnit(application, unit string) error {
+	if err := ValidateApplication(application); err != nil {
 		return err
 	}
 	if len(unit) > MaxNameLength+11 {
@@ -266,7 +269,7 @@ func (m *manager) ClaimLeadership(application, unit string, duration time.Durati
 
 // ClaimLeadershipContext is part of the Manager interface.
 func (m *manager) ClaimLeadershipContext(ctx context.Context, application, unit string, duration time.Duration) error {
-	if err := validateUnit(application, unit); err != nil {
+	if err := ValidateUnit(application, unit); err != nil {
 		return errors.Trace(err)
 	}
 	if duration <= 0 || duration > m.config.MaxDuration {
@@ -305,7 +308,7 @@ func (m *manager) CheckLeadership(application, unit string) (Token, error) {
 
 // CheckLeadershipContext is part of the Manager interface.
 func (m *manager) CheckLeadershipContext(ctx context.Context, application, unit string) (Token, error) {
-	if err := validateUnit(application, unit); err != nil {
+	if err := ValidateUnit(application, unit); err != nil {
 		return nil, errors.Trace(err)
 	}
 	info, err := m.read(ctx, application)
@@ -341,7 +344,7 @@ func (m *manager) BlockUntilLeadershipReleased(application string) error {
 
 // BlockUntilLeadershipReleasedContext is part of the Manager interface.
 func (m *manager) BlockUntilLeadershipReleasedContext(ctx context.Context, application string) error {
-	if err := validApplication(application); err != nil {
+	if err := ValidateApplication(application); err != nil {
 		return err
 	}
 	b := block{lease: application, after: m.store.ReadsBegun(), done: make(chan struct{})}
@@ -369,7 +372,7 @@ func (m *manager) ReleaseLeadership(application, unit string) error {
 
 // ReleaseLeadershipContext is part of the Manager interface.
 func (m *manager) ReleaseLeadershipContext(ctx context.Context, application, unit string) error {
-	if err := validateUnit(application, unit); err != nil {
+	if err := ValidateUnit(application, unit); err != nil {
 		return errors.Trace(err)
 	}
 	err := m.change(ctx, application, func(ctx context.Context, key lease.Key) error {
@@ -402,7 +405,7 @@ func (m *manager) UnpinLeadershipContext(ctx context.Context, application, entit
 }
 
 func (m *manager) pin(ctx context.Context, application, entity string, pinned bool) error {
-	if err := validApplication(application); err != nil {
+	if err := ValidateApplication(application); err != nil {
 		return err
 	}
 	if entity == "" || len(entity) > MaxNameLength {

@@ -1,10 +1,28 @@
-// Package embedded runs FerretDB, a MongoDB-wire server on SQLite, inside the
-// calling process.
+// Package embedded runs a MongoDB-wire server (FerretDB v1 on SQLite)
+// inside the calling process: what the demo, the tests and a user's own
+// programs can stand on when no MongoDB is at hand.
 //
-// It backs the demo (cmd/presenced) and the out-of-process test server that
-// package agenttest starts. Data lives in a directory on disk: SQLite's
-// in-memory mode hangs on the first update of an existing document, so a
-// directory is required.
+// Start it from a main or a test of your own module after `go get
+// github.com/presencekit/presence` alone; no tool directive and no build at
+// run time is needed:
+//
+//	srv, err := embedded.Start(embedded.Config{Dir: dir})
+//	if err != nil { ... }
+//	defer srv.Stop()
+//	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
+//
+// It is a test and demo server, not a database for production: it has no
+// change streams, no transactions and no TTL indexes, every query scans
+// its whole collection, and read-modify-write of one document from two
+// connections is not atomic (the presence and lease designs never rely on
+// that; see the README). Data lives in a directory on disk, because
+// SQLite's in-memory mode hangs on the first update of an existing
+// document.
+//
+// Race-enabled test binaries run it 20 to 40 times slower; package
+// agenttest therefore runs it in a process of its own (the command
+// github.com/presencekit/presence/agenttest/embeddedmongo, which `go
+// install` also gives to users of other languages).
 package embedded
 
 import (

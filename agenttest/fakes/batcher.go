@@ -1,0 +1,152 @@
+package fakes
+
+import (
+	"sync"
+	"time"
+
+	"github.com/juju/errors"
+	"github.com/juju/names/v5"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	presence "github.com/presencekit/presence"
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pinger"
+)
+
+// Batcher is an in-memory ping recorder: a presence.Batcher (and so a
+// pinger.PingRecorder) that remembers, per model and key, how many pings
+// and deaths its pingers recorded, and writes nothing. Set a Watcher
+// (optional) to have pings make keys alive in it and deaths dead, as a
+// batcher and a reader together would. Its methods are safe for
+// concurrent use.
+type Batcher struct {
+	// Watcher, if not nil, is told of every ping (alive) and death
+	// (dead) at the next Sync.
+	Watcher *Watcher
+
+	period time.Duration
+
+	mu      sync.Mutex
+	next    uint32
+	ids     map[pinger.Identity]keyOf
+	pings   map[keyOf]int
+	deaths  map[keyOf]int
+	unsaved map[string]bool
+	err     error
+}
+
+var _ presence.Batcher = (*Batcher)(nil)
+
+type keyOf struct{ model, key string }
+
+// NewBatcher returns a Batcher whose pingers use period (zero means the
+// default Period).
+func NewBatcher(period time.Duration) *Batcher {
+	if period == 0 {
+		period = schema.DefaultPeriod
+	}
+	return &Batcher{
+		period:  period,
+		ids:     make(map[pinger.Identity]keyOf),
+		pings:   make(map[keyOf]int),
+		deaths:  make(map[keyOf]int),
+		unsaved: make(map[string]bool),
+	}
+}
+
+// SetError makes Ping, Dead and Sync fail with err (nil clears it), as a
+// stopped batcher does.
+func (b *Batcher) SetError(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.err = err
+}
+
+// Pings returns how many pings key of model has had.
+func (b *Batcher) Pings(model names.ModelTag, key string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pings[keyOf{model.Id(), key}]
+}
+
+// Deaths returns how many deaths (Disconnects) key of model has had.
+func (b *Batcher) Deaths(model names.ModelTag, key string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.deaths[keyOf{model.Id(), key}]
+}
+
+// Register is part of pinger.PingRecorder.
+func (b *Batcher) Register(base *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
+	if base == nil {
+		return pinger.Identity{}, errors.NotValidf("nil base")
+	}
+	if err := schema.ValidateModel(model); err != nil {
+		return pinger.Identity{}, errors.Trace(err)
+	}
+	if err := schema.ValidateKey(key); err != nil {
+		return pinger.Identity{}, errors.Trace(err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id := pinger.Identity{Model: model.Id(), Writer: "fake", Index: b.next}
+	b.next++
+	b.ids[id] = keyOf{model.Id(), key}
+	return id, nil
+}
+
+// Ping is part of pinger.PingRecorder.
+func (b *Batcher) Ping(id pinger.Identity, slot int64) error {
+	return b.record(id, b.pings, true)
+}
+
+// Dead is part of pinger.PingRecorder.
+func (b *Batcher) Dead(id pinger.Identity, slot int64) error {
+	return b.record(id, b.deaths, false)
+}
+
+func (b *Batcher) record(id pinger.Identity, counts map[keyOf]int, alive bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return b.err
+	}
+	k, ok := b.ids[id]
+	if !ok {
+		return pinger.ErrUnknownIdentity
+	}
+	counts[k]++
+	b.unsaved[k.key] = alive
+	return nil
+}
+
+// Release is part of pinger.PingRecorder.
+func (b *Batcher) Release(id pinger.Identity) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.ids, id)
+}
+
+// Period is part of pinger.PingRecorder.
+func (b *Batcher) Period() time.Duration {
+	return b.period
+}
+
+// Sync is part of presence.Batcher: it tells the Watcher, if any, what
+// was recorded since the last Sync.
+func (b *Batcher) Sync() error {
+	b.mu.Lock()
+	if b.err != nil {
+		b.mu.Unlock()
+		return b.err
+	}
+	unsaved := b.unsaved
+	b.unsaved = make(map[string]bool)
+	b.mu.Unlock()
+	if b.Watcher != nil {
+		for key, alive := range unsaved {
+			b.Watcher.Set(key, alive)
+		}
+	}
+	return nil
+}
