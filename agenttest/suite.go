@@ -10,8 +10,10 @@ import (
 )
 
 // MongoSuite is a check.v1 fixture: one server per suite, and for every test
-// a fresh database on a fresh client. Embed it and call its SetUp and
-// TearDown methods from the embedding suite's own.
+// a fresh database on a fresh client. Embedding it is enough: check.v1
+// calls its SetUpSuite, SetUpTest, TearDownTest and TearDownSuite as the
+// embedding suite's own. A suite that defines any of those methods itself
+// must call MongoSuite's from it, as with any embedded method.
 type MongoSuite struct {
 	// Server is the suite's server; tests may Stop and Start it.
 	Server *Server
