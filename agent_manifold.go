@@ -60,9 +60,12 @@ func (config AgentManifoldConfig) Validate() error {
 // Period is the batcher's, so it cannot disagree with the set.
 //
 // Its start writes the pinger's pings and has the watcher load them, so
-// a consumer that names this manifold among its inputs sees the agent's
-// key alive from its first Watch, Alive or Subscribe: never the transient
-// "dead" of a pinger whose first ping is not written yet. A write or
+// a consumer that gets this manifold's output before it looks (naming it
+// among its inputs and calling getter.Get on it: the engine starts a
+// manifold whatever its inputs, and Get fails with dependency.ErrMissing
+// until they run) sees the agent's key alive from its first Watch, Alive
+// or Subscribe: never the transient "dead" of a pinger whose first ping
+// is not written yet. A write or
 // read that fails fails the start, and the engine tries again.
 func AgentManifold(config AgentManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{

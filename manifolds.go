@@ -288,9 +288,9 @@ func (config ModelManifoldsConfig) clockName() string {
 // controller's batcher) and its Agent. Consumers get a
 // watcher.PresenceWatcher, a leaseexpiry.Manager, a
 // presencerecorder.Recorder, a *pinger.Pinger and a presence.Agent from
-// Output, or any narrower interface of their own. A consumer that names
-// AgentName among its inputs sees the agent's own key alive from its
-// first look. The set can be installed and uninstalled while the
+// Output, or any narrower interface of their own. A consumer that gets
+// AgentName's output before it looks sees the agent's own key alive from
+// its first look (see AgentManifold). The set can be installed and uninstalled while the
 // controller set runs, in the same engine or in a nested one that
 // offers the controller set's outputs under the same names.
 func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
