@@ -278,7 +278,11 @@ func (w *Watcher) Err() error {
 }
 
 // Watch starts reporting key's state on ch: the current state first (once
-// the reader has loaded), then every change. Delivery runs in a goroutine
+// the reader has loaded), then every change. The first value is what the
+// database said at the last load: for a pinger that has just started and
+// whose first ping is not written yet it is dead, then alive a flush and
+// a sync later; get the model set's agent (presence.AgentName) first to
+// never see that for the agent's own key. Delivery runs in a goroutine
 // per channel, so an unread ch delays nobody else; while ch is unread at
 // most one change per key waits, the latest. Watching a key twice on one
 // channel sends the current state again. An invalid key or a nil channel
