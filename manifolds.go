@@ -13,6 +13,7 @@ import (
 	"github.com/juju/worker/v4/catacomb"
 	"github.com/juju/worker/v4/dependency"
 
+	"github.com/presencekit/presence/enginekit"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/leasestore"
@@ -496,28 +497,15 @@ func guard(validate func() error, m dependency.Manifold) dependency.Manifold {
 	return m
 }
 
-// clockManifold outputs clk as a clock.Clock.
+// clockManifold outputs clk as a clock.Clock (or as any interface it
+// implements).
 func clockManifold(clk clock.Clock) dependency.Manifold {
-	return dependency.Manifold{
-		Start: func(context.Context, dependency.Getter) (worker.Worker, error) {
-			if clk == nil {
-				return nil, errors.NotValidf("nil Clock")
-			}
-			return newValueWorker(clk)
-		},
-		Output: func(in worker.Worker, out any) error {
-			w, ok := in.(*valueWorker)
-			if !ok {
-				return errors.Errorf("expected a clock worker, got %T", in)
-			}
-			target, ok := out.(*clock.Clock)
-			if !ok {
-				return errors.Errorf("expected *clock.Clock, got %T", out)
-			}
-			*target = w.value.(clock.Clock)
-			return nil
-		},
-	}
+	return guard(func() error {
+		if clk == nil {
+			return errors.NotValidf("nil Clock")
+		}
+		return nil
+	}, enginekit.ValueManifold(clk))
 }
 
 // valueWorker holds a value for a manifold's Output until it is killed.
