@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
@@ -123,7 +122,7 @@ func hostManifold(watchers chan<- modelWatcher, hosts chan<- *host) dependency.M
 }
 
 func newModelEngine(i int, out presence.ControllerOutputs, watchers chan<- modelWatcher) (*dependency.Engine, error) {
-	engine, err := dependency.NewEngine(engineConfig())
+	engine, err := dependency.NewEngine(agenttest.EngineConfig(nil))
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
@@ -156,21 +155,6 @@ func newModelEngine(i int, out presence.ControllerOutputs, watchers chan<- model
 		return nil, errors.Trace(err)
 	}
 	return engine, nil
-}
-
-func engineConfig() dependency.EngineConfig {
-	return dependency.EngineConfig{
-		IsFatal:          func(error) bool { return false },
-		WorstError:       func(err, _ error) error { return err },
-		ErrorDelay:       10 * time.Millisecond,
-		BounceDelay:      10 * time.Millisecond,
-		BackoffFactor:    1,
-		BackoffResetTime: time.Second,
-		MaxDelay:         100 * time.Millisecond,
-		Clock:            clock.WallClock,
-		Metrics:          dependency.DefaultMetrics(),
-		Logger:           noLogger{},
-	}
 }
 
 // collect waits for a watcher from every model and returns them by model.
@@ -251,7 +235,7 @@ func (nd *noDeath) close() {
 func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
 	defer goleak.VerifyNone(c, goleak.IgnoreCurrent())
 	var counter agenttest.CommandCounter
-	engine, err := dependency.NewEngine(engineConfig())
+	engine, err := dependency.NewEngine(agenttest.EngineConfig(nil))
 	c.Assert(err, gc.IsNil)
 	clk := agenttest.NewClock()
 	manifolds := presence.ControllerManifolds(presence.ControllerManifoldsConfig{

@@ -66,23 +66,6 @@ func consumer(got chan<- outputs) dependency.Manifold {
 	}
 }
 
-func (s *engineSuite) newEngine(c *gc.C) *dependency.Engine {
-	engine, err := dependency.NewEngine(dependency.EngineConfig{
-		IsFatal:          func(error) bool { return false },
-		WorstError:       func(err, _ error) error { return err },
-		ErrorDelay:       10 * time.Millisecond,
-		BounceDelay:      10 * time.Millisecond,
-		BackoffFactor:    1,
-		BackoffResetTime: time.Second,
-		MaxDelay:         100 * time.Millisecond,
-		Clock:            clock.WallClock,
-		Metrics:          dependency.DefaultMetrics(),
-		Logger:           noLogger{},
-	})
-	c.Assert(err, gc.IsNil)
-	return engine
-}
-
 func (s *engineSuite) manifolds(c *gc.C, clk clock.Clock) dependency.Manifolds {
 	manifolds := presence.Manifolds(presence.ManifoldsConfig{
 		DatabaseName: "database",
@@ -117,7 +100,7 @@ func (s *engineSuite) TestManifoldsValidate(c *gc.C) {
 func (s *engineSuite) TestEverythingStartsInOrderAndPresenceSurvivesADatabaseBounce(c *gc.C) {
 	defer goleak.VerifyNone(c, goleak.IgnoreCurrent())
 	clk := agenttest.NewClock()
-	engine := s.newEngine(c)
+	engine := agenttest.NewEngine(c)
 	got := make(chan outputs, 1)
 	databases := make(chan *bounceable, 2)
 	manifolds := s.manifolds(c, clk)
@@ -217,7 +200,7 @@ func (s *engineSuite) TestManifoldsNamesAndPrefix(c *gc.C) {
 
 func (s *engineSuite) TestAConsumerOfTheAgentSeesItAliveAtFirstLook(c *gc.C) {
 	clk := agenttest.NewClock()
-	engine := s.newEngine(c)
+	engine := agenttest.NewEngine(c)
 	defer workertest.CleanKill(agenttest.C(c), engine)
 	manifolds := s.manifolds(c, nil)
 	// The engine's own clock: the set adds none and uses this one.
@@ -329,13 +312,6 @@ func bounceManifold(inner dependency.Manifold, started chan<- *bounceable) depen
 	}
 	return outer
 }
-
-type noLogger struct{}
-
-func (noLogger) Tracef(string, ...any) {}
-func (noLogger) Debugf(string, ...any) {}
-func (noLogger) Infof(string, ...any)  {}
-func (noLogger) Errorf(string, ...any) {}
 
 func (s *engineSuite) TestControllerManifoldsNamesAndValidation(c *gc.C) {
 	config := presence.ControllerManifoldsConfig{DatabaseName: "database", Clock: agenttest.NewClock(), Prefix: "c-"}

@@ -38,7 +38,7 @@ const (
 // in a loop, as presenced's simulation does. It returns the engine and a
 // function that waits for the units once the engine is stopping.
 func (s *stopSuite) busyEngine(c *gc.C, uri string) (*dependency.Engine, func()) {
-	engine, err := dependency.NewEngine(engineConfig())
+	engine, err := dependency.NewEngine(agenttest.EngineConfig(nil))
 	c.Assert(err, gc.IsNil)
 	manifolds := presence.ControllerManifolds(presence.ControllerManifoldsConfig{
 		DatabaseName:  "database",

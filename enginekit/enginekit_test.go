@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/dependency"
 	"github.com/juju/worker/v4/workertest"
 	gc "gopkg.in/check.v1"
 
@@ -26,23 +24,6 @@ var _ = gc.Suite(&kitSuite{})
 type named string
 
 func (n named) String() string { return string(n) }
-
-func (s *kitSuite) newEngine(c *gc.C) *dependency.Engine {
-	engine, err := dependency.NewEngine(dependency.EngineConfig{
-		IsFatal:          func(error) bool { return false },
-		WorstError:       func(err, _ error) error { return err },
-		ErrorDelay:       10 * time.Millisecond,
-		BounceDelay:      10 * time.Millisecond,
-		BackoffFactor:    1,
-		BackoffResetTime: time.Second,
-		MaxDelay:         100 * time.Millisecond,
-		Clock:            clock.WallClock,
-		Metrics:          dependency.DefaultMetrics(),
-		Logger:           noLogger{},
-	})
-	c.Assert(err, gc.IsNil)
-	return engine
-}
 
 func (s *kitSuite) TestValueManifoldOutputsTheValueOrAnInterfaceItImplements(c *gc.C) {
 	m := enginekit.ValueManifold(named("a"))
@@ -67,7 +48,7 @@ func (s *kitSuite) TestValueManifoldRefusesNil(c *gc.C) {
 }
 
 func (s *kitSuite) TestOutputWaitsForAManifoldInstalledLater(c *gc.C) {
-	engine := s.newEngine(c)
+	engine := agenttest.NewEngine(c)
 	defer workertest.CleanKill(agenttest.C(c), engine)
 	got := make(chan error, 1)
 	var value named
@@ -83,7 +64,7 @@ func (s *kitSuite) TestOutputWaitsForAManifoldInstalledLater(c *gc.C) {
 }
 
 func (s *kitSuite) TestOutputTimesOutForAManifoldThatNeverRuns(c *gc.C) {
-	engine := s.newEngine(c)
+	engine := agenttest.NewEngine(c)
 	defer workertest.CleanKill(agenttest.C(c), engine)
 	var value named
 	err := enginekit.Output(engine, "absent", &value, 50*time.Millisecond)
@@ -91,7 +72,7 @@ func (s *kitSuite) TestOutputTimesOutForAManifoldThatNeverRuns(c *gc.C) {
 }
 
 func (s *kitSuite) TestOutputFailsWhenTheEngineStops(c *gc.C) {
-	engine := s.newEngine(c)
+	engine := agenttest.NewEngine(c)
 	got := make(chan error, 1)
 	var value named
 	go func() { got <- enginekit.Output(engine, "absent", &value, agenttest.LongWait) }()
@@ -103,10 +84,3 @@ func (s *kitSuite) TestOutputFailsWhenTheEngineStops(c *gc.C) {
 		c.Fatalf("Output did not return")
 	}
 }
-
-type noLogger struct{}
-
-func (noLogger) Tracef(string, ...any) {}
-func (noLogger) Debugf(string, ...any) {}
-func (noLogger) Infof(string, ...any)  {}
-func (noLogger) Errorf(string, ...any) {}
