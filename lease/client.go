@@ -199,6 +199,22 @@ func next(key Key, info Info) termDoc {
 	}
 }
 
+// termRecord is a term as it is written: the term and, for people reading
+// the collection, its expiry as a date. Nothing reads ExpiresAt back: the
+// algorithm uses Expiry, in nanoseconds.
+type termRecord struct {
+	Doc       termDoc   `bson:",inline"`
+	ExpiresAt time.Time `bson:"expiresAt"`
+}
+
+func (d termDoc) record() termRecord {
+	if d.Pins == nil {
+		// An empty list, not null, for whoever reads the document.
+		d.Pins = []string{}
+	}
+	return termRecord{Doc: d, ExpiresAt: time.Unix(0, d.Expiry).UTC()}
+}
+
 func validateKey(key Key) error {
 	for _, part := range []struct{ name, value string }{
 		{"namespace", key.Namespace}, {"model", key.Model}, {"lease", key.Lease},
@@ -257,7 +273,7 @@ func (c *client) claimMany(ctx context.Context, claims []Claim, current map[Key]
 			return nil, nil, errors.Trace(err)
 		}
 	}
-	var docs []any
+	var docs []termDoc
 	var docIndex []int
 	for i, cl := range claims {
 		if errs[i] != nil {
@@ -412,7 +428,7 @@ func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
-	var docs []any
+	var docs []termDoc
 	var docKeys []Key
 	for _, key := range valid {
 		switch cur := current[key]; {
@@ -495,7 +511,7 @@ func (c *client) change(ctx context.Context, key Key, f func(Info, time.Time) (t
 	if err != nil || !write {
 		return err
 	}
-	lost, err := c.insert(ctx, []any{doc})
+	lost, err := c.insert(ctx, []termDoc{doc})
 	if err != nil {
 		return errors.Trace(err)
 	}
@@ -676,9 +692,13 @@ func (c *client) latest(docs []termDoc) map[Key]Info {
 
 // insert inserts docs in one unordered call and returns the indexes of
 // those whose term another writer took first.
-func (c *client) insert(ctx context.Context, docs []any) ([]int, error) {
+func (c *client) insert(ctx context.Context, docs []termDoc) ([]int, error) {
 	c.ensureIndex(ctx)
-	_, err := c.config.Collection.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	records := make([]any, len(docs))
+	for i, d := range docs {
+		records[i] = d.record()
+	}
+	_, err := c.config.Collection.InsertMany(ctx, records, options.InsertMany().SetOrdered(false))
 	if err == nil {
 		return nil, nil
 	}

@@ -71,6 +71,17 @@ func (s *clientSuite) TestClaimOfAFreeLease(c *gc.C) {
 	c.Assert(leases[key].Holder, gc.Equals, "mysql/0")
 }
 
+func (s *clientSuite) TestATermReadsAsADateAndAnEmptyPinListToPeople(c *gc.C) {
+	info := s.claim(c, "mysql/0", time.Minute)
+	var raw bson.M
+	c.Assert(s.coll.FindOne(s.ctx, bson.D{}).Decode(&raw), gc.IsNil)
+	expiresAt, ok := raw["expiresAt"].(bson.DateTime)
+	c.Assert(ok, gc.Equals, true, gc.Commentf("expiresAt is %T", raw["expiresAt"]))
+	c.Assert(expiresAt.Time().Equal(info.Expiry.Truncate(time.Millisecond)), gc.Equals, true,
+		gc.Commentf("%v, want %v", expiresAt.Time(), info.Expiry))
+	c.Assert(raw["pins"], gc.DeepEquals, bson.A{})
+}
+
 func (s *clientSuite) TestClaimOfAHeldLeaseFails(c *gc.C) {
 	s.claim(c, "mysql/0", time.Minute)
 	_, err := s.client.Claim(s.ctx, key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
