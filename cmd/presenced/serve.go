@@ -35,7 +35,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	started := time.Now()
 	clk := clock.WallClock
 	fmt.Fprintln(out, "presenced: starting")
-	uri, stopDatabase, err := database(o, out)
+	uri, stopDatabase, err := database(ctx, o, out)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	for i := range models {
 		models[i] = names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
 	}
-	m := newMetrics(o.flush)
+	m := newMetrics(o.flush, true, clk)
 	reg := newRegistry(models)
 	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(out, clk))
 	if err != nil {
@@ -74,10 +74,16 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		stopEngine()
 		return fmt.Errorf("cannot listen on %s: %w", o.listen, err)
 	}
-	srv := &http.Server{Handler: newHandler(o, reg, sim, m, clk, started)}
+	writes := newWriteRate(m, clk.Now())
+	srv := &http.Server{
+		Handler:           newHandler(o, reg, sim, m, writes, clk, started),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Streams end when the demo stops.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(listener) }()
-	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics)\n", listener.Addr())
+	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics, /healthz)\n", listener.Addr())
 
 	followers := make(chan struct{})
 	followCtx, stopFollowing := context.WithCancel(ctx)
@@ -88,7 +94,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 
 	churn := clk.NewTimer(o.churn)
 	display := clk.NewTimer(o.display)
-	writes := newWriteRate(m, clk.Now())
+	sampler := clk.NewTimer(time.Second)
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
@@ -96,6 +102,9 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		case <-churn.Chan():
 			sim.step()
 			churn.Reset(o.churn)
+		case <-sampler.Chan():
+			writes.sample(clk.Now())
+			sampler.Reset(time.Second)
 		case <-display.Chan():
 			rate := writes.perSecond(clk.Now())
 			fmt.Fprint(out, statusText(status(reg, sim, clk, started, rate)))
@@ -125,9 +134,15 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 
 // database returns the URI to use, starting the embedded server unless
 // --mongo-uri was given, and a function that stops it (safe to call twice).
-func database(o options, out io.Writer) (string, func(), error) {
+// A given URI must answer a ping within --timeout.
+func database(ctx context.Context, o options, out io.Writer) (string, func(), error) {
 	if o.mongoURI != "" {
-		fmt.Fprintf(out, "using MongoDB at %s\n", o.mongoURI)
+		client, err := dial(ctx, o.mongoURI, o.timeout)
+		if err != nil {
+			return "", nil, err
+		}
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		fmt.Fprintf(out, "using MongoDB at %s\n", redactURI(o.mongoURI))
 		return o.mongoURI, func() {}, nil
 	}
 	dir, cleanup := o.dataDir, func() {}
@@ -167,7 +182,7 @@ func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m 
 		BackoffResetTime: time.Minute,
 		MaxDelay:         10 * time.Second,
 		Clock:            clock.WallClock,
-		Metrics:          dependency.DefaultMetrics(),
+		Metrics:          m,
 		Logger:           logger,
 	})
 	if err != nil {
@@ -256,7 +271,7 @@ func follow(ctx context.Context, o outputs, model int, sim *simulation) {
 func statusText(st statusDoc) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- up %s | %d models, %d/%d agents alive | db writes %.1f/s | detections:",
-		st.Uptime, len(st.Models), st.Alive, st.Agents, st.WritesPerSecond)
+		time.Duration(st.UptimeSeconds)*time.Second, len(st.Models), st.Alive, st.Agents, st.WritesPerSecond)
 	for _, cause := range sortedKeys(st.Detections) {
 		name := cause
 		if name == "" {

@@ -75,6 +75,7 @@ type event struct {
 }
 
 type detection struct {
+	Time    string  `json:"time"` // RFC 3339, when the watcher reported it
 	Model   string  `json:"model"`
 	Key     string  `json:"key"`
 	Alive   bool    `json:"alive"`
@@ -259,7 +260,7 @@ func (s *simulation) contend(i int) {
 func (s *simulation) report(model int, key string, alive bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := detection{Model: s.reg.models[model].Id(), Key: key, Alive: alive}
+	d := detection{Time: s.clock.Now().UTC().Format(time.RFC3339Nano), Model: s.reg.models[model].Id(), Key: key, Alive: alive}
 	k := s.eventKey(model, key)
 	e, ok := s.last[k]
 	if up, upOK := s.lastUp[k]; alive && upOK && !up.seen {
