@@ -194,7 +194,7 @@ func (d *deployment) model(id string) (string, error) {
 }
 
 // subscribe is part of the source interface.
-func (d *deployment) subscribe(model string) (*presencereader.Subscription, <-chan struct{}) {
+func (d *deployment) subscribe(model string) (subscription, <-chan struct{}) {
 	view, err := d.view(model)
 	if err != nil {
 		return presencereader.NewFailedSubscription(err), nil

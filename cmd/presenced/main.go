@@ -8,6 +8,7 @@
 //	GET /status         the same, as JSON
 //	GET /watch?key=K    a stream of JSON lines: the snapshot, then deltas
 //	GET /metrics        Prometheus metrics
+//	GET /healthz        200 while the presence reader reads
 //
 // on --listen (default 127.0.0.1:8080). Ctrl-C stops it cleanly.
 //
@@ -22,6 +23,17 @@
 //	presenced alive machine-0 machine-1 --model UUID --mongo-uri URI [--database D] [--period P]
 //	presenced leader mysql --model UUID --mongo-uri URI [--database D]
 //	presenced status --mongo-uri URI [--database D] [--model UUID] [--json]
+//
+// Two more follow a real deployment until stopped, read-only too (exit 0
+// when stopped, 1 when the database does not answer within --timeout, 2
+// on bad flags):
+//
+//	presenced watch --mongo-uri URI [--model UUID] [KEY...]    the /watch stream on stdout
+//	presenced serve --mongo-uri URI [--listen ADDR]            /status, /watch, /metrics, /healthz
+//
+// A --mongo-uri that is malformed or does not answer within --timeout
+// (default 10 s) stops every mode, the demo included, with the driver's
+// reason and never the URI's password.
 package main
 
 import (

@@ -291,7 +291,7 @@ func statusText(st statusDoc) string {
 }
 
 // lineLogger prints the errors of the engine and of the workers, one line
-// per cause (format) at most every logEvery, with how many it held back:
+// per cause at most every logEvery, with how many it held back:
 // an operator sees a database outage or a worker restarting without the
 // terminal scrolling away. Other levels are dropped: the terminal shows
 // the status. It is safe for concurrent use.
@@ -325,16 +325,31 @@ func (l *lineLogger) Errorf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.clock.Now()
-	if last, ok := l.last[format]; ok && now.Sub(last) < logEvery {
-		l.held[format]++
+	cause := causeOf(format, args)
+	if last, ok := l.last[cause]; ok && now.Sub(last) < logEvery {
+		l.held[cause]++
 		return
 	}
 	line := fmt.Sprintf(format, args...)
-	if n := l.held[format]; n > 0 {
+	if n := l.held[cause]; n > 0 {
 		line += fmt.Sprintf(" (and %d more like it)", n)
 	}
-	l.last[format], l.held[format] = now, 0
+	l.last[cause], l.held[cause] = now, 0
 	fmt.Fprintln(l.out, "ERROR", line)
+}
+
+// causeOf names the cause of an error line: its format, and its first
+// argument when that is a string, which is how the engine and the workers
+// name the worker or the thing that failed ("%q manifold worker returned
+// unexpected error: %v"). The error itself is left out: it may change with
+// every occurrence of one cause.
+func causeOf(format string, args []any) string {
+	if len(args) > 0 {
+		if name, ok := args[0].(string); ok {
+			return format + "\x00" + name
+		}
+	}
+	return format
 }
 
 var errNoModel = errors.New("unknown model")

@@ -34,7 +34,17 @@ type source interface {
 	// subscribe returns a subscription to every key of model, and a
 	// channel that is closed once the subscription should be replaced
 	// (nil if never): the demo's engine restarts watchers.
-	subscribe(model string) (*presencereader.Subscription, <-chan struct{})
+	subscribe(model string) (subscription, <-chan struct{})
+}
+
+// subscription is what a source's subscribe returns; a
+// *presencereader.Subscription to every key of a model is one.
+type subscription interface {
+	// Next returns the snapshot on its first call, then the changes
+	// since the previous call, blocking until there are some.
+	Next(ctx context.Context) ([]presencereader.Change, error)
+	// Close ends the subscription.
+	Close()
 }
 
 // watchLine is one line of a watch stream. A key's line carries its model
@@ -319,7 +329,7 @@ func (s demoSource) model(id string) (string, error) {
 	return "", errors.NotFoundf("model %q", id)
 }
 
-func (s demoSource) subscribe(model string) (*presencereader.Subscription, <-chan struct{}) {
+func (s demoSource) subscribe(model string) (subscription, <-chan struct{}) {
 	i := s.reg.modelIndex(model)
 	if i < 0 {
 		return presencereader.NewFailedSubscription(errors.NotFoundf("model %q", model)), nil
