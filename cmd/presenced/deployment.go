@@ -140,23 +140,30 @@ func (d *deployment) refresh() {
 		models, err := modelsOf(ctx, d.config.DB.Collection(d.config.Collection))
 		if err != nil {
 			d.logf("cannot search for models: %v", err)
-		} else {
-			d.mu.Lock()
-			d.found = models
-			d.mu.Unlock()
+			return
 		}
+		d.mu.Lock()
+		d.found = models
+		d.mu.Unlock()
 	}
 	if d.config.OnLeases != nil {
 		leases, err := leasesOf(ctx, d.config.DB.Collection(d.config.Leases), d.config.Model, d.config.Clock.Now())
 		if err != nil {
-			d.logf("cannot read leases: %v", err)
+			d.logf("lease store: %v", err)
 			return
 		}
 		d.config.OnLeases(leases)
 	}
 }
 
+// logf logs an error, unless the deployment is stopping (which is why a
+// call failed then).
 func (d *deployment) logf(format string, args ...any) {
+	select {
+	case <-d.catacomb.Dying():
+		return
+	default:
+	}
 	if d.config.Logger != nil {
 		d.config.Logger.Errorf(format, args...)
 	}
