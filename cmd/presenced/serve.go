@@ -43,7 +43,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 
 	models := make([]names.ModelTag, o.models)
 	for i := range models {
-		models[i] = names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+		models[i] = names.NewModelTag(modelID(i))
 	}
 	m := newMetrics(o.flush, true, clk)
 	reg := newRegistry(models)
@@ -130,6 +130,11 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	stopDatabase()
 	fmt.Fprintf(out, "stopped cleanly in %.1fs\n", time.Since(stopping).Seconds())
 	return nil
+}
+
+// modelID returns the UUID of the demo's model i.
+func modelID(i int) string {
+	return fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
 }
 
 // database returns the URI to use, starting the embedded server unless
