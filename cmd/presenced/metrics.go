@@ -30,6 +30,7 @@ type metrics struct {
 	syncs       prometheus.Histogram
 	alive       prometheus.Gauge
 	leases      *prometheus.GaugeVec
+	leasesKnown *prometheus.GaugeVec
 	detections  *prometheus.HistogramVec
 	slow        prometheus.Counter
 	skipped     prometheus.Counter
@@ -80,6 +81,10 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Name: "presence_alive_agents",
 			Help: "Agents alive in every model, as the controller's presence reader reports.",
 		}),
+		leasesKnown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presence_leases",
+			Help: "Applications with a leadership lease, held or not, per model: those above presence_leases_held have no leader.",
+		}, []string{"model"}),
 		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "presence_leases_held",
 			Help: "Applications with a leader, per model.",
@@ -131,7 +136,7 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Help: "Workers the dependency engine started again after their first start, by manifold (without the model prefix).",
 		}, []string{"worker"}),
 	}
-	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.skipped, m.skew, m.failures, m.held, m.stalled, m.errs,
+	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.leasesKnown, m.skipped, m.skew, m.failures, m.held, m.stalled, m.errs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
@@ -183,18 +188,19 @@ func (m *metrics) RecordStart(name string) {
 	}
 }
 
-// onLeases sets presence_leases_held from the leases a follower read.
+// onLeases sets presence_leases and presence_leases_held from the leases
+// a follower read.
 func (m *metrics) onLeases(leases []leaseStatus) {
-	held := make(map[string]int)
+	held, known := make(map[string]int), make(map[string]int)
 	for _, l := range leases {
-		n := held[l.Model]
+		known[l.Model]++
 		if l.Held {
-			n++
+			held[l.Model]++
 		}
-		held[l.Model] = n
 	}
-	for model, n := range held {
-		m.leases.WithLabelValues(model).Set(float64(n))
+	for model, n := range known {
+		m.leasesKnown.WithLabelValues(model).Set(float64(n))
+		m.leases.WithLabelValues(model).Set(float64(held[model]))
 	}
 }
 

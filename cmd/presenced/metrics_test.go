@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"regexp"
 	"slices"
 	"time"
 
@@ -118,4 +120,27 @@ func counterValue(c *gc.C, m *metrics, name string, values ...string) float64 {
 	}
 	c.Fatalf("no %s%v", name, values)
 	return 0
+}
+
+func (*metricsSuite) TestAlertRulesNameOnlyMetricsPresencedExports(c *gc.C) {
+	rules, err := os.ReadFile("../../ops/presence-alerts.yml")
+	c.Assert(err, gc.IsNil)
+	m := newMetrics(time.Second, true, testclock.NewClock(time.Unix(0, 0)))
+	// Vectors export nothing until they have a series.
+	m.onLeases([]leaseStatus{{Model: modelA, Held: true}})
+	m.restarts.WithLabelValues("watcher")
+	m.flushes.WithLabelValues("ok")
+	m.failures.WithLabelValues("ok")
+	m.detections.WithLabelValues("crash")
+	families, err := m.registry.Gather()
+	c.Assert(err, gc.IsNil)
+	exported := make(map[string]bool)
+	for _, f := range families {
+		exported[f.GetName()] = true
+	}
+	named := regexp.MustCompile(`\bpresence_[a-z_]+`).FindAllString(string(rules), -1)
+	c.Assert(len(named) > 5, gc.Equals, true)
+	for _, name := range named {
+		c.Check(exported[name], gc.Equals, true, gc.Commentf("%s", name))
+	}
 }

@@ -251,6 +251,7 @@ func (s *simulation) contend(i int) {
 		s.leaders[i] = leaders
 		s.mu.Unlock()
 		s.metrics.leases.WithLabelValues(s.reg.models[i].Id()).Set(float64(len(leaders)))
+		s.metrics.leasesKnown.WithLabelValues(s.reg.models[i].Id()).Set(float64(s.opts.apps))
 		ticker.Reset(s.opts.period)
 	}
 }
