@@ -24,6 +24,9 @@ type statusDoc struct {
 	Detections      map[string]int `json:"detections"`
 	Models          []modelStatus  `json:"models"`
 	Recent          []detection    `json:"recent"`
+	// Warnings say what slows detection down now: a controller falling
+	// behind, a stalled database, slow flushes, failing reads.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 type modelStatus struct {
@@ -33,7 +36,7 @@ type modelStatus struct {
 	Leaders map[string]leader `json:"leaders"`
 }
 
-func status(reg *registry, sim *simulation, clk clock.Clock, started time.Time, writesPerSecond float64) statusDoc {
+func status(reg *registry, sim *simulation, m *metrics, clk clock.Clock, started time.Time, writesPerSecond float64) statusDoc {
 	leaders, recent, counts := sim.snapshot()
 	now := clk.Now()
 	st := statusDoc{
@@ -44,6 +47,7 @@ func status(reg *registry, sim *simulation, clk clock.Clock, started time.Time, 
 		WritesPerSecond: writesPerSecond,
 		Detections:      counts,
 		Recent:          recent,
+		Warnings:        m.warnings(now),
 	}
 	for i, model := range reg.models {
 		ms := modelStatus{Model: model.Id(), Leaders: leaders[i]}
@@ -69,7 +73,7 @@ func newHandler(o options, reg *registry, sim *simulation, m *metrics, writes *w
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(status(reg, sim, clk, started, rate))
+		_ = enc.Encode(status(reg, sim, m, clk, started, rate))
 	})
 	mux.HandleFunc("GET /watch", watchHandler(demoSource{reg: reg}, clk, o.keepalive))
 	mux.HandleFunc("GET /healthz", healthz(m, clk, o.sync))

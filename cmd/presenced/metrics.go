@@ -53,6 +53,7 @@ type metrics struct {
 	loadedAt time.Time // of the latest load, failed or not
 	loaded   bool
 	started  map[string]bool // workers started at least once
+	lastSlow time.Time       // of the latest slow flush
 }
 
 // newMetrics returns the metrics of the demo, or (demo false) those of a
@@ -204,6 +205,27 @@ func (m *metrics) onLeases(leases []leaseStatus) {
 	}
 }
 
+// warnings says what slows detection down at now, as the latest load and
+// the flushes of the last rateWindow show it.
+func (m *metrics) warnings(now time.Time) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	switch {
+	case !m.loaded:
+	case m.lastLoad.Err != nil:
+		out = append(out, fmt.Sprintf("cannot read presence (keeping the last view): %v", m.lastLoad.Err))
+	case m.lastLoad.Stalled:
+		out = append(out, fmt.Sprintf("no controller is on time: the database is suspected; %d keys held alive", m.lastLoad.Held))
+	case m.lastLoad.Held > 0:
+		out = append(out, fmt.Sprintf("falling behind: %d keys held alive without a live ping (a controller is late)", m.lastLoad.Held))
+	}
+	if !m.lastSlow.IsZero() && now.Sub(m.lastSlow) < rateWindow {
+		out = append(out, "falling behind: flushes slower than --flush in the last 10s")
+	}
+	return out
+}
+
 // lastSkipped returns how many documents the latest load skipped.
 func (m *metrics) lastSkipped() int {
 	m.mu.Lock()
@@ -233,6 +255,9 @@ func (m *metrics) onFlush(s pingbatcher.FlushStats) {
 	}
 	if s.Took > m.flushInterval && (s.Documents > 0 || s.Err != nil) {
 		m.slow.Inc()
+		m.mu.Lock()
+		m.lastSlow = m.clock.Now()
+		m.mu.Unlock()
 	}
 	if s.Err != nil {
 		m.flushes.WithLabelValues("error").Inc()

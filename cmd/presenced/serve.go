@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +46,8 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	}
 	m := newMetrics(o.flush, true, clk)
 	reg := newRegistry(models)
-	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(out, clk))
+	term := newTerminal(out, clk)
+	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(term, clk))
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		return nil
 	}
 
-	sim := newSimulation(o, reg, m, clk, out)
+	sim := newSimulation(o, reg, m, clk, out, term)
 	if err := sim.start(ctx); err != nil {
 		sim.stop()
 		stopEngine()
@@ -107,7 +107,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 			sampler.Reset(time.Second)
 		case <-display.Chan():
 			rate := writes.perSecond(clk.Now())
-			fmt.Fprint(out, statusText(status(reg, sim, clk, started, rate)))
+			term.status(status(reg, sim, m, clk, started, rate))
 			display.Reset(o.display)
 		case err := <-serveDone:
 			running = false
@@ -270,29 +270,6 @@ func follow(ctx context.Context, o outputs, model int, sim *simulation) {
 			sim.report(model, c.Key, c.Alive)
 		}
 	}
-}
-
-// statusText renders a status for the terminal.
-func statusText(st statusDoc) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "-- up %s | %d models, %d/%d agents alive | db writes %.1f/s | detections:",
-		time.Duration(st.UptimeSeconds)*time.Second, len(st.Models), st.Alive, st.Agents, st.WritesPerSecond)
-	for _, cause := range sortedKeys(st.Detections) {
-		name := cause
-		if name == "" {
-			name = "other"
-		}
-		fmt.Fprintf(&b, " %s %d", name, st.Detections[cause])
-	}
-	b.WriteString("\n")
-	for i, m := range st.Models {
-		fmt.Fprintf(&b, "   model %d  alive %d/%d  leaders:", i, m.Alive, m.Agents)
-		for _, app := range sortedKeys(m.Leaders) {
-			fmt.Fprintf(&b, " %s(fence %d)", m.Leaders[app].Unit, m.Leaders[app].Fence)
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
 }
 
 // lineLogger prints the errors of the engine and of the workers, one line

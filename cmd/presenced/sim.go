@@ -32,6 +32,7 @@ type simulation struct {
 	metrics *metrics
 	clock   clock.Clock
 	out     io.Writer
+	term    *terminal
 
 	mu         sync.Mutex
 	rand       *rand.Rand
@@ -83,9 +84,9 @@ type detection struct {
 	Seconds float64 `json:"seconds"`
 }
 
-func newSimulation(o options, reg *registry, m *metrics, clk clock.Clock, out io.Writer) *simulation {
+func newSimulation(o options, reg *registry, m *metrics, clk clock.Clock, out io.Writer, term *terminal) *simulation {
 	s := &simulation{
-		opts: o, reg: reg, metrics: m, clock: clk, out: out,
+		opts: o, reg: reg, metrics: m, clock: clk, out: out, term: term,
 		rand:       rand.New(rand.NewPCG(uint64(clk.Now().UnixNano()), 7)),
 		last:       make(map[string]event),
 		lastUp:     make(map[string]event),
@@ -301,7 +302,7 @@ func (s *simulation) report(model int, key string, alive bool) {
 	if d.Cause != "" {
 		line += fmt.Sprintf("  %.2fs after %s", d.Seconds, d.Cause)
 	}
-	fmt.Fprintln(s.out, line)
+	s.term.line(line, false)
 }
 
 // snapshot returns the leaders of each model and the recent detections.
