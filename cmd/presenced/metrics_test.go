@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/juju/clock/testclock"
@@ -125,6 +127,33 @@ func counterValue(c *gc.C, m *metrics, name string, values ...string) float64 {
 func (*metricsSuite) TestAlertRulesNameOnlyMetricsPresencedExports(c *gc.C) {
 	rules, err := os.ReadFile("../../ops/presence-alerts.yml")
 	c.Assert(err, gc.IsNil)
+	checkMetricNames(c, string(rules))
+}
+
+func (*metricsSuite) TestTheDashboardNamesOnlyMetricsPresencedExports(c *gc.C) {
+	data, err := os.ReadFile("../../ops/presence-dashboard.json")
+	c.Assert(err, gc.IsNil)
+	var dashboard struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	c.Assert(json.Unmarshal(data, &dashboard), gc.IsNil)
+	c.Assert(len(dashboard.Panels) > 5, gc.Equals, true)
+	var exprs []string
+	for _, p := range dashboard.Panels {
+		c.Check(p.Targets, gc.Not(gc.HasLen), 0, gc.Commentf("%s", p.Title))
+		for _, t := range p.Targets {
+			exprs = append(exprs, t.Expr)
+		}
+	}
+	checkMetricNames(c, strings.Join(exprs, "\n"))
+}
+
+// checkMetricNames checks that every presence_ metric text names is one
+// that the demo's metrics export (a histogram's series by its name).
+func checkMetricNames(c *gc.C, text string) {
 	m := newMetrics(time.Second, true, testclock.NewClock(time.Unix(0, 0)))
 	// Vectors export nothing until they have a series.
 	m.onLeases([]leaseStatus{{Model: modelA, Held: true}})
@@ -138,9 +167,10 @@ func (*metricsSuite) TestAlertRulesNameOnlyMetricsPresencedExports(c *gc.C) {
 	for _, f := range families {
 		exported[f.GetName()] = true
 	}
-	named := regexp.MustCompile(`\bpresence_[a-z_]+`).FindAllString(string(rules), -1)
+	named := regexp.MustCompile(`\bpresence_[a-z_]+`).FindAllString(text, -1)
 	c.Assert(len(named) > 5, gc.Equals, true)
 	for _, name := range named {
-		c.Check(exported[name], gc.Equals, true, gc.Commentf("%s", name))
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		c.Check(exported[name] || exported[base], gc.Equals, true, gc.Commentf("%s", name))
 	}
 }
