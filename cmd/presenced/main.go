@@ -24,6 +24,11 @@
 //	presenced leader mysql --model UUID --mongo-uri URI [--database D]
 //	presenced status --mongo-uri URI [--database D] [--model UUID] [--json]
 //
+// "presenced explain" decodes the presence documents (which key each bit
+// stands for, slots and stamps as times), read-only:
+//
+//	presenced explain --mongo-uri URI [--database D] [--model UUID] [--period P] [--json]
+//
 // Two more follow a real deployment until stopped, read-only too (exit 0
 // when stopped, 1 when the database does not answer within --timeout, 2
 // on bad flags):
@@ -56,11 +61,12 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "alive", "leader", "status", "watch", "serve":
+		case "alive", "leader", "status", "explain", "watch", "serve":
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			command := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
-				"alive": runAlive, "leader": runLeader, "status": runStatus, "watch": runWatch, "serve": runServe,
+				"alive": runAlive, "leader": runLeader, "status": runStatus, "explain": runExplain,
+				"watch": runWatch, "serve": runServe,
 			}[args[0]]
 			return command(ctx, args[1:], stdout, stderr)
 		case "demo":
