@@ -68,6 +68,7 @@ type deployment struct {
 	catacomb catacomb.Catacomb
 	reader   *presencereader.Reader
 	dying    chan struct{}
+	searched chan struct{} // closed once the first refresh is done
 
 	mu     sync.Mutex
 	found  []string
@@ -92,7 +93,10 @@ func newDeployment(config deploymentConfig) (*deployment, error) {
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot start the presence reader")
 	}
-	d := &deployment{config: config, reader: reader, dying: make(chan struct{}), views: make(map[string]*presencereader.View)}
+	d := &deployment{
+		config: config, reader: reader, dying: make(chan struct{}), searched: make(chan struct{}),
+		views: make(map[string]*presencereader.View),
+	}
 	if config.Model != "" {
 		d.found = []string{config.Model}
 	}
@@ -125,6 +129,11 @@ func (d *deployment) loop() error {
 			return d.catacomb.ErrDying()
 		case <-timer.Chan():
 			d.refresh()
+			select {
+			case <-d.searched:
+			default:
+				close(d.searched)
+			}
 			timer.Reset(d.config.Refresh)
 		}
 	}
@@ -243,13 +252,25 @@ func (d *deployment) counts(model string) (modelKeys, error) {
 	return modelKeys{Model: model, Alive: alive, Dead: total - alive, Total: total}, nil
 }
 
-// ready waits for the reader's first load, and returns its error.
+// ready waits for the reader's first load and the first search for
+// models, and returns the load's error: a failed search is logged and
+// tried again every Refresh.
 func (d *deployment) ready(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- d.reader.Refresh() }()
 	select {
 	case err := <-done:
-		return errors.Annotate(err, "cannot read presence")
+		if err != nil {
+			return errors.Annotate(err, "cannot read presence")
+		}
+	case <-ctx.Done():
+		return errors.Trace(ctx.Err())
+	}
+	select {
+	case <-d.searched:
+		return nil
+	case <-d.catacomb.Dying():
+		return errors.Trace(d.catacomb.ErrDying())
 	case <-ctx.Done():
 		return errors.Trace(ctx.Err())
 	}

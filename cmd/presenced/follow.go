@@ -130,13 +130,13 @@ func dial(ctx context.Context, uri string, timeout time.Duration, opts ...*mongo
 		mongooptions.Client().ApplyURI(uri).SetServerSelectionTimeout(timeout).SetReadPreference(readpref.Primary()),
 	}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to the database: %s", redact(err.Error(), uri))
+		return nil, jujuerrors.Errorf("cannot connect to the database: %s", redact(err.Error(), uri))
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := client.Ping(ctx, nil); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("cannot reach the database within %v: %s", timeout, redact(err.Error(), uri))
+		return nil, jujuerrors.Errorf("cannot reach the database within %v: %s", timeout, redact(err.Error(), uri))
 	}
 	return client, nil
 }
@@ -180,7 +180,7 @@ func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *
 	defer cancel()
 	if err := d.ready(readyCtx); err != nil {
 		stop()
-		return nil, nil, nil, fmt.Errorf("%s", redact(err.Error(), o.mongoURI))
+		return nil, nil, nil, jujuerrors.New(redact(err.Error(), o.mongoURI))
 	}
 	return d, db, stop, nil
 }
@@ -200,6 +200,10 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitFailed
 	}
 	defer stop()
+	if o.model.Id() == "" && len(d.models()) == 0 {
+		fmt.Fprintf(stderr, "presenced watch: no model has presence in %s.%s yet (another --database or --collection?); waiting for one\n",
+			o.database, o.collection)
+	}
 	req := watchRequest{model: o.model.Id(), keys: o.args}
 	if err := streamWatch(ctx, d, req, writeLines(stdout), clock.WallClock, o.keepalive); err != nil {
 		fmt.Fprintln(stderr, "presenced watch:", redact(err.Error(), o.mongoURI))

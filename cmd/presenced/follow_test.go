@@ -285,3 +285,28 @@ func (*linesChecker) Check(params []any, _ []string) (bool, string) {
 	}
 	return false, ""
 }
+
+func (s *followSuite) TestADeploymentIsReadyOnceItKnowsTheModels(c *gc.C) {
+	defer s.startWriter(c)()
+	d, err := newDeployment(deploymentConfig{
+		DB: s.DB, Collection: baseCollection, Leases: "leases", Clock: clock.WallClock,
+		Period: time.Second, SyncInterval: time.Hour, Refresh: time.Hour,
+	})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), d)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c.Assert(d.ready(ctx), gc.IsNil)
+	c.Assert(d.models(), gc.DeepEquals, []string{queryModel.Id()})
+	counts, err := d.counts(queryModel.Id())
+	c.Assert(err, gc.IsNil)
+	c.Assert(counts, gc.Equals, modelKeys{Model: queryModel.Id(), Alive: 1, Total: 1})
+}
+
+func (s *followSuite) TestWatchSaysSoWhenNoModelHasPresence(c *gc.C) {
+	cmd := s.start(c, runWatch, "machine-0")
+	cmd.lines.wait(c, `{"snapshot_end":true`, time.Minute)
+	cmd.stop(c)
+	c.Assert(cmd.stderr.String(), gc.Matches, `presenced watch: no model has presence in presencetest\S*\.presence yet .*\n`)
+	c.Assert(cmd.lines.text(), jsonLinesContain, `{"key":"machine-0","known":false,"snapshot":true}`)
+}
