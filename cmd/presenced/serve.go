@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -333,5 +332,3 @@ func causeOf(format string, args []any) string {
 	}
 	return format
 }
-
-var errNoModel = errors.New("unknown model")
