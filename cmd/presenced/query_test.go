@@ -207,3 +207,18 @@ func (s *querySuite) TestExplainNamesTheKeysBehindEveryBit(c *gc.C) {
 	c.Assert(out, gc.Matches, `(?s)presence\.beings .*keys in model `+queryModel.Id()+` \(2\): machine-0 machine-1\n.*`+
 		`presence\.pings .*alive in model `+queryModel.Id()+` \(\d\): machine-0.*`)
 }
+
+func (*querySuite) TestURIsArePrintedWithoutTheirPassword(c *gc.C) {
+	for uri, want := range map[string]string{
+		"mongodb://admin:s3cret@127.0.0.1:1/":                        "mongodb://admin:xxxxx@127.0.0.1:1/",
+		"mongodb+srv://u:p%40ss@cluster.example/db?w=majority":       "mongodb+srv://u:xxxxx@cluster.example/db?w=majority",
+		"mongodb://u:pw@a:1,b:2/?replicaSet=rs0":                     "mongodb://u:xxxxx@a:1,b:2/?replicaSet=rs0",
+		"mongodb://u:pw@host:notaport/":                              "mongodb://u:xxxxx@host:notaport/",
+		"mongodb://127.0.0.1:27017/":                                 "mongodb://127.0.0.1:27017/",
+		"mongodb://user@127.0.0.1:27017/?authMechanism=MONGODB-X509": "mongodb://user@127.0.0.1:27017/?authMechanism=MONGODB-X509",
+	} {
+		c.Check(redactURI(uri), gc.Equals, want)
+		c.Check(redact("cannot use "+uri+": refused", uri), gc.Equals, "cannot use "+want+": refused")
+	}
+	c.Check(redact("auth failed for p@ss", "mongodb://u:p%40ss@h/"), gc.Equals, "auth failed for xxxxx")
+}
