@@ -199,11 +199,15 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 	// /status gives times in RFC 3339 and uptime in seconds.
 	var st statusDoc
 	getJSON(c, base+"/status", &st)
+	var stamps []time.Time
 	for _, stamp := range []string{st.Started, st.Time, st.Recent[0].Time} {
-		_, err := time.Parse(time.RFC3339, stamp)
+		t, err := time.Parse(time.RFC3339, stamp)
 		c.Check(err, gc.IsNil)
+		stamps = append(stamps, t)
 	}
-	c.Check(st.UptimeSeconds > 0, gc.Equals, true, gc.Commentf("%+v", st))
+	// Both stamps are cut to the second.
+	elapsed := int64(stamps[1].Sub(stamps[0]) / time.Second)
+	c.Check(st.UptimeSeconds >= elapsed-1 && st.UptimeSeconds <= elapsed+1, gc.Equals, true, gc.Commentf("%+v", st))
 	c.Check(st.RateWindow, gc.Equals, rateWindow.Seconds())
 	var health map[string]bool
 	getJSON(c, base+"/healthz", &health)
