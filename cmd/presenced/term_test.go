@@ -103,7 +103,12 @@ func (*termSuite) TestOnATerminalTheDemoRedrawsOneFrameInPlace(c *gc.C) {
 	slave.Close()
 
 	var screen syncBuffer
-	go func() { _, _ = io.Copy(&screen, master) }()
+	copied := make(chan struct{})
+	go func() {
+		// Ends with EIO once the demo exits: nobody holds the other end.
+		_, _ = io.Copy(&screen, master)
+		close(copied)
+	}()
 	redraw := fmt.Sprintf("\x1b[%dF\x1b[J", frameHeight)
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -116,6 +121,11 @@ func (*termSuite) TestOnATerminalTheDemoRedrawsOneFrameInPlace(c *gc.C) {
 	}
 	c.Assert(cmd.Process.Signal(syscall.SIGINT), gc.IsNil)
 	c.Assert(cmd.Wait(), gc.IsNil)
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		c.Fatalf("the terminal did not close")
+	}
 
 	text := strings.ReplaceAll(screen.String(), "\r\n", "\n")
 	chunks := strings.Split(text, redraw)
