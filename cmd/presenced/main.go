@@ -8,6 +8,7 @@
 //	GET /status         the same, as JSON
 //	GET /watch?key=K    a stream of JSON lines: the snapshot, then deltas
 //	GET /metrics        Prometheus metrics
+//	GET /healthz        200 while the presence reader reads
 //
 // on --listen (default 127.0.0.1:8080). Ctrl-C stops it cleanly.
 //
@@ -22,11 +23,26 @@
 //	presenced alive machine-0 machine-1 --model UUID --mongo-uri URI [--database D] [--period P]
 //	presenced leader mysql --model UUID --mongo-uri URI [--database D]
 //	presenced status --mongo-uri URI [--database D] [--model UUID] [--json]
+//
+// "presenced explain" decodes the presence documents (which key each bit
+// stands for, slots and stamps as times), read-only:
+//
+//	presenced explain --mongo-uri URI [--database D] [--model UUID] [--period P] [--json]
+//
+// Two more follow a real deployment until stopped, read-only too (exit 0
+// when stopped, 1 when the database does not answer within --timeout, 2
+// on bad flags):
+//
+//	presenced watch --mongo-uri URI [--model UUID] [KEY...]    the /watch stream on stdout
+//	presenced serve --mongo-uri URI [--listen ADDR]            /status, /watch, /metrics, /healthz
+//
+// A --mongo-uri that is malformed or does not answer within --timeout
+// (default 10 s) stops every mode, the demo included, with the driver's
+// reason and never the URI's password.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,24 +61,21 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "alive", "leader", "status":
+		case "alive", "leader", "status", "explain", "watch", "serve":
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			query := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
-				"alive": runAlive, "leader": runLeader, "status": runStatus,
+			command := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
+				"alive": runAlive, "leader": runLeader, "status": runStatus, "explain": runExplain,
+				"watch": runWatch, "serve": runServe,
 			}[args[0]]
-			return query(ctx, args[1:], stdout, stderr)
+			return command(ctx, args[1:], stdout, stderr)
 		case "demo":
 			args = args[1:]
 		}
 	}
 	opts, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "presenced:", err)
-		return 2
+		return flagError(err, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -72,10 +85,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	if err := serve(ctx, opts, stdout); err != nil {
-		fmt.Fprintln(stderr, "presenced:", err)
-		return 1
+		fmt.Fprintln(stderr, "presenced:", redact(err.Error(), opts.mongoURI))
+		return exitFailed
 	}
-	return 0
+	return exitOK
 }
 
 type options struct {
@@ -93,6 +106,7 @@ type options struct {
 	churn     time.Duration
 	display   time.Duration
 	keepalive time.Duration
+	timeout   time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -113,8 +127,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.churn, "churn", 500*time.Millisecond, "time between simulated joins, leaves and crashes")
 	fs.DurationVar(&o.display, "display", 3*time.Second, "time between status lines in the terminal")
 	fs.DurationVar(&o.keepalive, "keepalive", 15*time.Second, "time between keepalive lines on /watch")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long --mongo-uri may take to answer at start")
 	if err := fs.Parse(args); err != nil {
-		return o, err
+		return o, errReported{err}
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -127,8 +142,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--apps must not be negative and --units must be at least 1")
 	case o.duration < 0:
 		return o, fmt.Errorf("--duration must not be negative")
-	case o.period <= 0 || o.flush <= 0 || o.sync <= 0 || o.churn <= 0 || o.display <= 0 || o.keepalive <= 0:
-		return o, fmt.Errorf("--period, --flush, --sync, --churn, --display and --keepalive must be positive")
+	case o.period <= 0 || o.flush <= 0 || o.sync <= 0 || o.churn <= 0 || o.display <= 0 || o.keepalive <= 0 || o.timeout <= 0:
+		return o, fmt.Errorf("--period, --flush, --sync, --churn, --display, --keepalive and --timeout must be positive")
 	case o.flush >= o.period/2:
 		return o, fmt.Errorf("--flush (%v) must be under half of --period (%v)", o.flush, o.period)
 	case o.listen == "":

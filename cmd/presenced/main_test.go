@@ -191,7 +191,27 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 	resp.Body.Close()
 	c.Assert(first[0].Snapshot && first[1].Snapshot, gc.Equals, true, gc.Commentf("%+v", first))
 	c.Assert([]string{first[0].Key, first[1].Key}, gc.DeepEquals, []string{"machine-0", "machine-2"})
-	c.Assert(first[2].Snapshot, gc.Equals, false)
+	// Both keys are in model 0 (agents go round the models), and the
+	// stream says so.
+	c.Assert([]string{first[0].Model, first[1].Model}, gc.DeepEquals, []string{modelID(0), modelID(0)})
+	c.Assert(first[2].SnapshotEnd, gc.Equals, true, gc.Commentf("%+v", first))
+
+	// /status gives times in RFC 3339 and uptime in seconds.
+	var st statusDoc
+	getJSON(c, base+"/status", &st)
+	var stamps []time.Time
+	for _, stamp := range []string{st.Started, st.Time, st.Recent[0].Time} {
+		t, err := time.Parse(time.RFC3339, stamp)
+		c.Check(err, gc.IsNil)
+		stamps = append(stamps, t)
+	}
+	// Both stamps are cut to the second.
+	elapsed := int64(stamps[1].Sub(stamps[0]) / time.Second)
+	c.Check(st.UptimeSeconds >= elapsed-1 && st.UptimeSeconds <= elapsed+1, gc.Equals, true, gc.Commentf("%+v", st))
+	c.Check(st.RateWindow, gc.Equals, rateWindow.Seconds())
+	var health map[string]bool
+	getJSON(c, base+"/healthz", &health)
+	c.Check(health["ok"], gc.Equals, true)
 
 	resp, err = http.Get(base + "/metrics")
 	c.Assert(err, gc.IsNil)

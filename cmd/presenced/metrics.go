@@ -1,8 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/juju/clock"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +30,7 @@ type metrics struct {
 	syncs       prometheus.Histogram
 	alive       prometheus.Gauge
 	leases      *prometheus.GaugeVec
+	leasesKnown *prometheus.GaugeVec
 	detections  *prometheus.HistogramVec
 	slow        prometheus.Counter
 	skipped     prometheus.Counter
@@ -31,14 +40,30 @@ type metrics struct {
 	stalled     prometheus.Gauge
 	flushTime   prometheus.Histogram
 	unexplained prometheus.Counter
+	errs        *prometheus.CounterVec
+	restarts    *prometheus.CounterVec
 	commands    commands.Counter
 	// flushInterval is what a flush must take less than to keep pace.
 	flushInterval time.Duration
+
+	clock clock.Clock
+
+	mu       sync.Mutex
+	lastLoad presencereader.LoadStats
+	loadedAt time.Time // of the latest load, failed or not
+	loaded   bool
+	started  map[string]bool // workers started at least once
+	lastSlow time.Time       // of the latest slow flush
 }
 
-func newMetrics(flushInterval time.Duration) *metrics {
+// newMetrics returns the metrics of the demo, or (demo false) those of a
+// read-only follower of a deployment, which writes nothing and simulates
+// nothing.
+func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metrics {
 	m := &metrics{
+		clock:         clk,
 		flushInterval: flushInterval,
+		started:       make(map[string]bool),
 		registry:      prometheus.NewRegistry(),
 		pings: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_ping_documents_written_total",
@@ -57,6 +82,10 @@ func newMetrics(flushInterval time.Duration) *metrics {
 			Name: "presence_alive_agents",
 			Help: "Agents alive in every model, as the controller's presence reader reports.",
 		}),
+		leasesKnown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presence_leases",
+			Help: "Applications with a leadership lease, held or not, per model: those above presence_leases_held have no leader.",
+		}, []string{"model"}),
 		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "presence_leases_held",
 			Help: "Applications with a leader, per model.",
@@ -99,16 +128,125 @@ func newMetrics(flushInterval time.Duration) *metrics {
 			Name: "presence_unexplained_deaths_total",
 			Help: "Deaths the watchers reported that no simulated leave or crash explains: false deaths.",
 		}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_database_errors_total",
+			Help: "Failed database calls, by operation (read: the presence reader's loads; write: the ping batchers' flushes) and kind (timeout, network, server, other).",
+		}, []string{"op", "kind"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_worker_restarts_total",
+			Help: "Workers the dependency engine started again after their first start, by manifold (without the model prefix).",
+		}, []string{"worker"}),
 	}
-	m.registry.MustRegister(m.pings, m.flushes, m.syncs, m.alive, m.leases, m.detections,
-		m.slow, m.skipped, m.skew, m.failures, m.held, m.stalled, m.flushTime, m.unexplained,
+	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.leasesKnown, m.skipped, m.skew, m.failures, m.held, m.stalled, m.errs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
 			Help: "Insert, update and delete commands sent to the database.",
 		}, func() float64 { return float64(m.commands.Writes()) }),
 	)
+	if demo {
+		m.registry.MustRegister(m.pings, m.flushes, m.detections, m.slow, m.flushTime, m.unexplained, m.restarts)
+	}
+	for _, op := range []string{"read", "write"} {
+		for _, kind := range []string{"timeout", "network", "server", "other"} {
+			if demo || op == "read" {
+				m.errs.WithLabelValues(op, kind)
+			}
+		}
+	}
 	return m
+}
+
+// errorKind classifies a database error for presence_database_errors_total.
+func errorKind(err error) string {
+	var server mongo.ServerError
+	switch {
+	case mongo.IsTimeout(err), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case mongo.IsNetworkError(err):
+		return "network"
+	case errors.As(err, &server):
+		return "server"
+	}
+	return "other"
+}
+
+// RecordStart is part of the dependency.Metrics interface: it counts the
+// starts of a worker after its first as restarts.
+func (m *metrics) RecordStart(name string) {
+	kind := name
+	if i := strings.IndexByte(name, '-'); i > 0 && name[0] == 'm' {
+		if _, err := strconv.Atoi(name[1:i]); err == nil {
+			kind = name[i+1:]
+		}
+	}
+	m.mu.Lock()
+	again := m.started[name]
+	m.started[name] = true
+	m.mu.Unlock()
+	if again {
+		m.restarts.WithLabelValues(kind).Inc()
+	}
+}
+
+// onLeases sets presence_leases and presence_leases_held from the leases
+// a follower read.
+func (m *metrics) onLeases(leases []leaseStatus) {
+	held, known := make(map[string]int), make(map[string]int)
+	for _, l := range leases {
+		known[l.Model]++
+		if l.Held {
+			held[l.Model]++
+		}
+	}
+	for model, n := range known {
+		m.leasesKnown.WithLabelValues(model).Set(float64(n))
+		m.leases.WithLabelValues(model).Set(float64(held[model]))
+	}
+}
+
+// warnings says what slows detection down at now, as the latest load and
+// the flushes of the last rateWindow show it.
+func (m *metrics) warnings(now time.Time) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	switch {
+	case !m.loaded:
+	case m.lastLoad.Err != nil:
+		out = append(out, fmt.Sprintf("cannot read presence (keeping the last view): %v", m.lastLoad.Err))
+	case m.lastLoad.Stalled:
+		out = append(out, fmt.Sprintf("no controller is on time: the database is suspected; %d keys held alive", m.lastLoad.Held))
+	case m.lastLoad.Held > 0:
+		out = append(out, fmt.Sprintf("falling behind: %d keys held alive without a live ping (a controller is late)", m.lastLoad.Held))
+	}
+	if !m.lastSlow.IsZero() && now.Sub(m.lastSlow) < rateWindow {
+		out = append(out, "falling behind: flushes slower than --flush in the last 10s")
+	}
+	return out
+}
+
+// lastSkipped returns how many documents the latest load skipped.
+func (m *metrics) lastSkipped() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastLoad.Skipped
+}
+
+// health returns nil if the reader's latest load succeeded and was no
+// older than within at now, else why not.
+func (m *metrics) health(now time.Time, within time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case !m.loaded:
+		return errors.New("presence not read yet")
+	case m.lastLoad.Err != nil:
+		return fmt.Errorf("cannot read presence: %v", m.lastLoad.Err)
+	case now.Sub(m.loadedAt) > within:
+		return fmt.Errorf("no presence read for %v", now.Sub(m.loadedAt).Round(time.Second))
+	}
+	return nil
 }
 
 func (m *metrics) onFlush(s pingbatcher.FlushStats) {
@@ -117,21 +255,31 @@ func (m *metrics) onFlush(s pingbatcher.FlushStats) {
 	}
 	if s.Took > m.flushInterval && (s.Documents > 0 || s.Err != nil) {
 		m.slow.Inc()
+		m.mu.Lock()
+		m.lastSlow = m.clock.Now()
+		m.mu.Unlock()
 	}
 	if s.Err != nil {
 		m.flushes.WithLabelValues("error").Inc()
+		m.errs.WithLabelValues("write", errorKind(s.Err)).Inc()
 		return
 	}
 	m.flushes.WithLabelValues("ok").Inc()
 	m.pings.Add(float64(s.Documents))
 }
 
+// onLoad is the presence reader's OnLoad: it must return quickly.
 func (m *metrics) onLoad(s presencereader.LoadStats) {
+	m.mu.Lock()
+	m.lastLoad, m.loaded = s, true
+	m.loadedAt = m.clock.Now()
+	m.mu.Unlock()
 	m.syncs.Observe(s.Took.Seconds())
 	m.skipped.Add(float64(s.Skipped))
 	m.skew.Set(s.MaxSkew.Seconds())
 	if s.Err != nil {
 		m.failures.WithLabelValues("error").Inc()
+		m.errs.WithLabelValues("read", errorKind(s.Err)).Inc()
 		return
 	}
 	m.failures.WithLabelValues("ok").Inc()
@@ -149,24 +297,54 @@ func (m *metrics) monitor() *mongooptions.ClientOptions {
 	return m.commands.Options()
 }
 
+// rateWindow is the window over which /status and the terminal compute
+// rates, so that any number of pollers see the same figures.
+const rateWindow = 10 * time.Second
+
 // writeRate turns the count of write commands into writes per second
-// since the previous call. It is safe for concurrent use.
+// over the last rateWindow. Samples come from the demo's loop, every
+// second; reading a rate changes nothing. It is safe for concurrent use.
 type writeRate struct {
-	m    *metrics
-	mu   sync.Mutex
-	last int
-	at   time.Time
+	m       *metrics
+	mu      sync.Mutex
+	samples []rateSample // oldest first, none older than rateWindow before the newest
+}
+
+type rateSample struct {
+	at     time.Time
+	writes int
 }
 
 func newWriteRate(m *metrics, now time.Time) *writeRate {
-	return &writeRate{m: m, last: m.commands.Writes(), at: now}
+	return &writeRate{m: m, samples: []rateSample{{at: now, writes: m.commands.Writes()}}}
 }
 
+// sample records the count of writes at now.
+func (r *writeRate) sample(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.samples = append(r.samples, rateSample{at: now, writes: r.m.commands.Writes()})
+	for len(r.samples) > 2 && now.Sub(r.samples[1].at) >= rateWindow {
+		r.samples = r.samples[1:]
+	}
+}
+
+// perSecond returns the writes per second between the oldest sample
+// within rateWindow before now (or the oldest, if younger) and the
+// current count.
 func (r *writeRate) perSecond(now time.Time) float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	writes := r.m.commands.Writes()
-	rate := float64(writes-r.last) / now.Sub(r.at).Seconds()
-	r.last, r.at = writes, now
-	return rate
+	from := r.samples[0]
+	for _, s := range r.samples {
+		if now.Sub(s.at) <= rateWindow {
+			from = s
+			break
+		}
+	}
+	elapsed := now.Sub(from.at).Seconds()
+	if elapsed <= 0 {
+		return 0
+	}
+	return float64(r.m.commands.Writes()-from.writes) / elapsed
 }

@@ -6,14 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
-	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
 	"github.com/presencekit/presence/internal/schema"
@@ -72,7 +71,7 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 	rest := args
 	for {
 		if err := fs.Parse(rest); err != nil {
-			return o, err
+			return o, errReported{err}
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {
@@ -93,8 +92,8 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 	case o.period <= 0 || o.timeout <= 0:
 		return o, errors.New("--period and --timeout must be positive")
 	}
-	if _, err := connstring.ParseAndValidate(o.mongoURI); err != nil {
-		return o, fmt.Errorf("--mongo-uri: %s", redact(err.Error(), o.mongoURI))
+	if err := checkURI(o.mongoURI); err != nil {
+		return o, err
 	}
 	if model != "" {
 		o.model = names.NewModelTag(model)
@@ -102,27 +101,71 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 	return o, nil
 }
 
-// redact removes uri, which may hold a password, from msg.
+// checkURI returns an error, without the URI's password, unless uri is a
+// well-formed MongoDB connection string.
+func checkURI(uri string) error {
+	if _, err := connstring.ParseAndValidate(uri); err != nil {
+		return fmt.Errorf("--mongo-uri %s: %s", redactURI(uri), redact(err.Error(), uri))
+	}
+	return nil
+}
+
+// redact removes the password of uri from msg, and uri itself in favour
+// of redactURI's version.
 func redact(msg, uri string) string {
+	if uri == "" {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, uri, redactURI(uri))
+	password := uriPassword(uri)
 	if cs, err := connstring.Parse(uri); err == nil && cs.Password != "" {
-		return strings.ReplaceAll(msg, cs.Password, "xxxxx")
+		msg = strings.ReplaceAll(msg, cs.Password, "xxxxx")
+	}
+	if password != "" {
+		msg = strings.ReplaceAll(msg, password, "xxxxx")
+		if unescaped, err := url.PathUnescape(password); err == nil && unescaped != "" {
+			msg = strings.ReplaceAll(msg, unescaped, "xxxxx")
+		}
 	}
 	return msg
+}
+
+// redactURI returns uri with its password, if any, replaced by xxxxx. It
+// does not need uri to be well-formed.
+func redactURI(uri string) string {
+	password := uriPassword(uri)
+	if password == "" {
+		return uri
+	}
+	return strings.Replace(uri, ":"+password+"@", ":xxxxx@", 1)
+}
+
+// uriPassword returns the password in uri's user information, as
+// written, or "".
+func uriPassword(uri string) string {
+	_, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return ""
+	}
+	if end := strings.IndexAny(rest, "/?"); end >= 0 {
+		rest = rest[:end]
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, password, _ := strings.Cut(rest[:at], ":")
+	return password
 }
 
 // connect returns the query's database on a client that reads from the
 // primary and fails within the timeout, and a function that disconnects.
 func (o queryOptions) connect(ctx context.Context) (*mongo.Database, func(), error) {
-	client, err := mongo.Connect(mongooptions.Client().ApplyURI(o.mongoURI).
-		SetServerSelectionTimeout(o.timeout).SetReadPreference(readpref.Primary()))
+	client, err := dial(ctx, o.mongoURI, o.timeout)
 	if err != nil {
 		return nil, nil, err
 	}
 	done := func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }
-	if err := client.Ping(ctx, nil); err != nil {
-		done()
-		return nil, nil, fmt.Errorf("cannot reach the database: %s", redact(err.Error(), o.mongoURI))
-	}
 	return client.Database(o.database), done, nil
 }
 
@@ -237,10 +280,8 @@ func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 	return code, nil
 }
 
+// usageError prints err unless the flag package did, and returns the
+// exit code for bad flags (0 for --help).
 func usageError(err error, stderr io.Writer) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return exitYes
-	}
-	fmt.Fprintln(stderr, "presenced:", err)
-	return exitError
+	return flagError(err, stderr)
 }

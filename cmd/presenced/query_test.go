@@ -83,7 +83,7 @@ func (s *querySuite) TestQueriesWriteNothing(c *gc.C) {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
 	defer proxy.Close()
-	for _, args := range [][]string{{"alive", "machine-0"}, {"leader", "mysql"}, {"status"}} {
+	for _, args := range [][]string{{"alive", "machine-0"}, {"leader", "mysql"}, {"status"}, {"explain"}} {
 		var stdout, stderr bytes.Buffer
 		run(append(args, "--model", queryModel.Id(), "--mongo-uri", uri, "--database", s.DB.Name()), &stdout, &stderr)
 		c.Check(stderr.String(), gc.Equals, "")
@@ -159,4 +159,66 @@ func (s *querySuite) TestBadQueryFlagsExitWithTwo(c *gc.C) {
 		c.Check(run(args, &stdout, &stderr), gc.Equals, exitError, gc.Commentf("%v", args))
 		c.Check(stderr.String(), gc.Not(gc.Equals), "", gc.Commentf("%v", args))
 	}
+}
+
+func (s *querySuite) TestExplainNamesTheKeysBehindEveryBit(c *gc.C) {
+	base := s.DB.Collection(baseCollection)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	for _, key := range []string{"machine-0", "machine-1"} {
+		p, err := pinger.New(pinger.Config{
+			Base: base, Model: queryModel, Key: key, Clock: clock.WallClock,
+			Recorder: func() pinger.PingRecorder { return b },
+		})
+		c.Assert(err, gc.IsNil)
+		c.Assert(p.Start(), gc.IsNil)
+		defer func() { p.Kill(); _ = p.Wait() }()
+		if key == "machine-1" {
+			c.Assert(p.Disconnect(), gc.IsNil)
+		}
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+
+	code, out, errs := s.query("explain", "--json")
+	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
+	var ex explained
+	c.Assert(json.Unmarshal([]byte(out), &ex), gc.IsNil, gc.Commentf("%s", out))
+	c.Assert(ex.Beings, gc.Not(gc.HasLen), 0)
+	c.Assert(ex.Pings, gc.Not(gc.HasLen), 0)
+	alive, dead := map[string]bool{}, map[string]bool{}
+	for _, p := range ex.Pings {
+		c.Check(p.Invalid, gc.Equals, "")
+		_, err := time.Parse(time.RFC3339Nano, p.Written)
+		c.Check(err, gc.IsNil)
+		for _, key := range p.Alive[queryModel.Id()] {
+			alive[key] = true
+		}
+		for _, key := range p.Dead[queryModel.Id()] {
+			dead[key] = true
+		}
+	}
+	c.Assert(alive["machine-0"], gc.Equals, true, gc.Commentf("%s", out))
+	c.Assert(dead["machine-1"], gc.Equals, true, gc.Commentf("%s", out))
+	c.Assert(dead["machine-0"], gc.Equals, false, gc.Commentf("%s", out))
+
+	code, out, _ = s.query("explain")
+	c.Assert(code, gc.Equals, exitYes)
+	c.Assert(out, gc.Matches, `(?s)presence\.beings .*keys in model `+queryModel.Id()+` \(2\): machine-0 machine-1\n.*`+
+		`presence\.pings .*alive in model `+queryModel.Id()+` \(\d\): machine-0.*`)
+}
+
+func (*querySuite) TestURIsArePrintedWithoutTheirPassword(c *gc.C) {
+	for uri, want := range map[string]string{
+		"mongodb://admin:s3cret@127.0.0.1:1/":                        "mongodb://admin:xxxxx@127.0.0.1:1/",
+		"mongodb+srv://u:p%40ss@cluster.example/db?w=majority":       "mongodb+srv://u:xxxxx@cluster.example/db?w=majority",
+		"mongodb://u:pw@a:1,b:2/?replicaSet=rs0":                     "mongodb://u:xxxxx@a:1,b:2/?replicaSet=rs0",
+		"mongodb://u:pw@host:notaport/":                              "mongodb://u:xxxxx@host:notaport/",
+		"mongodb://127.0.0.1:27017/":                                 "mongodb://127.0.0.1:27017/",
+		"mongodb://user@127.0.0.1:27017/?authMechanism=MONGODB-X509": "mongodb://user@127.0.0.1:27017/?authMechanism=MONGODB-X509",
+	} {
+		c.Check(redactURI(uri), gc.Equals, want)
+		c.Check(redact("cannot use "+uri+": refused", uri), gc.Equals, "cannot use "+want+": refused")
+	}
+	c.Check(redact("auth failed for p@ss", "mongodb://u:p%40ss@h/"), gc.Equals, "auth failed for xxxxx")
 }

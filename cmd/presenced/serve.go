@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +33,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	started := time.Now()
 	clk := clock.WallClock
 	fmt.Fprintln(out, "presenced: starting")
-	uri, stopDatabase, err := database(o, out)
+	uri, stopDatabase, err := database(ctx, o, out)
 	if err != nil {
 		return err
 	}
@@ -43,11 +41,12 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 
 	models := make([]names.ModelTag, o.models)
 	for i := range models {
-		models[i] = names.NewModelTag(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+		models[i] = names.NewModelTag(modelID(i))
 	}
-	m := newMetrics(o.flush)
+	m := newMetrics(o.flush, true, clk)
 	reg := newRegistry(models)
-	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(out, clk))
+	term := newTerminal(out, clk)
+	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(term, clk))
 	if err != nil {
 		return err
 	}
@@ -62,7 +61,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		return nil
 	}
 
-	sim := newSimulation(o, reg, m, clk, out)
+	sim := newSimulation(o, reg, m, clk, out, term)
 	if err := sim.start(ctx); err != nil {
 		sim.stop()
 		stopEngine()
@@ -74,10 +73,16 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		stopEngine()
 		return fmt.Errorf("cannot listen on %s: %w", o.listen, err)
 	}
-	srv := &http.Server{Handler: newHandler(o, reg, sim, m, clk, started)}
+	writes := newWriteRate(m, clk.Now())
+	srv := &http.Server{
+		Handler:           newHandler(o, reg, sim, m, writes, clk, started),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Streams end when the demo stops.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(listener) }()
-	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics)\n", listener.Addr())
+	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics, /healthz)\n", listener.Addr())
 
 	followers := make(chan struct{})
 	followCtx, stopFollowing := context.WithCancel(ctx)
@@ -88,7 +93,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 
 	churn := clk.NewTimer(o.churn)
 	display := clk.NewTimer(o.display)
-	writes := newWriteRate(m, clk.Now())
+	sampler := clk.NewTimer(time.Second)
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
@@ -96,9 +101,12 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		case <-churn.Chan():
 			sim.step()
 			churn.Reset(o.churn)
+		case <-sampler.Chan():
+			writes.sample(clk.Now())
+			sampler.Reset(time.Second)
 		case <-display.Chan():
 			rate := writes.perSecond(clk.Now())
-			fmt.Fprint(out, statusText(status(reg, sim, clk, started, rate)))
+			term.status(status(reg, sim, m, clk, started, rate))
 			display.Reset(o.display)
 		case err := <-serveDone:
 			running = false
@@ -123,11 +131,22 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	return nil
 }
 
+// modelID returns the UUID of the demo's model i.
+func modelID(i int) string {
+	return fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+}
+
 // database returns the URI to use, starting the embedded server unless
 // --mongo-uri was given, and a function that stops it (safe to call twice).
-func database(o options, out io.Writer) (string, func(), error) {
+// A given URI must answer a ping within --timeout.
+func database(ctx context.Context, o options, out io.Writer) (string, func(), error) {
 	if o.mongoURI != "" {
-		fmt.Fprintf(out, "using MongoDB at %s\n", o.mongoURI)
+		client, err := dial(ctx, o.mongoURI, o.timeout)
+		if err != nil {
+			return "", nil, err
+		}
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		fmt.Fprintf(out, "using MongoDB at %s\n", redactURI(o.mongoURI))
 		return o.mongoURI, func() {}, nil
 	}
 	dir, cleanup := o.dataDir, func() {}
@@ -167,7 +186,7 @@ func newEngine(o options, uri string, models []names.ModelTag, reg *registry, m 
 		BackoffResetTime: time.Minute,
 		MaxDelay:         10 * time.Second,
 		Clock:            clock.WallClock,
-		Metrics:          dependency.DefaultMetrics(),
+		Metrics:          m,
 		Logger:           logger,
 	})
 	if err != nil {
@@ -252,31 +271,8 @@ func follow(ctx context.Context, o outputs, model int, sim *simulation) {
 	}
 }
 
-// statusText renders a status for the terminal.
-func statusText(st statusDoc) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "-- up %s | %d models, %d/%d agents alive | db writes %.1f/s | detections:",
-		st.Uptime, len(st.Models), st.Alive, st.Agents, st.WritesPerSecond)
-	for _, cause := range sortedKeys(st.Detections) {
-		name := cause
-		if name == "" {
-			name = "other"
-		}
-		fmt.Fprintf(&b, " %s %d", name, st.Detections[cause])
-	}
-	b.WriteString("\n")
-	for i, m := range st.Models {
-		fmt.Fprintf(&b, "   model %d  alive %d/%d  leaders:", i, m.Alive, m.Agents)
-		for _, app := range sortedKeys(m.Leaders) {
-			fmt.Fprintf(&b, " %s(fence %d)", m.Leaders[app].Unit, m.Leaders[app].Fence)
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
-}
-
 // lineLogger prints the errors of the engine and of the workers, one line
-// per cause (format) at most every logEvery, with how many it held back:
+// per cause at most every logEvery, with how many it held back:
 // an operator sees a database outage or a worker restarting without the
 // terminal scrolling away. Other levels are dropped: the terminal shows
 // the status. It is safe for concurrent use.
@@ -310,16 +306,29 @@ func (l *lineLogger) Errorf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.clock.Now()
-	if last, ok := l.last[format]; ok && now.Sub(last) < logEvery {
-		l.held[format]++
+	cause := causeOf(format, args)
+	if last, ok := l.last[cause]; ok && now.Sub(last) < logEvery {
+		l.held[cause]++
 		return
 	}
 	line := fmt.Sprintf(format, args...)
-	if n := l.held[format]; n > 0 {
+	if n := l.held[cause]; n > 0 {
 		line += fmt.Sprintf(" (and %d more like it)", n)
 	}
-	l.last[format], l.held[format] = now, 0
+	l.last[cause], l.held[cause] = now, 0
 	fmt.Fprintln(l.out, "ERROR", line)
 }
 
-var errNoModel = errors.New("unknown model")
+// causeOf names the cause of an error line: its format, and its first
+// argument when that is a string, which is how the engine and the workers
+// name the worker or the thing that failed ("%q manifold worker returned
+// unexpected error: %v"). The error itself is left out: it may change with
+// every occurrence of one cause.
+func causeOf(format string, args []any) string {
+	if len(args) > 0 {
+		if name, ok := args[0].(string); ok {
+			return format + "\x00" + name
+		}
+	}
+	return format
+}

@@ -32,6 +32,7 @@ type simulation struct {
 	metrics *metrics
 	clock   clock.Clock
 	out     io.Writer
+	term    *terminal
 
 	mu         sync.Mutex
 	rand       *rand.Rand
@@ -75,6 +76,7 @@ type event struct {
 }
 
 type detection struct {
+	Time    string  `json:"time"` // RFC 3339, when the watcher reported it
 	Model   string  `json:"model"`
 	Key     string  `json:"key"`
 	Alive   bool    `json:"alive"`
@@ -82,9 +84,9 @@ type detection struct {
 	Seconds float64 `json:"seconds"`
 }
 
-func newSimulation(o options, reg *registry, m *metrics, clk clock.Clock, out io.Writer) *simulation {
+func newSimulation(o options, reg *registry, m *metrics, clk clock.Clock, out io.Writer, term *terminal) *simulation {
 	s := &simulation{
-		opts: o, reg: reg, metrics: m, clock: clk, out: out,
+		opts: o, reg: reg, metrics: m, clock: clk, out: out, term: term,
 		rand:       rand.New(rand.NewPCG(uint64(clk.Now().UnixNano()), 7)),
 		last:       make(map[string]event),
 		lastUp:     make(map[string]event),
@@ -250,6 +252,7 @@ func (s *simulation) contend(i int) {
 		s.leaders[i] = leaders
 		s.mu.Unlock()
 		s.metrics.leases.WithLabelValues(s.reg.models[i].Id()).Set(float64(len(leaders)))
+		s.metrics.leasesKnown.WithLabelValues(s.reg.models[i].Id()).Set(float64(s.opts.apps))
 		ticker.Reset(s.opts.period)
 	}
 }
@@ -259,7 +262,7 @@ func (s *simulation) contend(i int) {
 func (s *simulation) report(model int, key string, alive bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := detection{Model: s.reg.models[model].Id(), Key: key, Alive: alive}
+	d := detection{Time: s.clock.Now().UTC().Format(time.RFC3339Nano), Model: s.reg.models[model].Id(), Key: key, Alive: alive}
 	k := s.eventKey(model, key)
 	e, ok := s.last[k]
 	if up, upOK := s.lastUp[k]; alive && upOK && !up.seen {
@@ -299,7 +302,7 @@ func (s *simulation) report(model int, key string, alive bool) {
 	if d.Cause != "" {
 		line += fmt.Sprintf("  %.2fs after %s", d.Seconds, d.Cause)
 	}
-	fmt.Fprintln(s.out, line)
+	s.term.line(line, false)
 }
 
 // snapshot returns the leaders of each model and the recent detections.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/juju/clock"
+	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -55,6 +56,7 @@ type leaseStatus struct {
 	Lease   string   `json:"lease"`
 	Holder  string   `json:"holder,omitempty"`
 	Fence   int64    `json:"fence"`
+	Held    bool     `json:"held"`
 	Expiry  string   `json:"expiry,omitempty"` // RFC 3339
 	Pins    []string `json:"pins,omitempty"`
 	Invalid string   `json:"invalid,omitempty"`
@@ -69,31 +71,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func answerStatus(ctx context.Context, o queryOptions, db *mongo.Database, stdout io.Writer) (int, error) {
-	base := db.Collection(o.collection)
-	var st deploymentStatus
-	models, err := modelsOf(ctx, base)
+	var model []string
+	if o.model.Id() != "" {
+		model = []string{o.model.Id()}
+	}
+	st, err := statusOf(ctx, db, o.collection, o.leases, model, time.Now(), func(models []string) ([]modelKeys, int, error) {
+		return presenceOf(db.Collection(o.collection), o.period, models)
+	})
 	if err != nil {
 		return 0, err
-	}
-	if o.model.Id() != "" {
-		models = []string{o.model.Id()}
-	}
-	if st.Models, st.Skipped, err = presenceOf(base, o.period, models); err != nil {
-		return 0, err
-	}
-	if st.Writers, err = writersOf(ctx, base); err != nil {
-		return 0, err
-	}
-	if st.Leases, err = leasesOf(ctx, db.Collection(o.leases), o.model.Id()); err != nil {
-		return 0, err
-	}
-	st.Documents = make(map[string]int)
-	for _, coll := range []*mongo.Collection{schema.Pings(base), schema.Beings(base), db.Collection(o.leases)} {
-		n, err := coll.CountDocuments(ctx, bson.D{})
-		if err != nil {
-			return 0, err
-		}
-		st.Documents[coll.Name()] = int(n)
 	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
@@ -102,6 +88,41 @@ func answerStatus(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 	}
 	printStatus(stdout, st)
 	return exitYes, nil
+}
+
+// statusOf reads a deployment's status: the presence of models (every
+// model any writer has keys of if none), as presence counts it, each
+// writer's latest write, the leases of those models and the collections'
+// document counts, judged at now. It only reads.
+func statusOf(ctx context.Context, db *mongo.Database, collection, leases string, models []string, now time.Time,
+	presence func([]string) ([]modelKeys, int, error)) (deploymentStatus, error) {
+	base := db.Collection(collection)
+	var st deploymentStatus
+	var err error
+	model := ""
+	if len(models) == 1 {
+		model = models[0]
+	} else if models, err = modelsOf(ctx, base); err != nil {
+		return st, errors.Annotate(err, "cannot search for models")
+	}
+	if st.Models, st.Skipped, err = presence(models); err != nil {
+		return st, errors.Trace(err)
+	}
+	if st.Writers, err = writersOf(ctx, base, now); err != nil {
+		return st, errors.Annotate(err, "cannot read the writers")
+	}
+	if st.Leases, err = leasesOf(ctx, db.Collection(leases), model, now); err != nil {
+		return st, errors.Annotate(err, "cannot read the leases")
+	}
+	st.Documents = make(map[string]int)
+	for _, coll := range []*mongo.Collection{schema.Pings(base), schema.Beings(base), db.Collection(leases)} {
+		n, err := coll.CountDocuments(ctx, bson.D{})
+		if err != nil {
+			return st, errors.Annotatef(err, "cannot count %s", coll.Name())
+		}
+		st.Documents[coll.Name()] = int(n)
+	}
+	return st, nil
 }
 
 // modelsOf returns every model that any writer has keys of.
@@ -159,7 +180,7 @@ func presenceOf(base *mongo.Collection, period time.Duration, models []string) (
 }
 
 // writersOf returns each writer's latest ping document's slot and stamp.
-func writersOf(ctx context.Context, base *mongo.Collection) ([]writerStatus, error) {
+func writersOf(ctx context.Context, base *mongo.Collection, now time.Time) ([]writerStatus, error) {
 	cur, err := schema.Pings(base).Find(ctx, bson.D{})
 	if err != nil {
 		return nil, err
@@ -177,7 +198,6 @@ func writersOf(ctx context.Context, base *mongo.Collection) ([]writerStatus, err
 	if err := cur.Err(); err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	out := make([]writerStatus, 0, len(latest))
 	for writer, doc := range latest {
 		at := time.Unix(0, doc.At)
@@ -190,8 +210,9 @@ func writersOf(ctx context.Context, base *mongo.Collection) ([]writerStatus, err
 	return out, nil
 }
 
-// leasesOf returns every leadership lease, of model or of every model.
-func leasesOf(ctx context.Context, coll *mongo.Collection, model string) ([]leaseStatus, error) {
+// leasesOf returns every leadership lease, of model or of every model,
+// with whether it is held at now.
+func leasesOf(ctx context.Context, coll *mongo.Collection, model string, now time.Time) ([]leaseStatus, error) {
 	client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clock.WallClock})
 	if err != nil {
 		return nil, err
@@ -202,7 +223,8 @@ func leasesOf(ctx context.Context, coll *mongo.Collection, model string) ([]leas
 	}
 	out := make([]leaseStatus, 0, len(leases))
 	for key, info := range leases {
-		ls := leaseStatus{Model: key.Model, Lease: key.Lease, Holder: info.Holder, Fence: info.Fence, Pins: info.Pins, Invalid: info.Invalid}
+		ls := leaseStatus{Model: key.Model, Lease: key.Lease, Holder: info.Holder, Fence: info.Fence, Pins: info.Pins, Invalid: info.Invalid,
+			Held: info.Invalid == "" && info.HeldBy(info.Holder, now)}
 		if info.Invalid == "" && info.Holder != "" {
 			ls.Expiry = info.Expiry.UTC().Format(time.RFC3339Nano)
 		}

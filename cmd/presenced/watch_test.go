@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/juju/clock/testclock"
+	"github.com/juju/errors"
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/worker/presencereader"
+)
+
+// watchSuite tests the /watch stream over a fake source, on a fake clock.
+type watchSuite struct{}
+
+var _ = gc.Suite(&watchSuite{})
+
+const (
+	modelA = "00000000-0000-4000-8000-00000000000a"
+	modelB = "00000000-0000-4000-8000-00000000000b"
+)
+
+// fakeSource is a source of fixed models whose subscriptions a test
+// feeds.
+type fakeSource struct {
+	mu   sync.Mutex
+	subs map[string]*fakeSubscription
+	list []string
+}
+
+func newFakeSource(models ...string) *fakeSource {
+	s := &fakeSource{subs: make(map[string]*fakeSubscription), list: models}
+	for _, m := range models {
+		s.subs[m] = &fakeSubscription{changes: make(chan []presencereader.Change, 10), closed: make(chan struct{})}
+	}
+	return s
+}
+
+func (s *fakeSource) models() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.list...)
+}
+
+func (s *fakeSource) model(id string) (string, error) {
+	return validModel(id)
+}
+
+func (s *fakeSource) subscribe(model string) (subscription, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.subs[model], nil
+}
+
+// push hands model's subscription its next answer.
+func (s *fakeSource) push(model string, changes ...presencereader.Change) {
+	s.mu.Lock()
+	sub := s.subs[model]
+	s.mu.Unlock()
+	sub.changes <- changes
+}
+
+type fakeSubscription struct {
+	changes chan []presencereader.Change
+	once    sync.Once
+	closed  chan struct{}
+}
+
+func (s *fakeSubscription) Next(ctx context.Context) ([]presencereader.Change, error) {
+	select {
+	case c := <-s.changes:
+		return c, nil
+	case <-s.closed:
+		return nil, presencereader.ErrSubscriptionClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *fakeSubscription) Close() { s.once.Do(func() { close(s.closed) }) }
+
+// lineStream runs streamWatch and hands its lines over a channel.
+type lineStream struct {
+	lines  chan watchLine
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startStream(src source, req watchRequest, clk *testclock.Clock) *lineStream {
+	ctx, cancel := context.WithCancel(context.Background())
+	ls := &lineStream{lines: make(chan watchLine, 100), cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		ls.done <- streamWatch(ctx, src, req, func(l watchLine) bool {
+			ls.lines <- l
+			return true
+		}, clk, time.Second)
+	}()
+	return ls
+}
+
+func (ls *lineStream) next(c *gc.C) watchLine {
+	select {
+	case l := <-ls.lines:
+		return l
+	case <-time.After(10 * time.Second):
+		c.Fatalf("no line within 10s")
+	}
+	panic("unreachable")
+}
+
+func (ls *lineStream) stop(c *gc.C) {
+	ls.cancel()
+	c.Assert(<-ls.done, gc.IsNil)
+}
+
+func keyLine(model, key string, alive, snapshot bool) watchLine {
+	return watchLine{Model: model, Key: key, Known: ptr(true), Alive: ptr(alive), Snapshot: snapshot}
+}
+
+func (*watchSuite) TestKeysAreSearchedInEveryModelAndUnknownKeysAreNotDead(c *gc.C) {
+	src := newFakeSource(modelA, modelB)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{keys: []string{"machine-2", "ghost"}}, clk)
+	defer ls.stop(c)
+	src.push(modelA, presencereader.Change{Key: "machine-1", Alive: true})
+	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true}, presencereader.Change{Key: "machine-3"})
+
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
+	c.Assert(ls.next(c), gc.DeepEquals, watchLine{Key: "ghost", Known: ptr(false), Snapshot: true})
+	end := ls.next(c)
+	c.Assert(end.SnapshotEnd, gc.Equals, true)
+	c.Assert(end.Time, gc.Equals, "1970-01-01T00:00:00Z")
+}
+
+func (*watchSuite) TestChangesAfterTheSnapshotCarryTheirModel(c *gc.C) {
+	src := newFakeSource(modelA, modelB)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{}, clk)
+	defer ls.stop(c)
+	src.push(modelA, presencereader.Change{Key: "machine-1", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelA, "machine-1", true, true))
+	src.push(modelB)
+	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
+
+	src.push(modelB, presencereader.Change{Key: "machine-1", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-1", true, false))
+	src.push(modelA, presencereader.Change{Key: "machine-1", Alive: false})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelA, "machine-1", false, false))
+}
+
+func (*watchSuite) TestModelNarrowsTheSearch(c *gc.C) {
+	src := newFakeSource(modelA, modelB)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{model: modelA, keys: []string{"machine-2"}}, clk)
+	defer ls.stop(c)
+	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
+	src.push(modelA)
+	c.Assert(ls.next(c), gc.DeepEquals, watchLine{Key: "machine-2", Known: ptr(false), Snapshot: true})
+	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
+}
+
+func (*watchSuite) TestKeepalivesFlowWhileNothingChanges(c *gc.C) {
+	src := newFakeSource(modelA)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{}, clk)
+	defer ls.stop(c)
+	src.push(modelA)
+	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
+	for i := 1; i <= 3; i++ {
+		c.Assert(clk.WaitAdvance(time.Second, 10*time.Second, 1), gc.IsNil)
+		c.Assert(ls.next(c), gc.DeepEquals, watchLine{Keepalive: true, Time: time.Unix(int64(i), 0).UTC().Format(time.RFC3339)})
+	}
+}
+
+func (*watchSuite) TestKeepalivesFlowBeforeTheSnapshotToo(c *gc.C) {
+	src := newFakeSource(modelA)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{}, clk)
+	defer ls.stop(c)
+	c.Assert(clk.WaitAdvance(time.Second, 10*time.Second, 1), gc.IsNil)
+	c.Assert(ls.next(c).Keepalive, gc.Equals, true)
+}
+
+func (*watchSuite) TestStreamEndsWithTheErrorOfASubscriptionThatCannotBeReplaced(c *gc.C) {
+	src := newFakeSource(modelA)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{}, clk)
+	src.subs[modelA].Close()
+	select {
+	case err := <-ls.done:
+		c.Assert(err, gc.ErrorMatches, "cannot follow model "+modelA+": subscription closed")
+	case <-time.After(10 * time.Second):
+		c.Fatalf("stream did not end")
+	}
+	ls.cancel()
+}
+
+func (*watchSuite) TestBadParametersGet400WithAJSONError(c *gc.C) {
+	srv := httptest.NewServer(watchHandler(newFakeSource(modelA), testclock.NewClock(time.Unix(0, 0)), time.Second))
+	defer srv.Close()
+	for _, query := range []string{
+		"key=",
+		"key=" + strings.Repeat("k", 10*1024),
+		"key=%ff",
+		"model=abc",
+		"model=" + modelA + "&model=" + modelB,
+		"keys=machine-0",
+		"key=k" + strings.Repeat("&key=k", maxWatchKeys),
+	} {
+		resp, err := http.Get(srv.URL + "/watch?" + query)
+		c.Assert(err, gc.IsNil)
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		comment := gc.Commentf("%.60s", query)
+		c.Check(resp.StatusCode, gc.Equals, http.StatusBadRequest, comment)
+		c.Check(resp.Header.Get("Content-Type"), gc.Equals, "application/json", comment)
+		c.Check(err, gc.IsNil, comment)
+		c.Check(body["error"], gc.Not(gc.Equals), "", comment)
+	}
+}
+
+func (*watchSuite) TestAModelTheDemoDoesNotHostIsNotFound(c *gc.C) {
+	_, err := parseWatchQuery(demoSource{reg: newRegistry(nil)}, url.Values{"model": {modelA}})
+	c.Assert(errors.Is(err, errors.NotFound), gc.Equals, true, gc.Commentf("%v", err))
+	_, err = parseWatchQuery(demoSource{reg: newRegistry(nil)}, url.Values{"model": {"abc"}})
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
+}
+
+func (*watchSuite) TestHeadersComeBeforeTheSnapshot(c *gc.C) {
+	// The source never answers: the client still gets its status line
+	// and headers at once.
+	srv := httptest.NewServer(watchHandler(newFakeSource(modelA), testclock.NewClock(time.Unix(0, 0)), time.Hour))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", srv.URL+"/watch?key=machine-0", nil)
+	c.Assert(err, gc.IsNil)
+	resp, err := http.DefaultClient.Do(req)
+	c.Assert(err, gc.IsNil)
+	defer resp.Body.Close()
+	c.Assert(resp.StatusCode, gc.Equals, http.StatusOK)
+	c.Assert(resp.Header.Get("Content-Type"), gc.Equals, "application/x-ndjson")
+}
+
+func (*watchSuite) TestTheHandlerStreamsOneJSONObjectPerLine(c *gc.C) {
+	src := newFakeSource(modelA)
+	srv := httptest.NewServer(watchHandler(src, testclock.NewClock(time.Unix(0, 0)), time.Hour))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/watch?model=" + modelA)
+	c.Assert(err, gc.IsNil)
+	defer resp.Body.Close()
+	src.push(modelA, presencereader.Change{Key: "machine-0", Alive: true})
+	scanner := bufio.NewScanner(resp.Body)
+	var lines []string
+	for len(lines) < 2 && scanner.Scan() {
+		lines = append(lines, scanner.Text())
+	}
+	c.Assert(lines, gc.HasLen, 2)
+	c.Assert(lines[0], gc.Equals, `{"model":"`+modelA+`","key":"machine-0","known":true,"alive":true,"snapshot":true}`)
+	c.Assert(lines[1], gc.Matches, `\{"snapshot_end":true,"time":"1970-01-01T00:00:00Z"\}`)
+}
