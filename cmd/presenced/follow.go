@@ -67,17 +67,9 @@ func parseFollow(name string, args []string, stderr io.Writer) (followOptions, e
 	if name == "serve" {
 		fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address for /status, /watch, /metrics and /healthz")
 	}
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return o, errReported{err}
-		}
-		rest = fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		o.args = append(o.args, rest[0])
-		rest = rest[1:]
+	var err error
+	if o.args, err = parseInterleaved(fs, args); err != nil {
+		return o, err
 	}
 	switch {
 	case o.mongoURI == "":
@@ -100,6 +92,25 @@ func parseFollow(name string, args []string, stderr io.Writer) (followOptions, e
 		o.model = names.NewModelTag(model)
 	}
 	return o, nil
+}
+
+// parseInterleaved parses args with fs, flags and arguments in any order,
+// and returns the arguments. A flag error is an errReported: the flag
+// package has printed it.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var out []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return nil, errReported{err}
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			return out, nil
+		}
+		out = append(out, rest[0])
+		rest = rest[1:]
+	}
 }
 
 // errReported is a flag error the flag package has already printed.

@@ -68,17 +68,9 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 	fs.StringVar(&model, "model", "", "the model's UUID (required)")
 	fs.DurationVar(&o.period, "period", schema.DefaultPeriod, "the Period the deployment's pingers use")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the database")
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return o, errReported{err}
-		}
-		rest = fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		o.args = append(o.args, rest[0])
-		rest = rest[1:]
+	var err error
+	if o.args, err = parseInterleaved(fs, args); err != nil {
+		return o, err
 	}
 	switch {
 	case o.mongoURI == "":
