@@ -11,8 +11,10 @@
 //
 // A failed or missing read is never a death (see presencereader). Delivery
 // never blocks the reader: every channel passed to Watch is fed by a
-// goroutine of its own, and every Subscription is pulled by its reader;
-// each holds at most one pending change per key.
+// goroutine of its own and holds at most one pending change per key, and
+// every Subscription is pulled by its reader from the model's bounded
+// change log, so a subscriber can resume after the position of the last
+// change it took (see SubscribeConfig.After).
 package watcher
 
 import (
@@ -55,6 +57,27 @@ type Subscription = presencereader.Subscription
 
 // ErrSubscriptionClosed is returned by Subscription.Next after Close.
 const ErrSubscriptionClosed = presencereader.ErrSubscriptionClosed
+
+// SubscribeConfig says what a Subscription follows, from where, and how;
+// see presencereader.SubscribeConfig.
+type SubscribeConfig = presencereader.SubscribeConfig
+
+// Position is a place in a model's change log, to resume a subscription
+// after; see presencereader.Position.
+type Position = presencereader.Position
+
+// Batch is one answer of a Subscription; see presencereader.Batch.
+type Batch = presencereader.Batch
+
+// Event is a Change at its Position; see presencereader.Event.
+type Event = presencereader.Event
+
+// ParsePosition reads a Position written by Position.String; see
+// presencereader.ParsePosition.
+func ParsePosition(s string) (Position, error) {
+	p, err := presencereader.ParsePosition(s)
+	return p, errors.Trace(err)
+}
 
 // LoadStats describes one load of a private reader.
 type LoadStats = presencereader.LoadStats
@@ -300,6 +323,27 @@ func (w *Watcher) Subscribe(keys ...string) *Subscription {
 		return presencereader.NewFailedSubscription(w.deathErr())
 	}
 	return w.view.Subscribe(keys...)
+}
+
+// SubscribeWith returns a Subscription as config says: to some keys or
+// to all, from a snapshot or resuming after a position, every change or
+// coalesced. See presencereader.View.SubscribeWith. On a dead watcher,
+// or with an invalid key, the subscription's Next fails with the reason.
+func (w *Watcher) SubscribeWith(config SubscribeConfig) *Subscription {
+	if w.view == nil {
+		return presencereader.NewFailedSubscription(w.deathErr())
+	}
+	return w.view.SubscribeWith(config)
+}
+
+// Position returns the position of the latest change of the model: a
+// subscription resuming after it gets the changes from now on. A dead
+// watcher returns the zero Position.
+func (w *Watcher) Position() Position {
+	if w.view == nil {
+		return Position{}
+	}
+	return w.view.Position()
 }
 
 // Report is part of the dependency.Reporter interface: the model's keys,
