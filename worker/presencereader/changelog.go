@@ -41,8 +41,10 @@ type changeLog struct {
 	id  string
 	max int
 
-	// refs counts the views attached; it is owned by the loop.
-	refs int
+	// refs counts the views attached, and unviewed is when the last of
+	// them went; both are owned by the loop.
+	refs     int
+	unviewed time.Time
 	// locked is set while the loop holds mu to append a load's changes;
 	// it is owned by the loop.
 	locked bool

@@ -31,7 +31,9 @@
 // The change log of a model numbers every change the model's views
 // report (see Position), so that a subscriber that went away can resume
 // after the last change it took (see SubscribeConfig.After). It is shared
-// by the model's views, lives while any of them does, and is bounded by
+// by the model's views, lives while any of them does and for LogAge
+// after the last one closes (so that a watcher that restarts keeps its
+// subscribers' positions), and is bounded by
 // count (Config.LogLength, enforced as changes arrive) and by age
 // (Config.LogAge, pruned on every load: it adds no timer). A subscriber
 // that asks for changes the log no longer holds gets a reset and a
@@ -541,6 +543,7 @@ func (r *Reader) handle(req any) {
 			r.logs[req.model] = l
 		}
 		l.refs++
+		l.unviewed = time.Time{}
 		req.reply <- l
 	case reqSnapshot:
 		r.snapshot(req)
@@ -678,7 +681,9 @@ func (r *Reader) detach(v *View) {
 	if l := r.logs[v.model]; l != nil {
 		l.refs--
 		if l.refs == 0 {
-			delete(r.logs, v.model)
+			// The log outlives its views by LogAge, so that the
+			// subscribers of a watcher that restarts can resume.
+			l.unviewed = r.config.Clock.Now()
 		}
 	}
 	for sub := range v.subs {
@@ -1191,11 +1196,16 @@ func (r *Reader) publishLogs() {
 	r.openLogs = r.openLogs[:0]
 }
 
-// pruneLogs removes the changes older than LogAge from every log, on the
-// reader's load ticks: it sets no timer of its own.
+// pruneLogs removes the changes older than LogAge from every log, and the
+// logs that no view has used for LogAge, on the reader's load ticks: it
+// sets no timer of its own.
 func (r *Reader) pruneLogs(now time.Time) {
 	cutoff := now.Add(-r.config.LogAge)
-	for _, l := range r.logs {
+	for model, l := range r.logs {
+		if l.refs == 0 && l.unviewed.Before(cutoff) {
+			delete(r.logs, model)
+			continue
+		}
 		if l.prunable(cutoff) {
 			l.mu.Lock()
 			l.prune(cutoff)

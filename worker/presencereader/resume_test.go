@@ -11,6 +11,7 @@ import (
 
 	"github.com/juju/clock/testclock"
 	"github.com/juju/errors"
+	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	gc "gopkg.in/check.v1"
@@ -38,6 +39,8 @@ type resumeSuite struct {
 var _ = gc.Suite(&resumeSuite{})
 
 const resumePeriod = 30 * time.Second
+
+var modelB = names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000b")
 
 func (s *resumeSuite) SetUpTest(c *gc.C) {
 	s.MongoSuite.SetUpTest(c)
@@ -75,17 +78,22 @@ func (s *resumeSuite) newReader(c *gc.C, config presencereader.Config) (*presenc
 	return r, v
 }
 
-// set makes each key of states alive or dead and has r load it: one
-// load, whose changes come in the order of their keys' registration.
+// set makes each key of stressModel in states alive or dead and has r
+// load it: one load.
 func (s *resumeSuite) set(c *gc.C, r *presencereader.Reader, states map[string]bool) {
+	s.setIn(c, r, stressModel, states)
+}
+
+// setIn is set for the keys of model.
+func (s *resumeSuite) setIn(c *gc.C, r *presencereader.Reader, model names.ModelTag, states map[string]bool) {
 	slot := schema.Slot(s.clock.Now(), resumePeriod)
 	for key, alive := range states {
-		id, ok := s.ids[key]
+		id, ok := s.ids[model.Id()+"/"+key]
 		if !ok {
 			var err error
-			id, err = s.b.Register(s.base, stressModel, key)
+			id, err = s.b.Register(s.base, model, key)
 			c.Assert(err, gc.IsNil)
-			s.ids[key] = id
+			s.ids[model.Id()+"/"+key] = id
 			// A death needs a ping before it; within one slot the
 			// death wins, so the key reads dead.
 			c.Assert(s.b.Ping(id, slot), gc.IsNil)
@@ -589,4 +597,41 @@ func (s *resumeSuite) TestConcurrentReadersSeeEveryChangeInOrderOrAReset(c *gc.C
 		c.Assert(p.err, gc.IsNil, gc.Commentf("reader %d", i))
 		c.Assert(p.state, gc.DeepEquals, expected(p), gc.Commentf("reader %d", i))
 	}
+}
+
+func (s *resumeSuite) TestALogOutlivesItsViewsByLogAge(c *gc.C) {
+	r, v := s.newReader(c, presencereader.Config{LogAge: 10 * time.Second})
+	open := func() (*presencereader.View, func()) {
+		dying := make(chan struct{})
+		view, err := r.NewView(modelB, dying, func() error { return presencereader.ErrStopped })
+		c.Assert(err, gc.IsNil)
+		return view, func() {
+			close(dying)
+			view.Close()
+		}
+	}
+	first, closeFirst := open()
+	p := first.Position()
+	closeFirst()
+	// A watcher of modelB restarts: the changes meanwhile are logged,
+	// and its subscribers resume where they were.
+	s.setIn(c, r, modelB, map[string]bool{"a": true})
+	again, closeAgain := open()
+	c.Assert(again.Position(), gc.Equals, presencereader.Position{View: p.View, Seq: 1})
+	sub := again.SubscribeWith(presencereader.SubscribeConfig{After: p})
+	c.Assert(nextBatch(c, sub).Events, gc.DeepEquals, []presencereader.Event{ev(p.View, 1, "a", true)})
+	sub.Close()
+	closeAgain()
+	// A log that nobody viewed for LogAge goes at a load.
+	s.clock.Advance(11 * time.Second)
+	c.Assert(r.Refresh(), gc.IsNil)
+	c.Assert(r.Report()["log-entries"], gc.Equals, 0)
+	last, closeLast := open()
+	defer closeLast()
+	c.Assert(last.Position().View, gc.Not(gc.Equals), p.View)
+	sub = last.SubscribeWith(presencereader.SubscribeConfig{After: p})
+	defer sub.Close()
+	c.Assert(nextBatch(c, sub).Reset, gc.Equals, true)
+	// The other model's log, viewed all along, stays.
+	c.Assert(v.Position().View, gc.Not(gc.Equals), "")
 }
