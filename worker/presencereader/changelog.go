@@ -1,6 +1,7 @@
 package presencereader
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"sync"
@@ -192,42 +193,21 @@ func (l *changeLog) read(seq uint64, all bool, keys []string, set map[string]boo
 	if seq == l.last {
 		return nil, true
 	}
-	type found struct {
-		seq uint64
-		e   *logEntry
-	}
-	var got []found
 	if !all && uint64(len(keys)) < l.last-seq {
-		// Few keys: follow each key's entries back from its newest.
-		for _, key := range keys {
-			for s, held := l.latest[key]; held && s > seq; {
-				e := l.entry(s)
-				got = append(got, found{s, e})
-				if e.back == 0 {
-					break
-				}
-				s -= uint64(e.back)
-			}
-		}
-		slices.SortFunc(got, func(a, b found) int {
-			if a.seq < b.seq {
-				return -1
-			}
-			return 1
-		})
-	} else {
-		for s := seq + 1; s <= l.last; s++ {
-			if e := l.entry(s); all || set[e.key] {
-				got = append(got, found{s, e})
-			}
+		return l.readKeys(seq, keys, coalesce), true
+	}
+	return l.scan(seq, all, set, coalesce), true
+}
+
+// scan is read by a scan of every entry after seq.
+func (l *changeLog) scan(seq uint64, all bool, set map[string]bool, coalesce bool) (events []Event) {
+	for s := seq + 1; s <= l.last; s++ {
+		if e := l.entry(s); all || set[e.key] {
+			events = append(events, l.event(s, e))
 		}
 	}
-	if !coalesce {
-		events = make([]Event, 0, len(got))
-		for _, f := range got {
-			events = append(events, Event{Change: Change{Key: f.e.key, Alive: f.e.alive}, Position: Position{View: l.id, Seq: f.seq}})
-		}
-		return events, true
+	if !coalesce || len(events) == 0 {
+		return events
 	}
 	// Every entry is a transition, so a key changed between seq and now
 	// when it has an odd number of entries after seq.
@@ -235,15 +215,55 @@ func (l *changeLog) read(seq uint64, all bool, keys []string, set map[string]boo
 		count int
 		last  uint64
 	}
-	tallies := make(map[string]tally, len(got))
-	for _, f := range got {
-		t := tallies[f.e.key]
-		tallies[f.e.key] = tally{count: t.count + 1, last: f.seq}
+	tallies := make(map[string]tally, len(events))
+	for _, e := range events {
+		t := tallies[e.Key]
+		tallies[e.Key] = tally{count: t.count + 1, last: e.Position.Seq}
 	}
-	for _, f := range got {
-		if t := tallies[f.e.key]; t.last == f.seq && t.count%2 == 1 {
-			events = append(events, Event{Change: Change{Key: f.e.key, Alive: f.e.alive}, Position: Position{View: l.id, Seq: f.seq}})
+	kept := events[:0]
+	for _, e := range events {
+		if t := tallies[e.Key]; t.last == e.Position.Seq && t.count%2 == 1 {
+			kept = append(kept, e)
 		}
 	}
-	return events, true
+	return kept
+}
+
+// readKeys is read for a few keys: it follows each key's entries back
+// from its newest, at a cost that does not grow with other keys' changes.
+func (l *changeLog) readKeys(seq uint64, keys []string, coalesce bool) []Event {
+	var events []Event
+	for _, key := range keys {
+		first := len(events)
+		for s, held := l.latest[key]; held && s > seq; {
+			e := l.entry(s)
+			events = append(events, l.event(s, e))
+			if e.back == 0 {
+				break
+			}
+			s -= uint64(e.back)
+		}
+		if coalesce && len(events) > first {
+			// The newest comes first; the key changed if it has an
+			// odd number of entries after seq.
+			if (len(events)-first)%2 == 1 {
+				events = events[:first+1]
+			} else {
+				events = events[:first]
+			}
+		}
+	}
+	if len(keys) > 1 {
+		slices.SortFunc(events, func(a, b Event) int {
+			return cmp.Compare(a.Position.Seq, b.Position.Seq)
+		})
+	} else {
+		slices.Reverse(events)
+	}
+	return events
+}
+
+// event returns e, numbered seq, as an Event.
+func (l *changeLog) event(seq uint64, e *logEntry) Event {
+	return Event{Change: Change{Key: e.key, Alive: e.alive}, Position: Position{View: l.id, Seq: seq}}
 }

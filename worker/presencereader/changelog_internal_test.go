@@ -2,6 +2,7 @@ package presencereader
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	gc "gopkg.in/check.v1"
@@ -64,4 +65,27 @@ func (s *changeLogSuite) TestPruningByAgeGivesMemoryBack(c *gc.C) {
 	events, ok := l.read(5000, true, nil, nil, false)
 	c.Assert(ok, gc.Equals, true)
 	c.Assert(keysOf(events), gc.DeepEquals, []string{"late=true@5001"})
+}
+
+func (s *changeLogSuite) TestFollowingKeysBackFindsWhatAScanFinds(c *gc.C) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	l := newChangeLog(50)
+	state := make(map[string]bool)
+	for i := 0; i < 300; i++ {
+		key := fmt.Sprintf("k%d", rng.IntN(6))
+		state[key] = !state[key]
+		l.add(key, state[key], logEpoch)
+	}
+	for _, keys := range [][]string{{"k1"}, {"k1", "k3"}, {"k0", "k2", "k5"}} {
+		set := make(map[string]bool)
+		for _, key := range keys {
+			set[key] = true
+		}
+		for after := l.floor(); after <= l.last; after++ {
+			for _, coalesce := range []bool{false, true} {
+				c.Assert(keysOf(l.readKeys(after, keys, coalesce)), gc.DeepEquals, keysOf(l.scan(after, false, set, coalesce)),
+					gc.Commentf("keys %v after %d coalesce %v", keys, after, coalesce))
+			}
+		}
+	}
 }

@@ -232,6 +232,7 @@ type Reader struct {
 	touched      []*sender
 	logs         map[string]*changeLog // model -> its change log, while viewed
 	openLogs     []*changeLog          // the logs a load's dispatch holds locked
+	toWake       []*Subscription       // the subscriptions a load's dispatch woke
 	views        int
 	subCount     int
 	failures     int
@@ -1166,9 +1167,9 @@ func (r *Reader) log(id int32, alive bool, now time.Time) {
 	l.add(r.view.keys[id], alive, now)
 }
 
-// dispatch hands one change to every channel that wants it and wakes the
-// subscriptions to its key; those to every key wait for publishLogs.
-// None of them can block.
+// dispatch hands one change to every channel that wants it, and names
+// the subscriptions to its key for publishLogs to wake. None of them can
+// block.
 func (r *Reader) dispatch(id int32, alive bool) {
 	m := r.view.owner[id]
 	g := r.registries[m.uuid]
@@ -1181,12 +1182,16 @@ func (r *Reader) dispatch(id int32, alive bool) {
 		r.touch(s)
 	}
 	for _, sub := range g.keySubs[key] {
-		sub.wake()
+		if sub.woken != r.gen {
+			sub.woken = r.gen
+			r.toWake = append(r.toWake, sub)
+		}
 	}
 }
 
 // publishLogs releases the logs that dispatch added to and wakes their
-// subscribers.
+// subscribers: those to every key through the log, the others that
+// dispatch named one by one, once the log can be read.
 func (r *Reader) publishLogs() {
 	for _, l := range r.openLogs {
 		l.locked = false
@@ -1194,6 +1199,11 @@ func (r *Reader) publishLogs() {
 	}
 	clear(r.openLogs)
 	r.openLogs = r.openLogs[:0]
+	for _, sub := range r.toWake {
+		sub.wake()
+	}
+	clear(r.toWake)
+	r.toWake = r.toWake[:0]
 }
 
 // pruneLogs removes the changes older than LogAge from every log, and the

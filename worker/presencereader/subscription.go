@@ -101,6 +101,9 @@ type Subscription struct {
 
 	notify chan struct{}
 	done   chan struct{}
+	// woken is the load that last woke the subscription; it is owned by
+	// the reader's loop.
+	woken uint64
 
 	mu       sync.Mutex
 	closed   bool
