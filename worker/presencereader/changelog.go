@@ -46,9 +46,10 @@ type changeLog struct {
 	// them went; both are owned by the loop.
 	refs     int
 	unviewed time.Time
-	// locked is set while the loop holds mu to append a load's changes;
-	// it is owned by the loop.
-	locked bool
+	// locked is set while the loop holds mu to append a load's
+	// changes, and added once it has until they are published; both
+	// are owned by the loop.
+	locked, added bool
 
 	// The fields below are written by the loop with mu held, and read by
 	// subscriptions with mu read-locked (and by the loop without it).
@@ -172,9 +173,11 @@ func (l *changeLog) bytes() int {
 	return len(l.ring)*logEntrySize + len(l.latest)*latestEntrySize
 }
 
-// publish wakes the subscribers that wait for any change; mu must be
-// held, and is released.
+// publish wakes the subscribers that wait for any change. A subscriber
+// that read the new entries before may be woken for nothing; one that
+// read before them is woken.
 func (l *changeLog) publish() {
+	l.mu.Lock()
 	changed := l.changed
 	l.changed = make(chan struct{})
 	l.mu.Unlock()

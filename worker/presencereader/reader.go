@@ -231,7 +231,7 @@ type Reader struct {
 	newSubs      []reqSnapshot
 	touched      []*sender
 	logs         map[string]*changeLog // model -> its change log, while viewed
-	openLogs     []*changeLog          // the logs a load's dispatch holds locked
+	openLogs     []*changeLog          // the logs a load added to
 	toWake       []*Subscription       // the subscriptions a load's dispatch woke
 	views        int
 	subCount     int
@@ -953,13 +953,14 @@ func (r *Reader) finishLoad(res loadResult) {
 		r.logf("%s: %v (the next load fetches the rest)", r, res.beingsErr)
 	}
 	// The changes go into the logs first, so that OnLoad sees what they
-	// hold; subscribers can read them once they are published, after
-	// OnLoad.
+	// hold; subscribers are woken for them once they are published,
+	// after OnLoad.
 	now := res.at.Add(res.took)
 	r.pruneLogs(now)
 	for _, c := range changes {
 		r.log(c.id, c.alive, now)
 	}
+	r.unlockLogs()
 	alive, logEntries, logBytes := r.record(res)
 	if r.config.OnLoad != nil {
 		r.config.OnLoad(LoadStats{
@@ -1153,7 +1154,8 @@ func (r *Reader) firstDispatch() {
 }
 
 // log adds one change, applied at now, to its model's change log, if the
-// model is viewed. The log stays locked until publishLogs.
+// model is viewed. The log stays locked until unlockLogs, so that the
+// changes of a load are appended under one lock.
 func (r *Reader) log(id int32, alive bool, now time.Time) {
 	l := r.logs[r.view.owner[id].uuid]
 	if l == nil {
@@ -1162,9 +1164,23 @@ func (r *Reader) log(id int32, alive bool, now time.Time) {
 	if !l.locked {
 		l.mu.Lock()
 		l.locked = true
-		r.openLogs = append(r.openLogs, l)
+		if !l.added {
+			l.added = true
+			r.openLogs = append(r.openLogs, l)
+		}
 	}
 	l.add(r.view.keys[id], alive, now)
+}
+
+// unlockLogs releases the logs that log locked; no lock is held while
+// OnLoad runs.
+func (r *Reader) unlockLogs() {
+	for _, l := range r.openLogs {
+		if l.locked {
+			l.locked = false
+			l.mu.Unlock()
+		}
+	}
 }
 
 // dispatch hands one change to every channel that wants it, and names
@@ -1189,12 +1205,12 @@ func (r *Reader) dispatch(id int32, alive bool) {
 	}
 }
 
-// publishLogs releases the logs that dispatch added to and wakes their
-// subscribers: those to every key through the log, the others that
-// dispatch named one by one, once the log can be read.
+// publishLogs wakes the subscribers of the logs that log added to: those
+// to every key through the log, and those that dispatch named one by
+// one.
 func (r *Reader) publishLogs() {
 	for _, l := range r.openLogs {
-		l.locked = false
+		l.added = false
 		l.publish()
 	}
 	clear(r.openLogs)
