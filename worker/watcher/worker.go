@@ -116,6 +116,12 @@ type Config struct {
 	// negative.
 	Period, SyncInterval time.Duration
 
+	// LogLength and LogAge bound a private reader's change log, from
+	// which subscriptions resume (see presencereader.Config); zero means
+	// the default. Neither may be negative.
+	LogLength int
+	LogAge    time.Duration
+
 	// OnLoad, if not nil, is called after every load of a private
 	// reader, e.g. to feed metrics. It must return quickly.
 	OnLoad func(LoadStats)
@@ -143,6 +149,12 @@ func (config Config) Validate() error {
 	}
 	if config.SyncInterval < 0 {
 		return errors.NotValidf("negative SyncInterval")
+	}
+	if config.LogLength < 0 {
+		return errors.NotValidf("negative LogLength")
+	}
+	if config.LogAge < 0 {
+		return errors.NotValidf("negative LogAge")
 	}
 	return nil
 }
@@ -173,6 +185,8 @@ func New(config Config) (*Watcher, error) {
 			Logger:       config.Logger,
 			Period:       config.Period,
 			SyncInterval: config.SyncInterval,
+			LogLength:    config.LogLength,
+			LogAge:       config.LogAge,
 			OnLoad:       config.OnLoad,
 		})
 		if err != nil {
