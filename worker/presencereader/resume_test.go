@@ -635,3 +635,39 @@ func (s *resumeSuite) TestALogOutlivesItsViewsByLogAge(c *gc.C) {
 	// The other model's log, viewed all along, stays.
 	c.Assert(v.Position().View, gc.Not(gc.Equals), "")
 }
+
+func (s *resumeSuite) TestOneLoadWakesEveryWaitingSubscriber(c *gc.C) {
+	const subs = 200
+	r, v := s.newReader(c, presencereader.Config{})
+	got := make(chan presencereader.Batch, subs)
+	var wg sync.WaitGroup
+	for i := 0; i < subs; i++ {
+		var config presencereader.SubscribeConfig
+		if i%2 == 1 {
+			config.Keys = []string{"a", "b"}
+		}
+		config.Coalesce = i%4 >= 2
+		sub := v.SubscribeWith(config)
+		defer sub.Close()
+		c.Assert(nextBatch(c, sub).Snapshot, gc.Equals, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+			defer cancel()
+			b, err := sub.NextBatch(ctx)
+			if err == nil {
+				got <- b
+			}
+		}()
+	}
+	s.set(c, r, map[string]bool{"a": true})
+	wg.Wait()
+	close(got)
+	n := 0
+	for b := range got {
+		c.Assert(b.Events, gc.DeepEquals, []presencereader.Event{ev(b.End.View, 1, "a", true)})
+		n++
+	}
+	c.Assert(n, gc.Equals, subs)
+}
