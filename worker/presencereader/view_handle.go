@@ -51,7 +51,7 @@ func (r *Reader) NewView(model names.ModelTag, dying <-chan struct{}, deathErr f
 	if !r.send(reqAttach{model: model.Id(), reply: reply}, dying) {
 		return nil, r.deathErr()
 	}
-	// The loop answers at once once it has taken the request.
+	// The loop replies as soon as it takes the request.
 	return &View{
 		r:        r,
 		model:    model.Id(),
