@@ -44,12 +44,12 @@ func benchSubscribers(ctx context.Context, e *env, t *table) error {
 	})
 	t.add(row{
 		section:  "subscribers",
-		what:     fmt.Sprintf("heap growth over %d more rounds with the never-read subscription (all %d keys flapping)", rounds-1, subs),
+		what:     fmt.Sprintf("heap growth over %d more rounds with the never-read subscription (all %d keys flapping), beyond the change log's", rounds-1, subs),
 		measured: fmt.Sprintf("%d bytes", heapGrowth),
-		target:   "bounded (one pending change per key)",
+		target:   "bounded (an unread subscription holds only its place in the log)",
 		verdict:  verdict(heapGrowth < int64(200*subs)),
 	})
-	return nil
+	return benchResume(ctx, e, t)
 }
 
 // measureSubscribers flaps subs keys rounds times and returns how long
@@ -82,6 +82,11 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 	// Each reader keeps its own delays, so that the measuring does not
 	// add a shared lock to what is measured.
 	perReader := make([][]time.Duration, subs)
+	for i := range perReader {
+		// Allocated up front, so that the heap growth measured is the
+		// workers', not this record's.
+		perReader[i] = make([]time.Duration, 0, rounds)
+	}
 	var delivered atomic.Int64
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
@@ -106,6 +111,7 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 		}(i)
 	}
 	var heapAfterFirst uint64
+	var logAfterFirst int
 	for round := 0; round < rounds && ctx.Err() == nil; round++ {
 		slot := schema.Slot(time.Now(), schema.DefaultPeriod)
 		for _, id := range ids {
@@ -131,9 +137,13 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 		}
 		if round == 0 {
 			heapAfterFirst = heap()
+			logAfterFirst, _ = w.Report()["log-bytes"].(int)
 		}
 	}
-	heapGrowth := int64(heap()) - int64(heapAfterFirst)
+	// The model's change log fills meanwhile, up to its bound, whoever
+	// reads: what grows beyond it is the subscribers'.
+	logEnd, _ := w.Report()["log-bytes"].(int)
+	heapGrowth := int64(heap()) - int64(heapAfterFirst) - int64(logEnd-logAfterFirst)
 	stopReading()
 	readers.Wait()
 	var delays []time.Duration

@@ -30,6 +30,11 @@ type ManifoldConfig struct {
 	// default. Neither may be negative.
 	Period, SyncInterval time.Duration
 
+	// LogLength and LogAge bound each model's change log (see Config);
+	// zero means the default. Neither may be negative.
+	LogLength int
+	LogAge    time.Duration
+
 	// Logger is optional; nil means silent.
 	Logger Logger
 
@@ -48,6 +53,12 @@ func (config ManifoldConfig) Validate() error {
 	}
 	if config.SyncInterval < 0 {
 		return errors.NotValidf("negative SyncInterval")
+	}
+	if config.LogLength < 0 {
+		return errors.NotValidf("negative LogLength")
+	}
+	if config.LogAge < 0 {
+		return errors.NotValidf("negative LogAge")
 	}
 	if config.NewWorker == nil {
 		return errors.NotValidf("nil NewWorker")
@@ -80,6 +91,8 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 				Logger:       config.Logger,
 				Period:       config.Period,
 				SyncInterval: config.SyncInterval,
+				LogLength:    config.LogLength,
+				LogAge:       config.LogAge,
 			}, nil
 		}, config.NewWorker),
 		Output: inputs.Output[*Reader]("*presencereader.Reader"),

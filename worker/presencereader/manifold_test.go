@@ -38,6 +38,8 @@ func (s *manifoldSuite) SetUpTest(c *gc.C) {
 		Collection:   "presence",
 		Period:       time.Minute,
 		SyncInterval: 2 * time.Second,
+		LogLength:    500,
+		LogAge:       time.Minute,
 		NewWorker: func(config presencereader.Config) (worker.Worker, error) {
 			s.started = append(s.started, config)
 			return workertest.NewErrorWorker(nil), nil
@@ -67,6 +69,8 @@ func (s *manifoldSuite) TestValidate(c *gc.C) {
 		{func(cfg *presencereader.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
 		{func(cfg *presencereader.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
 		{func(cfg *presencereader.ManifoldConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+		{func(cfg *presencereader.ManifoldConfig) { cfg.LogLength = -1 }, "negative LogLength not valid"},
+		{func(cfg *presencereader.ManifoldConfig) { cfg.LogAge = -1 }, "negative LogAge not valid"},
 		{func(cfg *presencereader.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
 	} {
 		c.Logf("case %d", i)
@@ -90,7 +94,7 @@ func (s *manifoldSuite) TestStartPassesConfig(c *gc.C) {
 	c.Assert(got.Base.Name(), gc.Equals, "presence")
 	got.Base = nil
 	c.Assert(got, gc.DeepEquals, presencereader.Config{
-		Clock: s.clock, Period: time.Minute, SyncInterval: 2 * time.Second,
+		Clock: s.clock, Period: time.Minute, SyncInterval: 2 * time.Second, LogLength: 500, LogAge: time.Minute,
 	})
 }
 
@@ -115,6 +119,9 @@ func (s *manifoldSuite) TestConfigValidation(c *gc.C) {
 		{func(cfg *presencereader.Config) { cfg.Clock = nil }, "nil Clock not valid"},
 		{func(cfg *presencereader.Config) { cfg.Period = -1 }, "negative Period not valid"},
 		{func(cfg *presencereader.Config) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+		{func(cfg *presencereader.Config) { cfg.MaxStall = -1 }, "negative MaxStall not valid"},
+		{func(cfg *presencereader.Config) { cfg.LogLength = -1 }, "negative LogLength not valid"},
+		{func(cfg *presencereader.Config) { cfg.LogAge = -1 }, "negative LogAge not valid"},
 	} {
 		c.Logf("case %d", i)
 		cfg := valid

@@ -24,8 +24,20 @@
 // logged once, never applied.
 //
 // Delivery never blocks the reader: every channel passed to a View's Watch
-// is fed by a goroutine of its own, and every Subscription is pulled by its
-// reader; each holds at most one pending change per key.
+// is fed by a goroutine of its own and holds at most one pending change
+// per key, and every Subscription is pulled by its reader from the
+// model's change log.
+//
+// The change log of a model numbers every change the model's views
+// report (see Position), so that a subscriber that went away can resume
+// after the last change it took (see SubscribeConfig.After). It is shared
+// by the model's views, lives while any of them does and for LogAge
+// after the last one closes (so that a watcher that restarts keeps its
+// subscribers' positions), and is bounded by
+// count (Config.LogLength, enforced as changes arrive) and by age
+// (Config.LogAge, pruned on every load: it adds no timer). A subscriber
+// that asks for changes the log no longer holds gets a reset and a
+// snapshot, never a silent gap.
 package presencereader
 
 import (
@@ -67,6 +79,13 @@ const (
 
 	// DefaultMaxStallPeriods is Config.MaxStall's default, in Periods.
 	DefaultMaxStallPeriods = 12
+
+	// DefaultLogLength is Config.LogLength's default: at 32 bytes an
+	// entry, a model's change log holds at most about 320 KB.
+	DefaultLogLength = 10000
+
+	// DefaultLogAge is Config.LogAge's default.
+	DefaultLogAge = 5 * time.Minute
 )
 
 // Logger is the logging a Reader needs; dependency.Logger fits.
@@ -105,6 +124,17 @@ type Config struct {
 	// DefaultMaxStallPeriods Periods; it must not be negative.
 	MaxStall time.Duration
 
+	// LogLength is how many changes the change log of each model keeps
+	// at most, for subscribers that resume after a position (see
+	// SubscribeConfig.After); the oldest go first. Zero means
+	// DefaultLogLength; it must not be negative.
+	LogLength int
+
+	// LogAge is how long the change log of each model keeps a change;
+	// loads prune older ones. Zero means DefaultLogAge; it must not be
+	// negative.
+	LogAge time.Duration
+
 	// OnLoad, if not nil, is called after every load, once the view is
 	// updated and before the changes are handed to subscribers, from the
 	// reader's goroutine, e.g. to feed metrics. It must return quickly.
@@ -135,6 +165,9 @@ type LoadStats struct {
 	// reader and any writer (an upper bound: it includes the write's and
 	// the read's delays).
 	MaxSkew time.Duration
+	// LogEntries is how many changes the change logs of every model
+	// viewed hold, and LogBytes the memory they take, after the load.
+	LogEntries, LogBytes int
 	// Err is why the load failed, or nil.
 	Err error
 }
@@ -155,6 +188,12 @@ func (config Config) Validate() error {
 	}
 	if config.MaxStall < 0 {
 		return errors.NotValidf("negative MaxStall")
+	}
+	if config.LogLength < 0 {
+		return errors.NotValidf("negative LogLength")
+	}
+	if config.LogAge < 0 {
+		return errors.NotValidf("negative LogAge")
 	}
 	return nil
 }
@@ -189,8 +228,11 @@ type Reader struct {
 	pendingAlive []reqAlive
 	registries   map[string]*registry
 	newWatches   []reqWatch
-	newSubs      []*Subscription
+	newSubs      []reqSnapshot
 	touched      []*sender
+	logs         map[string]*changeLog // model -> its change log, while viewed
+	openLogs     []*changeLog          // the logs a load added to
+	toWake       []*Subscription       // the subscriptions a load's dispatch woke
 	views        int
 	subCount     int
 	failures     int
@@ -245,6 +287,12 @@ func New(config Config) (*Reader, error) {
 	if config.MaxStall == 0 {
 		config.MaxStall = DefaultMaxStallPeriods * config.Period
 	}
+	if config.LogLength == 0 {
+		config.LogLength = DefaultLogLength
+	}
+	if config.LogAge == 0 {
+		config.LogAge = DefaultLogAge
+	}
 	r := &Reader{
 		config:     config,
 		requests:   make(chan any),
@@ -255,6 +303,7 @@ func New(config Config) (*Reader, error) {
 		stats:      map[string]any{},
 		view:       newView(),
 		registries: make(map[string]*registry),
+		logs:       make(map[string]*changeLog),
 		skipped:    make(map[string]bool),
 		clocks:     make(map[string]*writerClock),
 	}
@@ -362,6 +411,12 @@ type reqSubscribe struct {
 
 type reqUnsubscribe struct {
 	sub *Subscription
+}
+
+// reqSnapshot asks for a snapshot of sub's keys, a reset if set.
+type reqSnapshot struct {
+	sub   *Subscription
+	reset bool
 }
 
 type reqDetach struct {
@@ -483,6 +538,16 @@ func (r *Reader) handle(req any) {
 		r.removeSubscription(req.sub)
 	case reqAttach:
 		r.views++
+		l := r.logs[req.model]
+		if l == nil {
+			l = newChangeLog(r.config.LogLength)
+			r.logs[req.model] = l
+		}
+		l.refs++
+		l.unviewed = time.Time{}
+		req.reply <- l
+	case reqSnapshot:
+		r.snapshot(req)
 	case reqDetach:
 		r.detach(req.view)
 		close(req.done)
@@ -575,11 +640,19 @@ func (r *Reader) addSubscription(sub *Subscription) {
 			}
 		}
 	}
-	if !r.loaded {
-		r.newSubs = append(r.newSubs, sub)
+}
+
+// snapshot answers a subscription's request for a snapshot, once the
+// reader has loaded.
+func (r *Reader) snapshot(req reqSnapshot) {
+	if !req.sub.v.subs[req.sub] {
 		return
 	}
-	sub.snapshot(r.states(sub))
+	if !r.loaded {
+		r.newSubs = append(r.newSubs, req)
+		return
+	}
+	req.sub.snapshot(r.states(req.sub), req.sub.log.position(), req.reset)
 }
 
 func (r *Reader) removeSubscription(sub *Subscription) {
@@ -606,6 +679,14 @@ func (r *Reader) removeSubscription(sub *Subscription) {
 // detach removes everything v registered.
 func (r *Reader) detach(v *View) {
 	r.views--
+	if l := r.logs[v.model]; l != nil {
+		l.refs--
+		if l.refs == 0 {
+			// The log outlives its views by LogAge, so that the
+			// subscribers of a watcher that restarts can resume.
+			l.unviewed = r.config.Clock.Now()
+		}
+	}
 	for sub := range v.subs {
 		r.removeSubscription(sub)
 	}
@@ -659,6 +740,12 @@ func (r *Reader) modelStats(model string) map[string]any {
 	if g := r.registries[model]; g != nil {
 		out["watched-keys"] = len(g.watchers)
 		out["subscriptions"] = g.subs
+	}
+	if l := r.logs[model]; l != nil {
+		out["log-entries"] = l.n
+		out["log-bytes"] = l.bytes()
+		out["log-position"] = l.position().String()
+		out["log-oldest"] = Position{View: l.id, Seq: l.floor()}.String()
 	}
 	return out
 }
@@ -865,19 +952,29 @@ func (r *Reader) finishLoad(res loadResult) {
 	if res.beingsErr != nil {
 		r.logf("%s: %v (the next load fetches the rest)", r, res.beingsErr)
 	}
-	alive := r.record(res)
+	// The changes go into the logs first, so that OnLoad sees what they
+	// hold; subscribers are woken for them once they are published,
+	// after OnLoad.
+	now := res.at.Add(res.took)
+	r.pruneLogs(now)
+	for _, c := range changes {
+		r.log(c.id, c.alive, now)
+	}
+	r.unlockLogs()
+	alive, logEntries, logBytes := r.record(res)
 	if r.config.OnLoad != nil {
 		r.config.OnLoad(LoadStats{
 			Took: res.took, Models: len(r.view.models), Writers: len(r.view.writer),
 			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped),
 			Held: r.view.holding, Stalled: r.view.stalled,
-			MaxSkew: r.maxSkew(), Err: res.err,
+			MaxSkew: r.maxSkew(), LogEntries: logEntries, LogBytes: logBytes, Err: res.err,
 		})
 	}
 	r.touched = nil
 	for _, c := range changes {
 		r.dispatch(c.id, c.alive)
 	}
+	r.publishLogs()
 	if r.justLoaded {
 		r.justLoaded = false
 		r.firstDispatch()
@@ -1050,14 +1147,45 @@ func (r *Reader) firstDispatch() {
 		}
 	}
 	r.newWatches = nil
-	for _, sub := range r.newSubs {
-		sub.snapshot(r.states(sub))
+	for _, req := range r.newSubs {
+		r.snapshot(req)
 	}
 	r.newSubs = nil
 }
 
-// dispatch hands one change to every channel and subscription that wants
-// it; none of them can block.
+// log adds one change, applied at now, to its model's change log, if the
+// model is viewed. The log stays locked until unlockLogs, so that the
+// changes of a load are appended under one lock.
+func (r *Reader) log(id int32, alive bool, now time.Time) {
+	l := r.logs[r.view.owner[id].uuid]
+	if l == nil {
+		return
+	}
+	if !l.locked {
+		l.mu.Lock()
+		l.locked = true
+		if !l.added {
+			l.added = true
+			r.openLogs = append(r.openLogs, l)
+		}
+	}
+	l.add(r.view.keys[id], alive, now)
+}
+
+// unlockLogs releases the logs that log locked; no lock is held while
+// OnLoad runs.
+func (r *Reader) unlockLogs() {
+	for _, l := range r.openLogs {
+		if l.locked {
+			l.locked = false
+			l.mu.Unlock()
+		}
+	}
+}
+
+// dispatch hands one change to every channel that wants it, and names
+// the subscriptions to its key for publishLogs to wake. None of them can
+// block.
 func (r *Reader) dispatch(id int32, alive bool) {
 	m := r.view.owner[id]
 	g := r.registries[m.uuid]
@@ -1070,10 +1198,45 @@ func (r *Reader) dispatch(id int32, alive bool) {
 		r.touch(s)
 	}
 	for _, sub := range g.keySubs[key] {
-		sub.push(key, alive)
+		if sub.woken != r.gen {
+			sub.woken = r.gen
+			r.toWake = append(r.toWake, sub)
+		}
 	}
-	for sub := range g.allSubs {
-		sub.push(key, alive)
+}
+
+// publishLogs wakes the subscribers of the logs that log added to: those
+// to every key through the log, and those that dispatch named one by
+// one.
+func (r *Reader) publishLogs() {
+	for _, l := range r.openLogs {
+		l.added = false
+		l.publish()
+	}
+	clear(r.openLogs)
+	r.openLogs = r.openLogs[:0]
+	for _, sub := range r.toWake {
+		sub.wake()
+	}
+	clear(r.toWake)
+	r.toWake = r.toWake[:0]
+}
+
+// pruneLogs removes the changes older than LogAge from every log, and the
+// logs that no view has used for LogAge, on the reader's load ticks: it
+// sets no timer of its own.
+func (r *Reader) pruneLogs(now time.Time) {
+	cutoff := now.Add(-r.config.LogAge)
+	for model, l := range r.logs {
+		if l.refs == 0 && l.unviewed.Before(cutoff) {
+			delete(r.logs, model)
+			continue
+		}
+		if l.prunable(cutoff) {
+			l.mu.Lock()
+			l.prune(cutoff)
+			l.mu.Unlock()
+		}
 	}
 }
 
@@ -1084,11 +1247,15 @@ func (r *Reader) touch(s *sender) {
 	}
 }
 
-// record updates what Report shows and returns how many keys are alive.
-func (r *Reader) record(res loadResult) int {
-	alive := 0
+// record updates what Report shows and returns how many keys are alive,
+// and how many entries and bytes the change logs hold.
+func (r *Reader) record(res loadResult) (alive, logEntries, logBytes int) {
 	for _, m := range r.view.models {
 		alive += m.alive
+	}
+	for _, l := range r.logs {
+		logEntries += l.n
+		logBytes += l.bytes()
 	}
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
@@ -1105,12 +1272,14 @@ func (r *Reader) record(res loadResult) int {
 	r.stats["held"] = r.view.holding
 	r.stats["stalled"] = r.view.stalled
 	r.stats["last-load"] = res.took.String()
+	r.stats["log-entries"] = logEntries
+	r.stats["log-bytes"] = logBytes
 	if res.err != nil {
 		r.stats["last-error"] = res.err.Error()
 	} else {
 		delete(r.stats, "last-error")
 	}
-	return alive
+	return alive, logEntries, logBytes
 }
 
 // validModel returns a NotValid error unless model names a model.

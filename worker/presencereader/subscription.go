@@ -10,92 +10,225 @@ import (
 // ErrSubscriptionClosed is returned by Next after Close.
 const ErrSubscriptionClosed = errors.ConstError("subscription closed")
 
+// SubscribeConfig says what a Subscription follows, from where, and how.
+type SubscribeConfig struct {
+	// Keys are the keys followed; none means every key of the model.
+	Keys []string
+
+	// After, when not zero, is the position to resume after, usually
+	// the End of the last Batch (or the Position of the last Event) a
+	// subscriber took before it went away. The first answer is then the
+	// changes after it, possibly none; or, when the view no longer holds
+	// them (After is older than its change log, or comes from another
+	// view, another process or an earlier run), a snapshot marked Reset.
+	// There is never a silent gap.
+	After Position
+
+	// Coalesce, when set, makes every answer hold at most one change
+	// per key, its latest state, and none for a key whose state is back
+	// where it was; otherwise every change is reported, in order, so
+	// that a key that flapped while nobody read is reported with each
+	// transition.
+	Coalesce bool
+}
+
+// Event is a Change at its position in its view's change log.
+type Event struct {
+	Change
+	// Position is where the change stands; resuming after it continues
+	// with the next change. It is zero on the states of a snapshot:
+	// only a snapshot's End is a place to resume from.
+	Position Position
+}
+
+// Batch is one answer of a Subscription.
+type Batch struct {
+	// Snapshot is set when Events are the states of every key followed
+	// at End rather than changes: the first answer of a subscription
+	// that does not resume, and every reset.
+	Snapshot bool
+
+	// Reset is set on a snapshot that stands in for changes the view
+	// no longer holds: the subscription's After was older than the
+	// view's change log or came from another view, or the subscriber
+	// fell so far behind that the log dropped changes it had not taken.
+	// The subscriber must replace what it knew with the snapshot.
+	Reset bool
+
+	// Events are the changes, in the order of their positions, or the
+	// states of a snapshot.
+	Events []Event
+
+	// End is the position the batch brings the subscriber to: resuming
+	// after End continues exactly where the batch ends.
+	End Position
+}
+
+// Changes returns the batch's events as plain changes, in order.
+func (b Batch) Changes() []Change {
+	out := make([]Change, len(b.Events))
+	for i, e := range b.Events {
+		out[i] = e.Change
+	}
+	return out
+}
+
 // Subscription is a pull-based view of some keys (or all keys) of one
-// model. The first Next returns a snapshot; later calls block until some
-// key changes and return the changes since the last call, at most one per
-// key (the latest). The reader never waits for a subscription, and an
-// unread one holds at most one pending change per key. Naming a key that
-// no writer ever wrote costs only the subscription's own memory, which
+// model. Its first answer is a snapshot, or when it resumes after a
+// position, the changes after that position; later answers block until
+// some key changes and bring the changes since the previous answer:
+// every one, in order, or with SubscribeConfig.Coalesce (and with
+// Subscribe) at most one per key, the latest.
+//
+// Subscriptions read the model's change log, which is shared and
+// bounded (see Config.LogLength and Config.LogAge): the reader never
+// waits for a subscription, and an unread one holds nothing but its
+// place in the log. A subscriber that falls behind the log's end gets a
+// reset and a fresh snapshot rather than a gap. Naming a key that no
+// writer ever wrote costs only the subscription's own memory, which
 // goes with Close.
 //
-// Next and Close are safe for concurrent use.
+// Next, NextBatch and Close are safe for concurrent use.
 type Subscription struct {
-	v    *View
-	all  bool
-	keys []string
-	err  error
+	v        *View
+	log      *changeLog
+	all      bool
+	keys     []string
+	set      map[string]bool
+	after    Position
+	coalesce bool
+	err      error
 
 	notify chan struct{}
 	done   chan struct{}
+	// woken is the load that last woke the subscription; it is owned by
+	// the reader's loop.
+	woken uint64
 
-	mu      sync.Mutex
-	closed  bool
-	ready   bool // the snapshot is in pending
-	first   bool // Next has not returned the snapshot yet
-	pending map[string]bool
-	order   []string
-	sent    map[string]bool
+	mu       sync.Mutex
+	closed   bool
+	placed   bool   // cursor is a place in the log
+	cursor   uint64 // the changes up to cursor were answered
+	answered bool   // an answer was returned
+	asked    bool   // a snapshot was asked of the reader
+	snap     *Batch // a snapshot to answer with
 }
 
-func newSubscription(v *View, keys []string) *Subscription {
-	return &Subscription{
-		v:       v,
-		all:     len(keys) == 0,
-		keys:    keys,
-		notify:  make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		first:   true,
-		pending: make(map[string]bool),
-		sent:    make(map[string]bool),
+func newSubscription(v *View, config SubscribeConfig) *Subscription {
+	s := &Subscription{
+		v:        v,
+		all:      len(config.Keys) == 0,
+		after:    config.After,
+		coalesce: config.Coalesce,
+		notify:   make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
+	if v != nil {
+		s.log = v.log
+	}
+	if !s.all {
+		s.set = make(map[string]bool, len(config.Keys))
+		for _, key := range config.Keys {
+			if !s.set[key] {
+				s.set[key] = true
+				s.keys = append(s.keys, key)
+			}
+		}
+	}
+	return s
 }
 
-// Next returns the snapshot on its first call and the changes since the
-// previous call afterwards, blocking until there is something to return.
-// It fails with ctx's error, with ErrSubscriptionClosed after Close, and
-// with the view's error (or ErrStopped) once the view or the reader stops.
+// Next returns the changes of the next answer (see NextBatch) without
+// their positions, blocking until there is something to return; a reset
+// comes as the snapshot's states. It fails with ctx's error, with
+// ErrSubscriptionClosed after Close, and with the view's error (or
+// ErrStopped) once the view or the reader stops.
 func (s *Subscription) Next(ctx context.Context) ([]Change, error) {
+	b, err := s.NextBatch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return b.Changes(), nil
+}
+
+// NextBatch returns the subscription's next answer, blocking until there
+// is something to return: the snapshot (or, resuming, the changes after
+// SubscribeConfig.After, possibly none) on its first call, and the
+// changes since the previous answer afterwards. It fails as Next does.
+func (s *Subscription) NextBatch(ctx context.Context) (Batch, error) {
 	if s.err != nil {
-		return nil, s.err
+		return Batch{}, s.err
 	}
 	for {
-		if out, ok, err := s.take(); err != nil || ok {
-			return out, err
+		b, ok, ask, changed, err := s.take()
+		if err != nil || ok {
+			return b, err
+		}
+		if ask != nil && !s.v.send(*ask) {
+			return Batch{}, s.v.err()
 		}
 		select {
 		case <-s.notify:
+		case <-changed:
 		case <-s.done:
-			return nil, ErrSubscriptionClosed
+			return Batch{}, ErrSubscriptionClosed
 		case <-s.v.dying:
-			return nil, s.v.err()
+			return Batch{}, s.v.err()
 		case <-s.v.r.catacomb.Dying():
-			return nil, s.v.err()
+			return Batch{}, s.v.err()
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return Batch{}, ctx.Err()
 		}
 	}
 }
 
-func (s *Subscription) take() ([]Change, bool, error) {
+// take returns the next answer if there is one. Otherwise it returns the
+// request for a snapshot to send to the reader, if one is due, and the
+// channel closed when the log takes a change this subscription wants to
+// be woken for, if any.
+func (s *Subscription) take() (b Batch, ok bool, ask *reqSnapshot, changed <-chan struct{}, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, false, ErrSubscriptionClosed
+		return Batch{}, false, nil, nil, ErrSubscriptionClosed
 	}
-	if !s.ready || (!s.first && len(s.pending) == 0) {
-		return nil, false, nil
+	if s.snap != nil {
+		b, s.snap = *s.snap, nil
+		s.cursor, s.placed, s.answered = b.End.Seq, true, true
+		return b, true, nil, nil, nil
 	}
-	out := make([]Change, 0, len(s.pending))
-	for _, key := range s.order {
-		if alive, ok := s.pending[key]; ok {
-			out = append(out, Change{Key: key, Alive: alive})
-			delete(s.pending, key)
-			s.sent[key] = alive
-		}
+	if s.asked {
+		return Batch{}, false, nil, nil, nil
 	}
-	s.order = s.order[:0]
-	s.first = false
-	return out, true, nil
+	l := s.log
+	l.mu.RLock()
+	if !s.placed && !s.after.IsZero() && s.after.View == l.id && l.holds(s.after.Seq) {
+		s.cursor, s.placed = s.after.Seq, true
+	}
+	var events []Event
+	held := false
+	if s.placed {
+		events, held = l.read(s.cursor, s.all, s.keys, s.set, s.coalesce)
+	}
+	end := l.position()
+	if s.all {
+		changed = l.changed
+	}
+	l.mu.RUnlock()
+	if !held {
+		// A fresh subscription, a position the log does not hold, or
+		// a subscriber the log's end has passed: a snapshot, taken by
+		// the reader.
+		s.asked = true
+		reset := s.placed || !s.after.IsZero()
+		return Batch{}, false, &reqSnapshot{sub: s, reset: reset}, nil, nil
+	}
+	s.cursor = end.Seq
+	if len(events) == 0 && s.answered {
+		return Batch{}, false, nil, changed, nil
+	}
+	s.answered = true
+	return Batch{Events: events, End: end}, true, nil, nil, nil
 }
 
 // Close stops the subscription; Next then fails with
@@ -107,7 +240,7 @@ func (s *Subscription) Close() {
 		return
 	}
 	s.closed = true
-	s.pending, s.order = nil, nil
+	s.snap = nil
 	close(s.done)
 	s.mu.Unlock()
 	if s.err == nil {
@@ -115,54 +248,36 @@ func (s *Subscription) Close() {
 	}
 }
 
-// push queues key's state, called from the reader's loop. It never
-// blocks.
-func (s *Subscription) push(key string, alive bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	if last, ok := s.sent[key]; ok && last == alive {
-		delete(s.pending, key)
-		return
-	}
-	if _, queued := s.pending[key]; !queued {
-		s.order = append(s.order, key)
-	}
-	s.pending[key] = alive
-	s.wakeLocked()
-}
-
-// snapshot fills in the first Next's answer, called from the reader's
-// loop once it has a view.
-func (s *Subscription) snapshot(states []Change) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	for _, c := range states {
-		if _, queued := s.pending[c.Key]; !queued {
-			s.order = append(s.order, c.Key)
-		}
-		s.pending[c.Key] = c.Alive
-	}
-	s.ready = true
-	s.wakeLocked()
-}
-
-func (s *Subscription) wakeLocked() {
+// wake tells a waiting Next that one of its keys changed, called from
+// the reader's loop. It never blocks.
+func (s *Subscription) wake() {
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
 }
 
+// snapshot answers a request for a snapshot with the states of the
+// subscription's keys at end, called from the reader's loop.
+func (s *Subscription) snapshot(states []Change, end Position, reset bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	events := make([]Event, len(states))
+	for i, c := range states {
+		events[i] = Event{Change: c}
+	}
+	s.snap = &Batch{Snapshot: true, Reset: reset, Events: events, End: end}
+	s.asked = false
+	s.wake()
+}
+
 // NewFailedSubscription returns a Subscription whose Next fails with err:
 // what a watcher that could not subscribe hands out.
 func NewFailedSubscription(err error) *Subscription {
-	sub := newSubscription(nil, nil)
+	sub := newSubscription(nil, SubscribeConfig{})
 	sub.err = err
 	return sub
 }

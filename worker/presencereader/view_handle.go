@@ -20,12 +20,20 @@ type View struct {
 	deathErr func() error
 	wg       sync.WaitGroup
 
+	// log is the model's change log, shared by its views.
+	log *changeLog
+
 	// senders and subs are owned by the reader's loop goroutine.
 	senders map[chan<- Change]*sender
 	subs    map[*Subscription]bool
 }
 
-type reqAttach struct{}
+// reqAttach registers a view of model; the reply is the model's change
+// log.
+type reqAttach struct {
+	model string
+	reply chan *changeLog
+}
 
 // NewView returns a View of model. dying is closed when the view's owner
 // starts dying, and deathErr then says why (ErrStopped-style when the
@@ -39,14 +47,17 @@ func (r *Reader) NewView(model names.ModelTag, dying <-chan struct{}, deathErr f
 	if dying == nil || deathErr == nil {
 		return nil, errors.NotValidf("nil dying channel or death error")
 	}
-	if !r.send(reqAttach{}, dying) {
+	reply := make(chan *changeLog, 1)
+	if !r.send(reqAttach{model: model.Id(), reply: reply}, dying) {
 		return nil, r.deathErr()
 	}
+	// The loop replies as soon as it takes the request.
 	return &View{
 		r:        r,
 		model:    model.Id(),
 		dying:    dying,
 		deathErr: deathErr,
+		log:      <-reply,
 		senders:  make(map[chan<- Change]*sender),
 		subs:     make(map[*Subscription]bool),
 	}, nil
@@ -151,11 +162,21 @@ func (v *View) Refresh() error {
 }
 
 // Subscribe returns a Subscription to keys of the view's model, or to
-// every key of it when none is given. On a dying view, or with an invalid
-// key, the subscription's Next fails with the reason.
+// every key of it when none is given, that starts with a snapshot and
+// coalesces changes: SubscribeWith(SubscribeConfig{Keys: keys, Coalesce:
+// true}). On a dying view, or with an invalid key, the subscription's
+// Next fails with the reason.
 func (v *View) Subscribe(keys ...string) *Subscription {
-	sub := newSubscription(v, append([]string(nil), keys...))
-	for _, key := range keys {
+	return v.SubscribeWith(SubscribeConfig{Keys: keys, Coalesce: true})
+}
+
+// SubscribeWith returns a Subscription as config says: to some keys or
+// to all, from a snapshot or resuming after a position, every change or
+// coalesced. On a dying view, or with an invalid key, the subscription's
+// Next fails with the reason.
+func (v *View) SubscribeWith(config SubscribeConfig) *Subscription {
+	sub := newSubscription(v, config)
+	for _, key := range config.Keys {
 		if err := schema.ValidateKey(key); err != nil {
 			sub.err = errors.Trace(err)
 			return sub
@@ -167,8 +188,18 @@ func (v *View) Subscribe(keys ...string) *Subscription {
 	return sub
 }
 
+// Position returns the position of the latest change the view's model
+// logged: a subscription resuming after it gets the changes from now on.
+func (v *View) Position() Position {
+	v.log.mu.RLock()
+	defer v.log.mu.RUnlock()
+	return v.log.position()
+}
+
 // Report returns what the reader knows of the view's model: its keys, how
-// many are alive, and who listens.
+// many are alive, who listens, and what its change log holds
+// (log-entries, log-bytes, and the positions log-oldest and log-position
+// between which subscribers can resume).
 func (v *View) Report() map[string]any {
 	reply := make(chan map[string]any, 1)
 	if !v.send(reqModelStats{model: v.model, reply: reply}) {

@@ -117,6 +117,8 @@ func (s *manifoldSuite) TestConfigValidation(c *gc.C) {
 		{func(cfg *watcher.Config) { cfg.Clock = nil }, "nil Clock not valid"},
 		{func(cfg *watcher.Config) { cfg.Period = -1 }, "negative Period not valid"},
 		{func(cfg *watcher.Config) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
+		{func(cfg *watcher.Config) { cfg.LogLength = -1 }, "negative LogLength not valid"},
+		{func(cfg *watcher.Config) { cfg.LogAge = -1 }, "negative LogAge not valid"},
 	} {
 		c.Logf("case %d", i)
 		cfg := valid

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/juju/errors"
+	"github.com/juju/worker/v4/workertest"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -187,4 +188,59 @@ func (s *subscriptionSuite) TestSubscribingToKeysNobodyWritesCostsNothingOnceClo
 	c.Assert(report["keys"], gc.Equals, 1)
 	c.Assert(report["subscriptions"], gc.IsNil)
 	c.Assert(report["watched-keys"], gc.IsNil)
+}
+
+func (s *subscriptionSuite) TestAResumedSubscriptionGetsWhatItMissed(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	sub := w.SubscribeWith(watcher.SubscribeConfig{})
+	first, err := sub.NextBatch(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(first.Snapshot, gc.Equals, true)
+	// The subscriber goes away, keeping its position as a string (in
+	// a URL, say); a key flaps meanwhile.
+	sub.Close()
+	kept := first.End.String()
+	p := s.newPinger(c, b, s.base, modelA, "a")
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	c.Assert(p.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+
+	after, err := watcher.ParsePosition(kept)
+	c.Assert(err, gc.IsNil)
+	sub = w.SubscribeWith(watcher.SubscribeConfig{After: after})
+	defer sub.Close()
+	resumed, err := sub.NextBatch(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(resumed.Reset, gc.Equals, false)
+	c.Assert(resumed.Changes(), gc.DeepEquals, []watcher.Change{{Key: "a", Alive: true}, {Key: "a", Alive: false}})
+	c.Assert(resumed.End, gc.Equals, w.Position())
+
+	_, err = watcher.ParsePosition("not a position")
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
+}
+
+func (s *subscriptionSuite) TestAPrivateReadersLogTakesTheWatchersBounds(c *gc.C) {
+	b := s.newBatcher(c, s.base)
+	w, err := watcher.New(watcher.Config{Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, LogLength: 1})
+	c.Assert(err, gc.IsNil)
+	s.cleanup = append(s.cleanup, func() { workertest.CleanKill(agenttest.C(c), w) })
+	c.Assert(w.Refresh(), gc.IsNil)
+	kept := w.Position()
+	for _, key := range []string{"a", "b"} {
+		p := s.newPinger(c, b, s.base, modelA, key)
+		c.Assert(p.Start(), gc.IsNil)
+		c.Assert(b.Sync(), gc.IsNil)
+		c.Assert(w.Refresh(), gc.IsNil)
+	}
+	c.Assert(w.Report()["log-entries"], gc.Equals, 1)
+	sub := w.SubscribeWith(watcher.SubscribeConfig{After: kept})
+	defer sub.Close()
+	batch, err := sub.NextBatch(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(batch.Reset, gc.Equals, true)
+	c.Assert(batch.Changes(), gc.HasLen, 2)
 }

@@ -11,8 +11,10 @@
 //
 // A failed or missing read is never a death (see presencereader). Delivery
 // never blocks the reader: every channel passed to Watch is fed by a
-// goroutine of its own, and every Subscription is pulled by its reader;
-// each holds at most one pending change per key.
+// goroutine of its own and holds at most one pending change per key, and
+// every Subscription is pulled by its reader from the model's bounded
+// change log, so a subscriber can resume after the position of the last
+// change it took (see SubscribeConfig.After).
 package watcher
 
 import (
@@ -104,6 +106,27 @@ var _ PresenceWatcher = (*Watcher)(nil)
 // ErrSubscriptionClosed is returned by Subscription.Next after Close.
 const ErrSubscriptionClosed = presencereader.ErrSubscriptionClosed
 
+// SubscribeConfig says what a Subscription follows, from where, and how;
+// see presencereader.SubscribeConfig.
+type SubscribeConfig = presencereader.SubscribeConfig
+
+// Position is a place in a model's change log, to resume a subscription
+// after; see presencereader.Position.
+type Position = presencereader.Position
+
+// Batch is one answer of a Subscription; see presencereader.Batch.
+type Batch = presencereader.Batch
+
+// Event is a Change at its Position; see presencereader.Event.
+type Event = presencereader.Event
+
+// ParsePosition reads a Position written by Position.String; see
+// presencereader.ParsePosition.
+func ParsePosition(s string) (Position, error) {
+	p, err := presencereader.ParsePosition(s)
+	return p, errors.Trace(err)
+}
+
 // LoadStats describes one load of a private reader.
 type LoadStats = presencereader.LoadStats
 
@@ -141,6 +164,12 @@ type Config struct {
 	// negative.
 	Period, SyncInterval time.Duration
 
+	// LogLength and LogAge bound a private reader's change log, from
+	// which subscriptions resume (see presencereader.Config); zero means
+	// the default. Neither may be negative.
+	LogLength int
+	LogAge    time.Duration
+
 	// OnLoad, if not nil, is called after every load of a private
 	// reader, e.g. to feed metrics. It must return quickly.
 	OnLoad func(LoadStats)
@@ -168,6 +197,12 @@ func (config Config) Validate() error {
 	}
 	if config.SyncInterval < 0 {
 		return errors.NotValidf("negative SyncInterval")
+	}
+	if config.LogLength < 0 {
+		return errors.NotValidf("negative LogLength")
+	}
+	if config.LogAge < 0 {
+		return errors.NotValidf("negative LogAge")
 	}
 	return nil
 }
@@ -198,6 +233,8 @@ func New(config Config) (*Watcher, error) {
 			Logger:       config.Logger,
 			Period:       config.Period,
 			SyncInterval: config.SyncInterval,
+			LogLength:    config.LogLength,
+			LogAge:       config.LogAge,
 			OnLoad:       config.OnLoad,
 		})
 		if err != nil {
@@ -352,6 +389,27 @@ func (w *Watcher) Subscribe(keys ...string) Subscription {
 		return presencereader.NewFailedSubscription(w.deathErr())
 	}
 	return w.view.Subscribe(keys...)
+}
+
+// SubscribeWith returns a Subscription as config says: to some keys or
+// to all, from a snapshot or resuming after a position, every change or
+// coalesced. See presencereader.View.SubscribeWith. On a dead watcher,
+// or with an invalid key, the subscription's Next fails with the reason.
+func (w *Watcher) SubscribeWith(config SubscribeConfig) *Subscription {
+	if w.view == nil {
+		return presencereader.NewFailedSubscription(w.deathErr())
+	}
+	return w.view.SubscribeWith(config)
+}
+
+// Position returns the position of the latest change of the model: a
+// subscription resuming after it gets the changes from now on. A dead
+// watcher returns the zero Position.
+func (w *Watcher) Position() Position {
+	if w.view == nil {
+		return Position{}
+	}
+	return w.view.Position()
 }
 
 // Report is part of the dependency.Reporter interface: the model's keys,
