@@ -99,6 +99,13 @@ type ControllerManifoldsConfig struct {
 	// the same for every controller sharing the lease collection.
 	LeaseClockSkew, LeaseMaxDuration time.Duration
 
+	// ChangeLogLength and ChangeLogAge bound each model's change log,
+	// which lets subscribers resume after a position (the reader's
+	// LogLength and LogAge); zero means its defaults, and neither may
+	// be negative.
+	ChangeLogLength int
+	ChangeLogAge    time.Duration
+
 	// OnFlush and OnLoad, if not nil, are passed to the ping batcher
 	// and the reader, e.g. to feed metrics.
 	OnFlush func(pingbatcher.FlushStats)
@@ -113,6 +120,9 @@ func (config ControllerManifoldsConfig) Validate() error {
 	if config.ClockName == "" && config.Clock == nil {
 		return errors.NotValidf("nil Clock and empty ClockName")
 	}
+	if config.ChangeLogLength < 0 {
+		return errors.NotValidf("negative ChangeLogLength")
+	}
 	return errors.Trace(validateDurations(map[string]time.Duration{
 		"FlushInterval":    config.FlushInterval,
 		"Period":           config.Period,
@@ -120,6 +130,7 @@ func (config ControllerManifoldsConfig) Validate() error {
 		"PruneInterval":    config.PruneInterval,
 		"LeaseClockSkew":   config.LeaseClockSkew,
 		"LeaseMaxDuration": config.LeaseMaxDuration,
+		"ChangeLogAge":     config.ChangeLogAge,
 	}))
 }
 
@@ -170,6 +181,8 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			Collection:   config.Collection,
 			Period:       config.Period,
 			SyncInterval: config.SyncInterval,
+			LogLength:    config.ChangeLogLength,
+			LogAge:       config.ChangeLogAge,
 			Logger:       logger,
 			NewWorker: func(c presencereader.Config) (worker.Worker, error) {
 				c.OnLoad = config.OnLoad
@@ -402,6 +415,11 @@ type ManifoldsConfig struct {
 	LeaseClockSkew, LeaseMaxDuration, MaxClaimDuration time.Duration
 	ReleaseOnStop                                      bool
 
+	// ChangeLogLength and ChangeLogAge bound each model's change log;
+	// see ControllerManifoldsConfig.
+	ChangeLogLength int
+	ChangeLogAge    time.Duration
+
 	// OnFlush and OnLoad, if not nil, are passed to the ping batcher
 	// and the reader, e.g. to feed metrics.
 	OnFlush func(pingbatcher.FlushStats)
@@ -415,6 +433,8 @@ func (config ManifoldsConfig) controller() ControllerManifoldsConfig {
 		Clock:            config.Clock,
 		LeaseClockSkew:   config.LeaseClockSkew,
 		LeaseMaxDuration: config.LeaseMaxDuration,
+		ChangeLogLength:  config.ChangeLogLength,
+		ChangeLogAge:     config.ChangeLogAge,
 		Logger:           config.Logger,
 		Prefix:           config.Prefix,
 		Collection:       config.Collection,

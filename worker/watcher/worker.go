@@ -68,6 +68,20 @@ type Subscription interface {
 	Close()
 }
 
+// ResumableSubscription is a Subscription that also says where each
+// change is in the model's change log, so that a consumer that goes away
+// can resume after the last position it saw (SubscribeConfig.After) and
+// get exactly what it missed, or an explicit reset. Watcher.SubscribeWith
+// returns one; *presencereader.Subscription implements it.
+type ResumableSubscription interface {
+	Subscription
+
+	// NextBatch is Next with positions: the first call returns the
+	// snapshot (or, resuming, the changes after the position, or a
+	// reset and a snapshot), later calls the changes since.
+	NextBatch(ctx context.Context) (Batch, error)
+}
+
 // PresenceWatcher is what consumers of a model's presence use: the
 // watcher manifold's Output fills a *PresenceWatcher (as well as a
 // **Watcher, or a pointer to any narrower interface of the consumer's
@@ -395,7 +409,7 @@ func (w *Watcher) Subscribe(keys ...string) Subscription {
 // to all, from a snapshot or resuming after a position, every change or
 // coalesced. See presencereader.View.SubscribeWith. On a dead watcher,
 // or with an invalid key, the subscription's Next fails with the reason.
-func (w *Watcher) SubscribeWith(config SubscribeConfig) *Subscription {
+func (w *Watcher) SubscribeWith(config SubscribeConfig) ResumableSubscription {
 	if w.view == nil {
 		return presencereader.NewFailedSubscription(w.deathErr())
 	}
