@@ -210,12 +210,21 @@ func (d *deployment) model(id string) (string, error) {
 }
 
 // subscribe is part of the source interface.
-func (d *deployment) subscribe(model string) (subscription, <-chan struct{}) {
+func (d *deployment) subscribe(model string, config presencereader.SubscribeConfig) (subscription, <-chan struct{}) {
 	view, err := d.view(model)
 	if err != nil {
 		return presencereader.NewFailedSubscription(err), nil
 	}
-	return view.Subscribe(), nil
+	return view.SubscribeWith(config), nil
+}
+
+// position is part of the source interface.
+func (d *deployment) position(model string) presencereader.Position {
+	view, err := d.view(model)
+	if err != nil {
+		return presencereader.Position{}
+	}
+	return view.Position()
 }
 
 // view returns model's view, made at its first use.

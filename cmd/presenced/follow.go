@@ -20,6 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/presencereader"
 )
 
 // Exit codes of watch and serve (and of the demo).
@@ -37,6 +38,8 @@ type followOptions struct {
 	refresh   time.Duration
 	keepalive time.Duration
 	listen    string
+	after     []presencereader.Position
+	coalesce  bool
 }
 
 // parseFollow parses watch's or serve's flags: serve takes --listen and
@@ -66,6 +69,15 @@ func parseFollow(name string, args []string, stderr io.Writer) (followOptions, e
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the database at start")
 	if name == "serve" {
 		fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address for /status, /watch, /metrics and /healthz")
+	} else {
+		fs.Func("after", "resume after this position, one per model (repeatable); a position this process's logs do not hold gets a reset line", func(value string) error {
+			after, err := presencereader.ParsePosition(value)
+			if err == nil && !after.IsZero() {
+				o.after = append(o.after, after)
+			}
+			return err
+		})
+		fs.BoolVar(&o.coalesce, "coalesce", false, "at most one change per key and read, instead of every transition")
 	}
 	var err error
 	if o.args, err = parseInterleaved(fs, args); err != nil {
@@ -215,7 +227,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "presenced watch: no model has presence in %s.%s yet (another --database or --collection?); waiting for one\n",
 			o.database, o.collection)
 	}
-	req := watchRequest{model: o.model.Id(), keys: o.args}
+	req := watchRequest{model: o.model.Id(), keys: o.args, after: o.after, coalesce: o.coalesce}
 	if err := streamWatch(ctx, d, req, writeLines(stdout), clock.WallClock, o.keepalive); err != nil {
 		fmt.Fprintln(stderr, "presenced watch:", redact(err.Error(), o.mongoURI))
 		return exitFailed

@@ -20,6 +20,7 @@ import (
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
+	"github.com/presencekit/presence/worker/presencereader"
 )
 
 // followSuite runs watch and serve against a database that the library's
@@ -125,7 +126,7 @@ func (s *followSuite) TestWatchStreamsTheSnapshotAndWritesNothing(c *gc.C) {
 	defer s.startWriter(c)()
 	cmd := s.start(c, runWatch, "machine-0", "ghost", "--keepalive", "200ms")
 	end := cmd.lines.wait(c, `{"snapshot_end":true`, time.Minute)
-	c.Assert(end, gc.Matches, `\{"snapshot_end":true,"time":"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ"\}`)
+	c.Assert(end, gc.Matches, `\{"snapshot_end":true,"positions":\{"`+queryModel.Id()+`":"[0-9a-f]+\.\d+"\},"time":"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ"\}`)
 	cmd.lines.wait(c, `{"keepalive":true`, 10*time.Second)
 	cmd.stop(c)
 	text := cmd.lines.text()
@@ -187,6 +188,133 @@ func (s *followSuite) TestServeAnswersEveryEndpointAndWritesNothing(c *gc.C) {
 	}
 	cmd.stop(c)
 	s.assertNoWrites(c)
+}
+
+func (s *followSuite) TestAWatchClientThatReconnectsAfterItsPositionGetsOnlyWhatItMissed(c *gc.C) {
+	base := s.DB.Collection(baseCollection)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock, FlushInterval: 100 * time.Millisecond, Period: time.Second})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	newPinger := func(key string) *pinger.Pinger {
+		p, err := pinger.New(pinger.Config{
+			Base: base, Model: queryModel, Key: key, Clock: clock.WallClock,
+			Recorder: func() pinger.PingRecorder { return b },
+		})
+		c.Assert(err, gc.IsNil)
+		c.Assert(p.Start(), gc.IsNil)
+		c.Assert(b.Sync(), gc.IsNil)
+		return p
+	}
+	defer newPinger("machine-0").Kill()
+
+	cmd := s.start(c, runServe, "--listen", "127.0.0.1:0")
+	defer cmd.stop(c)
+	listening := cmd.lines.wait(c, "presenced serve: following ", time.Minute)
+	server := "http://" + strings.Fields(strings.SplitAfter(listening, "http://")[1])[0]
+	url := server + "/watch?model=" + queryModel.Id()
+	// waitAlive waits until serve's reader has loaded n keys alive: a
+	// change it never loaded is no change to resume.
+	waitAlive := func(n int) {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			var st serveStatusDoc
+			getJSON(c, server+"/status", &st)
+			if len(st.Models) == 1 && st.Models[0].Alive == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				c.Fatalf("serve never saw %d alive: %+v", n, st.Models)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitAlive(1)
+
+	// The first connection: the snapshot, and the position it ends at.
+	lines, closeFirst := watchLines(c, url)
+	var snapshot []watchLine
+	for line := range lines {
+		if line.SnapshotEnd {
+			snapshot = append(snapshot, line)
+			break
+		}
+		snapshot = append(snapshot, line)
+	}
+	closeFirst()
+	c.Assert(snapshot, gc.HasLen, 2)
+	c.Assert(snapshot[0], gc.DeepEquals, keyLine(queryModel.Id(), "machine-0", true, true))
+	after := snapshot[1].Positions[queryModel.Id()]
+	c.Assert(after, gc.Not(gc.Equals), "")
+
+	// While nobody watches, machine-1 comes and goes.
+	p := newPinger("machine-1")
+	waitAlive(2)
+	c.Assert(p.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	waitAlive(1)
+
+	// The reconnection gets both transitions, in order, with positions
+	// after the one it gave, and nothing of machine-0, which did not
+	// change.
+	lines, closeSecond := watchLines(c, url+"&after="+after)
+	defer closeSecond()
+	var got []watchLine
+	for line := range lines {
+		if line.SnapshotEnd || line.Keepalive {
+			continue
+		}
+		c.Assert(line.Snapshot, gc.Equals, false, gc.Commentf("%+v", line))
+		c.Assert(line.Reset, gc.Equals, false, gc.Commentf("%+v", line))
+		got = append(got, line)
+		if len(got) == 2 {
+			break
+		}
+	}
+	c.Assert(got, gc.HasLen, 2)
+	c.Assert(got[0].Key, gc.Equals, "machine-1")
+	c.Assert(*got[0].Alive, gc.Equals, true)
+	c.Assert(got[1].Key, gc.Equals, "machine-1")
+	c.Assert(*got[1].Alive, gc.Equals, false)
+	from, err := presencereader.ParsePosition(after)
+	c.Assert(err, gc.IsNil)
+	for _, line := range got {
+		pos, err := presencereader.ParsePosition(line.Position)
+		c.Assert(err, gc.IsNil)
+		c.Assert(pos.View, gc.Equals, from.View)
+		c.Assert(pos.Seq > from.Seq, gc.Equals, true, gc.Commentf("%v after %v", pos, from))
+	}
+	s.assertNoWrites(c)
+}
+
+// watchLines reads a /watch stream's lines into a channel until the
+// returned function closes the connection.
+func watchLines(c *gc.C, url string) (<-chan watchLine, func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	c.Assert(err, gc.IsNil)
+	resp, err := http.DefaultClient.Do(req)
+	c.Assert(err, gc.IsNil)
+	c.Assert(resp.StatusCode, gc.Equals, http.StatusOK)
+	lines := make(chan watchLine)
+	go func() {
+		defer close(lines)
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var line watchLine
+			if dec.Decode(&line) != nil {
+				return
+			}
+			select {
+			case lines <- line:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return lines, func() {
+		cancel()
+		resp.Body.Close()
+	}
 }
 
 func (s *followSuite) TestHealthzFailsWhileTheDatabaseIsAway(c *gc.C) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/juju/clock"
@@ -31,34 +33,50 @@ type source interface {
 	// one the source can never have.
 	model(id string) (string, error)
 
-	// subscribe returns a subscription to every key of model, and a
-	// channel that is closed once the subscription should be replaced
-	// (nil if never): the demo's engine restarts watchers.
-	subscribe(model string) (subscription, <-chan struct{})
+	// subscribe returns a subscription to every key of model as config
+	// says (its Keys are not used), and a channel that is closed once
+	// the subscription should be replaced (nil if never): the demo's
+	// engine restarts watchers.
+	subscribe(model string, config presencereader.SubscribeConfig) (subscription, <-chan struct{})
+
+	// position returns the position of model's latest change, whose
+	// View names model's change log; zero if model has none yet.
+	position(model string) presencereader.Position
 }
 
 // subscription is what a source's subscribe returns; a
 // *presencereader.Subscription to every key of a model is one.
 type subscription interface {
-	// Next returns the snapshot on its first call, then the changes
-	// since the previous call, blocking until there are some.
-	Next(ctx context.Context) ([]presencereader.Change, error)
+	// NextBatch returns the snapshot (or, resuming, the changes after
+	// the position, or a reset and a snapshot) on its first call, then
+	// the changes since the previous call, blocking until there are
+	// some.
+	NextBatch(ctx context.Context) (presencereader.Batch, error)
 	// Close ends the subscription.
 	Close()
 }
 
 // watchLine is one line of a watch stream. A key's line carries its model
 // and whether any writer ever wrote it ("known"); a key no model knows is
-// reported once, in the snapshot, as known:false, with no state.
+// reported once, in the snapshot, as known:false, with no state. A change
+// carries its position in its model's change log; the snapshot_end line
+// carries every model's position, which is what a client resumes after
+// (after=, one per model) when it reconnects. A reset line says that what
+// follows for its model (or, without a model, for a position no model
+// here knows) replaces what the client knew.
 type watchLine struct {
-	Model       string `json:"model,omitempty"`
-	Key         string `json:"key,omitempty"`
-	Known       *bool  `json:"known,omitempty"`
-	Alive       *bool  `json:"alive,omitempty"`
-	Snapshot    bool   `json:"snapshot,omitempty"`
-	SnapshotEnd bool   `json:"snapshot_end,omitempty"`
-	Keepalive   bool   `json:"keepalive,omitempty"`
-	Time        string `json:"time,omitempty"` // RFC 3339
+	Model       string            `json:"model,omitempty"`
+	Key         string            `json:"key,omitempty"`
+	Known       *bool             `json:"known,omitempty"`
+	Alive       *bool             `json:"alive,omitempty"`
+	Position    string            `json:"position,omitempty"`
+	Snapshot    bool              `json:"snapshot,omitempty"`
+	Reset       bool              `json:"reset,omitempty"`
+	After       string            `json:"after,omitempty"`
+	SnapshotEnd bool              `json:"snapshot_end,omitempty"`
+	Positions   map[string]string `json:"positions,omitempty"`
+	Keepalive   bool              `json:"keepalive,omitempty"`
+	Time        string            `json:"time,omitempty"` // RFC 3339
 }
 
 // watchRequest is what a watch stream follows.
@@ -67,10 +85,16 @@ type watchRequest struct {
 	model string
 	// keys are the keys to follow; none means every key.
 	keys []string
+	// after are the positions to resume after, at most one per model.
+	after []presencereader.Position
+	// coalesce reports at most one change per key and answer.
+	coalesce bool
 }
 
 // parseWatchQuery checks a /watch request's parameters: key= (any number,
-// each a valid key) and model= (at most one). Anything else is an error
+// each a valid key), model= (at most one), after= (positions, as the
+// stream's lines give them) and coalesce= (a boolean). Anything else is an
+// error
 // satisfying errors.NotValid, or errors.NotFound for a model the source
 // cannot have.
 func parseWatchQuery(src source, query map[string][]string) (watchRequest, error) {
@@ -96,6 +120,25 @@ func parseWatchQuery(src source, query map[string][]string) (watchRequest, error
 				return req, errors.Trace(err)
 			}
 			req.model = model
+		case "after":
+			if len(values) > maxWatchKeys {
+				return req, errors.NotValidf("more than %d positions", maxWatchKeys)
+			}
+			for _, value := range values {
+				after, err := presencereader.ParsePosition(value)
+				if err != nil {
+					return req, errors.Trace(err)
+				}
+				if !after.IsZero() {
+					req.after = append(req.after, after)
+				}
+			}
+		case "coalesce":
+			coalesce, err := strconv.ParseBool(values[len(values)-1])
+			if len(values) != 1 || err != nil {
+				return req, errors.NotValidf("coalesce %q (want one true or false)", values)
+			}
+			req.coalesce = coalesce
 		default:
 			return req, errors.NotValidf("parameter %q", name)
 		}
@@ -153,21 +196,31 @@ func writeLines(out io.Writer) func(watchLine) bool {
 }
 
 // modelEvent is what a model's puller hands the stream: a subscription's
-// changes, or why the model can no longer be followed.
+// batch, or why the model can no longer be followed.
 type modelEvent struct {
-	model    string
-	changes  []presencereader.Change
-	snapshot bool // the first snapshot of the model
-	err      error
+	model string
+	batch presencereader.Batch
+	first bool // the model's first batch: its snapshot, or its resume
+	err   error
 }
 
 // streamWatch sends the snapshot of req's keys (every key if none) in
 // every model the request covers, each line with its model, then a key
-// that no model knows as known:false, then a snapshot_end line; after
-// that, every change, and a keepalive line every keepalive when nothing
-// else is sent. Each model is pulled from a subscription of its own, so a
-// slow stream stalls nobody; when the source replaces a subscription the
-// stream sends only what changed meanwhile. It returns when ctx is done
+// that no model knows as known:false, then a snapshot_end line with every
+// model's position; after that, every change with its position, and a
+// keepalive line every keepalive when nothing else is sent.
+//
+// A model whose position is in req.after resumes instead: its part of
+// the snapshot is the changes after that position, every transition
+// unless req.coalesce; when its change log no longer holds them, a reset
+// line for the model and its snapshot. A position that no model's log
+// knows (another process, an earlier run) gets a reset line of its own:
+// the models it may have been are sent as snapshots. There is never a
+// silent gap.
+//
+// Each model is pulled from a subscription of its own, so a slow stream
+// stalls nobody; when the source replaces a subscription, the new one
+// resumes after the last position sent. It returns when ctx is done
 // (nil), when send fails (nil: the client went away), or with the error
 // that stopped a model's subscription.
 func streamWatch(ctx context.Context, src source, req watchRequest, send func(watchLine) bool, clk clock.Clock, keepalive time.Duration) error {
@@ -175,28 +228,43 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 	defer cancel()
 	events := make(chan modelEvent)
 	pulling := make(map[string]bool)
-	waiting := 0 // models whose first snapshot has not come yet
+	waiting := 0 // models whose first batch has not come yet
 	models := func() []string {
 		if req.model != "" {
 			return []string{req.model}
 		}
 		return src.models()
 	}
+	// resume maps each model's log to where the client left it.
+	resume := make(map[string]presencereader.Position, len(req.after))
+	for _, after := range req.after {
+		resume[after.View] = after
+	}
 	pull := func(model string) {
 		pulling[model] = true
 		waiting++
-		go pullModel(ctx, src, model, events)
+		after := resume[src.position(model).View]
+		delete(resume, after.View)
+		config := presencereader.SubscribeConfig{After: after, Coalesce: req.coalesce}
+		go pullModel(ctx, src, model, config, events)
 	}
 	for _, model := range models() {
 		pull(model)
+	}
+	for _, after := range req.after {
+		if _, unknown := resume[after.View]; unknown && !send(watchLine{Reset: true, After: after.String()}) {
+			return nil
+		}
 	}
 
 	wanted := make(map[string]bool, len(req.keys))
 	for _, key := range req.keys {
 		wanted[key] = true
 	}
-	// state is the last state sent of each key, by model.
+	// state is the last state sent of each key, by model; positions the
+	// last position of each model.
 	state := make(map[string]map[string]bool)
+	positions := make(map[string]string)
 	snapshotDone := false
 	endSnapshot := func() bool {
 		snapshotDone = true
@@ -210,7 +278,7 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 				return false
 			}
 		}
-		return send(watchLine{SnapshotEnd: true, Time: clk.Now().UTC().Format(time.RFC3339)})
+		return send(watchLine{SnapshotEnd: true, Positions: maps.Clone(positions), Time: clk.Now().UTC().Format(time.RFC3339)})
 	}
 	if waiting == 0 && !endSnapshot() {
 		return nil
@@ -226,25 +294,13 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 			if ev.err != nil {
 				return errors.Annotatef(ev.err, "cannot follow model %s", ev.model)
 			}
-			keys := state[ev.model]
-			if keys == nil {
-				keys = make(map[string]bool)
-				state[ev.model] = keys
+			if !sendBatch(ev, wanted, state, send) {
+				return nil
 			}
-			for _, c := range ev.changes {
-				if len(wanted) > 0 && !wanted[c.Key] {
-					continue
-				}
-				if last, ok := keys[c.Key]; ok && last == c.Alive {
-					continue // a replaced subscription's snapshot
-				}
-				keys[c.Key] = c.Alive
-				line := watchLine{Model: ev.model, Key: c.Key, Known: ptr(true), Alive: ptr(c.Alive), Snapshot: !snapshotDone}
-				if !send(line) {
-					return nil
-				}
+			if end := ev.batch.End; !end.IsZero() {
+				positions[ev.model] = end.String()
 			}
-			if ev.snapshot {
+			if ev.first {
 				waiting--
 				if waiting == 0 && !snapshotDone && !endSnapshot() {
 					return nil
@@ -264,17 +320,51 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 	}
 }
 
-// pullModel hands events every change of model's keys: the first
-// snapshot (snapshot set), then every change; when the source replaces
-// the subscription, the new one's snapshot goes as changes. It returns
-// when ctx is done, or after handing an event with the error that ended
-// a subscription the source does not replace.
-func pullModel(ctx context.Context, src source, model string, events chan<- modelEvent) {
+// sendBatch sends the lines of one model's batch: a reset line first if
+// the batch is a reset, then each event of a wanted key (every key if
+// none is wanted) that changes what the stream last sent of it. It
+// reports whether every send succeeded. The states of a snapshot are
+// marked snapshot; a resumed model's changes, sent before the snapshot
+// ends, are changes with their positions.
+func sendBatch(ev modelEvent, wanted map[string]bool, state map[string]map[string]bool, send func(watchLine) bool) bool {
+	keys := state[ev.model]
+	if keys == nil || ev.batch.Reset {
+		keys = make(map[string]bool)
+		state[ev.model] = keys
+	}
+	if ev.batch.Reset && !send(watchLine{Model: ev.model, Reset: true}) {
+		return false
+	}
+	for _, e := range ev.batch.Events {
+		if len(wanted) > 0 && !wanted[e.Key] {
+			continue
+		}
+		if last, ok := keys[e.Key]; ok && last == e.Alive && e.Position.IsZero() {
+			continue // a replaced subscription's snapshot
+		}
+		keys[e.Key] = e.Alive
+		line := watchLine{
+			Model: ev.model, Key: e.Key, Known: ptr(true), Alive: ptr(e.Alive),
+			Position: e.Position.String(), Snapshot: ev.batch.Snapshot,
+		}
+		if !send(line) {
+			return false
+		}
+	}
+	return true
+}
+
+// pullModel hands events every batch of model's subscription, the first
+// marked first; when the source replaces the subscription, the new one
+// resumes after the last batch handed. It returns when ctx is done, or
+// after handing an event with the error that ended a subscription the
+// source does not replace.
+func pullModel(ctx context.Context, src source, model string, config presencereader.SubscribeConfig, events chan<- modelEvent) {
 	first := true
 	for ctx.Err() == nil {
-		sub, replaced := src.subscribe(model)
+		sub, replaced := src.subscribe(model, config)
 		for {
-			changes, err := sub.Next(ctx)
+			batch, err := sub.NextBatch(ctx)
 			if err != nil {
 				sub.Close()
 				if ctx.Err() != nil {
@@ -290,8 +380,11 @@ func pullModel(ctx context.Context, src source, model string, events chan<- mode
 				break
 			}
 			select {
-			case events <- modelEvent{model: model, changes: changes, snapshot: first}:
+			case events <- modelEvent{model: model, batch: batch, first: first}:
 				first = false
+				if !batch.End.IsZero() {
+					config.After = batch.End
+				}
 			case <-ctx.Done():
 				sub.Close()
 				return
@@ -329,7 +422,7 @@ func (s demoSource) model(id string) (string, error) {
 	return "", errors.NotFoundf("model %q", id)
 }
 
-func (s demoSource) subscribe(model string) (subscription, <-chan struct{}) {
+func (s demoSource) subscribe(model string, config presencereader.SubscribeConfig) (subscription, <-chan struct{}) {
 	i := s.reg.modelIndex(model)
 	if i < 0 {
 		return presencereader.NewFailedSubscription(errors.NotFoundf("model %q", model)), nil
@@ -338,7 +431,19 @@ func (s demoSource) subscribe(model string) (subscription, <-chan struct{}) {
 	if o.watcher == nil {
 		return presencereader.NewFailedSubscription(errors.New("watcher not started")), changed
 	}
-	return o.watcher.Subscribe(), changed
+	return o.watcher.SubscribeWith(config), changed
+}
+
+func (s demoSource) position(model string) presencereader.Position {
+	i := s.reg.modelIndex(model)
+	if i < 0 {
+		return presencereader.Position{}
+	}
+	o, _ := s.reg.get(i)
+	if o.watcher == nil {
+		return presencereader.Position{}
+	}
+	return o.watcher.Position()
 }
 
 // validModel returns id if it is a model UUID, else a NotValid error.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,19 +30,27 @@ const (
 )
 
 // fakeSource is a source of fixed models whose subscriptions a test
-// feeds.
+// feeds. Model X's change log is named "vX" after its UUID's last
+// character; its first push is a snapshot at position vX.0, later pushes
+// are changes numbered from there.
 type fakeSource struct {
-	mu   sync.Mutex
-	subs map[string]*fakeSubscription
-	list []string
+	mu      sync.Mutex
+	subs    map[string]*fakeSubscription
+	list    []string
+	configs map[string]presencereader.SubscribeConfig
 }
 
 func newFakeSource(models ...string) *fakeSource {
-	s := &fakeSource{subs: make(map[string]*fakeSubscription), list: models}
+	s := &fakeSource{subs: make(map[string]*fakeSubscription), list: models, configs: make(map[string]presencereader.SubscribeConfig)}
 	for _, m := range models {
-		s.subs[m] = &fakeSubscription{changes: make(chan []presencereader.Change, 10), closed: make(chan struct{})}
+		s.subs[m] = &fakeSubscription{batches: make(chan presencereader.Batch, 10), closed: make(chan struct{})}
 	}
 	return s
+}
+
+// logOf returns the name of model's fake change log.
+func logOf(model string) string {
+	return "v" + model[len(model)-1:]
 }
 
 func (s *fakeSource) models() []string {
@@ -54,34 +63,69 @@ func (s *fakeSource) model(id string) (string, error) {
 	return validModel(id)
 }
 
-func (s *fakeSource) subscribe(model string) (subscription, <-chan struct{}) {
+func (s *fakeSource) subscribe(model string, config presencereader.SubscribeConfig) (subscription, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.configs[model] = config
 	return s.subs[model], nil
 }
 
-// push hands model's subscription its next answer.
+func (s *fakeSource) position(model string) presencereader.Position {
+	return presencereader.Position{View: logOf(model), Seq: 100}
+}
+
+// config returns what model was last subscribed with.
+func (s *fakeSource) config(model string) presencereader.SubscribeConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.configs[model]
+}
+
+// push hands model's subscription its next answer: a snapshot the first
+// time, changes after that.
 func (s *fakeSource) push(model string, changes ...presencereader.Change) {
 	s.mu.Lock()
 	sub := s.subs[model]
 	s.mu.Unlock()
-	sub.changes <- changes
+	batch := presencereader.Batch{Snapshot: sub.seq == 0 && !sub.resumed}
+	for _, change := range changes {
+		e := presencereader.Event{Change: change}
+		if !batch.Snapshot {
+			sub.seq++
+			e.Position = presencereader.Position{View: logOf(model), Seq: sub.seq}
+		}
+		batch.Events = append(batch.Events, e)
+	}
+	batch.End = presencereader.Position{View: logOf(model), Seq: sub.seq}
+	sub.resumed = true
+	sub.batches <- batch
+}
+
+// pushBatch hands model's subscription batch as it is.
+func (s *fakeSource) pushBatch(model string, batch presencereader.Batch) {
+	s.mu.Lock()
+	sub := s.subs[model]
+	s.mu.Unlock()
+	sub.resumed = true
+	sub.batches <- batch
 }
 
 type fakeSubscription struct {
-	changes chan []presencereader.Change
+	batches chan presencereader.Batch
+	seq     uint64
+	resumed bool // the first batch is pushed
 	once    sync.Once
 	closed  chan struct{}
 }
 
-func (s *fakeSubscription) Next(ctx context.Context) ([]presencereader.Change, error) {
+func (s *fakeSubscription) NextBatch(ctx context.Context) (presencereader.Batch, error) {
 	select {
-	case c := <-s.changes:
-		return c, nil
+	case b := <-s.batches:
+		return b, nil
 	case <-s.closed:
-		return nil, presencereader.ErrSubscriptionClosed
+		return presencereader.Batch{}, presencereader.ErrSubscriptionClosed
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return presencereader.Batch{}, ctx.Err()
 	}
 }
 
@@ -125,6 +169,12 @@ func keyLine(model, key string, alive, snapshot bool) watchLine {
 	return watchLine{Model: model, Key: key, Known: ptr(true), Alive: ptr(alive), Snapshot: snapshot}
 }
 
+func changeLine(model, key string, alive bool, seq int) watchLine {
+	line := keyLine(model, key, alive, false)
+	line.Position = fmt.Sprintf("%s.%d", logOf(model), seq)
+	return line
+}
+
 func (*watchSuite) TestKeysAreSearchedInEveryModelAndUnknownKeysAreNotDead(c *gc.C) {
 	src := newFakeSource(modelA, modelB)
 	clk := testclock.NewClock(time.Unix(0, 0))
@@ -151,9 +201,9 @@ func (*watchSuite) TestChangesAfterTheSnapshotCarryTheirModel(c *gc.C) {
 	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
 
 	src.push(modelB, presencereader.Change{Key: "machine-1", Alive: true})
-	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-1", true, false))
+	c.Assert(ls.next(c), gc.DeepEquals, changeLine(modelB, "machine-1", true, 1))
 	src.push(modelA, presencereader.Change{Key: "machine-1", Alive: false})
-	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelA, "machine-1", false, false))
+	c.Assert(ls.next(c), gc.DeepEquals, changeLine(modelA, "machine-1", false, 1))
 }
 
 func (*watchSuite) TestModelNarrowsTheSearch(c *gc.C) {
@@ -266,5 +316,78 @@ func (*watchSuite) TestTheHandlerStreamsOneJSONObjectPerLine(c *gc.C) {
 	}
 	c.Assert(lines, gc.HasLen, 2)
 	c.Assert(lines[0], gc.Equals, `{"model":"`+modelA+`","key":"machine-0","known":true,"alive":true,"snapshot":true}`)
-	c.Assert(lines[1], gc.Matches, `\{"snapshot_end":true,"time":"1970-01-01T00:00:00Z"\}`)
+	c.Assert(lines[1], gc.Equals, `{"snapshot_end":true,"positions":{"`+modelA+`":"va.0"},"time":"1970-01-01T00:00:00Z"}`)
+}
+
+func (*watchSuite) TestAModelResumesAfterItsPositionWithEveryChangeItMissed(c *gc.C) {
+	src := newFakeSource(modelA, modelB)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	after := presencereader.Position{View: logOf(modelA), Seq: 7}
+	ls := startStream(src, watchRequest{after: []presencereader.Position{after}}, clk)
+	defer ls.stop(c)
+	// Model A resumes: its subscription starts after the position, and
+	// a key that flapped in the gap is reported with each transition.
+	src.subs[modelA].seq = 7
+	src.push(modelA,
+		presencereader.Change{Key: "machine-1", Alive: false},
+		presencereader.Change{Key: "machine-1", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, changeLine(modelA, "machine-1", false, 8))
+	c.Assert(ls.next(c), gc.DeepEquals, changeLine(modelA, "machine-1", true, 9))
+	// Model B, with no position, sends a snapshot.
+	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
+	end := ls.next(c)
+	c.Assert(end.SnapshotEnd, gc.Equals, true)
+	c.Assert(end.Positions, gc.DeepEquals, map[string]string{modelA: "va.9", modelB: "vb.0"})
+	c.Assert(src.config(modelA), gc.DeepEquals, presencereader.SubscribeConfig{After: after})
+	c.Assert(src.config(modelB), gc.DeepEquals, presencereader.SubscribeConfig{})
+}
+
+func (*watchSuite) TestAPositionNoModelKnowsGetsAResetLine(c *gc.C) {
+	src := newFakeSource(modelA)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	stale := presencereader.Position{View: "earlierrun", Seq: 3}
+	ls := startStream(src, watchRequest{after: []presencereader.Position{stale}, coalesce: true}, clk)
+	defer ls.stop(c)
+	c.Assert(ls.next(c), gc.DeepEquals, watchLine{Reset: true, After: "earlierrun.3"})
+	src.push(modelA, presencereader.Change{Key: "machine-1", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelA, "machine-1", true, true))
+	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
+	c.Assert(src.config(modelA), gc.DeepEquals, presencereader.SubscribeConfig{Coalesce: true})
+}
+
+func (*watchSuite) TestAResetReplacesWhatTheClientKnewOfItsModel(c *gc.C) {
+	src := newFakeSource(modelA)
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{}, clk)
+	defer ls.stop(c)
+	src.push(modelA, presencereader.Change{Key: "machine-1", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelA, "machine-1", true, true))
+	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
+	// The subscriber fell off the log: a reset and the whole state, the
+	// unchanged key included.
+	src.pushBatch(modelA, presencereader.Batch{
+		Snapshot: true, Reset: true,
+		Events: []presencereader.Event{{Change: presencereader.Change{Key: "machine-1", Alive: true}}},
+		End:    presencereader.Position{View: logOf(modelA), Seq: 40},
+	})
+	c.Assert(ls.next(c), gc.DeepEquals, watchLine{Model: modelA, Reset: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelA, "machine-1", true, true))
+}
+
+func (*watchSuite) TestAfterAndCoalesceAreParsed(c *gc.C) {
+	src := newFakeSource(modelA)
+	req, err := parseWatchQuery(src, url.Values{"after": {"va.3", "vb.4"}, "coalesce": {"true"}})
+	c.Assert(err, gc.IsNil)
+	c.Assert(req.after, gc.DeepEquals, []presencereader.Position{{View: "va", Seq: 3}, {View: "vb", Seq: 4}})
+	c.Assert(req.coalesce, gc.Equals, true)
+	for _, bad := range []url.Values{
+		{"after": {"va"}},
+		{"after": {"VA.1"}},
+		{"after": {"va.-1"}},
+		{"coalesce": {"maybe"}},
+	} {
+		_, err := parseWatchQuery(src, bad)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v: %v", bad, err))
+	}
 }
