@@ -266,9 +266,17 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 	state := make(map[string]map[string]bool)
 	positions := make(map[string]string)
 	snapshotDone := false
+	// resumed is set once a model resumes: its unchanged keys are not
+	// in state, and the client knows them (and which keys no model
+	// knew) from before.
+	resumed := false
 	endSnapshot := func() bool {
 		snapshotDone = true
-		for _, key := range req.keys {
+		unknown := req.keys
+		if resumed {
+			unknown = nil
+		}
+		for _, key := range unknown {
 			known := false
 			for _, keys := range state {
 				_, in := keys[key]
@@ -301,6 +309,7 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 				positions[ev.model] = end.String()
 			}
 			if ev.first {
+				resumed = resumed || !ev.batch.Snapshot
 				waiting--
 				if waiting == 0 && !snapshotDone && !endSnapshot() {
 					return nil
