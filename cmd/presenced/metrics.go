@@ -35,6 +35,7 @@ type metrics struct {
 	slow        prometheus.Counter
 	skipped     prometheus.Counter
 	skew        prometheus.Gauge
+	skews       *prometheus.GaugeVec
 	failures    *prometheus.CounterVec
 	held        prometheus.Gauge
 	stalled     prometheus.Gauge
@@ -107,6 +108,10 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Name: "presence_max_clock_skew_seconds",
 			Help: "The largest clock difference the presence reader measured against any writer (an upper bound).",
 		}),
+		skews: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presence_clock_skew_seconds",
+			Help: "The clock difference the presence reader measured against each writer (a controller's ping batcher): the reader's clock minus the writer's, an upper bound that includes write and read delays.",
+		}, []string{"writer"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presence_reader_loads_total",
 			Help: "Presence reader loads, by result.",
@@ -137,7 +142,7 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Help: "Workers the dependency engine started again after their first start, by manifold (without the model prefix).",
 		}, []string{"worker"}),
 	}
-	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.leasesKnown, m.skipped, m.skew, m.failures, m.held, m.stalled, m.errs,
+	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.leasesKnown, m.skipped, m.skew, m.skews, m.failures, m.held, m.stalled, m.errs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
@@ -277,6 +282,12 @@ func (m *metrics) onLoad(s presencereader.LoadStats) {
 	m.syncs.Observe(s.Took.Seconds())
 	m.skipped.Add(float64(s.Skipped))
 	m.skew.Set(s.MaxSkew.Seconds())
+	// One series per writer the reader measures now: a retired
+	// controller's goes.
+	m.skews.Reset()
+	for writer, skew := range s.Skews {
+		m.skews.WithLabelValues(writer).Set(skew.Seconds())
+	}
 	if s.Err != nil {
 		m.failures.WithLabelValues("error").Inc()
 		m.errs.WithLabelValues("read", errorKind(s.Err)).Inc()

@@ -64,8 +64,8 @@ func (*metricsSuite) TestRestartsAreCountedPerWorkerNotPerModel(c *gc.C) {
 	for _, name := range []string{"m0-watcher", "m1-watcher", "ping-batcher", "m0-watcher", "m1-watcher", "ping-batcher", "m0-watcher"} {
 		m.RecordStart(name)
 	}
-	c.Assert(counterValue(c, m, "presence_worker_restarts_total", "watcher"), gc.Equals, 3.0)
-	c.Assert(counterValue(c, m, "presence_worker_restarts_total", "ping-batcher"), gc.Equals, 1.0)
+	c.Assert(metricValue(c, m, "presence_worker_restarts_total", "watcher"), gc.Equals, 3.0)
+	c.Assert(metricValue(c, m, "presence_worker_restarts_total", "ping-batcher"), gc.Equals, 1.0)
 }
 
 func (*metricsSuite) TestDatabaseErrorsAreCountedByOperationAndKind(c *gc.C) {
@@ -73,9 +73,25 @@ func (*metricsSuite) TestDatabaseErrorsAreCountedByOperationAndKind(c *gc.C) {
 	m.onLoad(presencereader.LoadStats{Err: context.DeadlineExceeded})
 	m.onLoad(presencereader.LoadStats{Err: errors.New("no")})
 	m.onFlush(pingbatcher.FlushStats{Err: context.DeadlineExceeded})
-	c.Assert(counterValue(c, m, "presence_database_errors_total", "timeout", "read"), gc.Equals, 1.0)
-	c.Assert(counterValue(c, m, "presence_database_errors_total", "other", "read"), gc.Equals, 1.0)
-	c.Assert(counterValue(c, m, "presence_database_errors_total", "timeout", "write"), gc.Equals, 1.0)
+	c.Assert(metricValue(c, m, "presence_database_errors_total", "timeout", "read"), gc.Equals, 1.0)
+	c.Assert(metricValue(c, m, "presence_database_errors_total", "other", "read"), gc.Equals, 1.0)
+	c.Assert(metricValue(c, m, "presence_database_errors_total", "timeout", "write"), gc.Equals, 1.0)
+}
+
+func (*metricsSuite) TestClockSkewIsAGaugePerWriterThatForgetsRetiredWriters(c *gc.C) {
+	m := newMetrics(time.Second, true, testclock.NewClock(time.Unix(0, 0)))
+	m.onLoad(presencereader.LoadStats{Skews: map[string]time.Duration{"w1": 1500 * time.Millisecond, "w2": -time.Second}})
+	c.Assert(metricValue(c, m, "presence_clock_skew_seconds", "w1"), gc.Equals, 1.5)
+	c.Assert(metricValue(c, m, "presence_clock_skew_seconds", "w2"), gc.Equals, -1.0)
+	m.onLoad(presencereader.LoadStats{Skews: map[string]time.Duration{"w1": time.Second}})
+	c.Assert(metricValue(c, m, "presence_clock_skew_seconds", "w1"), gc.Equals, 1.0)
+	families, err := m.registry.Gather()
+	c.Assert(err, gc.IsNil)
+	for _, f := range families {
+		if f.GetName() == "presence_clock_skew_seconds" {
+			c.Assert(f.GetMetric(), gc.HasLen, 1)
+		}
+	}
 }
 
 func (*metricsSuite) TestHealthNeedsARecentSuccessfulLoad(c *gc.C) {
@@ -101,9 +117,9 @@ func (*metricsSuite) TestEachWorkersErrorsPrintOnTheirOwnLine(c *gc.C) {
 		"ERROR \"ping-batcher\" manifold worker returned unexpected error: connection refused\n")
 }
 
-// counterValue returns the value of the counter name whose label values
+// metricValue returns the value of the counter or gauge name whose label values
 // are values, in label name order.
-func counterValue(c *gc.C, m *metrics, name string, values ...string) float64 {
+func metricValue(c *gc.C, m *metrics, name string, values ...string) float64 {
 	families, err := m.registry.Gather()
 	c.Assert(err, gc.IsNil)
 	for _, f := range families {
@@ -116,6 +132,9 @@ func counterValue(c *gc.C, m *metrics, name string, values ...string) float64 {
 				got = append(got, l.GetValue())
 			}
 			if slices.Equal(got, values) {
+				if g := metric.GetGauge(); g != nil {
+					return g.GetValue()
+				}
 				return metric.GetCounter().GetValue()
 			}
 		}
@@ -161,6 +180,7 @@ func checkMetricNames(c *gc.C, text string) {
 	m.flushes.WithLabelValues("ok")
 	m.failures.WithLabelValues("ok")
 	m.detections.WithLabelValues("crash")
+	m.skews.WithLabelValues("w")
 	families, err := m.registry.Gather()
 	c.Assert(err, gc.IsNil)
 	exported := make(map[string]bool)

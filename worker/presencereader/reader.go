@@ -165,6 +165,12 @@ type LoadStats struct {
 	// reader and any writer (an upper bound: it includes the write's and
 	// the read's delays).
 	MaxSkew time.Duration
+	// Skews is the clock difference measured against each writer, by
+	// writer id (the reader's clock minus the writer's, so positive
+	// means the writer is behind; the same upper bound as MaxSkew). It
+	// has one entry per controller, never per agent, and is only set
+	// when OnLoad is: the caller owns it.
+	Skews map[string]time.Duration
 	// LogEntries is how many changes the change logs of every model
 	// viewed hold, and LogBytes the memory they take, after the load.
 	LogEntries, LogBytes int
@@ -967,7 +973,7 @@ func (r *Reader) finishLoad(res loadResult) {
 			Took: res.took, Models: len(r.view.models), Writers: len(r.view.writer),
 			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped),
 			Held: r.view.holding, Stalled: r.view.stalled,
-			MaxSkew: r.maxSkew(), LogEntries: logEntries, LogBytes: logBytes, Err: res.err,
+			MaxSkew: r.maxSkew(), Skews: r.skews(), LogEntries: logEntries, LogBytes: logBytes, Err: res.err,
 		})
 	}
 	r.touched = nil
@@ -1117,6 +1123,17 @@ func (r *Reader) maxSkew() time.Duration {
 	for _, wc := range r.clocks {
 		if wc.n > 0 {
 			out = max(out, abs(wc.skew()))
+		}
+	}
+	return out
+}
+
+// skews returns the clock skew measured against each writer.
+func (r *Reader) skews() map[string]time.Duration {
+	out := make(map[string]time.Duration, len(r.clocks))
+	for writer, wc := range r.clocks {
+		if wc.n > 0 {
+			out[writer] = wc.skew()
 		}
 	}
 	return out
