@@ -1,6 +1,7 @@
 package pingbatcher
 
 import (
+	"math/bits"
 	"slices"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -158,15 +159,57 @@ func (s *slotState) ping(index uint32) (changed, revived bool) {
 	return changed, revived
 }
 
+// find returns the state of slot, or nil.
+func (w *writerState) find(slot int64) *slotState {
+	for _, s := range w.slots {
+		if s.slot == slot {
+			return s
+		}
+	}
+	return nil
+}
+
 // pingedIn reports whether index was pinged, and not disconnected since,
 // in slot.
 func (w *writerState) pingedIn(slot int64, index uint32) bool {
-	for _, s := range w.slots {
-		if s.slot == slot {
-			return isSet(s.alive, index) && !isSet(s.dead, index)
+	s := w.find(slot)
+	return s != nil && isSet(s.alive, index) && !isSet(s.dead, index)
+}
+
+// advance returns the state of slot; when slot is later than lastSlot it
+// becomes lastSlot, and the live indexes of the old lastSlot are carried
+// into it (see carry), whoever moves the writer on: a ping, a death or
+// the flush's tick.
+func (w *writerState) advance(slot int64) *slotState {
+	s := w.slotFor(slot)
+	if slot > w.lastSlot {
+		if prev := w.find(w.lastSlot); prev != nil {
+			w.carry(prev, s)
+		}
+		w.lastSlot = slot
+	}
+	return s
+}
+
+// carry marks alive in next every index alive in prev that a pinger still
+// holds and nobody disconnected: a pinger whose own ping is late (its
+// goroutine starved of CPU, its timer late) is not a dead agent while its
+// batcher, in the same process, is on time. An index released (Stop,
+// Kill) or disconnected is not carried, and its key times out as before.
+func (w *writerState) carry(prev, next *slotState) {
+	for i, word := range prev.alive {
+		if i < len(prev.dead) {
+			word &^= prev.dead[i]
+		}
+		for word != 0 {
+			bit := uint32(bits.TrailingZeros64(word))
+			word &= word - 1
+			index := uint32(i)*64 + bit
+			if int(index) < len(w.inUse) && w.inUse[index] && !isSet(next.dead, index) {
+				next.ping(index)
+			}
 		}
 	}
-	return false
 }
 
 // isSet reports whether bit index is set in words.

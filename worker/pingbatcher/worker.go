@@ -310,12 +310,11 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
 	}
-	if changed, revived := w.slotFor(slot).ping(id.Index); revived || (changed && !w.pingedIn(slot-1, id.Index)) {
+	if changed, revived := w.advance(slot).ping(id.Index); revived || (changed && !w.pingedIn(slot-1, id.Index)) {
 		// The key is coming up, not just pinging a new slot: write
 		// it soon rather than at the next flush.
 		b.soon()
 	}
-	w.lastSlot = max(w.lastSlot, slot)
 	return nil
 }
 
@@ -330,8 +329,7 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 	if w.writer != id.Writer || !w.valid(id.Model, id.Index) || slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}
-	w.slotFor(slot).kill(id.Index)
-	w.lastSlot = max(w.lastSlot, slot)
+	w.advance(slot).kill(id.Index)
 	b.soon()
 	return nil
 }
@@ -557,8 +555,7 @@ func (b *PingBatcher) tick() {
 	if w.released == len(w.entries) && slot > w.idleFrom+idleSlots {
 		return
 	}
-	w.slotFor(slot).version++
-	w.lastSlot = slot
+	w.advance(slot).version++
 }
 
 // entriesOf returns the schema form of a run of entries.

@@ -224,19 +224,45 @@ func (s *workerSuite) TestEverySlotGetsADocumentWhilePingersLive(c *gc.C) {
 	c.Assert(b.Ping(register(c, b, s.base, modelA, "a"), slot), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	// Half a Period later nobody pinged yet, but the writer moves to
-	// the new slot, so that readers can tell a key that stopped.
+	// the new slot, so that readers can tell a key that stopped; the
+	// pinger still holds its index, so its key is carried.
 	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
 	c.Assert(b.Sync(), gc.IsNil)
-	docs := s.pingDocs(c, s.base)
-	c.Assert(docs, gc.HasLen, 2)
+	newest := s.newestPingDoc(c)
+	c.Assert(newest.Slot, gc.Equals, slot+1)
+	c.Assert(bitsOf(newest), gc.DeepEquals, []int{0})
+}
+
+func (s *workerSuite) newestPingDoc(c *gc.C) schema.PingDoc {
 	var newest schema.PingDoc
-	for _, doc := range docs {
+	for _, doc := range s.pingDocs(c, s.base) {
 		if doc.Slot > newest.Slot {
 			newest = doc
 		}
 	}
+	return newest
+}
+
+func (s *workerSuite) TestALatePingerIsCarriedButAReleasedOrDisconnectedOneIsNot(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	late := register(c, b, s.base, modelA, "late")
+	released := register(c, b, s.base, modelA, "released")
+	disconnected := register(c, b, s.base, modelA, "disconnected")
+	for _, id := range []pinger.Identity{late, released, disconnected} {
+		c.Assert(b.Ping(id, slot), gc.IsNil)
+	}
+	c.Assert(b.Dead(disconnected, slot), gc.IsNil)
+	b.Release(released)
+	c.Assert(b.Sync(), gc.IsNil)
+	// The next slot begins and none of them pings in it: the late
+	// pinger's goroutine is starved, the others are gone.
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	c.Assert(b.Sync(), gc.IsNil)
+	newest := s.newestPingDoc(c)
 	c.Assert(newest.Slot, gc.Equals, slot+1)
-	c.Assert(bitsOf(newest), gc.HasLen, 0)
+	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(late.Index)})
 }
 
 func (s *workerSuite) TestTheWriterGoesOnForThreeSlotsAfterItsLastPinger(c *gc.C) {
