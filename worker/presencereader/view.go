@@ -66,6 +66,9 @@ type view struct {
 	// known entity; refetch lists the writers they came from.
 	unknown int
 	refetch map[string]bool
+	// unknownSince is when the applies began to meet live bits with no
+	// known key, zero while they meet none.
+	unknownSince time.Time
 	// stalled is set by the last apply when it knew writers and none of
 	// them was on time; holding counts the keys it kept alive that only
 	// a late writer's silence would have made dead.
@@ -174,8 +177,11 @@ func (v *view) known() map[string]int {
 // late at once, which points at the reader or the database rather than
 // at the writers); its recorded deaths still count. When hold is set, a
 // key that went quiet without a recorded death keeps its state too: the
-// load may have come before writers caught up after an outage. The
-// returned slice is reused by the next call.
+// load may have come before writers caught up after an outage. While
+// live bits name indexes whose keys are not known yet (their beings could
+// not be read), no key dies, a recorded death included: any of them may
+// be an index that keeps it alive; after bound of that, deaths count
+// again. The returned slice is reused by the next call.
 func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time, bound, stall time.Duration) []change {
 	v.epoch++
 	if v.epoch == 0 {
@@ -203,6 +209,7 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		v.mark(wb, wk)
 	}
 	v.holdLate(present, now, bound, stall)
+	unresolved := v.unresolved(now, bound)
 	v.changes = v.changes[:0]
 	v.holding = 0
 	for id := range v.keys {
@@ -212,9 +219,10 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		}
 		// A key a late writer may still have alive keeps its state
 		// even when another writer recorded its Disconnect: it is
-		// alive while any of its pingers is. After a failed read
+		// alive while any of its pingers is. So does every key while
+		// live bits name keys not known yet. After a failed read
 		// (hold), recorded deaths count.
-		if !now && (v.held[id] == v.epoch || (hold && v.dead[id] != v.epoch)) {
+		if !now && (v.held[id] == v.epoch || unresolved || (hold && v.dead[id] != v.epoch)) {
 			v.holding++
 			continue
 		}
@@ -227,6 +235,19 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		v.changes = append(v.changes, change{id: int32(id), alive: now})
 	}
 	return v.changes
+}
+
+// unresolved reports whether the apply met live bits with no known key,
+// for less than bound so far.
+func (v *view) unresolved(now time.Time, bound time.Duration) bool {
+	if v.unknown == 0 {
+		v.unknownSince = time.Time{}
+		return false
+	}
+	if v.unknownSince.IsZero() {
+		v.unknownSince = now
+	}
+	return now.Sub(v.unknownSince) < bound
 }
 
 // mark stamps the entities that wb says are alive (unless its writer is

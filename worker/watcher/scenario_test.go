@@ -1,11 +1,13 @@
 package watcher_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -591,6 +593,52 @@ func (s *scenarioSuite) TestADisconnectElsewhereDoesNotKillAKeyALateWriterHasAli
 	s.clock.Advance(period / 2)
 	c.Assert(b1.Ping(other, slot()), gc.IsNil)
 	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", false)
+}
+
+func (s *scenarioSuite) TestADisconnectElsewhereWaitsWhileAnotherWritersKeysAreUnknown(c *gc.C) {
+	// The agent is alive through b1, which the reader knows, when it
+	// connects through b2 too; the reader cannot read b2's beings (here
+	// they are gone; a beings read that times out does the same), so
+	// b2's live bit names no key it knows. b1 then records the
+	// Disconnect of its own connection.
+	b1 := s.newBatcher(c, s.base)
+	b2 := s.newBatcher(c, s.base)
+	w := s.newWatcher(c, s.base, modelA)
+	a1, err := b1.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	other, err := b1.Register(s.base, modelA, "other")
+	c.Assert(err, gc.IsNil)
+	slot := func() int64 { return schema.Slot(s.clock.Now(), period) }
+	c.Assert(b1.Ping(a1, slot()), gc.IsNil)
+	c.Assert(b1.Ping(other, slot()), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+
+	a2, err := b2.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	c.Assert(b2.Ping(a2, slot()), gc.IsNil)
+	c.Assert(b2.Sync(), gc.IsNil)
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	_, err = schema.Beings(s.base).DeleteMany(ctx, bson.D{{Key: schema.FieldWriter, Value: a2.Writer}})
+	c.Assert(err, gc.IsNil)
+	c.Assert(b1.Dead(a1, slot()), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	assertAlive(c, w, "a", true)
+
+	// Unknown keys hold deaths for a Period at most: past it, a recorded
+	// death counts although b2's bit is still unknown.
+	s.clock.Advance(period)
+	c.Assert(b1.Ping(other, slot()), gc.IsNil)
+	c.Assert(b2.Ping(a2, slot()), gc.IsNil)
+	c.Assert(b1.Sync(), gc.IsNil)
+	c.Assert(b2.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	s.clock.Advance(time.Nanosecond)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", false)
 }
