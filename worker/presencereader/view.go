@@ -179,9 +179,9 @@ func (v *view) known() map[string]int {
 // key that went quiet without a recorded death keeps its state too: the
 // load may have come before writers caught up after an outage. While
 // live bits name indexes whose keys are not known yet (their beings could
-// not be read), no key dies, a recorded death included: any of them may
-// be an index that keeps it alive; after bound of that, deaths count
-// again. The returned slice is reused by the next call.
+// not be read: part of the database is failing), no key dies, a recorded
+// death included: any of them may be an index that keeps it alive; after
+// stall of that, deaths count again. The returned slice is reused by the next call.
 func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time, bound, stall time.Duration) []change {
 	v.epoch++
 	if v.epoch == 0 {
@@ -209,7 +209,7 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		v.mark(wb, wk)
 	}
 	v.holdLate(present, now, bound, stall)
-	unresolved := v.unresolved(now, bound)
+	unresolved := v.unresolved(now, stall)
 	v.changes = v.changes[:0]
 	v.holding = 0
 	for id := range v.keys {
