@@ -12,6 +12,10 @@ import (
 // stopping it. Close it when done.
 type Proxy = wireproxy.Proxy
 
+// Faults are the failures a Proxy injects (Proxy.SetFaults): delays,
+// lost replies, for every command or those on one collection.
+type Faults = wireproxy.Faults
+
 // NewProxy starts a Proxy in front of the server and returns it with the
 // connection string that goes through it. In front of an external MongoDB
 // the proxy reaches its first host only, so a replica set is not proxied.

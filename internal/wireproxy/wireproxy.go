@@ -114,6 +114,10 @@ type Faults struct {
 	// reply on.
 	Drop float64
 
+	// Collection, if not empty, limits the faults to the commands that
+	// name that collection.
+	Collection string
+
 	// Seed seeds the choices.
 	Seed uint64
 }
@@ -138,12 +142,12 @@ func (in *injector) set(f Faults) {
 	in.rng = rand.New(rand.NewPCG(f.Seed, f.Seed^0x9e3779b97f4a7c15))
 }
 
-// decide returns how long the command called name waits and whether its
-// reply is lost.
-func (in *injector) decide(name string) (time.Duration, bool) {
+// decide returns how long the command called name, on collection coll,
+// waits and whether its reply is lost.
+func (in *injector) decide(name, coll string) (time.Duration, bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.rng == nil {
+	if in.rng == nil || (in.faults.Collection != "" && in.faults.Collection != coll) {
 		return 0, false
 	}
 	var delay time.Duration
@@ -286,9 +290,9 @@ func (p *Proxy) requests(client, server net.Conn, drop *atomic.Bool) {
 		if err != nil {
 			return
 		}
-		name := p.count(msg)
+		name, coll := p.count(msg)
 		p.waitHold(time.Now())
-		delay, lose := p.faults.decide(name)
+		delay, lose := p.faults.decide(name, coll)
 		time.Sleep(delay)
 		drop.Store(lose)
 		if _, err := server.Write(msg); err != nil {
@@ -299,8 +303,8 @@ func (p *Proxy) requests(client, server net.Conn, drop *atomic.Bool) {
 
 // count records the command in msg, a whole wire message, under its name
 // and, when it names a collection, under "name collection" too, and
-// returns its name.
-func (p *Proxy) count(msg []byte) string {
+// returns its name and collection.
+func (p *Proxy) count(msg []byte) (string, string) {
 	name, coll := "unknown", ""
 	switch binary.LittleEndian.Uint32(msg[12:]) {
 	case opMsg:
@@ -324,7 +328,7 @@ func (p *Proxy) count(msg []byte) string {
 	if coll != "" {
 		p.counts[name+" "+coll]++
 	}
-	return name
+	return name, coll
 }
 
 // replies passes the server's replies on, each after the current delay;

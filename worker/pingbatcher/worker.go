@@ -489,6 +489,12 @@ type batch struct {
 	beings  []mongo.WriteModel
 	pings   []mongo.WriteModel
 	marks   []func()
+
+	// pingsFirst is set when the beings are only written again after a
+	// failure (every key in them was written before): the pings then go
+	// first, so that a database that fails big writes does not keep a
+	// live writer from progressing.
+	pingsFirst bool
 }
 
 // snapshot collects every pending write. Beings and pings come from one
@@ -508,6 +514,7 @@ func (b *PingBatcher) snapshot() *batch {
 	persist := !w.registered || reassert ||
 		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
 	from := w.persisted
+	out.pingsFirst = w.registered && reassert && n == w.persisted
 	if persist {
 		b.snapshotBeings(out, reassert)
 		from = n
@@ -632,7 +639,9 @@ func (call caller) do(f func(context.Context) error) error {
 // then beings, then pings, so that a reader never sees a bit whose key it
 // cannot find. On failure nothing is marked written, and after any failure
 // every beings document is written again, in case the pruner removed them
-// while this batcher could not write. A writer that has released most of
+// while this batcher could not write; when that rewrite holds no key not
+// written before, the pings go first, so that a database failing the
+// rewrite (big writes timing out) does not make a live writer late. A writer that has released most of
 // its indexes is retired after a successful flush.
 func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
@@ -649,23 +658,42 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 			return 0, b.failed(err)
 		}
 	}
-	if err := bulk(call, b.beings, out.beings, false); err != nil {
-		return 0, b.failed(errors.Annotatef(err, "cannot write %d beings documents", len(out.beings)))
+	writeBeings := func() error {
+		err := bulk(call, b.beings, out.beings, false)
+		return errors.Annotatef(err, "cannot write %d beings documents", len(out.beings))
 	}
 	// In slot order, so that a reader that sees a writer's new slot also
 	// sees the last version of the one before.
-	if err := bulk(call, b.pings, out.pings, true); err != nil {
-		return 0, b.failed(errors.Annotatef(err, "cannot write %d ping documents", len(out.pings)))
+	writePings := func() error {
+		err := bulk(call, b.pings, out.pings, true)
+		return errors.Annotatef(err, "cannot write %d ping documents", len(out.pings))
+	}
+	if out.pingsFirst {
+		if err := writePings(); err != nil {
+			return 0, b.failed(err)
+		}
+		if err := writeBeings(); err != nil {
+			// The pings are written: the writer is on time, and its
+			// beings are written again at the next flush.
+			b.mu.Lock()
+			b.markWritten(out)
+			b.mu.Unlock()
+			return len(out.pings), b.failed(err)
+		}
+	} else {
+		if err := writeBeings(); err != nil {
+			return 0, b.failed(err)
+		}
+		if err := writePings(); err != nil {
+			return 0, b.failed(err)
+		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.w.writer != out.writer {
+	if !b.markWritten(out) {
 		// Retired while the flush ran: what it wrote is the old
 		// writer's, and the new one starts from scratch.
 		return docs, nil
-	}
-	for _, mark := range out.marks {
-		mark()
 	}
 	b.w.prune()
 	b.stats.flushes++
@@ -675,6 +703,19 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		b.retire("%d of %d indexes released", b.w.released, len(b.w.entries))
 	}
 	return docs, nil
+}
+
+// markWritten marks out's ping documents written, unless the writer was
+// retired while the flush ran, and reports whether it was not. b.mu must
+// be held.
+func (b *PingBatcher) markWritten(out *batch) bool {
+	if b.w.writer != out.writer {
+		return false
+	}
+	for _, mark := range out.marks {
+		mark()
+	}
+	return true
 }
 
 // insertArbiter inserts the first beings document of a new writer. A

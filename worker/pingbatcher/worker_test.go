@@ -609,3 +609,38 @@ func (s *workerSuite) TestASlowFlushIsCountedAndLoggedOnce(c *gc.C) {
 	}
 	c.Assert(behind, gc.Equals, 1)
 }
+
+func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, base, modelA, "a")
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	// A flush fails: the next rewrites every beings document, in case
+	// the pruner removed them meanwhile.
+	proxy.SetFaults(agenttest.Faults{Drop: 1, Seed: 1})
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	c.Assert(b.Ping(id, slot+1), gc.IsNil)
+	c.Assert(b.Sync(), gc.NotNil)
+
+	// Now only the beings writes fail, as on a server that fails big
+	// writes: the writer's pings still go, so it stays on time.
+	proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(base).Name(), Seed: 1})
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	c.Assert(b.Ping(id, slot+2), gc.IsNil)
+	c.Assert(b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
+	newest := s.newestPingDoc(c)
+	c.Assert(newest.Slot, gc.Equals, slot+2)
+	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(id.Index)})
+
+	// Once beings writes work again, the next flush rewrites them.
+	proxy.SetFaults(agenttest.Faults{})
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
+}
