@@ -52,6 +52,13 @@ const idleSlots = 3
 // the Period: a write of many new keys must be able to finish.
 const minFlushTimeout = time.Second
 
+// maxFlushTimeoutPeriods bounds, in Periods, the deadline of the flushes
+// that follow a flush that timed out: each such failure doubles the
+// deadline up to this, so that on a slow database a big write (a new
+// writer's beings) finishes in the end instead of timing out forever; a
+// flush that succeeds brings it back.
+const maxFlushTimeoutPeriods = 2
+
 // minKickGap is the shortest time between two flushes that a Disconnect
 // or a key coming up asks for: a burst of them shares one flush.
 const minKickGap = 50 * time.Millisecond
@@ -135,6 +142,10 @@ type PingBatcher struct {
 	syncs     chan chan error
 	kick      chan struct{}
 	rand      *rand.Rand
+
+	// timeout is the deadline of each call of the next flush; only the
+	// loop goroutine uses it.
+	timeout time.Duration
 
 	// mu guards the fields below. It is never held across a database
 	// call.
@@ -435,7 +446,7 @@ func (b *PingBatcher) loop() error {
 		}
 		started := b.config.Clock.Now()
 		lastStart = started
-		docs, err := b.flushWithin(max(b.config.Period/2, minFlushTimeout))
+		docs, err := b.flushWithin(b.flushTimeout())
 		took := b.config.Clock.Now().Sub(started)
 		if b.config.OnFlush != nil {
 			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err})
@@ -443,6 +454,7 @@ func (b *PingBatcher) loop() error {
 		if err != nil && b.config.Logger != nil {
 			b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)
 		}
+		b.adaptTimeout(err)
 		if docs > 0 || err != nil {
 			b.checkPace(took)
 		}
@@ -458,6 +470,25 @@ func (b *PingBatcher) loop() error {
 		} else {
 			pcatacomb.Rearm(timer, next)
 		}
+	}
+}
+
+// flushTimeout returns the deadline of each call of the next flush: half
+// a Period (at least minFlushTimeout), or more after timeouts (see
+// adaptTimeout).
+func (b *PingBatcher) flushTimeout() time.Duration {
+	return max(b.timeout, b.config.Period/2, minFlushTimeout)
+}
+
+// adaptTimeout doubles the next flush's deadline after a flush that timed
+// out, up to maxFlushTimeoutPeriods Periods, and brings it back after one
+// that succeeded.
+func (b *PingBatcher) adaptTimeout(err error) {
+	switch {
+	case err == nil:
+		b.timeout = 0
+	case mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded):
+		b.timeout = min(2*b.flushTimeout(), maxFlushTimeoutPeriods*b.config.Period)
 	}
 }
 

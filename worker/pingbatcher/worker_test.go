@@ -644,3 +644,33 @@ func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
 }
+
+func (s *workerSuite) TestAFlushThatTimedOutGetsALongerDeadlineNextTime(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: never, Clock: s.clock, Period: 2 * time.Second})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, base, modelA, "a")
+	c.Assert(b.Ping(id, schema.Slot(s.clock.Now(), 2*time.Second)), gc.IsNil)
+	// Every reply takes 1.1 s, longer than the first flush's 1 s
+	// deadline (half a Period): it fails, where a fixed deadline would
+	// fail for ever. Each failure doubles the deadline, up to two
+	// Periods (4 s), enough for a new connection's handshake and a
+	// command.
+	proxy.SetDelay(1100 * time.Millisecond)
+	err = b.Sync()
+	c.Assert(err, gc.NotNil)
+	c.Assert(mongo.IsTimeout(err), gc.Equals, true, gc.Commentf("%v", err))
+	for attempt := 1; ; attempt++ {
+		err := b.Sync()
+		if err == nil {
+			break
+		}
+		c.Assert(attempt < 3, gc.Equals, true, gc.Commentf("still failing: %v", err))
+	}
+	proxy.SetDelay(0)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 1)
+}
