@@ -12,6 +12,7 @@ import (
 
 	"github.com/presencekit/presence/internal/inputs"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pinger"
 )
 
 // AgentManifoldConfig names the inputs of the manifold that outputs an
@@ -114,8 +115,8 @@ func startAgent(config AgentManifoldConfig, getter dependency.Getter, clk clock.
 	}
 	// The pinger is an input only so that this starts after it: its
 	// pings are what the sync below writes.
-	var pingerRunning any
-	if err := getter.Get(config.PingerName, &pingerRunning); err != nil {
+	var running *pinger.Pinger
+	if err := getter.Get(config.PingerName, &running); err != nil {
 		return nil, errors.Trace(err)
 	}
 	agent, err := NewAgent(AgentConfig{

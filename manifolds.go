@@ -225,7 +225,9 @@ type ModelManifoldsConfig struct {
 
 	// ClockName, if not empty, is the clock input (not prefixed): the
 	// engine's own clock manifold, as in ControllerManifoldsConfig.
-	// Empty means the controller set's clock.
+	// Empty means the controller set's own clock manifold, which a
+	// controller set built with a ClockName does not have: give both
+	// sets the same ClockName.
 	ClockName string
 
 	// DatabaseName is the input whose Output is a *mongo.Database. It

@@ -8,6 +8,7 @@ package enginekit
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -52,25 +53,43 @@ type valueWorker struct {
 
 var probeSeq atomic.Int64
 
-// Output waits until the manifold called name runs in engine and
-// fills out from its Output, as a consumer's getter.Get would: out is a
-// pointer to what the manifold outputs (or to an interface it
+// stoppedPoll is how often Output looks whether the engine stopped.
+const stoppedPoll = 50 * time.Millisecond
+
+// Output waits until the manifold called name runs in engine and fills
+// out from its Output, as a consumer's getter.Get would: out is a
+// non-nil pointer to what the manifold outputs (or to an interface it
 // implements). It installs a short-lived manifold of its own that
 // uninstalls itself once it has the output, and fails after timeout, or
-// when the engine stops first.
+// when the engine stops first. Once it has returned it never writes to
+// out: a probe that runs later finds it gave up and uninstalls itself.
 func Output(engine *dependency.Engine, name string, out any, timeout time.Duration) error {
-	got := make(chan error, 1)
+	target := reflect.ValueOf(out)
+	if target.Kind() != reflect.Pointer || target.IsNil() {
+		return errors.NotValidf("out %T (want a non-nil pointer)", out)
+	}
+	type result struct {
+		value reflect.Value
+		err   error
+	}
+	var gaveUp atomic.Bool
+	defer gaveUp.Store(true)
+	got := make(chan result, 1)
 	probe := fmt.Sprintf("enginekit-output-%d", probeSeq.Add(1))
 	err := engine.Install(probe, dependency.Manifold{
 		Inputs: []string{name},
 		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
-			err := getter.Get(name, out)
+			if gaveUp.Load() {
+				return nil, dependency.ErrUninstall
+			}
+			value := reflect.New(target.Type().Elem())
+			err := getter.Get(name, value.Interface())
 			if errors.Is(err, dependency.ErrMissing) {
 				// The engine starts this again once name runs.
 				return nil, err
 			}
 			select {
-			case got <- errors.Trace(err):
+			case got <- result{value: value, err: errors.Trace(err)}:
 			default:
 			}
 			return nil, dependency.ErrUninstall
@@ -79,19 +98,24 @@ func Output(engine *dependency.Engine, name string, out any, timeout time.Durati
 	if err != nil {
 		return errors.Annotatef(err, "cannot wait for %q", name)
 	}
-	dead := make(chan struct{})
-	go func() {
-		_ = engine.Wait()
-		close(dead)
-	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case err := <-got:
-		return errors.Annotatef(err, "cannot get the output of %q", name)
-	case <-timer.C:
-		return errors.Timeoutf("output of %q after %v", name, timeout)
-	case <-dead:
-		return errors.Errorf("engine stopped before %q ran", name)
+	poll := time.NewTicker(stoppedPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case r := <-got:
+			if r.err != nil {
+				return errors.Annotatef(r.err, "cannot get the output of %q", name)
+			}
+			target.Elem().Set(r.value.Elem())
+			return nil
+		case <-timer.C:
+			return errors.Timeoutf("output of %q after %v", name, timeout)
+		case <-poll.C:
+			if state := engine.Report()[dependency.KeyState]; state == "stopping" || state == "stopped" {
+				return errors.Errorf("engine stopped before %q ran", name)
+			}
+		}
 	}
 }

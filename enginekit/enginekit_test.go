@@ -84,3 +84,25 @@ func (s *kitSuite) TestOutputFailsWhenTheEngineStops(c *gc.C) {
 		c.Fatalf("Output did not return")
 	}
 }
+
+func (s *kitSuite) TestOutputWritesNothingOnceItHasGivenUp(c *gc.C) {
+	engine := agenttest.NewEngine(c)
+	defer workertest.CleanKill(agenttest.C(c), engine)
+	var value named
+	err := enginekit.Output(engine, "late", &value, 50*time.Millisecond)
+	c.Assert(errors.Is(err, errors.Timeout), gc.Equals, true)
+	c.Assert(engine.Install("late", enginekit.ValueManifold(named("late value"))), gc.IsNil)
+	// The probe left behind starts once "late" runs, and must leave
+	// value alone: wait until a probe of our own has seen "late" run.
+	var later named
+	c.Assert(enginekit.Output(engine, "late", &later, agenttest.LongWait), gc.IsNil)
+	c.Assert(later, gc.Equals, named("late value"))
+	c.Assert(value, gc.Equals, named(""))
+}
+
+func (s *kitSuite) TestOutputRefusesANilPointer(c *gc.C) {
+	engine := agenttest.NewEngine(c)
+	defer workertest.CleanKill(agenttest.C(c), engine)
+	err := enginekit.Output(engine, "x", nil, time.Second)
+	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true)
+}

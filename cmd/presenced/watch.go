@@ -252,8 +252,13 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 		pull(model)
 	}
 	for _, after := range req.after {
-		if _, unknown := resume[after.View]; unknown && !send(watchLine{Reset: true, After: after.String()}) {
-			return nil
+		if _, unknown := resume[after.View]; unknown {
+			// Answered with a reset: a model found later starts
+			// from its snapshot, not from this position.
+			delete(resume, after.View)
+			if !send(watchLine{Reset: true, After: after.String()}) {
+				return nil
+			}
 		}
 	}
 

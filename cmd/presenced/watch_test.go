@@ -393,3 +393,25 @@ func (*watchSuite) TestAfterAndCoalesceAreParsed(c *gc.C) {
 		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v: %v", bad, err))
 	}
 }
+
+func (*watchSuite) TestAPositionAnsweredWithAResetIsNotResumedByAModelFoundLater(c *gc.C) {
+	src := newFakeSource(modelA, modelB)
+	src.list = []string{modelA}
+	clk := testclock.NewClock(time.Unix(0, 0))
+	after := presencereader.Position{View: logOf(modelB), Seq: 5}
+	ls := startStream(src, watchRequest{after: []presencereader.Position{after}}, clk)
+	defer ls.stop(c)
+	c.Assert(ls.next(c), gc.DeepEquals, watchLine{Reset: true, After: "vb.5"})
+	src.push(modelA)
+	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
+	// Model B appears: the stream pulls it at the next keepalive, from
+	// its snapshot, since the client was told to forget vb.5.
+	src.mu.Lock()
+	src.list = []string{modelA, modelB}
+	src.mu.Unlock()
+	c.Assert(clk.WaitAdvance(time.Second, 10*time.Second, 1), gc.IsNil)
+	c.Assert(ls.next(c).Keepalive, gc.Equals, true)
+	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
+	c.Assert(src.config(modelB), gc.DeepEquals, presencereader.SubscribeConfig{})
+}

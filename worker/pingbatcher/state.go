@@ -36,6 +36,9 @@ type writerState struct {
 	slots    []*slotState
 	lastSlot int64 // the latest slot pinged, 0 before any ping
 
+	// writtenSlot is the latest slot whose document a flush wrote.
+	writtenSlot int64
+
 	// idleFrom is lastSlot when the last index in use was released.
 	idleFrom int64
 }
@@ -224,6 +227,17 @@ func (s *slotState) kill(index uint32) {
 	s.dead, changed = set(s.dead, index)
 	if changed {
 		s.version++
+	}
+}
+
+// killFrom marks index dead in slot and in every later slot already
+// started: a Disconnect computed its slot just before the writer moved
+// on, and carried the index alive into the next one.
+func (w *writerState) killFrom(slot int64, index uint32) {
+	for _, s := range w.slots {
+		if s.slot >= slot {
+			s.kill(index)
+		}
 	}
 }
 

@@ -340,7 +340,8 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 	if w.writer != id.Writer || !w.valid(id.Model, id.Index) || slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}
-	w.advance(slot).kill(id.Index)
+	w.advance(slot)
+	w.killFrom(slot, id.Index)
 	b.soon()
 	return nil
 }
@@ -519,7 +520,8 @@ type batch struct {
 	writer  string
 	beings  []mongo.WriteModel
 	pings   []mongo.WriteModel
-	marks   []func()
+	marks   []func() // mark the ping documents written
+	persist func()   // marks the beings documents written, if any
 
 	// pingsFirst is set when the beings are only written again after a
 	// failure (every key in them was written before): the pings then go
@@ -545,7 +547,12 @@ func (b *PingBatcher) snapshot() *batch {
 	persist := !w.registered || reassert ||
 		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
 	from := w.persisted
-	out.pingsFirst = w.registered && reassert && n == w.persisted
+	// The pruner removes a writer's beings only once none of its ping
+	// documents is left in its window: a writer that wrote pings
+	// recently still has them, and may write its pings before it
+	// rewrites them.
+	out.pingsFirst = w.registered && reassert && n == w.persisted &&
+		w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2)
 	if persist {
 		b.snapshotBeings(out, reassert)
 		from = n
@@ -566,7 +573,10 @@ func (b *PingBatcher) snapshot() *batch {
 			{Key: schema.FieldFresh, Value: fresh},
 		}
 		s, version := s, s.version
-		out.marks = append(out.marks, func() { s.written = version })
+		out.marks = append(out.marks, func() {
+			s.written = version
+			w.writtenSlot = max(w.writtenSlot, s.slot)
+		})
 		out.pings = append(out.pings, upsert(schema.PingID(s.slot, w.writer), fields))
 	}
 	return out
@@ -635,9 +645,9 @@ func (b *PingBatcher) snapshotBeings(out *batch, all bool) {
 		out.beings = append(out.beings, upsert(id, fields))
 	}
 	slot := w.lastSlot
-	out.marks = append(out.marks, func() {
+	out.persist = func() {
 		w.persisted, w.persistedSlot = max(w.persisted, n), max(w.persistedSlot, slot)
-	})
+	}
 }
 
 func upsert(id string, fields bson.D) mongo.WriteModel {
@@ -707,7 +717,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 			// The pings are written: the writer is on time, and its
 			// beings are written again at the next flush.
 			b.mu.Lock()
-			b.markWritten(out)
+			b.markWritten(out, false)
 			b.mu.Unlock()
 			return len(out.pings), b.failed(err)
 		}
@@ -721,7 +731,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.markWritten(out) {
+	if !b.markWritten(out, true) {
 		// Retired while the flush ran: what it wrote is the old
 		// writer's, and the new one starts from scratch.
 		return docs, nil
@@ -736,15 +746,18 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	return docs, nil
 }
 
-// markWritten marks out's ping documents written, unless the writer was
-// retired while the flush ran, and reports whether it was not. b.mu must
-// be held.
-func (b *PingBatcher) markWritten(out *batch) bool {
+// markWritten marks out's ping documents written, and its beings too if
+// persisted is set, unless the writer was retired while the flush ran,
+// and reports whether it was not. b.mu must be held.
+func (b *PingBatcher) markWritten(out *batch, persisted bool) bool {
 	if b.w.writer != out.writer {
 		return false
 	}
 	for _, mark := range out.marks {
 		mark()
+	}
+	if persisted && out.persist != nil {
+		out.persist()
 	}
 	return true
 }

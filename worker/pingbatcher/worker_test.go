@@ -674,3 +674,25 @@ func (s *workerSuite) TestAFlushThatTimedOutGetsALongerDeadlineNextTime(c *gc.C)
 	proxy.SetDelay(0)
 	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 1)
 }
+
+func (s *workerSuite) TestADisconnectInTheSlotBeforeTheWriterMovedOnIsNotLost(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	// The writer moves on and carries the index alive into the next
+	// slot; the pinger's Disconnect still names the slot before, which
+	// it read just before the boundary.
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(b.Dead(id, slot), gc.IsNil)
+	b.Release(id)
+	c.Assert(b.Sync(), gc.IsNil)
+	newest := s.newestPingDoc(c)
+	c.Assert(newest.Slot, gc.Equals, slot+1)
+	var dead []int
+	schema.ForEachBit(schema.DecodeBits(nil, newest.Dead), func(i int) { dead = append(dead, i) })
+	c.Assert(dead, gc.DeepEquals, []int{int(id.Index)})
+}
