@@ -549,17 +549,25 @@ func (s *scenarioSuite) TestWritersReturningFromAStallOneByOneKillNobody(c *gc.C
 	assertAlive(c, w, "b", false)
 }
 
+// twoControllers returns two controllers' batchers and a watcher of
+// modelA, with keys "a" and "other" registered at the first.
+func (s *scenarioSuite) twoControllers(c *gc.C) (b1, b2 *pingbatcher.PingBatcher, w *watcher.Watcher, a1, other pinger.Identity) {
+	b1 = s.newBatcher(c, s.base)
+	b2 = s.newBatcher(c, s.base)
+	w = s.newWatcher(c, s.base, modelA)
+	var err error
+	a1, err = b1.Register(s.base, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	other, err = b1.Register(s.base, modelA, "other")
+	c.Assert(err, gc.IsNil)
+	return b1, b2, w, a1, other
+}
+
 func (s *scenarioSuite) TestADisconnectElsewhereDoesNotKillAKeyALateWriterHasAlive(c *gc.C) {
 	// The agent is connected through two controllers; the one that
 	// keeps it alive is a little late when the other records the
 	// Disconnect of its own connection.
-	b1 := s.newBatcher(c, s.base)
-	b2 := s.newBatcher(c, s.base)
-	w := s.newWatcher(c, s.base, modelA)
-	a1, err := b1.Register(s.base, modelA, "a")
-	c.Assert(err, gc.IsNil)
-	other, err := b1.Register(s.base, modelA, "other")
-	c.Assert(err, gc.IsNil)
+	b1, b2, w, a1, other := s.twoControllers(c)
 	a2, err := b2.Register(s.base, modelA, "a")
 	c.Assert(err, gc.IsNil)
 	slot := func() int64 { return schema.Slot(s.clock.Now(), period) }
@@ -603,13 +611,7 @@ func (s *scenarioSuite) TestADisconnectElsewhereWaitsWhileAnotherWritersKeysAreU
 	// they are gone; a beings read that times out does the same), so
 	// b2's live bit names no key it knows. b1 then records the
 	// Disconnect of its own connection.
-	b1 := s.newBatcher(c, s.base)
-	b2 := s.newBatcher(c, s.base)
-	w := s.newWatcher(c, s.base, modelA)
-	a1, err := b1.Register(s.base, modelA, "a")
-	c.Assert(err, gc.IsNil)
-	other, err := b1.Register(s.base, modelA, "other")
-	c.Assert(err, gc.IsNil)
+	b1, b2, w, a1, other := s.twoControllers(c)
 	slot := func() int64 { return schema.Slot(s.clock.Now(), period) }
 	c.Assert(b1.Ping(a1, slot()), gc.IsNil)
 	c.Assert(b1.Ping(other, slot()), gc.IsNil)
