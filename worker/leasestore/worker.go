@@ -22,6 +22,7 @@ package leasestore
 import (
 	"context"
 	"maps"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,7 +276,10 @@ func (s *Store) Refresh() {
 
 // Claim claims or extends a lease as lease.Client.ClaimMany does, in the
 // next batch that the store writes: every claim that arrives while one
-// batch is written goes in the next. A claim that loses a race to another
+// batch is written goes in the next, and claims that arrive together at
+// an idle store (a burst of renewals) go in one batch, after a wait of a
+// few milliseconds at most on the store's clock and none on a test's
+// clock that stands still. A claim that loses a race to another
 // writer is tried once more. It returns the lease's new term, or
 // lease.ErrHeld, lease.ErrNotHeld, lease.ErrInvalid, a NotValid error for
 // a key outside the store's namespace or model, the database's error,
@@ -400,26 +404,68 @@ func (s *Store) call() (context.Context, context.CancelFunc) {
 	return pcatacomb.Call(&s.catacomb, s.config.CallTimeout)
 }
 
+// gather adds to batch the claims that arrive until the store has seen
+// none for a quiet time, as the comment on loneQuiet says, and returns it.
+// It must only be called from the loop goroutine.
+func (s *Store) gather(batch []claimRequest) []claimRequest {
+	start := s.config.Clock.Now()
+	last, seen, still := start, start, 0
+	for {
+		select {
+		case c := <-s.claims:
+			batch = append(batch, c)
+			last = s.config.Clock.Now()
+			continue
+		default:
+		}
+		quiet, looks := loneQuiet, loneLooks
+		if len(batch) > 1 {
+			quiet, looks = burstQuiet, burstLooks
+		}
+		now := s.config.Clock.Now()
+		if now.Equal(seen) {
+			still++
+		} else {
+			seen, still = now, 0
+		}
+		if now.Sub(last) >= quiet || now.Sub(start) >= maxGather || still >= looks {
+			return batch
+		}
+		runtime.Gosched()
+	}
+}
+
 // answer is the result of a claim, to be sent on its reply channel.
 type answer struct {
 	reply  chan<- claimResult
 	result claimResult
 }
 
-// handleClaims writes first and every claim already waiting as one batch,
-// then the claims that lost a race, once more, and returns their answers.
-// It must only be called from the loop goroutine.
+// A batch is gathered without a timer, so that a claim on a test's clock
+// needs no advancing: between looks for more claims the loop yields its
+// processor, so that callers already on their way reach the batch, and it
+// stops looking once no claim has arrived for a quiet time on the store's
+// clock. A lone claim waits loneQuiet, a few per cent of a round trip.
+// Once two or more claims have come together (a burst: a controller's
+// units renewing at once, or claiming after a restart) the loop waits
+// burstQuiet, so that the burst makes one batch, one insert and one
+// confirming read, rather than a first few claims alone and the rest in a
+// second batch. Claims that keep arriving are written after maxGather at
+// most. On a clock that stands still (a test's) the loop stops after
+// loneLooks or burstLooks looks in a row that saw the clock unmoved.
+const (
+	loneQuiet  = 200 * time.Microsecond
+	burstQuiet = 5 * time.Millisecond
+	maxGather  = 20 * time.Millisecond
+	loneLooks  = 64
+	burstLooks = 16384
+)
+
+// handleClaims writes first and every claim that comes with it as one
+// batch, then the claims that lost a race, once more, and returns their
+// answers. It must only be called from the loop goroutine.
 func (s *Store) handleClaims(first claimRequest) []answer {
-	batch := []claimRequest{first}
-drain:
-	for {
-		select {
-		case c := <-s.claims:
-			batch = append(batch, c)
-		default:
-			break drain
-		}
-	}
+	batch := s.gather([]claimRequest{first})
 	var answers []answer
 	for len(batch) > 0 {
 		batch = s.writeClaims(batch, &answers)
