@@ -843,29 +843,96 @@ func (r *Reader) read(now time.Time, known map[string]int) loadResult {
 	defer cancel()
 	// The pings are read: a failed beings read costs only the keys it
 	// did not bring, which the next load fetches.
-	bcur, err := r.beings.Find(ctx, bson.D{{Key: "$or", Value: need}},
+	if chunks := chunkCount(need); chunks <= maxPointReads {
+		r.readChunks(ctx, need, &res)
+	} else {
+		r.scanChunks(ctx, need, &res)
+	}
+	return res
+}
+
+// maxPointReads is the most beings documents a load reads one by one,
+// each by its _id: a new key or two, the usual case, costs a read or
+// two that every server answers from its _id index (the embedded
+// server has no other index: its scan of 100,000 keys' beings takes a
+// second or more). Beyond it a load fetches them with one query.
+const maxPointReads = 8
+
+// chunkCount returns how many beings documents need names.
+func chunkCount(need []beingsRange) int {
+	n := 0
+	for _, b := range need {
+		n += b.last - b.first + 1
+	}
+	return n
+}
+
+// readChunks reads the beings documents need names, each by its _id, into
+// res. It stops at the first error.
+func (r *Reader) readChunks(ctx context.Context, need []beingsRange, res *loadResult) {
+	for _, b := range need {
+		for chunk := b.first; chunk <= b.last; chunk++ {
+			raw, err := r.beings.FindOne(ctx, bson.D{{Key: schema.FieldID, Value: schema.BeingsID(b.writer, chunk)}}).Raw()
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				// Not written yet, or pruned: the bits it would name
+				// stay unknown, which holds their deaths.
+				continue
+			}
+			if err != nil {
+				res.beingsErr = errors.Annotatef(err, "cannot read beings after %d documents", len(res.beings))
+				return
+			}
+			r.addBeings(raw, res, func(doc schema.BeingsDoc) error {
+				if doc.Writer != b.writer || doc.Chunk != chunk {
+					return errors.NotValidf("writer %q chunk %d under the _id of writer %q chunk %d", doc.Writer, doc.Chunk, b.writer, chunk)
+				}
+				return nil
+			})
+		}
+	}
+}
+
+// scanChunks reads the beings documents need names with one query into
+// res.
+func (r *Reader) scanChunks(ctx context.Context, need []beingsRange, res *loadResult) {
+	or := make(bson.A, len(need))
+	for i, b := range need {
+		or[i] = bson.D{
+			{Key: schema.FieldWriter, Value: b.writer},
+			{Key: schema.FieldChunk, Value: bson.D{{Key: "$gte", Value: b.first}, {Key: "$lte", Value: b.last}}},
+		}
+	}
+	cur, err := r.beings.Find(ctx, bson.D{{Key: "$or", Value: or}},
 		options.Find().SetSort(bson.D{{Key: schema.FieldWriter, Value: 1}, {Key: schema.FieldChunk, Value: 1}}))
 	if err != nil {
 		res.beingsErr = errors.Annotate(err, "cannot read beings")
-		return res
+		return
 	}
-	defer bcur.Close(context.WithoutCancel(ctx))
-	for bcur.Next(ctx) {
-		var doc schema.BeingsDoc
-		err := bcur.Decode(&doc)
-		if err == nil {
-			err = doc.Validate()
-		}
-		if err != nil {
-			res.skipped = append(res.skipped, fmt.Sprintf("beings document %v: %v", bcur.Current.Lookup(schema.FieldID), err))
-			continue
-		}
-		res.beings = append(res.beings, doc)
+	defer cur.Close(context.WithoutCancel(ctx))
+	for cur.Next(ctx) {
+		r.addBeings(cur.Current, res, nil)
 	}
-	if err := bcur.Err(); err != nil {
+	if err := cur.Err(); err != nil {
 		res.beingsErr = errors.Annotatef(err, "cannot read beings after %d documents", len(res.beings))
 	}
-	return res
+}
+
+// addBeings decodes and validates one beings document, with check if it
+// is not nil, and adds it to res, or records it as skipped.
+func (r *Reader) addBeings(raw bson.Raw, res *loadResult, check func(schema.BeingsDoc) error) {
+	var doc schema.BeingsDoc
+	err := bson.Unmarshal(raw, &doc)
+	if err == nil {
+		err = doc.Validate()
+	}
+	if err == nil && check != nil {
+		err = check(doc)
+	}
+	if err != nil {
+		res.skipped = append(res.skipped, fmt.Sprintf("beings document %v: %v", raw.Lookup(schema.FieldID), err))
+		return
+	}
+	res.beings = append(res.beings, doc)
 }
 
 // check returns why doc must not be applied, or nil.
@@ -915,10 +982,19 @@ func (res *loadResult) addPing(doc schema.PingDoc, byWriter map[string]int) {
 	}
 }
 
-// unknownBeings returns the beings queries for writers whose bits go
-// beyond the indexes the view knows (known) and the ping documents carry.
-func (res *loadResult) unknownBeings(known map[string]int) bson.A {
-	var need bson.A
+// beingsRange names the beings documents of one writer's chunks first
+// to last.
+type beingsRange struct {
+	writer      string
+	first, last int
+}
+
+// unknownBeings returns the beings documents to read for writers whose
+// bits go beyond the indexes the view knows (known) and the ping
+// documents carry: from the first unknown index's chunk to the highest
+// bit's.
+func (res *loadResult) unknownBeings(known map[string]int) []beingsRange {
+	var need []beingsRange
 	for _, wb := range res.writers {
 		n, ok := known[wb.writer]
 		if !ok {
@@ -927,7 +1003,8 @@ func (res *loadResult) unknownBeings(known map[string]int) bson.A {
 		if f, carried := res.fresh[wb.writer]; carried && n >= 0 && f.from <= n {
 			n = max(n, f.from+f.entries.Len())
 		}
-		if n >= 0 && highest(wb) < n {
+		top := highest(wb)
+		if n >= 0 && top < n {
 			continue
 		}
 		// Only the chunks from the first unknown index on: a writer's
@@ -936,10 +1013,7 @@ func (res *loadResult) unknownBeings(known map[string]int) bson.A {
 		if ok && n > 0 {
 			first = n / schema.ChunkSize
 		}
-		need = append(need, bson.D{
-			{Key: schema.FieldWriter, Value: wb.writer},
-			{Key: schema.FieldChunk, Value: bson.D{{Key: "$gte", Value: first}}},
-		})
+		need = append(need, beingsRange{writer: wb.writer, first: first, last: max(first, top/schema.ChunkSize)})
 	}
 	return need
 }

@@ -264,7 +264,7 @@ func (s *stressSuite) TestHostileDocumentsAreSkippedAndTheRestIsRead(c *gc.C) {
 	_, err := pings.InsertOne(ctx, bson.D{{Key: "_id", Value: "fine"}, {Key: "slot", Value: slot}, {Key: "writer", Value: "w6"},
 		{Key: "period", Value: int64(stressPeriod)}, {Key: "alive", Value: bson.Binary{Data: []byte{1}}}})
 	c.Assert(err, gc.IsNil)
-	_, err = beings.InsertOne(ctx, bson.D{{Key: "_id", Value: "w6:huge"}, {Key: "writer", Value: "w6"}, {Key: "chunk", Value: int32(2147483647)},
+	_, err = beings.InsertOne(ctx, bson.D{{Key: "_id", Value: schema.BeingsID("w6", 0)}, {Key: "writer", Value: "w6"}, {Key: "chunk", Value: int32(2147483647)},
 		{Key: "entries", Value: bson.D{{Key: "models", Value: bson.A{stressModel.Id()}}, {Key: "model", Value: bson.A{int32(0)}}, {Key: "keys", Value: bson.A{"z"}}}}})
 	c.Assert(err, gc.IsNil)
 	settle()
