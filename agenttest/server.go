@@ -202,9 +202,35 @@ func (s *Server) end(stop func()) error {
 
 // Pause stops the embedded server's process (SIGSTOP) without closing
 // anything: connections stay open and every call hangs, as with a hung or
-// partitioned server, until Resume.
+// partitioned server, until Resume. It returns once the process is
+// stopped, where the system says so (Linux's /proc): a signal is only
+// sent when kill returns, and on a busy machine the server could answer
+// one more call meanwhile.
 func (s *Server) Pause() error {
-	return s.signal(syscall.SIGSTOP)
+	if err := s.signal(syscall.SIGSTOP); err != nil {
+		return errors.Trace(err)
+	}
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return errors.New("embedded server stopped while pausing it")
+	}
+	pid := cmd.Process.Pid
+	stat := fmt.Sprintf("/proc/%d/stat", pid)
+	deadline := time.Now().Add(LongWait)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return nil // no /proc: trust the signal
+		}
+		// The state follows the parenthesised command name.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return errors.Errorf("embedded server (pid %d) not stopped after %v", pid, LongWait)
 }
 
 // Resume continues a paused server (SIGCONT).
