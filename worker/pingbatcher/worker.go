@@ -514,6 +514,11 @@ func (b *PingBatcher) checkPace(took time.Duration) {
 	b.stats.behind = true
 }
 
+// maxFresh is the most new keys a flush's ping documents carry when they
+// go before the beings that hold them: twice the number that makes a
+// writer persist its beings at once, well within what readers accept.
+const maxFresh = 2 * schema.FreshLimit
+
 // batch is what one flush writes, snapshotted under the lock.
 type batch struct {
 	arbiter mongo.WriteModel // first beings document of a new writer
@@ -523,10 +528,10 @@ type batch struct {
 	marks   []func() // mark the ping documents written
 	persist func()   // marks the beings documents written, if any
 
-	// pingsFirst is set when the beings are only written again after a
-	// failure (every key in them was written before): the pings then go
-	// first, so that a database that fails big writes does not keep a
-	// live writer from progressing.
+	// pingsFirst is set when the pings carry every key the beings add:
+	// the pings then go first, so that a slow beings write (or a
+	// database that fails big writes) does not keep a live writer from
+	// progressing.
 	pingsFirst bool
 }
 
@@ -547,15 +552,19 @@ func (b *PingBatcher) snapshot() *batch {
 	persist := !w.registered || reassert ||
 		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
 	from := w.persisted
-	// The pruner removes a writer's beings only once none of its ping
-	// documents is left in its window: a writer that wrote pings
-	// recently still has them, and may write its pings before it
-	// rewrites them.
-	out.pingsFirst = w.registered && reassert && n == w.persisted &&
-		w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2)
+	// The pings go first, carrying the new keys, when they can carry
+	// them all: a beings write (a whole chunk, slow on a big one) then
+	// never delays a Disconnect or a new key's first ping. After a
+	// failure the pruner may have removed the beings; it removes a
+	// writer's beings only once none of its ping documents is left in
+	// its window, so a writer that wrote pings recently still has them.
+	out.pingsFirst = persist && w.registered && n-w.persisted <= maxFresh &&
+		(!reassert || w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2))
 	if persist {
 		b.snapshotBeings(out, reassert)
-		from = n
+		if !out.pingsFirst {
+			from = n
+		}
 	}
 	fresh := entriesOf(w.entries[from:n])
 	for _, s := range w.slots {
@@ -678,12 +687,12 @@ func (call caller) do(f func(context.Context) error) error {
 
 // flush writes every pending change: a new writer's arbiter insert first,
 // then beings, then pings, so that a reader never sees a bit whose key it
-// cannot find. On failure nothing is marked written, and after any failure
-// every beings document is written again, in case the pruner removed them
-// while this batcher could not write; when that rewrite holds no key not
-// written before, the pings go first, so that a database failing the
-// rewrite (big writes timing out) does not make a live writer late. A writer that has released most of
-// its indexes is retired after a successful flush.
+// cannot find; or the pings first when they carry the keys the beings
+// add (see maxFresh), so that a slow beings write does not delay them. On
+// failure nothing is marked written, and after any failure every beings
+// document is written again, in case the pruner removed them while this
+// batcher could not write. A writer that has released most of its
+// indexes is retired after a successful flush.
 func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
 		if err := call.do(func(ctx context.Context) error { return schema.EnsureIndexes(ctx, b.config.Base) }); err != nil {

@@ -496,16 +496,30 @@ func (s *workerSuite) TestNewKeysTravelInPingDocumentsUntilTheNextSlot(c *gc.C) 
 	c.Assert(docs[0].FreshFrom, gc.Equals, 1)
 	c.Assert(docs[0].Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"b"}))
 
-	// The first flush of the next slot writes it to the beings.
+	// The first flush of the next slot writes it to the beings; its
+	// pings, which go first, still carry it, and later ones do not.
 	c.Assert(b.Ping(a, 2), gc.IsNil)
 	c.Assert(b.Ping(k, 2), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
-	for _, doc := range s.pingDocs(c, s.base) {
-		if doc.Slot == 2 {
-			c.Assert(doc.Fresh.Len(), gc.Equals, 0)
+	c.Assert(pingDocOf(c, s.pingDocs(c, s.base), 2).FreshFrom, gc.Equals, 1)
+	l := register(c, b, s.base, modelB, "c")
+	c.Assert(b.Ping(l, 2), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	doc := pingDocOf(c, s.pingDocs(c, s.base), 2)
+	c.Assert(doc.FreshFrom, gc.Equals, 2)
+	c.Assert(doc.Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"c"}))
+}
+
+// pingDocOf returns the ping document of slot among docs.
+func pingDocOf(c *gc.C, docs []schema.PingDoc, slot int64) schema.PingDoc {
+	for _, doc := range docs {
+		if doc.Slot == slot {
+			return doc
 		}
 	}
+	c.Fatalf("no ping document for slot %d", slot)
+	return schema.PingDoc{}
 }
 
 func (s *workerSuite) TestManyNewKeysAreWrittenToBeingsWithoutWaitingForASlot(c *gc.C) {
@@ -520,7 +534,13 @@ func (s *workerSuite) TestManyNewKeysAreWrittenToBeingsWithoutWaitingForASlot(c 
 	}
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.HasLen, schema.FreshLimit+1)
-	c.Assert(s.pingDocs(c, s.base)[0].Fresh.Len(), gc.Equals, 0)
+	// The next new key's ping carries only itself.
+	last := register(c, b, s.base, modelA, "last")
+	c.Assert(b.Ping(last, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	doc := pingDocOf(c, s.pingDocs(c, s.base), 1)
+	c.Assert(doc.FreshFrom, gc.Equals, schema.FreshLimit+1)
+	c.Assert(doc.Fresh.Len(), gc.Equals, 1)
 }
 
 func (s *workerSuite) TestWriterThatReleasedMostIndexesIsRetired(c *gc.C) {
@@ -643,6 +663,39 @@ func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings
 	proxy.SetFaults(agenttest.Faults{})
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
+}
+
+func (s *workerSuite) TestANewKeysPingIsNotHeldUpByItsBeingsWrite(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, base, modelA, "a")
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(a, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	// In the next slot a new key's beings are written, a whole chunk
+	// that is slow on a big writer, here one that fails outright: the
+	// pings go first and name the key themselves.
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	k := register(c, b, base, modelB, "b")
+	c.Assert(b.Ping(a, slot+1), gc.IsNil)
+	c.Assert(b.Ping(k, slot+1), gc.IsNil)
+	proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(base).Name(), Seed: 1})
+	c.Assert(b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
+	newest := s.newestPingDoc(c)
+	c.Assert(newest.Slot, gc.Equals, slot+1)
+	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(a.Index), int(k.Index)})
+	c.Assert(newest.FreshFrom, gc.Equals, int(k.Index))
+	c.Assert(newest.Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"b"}))
+
+	// The beings are written at the next flush that can.
+	proxy.SetFaults(agenttest.Faults{})
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
 }
 
 func (s *workerSuite) TestAFlushThatTimedOutGetsALongerDeadlineNextTime(c *gc.C) {
