@@ -103,10 +103,10 @@ func (p *Proxy) SetHold(d time.Duration) {
 // random.
 type Faults struct {
 	// Delay is the share of commands, of any kind, that wait before
-	// they reach the server, each for a random time up to MaxDelay: the
-	// read and the write of one operation drift apart.
-	Delay    float64
-	MaxDelay time.Duration
+	// they reach the server, each for a random time from MinDelay up to
+	// MaxDelay: the read and the write of one operation drift apart.
+	Delay              float64
+	MinDelay, MaxDelay time.Duration
 
 	// Drop is the share of write commands (insert, update, delete)
 	// whose reply is lost: the server applies the command, and the
@@ -152,7 +152,7 @@ func (in *injector) decide(name, coll string) (time.Duration, bool) {
 	}
 	var delay time.Duration
 	if in.faults.MaxDelay > 0 && in.rng.Float64() < in.faults.Delay {
-		delay = time.Duration(in.rng.Int64N(int64(in.faults.MaxDelay)))
+		delay = in.faults.MinDelay + time.Duration(in.rng.Int64N(int64(max(in.faults.MaxDelay-in.faults.MinDelay, 1))))
 	}
 	write := name == "insert" || name == "update" || name == "delete"
 	return delay, write && in.rng.Float64() < in.faults.Drop

@@ -147,6 +147,16 @@ type PingBatcher struct {
 	// loop goroutine uses it.
 	timeout time.Duration
 
+	// A flush whose pings carry its new keys leaves its beings write
+	// running (see flush), one at a time: beingsBusy is set while one
+	// runs, beingsDone receives its result, and beingsWaiters are the
+	// Syncs that wait for it. Only the loop goroutine uses them;
+	// beingsRunning lets the loop's end wait for the write.
+	beingsBusy    bool
+	beingsDone    chan error
+	beingsWaiters []chan error
+	beingsRunning sync.WaitGroup
+
 	// mu guards the fields below. It is never held across a database
 	// call.
 	mu    sync.Mutex
@@ -182,14 +192,15 @@ func New(config Config) (*PingBatcher, error) {
 		return nil, errors.Annotate(err, "cannot seed jitter")
 	}
 	b := &PingBatcher{
-		config:    config,
-		namespace: schema.Namespace(config.Base),
-		pings:     schema.Pings(config.Base),
-		beings:    schema.Beings(config.Base),
-		syncs:     make(chan chan error),
-		kick:      make(chan struct{}, 1),
-		rand:      rand.New(rand.NewChaCha8(seed)),
-		w:         newWriterState(),
+		config:     config,
+		namespace:  schema.Namespace(config.Base),
+		pings:      schema.Pings(config.Base),
+		beings:     schema.Beings(config.Base),
+		syncs:      make(chan chan error),
+		kick:       make(chan struct{}, 1),
+		rand:       rand.New(rand.NewChaCha8(seed)),
+		w:          newWriterState(),
+		beingsDone: make(chan error, 1),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "ping batcher",
@@ -410,6 +421,9 @@ func (b *PingBatcher) loop() error {
 	first := b.jittered()
 	timer := b.config.Clock.NewTimer(first)
 	defer timer.Stop()
+	// A beings write left running ends with the loop: its calls end
+	// when the catacomb dies.
+	defer b.beingsRunning.Wait()
 	var lastStart time.Time
 	nextAt := b.config.Clock.Now().Add(first)
 	kickGap := min(minKickGap, b.config.FlushInterval)
@@ -419,6 +433,9 @@ func (b *PingBatcher) loop() error {
 		select {
 		case <-b.catacomb.Dying():
 			return b.catacomb.ErrDying()
+		case err := <-b.beingsDone:
+			b.beingsWritten(err)
+			continue
 		case reply := <-b.syncs:
 			waiters = append(waiters, reply)
 		case <-b.kick:
@@ -458,6 +475,11 @@ func (b *PingBatcher) loop() error {
 		b.adaptTimeout(err)
 		if docs > 0 || err != nil {
 			b.checkPace(took)
+		}
+		if b.beingsBusy && err == nil {
+			// A Sync returns once the beings are written too.
+			b.beingsWaiters = append(b.beingsWaiters, waiters...)
+			waiters = nil
 		}
 		for _, reply := range waiters {
 			reply <- err
@@ -533,11 +555,24 @@ type batch struct {
 	// database that fails big writes) does not keep a live writer from
 	// progressing.
 	pingsFirst bool
+
+	// async is set when the beings write may run on while later
+	// flushes go on (see startBeings): it adds keys only, and the pings
+	// carry them.
+	async bool
+
+	// waitBeings is set when this flush must write beings while a
+	// write of them runs; nothing else in the batch is set.
+	waitBeings bool
 }
 
 // snapshot collects every pending write. Beings and pings come from one
-// lock acquisition, so no ping bit is written before its key.
-func (b *PingBatcher) snapshot() *batch {
+// lock acquisition, so no ping bit is written before its key. While a
+// beings write runs (busy) it writes no beings, and its pings carry every
+// key not yet persisted; one that must write beings (after a failure, or
+// with more new keys than the pings may carry) says so with waitBeings
+// instead.
+func (b *PingBatcher) snapshot(busy bool) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.tick()
@@ -558,8 +593,15 @@ func (b *PingBatcher) snapshot() *batch {
 	// failure the pruner may have removed the beings; it removes a
 	// writer's beings only once none of its ping documents is left in
 	// its window, so a writer that wrote pings recently still has them.
+	if busy && persist {
+		if !w.registered || reassert || n-w.persisted > maxFresh {
+			return &batch{writer: w.writer, waitBeings: true}
+		}
+		persist = false
+	}
 	out.pingsFirst = persist && w.registered && n-w.persisted <= maxFresh &&
 		(!reassert || w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2))
+	out.async = out.pingsFirst && !reassert
 	if persist {
 		b.snapshotBeings(out, reassert)
 		if !out.pingsFirst {
@@ -688,8 +730,10 @@ func (call caller) do(f func(context.Context) error) error {
 // flush writes every pending change: a new writer's arbiter insert first,
 // then beings, then pings, so that a reader never sees a bit whose key it
 // cannot find; or the pings first when they carry the keys the beings
-// add (see maxFresh), so that a slow beings write does not delay them. On
-// failure nothing is marked written, and after any failure every beings
+// add (see maxFresh), so that a slow beings write does not delay them;
+// when those beings add keys only, their write runs on beside the
+// flushes that follow (see startBeings). On failure nothing is marked
+// written, and after any failure every beings
 // document is written again, in case the pruner removed them while this
 // batcher could not write. A writer that has released most of its
 // indexes is retired after a successful flush.
@@ -700,7 +744,14 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		}
 		b.stats.indexesEnsured = true
 	}
-	out := b.snapshot()
+	out := b.snapshot(b.beingsBusy)
+	if out.waitBeings {
+		// This flush must write beings while another write of them
+		// runs: it waits for that one, so that two never race. Its
+		// calls end when the catacomb dies.
+		b.beingsWritten(<-b.beingsDone)
+		out = b.snapshot(false)
+	}
 	docs := len(out.beings) + len(out.pings)
 	if out.arbiter != nil {
 		docs++
@@ -718,7 +769,12 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		err := bulk(call, b.pings, out.pings, true)
 		return errors.Annotatef(err, "cannot write %d ping documents", len(out.pings))
 	}
-	if out.pingsFirst {
+	if out.pingsFirst && out.async {
+		if err := writePings(); err != nil {
+			return 0, b.failed(err)
+		}
+		b.startBeings(writeBeings, out)
+	} else if out.pingsFirst {
 		if err := writePings(); err != nil {
 			return 0, b.failed(err)
 		}
@@ -740,7 +796,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.markWritten(out, true) {
+	if !b.markWritten(out, !out.async) {
 		// Retired while the flush ran: what it wrote is the old
 		// writer's, and the new one starts from scratch.
 		return docs, nil
@@ -753,6 +809,46 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		b.retire("%d of %d indexes released", b.w.released, len(b.w.entries))
 	}
 	return docs, nil
+}
+
+// startBeings runs write, out's beings write, on a goroutine of its own:
+// out's pings, written, carry its keys meanwhile, and the flushes that
+// follow carry them until it ends (see snapshot), so that a slow beings
+// write (a whole chunk) delays no Disconnect or first ping. Its result
+// comes to the loop on beingsDone. It must only be called from the loop
+// goroutine.
+func (b *PingBatcher) startBeings(write func() error, out *batch) {
+	b.beingsBusy = true
+	b.beingsRunning.Add(1)
+	go func() {
+		defer b.beingsRunning.Done()
+		err := write()
+		if err == nil {
+			b.mu.Lock()
+			if b.w.writer == out.writer {
+				out.persist()
+			}
+			b.mu.Unlock()
+		}
+		b.beingsDone <- err
+	}()
+}
+
+// beingsWritten takes the result of the beings write that startBeings
+// ran, and answers the Syncs that waited for it. It must only be called
+// from the loop goroutine.
+func (b *PingBatcher) beingsWritten(err error) {
+	b.beingsBusy = false
+	if err != nil {
+		err = b.failed(err)
+		if b.config.Logger != nil {
+			b.config.Logger.Errorf("ping batcher: %v (written again at the next flush)", err)
+		}
+	}
+	for _, reply := range b.beingsWaiters {
+		reply <- err
+	}
+	b.beingsWaiters = nil
 }
 
 // markWritten marks out's ping documents written, and its beings too if

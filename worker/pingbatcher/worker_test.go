@@ -3,6 +3,7 @@ package pingbatcher_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -77,8 +78,18 @@ func register(c *gc.C, b *pingbatcher.PingBatcher, base *mongo.Collection, model
 }
 
 func bitsOf(doc schema.PingDoc) []int {
+	return indexesIn(doc.Alive)
+}
+
+// deadBitsOf returns the indexes doc marks dead.
+func deadBitsOf(doc schema.PingDoc) []int {
+	return indexesIn(doc.Dead)
+}
+
+// indexesIn returns the indexes set in an encoded bitmap.
+func indexesIn(encoded []byte) []int {
 	var out []int
-	schema.ForEachBit(schema.DecodeBits(nil, doc.Alive), func(i int) { out = append(out, i) })
+	schema.ForEachBit(schema.DecodeBits(nil, encoded), func(i int) { out = append(out, i) })
 	return out
 }
 
@@ -696,6 +707,60 @@ func (s *workerSuite) TestANewKeysPingIsNotHeldUpByItsBeingsWrite(c *gc.C) {
 	proxy.SetFaults(agenttest.Faults{})
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+}
+
+func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, base, modelA, "a")
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(a, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	// In the next slot a new key's beings are written, slowly: every
+	// beings command waits 3 s on its way to the server.
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	k := register(c, b, base, modelB, "b")
+	c.Assert(b.Ping(a, slot+1), gc.IsNil)
+	c.Assert(b.Ping(k, slot+1), gc.IsNil)
+	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: 3 * time.Second, MaxDelay: 3 * time.Second, Collection: schema.Beings(base).Name(), Seed: 1})
+	synced := make(chan error, 1)
+	go func() { synced <- b.Sync() }()
+	waitForPingDoc(c, s, slot+1, func(doc schema.PingDoc) bool { return slices.Contains(bitsOf(doc), int(k.Index)) })
+
+	// A Disconnect meanwhile (past the least gap between two flushes)
+	// is written at once, not after the beings.
+	s.clock.Advance(100 * time.Millisecond)
+	c.Assert(b.Dead(a, slot+1), gc.IsNil)
+	waitForPingDoc(c, s, slot+1, func(doc schema.PingDoc) bool { return slices.Contains(deadBitsOf(doc), int(a.Index)) })
+	select {
+	case err := <-synced:
+		c.Fatalf("the Sync returned (%v) before the beings were written", err)
+	default:
+	}
+	c.Assert(<-synced, gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+}
+
+// waitForPingDoc waits on the wall clock until the ping document of slot
+// satisfies f.
+func waitForPingDoc(c *gc.C, s *workerSuite, slot int64, f func(schema.PingDoc) bool) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		for _, doc := range s.pingDocs(c, s.base) {
+			if doc.Slot == slot && f(doc) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.Fatalf("the ping document of slot %d never changed as awaited", slot)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (s *workerSuite) TestAFlushThatTimedOutGetsALongerDeadlineNextTime(c *gc.C) {
