@@ -839,6 +839,10 @@ func (b *PingBatcher) startBeings(write func() error, out *batch) {
 // from the loop goroutine.
 func (b *PingBatcher) beingsWritten(err error) {
 	b.beingsBusy = false
+	// The flush that started the write succeeded, and brought the
+	// deadline back; a write that timed out raises it again for the
+	// rewrite that follows.
+	b.adaptTimeout(err)
 	if err != nil {
 		err = b.failed(err)
 		if b.config.Logger != nil {

@@ -746,6 +746,33 @@ func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C)
 	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
 }
 
+func (s *workerSuite) TestABeingsWriteThatTimedOutBesideTheFlushesLengthensTheNextDeadline(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: never, Clock: s.clock, Period: 2 * time.Second})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, base, modelA, "a")
+	slot := schema.Slot(s.clock.Now(), 2*time.Second)
+	c.Assert(b.Ping(a, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	// A new key's beings write, beside the flushes, takes 1.1 s, longer
+	// than the 1 s deadline (half a Period): it fails, and the rewrite
+	// that follows gets a longer deadline, as after a flush that timed
+	// out.
+	s.clock.Advance(schema.SlotLength(2 * time.Second))
+	k := register(c, b, base, modelB, "b")
+	c.Assert(b.Ping(a, slot+1), gc.IsNil)
+	c.Assert(b.Ping(k, slot+1), gc.IsNil)
+	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: 1100 * time.Millisecond, MaxDelay: 1100 * time.Millisecond, Collection: schema.Beings(base).Name(), Seed: 1})
+	c.Assert(b.Sync(), gc.NotNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+}
+
 // waitForPingDoc waits on the wall clock until the ping document of slot
 // satisfies f.
 func waitForPingDoc(c *gc.C, s *workerSuite, slot int64, f func(schema.PingDoc) bool) {
