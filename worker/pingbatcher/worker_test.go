@@ -676,25 +676,54 @@ func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings
 	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
 }
 
-func (s *workerSuite) TestANewKeysPingIsNotHeldUpByItsBeingsWrite(c *gc.C) {
+// newKeyFixture is a batcher behind a wire proxy whose key a was written
+// in slot, with the clock moved on to slot+1, where a new key k and a
+// are pinged but not yet flushed.
+type newKeyFixture struct {
+	proxy *agenttest.Proxy
+	base  *mongo.Collection
+	b     *pingbatcher.PingBatcher
+	a, k  pinger.Identity
+	slot  int64
+}
+
+// newKeyInNextSlot sets up a newKeyFixture whose batcher writes slots of
+// period (zero: the default). The caller kills the batcher and closes
+// the proxy.
+func (s *workerSuite) newKeyInNextSlot(c *gc.C, period time.Duration) newKeyFixture {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
-	defer proxy.Close()
-	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
-	b := s.newBatcher(c, base, never)
-	defer workertest.CleanKill(agenttest.C(c), b)
-	a := register(c, b, base, modelA, "a")
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
-	c.Assert(b.Ping(a, slot), gc.IsNil)
-	c.Assert(b.Sync(), gc.IsNil)
+	f := newKeyFixture{proxy: proxy}
+	f.base = s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	f.b, err = pingbatcher.New(pingbatcher.Config{Base: f.base, FlushInterval: never, Clock: s.clock, Period: period})
+	c.Assert(err, gc.IsNil)
+	if period == 0 {
+		period = schema.DefaultPeriod
+	}
+	f.a = register(c, f.b, f.base, modelA, "a")
+	f.slot = schema.Slot(s.clock.Now(), period)
+	c.Assert(f.b.Ping(f.a, f.slot), gc.IsNil)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	s.clock.Advance(schema.SlotLength(period))
+	f.k = register(c, f.b, f.base, modelB, "b")
+	c.Assert(f.b.Ping(f.a, f.slot+1), gc.IsNil)
+	c.Assert(f.b.Ping(f.k, f.slot+1), gc.IsNil)
+	return f
+}
 
+// close kills the batcher and closes the proxy.
+func (f newKeyFixture) close(c *gc.C) {
+	workertest.CleanKill(agenttest.C(c), f.b)
+	f.proxy.Close()
+}
+
+func (s *workerSuite) TestANewKeysPingIsNotHeldUpByItsBeingsWrite(c *gc.C) {
 	// In the next slot a new key's beings are written, a whole chunk
 	// that is slow on a big writer, here one that fails outright: the
 	// pings go first and name the key themselves.
-	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
-	k := register(c, b, base, modelB, "b")
-	c.Assert(b.Ping(a, slot+1), gc.IsNil)
-	c.Assert(b.Ping(k, slot+1), gc.IsNil)
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	proxy, base, b, a, k, slot := f.proxy, f.base, f.b, f.a, f.k, f.slot
 	proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(base).Name(), Seed: 1})
 	c.Assert(b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
 	newest := s.newestPingDoc(c)
@@ -710,23 +739,11 @@ func (s *workerSuite) TestANewKeysPingIsNotHeldUpByItsBeingsWrite(c *gc.C) {
 }
 
 func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C) {
-	proxy, uri, err := s.Server.NewProxy()
-	c.Assert(err, gc.IsNil)
-	defer proxy.Close()
-	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
-	b := s.newBatcher(c, base, never)
-	defer workertest.CleanKill(agenttest.C(c), b)
-	a := register(c, b, base, modelA, "a")
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
-	c.Assert(b.Ping(a, slot), gc.IsNil)
-	c.Assert(b.Sync(), gc.IsNil)
-
 	// In the next slot a new key's beings are written, slowly: every
 	// beings command waits 3 s on its way to the server.
-	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
-	k := register(c, b, base, modelB, "b")
-	c.Assert(b.Ping(a, slot+1), gc.IsNil)
-	c.Assert(b.Ping(k, slot+1), gc.IsNil)
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	proxy, base, b, a, k, slot := f.proxy, f.base, f.b, f.a, f.k, f.slot
 	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: 3 * time.Second, MaxDelay: 3 * time.Second, Collection: schema.Beings(base).Name(), Seed: 1})
 	synced := make(chan error, 1)
 	go func() { synced <- b.Sync() }()
@@ -747,26 +764,13 @@ func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C)
 }
 
 func (s *workerSuite) TestABeingsWriteThatTimedOutBesideTheFlushesLengthensTheNextDeadline(c *gc.C) {
-	proxy, uri, err := s.Server.NewProxy()
-	c.Assert(err, gc.IsNil)
-	defer proxy.Close()
-	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: never, Clock: s.clock, Period: 2 * time.Second})
-	c.Assert(err, gc.IsNil)
-	defer workertest.CleanKill(agenttest.C(c), b)
-	a := register(c, b, base, modelA, "a")
-	slot := schema.Slot(s.clock.Now(), 2*time.Second)
-	c.Assert(b.Ping(a, slot), gc.IsNil)
-	c.Assert(b.Sync(), gc.IsNil)
-
 	// A new key's beings write, beside the flushes, takes 1.1 s, longer
 	// than the 1 s deadline (half a Period): it fails, and the rewrite
 	// that follows gets a longer deadline, as after a flush that timed
 	// out.
-	s.clock.Advance(schema.SlotLength(2 * time.Second))
-	k := register(c, b, base, modelB, "b")
-	c.Assert(b.Ping(a, slot+1), gc.IsNil)
-	c.Assert(b.Ping(k, slot+1), gc.IsNil)
+	f := s.newKeyInNextSlot(c, 2*time.Second)
+	defer f.close(c)
+	proxy, base, b := f.proxy, f.base, f.b
 	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: 1100 * time.Millisecond, MaxDelay: 1100 * time.Millisecond, Collection: schema.Beings(base).Name(), Seed: 1})
 	c.Assert(b.Sync(), gc.NotNil)
 	c.Assert(b.Sync(), gc.IsNil)
