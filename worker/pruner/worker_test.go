@@ -127,6 +127,55 @@ func (s *prunerSuite) TestOnePrunePrunesEveryModelInThreeCommands(c *gc.C) {
 	c.Assert(s.count(c, schema.Beings(s.base), live), gc.Equals, int64(1))
 }
 
+func (s *prunerSuite) TestAPruneDeletesBeingsOnlyWhenAWriterHasGone(c *gc.C) {
+	var counter agenttest.CommandCounter
+	base := s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("presence")
+	leaving := s.write(c, modelA, "a", s.now-1, s.now)
+	staying := s.write(c, modelB, "b", s.now-1, s.now+schema.KeepSlots+2)
+	p := s.newPruner(c, base)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	prune := func() pruner.Stats {
+		counter.Reset()
+		stats, err := p.Prune(context.Background())
+		c.Assert(err, gc.IsNil)
+		return stats
+	}
+
+	// The first prune looks for retired writers' beings.
+	prune()
+	c.Assert(counter.CountOn("delete", schema.Beings(s.base).Name()), gc.Equals, 1)
+	// The next, with the same writers live, does not.
+	prune()
+	c.Assert(counter.CountOn("delete", schema.Beings(s.base).Name()), gc.Equals, 0)
+	c.Assert(counter.Total(), gc.Equals, 2)
+	// One whose writer has gone since does.
+	s.clock.Advance(time.Duration(schema.KeepSlots+2) * schema.SlotLength(period))
+	stats := prune()
+	c.Assert(counter.CountOn("delete", schema.Beings(s.base).Name()), gc.Equals, 1)
+	c.Assert(stats.Beings, gc.Equals, int64(1))
+	c.Assert(s.count(c, schema.Beings(s.base), leaving), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Beings(s.base), staying), gc.Equals, int64(1))
+}
+
+func (s *prunerSuite) TestBeingsOfAWriterNeverSeenLiveGoWithinTenPrunes(c *gc.C) {
+	s.write(c, modelB, "b", s.now-1, s.now)
+	p := s.newPruner(c, s.base)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	_, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	// A writer that came and went between two prunes.
+	brief := s.write(c, modelA, "a", s.now-20, s.now-15)
+	for i := 2; i <= 10; i++ {
+		_, err := p.Prune(context.Background())
+		c.Assert(err, gc.IsNil)
+		c.Assert(s.count(c, schema.Beings(s.base), brief), gc.Equals, int64(1), gc.Commentf("prune %d", i))
+	}
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Beings, gc.Equals, int64(1))
+	c.Assert(s.count(c, schema.Beings(s.base), brief), gc.Equals, int64(0))
+}
+
 func (s *prunerSuite) TestPrunesEveryInterval(c *gc.C) {
 	writer := s.write(c, modelA, "a", s.now-20, s.now-10)
 	p := s.newPruner(c, s.base)
