@@ -12,6 +12,8 @@ package pruner
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -195,7 +197,7 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 		return stats, nil
 	}
 	res, err = beings.DeleteMany(ctx, bson.D{
-		{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: live}}},
+		{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: append([]string{}, slices.Collect(maps.Keys(live))...)}}},
 		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
 	})
 	if err != nil {
@@ -210,20 +212,16 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 
 // beingsDue records live as the live writers and reports whether this
 // prune deletes beings, as sweepEvery's comment says.
-func (p *Pruner) beingsDue(live bson.A) bool {
-	now := make(map[string]bool, len(live))
-	for _, w := range live {
-		now[w.(string)] = true
-	}
+func (p *Pruner) beingsDue(live map[string]bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	due := p.live == nil || p.skipped+1 >= sweepEvery
 	for w := range p.live {
-		if !now[w] {
+		if !live[w] {
 			due = true
 		}
 	}
-	p.live = now
+	p.live = live
 	if due {
 		p.skipped = 0
 	} else {
@@ -235,7 +233,7 @@ func (p *Pruner) beingsDue(live bson.A) bool {
 // liveWriters returns the writers that have a ping document in the
 // window. It projects rather than using the distinct command, which the
 // embedded server rejects when the context has a deadline.
-func liveWriters(ctx context.Context, pings *mongo.Collection) (bson.A, error) {
+func liveWriters(ctx context.Context, pings *mongo.Collection) (map[string]bool, error) {
 	cur, err := pings.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: schema.FieldWriter, Value: 1}}))
 	if err != nil {
 		return nil, errors.Trace(err)
@@ -246,13 +244,9 @@ func liveWriters(ctx context.Context, pings *mongo.Collection) (bson.A, error) {
 	if err := cur.All(ctx, &docs); err != nil {
 		return nil, errors.Trace(err)
 	}
-	seen := make(map[string]bool, len(docs))
-	out := bson.A{}
+	live := make(map[string]bool, len(docs))
 	for _, doc := range docs {
-		if !seen[doc.Writer] {
-			seen[doc.Writer] = true
-			out = append(out, doc.Writer)
-		}
+		live[doc.Writer] = true
 	}
-	return out, nil
+	return live, nil
 }
