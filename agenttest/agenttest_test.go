@@ -35,6 +35,36 @@ func (s *agenttestSuite) TestEveryTestGetsAFreshDatabase(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 }
 
+func (s *agenttestSuite) TestTearDownLeavesNoWriterThatCanCreateTheDatabaseAgain(c *gc.C) {
+	// Writers that outlive a test's end (a worker killed but not yet
+	// returned) must not bring the dropped database back: on the
+	// embedded server that is how a drop crashes it.
+	name := s.DB.Name()
+	colls := []*mongo.Collection{s.DB.Collection("w"), s.NewDB(c).Collection("w")}
+	stopped := make(chan struct{}, len(colls))
+	for _, coll := range colls {
+		go func() {
+			defer func() { stopped <- struct{}{} }()
+			for i := 0; ; i++ {
+				if _, err := coll.InsertOne(context.Background(), bson.D{{Key: "i", Value: i}}); errors.Is(err, mongo.ErrClientDisconnected) {
+					return
+				}
+			}
+		}()
+	}
+	s.TearDownTest(c)
+	for range colls {
+		<-stopped
+	}
+	client, err := s.Server.NewClient()
+	c.Assert(err, gc.IsNil)
+	defer func() { _ = client.Disconnect(context.Background()) }()
+	names, err := client.ListDatabaseNames(context.Background(), bson.D{{Key: "name", Value: name}})
+	c.Assert(err, gc.IsNil)
+	c.Assert(names, gc.HasLen, 0)
+	s.SetUpTest(c)
+}
+
 func (s *agenttestSuite) TestServerRestartsOnItsDataAndAddress(c *gc.C) {
 	if s.Server.External() {
 		c.Skip("cannot stop an external MongoDB")

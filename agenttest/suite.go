@@ -48,9 +48,16 @@ func (s *MongoSuite) SetUpTest(c *gc.C) {
 	s.DB = s.Client.Database(uniqueName("presencetest"))
 }
 
-// TearDownTest drops the test's database and disconnects every client the
-// test made. It restarts the server if the test left it stopped, and
-// resumes it if the test left it paused.
+// TearDownTest disconnects every client the test made, then drops the
+// test's database on a client of its own. It restarts the server if the
+// test left it stopped, and resumes it if the test left it paused.
+//
+// The order matters on the embedded server: it removes a dropped
+// database's file but keeps SQLite's shared-memory index beside it, and a
+// write that creates the database again while a command of the old one
+// still runs truncates that index under the running command, which kills
+// the server with SIGBUS. Once the test's clients are gone, nothing can
+// write to the database after the drop.
 func (s *MongoSuite) TearDownTest(c *gc.C) {
 	if !s.Server.External() {
 		c.Check(s.Server.Start(), gc.IsNil)
@@ -58,19 +65,29 @@ func (s *MongoSuite) TearDownTest(c *gc.C) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if s.DB != nil {
-		// Connections from before a restart fail once each.
-		err := s.DB.Drop(ctx)
-		for err != nil && ctx.Err() == nil {
-			time.Sleep(100 * time.Millisecond)
-			err = s.DB.Drop(ctx)
-		}
-		c.Check(err, gc.IsNil)
-	}
 	for _, client := range s.clients {
 		_ = client.Disconnect(ctx)
 	}
+	if s.DB != nil {
+		c.Check(s.dropDB(ctx, s.DB.Name()), gc.IsNil)
+	}
 	s.clients, s.Client, s.DB = nil, nil, nil
+}
+
+// dropDB drops the named database on a client of its own, retrying
+// while a server the test restarted is not yet back.
+func (s *MongoSuite) dropDB(ctx context.Context, name string) error {
+	client, err := s.Server.NewClient()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = client.Disconnect(ctx) }()
+	err = client.Database(name).Drop(ctx)
+	for err != nil && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		err = client.Database(name).Drop(ctx)
+	}
+	return err
 }
 
 // NewClient returns another client of the server, with its own connection

@@ -19,6 +19,13 @@
 // SQLite's in-memory mode hangs on the first update of an existing
 // document.
 //
+// Drop a database only once no client uses it any more. The server
+// removes a dropped database's file but keeps SQLite's shared-memory index
+// beside it; a write that creates the database again while a command of
+// the old one still runs truncates that index under the running command,
+// and the whole server dies of SIGBUS. agenttest's MongoSuite therefore
+// disconnects a test's clients before it drops the test's database.
+//
 // Race-enabled test binaries run it 20 to 40 times slower; package
 // agenttest therefore runs it in a process of its own (the command
 // github.com/presencekit/presence/agenttest/embeddedmongo, which `go

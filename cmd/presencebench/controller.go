@@ -396,19 +396,21 @@ func waitAlive(ctx context.Context, watchers []*watcher.Watcher, want int, timeo
 
 // proxied returns a fresh database whose client reaches the server
 // through a wire proxy of its own, which counts commands at the server's
-// side, and a function that drops the database and closes the proxy.
+// side, and a function that disconnects the client, closes the proxy
+// and then drops the database.
 func (e *env) proxied() (*mongo.Database, *wireproxy.Proxy, func(), error) {
 	proxy, uri, err := wireproxy.NewFor(e.uri)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	db, done, err := e.databaseAt(uri)
+	db, disconnect, err := e.connect(uri)
 	if err != nil {
 		_ = proxy.Close()
 		return nil, nil, nil, err
 	}
 	return db, proxy, func() {
-		done()
+		disconnect()
 		_ = proxy.Close()
+		e.drop(db.Name())
 	}, nil
 }

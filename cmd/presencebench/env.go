@@ -164,13 +164,22 @@ func (e *env) describe() string {
 }
 
 // database returns a fresh database on a client of its own, with extra
-// client options (e.g. a command counter), and a function that drops it.
+// client options (e.g. a command counter), and a function that
+// disconnects the client and then drops the database.
 func (e *env) database(extra ...*mongooptions.ClientOptions) (*mongo.Database, func(), error) {
-	return e.databaseAt(e.uri, extra...)
+	db, disconnect, err := e.connect(e.uri, extra...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, func() {
+		disconnect()
+		e.drop(db.Name())
+	}, nil
 }
 
-// databaseAt is database on a client of uri.
-func (e *env) databaseAt(uri string, extra ...*mongooptions.ClientOptions) (*mongo.Database, func(), error) {
+// connect returns a fresh database on a new client of uri, and a function
+// that disconnects that client.
+func (e *env) connect(uri string, extra ...*mongooptions.ClientOptions) (*mongo.Database, func(), error) {
 	opts := append([]*mongooptions.ClientOptions{mongooptions.Client().ApplyURI(uri).SetServerSelectionTimeout(10 * time.Second)}, extra...)
 	client, err := mongo.Connect(opts...)
 	if err != nil {
@@ -192,9 +201,25 @@ func (e *env) databaseAt(uri string, extra ...*mongooptions.ClientOptions) (*mon
 	return db, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_ = db.Drop(ctx)
 		_ = client.Disconnect(ctx)
 	}, nil
+}
+
+// drop drops the named database of the env's server on a client of its
+// own. Call it only once the clients (and proxies) that used the database
+// are gone: the embedded server keeps a dropped database's SQLite
+// shared-memory index, and a write that creates the database again while
+// a command of the old one still runs truncates that index under the
+// command, which kills the server with SIGBUS.
+func (e *env) drop(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(mongooptions.Client().ApplyURI(e.uri).SetServerSelectionTimeout(10 * time.Second))
+	if err != nil {
+		return
+	}
+	_ = client.Database(name).Drop(ctx)
+	_ = client.Disconnect(ctx)
 }
 
 // counted returns a fresh database whose client counts its commands.

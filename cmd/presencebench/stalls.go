@@ -45,20 +45,21 @@ func newStallRig(e *env) (*stallRig, error) {
 	}
 	rig.proxy = proxy
 	rig.done = append(rig.done, func() { _ = proxy.Close() })
-	reader, dropReader, err := e.databaseAt(rig.server.uri)
+	// The rig's server goes with its data, so nothing is dropped.
+	reader, disconnectReader, err := e.connect(rig.server.uri)
 	if err != nil {
 		rig.close()
 		return nil, err
 	}
-	rig.done = append(rig.done, dropReader)
+	rig.done = append(rig.done, disconnectReader)
 	rig.reader = reader
 	// The writer's client reaches the same database through the proxy.
-	writer, dropWriter, err := e.databaseAt(proxyURI)
+	writer, disconnectWriter, err := e.connect(proxyURI)
 	if err != nil {
 		rig.close()
 		return nil, err
 	}
-	rig.done = append(rig.done, dropWriter)
+	rig.done = append(rig.done, disconnectWriter)
 	rig.writer = writer.Client().Database(reader.Name())
 	return rig, nil
 }
