@@ -36,9 +36,6 @@ type writerState struct {
 	slots    []*slotState
 	lastSlot int64 // the latest slot pinged, 0 before any ping
 
-	// writtenSlot is the latest slot whose document a flush wrote.
-	writtenSlot int64
-
 	// idleFrom is lastSlot when the last index in use was released.
 	idleFrom int64
 }

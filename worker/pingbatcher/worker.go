@@ -551,15 +551,18 @@ type batch struct {
 	persist func()   // marks the beings documents written, if any
 
 	// pingsFirst is set when the pings carry every key the beings add:
-	// the pings then go first, so that a slow beings write (or a
-	// database that fails big writes) does not keep a live writer from
-	// progressing.
+	// the pings then go first, and the beings write runs on beside the
+	// flushes that follow (see startBeings), so that a slow beings write
+	// (or a database that fails big writes) does not keep a live writer
+	// from progressing.
 	pingsFirst bool
 
-	// async is set when the beings write may run on while later
-	// flushes go on (see startBeings): it adds keys only, and the pings
-	// carry them.
-	async bool
+	// rewrite is set when the beings are every beings document, written
+	// again after a failure; failures is the failure count when they
+	// were snapshotted. Their write ends the rewriting only if no
+	// failure came meanwhile (see rewritten).
+	rewrite  bool
+	failures int64
 
 	// waitBeings is set when this flush must write beings while a
 	// write of them runs; nothing else in the batch is set.
@@ -567,11 +570,11 @@ type batch struct {
 }
 
 // snapshot collects every pending write. Beings and pings come from one
-// lock acquisition, so no ping bit is written before its key. While a
-// beings write runs (busy) it writes no beings, and its pings carry every
-// key not yet persisted; one that must write beings (after a failure, or
-// with more new keys than the pings may carry) says so with waitBeings
-// instead.
+// lock acquisition. While a beings write runs (busy) it writes no beings,
+// and its pings carry every key not yet persisted; one that must write
+// beings (a new writer's, or more new keys than the pings may carry) says
+// so with waitBeings instead. A rewrite after a failure waits until the
+// running write ends.
 func (b *PingBatcher) snapshot(busy bool) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -588,22 +591,23 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
 	from := w.persisted
 	// The pings go first, carrying the new keys, when they can carry
-	// them all: a beings write (a whole chunk, slow on a big one) then
-	// never delays a Disconnect or a new key's first ping. After a
-	// failure the pruner may have removed the beings; it removes a
-	// writer's beings only once none of its ping documents is left in
-	// its window, so a writer that wrote pings recently still has them.
+	// them all: a beings write (a whole chunk, slow on a big one; every
+	// chunk after a failure) then never delays a Disconnect, a new key's
+	// first ping or the writer's progress. After a long failure the
+	// pruner may have removed the beings, and a reader that does not
+	// know this writer's keys yet meets live bits it cannot name: it
+	// holds every death until the rewrite lands, rather than report one
+	// it cannot judge.
 	if busy && persist {
-		if !w.registered || reassert || n-w.persisted > maxFresh {
+		if !w.registered || n-w.persisted > maxFresh {
 			return &batch{writer: w.writer, waitBeings: true}
 		}
 		persist = false
 	}
-	out.pingsFirst = persist && w.registered && n-w.persisted <= maxFresh &&
-		(!reassert || w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2))
-	out.async = out.pingsFirst && !reassert
+	out.pingsFirst = persist && w.registered && n-w.persisted <= maxFresh
 	if persist {
 		b.snapshotBeings(out, reassert)
+		out.rewrite, out.failures = reassert, b.stats.failures
 		if !out.pingsFirst {
 			from = n
 		}
@@ -624,10 +628,7 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 			{Key: schema.FieldFresh, Value: fresh},
 		}
 		s, version := s, s.version
-		out.marks = append(out.marks, func() {
-			s.written = version
-			w.writtenSlot = max(w.writtenSlot, s.slot)
-		})
+		out.marks = append(out.marks, func() { s.written = version })
 		out.pings = append(out.pings, upsert(schema.PingID(s.slot, w.writer), fields))
 	}
 	return out
@@ -730,13 +731,12 @@ func (call caller) do(f func(context.Context) error) error {
 // flush writes every pending change: a new writer's arbiter insert first,
 // then beings, then pings, so that a reader never sees a bit whose key it
 // cannot find; or the pings first when they carry the keys the beings
-// add (see maxFresh), so that a slow beings write does not delay them;
-// when those beings add keys only, their write runs on beside the
-// flushes that follow (see startBeings). On failure nothing is marked
-// written, and after any failure every beings
-// document is written again, in case the pruner removed them while this
-// batcher could not write. A writer that has released most of its
-// indexes is retired after a successful flush.
+// add (see maxFresh), and then the beings on beside the flushes that
+// follow (see startBeings), so that a slow beings write does not delay
+// the pings. On failure nothing is marked written, and after any failure
+// every beings document is written again, in case the pruner removed
+// them while this batcher could not write. A writer that has released
+// most of its indexes is retired after a successful flush.
 func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
 		if err := call.do(func(ctx context.Context) error { return schema.EnsureIndexes(ctx, b.config.Base) }); err != nil {
@@ -769,23 +769,11 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		err := bulk(call, b.pings, out.pings, true)
 		return errors.Annotatef(err, "cannot write %d ping documents", len(out.pings))
 	}
-	if out.pingsFirst && out.async {
+	if out.pingsFirst {
 		if err := writePings(); err != nil {
 			return 0, b.failed(err)
 		}
 		b.startBeings(writeBeings, out)
-	} else if out.pingsFirst {
-		if err := writePings(); err != nil {
-			return 0, b.failed(err)
-		}
-		if err := writeBeings(); err != nil {
-			// The pings are written: the writer is on time, and its
-			// beings are written again at the next flush.
-			b.mu.Lock()
-			b.markWritten(out, false)
-			b.mu.Unlock()
-			return len(out.pings), b.failed(err)
-		}
 	} else {
 		if err := writeBeings(); err != nil {
 			return 0, b.failed(err)
@@ -796,14 +784,16 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.markWritten(out, !out.async) {
+	if !b.markWritten(out, !out.pingsFirst) {
 		// Retired while the flush ran: what it wrote is the old
 		// writer's, and the new one starts from scratch.
 		return docs, nil
 	}
+	if !out.pingsFirst {
+		b.rewritten(out)
+	}
 	b.w.prune()
 	b.stats.flushes++
-	b.stats.reassert = false
 	b.stats.docsWritten += int64(docs)
 	if b.w.wasteful() {
 		b.retire("%d of %d indexes released", b.w.released, len(b.w.entries))
@@ -827,11 +817,22 @@ func (b *PingBatcher) startBeings(write func() error, out *batch) {
 			b.mu.Lock()
 			if b.w.writer == out.writer {
 				out.persist()
+				b.rewritten(out)
 			}
 			b.mu.Unlock()
 		}
 		b.beingsDone <- err
 	}()
+}
+
+// rewritten ends the rewriting of every beings document after a failure
+// once out, which rewrote them all, is written, unless a failure came
+// after its snapshot: the pruner may have removed them since. b.mu must
+// be held.
+func (b *PingBatcher) rewritten(out *batch) {
+	if out.rewrite && b.stats.failures == out.failures {
+		b.stats.reassert = false
+	}
 }
 
 // beingsWritten takes the result of the beings write that startBeings

@@ -845,3 +845,73 @@ func (s *workerSuite) TestADisconnectInTheSlotBeforeTheWriterMovedOnIsNotLost(c 
 	schema.ForEachBit(schema.DecodeBits(nil, newest.Dead), func(i int) { dead = append(dead, i) })
 	c.Assert(dead, gc.DeepEquals, []int{int(id.Index)})
 }
+
+// failForSlots makes the flushes of the n slots after the fixture's fail
+// as on a database that stopped answering (the server applies each
+// write, but its reply is lost), with key a pinging; then it moves to the
+// next slot, pings a there, and returns that slot, whose document only a
+// later flush writes.
+func (s *workerSuite) failForSlots(c *gc.C, f newKeyFixture, n int) int64 {
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Seed: 1})
+	slot := f.slot + 1
+	for i := 0; i < n; i++ {
+		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+		slot++
+		c.Assert(f.b.Ping(f.a, slot), gc.IsNil)
+		c.Assert(f.b.Sync(), gc.NotNil)
+	}
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	slot++
+	c.Assert(f.b.Ping(f.a, slot), gc.IsNil)
+	return slot
+}
+
+// slowBeings makes every beings command wait d on its way to the server,
+// starts a Sync, and returns once the Sync's flush has written the
+// pings of slot.
+func (s *workerSuite) slowBeings(c *gc.C, f newKeyFixture, d time.Duration, slot int64) <-chan error {
+	f.proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: d, MaxDelay: d, Collection: schema.Beings(f.base).Name(), Seed: 1})
+	synced := make(chan error, 1)
+	go func() { synced <- f.b.Sync() }()
+	waitForPingDoc(c, s, slot, func(doc schema.PingDoc) bool { return slices.Contains(bitsOf(doc), int(f.a.Index)) })
+	return synced
+}
+
+func (s *workerSuite) TestAfterALongFailureThePingsGoBeforeTheRewriteOfEveryBeingsDocument(c *gc.C) {
+	// The database fails every flush for longer than the pruner's
+	// window, and then writes beings slowly (3 s a command): the
+	// writer's pings must not wait for the rewrite of its beings.
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	slot := s.failForSlots(c, f, schema.KeepSlots+1)
+	synced := s.slowBeings(c, f, 3*time.Second, slot)
+	c.Assert(<-synced, gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+
+	// The rewrite is done: the next flush writes no beings, so a
+	// database that fails every beings write does not fail it.
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
+	c.Assert(f.b.Sync(), gc.IsNil)
+}
+
+func (s *workerSuite) TestAFailureDuringTheRewriteOfTheBeingsMakesTheNextFlushRewriteThemAgain(c *gc.C) {
+	// The pruner may remove beings while a flush fails, so a rewrite
+	// that began before that failure does not count.
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	slot := s.failForSlots(c, f, 1)
+	synced := s.slowBeings(c, f, 2*time.Second, slot)
+
+	// While the rewrite runs, a flush of the pings fails.
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Pings(f.base).Name(), Seed: 1})
+	s.clock.Advance(100 * time.Millisecond)
+	c.Assert(f.b.Dead(f.a, slot), gc.IsNil)
+	c.Assert(f.b.Sync(), gc.NotNil)
+	c.Assert(<-synced, gc.IsNil)
+
+	// So the next flush writes every beings document again.
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
+	c.Assert(f.b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
+}
