@@ -173,7 +173,7 @@ func (p *Pruner) pruneWithin(timeout time.Duration) (Stats, error) {
 
 // Prune removes every ping document older than the window and the beings
 // documents of writers that are gone, with three commands, or two when no
-// writer has gone since the last prune (see sweepEvery). It is safe to
+// writer has gone since the last prune (see sweepEvery) or none is live. It is safe to
 // run while pingers write and concurrently with other prunes.
 func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	var stats Stats
@@ -193,7 +193,11 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return stats, errors.Annotate(err, "cannot read live writers")
 	}
-	if !p.beingsDue(live) {
+	if len(live) == 0 || !p.beingsDue(live) {
+		// With no writer live at all, the database (or every
+		// controller) was away for longer than the window: the writers
+		// that come back write pings before they are judged, and
+		// their beings stay meanwhile.
 		return stats, nil
 	}
 	res, err = beings.DeleteMany(ctx, bson.D{

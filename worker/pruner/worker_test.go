@@ -160,6 +160,41 @@ func (s *prunerSuite) TestAPruneDeletesBeingsOnlyWhenAWriterHasGone(c *gc.C) {
 	c.Assert(s.count(c, schema.Beings(s.base), staying), gc.Equals, int64(1))
 }
 
+func (s *prunerSuite) TestAPruneThatFindsNoWriterLiveKeepsEveryBeingsDocument(c *gc.C) {
+	// The database stalls for longer than the window: when it is back,
+	// no writer has a ping document in the window yet, which says
+	// nothing about any of them.
+	leaving := s.write(c, modelA, "a", s.now-1, s.now)
+	staying := s.write(c, modelB, "b", s.now-1, s.now)
+	p, err := pruner.New(pruner.Config{Base: s.base, Clock: s.clock, Period: period, Interval: 24 * time.Hour})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	_, err = p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	s.clock.Advance(time.Duration(schema.KeepSlots+2) * schema.SlotLength(period))
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Pings, gc.Equals, int64(4))
+	c.Assert(stats.Beings, gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Beings(s.base), leaving), gc.Equals, int64(1))
+	c.Assert(s.count(c, schema.Beings(s.base), staying), gc.Equals, int64(1))
+
+	// One writer writes again; the other, gone since the last prune
+	// that found writers live, loses its beings.
+	slot := schema.Slot(s.clock.Now(), period)
+	_, err = schema.Pings(s.base).InsertOne(context.Background(), bson.D{
+		{Key: schema.FieldID, Value: schema.PingID(slot, staying)},
+		{Key: schema.FieldSlot, Value: slot},
+		{Key: schema.FieldWriter, Value: staying},
+	})
+	c.Assert(err, gc.IsNil)
+	stats, err = p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Beings, gc.Equals, int64(1))
+	c.Assert(s.count(c, schema.Beings(s.base), leaving), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Beings(s.base), staying), gc.Equals, int64(1))
+}
+
 func (s *prunerSuite) TestBeingsOfAWriterNeverSeenLiveGoWithinTenPrunes(c *gc.C) {
 	s.write(c, modelB, "b", s.now-1, s.now)
 	p := s.newPruner(c, s.base)
