@@ -84,3 +84,92 @@ func (s *outageSuite) TestALongOutageDoesNotMakeTheReaderForgetItsWriters(c *gc.
 	// It still knew the writer's keys: it did not read its beings again.
 	c.Assert(counter.CountOn("find", "presence.beings"), gc.Equals, 0)
 }
+
+func (s *outageSuite) TestAWriterSlowToCatchUpAfterAnOutageLongerThanMaxStallKeepsItsKeys(c *gc.C) {
+	if s.Server.External() {
+		c.Skip("cannot stop an external MongoDB")
+	}
+	const period = 10 * time.Second
+	clk := agenttest.NewClock()
+	base := s.DB.Collection("presence")
+	newBatcher := func() *pingbatcher.PingBatcher {
+		b, err := pingbatcher.New(pingbatcher.Config{Base: s.NewDB(c).Collection("presence"), Clock: clk, Period: period, FlushInterval: time.Hour})
+		c.Assert(err, gc.IsNil)
+		return b
+	}
+	live, gone := newBatcher(), newBatcher()
+	defer workertest.CleanKill(agenttest.C(c), live)
+	r, err := presencereader.New(presencereader.Config{
+		Base: s.NewClient(c, options.Client().SetServerSelectionTimeout(100*time.Millisecond)).
+			Database(s.DB.Name()).Collection("presence"),
+		Clock: clk, Period: period, SyncInterval: time.Hour,
+	})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), r)
+	liveID, err := live.Register(base, stressModel, "machine-0")
+	c.Assert(err, gc.IsNil)
+	goneID, err := gone.Register(base, stressModel, "machine-1")
+	c.Assert(err, gc.IsNil)
+	ping := func() {
+		c.Assert(live.Ping(liveID, schema.Slot(clk.Now(), period)), gc.IsNil)
+	}
+	ping()
+	c.Assert(gone.Ping(goneID, schema.Slot(clk.Now(), period)), gc.IsNil)
+	c.Assert(live.Sync(), gc.IsNil)
+	c.Assert(gone.Sync(), gc.IsNil)
+	c.Assert(r.Refresh(), gc.IsNil)
+	dying := make(chan struct{})
+	view, err := r.NewView(stressModel, dying, func() error { return nil })
+	c.Assert(err, gc.IsNil)
+	defer func() {
+		close(dying)
+		view.Close()
+	}()
+	alive := func(key string) bool {
+		ok, err := view.Alive(key)
+		c.Assert(err, gc.IsNil)
+		return ok
+	}
+
+	// The server is away for longer than MaxStall (15 Periods), and one
+	// controller dies meanwhile.
+	c.Assert(s.Server.Stop(), gc.IsNil)
+	workertest.CleanKill(agenttest.C(c), gone)
+	for i := 0; i < 30; i++ {
+		c.Assert(r.Refresh(), gc.NotNil)
+		clk.Advance(period / 2)
+		ping()
+	}
+	c.Assert(s.Server.Start(), gc.IsNil)
+	deadline := time.Now().Add(agenttest.LongWait)
+	for err := r.Refresh(); err != nil; err = r.Refresh() {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The live batcher takes four Periods to write again: no writer is
+	// on time, and both keys hold, however long the outage was.
+	for i := 0; i < 8; i++ {
+		clk.Advance(period / 2)
+		ping()
+		c.Assert(r.Refresh(), gc.IsNil)
+		c.Assert(alive("machine-0"), gc.Equals, true, gc.Commentf("after %d half Periods", i+1))
+		c.Assert(alive("machine-1"), gc.Equals, true, gc.Commentf("after %d half Periods", i+1))
+	}
+
+	// Once it writes, the dead controller's key goes a Period later.
+	for err := live.Sync(); err != nil; err = live.Sync() {
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Assert(r.Refresh(), gc.IsNil)
+	c.Assert(alive("machine-1"), gc.Equals, true)
+	for i := 0; i < 3; i++ {
+		clk.Advance(period / 2)
+		ping()
+		c.Assert(live.Sync(), gc.IsNil)
+		c.Assert(r.Refresh(), gc.IsNil)
+	}
+	c.Assert(alive("machine-0"), gc.Equals, true)
+	c.Assert(alive("machine-1"), gc.Equals, false)
+}

@@ -120,8 +120,11 @@ type Config struct {
 	// the database (writes held up, say, by a majority write concern
 	// waiting for a secondary) rather than for the death of every
 	// controller at once; then their keys read dead. While any writer is
-	// on time, a late writer's keys hold for one Period only. Zero means
-	// DefaultMaxStallPeriods Periods; it must not be negative.
+	// on time, a late writer's keys hold for one Period only. Both are
+	// counted from the writer's last progress, or from the end of the
+	// last stall or run of failed loads if that is later: a writer is
+	// not judged by its silence while the database was in trouble. Zero
+	// means DefaultMaxStallPeriods Periods; it must not be negative.
 	MaxStall time.Duration
 
 	// LogLength is how many changes the change log of each model keeps
@@ -1118,6 +1121,7 @@ func (r *Reader) applied(res loadResult) []change {
 	if r.failing || res.took > r.stallAfter() {
 		r.failing = false
 		r.healthySince = res.at.Add(res.took)
+		r.view.troubleEnds(r.healthySince)
 	}
 	r.lastErr = nil
 	for _, doc := range res.beings {

@@ -29,6 +29,44 @@ type writerKeys struct {
 	// when, by the reader's clock, it was first seen there.
 	slot       int64
 	progressAt time.Time
+	// gaps are the writer's latest times between two progresses (the
+	// database's troubles left out), a ring: a writer that has been
+	// slow is given the time it has lately needed (see lateBound).
+	gaps [paceGaps]time.Duration
+	n    int
+}
+
+// paceGaps is how many of a writer's latest progress gaps set its pace.
+const paceGaps = 8
+
+// progressed records that the writer reached slot at now, and the gap
+// since its previous progress or the end of the database's last trouble,
+// whichever is later.
+func (wk *writerKeys) progressed(slot int64, now, troubleEnded time.Time) {
+	if !wk.progressAt.IsZero() {
+		since := wk.progressAt
+		if since.Before(troubleEnded) {
+			since = troubleEnded
+		}
+		wk.gaps[wk.n%paceGaps] = now.Sub(since)
+		wk.n++
+	}
+	wk.slot, wk.progressAt = slot, now
+}
+
+// lateBound returns how long a late writer keeps its keys after its last
+// progress: bound, or one and a half times the longest of its latest
+// progress gaps if that is longer (a slow writer is not a dead one:
+// detection slows down instead), but never more than stall. A writer
+// that keeps pace moves on every slot, half a Period, so its bound stays
+// a Period.
+func (wk *writerKeys) lateBound(bound, stall time.Duration) time.Duration {
+	most := max(stall, bound)
+	slowest := time.Duration(0)
+	for _, g := range wk.gaps {
+		slowest = max(slowest, min(g, most))
+	}
+	return min(max(bound, slowest+slowest/2), most)
 }
 
 // change is an entity whose reported state changed.
@@ -74,9 +112,11 @@ type view struct {
 	// a late writer's silence would have made dead.
 	stalled bool
 	holding int
-	// stallEnded is when the last stall ended (a writer was on time
-	// again), zero before any.
-	stallEnded time.Time
+	// troubleEnded is when the database last came back: the end of the
+	// last stall (a writer was on time again) or of the last run of
+	// failed or stalled loads, zero before any. A writer's silence
+	// before it is not held against it (see holdLate).
+	troubleEnded time.Time
 }
 
 func newView() *view {
@@ -173,9 +213,10 @@ func (v *view) known() map[string]int {
 // that slot, pinged in the one before and not disconnected there. A
 // writer that is late (its latest slot older than the reader's previous
 // one) or absent is judged by time only: its keys keep their state until
-// it has made no progress for bound (for stall when every writer is
-// late at once, which points at the reader or the database rather than
-// at the writers); its recorded deaths still count. When hold is set, a
+// it has made no progress for bound, or for one and a half times its
+// slowest recent progress if that is longer (for stall when every writer is late at
+// once, which points at the reader or the database rather than at the
+// writers); its recorded deaths still count. When hold is set, a
 // key that went quiet without a recorded death keeps its state too: the
 // load may have come before writers caught up after an outage. While
 // live bits name indexes whose keys are not known yet (their beings could
@@ -204,7 +245,7 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		}
 		wk.seen = gen
 		if wb.slot > wk.slot {
-			wk.slot, wk.progressAt = wb.slot, now
+			wk.progressed(wb.slot, now, v.troubleEnded)
 		}
 		v.mark(wb, wk)
 	}
@@ -279,10 +320,21 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 	}
 }
 
+// troubleEnds records that the database came back at t: writers are
+// not judged by their silence before it.
+func (v *view) troubleEnds(t time.Time) {
+	if t.After(v.troubleEnded) {
+		v.troubleEnded = t
+	}
+}
+
 // holdLate marks the entities of every writer that is late or absent
-// (not true in present) and has made progress within bound, or within
-// stall when no writer is on time or one was on time again less than
-// bound ago.
+// (not true in present) and has made progress within its late bound (see
+// writerKeys.lateBound), or within stall when no writer is on time. Progress is counted from the end of
+// the last trouble at the latest: a writer could not write while the
+// database stalled or failed the reader too, and it comes back from that
+// a flush or so after the others, so however long the trouble lasted it
+// gets its bound again from its end.
 func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall time.Duration) {
 	onTime := false
 	for _, ok := range present {
@@ -290,18 +342,19 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 	}
 	stalled := !onTime && len(v.writer) > 0
 	if v.stalled && !stalled {
-		v.stallEnded = now
+		v.troubleEnds(now)
 	}
 	v.stalled = stalled
-	// Writers come back from a stall one by one, a flush or so apart:
-	// for a Period after the first is on time again, the others still
-	// get the stall's bound, not a Period from their last progress,
-	// which the stall itself made old.
-	if !onTime || (!v.stallEnded.IsZero() && now.Sub(v.stallEnded) < bound) {
-		bound = stall
-	}
 	for name, wk := range v.writer {
-		if present[name] || now.Sub(wk.progressAt) >= bound {
+		since := wk.progressAt
+		if since.Before(v.troubleEnded) {
+			since = v.troubleEnded
+		}
+		limit := stall
+		if !stalled {
+			limit = wk.lateBound(bound, stall)
+		}
+		if present[name] || now.Sub(since) >= limit {
 			continue
 		}
 		for _, id := range wk.ids {
@@ -313,8 +366,12 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 }
 
 // forget drops writers not seen since generation before that made no
-// progress since stale, by when their keys no longer hold.
+// progress since stale, nor had a trouble of the database to excuse
+// them since, by when their keys no longer hold.
 func (v *view) forget(before uint64, stale time.Time) {
+	if !v.troubleEnded.Before(stale) {
+		return
+	}
 	for name, wk := range v.writer {
 		if wk.seen < before && wk.progressAt.Before(stale) {
 			delete(v.writer, name)

@@ -1,0 +1,68 @@
+package presencereader
+
+import (
+	"time"
+
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// viewSuite checks how the view judges late writers, from the inside.
+type viewSuite struct{}
+
+var _ = gc.Suite(&viewSuite{})
+
+func (s *viewSuite) TestALateWriterThatHasBeenSlowKeepsItsKeysForItsOwnPace(c *gc.C) {
+	const period = 2 * time.Second
+	const stall = 12 * period
+	v := newView()
+	v.learn("slow", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
+	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
+	start := logEpoch
+	var gen uint64
+	load := func(at time.Duration, slowSlot int64, slowLate bool) {
+		gen++
+		now := start.Add(at)
+		promptSlot := int64(at / (period / 2))
+		v.apply([]writerBits{
+			{writer: "slow", slot: slowSlot, late: slowLate, aliveCur: []uint64{1}},
+			{writer: "prompt", slot: promptSlot, aliveCur: []uint64{1}},
+		}, gen, false, now, period, stall)
+	}
+	// The slow writer moves on every 3 s, more than a Period apart.
+	load(0, 0, false)
+	load(3*time.Second, 3, false)
+	load(6*time.Second, 6, false)
+	c.Assert(v.lookup("m", "k"), gc.Equals, true)
+	// Then it is late: 2.5 s after its last progress, more than a
+	// Period, it still holds its key...
+	load(8500*time.Millisecond, 6, true)
+	c.Assert(v.lookup("m", "k"), gc.Equals, true)
+	// ...until one and a half times its slowest gap, 4.5 s, has passed.
+	load(10600*time.Millisecond, 6, true)
+	c.Assert(v.lookup("m", "k"), gc.Equals, false)
+	c.Assert(v.lookup("m", "j"), gc.Equals, true)
+}
+
+func (s *viewSuite) TestALateWriterThatKeptPaceHoldsItsKeysForAPeriod(c *gc.C) {
+	const period = 2 * time.Second
+	v := newView()
+	v.learn("w", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
+	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
+	var gen uint64
+	load := func(at time.Duration, slot int64, late bool) {
+		gen++
+		v.apply([]writerBits{
+			{writer: "w", slot: slot, late: late, aliveCur: []uint64{1}},
+			{writer: "prompt", slot: int64(at / (period / 2)), aliveCur: []uint64{1}},
+		}, gen, false, logEpoch.Add(at), period, 12*period)
+	}
+	for i := int64(0); i <= 4; i++ {
+		load(time.Duration(i)*period/2, i, false)
+	}
+	load(3*period-period/10, 4, true)
+	c.Assert(v.lookup("m", "k"), gc.Equals, true)
+	load(3*period+period/10, 4, true)
+	c.Assert(v.lookup("m", "k"), gc.Equals, false)
+}
