@@ -27,6 +27,9 @@ type fleet struct {
 	// reader and the pruner read: the same database, through clients
 	// that may take different routes to it.
 	writerBase, readerBase *mongo.Collection
+	// prefix starts the names of the fleet's keys, so that controllers
+	// sharing a database ping keys of their own.
+	prefix string
 
 	b        *pingbatcher.PingBatcher
 	r        *presencereader.Reader
@@ -50,7 +53,7 @@ type loadSeen struct {
 // newFleet starts the workers of a controller with models models and no
 // pinger yet.
 func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, readerBase *mongo.Collection) (*fleet, error) {
-	f := &fleet{s: s, models: models, writerBase: writerBase, readerBase: readerBase}
+	f := &fleet{s: s, models: models, writerBase: writerBase, readerBase: readerBase, prefix: "live-"}
 	var logger *stderrLogger
 	if e.opts.logs {
 		logger = &stderrLogger{}
@@ -110,7 +113,7 @@ func (f *fleet) grow(ctx context.Context, n int, timeout time.Duration) error {
 	var keys []string
 	var causes []time.Time
 	for i := len(f.pingers); i < n; i++ {
-		key := fmt.Sprintf("live-%d", i)
+		key := fmt.Sprintf("%s%d", f.prefix, i)
 		p, err := f.newPinger(key, i)
 		if err != nil {
 			return err

@@ -20,11 +20,12 @@ var demoSettings = settings{"demo", 250 * time.Millisecond, 250 * time.Milliseco
 // stallRig is a server of the stalls section's own, which it may pause
 // and kill, with a proxy in front of it for the batcher's client.
 type stallRig struct {
-	server *child
-	proxy  *wireproxy.Proxy
-	writer *mongo.Database
-	reader *mongo.Database
-	done   []func()
+	server   *child
+	proxy    *wireproxy.Proxy
+	proxyURI string
+	writer   *mongo.Database
+	reader   *mongo.Database
+	done     []func()
 }
 
 func newStallRig(e *env) (*stallRig, error) {
@@ -43,7 +44,7 @@ func newStallRig(e *env) (*stallRig, error) {
 		rig.close()
 		return nil, err
 	}
-	rig.proxy = proxy
+	rig.proxy, rig.proxyURI = proxy, proxyURI
 	rig.done = append(rig.done, func() { _ = proxy.Close() })
 	// The rig's server goes with its data, so nothing is dropped.
 	reader, disconnectReader, err := e.connect(rig.server.uri)
@@ -62,6 +63,23 @@ func newStallRig(e *env) (*stallRig, error) {
 	rig.done = append(rig.done, disconnectWriter)
 	rig.writer = writer.Client().Database(reader.Name())
 	return rig, nil
+}
+
+// controller returns the databases of another controller on the rig: a
+// writer's client through the proxy and a reader's straight to the
+// server, both clients of its own.
+func (rig *stallRig) controller(e *env) (writer, reader *mongo.Database, err error) {
+	r, disconnectReader, err := e.connect(rig.server.uri)
+	if err != nil {
+		return nil, nil, err
+	}
+	rig.done = append(rig.done, disconnectReader)
+	w, disconnectWriter, err := e.connect(rig.proxyURI)
+	if err != nil {
+		return nil, nil, err
+	}
+	rig.done = append(rig.done, disconnectWriter)
+	return w.Client().Database(rig.reader.Name()), r.Client().Database(rig.reader.Name()), nil
 }
 
 func (rig *stallRig) close() {
@@ -127,7 +145,10 @@ var faults = []fault{
 // scales, and counts the deaths its watchers report (every key stays
 // alive, so each is false), how long after the database came back every
 // key was alive again by a ping of its own, and how many never were (a
-// lost ping).
+// lost ping). It does it again with two controllers sharing the
+// database, each with its own clients and half of the keys: writers then
+// come back from a stall one after the other, and a reader judges each
+// by its own.
 func benchStalls(ctx context.Context, e *env, t *table) error {
 	if e.server == nil {
 		t.add(row{section: "stalls", what: "skipped: pausing and killing the database needs the embedded server"})
@@ -140,37 +161,54 @@ func benchStalls(ctx context.Context, e *env, t *table) error {
 		shapes = []shape{{5, 10}}
 		scale, run = 0.1, []fault{faults[0], faults[2]}
 	}
-	for _, sh := range shapes {
-		for _, f := range run {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !strings.Contains(f.name, e.opts.fault) {
-				continue
-			}
-			if err := stallOnce(ctx, e, t, sh, f, scale); err != nil {
-				return fmt.Errorf("%s, %v: %w", f.name, sh, err)
+	for _, controllers := range []int{1, 2} {
+		for _, sh := range shapes {
+			for _, f := range run {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if !strings.Contains(f.name, e.opts.fault) {
+					continue
+				}
+				if err := stallOnce(ctx, e, t, sh, f, scale, controllers); err != nil {
+					return fmt.Errorf("%s, %v, %d controller(s): %w", f.name, sh, controllers, err)
+				}
 			}
 		}
 	}
 	return nil
 }
 
-func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale float64) error {
+// stallOnce runs f under controllers controllers that share the shape's
+// keys out between them.
+func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale float64, controllers int) error {
 	rig, err := newStallRig(e)
 	if err != nil {
 		return err
 	}
 	defer rig.close()
 	s := demoSettings
-	fl, err := newFleet(ctx, e, s, sh.models, rig.writer.Collection("presence"), rig.reader.Collection("presence"))
-	if err != nil {
-		return err
-	}
-	defer fl.stop()
 	live := sh.models * sh.agents
-	if err := fl.grow(ctx, live, time.Minute); err != nil {
-		return err
+	fleets := make([]*fleet, controllers)
+	for i := range fleets {
+		writer, reader := rig.writer, rig.reader
+		if i > 0 {
+			if writer, reader, err = rig.controller(e); err != nil {
+				return err
+			}
+		}
+		fl, err := newFleet(ctx, e, s, sh.models, writer.Collection("presence"), reader.Collection("presence"))
+		if err != nil {
+			return err
+		}
+		defer fl.stop()
+		if controllers > 1 {
+			fl.prefix = fmt.Sprintf("c%d-live-", i+1)
+		}
+		if err := fl.grow(ctx, live/controllers, time.Minute); err != nil {
+			return err
+		}
+		fleets[i] = fl
 	}
 	// Steady state first: every key pinged in two slots.
 	time.Sleep(s.period)
@@ -178,19 +216,31 @@ func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale f
 		return err
 	}
 	back := time.Now()
-	recovered, lost := fl.confirmed(back, live, 30*time.Second+4*s.period)
+	var recovered time.Duration
+	lost := 0
+	for _, fl := range fleets {
+		r, l := fl.confirmed(back, live, 30*time.Second+4*s.period)
+		recovered, lost = max(recovered, r), max(lost, l)
+	}
 	// Whatever false deaths a recovery brings come within a few
 	// periods.
 	time.Sleep(3 * s.period)
-	deaths := fl.falseDeaths()
-	e.logf("%s, %v: %d false deaths, every key confirmed alive %v after the database was back, %d never",
-		f.name, sh, deaths, ms(recovered), lost)
+	deaths := make([]string, len(fleets))
+	clean := lost == 0
+	for i, fl := range fleets {
+		n := fl.falseDeaths()
+		deaths[i] = fmt.Sprint(n)
+		clean = clean && n == 0
+	}
+	seen := strings.Join(deaths, "/")
+	e.logf("%s, %v, %d controller(s): %s false deaths, every key confirmed alive %v after the database was back, %d never",
+		f.name, sh, controllers, seen, ms(recovered), lost)
 	t.add(row{
 		section:  "stalls",
-		what:     fmt.Sprintf("%s, %v, demo settings", f.name, sh),
-		measured: fmt.Sprintf("%d false deaths; all live keys pinged again %v after; %d pings lost", deaths, ms(recovered), lost),
+		what:     fmt.Sprintf("%s, %v, %d controller(s), demo settings", f.name, sh, controllers),
+		measured: fmt.Sprintf("%s false deaths; all live keys pinged again %v after; %d pings lost", seen, ms(recovered), lost),
 		target:   "0 false deaths, 0 lost",
-		verdict:  verdict(deaths == 0 && lost == 0),
+		verdict:  verdict(clean),
 	})
 	return nil
 }
