@@ -34,6 +34,10 @@ type writerKeys struct {
 	// slow is given the time it has lately needed (see lateBound).
 	gaps [paceGaps]time.Duration
 	n    int
+	// caught is set when a trouble of the database began while the
+	// writer was within its bound, until it progresses again or the
+	// stall bound after the trouble has run out (see holdLate).
+	caught bool
 }
 
 // paceGaps is how many of a writer's latest progress gaps set its pace.
@@ -41,9 +45,10 @@ const paceGaps = 8
 
 // progressed records that the writer reached slot at now, and the gap
 // since its previous progress or the end of the database's last trouble,
-// whichever is later.
+// whichever is later, unless it is coming back from a trouble that caught
+// it: the time it took to catch up is not its pace.
 func (wk *writerKeys) progressed(slot int64, now, troubleEnded time.Time) {
-	if !wk.progressAt.IsZero() {
+	if !wk.progressAt.IsZero() && !wk.caught {
 		since := wk.progressAt
 		if since.Before(troubleEnded) {
 			since = troubleEnded
@@ -51,7 +56,7 @@ func (wk *writerKeys) progressed(slot int64, now, troubleEnded time.Time) {
 		wk.gaps[wk.n%paceGaps] = now.Sub(since)
 		wk.n++
 	}
-	wk.slot, wk.progressAt = slot, now
+	wk.slot, wk.progressAt, wk.caught = slot, now, false
 }
 
 // lateBound returns how long a late writer keeps its keys after its last
@@ -112,11 +117,14 @@ type view struct {
 	// a late writer's silence would have made dead.
 	stalled bool
 	holding int
-	// troubleEnded is when the database last came back: the end of the
-	// last stall (a writer was on time again) or of the last run of
-	// failed or stalled loads, zero before any. A writer's silence
-	// before it is not held against it (see holdLate).
-	troubleEnded time.Time
+	// troubleStarted and troubleEnded are when the database's last
+	// trouble began and ended: a stall (no writer on time) or a run of
+	// failed or stalled loads; zero before any, and troubleEnded is
+	// before troubleStarted while it lasts. A writer's silence during a
+	// trouble is not held against it (see holdLate).
+	troubleStarted, troubleEnded time.Time
+	// bound and stall are the last apply's.
+	bound, stall time.Duration
 }
 
 func newView() *view {
@@ -232,6 +240,7 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		v.epoch = 1
 	}
 	v.unknown = 0
+	v.bound, v.stall = bound, stall
 	clear(v.refetch)
 	present := v.present
 	clear(present)
@@ -320,6 +329,21 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 	}
 }
 
+// troubleBegins records that a trouble of the database began at t,
+// unless one is going on, and marks the writers it caught within their
+// bounds.
+func (v *view) troubleBegins(t time.Time) {
+	if v.troubleStarted.After(v.troubleEnded) {
+		return
+	}
+	v.troubleStarted = t
+	for _, wk := range v.writer {
+		if t.Sub(wk.progressAt) < wk.lateBound(v.bound, v.stall) {
+			wk.caught = true
+		}
+	}
+}
+
 // troubleEnds records that the database came back at t: writers are
 // not judged by their silence before it.
 func (v *view) troubleEnds(t time.Time) {
@@ -330,31 +354,44 @@ func (v *view) troubleEnds(t time.Time) {
 
 // holdLate marks the entities of every writer that is late or absent
 // (not true in present) and has made progress within its late bound (see
-// writerKeys.lateBound), or within stall when no writer is on time. Progress is counted from the end of
-// the last trouble at the latest: a writer could not write while the
-// database stalled or failed the reader too, and it comes back from that
-// a flush or so after the others, so however long the trouble lasted it
-// gets its bound again from its end.
+// writerKeys.lateBound), or within stall when no writer is on time.
+// Progress is counted from the end of the last trouble at the latest: a
+// writer could not write while the database stalled or failed the
+// reader too. And a writer that was within its bound when the trouble
+// began, and has not written since it ended, gets stall from its end, as
+// if the stall went on for it: after a long stall a controller may need
+// several seconds more than the others to write again (connections to
+// make anew, a flush's deadline to run out), which is no sign of its
+// death. One that died meanwhile is seen stall after the trouble.
 func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall time.Duration) {
 	onTime := false
 	for _, ok := range present {
 		onTime = onTime || ok
 	}
 	stalled := !onTime && len(v.writer) > 0
-	if v.stalled && !stalled {
+	switch {
+	case stalled && !v.stalled:
+		v.troubleBegins(now)
+	case v.stalled && !stalled:
 		v.troubleEnds(now)
 	}
 	v.stalled = stalled
 	for name, wk := range v.writer {
-		since := wk.progressAt
-		if since.Before(v.troubleEnded) {
-			since = v.troubleEnded
+		if present[name] {
+			continue
 		}
-		limit := stall
+		since, limit := wk.progressAt, stall
 		if !stalled {
 			limit = wk.lateBound(bound, stall)
 		}
-		if present[name] || now.Sub(since) >= limit {
+		if since.Before(v.troubleEnded) {
+			since = v.troubleEnded
+			if wk.caught {
+				limit = stall
+				wk.caught = now.Sub(since) < stall
+			}
+		}
+		if now.Sub(since) >= limit {
 			continue
 		}
 		for _, id := range wk.ids {

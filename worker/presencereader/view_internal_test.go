@@ -66,3 +66,38 @@ func (s *viewSuite) TestALateWriterThatKeptPaceHoldsItsKeysForAPeriod(c *gc.C) {
 	load(3*period+period/10, 4, true)
 	c.Assert(v.lookup("m", "k"), gc.Equals, false)
 }
+
+func (s *viewSuite) TestAWriterThatComesBackFromAnOutageLongAfterTheOthersKeepsItsKeys(c *gc.C) {
+	const period = 2 * time.Second
+	const stall = 12 * period
+	v := newView()
+	v.learn("late", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
+	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
+	var gen uint64
+	load := func(at time.Duration, lateSlot int64, late bool) {
+		gen++
+		v.apply([]writerBits{
+			{writer: "late", slot: lateSlot, late: late, aliveCur: []uint64{1}},
+			{writer: "prompt", slot: int64(at / (period / 2)), aliveCur: []uint64{1}},
+		}, gen, false, logEpoch.Add(at), period, stall)
+	}
+	for i := int64(0); i <= 4; i++ {
+		load(time.Duration(i)*period/2, i, false)
+	}
+	// The reader's loads fail for 30 s, as they do when the server
+	// stops; then one writer is on time at once, the other takes three
+	// Periods more (its connections to make anew, a flush's deadline
+	// to run out).
+	v.troubleBegins(logEpoch.Add(2500 * time.Millisecond))
+	v.troubleEnds(logEpoch.Add(32 * time.Second))
+	for at := 32 * time.Second; at < 38*time.Second; at += period / 2 {
+		load(at, 4, true)
+		c.Assert(v.lookup("m", "k"), gc.Equals, true, gc.Commentf("at %v", at))
+	}
+	load(38*time.Second, 38, false)
+	c.Assert(v.lookup("m", "k"), gc.Equals, true)
+
+	// Once it has written again, it is judged by its pace as before.
+	load(38*time.Second+period+period/2, 38, true)
+	c.Assert(v.lookup("m", "k"), gc.Equals, false)
+}
