@@ -120,11 +120,14 @@ type Config struct {
 	// the database (writes held up, say, by a majority write concern
 	// waiting for a secondary) rather than for the death of every
 	// controller at once; then their keys read dead. While any writer is
-	// on time, a late writer's keys hold for one Period only. Both are
-	// counted from the writer's last progress, or from the end of the
-	// last stall or run of failed loads if that is later: a writer is
-	// not judged by its silence while the database was in trouble. Zero
-	// means DefaultMaxStallPeriods Periods; it must not be negative.
+	// on time, a late writer's keys hold for one Period only (longer
+	// for a writer that has lately been slow). Both are counted from the
+	// writer's last progress, or from the end of the last stall or run
+	// of failed loads if that is later: a writer is not judged by its
+	// silence while the database was in trouble, and one the trouble
+	// caught within its bound keeps its keys for MaxStall after it,
+	// until it writes again. Zero means DefaultMaxStallPeriods Periods;
+	// it must not be negative.
 	MaxStall time.Duration
 
 	// LogLength is how many changes the change log of each model keeps
