@@ -3,6 +3,7 @@ package presencereader_test
 import (
 	"time"
 
+	"github.com/juju/clock"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
@@ -20,6 +21,30 @@ type outageSuite struct {
 
 var _ = gc.Suite(&outageSuite{})
 
+// openView opens a view of stressModel on r, and returns it with the
+// function that closes it.
+func openView(c *gc.C, r *presencereader.Reader) (*presencereader.View, func()) {
+	dying := make(chan struct{})
+	view, err := r.NewView(stressModel, dying, func() error { return nil })
+	c.Assert(err, gc.IsNil)
+	return view, func() {
+		close(dying)
+		view.Close()
+	}
+}
+
+// newReader returns a reader on a client of its own whose reads fail
+// fast while the server is away, loading only when the test says.
+func (s *outageSuite) newReader(c *gc.C, clk clock.Clock, period time.Duration, extra ...*options.ClientOptions) *presencereader.Reader {
+	opts := append([]*options.ClientOptions{options.Client().SetServerSelectionTimeout(100 * time.Millisecond)}, extra...)
+	r, err := presencereader.New(presencereader.Config{
+		Base:  s.NewClient(c, opts...).Database(s.DB.Name()).Collection("presence"),
+		Clock: clk, Period: period, SyncInterval: time.Hour,
+	})
+	c.Assert(err, gc.IsNil)
+	return r
+}
+
 func (s *outageSuite) TestALongOutageDoesNotMakeTheReaderForgetItsWriters(c *gc.C) {
 	if s.Server.External() {
 		c.Skip("cannot stop an external MongoDB")
@@ -31,13 +56,7 @@ func (s *outageSuite) TestALongOutageDoesNotMakeTheReaderForgetItsWriters(c *gc.
 	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clk, Period: period, FlushInterval: time.Hour})
 	c.Assert(err, gc.IsNil)
 	defer workertest.CleanKill(agenttest.C(c), b)
-	r, err := presencereader.New(presencereader.Config{
-		// Reads fail fast while the server is away.
-		Base: s.NewClient(c, counter.Options(), options.Client().SetServerSelectionTimeout(100*time.Millisecond)).
-			Database(s.DB.Name()).Collection("presence"),
-		Clock: clk, Period: period, SyncInterval: time.Hour,
-	})
-	c.Assert(err, gc.IsNil)
+	r := s.newReader(c, clk, period, counter.Options())
 	defer workertest.CleanKill(agenttest.C(c), r)
 	id, err := b.Register(base, stressModel, "machine-0")
 	c.Assert(err, gc.IsNil)
@@ -71,13 +90,8 @@ func (s *outageSuite) TestALongOutageDoesNotMakeTheReaderForgetItsWriters(c *gc.
 		time.Sleep(50 * time.Millisecond)
 	}
 	c.Assert(r.Refresh(), gc.IsNil)
-	dying := make(chan struct{})
-	view, err := r.NewView(stressModel, dying, func() error { return nil })
-	c.Assert(err, gc.IsNil)
-	defer func() {
-		close(dying)
-		view.Close()
-	}()
+	view, closeView := openView(c, r)
+	defer closeView()
 	alive, err := view.Alive("machine-0")
 	c.Assert(err, gc.IsNil)
 	c.Assert(alive, gc.Equals, true)
@@ -99,12 +113,7 @@ func (s *outageSuite) TestAWriterSlowToCatchUpAfterAnOutageLongerThanMaxStallKee
 	}
 	live, gone := newBatcher(), newBatcher()
 	defer workertest.CleanKill(agenttest.C(c), live)
-	r, err := presencereader.New(presencereader.Config{
-		Base: s.NewClient(c, options.Client().SetServerSelectionTimeout(100*time.Millisecond)).
-			Database(s.DB.Name()).Collection("presence"),
-		Clock: clk, Period: period, SyncInterval: time.Hour,
-	})
-	c.Assert(err, gc.IsNil)
+	r := s.newReader(c, clk, period)
 	defer workertest.CleanKill(agenttest.C(c), r)
 	liveID, err := live.Register(base, stressModel, "machine-0")
 	c.Assert(err, gc.IsNil)
@@ -118,13 +127,8 @@ func (s *outageSuite) TestAWriterSlowToCatchUpAfterAnOutageLongerThanMaxStallKee
 	c.Assert(live.Sync(), gc.IsNil)
 	c.Assert(gone.Sync(), gc.IsNil)
 	c.Assert(r.Refresh(), gc.IsNil)
-	dying := make(chan struct{})
-	view, err := r.NewView(stressModel, dying, func() error { return nil })
-	c.Assert(err, gc.IsNil)
-	defer func() {
-		close(dying)
-		view.Close()
-	}()
+	view, closeView := openView(c, r)
+	defer closeView()
 	alive := func(key string) bool {
 		ok, err := view.Alive(key)
 		c.Assert(err, gc.IsNil)

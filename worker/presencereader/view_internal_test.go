@@ -13,23 +13,28 @@ type viewSuite struct{}
 
 var _ = gc.Suite(&viewSuite{})
 
+// twoWriters returns a view that knows writer's key k and a prompt
+// writer's key j, both in model m, and a function that applies a load at
+// at (from logEpoch) in which writer's latest slot is slot, late or not,
+// and the prompt writer is on time.
+func twoWriters(writer string, period, stall time.Duration) (*view, func(at time.Duration, slot int64, late bool)) {
+	v := newView()
+	v.learn(writer, 0, schema.NewEntries([]string{"m"}, []string{"k"}))
+	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
+	var gen uint64
+	return v, func(at time.Duration, slot int64, late bool) {
+		gen++
+		v.apply([]writerBits{
+			{writer: writer, slot: slot, late: late, aliveCur: []uint64{1}},
+			{writer: "prompt", slot: int64(at / (period / 2)), aliveCur: []uint64{1}},
+		}, gen, false, logEpoch.Add(at), period, stall)
+	}
+}
+
 func (s *viewSuite) TestALateWriterThatHasBeenSlowKeepsItsKeysForItsOwnPace(c *gc.C) {
 	const period = 2 * time.Second
 	const stall = 12 * period
-	v := newView()
-	v.learn("slow", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
-	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
-	start := logEpoch
-	var gen uint64
-	load := func(at time.Duration, slowSlot int64, slowLate bool) {
-		gen++
-		now := start.Add(at)
-		promptSlot := int64(at / (period / 2))
-		v.apply([]writerBits{
-			{writer: "slow", slot: slowSlot, late: slowLate, aliveCur: []uint64{1}},
-			{writer: "prompt", slot: promptSlot, aliveCur: []uint64{1}},
-		}, gen, false, now, period, stall)
-	}
+	v, load := twoWriters("slow", period, stall)
 	// The slow writer moves on every 3 s, more than a Period apart.
 	load(0, 0, false)
 	load(3*time.Second, 3, false)
@@ -47,17 +52,7 @@ func (s *viewSuite) TestALateWriterThatHasBeenSlowKeepsItsKeysForItsOwnPace(c *g
 
 func (s *viewSuite) TestALateWriterThatKeptPaceHoldsItsKeysForAPeriod(c *gc.C) {
 	const period = 2 * time.Second
-	v := newView()
-	v.learn("w", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
-	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
-	var gen uint64
-	load := func(at time.Duration, slot int64, late bool) {
-		gen++
-		v.apply([]writerBits{
-			{writer: "w", slot: slot, late: late, aliveCur: []uint64{1}},
-			{writer: "prompt", slot: int64(at / (period / 2)), aliveCur: []uint64{1}},
-		}, gen, false, logEpoch.Add(at), period, 12*period)
-	}
+	v, load := twoWriters("w", period, 12*period)
 	for i := int64(0); i <= 4; i++ {
 		load(time.Duration(i)*period/2, i, false)
 	}
@@ -70,17 +65,7 @@ func (s *viewSuite) TestALateWriterThatKeptPaceHoldsItsKeysForAPeriod(c *gc.C) {
 func (s *viewSuite) TestAWriterThatComesBackFromAnOutageLongAfterTheOthersKeepsItsKeys(c *gc.C) {
 	const period = 2 * time.Second
 	const stall = 12 * period
-	v := newView()
-	v.learn("late", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
-	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
-	var gen uint64
-	load := func(at time.Duration, lateSlot int64, late bool) {
-		gen++
-		v.apply([]writerBits{
-			{writer: "late", slot: lateSlot, late: late, aliveCur: []uint64{1}},
-			{writer: "prompt", slot: int64(at / (period / 2)), aliveCur: []uint64{1}},
-		}, gen, false, logEpoch.Add(at), period, stall)
-	}
+	v, load := twoWriters("late", period, stall)
 	for i := int64(0); i <= 4; i++ {
 		load(time.Duration(i)*period/2, i, false)
 	}
