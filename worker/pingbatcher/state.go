@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/presencekit/presence/internal/schema"
 )
 
 // entry is what one index names.
@@ -32,6 +34,9 @@ type writerState struct {
 	// later indexes travel in the ping documents until then.
 	persisted     int
 	persistedSlot int64
+
+	// writtenSlot is the latest slot whose document a flush wrote.
+	writtenSlot int64
 
 	slots    []*slotState
 	lastSlot int64 // the latest slot pinged, 0 before any ping
@@ -238,17 +243,26 @@ func (w *writerState) killFrom(slot int64, index uint32) {
 	}
 }
 
+// current reports whether s is one of the slots a flush writes: those a
+// reader may take for the writer's latest two, with a slot to spare for
+// clock skew. An older slot, left unwritten by a long failure, is one no
+// reader judges the writer by, so it is dropped rather than written.
+func (w *writerState) current(s *slotState) bool {
+	return s.slot >= w.lastSlot-schema.ReadSlots
+}
+
 // dirty reports whether s has changes not yet written.
 func (s *slotState) dirty() bool {
 	return s.version != s.written
 }
 
-// prune drops slots that are written and older than the latest but one:
-// nobody will ping them again, and readers no longer read them.
+// prune drops slots that are written and older than the latest but one
+// (nobody will ping them again, and readers no longer read them), and
+// those too old for a flush to write (see current).
 func (w *writerState) prune() {
 	kept := w.slots[:0]
 	for _, s := range w.slots {
-		if s.dirty() || s.slot >= w.lastSlot-1 {
+		if (s.dirty() && w.current(s)) || s.slot >= w.lastSlot-1 {
 			kept = append(kept, s)
 		}
 	}

@@ -584,6 +584,15 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	if w.lastSlot == 0 {
 		return out // registered, never pinged: nothing to say yet
 	}
+	// After a failure every beings document is written again only if
+	// the pruner may have removed them: it removes a writer's beings
+	// only once none of its ping documents is left in its window, so a
+	// writer whose pings were written within the window (less two slots
+	// for clock skew) still has them. A rewrite after every failed
+	// flush would make a slow database slower still.
+	if b.stats.reassert && w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2) {
+		b.stats.reassert = false
+	}
 	reassert := b.stats.reassert
 	now := b.config.Clock.Now()
 	n := len(w.entries)
@@ -614,7 +623,7 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	}
 	fresh := entriesOf(w.entries[from:n])
 	for _, s := range w.slots {
-		if !s.dirty() {
+		if !s.dirty() || !w.current(s) {
 			continue
 		}
 		fields := bson.D{
@@ -628,7 +637,10 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 			{Key: schema.FieldFresh, Value: fresh},
 		}
 		s, version := s, s.version
-		out.marks = append(out.marks, func() { s.written = version })
+		out.marks = append(out.marks, func() {
+			s.written = version
+			w.writtenSlot = max(w.writtenSlot, s.slot)
+		})
 		out.pings = append(out.pings, upsert(schema.PingID(s.slot, w.writer), fields))
 	}
 	return out
@@ -760,13 +772,13 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		}
 	}
 	writeBeings := func() error {
-		err := bulk(call, b.beings, out.beings, false)
+		err := bulk(call, b.beings, out.beings, beingsBatch, false)
 		return errors.Annotatef(err, "cannot write %d beings documents", len(out.beings))
 	}
 	// In slot order, so that a reader that sees a writer's new slot also
 	// sees the last version of the one before.
 	writePings := func() error {
-		err := bulk(call, b.pings, out.pings, true)
+		err := bulk(call, b.pings, out.pings, schema.MaxBatch, true)
 		return errors.Annotatef(err, "cannot write %d ping documents", len(out.pings))
 	}
 	if out.pingsFirst {
@@ -907,11 +919,17 @@ func (b *PingBatcher) failed(err error) error {
 	return err
 }
 
-// bulk writes models in calls of at most schema.MaxBatch, each with a
-// context of its own from call, in order if ordered is set.
-func bulk(call caller, coll *mongo.Collection, models []mongo.WriteModel, ordered bool) error {
+// beingsBatch is how many beings documents one call writes: a full one is
+// 50-65 KB, so each goes on its own, with a deadline of its own, and a
+// rewrite of many on a slow database is taken piece by piece rather than
+// timing out whole, again and again.
+const beingsBatch = 1
+
+// bulk writes models in calls of at most size, each with a context of its
+// own from call, in order if ordered is set.
+func bulk(call caller, coll *mongo.Collection, models []mongo.WriteModel, size int, ordered bool) error {
 	for len(models) > 0 {
-		n := min(len(models), schema.MaxBatch)
+		n := min(len(models), size)
 		err := call.do(func(ctx context.Context) error {
 			_, err := coll.BulkWrite(ctx, models[:n], options.BulkWrite().SetOrdered(ordered))
 			return err

@@ -592,16 +592,25 @@ func (s *workerSuite) TestStalledFlushFailsAndWritesBeingsAgain(c *gc.C) {
 	id := register(c, b, s.base, modelA, "a")
 	c.Assert(b.Ping(id, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	// Meanwhile the pruner removes the beings of a writer it thinks gone.
+	// The pruner, which finds none of this writer's pings in its window
+	// after the stall below, removes its beings (here before the stall,
+	// while the server still answers).
 	_, err = schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
 	c.Assert(err, gc.IsNil)
 
+	// The server stalls for longer than the pruner's window: every
+	// flush meanwhile fails at its deadline.
 	c.Assert(s.Server.Pause(), gc.IsNil)
-	c.Assert(b.Ping(id, 2), gc.IsNil)
-	err = b.Sync()
+	for slot := int64(2); slot < 2+schema.KeepSlots; slot++ {
+		c.Assert(b.Ping(id, slot), gc.IsNil)
+		err = b.Sync()
+		if err == nil {
+			break
+		}
+	}
 	c.Assert(s.Server.Resume(), gc.IsNil)
 	c.Assert(err, gc.NotNil)
-	c.Assert(b.Report()["failures"], gc.Equals, int64(1))
+	c.Assert(b.Report()["failures"], gc.Equals, int64(schema.KeepSlots))
 
 	deadline := time.Now().Add(agenttest.LongWait)
 	for b.Sync() != nil {
@@ -653,21 +662,25 @@ func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings
 	c.Assert(b.Ping(id, slot), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 
-	// A flush fails: the next rewrites every beings document, in case
-	// the pruner removed them meanwhile.
+	// Flushes fail for longer than the pruner's window: the next
+	// rewrites every beings document, in case the pruner removed them
+	// meanwhile.
 	proxy.SetFaults(agenttest.Faults{Drop: 1, Seed: 1})
-	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
-	c.Assert(b.Ping(id, slot+1), gc.IsNil)
-	c.Assert(b.Sync(), gc.NotNil)
+	for i := int64(1); i <= schema.KeepSlots; i++ {
+		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+		c.Assert(b.Ping(id, slot+i), gc.IsNil)
+		c.Assert(b.Sync(), gc.NotNil)
+	}
 
 	// Now only the beings writes fail, as on a server that fails big
 	// writes: the writer's pings still go, so it stays on time.
 	proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(base).Name(), Seed: 1})
+	last := slot + schema.KeepSlots + 1
 	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
-	c.Assert(b.Ping(id, slot+2), gc.IsNil)
+	c.Assert(b.Ping(id, last), gc.IsNil)
 	c.Assert(b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
 	newest := s.newestPingDoc(c)
-	c.Assert(newest.Slot, gc.Equals, slot+2)
+	c.Assert(newest.Slot, gc.Equals, last)
 	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(id.Index)})
 
 	// Once beings writes work again, the next flush rewrites them.
@@ -896,22 +909,77 @@ func (s *workerSuite) TestAfterALongFailureThePingsGoBeforeTheRewriteOfEveryBein
 }
 
 func (s *workerSuite) TestAFailureDuringTheRewriteOfTheBeingsMakesTheNextFlushRewriteThemAgain(c *gc.C) {
-	// The pruner may remove beings while a flush fails, so a rewrite
-	// that began before that failure does not count.
+	// The pruner may remove beings while flushes fail for longer than
+	// its window, so a rewrite that began before those failures does
+	// not count.
 	f := s.newKeyInNextSlot(c, 0)
 	defer f.close(c)
 	c.Assert(f.b.Sync(), gc.IsNil)
-	slot := s.failForSlots(c, f, 1)
+	slot := s.failForSlots(c, f, schema.KeepSlots+1)
 	synced := s.slowBeings(c, f, 2*time.Second, slot)
 
-	// While the rewrite runs, a flush of the pings fails.
+	// While the rewrite runs, the flushes of the pings fail, for
+	// longer than the pruner's window again.
 	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Pings(f.base).Name(), Seed: 1})
-	s.clock.Advance(100 * time.Millisecond)
-	c.Assert(f.b.Dead(f.a, slot), gc.IsNil)
-	c.Assert(f.b.Sync(), gc.NotNil)
+	for i := int64(1); i <= schema.KeepSlots; i++ {
+		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+		c.Assert(f.b.Ping(f.a, slot+i), gc.IsNil)
+		c.Assert(f.b.Sync(), gc.NotNil)
+	}
 	c.Assert(<-synced, gc.IsNil)
 
 	// So the next flush writes every beings document again.
 	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
 	c.Assert(f.b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
+}
+
+func (s *workerSuite) TestAfterALongFailureAFlushWritesOnlyTheSlotsReadersRead(c *gc.C) {
+	// Ten slots of failed flushes leave ten slot documents unwritten; a
+	// reader judges the writer by its latest two (one more for clock
+	// skew), so the flush after the failure writes those and drops the
+	// rest rather than make a slow database slower.
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	flushed := make(chan pingbatcher.FlushStats, 20)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: never, Clock: s.clock,
+		OnFlush: func(fs pingbatcher.FlushStats) { flushed <- fs }})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, base, modelA, "a")
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	proxy.SetFaults(agenttest.Faults{Drop: 1, Seed: 1})
+	for i := int64(1); i <= 10; i++ {
+		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+		c.Assert(b.Ping(id, slot+i), gc.IsNil)
+		c.Assert(b.Sync(), gc.NotNil)
+	}
+	proxy.SetFaults(agenttest.Faults{})
+	c.Assert(b.Sync(), gc.IsNil)
+	var last pingbatcher.FlushStats
+	for len(flushed) > 0 {
+		last = <-flushed
+	}
+	// The latest slot, the three before it, and the one beings document
+	// rewritten after the failure.
+	c.Assert(last.Documents, gc.Equals, schema.ReadSlots+1+1)
+	newest := s.newestPingDoc(c)
+	c.Assert(newest.Slot, gc.Equals, slot+10)
+	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(id.Index)})
+}
+
+func (s *workerSuite) TestAFailureShorterThanThePrunersWindowRewritesNoBeings(c *gc.C) {
+	// The pruner removes a writer's beings only once none of its pings
+	// is left in its window: after a short failure they are all there,
+	// and rewriting them (ten 60 KB documents at 10,000 keys) would only
+	// load a database that is struggling already.
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	s.failForSlots(c, f, 2)
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
+	c.Assert(f.b.Sync(), gc.IsNil)
 }
