@@ -8,9 +8,11 @@
 // batcher writes, so a retried or duplicated write does no harm, and several
 // batchers (controllers) can share a database without losing pings or ever
 // sharing an identity. A failed flush loses nothing: the pings stay pending
-// and the next flush writes them. Every flush has a deadline of half a
-// Period (at least a second), so a stalled write is a failed one: it is written again, with
-// every beings document, in case the pruner removed them meanwhile.
+// and the next flush writes them (those of the slots readers still read).
+// Every flush has a deadline of half a Period (at least a second), so a
+// stalled write is a failed one: it is written again, and with every
+// beings document if it failed for as long as the pruner's window, in
+// case the pruner removed them meanwhile.
 package pingbatcher
 
 import (
@@ -745,9 +747,10 @@ func (call caller) do(f func(context.Context) error) error {
 // cannot find; or the pings first when they carry the keys the beings
 // add (see maxFresh), and then the beings on beside the flushes that
 // follow (see startBeings), so that a slow beings write does not delay
-// the pings. On failure nothing is marked written, and after any failure
-// every beings document is written again, in case the pruner removed
-// them while this batcher could not write. A writer that has released
+// the pings. On failure nothing is marked written, and after failures
+// as long as the pruner's window every beings document is written
+// again, in case the pruner removed them while this batcher could not
+// write. A writer that has released
 // most of its indexes is retired after a successful flush.
 func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
