@@ -243,10 +243,9 @@ func (w *writerState) killFrom(slot int64, index uint32) {
 	}
 }
 
-// current reports whether s is one of the slots a flush writes: those a
-// reader may take for the writer's latest two, with a slot to spare for
-// clock skew. An older slot, left unwritten by a long failure, is one no
-// reader judges the writer by, so it is dropped rather than written.
+// current reports whether s is one of the slots a reader may take for the
+// writer's latest two, with a slot to spare for clock skew. An older one,
+// left unwritten by a long failure, is still written, but after them.
 func (w *writerState) current(s *slotState) bool {
 	return s.slot >= w.lastSlot-schema.ReadSlots
 }
@@ -256,13 +255,12 @@ func (s *slotState) dirty() bool {
 	return s.version != s.written
 }
 
-// prune drops slots that are written and older than the latest but one
-// (nobody will ping them again, and readers no longer read them), and
-// those too old for a flush to write (see current).
+// prune drops slots that are written and older than the latest but one:
+// nobody will ping them again, and readers no longer read them.
 func (w *writerState) prune() {
 	kept := w.slots[:0]
 	for _, s := range w.slots {
-		if (s.dirty() && w.current(s)) || s.slot >= w.lastSlot-1 {
+		if s.dirty() || s.slot >= w.lastSlot-1 {
 			kept = append(kept, s)
 		}
 	}

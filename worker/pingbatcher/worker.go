@@ -549,8 +549,14 @@ type batch struct {
 	writer  string
 	beings  []mongo.WriteModel
 	pings   []mongo.WriteModel
-	marks   []func() // mark the ping documents written
-	persist func()   // marks the beings documents written, if any
+	// oldPings are the documents of slots a long failure left
+	// unwritten that no reader judges the writer by any more (see
+	// writerState.current): they go after pings, in calls of their own,
+	// so that the flush after a stall puts the writer on time with its
+	// first call.
+	oldPings []mongo.WriteModel
+	marks    []func() // mark the ping documents written
+	persist  func()   // marks the beings documents written, if any
 
 	// pingsFirst is set when the pings carry every key the beings add:
 	// the pings then go first, and the beings write runs on beside the
@@ -625,7 +631,7 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	}
 	fresh := entriesOf(w.entries[from:n])
 	for _, s := range w.slots {
-		if !s.dirty() || !w.current(s) {
+		if !s.dirty() {
 			continue
 		}
 		fields := bson.D{
@@ -643,7 +649,12 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 			s.written = version
 			w.writtenSlot = max(w.writtenSlot, s.slot)
 		})
-		out.pings = append(out.pings, upsert(schema.PingID(s.slot, w.writer), fields))
+		doc := upsert(schema.PingID(s.slot, w.writer), fields)
+		if w.current(s) {
+			out.pings = append(out.pings, doc)
+		} else {
+			out.oldPings = append(out.oldPings, doc)
+		}
 	}
 	return out
 }
@@ -767,7 +778,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		b.beingsWritten(<-b.beingsDone)
 		out = b.snapshot(false)
 	}
-	docs := len(out.beings) + len(out.pings)
+	docs := len(out.beings) + len(out.pings) + len(out.oldPings)
 	if out.arbiter != nil {
 		docs++
 		if err := call.do(func(ctx context.Context) error { return b.insertArbiter(ctx, out) }); err != nil {
@@ -782,7 +793,10 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	// sees the last version of the one before.
 	writePings := func() error {
 		err := bulk(call, b.pings, out.pings, schema.MaxBatch, true)
-		return errors.Annotatef(err, "cannot write %d ping documents", len(out.pings))
+		if err == nil {
+			err = bulk(call, b.pings, out.oldPings, schema.MaxBatch, true)
+		}
+		return errors.Annotatef(err, "cannot write %d ping documents", len(out.pings)+len(out.oldPings))
 	}
 	if out.pingsFirst {
 		if err := writePings(); err != nil {
