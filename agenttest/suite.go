@@ -52,12 +52,8 @@ func (s *MongoSuite) SetUpTest(c *gc.C) {
 // test's database on a client of its own. It restarts the server if the
 // test left it stopped, and resumes it if the test left it paused.
 //
-// The order matters on the embedded server: it removes a dropped
-// database's file but keeps SQLite's shared-memory index beside it, and a
-// write that creates the database again while a command of the old one
-// still runs truncates that index under the running command, which kills
-// the server with SIGBUS. Once the test's clients are gone, nothing can
-// write to the database after the drop.
+// Once the test's clients are gone, no worker the test left running can
+// write to the database after the drop and so create it again.
 func (s *MongoSuite) TearDownTest(c *gc.C) {
 	if !s.Server.External() {
 		c.Check(s.Server.Start(), gc.IsNil)

@@ -19,12 +19,12 @@
 // SQLite's in-memory mode hangs on the first update of an existing
 // document.
 //
-// Drop a database only once no client uses it any more. The server
-// removes a dropped database's file but keeps SQLite's shared-memory index
-// beside it; a write that creates the database again while a command of
-// the old one still runs truncates that index under the running command,
-// and the whole server dies of SIGBUS. agenttest's MongoSuite therefore
-// disconnects a test's clients before it drops the test's database.
+// SQLite keeps each database's write-ahead-log index in this process's
+// memory (its unix-excl VFS), not in a memory-mapped "-shm" file: with a
+// mapped index, a database dropped and created again while a command of
+// the old one still ran truncated the index under that command, and the
+// whole server died of SIGBUS. The data directory is therefore for one
+// server process at a time.
 //
 // Race-enabled test binaries run it 20 to 40 times slower; package
 // agenttest therefore runs it in a process of its own (the command
@@ -87,10 +87,11 @@ func Start(config Config) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// unix-excl: see the package doc.
 	db, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: listen},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + config.Dir + "/",
+		SQLiteURL: "file:" + config.Dir + "/?vfs=unix-excl",
 		Logger:    logger,
 	})
 	if err != nil {

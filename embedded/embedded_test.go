@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -49,4 +50,21 @@ func (s *embeddedSuite) TestAStartedServerStoresWhatAClientWritesAcrossARestart(
 	n, err := client.Database("d").Collection("c").CountDocuments(ctx, bson.D{})
 	c.Assert(err, gc.IsNil)
 	c.Assert(n, gc.Equals, int64(1))
+}
+
+func (s *embeddedSuite) TestTheWriteAheadLogIndexIsNotAFileThatCanBeTruncatedUnderTheServer(c *gc.C) {
+	dir := c.MkDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := embedded.Start(embedded.Config{Dir: dir})
+	c.Assert(err, gc.IsNil)
+	defer srv.Stop()
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
+	c.Assert(err, gc.IsNil)
+	defer func() { _ = client.Disconnect(ctx) }()
+	_, err = client.Database("d").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}})
+	c.Assert(err, gc.IsNil)
+	shm, err := filepath.Glob(filepath.Join(dir, "*-shm"))
+	c.Assert(err, gc.IsNil)
+	c.Assert(shm, gc.HasLen, 0)
 }

@@ -207,10 +207,7 @@ func (e *env) connect(uri string, extra ...*mongooptions.ClientOptions) (*mongo.
 
 // drop drops the named database of the env's server on a client of its
 // own. Call it only once the clients (and proxies) that used the database
-// are gone: the embedded server keeps a dropped database's SQLite
-// shared-memory index, and a write that creates the database again while
-// a command of the old one still runs truncates that index under the
-// command, which kills the server with SIGBUS.
+// are gone, so that nothing of theirs still in flight creates it again.
 func (e *env) drop(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
