@@ -891,15 +891,23 @@ func (s *workerSuite) slowBeings(c *gc.C, f newKeyFixture, d time.Duration, slot
 	return synced
 }
 
+// slowRewrite sets up a newKeyFixture whose flushes then fail for longer
+// than the pruner's window, and starts the flush that rewrites its beings,
+// each beings command taking d. It returns once that flush's pings are
+// written, with the slot they were written in and the flush's Sync.
+func (s *workerSuite) slowRewrite(c *gc.C, d time.Duration) (newKeyFixture, int64, <-chan error) {
+	f := s.newKeyInNextSlot(c, 0)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	slot := s.failForSlots(c, f, schema.KeepSlots+1)
+	return f, slot, s.slowBeings(c, f, d, slot)
+}
+
 func (s *workerSuite) TestAfterALongFailureThePingsGoBeforeTheRewriteOfEveryBeingsDocument(c *gc.C) {
 	// The database fails every flush for longer than the pruner's
 	// window, and then writes beings slowly (3 s a command): the
 	// writer's pings must not wait for the rewrite of its beings.
-	f := s.newKeyInNextSlot(c, 0)
+	f, _, synced := s.slowRewrite(c, 3*time.Second)
 	defer f.close(c)
-	c.Assert(f.b.Sync(), gc.IsNil)
-	slot := s.failForSlots(c, f, schema.KeepSlots+1)
-	synced := s.slowBeings(c, f, 3*time.Second, slot)
 	c.Assert(<-synced, gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
 
@@ -913,11 +921,8 @@ func (s *workerSuite) TestAFailureDuringTheRewriteOfTheBeingsMakesTheNextFlushRe
 	// The pruner may remove beings while flushes fail for longer than
 	// its window, so a rewrite that began before those failures does
 	// not count.
-	f := s.newKeyInNextSlot(c, 0)
+	f, slot, synced := s.slowRewrite(c, 2*time.Second)
 	defer f.close(c)
-	c.Assert(f.b.Sync(), gc.IsNil)
-	slot := s.failForSlots(c, f, schema.KeepSlots+1)
-	synced := s.slowBeings(c, f, 2*time.Second, slot)
 
 	// While the rewrite runs, the flushes of the pings fail, for
 	// longer than the pruner's window again.
