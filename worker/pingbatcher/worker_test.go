@@ -651,17 +651,24 @@ func (s *workerSuite) TestASlowFlushIsCountedAndLoggedOnce(c *gc.C) {
 	c.Assert(behind, gc.Equals, 1)
 }
 
+// writtenKey starts a batcher on base with key a pinged in the current
+// slot and written. The caller kills the batcher.
+func (s *workerSuite) writtenKey(c *gc.C, base *mongo.Collection) (*pingbatcher.PingBatcher, pinger.Identity, int64) {
+	b := s.newBatcher(c, base, never)
+	id := register(c, b, base, modelA, "a")
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	return b, id, slot
+}
+
 func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings(c *gc.C) {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
 	defer proxy.Close()
 	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
-	b := s.newBatcher(c, base, never)
+	b, id, slot := s.writtenKey(c, base)
 	defer workertest.CleanKill(agenttest.C(c), b)
-	id := register(c, b, base, modelA, "a")
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
-	c.Assert(b.Ping(id, slot), gc.IsNil)
-	c.Assert(b.Sync(), gc.IsNil)
 
 	// Flushes fail for longer than the pruner's window: the next
 	// rewrites every beings document, in case the pruner removed them
@@ -963,12 +970,8 @@ func (s *workerSuite) TestAfterALongFailureAFlushWritesTheSlotsReadersReadFirst(
 		mu.Unlock()
 	}}
 	base := s.NewClient(c, options.Client().ApplyURI(uri).SetMonitor(monitor)).Database(s.DB.Name()).Collection("presence")
-	b := s.newBatcher(c, base, never)
+	b, id, slot := s.writtenKey(c, base)
 	defer workertest.CleanKill(agenttest.C(c), b)
-	id := register(c, b, base, modelA, "a")
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
-	c.Assert(b.Ping(id, slot), gc.IsNil)
-	c.Assert(b.Sync(), gc.IsNil)
 	proxy.SetFaults(agenttest.Faults{Drop: 1, Seed: 1})
 	for i := int64(1); i <= 10; i++ {
 		s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
