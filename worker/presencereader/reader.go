@@ -1104,7 +1104,7 @@ func (r *Reader) reportSkipped(skipped []string) {
 func (r *Reader) failed(res loadResult) {
 	r.lastErr = res.err
 	r.failing = true
-	r.view.troubleBegins(res.at)
+	r.view.troubleBegins(res.at, r.config.Period, r.config.MaxStall)
 	r.failures++
 	r.logf("%s: %v (keeping the last view)", r, res.err)
 }
@@ -1125,7 +1125,7 @@ func (r *Reader) applied(res loadResult) []change {
 	if r.failing || res.took > r.stallAfter() {
 		r.failing = false
 		r.healthySince = res.at.Add(res.took)
-		r.view.troubleBegins(res.at)
+		r.view.troubleBegins(res.at, r.config.Period, r.config.MaxStall)
 		r.view.troubleEnds(r.healthySince)
 	}
 	r.lastErr = nil

@@ -123,8 +123,6 @@ type view struct {
 	// before troubleStarted while it lasts. A writer's silence during a
 	// trouble is not held against it (see holdLate).
 	troubleStarted, troubleEnded time.Time
-	// bound and stall are the last apply's.
-	bound, stall time.Duration
 }
 
 func newView() *view {
@@ -222,9 +220,9 @@ func (v *view) known() map[string]int {
 // writer that is late (its latest slot older than the reader's previous
 // one) or absent is judged by time only: its keys keep their state until
 // it has made no progress for bound, or for one and a half times its
-// slowest recent progress if that is longer (for stall when every writer is late at
-// once, which points at the reader or the database rather than at the
-// writers); its recorded deaths still count. When hold is set, a
+// slowest recent progress if that is longer (for stall when every
+// writer is late at once, which points at the reader or the database
+// rather than at the writers); its recorded deaths still count. When hold is set, a
 // key that went quiet without a recorded death keeps its state too: the
 // load may have come before writers caught up after an outage. While
 // live bits name indexes whose keys are not known yet (their beings could
@@ -240,7 +238,6 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		v.epoch = 1
 	}
 	v.unknown = 0
-	v.bound, v.stall = bound, stall
 	clear(v.refetch)
 	present := v.present
 	clear(present)
@@ -331,14 +328,14 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 
 // troubleBegins records that a trouble of the database began at t,
 // unless one is going on, and marks the writers it caught within their
-// bounds.
-func (v *view) troubleBegins(t time.Time) {
+// bounds (see writerKeys.lateBound).
+func (v *view) troubleBegins(t time.Time, bound, stall time.Duration) {
 	if v.troubleStarted.After(v.troubleEnded) {
 		return
 	}
 	v.troubleStarted = t
 	for _, wk := range v.writer {
-		if t.Sub(wk.progressAt) < wk.lateBound(v.bound, v.stall) {
+		if t.Sub(wk.progressAt) < wk.lateBound(bound, stall) {
 			wk.caught = true
 		}
 	}
@@ -371,7 +368,7 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 	stalled := !onTime && len(v.writer) > 0
 	switch {
 	case stalled && !v.stalled:
-		v.troubleBegins(now)
+		v.troubleBegins(now, bound, stall)
 	case v.stalled && !stalled:
 		v.troubleEnds(now)
 	}

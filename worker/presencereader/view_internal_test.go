@@ -73,7 +73,7 @@ func (s *viewSuite) TestAWriterThatComesBackFromAnOutageLongAfterTheOthersKeepsI
 	// stops; then one writer is on time at once, the other takes three
 	// Periods more (its connections to make anew, a flush's deadline
 	// to run out).
-	v.troubleBegins(logEpoch.Add(2500 * time.Millisecond))
+	v.troubleBegins(logEpoch.Add(2500*time.Millisecond), period, stall)
 	v.troubleEnds(logEpoch.Add(32 * time.Second))
 	for at := 32 * time.Second; at < 38*time.Second; at += period / 2 {
 		load(at, 4, true)
