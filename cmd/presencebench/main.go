@@ -46,7 +46,7 @@ type options struct {
 }
 
 // sections, in the order they run.
-var allSections = []string{"writes", "controller", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases"}
+var allSections = []string{"writes", "controller", "scale", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -145,6 +145,7 @@ func bench(ctx context.Context, o options, stdout, progress io.Writer) error {
 	}{
 		{"writes", benchWrites},
 		{"controller", benchController},
+		{"scale", benchScale},
 		{"latency", benchLatency},
 		{"stalls", benchStalls},
 		{"overload", benchOverload},
