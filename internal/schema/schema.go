@@ -16,9 +16,11 @@
 //     readers can measure the skew between their clocks);
 //   - a beings document per (writer, chunk of ChunkSize indexes) in
 //     "<base>.beings", holding the model and key of each index. A writer
-//     updates them once a slot (or every FreshLimit new keys); until then
-//     the entries of its newest indexes travel in its ping documents, which
-//     readers read anyway, so a new key costs no extra write or read.
+//     updates them once it has FreshLimit new keys; until then the entries
+//     of its newest indexes travel in its ping documents, which readers
+//     read anyway, so a new key costs no extra write or read. (A beings
+//     document is big: on the embedded server every write of one scans
+//     them all, and holds up every other write meanwhile.)
 //
 // So a controller writes one ping document per flush whatever the number of
 // its models and agents, and a reader loads the whole database's presence
@@ -40,6 +42,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/bits"
 	"time"
 	"unicode/utf8"
@@ -157,6 +160,14 @@ func SlotStart(slot int64, period time.Duration) time.Time {
 	return time.Unix(0, slot*int64(SlotLength(period)))
 }
 
+// PruneTimeout returns the deadline of one whole prune for period. A
+// writer that rewrote its beings documents checks them again once that
+// long has passed, so that no prune that read it as gone before it wrote
+// again can still be deleting them.
+func PruneTimeout(period time.Duration) time.Duration {
+	return max(period/2, 2*time.Second)
+}
+
 // PingInterval returns how often a pinger pings for a given period: twice a
 // slot, so that every slot of its writer has its bit.
 func PingInterval(period time.Duration) time.Duration {
@@ -176,10 +187,163 @@ func BeingsID(writer string, chunk int) string {
 // Entries names a run of a writer's indexes: the i-th index of the run is
 // key Keys[i] of the model Models[Model[i]]. An empty key is an index not
 // handed out. The model table keeps a run of keys of few models small.
+//
+// In a document, Entries is one binary value (see MarshalBSONValue), not
+// arrays: the embedded server stores a document as JSON with a type per
+// element and reads every document of a collection for each command on
+// it, so a thousand entries as arrays of strings cost it ten times the
+// time of one binary value of the same bytes.
 type Entries struct {
-	Models []string `bson:"models"`
-	Model  []int32  `bson:"model"`
-	Keys   []string `bson:"keys"`
+	Models []string
+	Model  []int32
+	Keys   []string
+}
+
+// entriesFormat is the first byte of an encoded run of entries.
+const entriesFormat = 1
+
+// MarshalBSONValue encodes e as a BSON binary value: a format byte, the
+// number of models and each model, then the number of entries and, for
+// each, its model reference and its key; numbers as unsigned varints,
+// strings as a varint length and their bytes.
+func (e Entries) MarshalBSONValue() (byte, []byte, error) {
+	if len(e.Model) != len(e.Keys) {
+		return 0, nil, errors.NotValidf("%d model references for %d keys", len(e.Model), len(e.Keys))
+	}
+	data := []byte{entriesFormat}
+	data = binary.AppendUvarint(data, uint64(len(e.Models)))
+	for _, m := range e.Models {
+		data = appendString(data, m)
+	}
+	data = binary.AppendUvarint(data, uint64(len(e.Keys)))
+	for i, k := range e.Keys {
+		if e.Model[i] < 0 {
+			return 0, nil, errors.NotValidf("model reference %d", e.Model[i])
+		}
+		data = binary.AppendUvarint(data, uint64(e.Model[i]))
+		data = appendString(data, k)
+	}
+	t, raw, err := bson.MarshalValue(bson.Binary{Subtype: bson.TypeBinaryGeneric, Data: data})
+	return byte(t), raw, errors.Trace(err)
+}
+
+func appendString(data []byte, s string) []byte {
+	return append(binary.AppendUvarint(data, uint64(len(s))), s...)
+}
+
+// UnmarshalBSONValue decodes what MarshalBSONValue encodes, and the
+// document of arrays that writers before it wrote. It never allocates
+// more than the value's own size can hold: a reader never trusts what it
+// reads (Validate checks the rest).
+func (e *Entries) UnmarshalBSONValue(t byte, raw []byte) error {
+	switch bson.Type(t) {
+	case bson.TypeNull:
+		*e = Entries{}
+		return nil
+	case bson.TypeEmbeddedDocument:
+		var old struct {
+			Models []string `bson:"models"`
+			Model  []int32  `bson:"model"`
+			Keys   []string `bson:"keys"`
+		}
+		if err := bson.Unmarshal(raw, &old); err != nil {
+			return errors.Trace(err)
+		}
+		*e = Entries(old)
+		return nil
+	case bson.TypeBinary:
+	default:
+		return errors.NotValidf("entries of BSON type %v", bson.Type(t))
+	}
+	_, data, ok := bson.RawValue{Type: bson.TypeBinary, Value: raw}.BinaryOK()
+	if !ok {
+		return errors.NotValidf("malformed binary entries")
+	}
+	d := decoder{data: data}
+	if format := d.byte(); format != entriesFormat {
+		return errors.NotValidf("entries format %d", format)
+	}
+	var out Entries
+	// Each model and each entry takes at least one byte: counts beyond
+	// the bytes left are lies.
+	if n := d.count(); n > 0 {
+		out.Models = make([]string, n)
+		for i := range out.Models {
+			out.Models[i] = d.string()
+		}
+	}
+	n := d.count()
+	out.Model, out.Keys = make([]int32, n), make([]string, n)
+	for i := range out.Keys {
+		ref := d.uvarint()
+		if ref > math.MaxInt32 {
+			return errors.NotValidf("model reference %d", ref)
+		}
+		out.Model[i] = int32(ref)
+		out.Keys[i] = d.string()
+	}
+	if d.err != nil {
+		return errors.Trace(d.err)
+	}
+	if len(d.data) > 0 {
+		return errors.NotValidf("%d bytes after the entries", len(d.data))
+	}
+	*e = out
+	return nil
+}
+
+// decoder reads Entries' encoding; its first error sticks.
+type decoder struct {
+	data []byte
+	err  error
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errors.NotValidf("truncated entries")
+	}
+	d.data = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.data) == 0 {
+		d.fail()
+		return 0
+	}
+	b := d.data[0]
+	d.data = d.data[1:]
+	return b
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.data)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.data = d.data[n:]
+	return v
+}
+
+// count reads a number of items of at least a byte each.
+func (d *decoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.data)) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) string() string {
+	n := d.uvarint()
+	if n > uint64(len(d.data)) {
+		d.fail()
+		return ""
+	}
+	s := string(d.data[:n])
+	d.data = d.data[n:]
+	return s
 }
 
 // NewEntries returns the Entries of a run whose i-th index is keys[i] of
@@ -223,9 +387,9 @@ func (e Entries) Validate(limit int) error {
 
 // PingDoc is a ping document as read. Fresh holds the entries of the
 // indexes from FreshFrom on that the writer has not yet written to its
-// beings documents: a writer writes beings once a slot (or every
-// FreshLimit new keys), and readers learn new keys from the ping documents
-// they read anyway.
+// beings documents: a writer writes beings once it has FreshLimit new
+// keys, and readers learn new keys from the ping documents they read
+// anyway.
 type PingDoc struct {
 	Slot      int64   `bson:"slot"`
 	Writer    string  `bson:"writer"`

@@ -6,6 +6,7 @@ import (
 
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/internal/schema"
@@ -55,4 +56,57 @@ func (*schemaSuite) TestKeyValidation(c *gc.C) {
 func (*schemaSuite) TestModelValidation(c *gc.C) {
 	c.Assert(schema.ValidateModel(names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000a")), gc.IsNil)
 	c.Assert(errors.Is(schema.ValidateModel(names.NewModelTag("nope")), errors.NotValid), gc.Equals, true)
+}
+
+func (*schemaSuite) TestEntriesRoundTripAsOneBinaryValue(c *gc.C) {
+	in := schema.BeingsDoc{Writer: "w", Chunk: 3, Entries: schema.NewEntries(
+		[]string{"m1", "m2", "m1", "m3"}, []string{"a", "", "ключ", "d"})}
+	data, err := bson.Marshal(in)
+	c.Assert(err, gc.IsNil)
+	c.Assert(bson.Raw(data).Lookup(schema.FieldEntries).Type, gc.Equals, bson.TypeBinary)
+	var out schema.BeingsDoc
+	c.Assert(bson.Unmarshal(data, &out), gc.IsNil)
+	c.Assert(out, gc.DeepEquals, in)
+	c.Assert(out.Validate(), gc.IsNil)
+}
+
+func (*schemaSuite) TestEntriesWrittenAsArraysBeforeAreStillRead(c *gc.C) {
+	data, err := bson.Marshal(bson.D{{Key: schema.FieldEntries, Value: bson.D{
+		{Key: "models", Value: bson.A{"m"}}, {Key: "model", Value: bson.A{int32(0), int32(0)}}, {Key: "keys", Value: bson.A{"a", "b"}},
+	}}})
+	c.Assert(err, gc.IsNil)
+	var out schema.BeingsDoc
+	c.Assert(bson.Unmarshal(data, &out), gc.IsNil)
+	c.Assert(out.Entries, gc.DeepEquals, schema.Entries{Models: []string{"m"}, Model: []int32{0, 0}, Keys: []string{"a", "b"}})
+}
+
+func (*schemaSuite) TestBadEncodedEntriesAreRejectedWithoutAllocatingWhatTheyClaim(c *gc.C) {
+	for i, data := range [][]byte{
+		{},                             // no format
+		{2, 0, 0},                      // unknown format
+		{1, 0},                         // no entry count
+		{1, 0, 0xff, 0xff, 0xff, 0x7f}, // 268 million entries in 0 bytes
+		{1, 0xff, 0xff, 0xff, 0x7f},    // as many models
+		{1, 1, 5, 'm'},                 // a model cut short
+		{1, 1, 1, 'm', 1, 0, 9, 'k'},   // a key cut short
+		{1, 1, 1, 'm', 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 'k'}, // a reference beyond int32
+		{1, 0, 0, 7}, // bytes after the entries
+	} {
+		doc, err := bson.Marshal(bson.D{{Key: schema.FieldEntries, Value: bson.Binary{Data: data}}})
+		c.Assert(err, gc.IsNil)
+		var out schema.BeingsDoc
+		c.Check(bson.Unmarshal(doc, &out), gc.NotNil, gc.Commentf("case %d", i))
+	}
+	doc, err := bson.Marshal(bson.D{{Key: schema.FieldEntries, Value: "text"}})
+	c.Assert(err, gc.IsNil)
+	var out schema.BeingsDoc
+	c.Assert(bson.Unmarshal(doc, &out), gc.ErrorMatches, `(?s).*entries of BSON type string not valid.*`)
+}
+
+func (*schemaSuite) TestEntriesWithAModelReferenceOutOfRangeDecodeButFailValidation(c *gc.C) {
+	doc, err := bson.Marshal(bson.D{{Key: schema.FieldEntries, Value: bson.Binary{Data: []byte{1, 1, 1, 'm', 1, 4, 1, 'k'}}}})
+	c.Assert(err, gc.IsNil)
+	var out schema.BeingsDoc
+	c.Assert(bson.Unmarshal(doc, &out), gc.IsNil)
+	c.Assert(out.Entries.Validate(schema.ChunkSize), gc.ErrorMatches, `model reference 4 of 1 models not valid`)
 }

@@ -21,6 +21,8 @@ func FuzzDocuments(f *testing.F) {
 		bson.D{{Key: "writer", Value: "w"}, {Key: "alive", Value: "text"}},
 		schema.BeingsDoc{Writer: "w", Chunk: 2147483647, Entries: schema.NewEntries([]string{"m"}, []string{"k"})},
 		bson.D{{Key: "writer", Value: "w"}, {Key: "entries", Value: bson.D{{Key: "model", Value: bson.A{int32(7)}}, {Key: "keys", Value: bson.A{"k"}}}}},
+		bson.D{{Key: "writer", Value: "w"}, {Key: "entries", Value: bson.Binary{Data: []byte{1, 1, 1, 'm', 2, 0, 1, 'k', 0, 0}}}},
+		bson.D{{Key: "writer", Value: "w"}, {Key: "fresh", Value: bson.Binary{Data: []byte{1, 0, 0xff, 0xff, 0x03}}}},
 	} {
 		data, err := bson.Marshal(doc)
 		if err != nil {
