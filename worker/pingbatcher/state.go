@@ -30,10 +30,9 @@ type writerState struct {
 	released int                // how many indexes are not in use
 
 	// persisted is how many indexes the beings documents map, as of the
-	// last flush that wrote them, in slot persistedSlot; the entries of
-	// later indexes travel in the ping documents until then.
-	persisted     int
-	persistedSlot int64
+	// last flush that wrote them; the entries of later indexes travel in
+	// the ping documents until then.
+	persisted int
 
 	// writtenSlot is the latest slot whose document a flush wrote.
 	writtenSlot int64

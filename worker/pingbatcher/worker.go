@@ -173,8 +173,16 @@ type stats struct {
 	behind            bool
 	docsWritten       int64
 	reassert          bool
-	lastError         string
-	indexesEnsured    bool
+	// checkAt, when not zero, is when the first beings document of
+	// writer checkWriter, written again after a long failure, is read
+	// back (see checkBeings).
+	checkAt     time.Time
+	checkWriter string
+	// beingsLost is set when that read found the document gone: the
+	// rewrite then goes ahead however recent the writer's pings.
+	beingsLost     bool
+	lastError      string
+	indexesEnsured bool
 }
 
 // New starts a PingBatcher. It does not touch the database until its first
@@ -598,14 +606,13 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	// writer whose pings were written within the window (less two slots
 	// for clock skew) still has them. A rewrite after every failed
 	// flush would make a slow database slower still.
-	if b.stats.reassert && w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2) {
+	if b.stats.reassert && !b.stats.beingsLost && w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2) {
 		b.stats.reassert = false
 	}
 	reassert := b.stats.reassert
 	now := b.config.Clock.Now()
 	n := len(w.entries)
-	persist := !w.registered || reassert ||
-		(n > w.persisted && (w.lastSlot > w.persistedSlot || n-w.persisted >= schema.FreshLimit))
+	persist := !w.registered || reassert || n-w.persisted >= schema.FreshLimit
 	from := w.persisted
 	// The pings go first, carrying the new keys, when they can carry
 	// them all: a beings write (a whole chunk, slow on a big one; every
@@ -721,9 +728,8 @@ func (b *PingBatcher) snapshotBeings(out *batch, all bool) {
 		}
 		out.beings = append(out.beings, upsert(id, fields))
 	}
-	slot := w.lastSlot
 	out.persist = func() {
-		w.persisted, w.persistedSlot = max(w.persisted, n), max(w.persistedSlot, slot)
+		w.persisted = max(w.persisted, n)
 	}
 }
 
@@ -770,6 +776,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		}
 		b.stats.indexesEnsured = true
 	}
+	b.checkBeings(call)
 	out := b.snapshot(b.beingsBusy)
 	if out.waitBeings {
 		// This flush must write beings while another write of them
@@ -860,7 +867,46 @@ func (b *PingBatcher) startBeings(write func() error, out *batch) {
 // be held.
 func (b *PingBatcher) rewritten(out *batch) {
 	if out.rewrite && b.stats.failures == out.failures {
-		b.stats.reassert = false
+		b.stats.reassert, b.stats.beingsLost = false, false
+		b.stats.checkAt = b.config.Clock.Now().Add(schema.PruneTimeout(b.config.Period))
+		b.stats.checkWriter = out.writer
+	}
+}
+
+// checkBeings reads back, once its time has come, the first beings
+// document of a rewrite after a long failure. A prune that read the
+// writer as gone before its pings came back may have deleted what the
+// rewrite wrote; it deletes from the last chunk down while the rewrite
+// writes from the first up, so it deletes the first chunk if it deletes
+// any. A missing one makes the next flush rewrite them all. A failed
+// read is tried again at the next flush: it never fails the flush.
+func (b *PingBatcher) checkBeings(call caller) {
+	b.mu.Lock()
+	at, writer := b.stats.checkAt, b.stats.checkWriter
+	b.mu.Unlock()
+	if at.IsZero() || b.config.Clock.Now().Before(at) {
+		return
+	}
+	err := call.do(func(ctx context.Context) error {
+		return b.beings.FindOne(ctx, bson.D{{Key: schema.FieldID, Value: schema.BeingsID(writer, 0)}}).Err()
+	})
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		if b.config.Logger != nil {
+			b.config.Logger.Debugf("ping batcher: cannot read back the beings of writer %s: %v", writer, err)
+		}
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stats.checkWriter != writer || !b.stats.checkAt.Equal(at) {
+		return // a newer rewrite or a new writer meanwhile
+	}
+	b.stats.checkAt, b.stats.checkWriter = time.Time{}, ""
+	if err != nil && b.w.writer == writer {
+		b.stats.reassert, b.stats.beingsLost = true, true
+		if b.config.Logger != nil {
+			b.config.Logger.Infof("ping batcher: the beings of writer %s were removed while they were written again; writing them again", writer)
+		}
 	}
 }
 

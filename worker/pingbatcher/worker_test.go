@@ -486,7 +486,7 @@ func (s *workerSuite) TestConfigValidation(c *gc.C) {
 	}
 }
 
-func (s *workerSuite) TestNewKeysTravelInPingDocumentsUntilTheNextSlot(c *gc.C) {
+func (s *workerSuite) TestNewKeysTravelInPingDocumentsUntilThereAreFreshLimitOfThem(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	a := register(c, b, s.base, modelA, "a")
@@ -498,29 +498,38 @@ func (s *workerSuite) TestNewKeysTravelInPingDocumentsUntilTheNextSlot(c *gc.C) 
 	c.Assert(beings, gc.HasLen, 1)
 	c.Assert(beings[0].Entries.Keys, gc.DeepEquals, []string{"a"})
 
-	// A key registered later in the slot rides in the ping document.
+	// A key registered later rides in the ping documents, in this slot
+	// and the next: a beings document is big, and its every write is
+	// costly on the embedded server.
 	k := register(c, b, s.base, modelB, "b")
 	c.Assert(b.Ping(k, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a"})
-	docs := s.pingDocs(c, s.base)
-	c.Assert(docs, gc.HasLen, 1)
-	c.Assert(docs[0].FreshFrom, gc.Equals, 1)
-	c.Assert(docs[0].Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"b"}))
-
-	// The first flush of the next slot writes it to the beings; its
-	// pings, which go first, still carry it, and later ones do not.
 	c.Assert(b.Ping(a, 2), gc.IsNil)
 	c.Assert(b.Ping(k, 2), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a"})
+	for _, doc := range s.pingDocs(c, s.base) {
+		c.Assert(doc.FreshFrom, gc.Equals, 1)
+		c.Assert(doc.Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"b"}))
+	}
+
+	// The FreshLimit-th new key has them written to the beings; the
+	// pings of that flush, which go first, still carry them, and later
+	// ones do not.
+	keys := []string{"a", "b"}
+	for i := 1; i < schema.FreshLimit; i++ {
+		keys = append(keys, fmt.Sprint(i))
+		register(c, b, s.base, modelB, keys[len(keys)-1])
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, keys)
 	c.Assert(pingDocOf(c, s.pingDocs(c, s.base), 2).FreshFrom, gc.Equals, 1)
-	l := register(c, b, s.base, modelB, "c")
+	l := register(c, b, s.base, modelB, "last")
 	c.Assert(b.Ping(l, 2), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	doc := pingDocOf(c, s.pingDocs(c, s.base), 2)
-	c.Assert(doc.FreshFrom, gc.Equals, 2)
-	c.Assert(doc.Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"c"}))
+	c.Assert(doc.FreshFrom, gc.Equals, len(keys))
+	c.Assert(doc.Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"last"}))
 }
 
 // pingDocOf returns the ping document of slot among docs.
@@ -698,14 +707,17 @@ func (s *workerSuite) TestAWriterWhoseBeingsCannotBeRewrittenStillWritesItsPings
 }
 
 // newKeyFixture is a batcher behind a wire proxy whose key a was written
-// in slot, with the clock moved on to slot+1, where a new key k and a
-// are pinged but not yet flushed.
+// in slot, with the clock moved on to slot+1, where schema.FreshLimit new
+// keys are registered (enough for their beings to be written), the first
+// of them k, and k and a are pinged but not yet flushed.
 type newKeyFixture struct {
 	proxy *agenttest.Proxy
 	base  *mongo.Collection
 	b     *pingbatcher.PingBatcher
 	a, k  pinger.Identity
 	slot  int64
+	// keys are the keys of every index, a's and the new ones.
+	keys []string
 }
 
 // newKeyInNextSlot sets up a newKeyFixture whose batcher writes slots of
@@ -714,7 +726,7 @@ type newKeyFixture struct {
 func (s *workerSuite) newKeyInNextSlot(c *gc.C, period time.Duration) newKeyFixture {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
-	f := newKeyFixture{proxy: proxy}
+	f := newKeyFixture{proxy: proxy, keys: []string{"a"}}
 	f.base = s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
 	f.b, err = pingbatcher.New(pingbatcher.Config{Base: f.base, FlushInterval: never, Clock: s.clock, Period: period})
 	c.Assert(err, gc.IsNil)
@@ -727,9 +739,24 @@ func (s *workerSuite) newKeyInNextSlot(c *gc.C, period time.Duration) newKeyFixt
 	c.Assert(f.b.Sync(), gc.IsNil)
 	s.clock.Advance(schema.SlotLength(period))
 	f.k = register(c, f.b, f.base, modelB, "b")
+	f.keys = append(f.keys, "b")
+	for i := 1; i < schema.FreshLimit; i++ {
+		key := fmt.Sprintf("b%d", i)
+		register(c, f.b, f.base, modelB, key)
+		f.keys = append(f.keys, key)
+	}
 	c.Assert(f.b.Ping(f.a, f.slot+1), gc.IsNil)
 	c.Assert(f.b.Ping(f.k, f.slot+1), gc.IsNil)
 	return f
+}
+
+// fresh returns the entries of the fixture's new keys.
+func (f newKeyFixture) fresh() schema.Entries {
+	models := make([]string, len(f.keys)-1)
+	for i := range models {
+		models[i] = modelB.Id()
+	}
+	return schema.NewEntries(models, f.keys[1:])
 }
 
 // close kills the batcher and closes the proxy.
@@ -751,12 +778,12 @@ func (s *workerSuite) TestANewKeysPingIsNotHeldUpByItsBeingsWrite(c *gc.C) {
 	c.Assert(newest.Slot, gc.Equals, slot+1)
 	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(a.Index), int(k.Index)})
 	c.Assert(newest.FreshFrom, gc.Equals, int(k.Index))
-	c.Assert(newest.Fresh, gc.DeepEquals, schema.NewEntries([]string{modelB.Id()}, []string{"b"}))
+	c.Assert(newest.Fresh, gc.DeepEquals, f.fresh())
 
 	// The beings are written at the next flush that can.
 	proxy.SetFaults(agenttest.Faults{})
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, f.keys)
 }
 
 func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C) {
@@ -781,7 +808,7 @@ func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C)
 	default:
 	}
 	c.Assert(<-synced, gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, f.keys)
 }
 
 func (s *workerSuite) TestABeingsWriteThatTimedOutBesideTheFlushesLengthensTheNextDeadline(c *gc.C) {
@@ -795,7 +822,7 @@ func (s *workerSuite) TestABeingsWriteThatTimedOutBesideTheFlushesLengthensTheNe
 	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: 1100 * time.Millisecond, MaxDelay: 1100 * time.Millisecond, Collection: schema.Beings(base).Name(), Seed: 1})
 	c.Assert(b.Sync(), gc.NotNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, f.keys)
 }
 
 // waitForPingDoc waits on the wall clock until the ping document of slot
@@ -916,7 +943,7 @@ func (s *workerSuite) TestAfterALongFailureThePingsGoBeforeTheRewriteOfEveryBein
 	f, _, synced := s.slowRewrite(c, 3*time.Second)
 	defer f.close(c)
 	c.Assert(<-synced, gc.IsNil)
-	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, []string{"a", "b"})
+	c.Assert(s.beingsDocs(c, s.base)[0].Entries.Keys, gc.DeepEquals, f.keys)
 
 	// The rewrite is done: the next flush writes no beings, so a
 	// database that fails every beings write does not fail it.
@@ -997,6 +1024,42 @@ func (s *workerSuite) TestAFailureShorterThanThePrunersWindowRewritesNoBeings(c 
 	defer f.close(c)
 	c.Assert(f.b.Sync(), gc.IsNil)
 	s.failForSlots(c, f, 2)
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
+	c.Assert(f.b.Sync(), gc.IsNil)
+}
+
+func (s *workerSuite) TestBeingsAPruneRemovedWhileTheyWereWrittenAgainAreWrittenAgain(c *gc.C) {
+	// After a failure longer than the pruner's window, a prune that read
+	// the writer as gone before its pings came back deletes what the
+	// rewrite of its beings wrote. Once such a prune must have ended,
+	// the batcher reads its first beings document back, and writes them
+	// all again when it is gone.
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	slot := s.failForSlots(c, f, schema.KeepSlots+1)
+	f.proxy.SetFaults(agenttest.Faults{})
+	c.Assert(f.b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
+	_, err := schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+
+	// A flush before then does not look.
+	c.Assert(f.b.Ping(f.a, slot), gc.IsNil)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 0)
+
+	s.clock.Advance(schema.PruneTimeout(schema.DefaultPeriod))
+	c.Assert(f.b.Ping(f.a, slot+1), gc.IsNil)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	docs := s.beingsDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 1)
+	c.Assert(docs[0].Entries.Keys, gc.DeepEquals, f.keys)
+
+	// Read back again and found, they are not written a third time: a
+	// flush whose beings writes would all fail succeeds.
+	s.clock.Advance(schema.PruneTimeout(schema.DefaultPeriod))
+	c.Assert(f.b.Ping(f.a, slot+2), gc.IsNil)
 	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
 	c.Assert(f.b.Sync(), gc.IsNil)
 }
