@@ -4,10 +4,17 @@
 //
 // Ping documents older than the window (schema.KeepSlots slots before the
 // current one) are deleted. Beings documents go once their writer has no
-// ping document left in the window and they were last written before it:
-// a batcher retires a writer that went that long without a ping, so a
-// removed writer never writes again. A prune costs three commands whatever
-// the number of models, writers and keys, and each has a deadline.
+// ping document left in the window: a batcher retires a writer that went
+// that long without a ping, and one that could not write for that long
+// writes its beings again (and reads them back once a prune that read it
+// as gone has had time to end). The pruner learns each writer, and how
+// many beings documents it may have, from the ping documents it reads
+// anyway, so a prune sends the beings nothing unless a writer has gone:
+// beings documents are big, and on the embedded server every command on
+// them reads them all (a filter on anything but one _id decodes them all,
+// 1.5-2 s at 100,000 keys) and holds up every other write meanwhile. A
+// prune costs three commands whatever the number of models, writers and
+// keys, two when no writer has gone, and has a deadline.
 package pruner
 
 import (
@@ -30,9 +37,6 @@ import (
 
 // DefaultInterval is the time between prunes when Interval is zero.
 const DefaultInterval = 30 * time.Second
-
-// minTimeout is the shortest deadline a prune gets.
-const minTimeout = 2 * time.Second
 
 // Logger is the logging a Pruner needs; dependency.Logger fits.
 type Logger interface {
@@ -90,24 +94,26 @@ type Pruner struct {
 	config   Config
 	catacomb catacomb.Catacomb
 
-	// mu guards what decides whether a prune deletes beings.
+	// mu guards what the prunes learnt of the writers.
 	mu sync.Mutex
-	// live holds the writers live at the last prune that read them; nil
-	// until one did, or after a beings delete failed.
-	live map[string]bool
-	// skipped counts the prunes since the last beings delete.
-	skipped int
+	// known holds, for every writer seen in a ping document whose
+	// beings are not known to be deleted, how many beings documents it
+	// may have.
+	known map[string]int
+	// sinceSweep counts the prunes since the last sweep.
+	sinceSweep int
 }
 
-// sweepEvery bounds the prunes in a row that delete no beings: a prune
-// deletes the beings of retired writers only when a writer live at the
-// previous prune is gone, on its first prune, and at least every
-// sweepEvery prunes (for a writer that came and went between two, or
-// whose beings were written a slot after its last pings). The delete
-// needs a scan of every beings document on a server without an index on
-// their writer (the embedded one: 1.5-1.8 s at 100,000 keys), which
-// slows every other command meanwhile.
-const sweepEvery = 10
+// sweepEvery is how many prunes go by between two sweeps: a delete of the
+// beings documents of every writer not live, whatever the ping documents
+// said. It removes what the deletes by _id cannot know of: the beings of
+// a writer that registered and wrote no ping document, of one that wrote
+// beings a chunk beyond its last ping document, and those left by a
+// pruner that stopped between its reads and its deletes. It scans every
+// beings document, which on the embedded server takes 1.5-2 s at 100,000
+// keys and slows every other command meanwhile: once an hour at the
+// default Interval.
+const sweepEvery = 120
 
 // New starts a Pruner. Its first prune is one Interval after the start.
 func New(config Config) (*Pruner, error) {
@@ -149,7 +155,7 @@ func (p *Pruner) loop() error {
 		case <-p.catacomb.Dying():
 			return p.catacomb.ErrDying()
 		case <-timer.Chan():
-			stats, err := p.pruneWithin(max(p.config.Period/2, minTimeout))
+			stats, err := p.pruneWithin(schema.PruneTimeout(p.config.Period))
 			switch {
 			case err != nil && p.config.Logger != nil:
 				// A failed prune only delays the next; the
@@ -172,15 +178,37 @@ func (p *Pruner) pruneWithin(timeout time.Duration) (Stats, error) {
 }
 
 // Prune removes every ping document older than the window and the beings
-// documents of writers that are gone, with three commands, or two when no
-// writer has gone since the last prune (see sweepEvery) or none is live. It is safe to
-// run while pingers write and concurrently with other prunes.
+// documents of writers that are gone, with three commands (see the
+// package comment), or two when no writer has gone. It deletes no beings
+// when it finds no writer live at all: the database (or every controller)
+// was then away for longer than the window, and the writers that come
+// back write pings before they are judged. It is safe to run while
+// pingers write and concurrently with other prunes.
 func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	var stats Stats
 	oldest := schema.Slot(p.config.Clock.Now(), p.config.Period) - schema.KeepSlots
 	pings := schema.Pings(p.config.Base)
 	beings := schema.Beings(p.config.Base)
 
+	seen, err := p.readWriters(ctx, pings)
+	if err != nil {
+		return stats, errors.Annotate(err, "cannot read writers")
+	}
+	live, gone, sweep := p.judge(seen, oldest)
+	switch {
+	case sweep:
+		stats.Beings, err = sweepBeings(ctx, beings, live, oldest)
+	case chunkCount(gone) > maxPointDeletes:
+		stats.Beings, err = deleteWriters(ctx, beings, gone, oldest)
+	case len(gone) > 0:
+		stats.Beings, err = deleteChunks(ctx, beings, gone)
+	}
+	if err != nil {
+		return stats, errors.Annotate(err, "cannot remove beings of retired writers")
+	}
+	p.forget(gone)
+	// The ping documents go last: until they do, the next prune learns
+	// from them which beings remain to delete.
 	res, err := pings.DeleteMany(ctx, bson.D{
 		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
 	})
@@ -188,69 +216,163 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 		return stats, errors.Annotate(err, "cannot remove old pings")
 	}
 	stats.Pings = res.DeletedCount
-
-	live, err := liveWriters(ctx, pings)
-	if err != nil {
-		return stats, errors.Annotate(err, "cannot read live writers")
-	}
-	if len(live) == 0 || !p.beingsDue(live) {
-		// With no writer live at all, the database (or every
-		// controller) was away for longer than the window: the writers
-		// that come back write pings before they are judged, and
-		// their beings stay meanwhile.
-		return stats, nil
-	}
-	res, err = beings.DeleteMany(ctx, bson.D{
-		{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: append([]string{}, slices.Collect(maps.Keys(live))...)}}},
-		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
-	})
-	if err != nil {
-		p.mu.Lock()
-		p.live = nil
-		p.mu.Unlock()
-		return stats, errors.Annotate(err, "cannot remove beings of retired writers")
-	}
-	stats.Beings = res.DeletedCount
 	return stats, nil
 }
 
-// beingsDue records live as the live writers and reports whether this
-// prune deletes beings, as sweepEvery's comment says.
-func (p *Pruner) beingsDue(live map[string]bool) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	due := p.live == nil || p.skipped+1 >= sweepEvery
-	for w := range p.live {
-		if !live[w] {
-			due = true
-		}
-	}
-	p.live = live
-	if due {
-		p.skipped = 0
-	} else {
-		p.skipped++
-	}
-	return due
+// readBatch is how many ping documents the pruner asks for in one batch.
+const readBatch = 10000
+
+// writerSeen is what the ping documents say of one writer.
+type writerSeen struct {
+	// newest is its latest slot.
+	newest int64
+	// chunks is how many beings documents it may have.
+	chunks int
 }
 
-// liveWriters returns the writers that have a ping document in the
-// window. It projects rather than using the distinct command, which the
-// embedded server rejects when the context has a deadline.
-func liveWriters(ctx context.Context, pings *mongo.Collection) (map[string]bool, error) {
-	cur, err := pings.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: schema.FieldWriter, Value: 1}}))
+// readWriters returns what the ping documents, old ones included, say of
+// each writer. A document that is not one of ours is skipped and logged.
+func (p *Pruner) readWriters(ctx context.Context, pings *mongo.Collection) (map[string]writerSeen, error) {
+	// Without their bitmaps the documents are small: one batch holds
+	// those of a thousand writers, so the read is one command. (The
+	// embedded server sizes its batch by the request: a far larger one
+	// costs it seconds.)
+	cur, err := pings.Find(ctx, bson.D{}, options.Find().SetBatchSize(readBatch).SetProjection(bson.D{
+		{Key: schema.FieldWriter, Value: 1},
+		{Key: schema.FieldSlot, Value: 1},
+		{Key: schema.FieldFrom, Value: 1},
+		{Key: schema.FieldFresh, Value: 1},
+	}))
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
-	var docs []struct {
-		Writer string `bson:"writer"`
+	defer cur.Close(context.WithoutCancel(ctx))
+	seen := make(map[string]writerSeen)
+	for cur.Next(ctx) {
+		var doc schema.PingDoc
+		err := cur.Decode(&doc)
+		if err == nil {
+			err = doc.Validate()
+		}
+		if err != nil {
+			if p.config.Logger != nil {
+				p.config.Logger.Errorf("presence pruner: skipped ping document %v: %v", cur.Current.Lookup(schema.FieldID), err)
+			}
+			continue
+		}
+		w, ok := seen[doc.Writer]
+		if !ok {
+			w.newest = doc.Slot
+		}
+		// Chunk 0 is the writer's registration: it has one however few
+		// keys its pings name.
+		chunks := max(1, (doc.FreshFrom+doc.Fresh.Len()+schema.ChunkSize-1)/schema.ChunkSize)
+		seen[doc.Writer] = writerSeen{newest: max(w.newest, doc.Slot), chunks: max(w.chunks, chunks)}
 	}
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, errors.Trace(err)
+	return seen, errors.Trace(cur.Err())
+}
+
+// judge records what seen says of the writers and returns those live (a
+// ping document in the window), those gone with how many beings
+// documents each may have (none when no writer is live), and whether
+// this prune sweeps instead, as sweepEvery says.
+func (p *Pruner) judge(seen map[string]writerSeen, oldest int64) (live map[string]bool, gone map[string]int, sweep bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known == nil {
+		p.known = make(map[string]int)
 	}
-	live := make(map[string]bool, len(docs))
-	for _, doc := range docs {
-		live[doc.Writer] = true
+	live = make(map[string]bool)
+	for writer, w := range seen {
+		p.known[writer] = max(p.known[writer], w.chunks)
+		if w.newest >= oldest {
+			live[writer] = true
+		}
 	}
-	return live, nil
+	if len(live) == 0 {
+		return live, nil, false
+	}
+	gone = make(map[string]int)
+	for writer, chunks := range p.known {
+		if !live[writer] {
+			gone[writer] = chunks
+		}
+	}
+	p.sinceSweep++
+	if p.sinceSweep >= sweepEvery {
+		p.sinceSweep = 0
+		sweep = true
+	}
+	return live, gone, sweep
+}
+
+// forget drops the writers whose beings are deleted.
+func (p *Pruner) forget(gone map[string]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for writer := range gone {
+		delete(p.known, writer)
+	}
+}
+
+// maxPointDeletes is the most beings documents a prune deletes one by one,
+// each by its _id. The embedded server scans the beings in SQLite for each
+// (0.1-0.2 s at 100,000 keys), and decodes them all for a delete by any
+// other filter (1.5-2 s): a writer or two of a few chunks go by _id, a
+// big one with one filtered delete. On MongoDB both use an index.
+const maxPointDeletes = 8
+
+// chunkCount returns how many beings documents the writers gone names may
+// have.
+func chunkCount(gone map[string]int) int {
+	n := 0
+	for _, chunks := range gone {
+		n += chunks
+	}
+	return n
+}
+
+// deleteChunks deletes the beings documents of the writers gone names, in
+// one command, each by its _id and each writer's from its last chunk down:
+// a writer that comes back and writes them again, from its first chunk up,
+// while they go, loses its first chunk if it loses any, and that is the
+// one it reads back (see schema.PruneTimeout).
+func deleteChunks(ctx context.Context, beings *mongo.Collection, gone map[string]int) (int64, error) {
+	var deletes []mongo.WriteModel
+	for _, writer := range slices.Sorted(maps.Keys(gone)) {
+		for chunk := gone[writer] - 1; chunk >= 0; chunk-- {
+			deletes = append(deletes, mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: schema.FieldID, Value: schema.BeingsID(writer, chunk)}}))
+		}
+	}
+	res, err := beings.BulkWrite(ctx, deletes)
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	return res.DeletedCount, nil
+}
+
+// deleteWriters deletes the beings documents of the writers gone names
+// that were last written before the window, with one filtered delete.
+func deleteWriters(ctx context.Context, beings *mongo.Collection, gone map[string]int, oldest int64) (int64, error) {
+	res, err := beings.DeleteMany(ctx, bson.D{
+		{Key: schema.FieldWriter, Value: bson.D{{Key: "$in", Value: slices.Sorted(maps.Keys(gone))}}},
+		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
+	})
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	return res.DeletedCount, nil
+}
+
+// sweepBeings deletes the beings documents of every writer not live that
+// were last written before the window.
+func sweepBeings(ctx context.Context, beings *mongo.Collection, live map[string]bool, oldest int64) (int64, error) {
+	res, err := beings.DeleteMany(ctx, bson.D{
+		{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: slices.Sorted(maps.Keys(live))}}},
+		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
+	})
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	return res.DeletedCount, nil
 }

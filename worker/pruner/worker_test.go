@@ -3,6 +3,7 @@ package pruner_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/juju/clock/testclock"
@@ -10,12 +11,15 @@ import (
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/pruner"
 )
 
@@ -144,20 +148,111 @@ func (s *prunerSuite) TestAPruneDeletesBeingsOnlyWhenAWriterHasGone(c *gc.C) {
 		return stats
 	}
 
-	// The first prune looks for retired writers' beings.
-	prune()
-	c.Assert(counter.CountOn("delete", schema.Beings(s.base).Name()), gc.Equals, 1)
-	// The next, with the same writers live, does not.
+	// With every writer live, a prune reads the pings and deletes the
+	// old ones, and sends the beings nothing.
 	prune()
 	c.Assert(counter.CountOn("delete", schema.Beings(s.base).Name()), gc.Equals, 0)
 	c.Assert(counter.Total(), gc.Equals, 2)
-	// One whose writer has gone since does.
+	// One whose writer has gone since deletes its beings.
 	s.clock.Advance(time.Duration(schema.KeepSlots+2) * schema.SlotLength(period))
 	stats := prune()
 	c.Assert(counter.CountOn("delete", schema.Beings(s.base).Name()), gc.Equals, 1)
 	c.Assert(stats.Beings, gc.Equals, int64(1))
 	c.Assert(s.count(c, schema.Beings(s.base), leaving), gc.Equals, int64(0))
 	c.Assert(s.count(c, schema.Beings(s.base), staying), gc.Equals, int64(1))
+}
+
+func (s *prunerSuite) TestTheBeingsOfAGoneWriterOfAFewChunksGoByID(c *gc.C) {
+	// On the embedded server a delete by any other filter decodes every
+	// beings document, which at 100,000 keys takes seconds and holds up
+	// every other write meanwhile.
+	deletes := s.beingsDeletes()
+	base := s.NewClient(c, options.Client().SetMonitor(deletes.monitor)).Database(s.DB.Name()).Collection("presence")
+	gone := s.writeMany(c, 2*schema.ChunkSize+1, s.now-20, s.now-15)
+	live := s.write(c, modelB, "b", s.now-1, s.now)
+	c.Assert(s.count(c, schema.Beings(s.base), gone), gc.Equals, int64(3))
+	p := s.newPruner(c, base)
+	defer workertest.CleanKill(agenttest.C(c), p)
+
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Beings, gc.Equals, int64(3))
+	c.Assert(s.count(c, schema.Beings(s.base), gone), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Beings(s.base), live), gc.Equals, int64(1))
+	c.Assert(deletes.commands, gc.HasLen, 1)
+	var ids []string
+	statements, err := deletes.commands[0].Lookup("deletes").Array().Values()
+	c.Assert(err, gc.IsNil)
+	for _, st := range statements {
+		filter := st.Document().Lookup("q").Document()
+		elems, err := filter.Elements()
+		c.Assert(err, gc.IsNil)
+		c.Assert(elems, gc.HasLen, 1, gc.Commentf("filter %v", filter))
+		ids = append(ids, elems[0].Value().StringValue())
+	}
+	// From the last chunk down: see the batcher's read-back.
+	c.Assert(ids, gc.DeepEquals, []string{schema.BeingsID(gone, 2), schema.BeingsID(gone, 1), schema.BeingsID(gone, 0)})
+}
+
+func (s *prunerSuite) TestTheBeingsOfAGoneWriterOfManyChunksGoInOneDelete(c *gc.C) {
+	// Each delete by _id scans the beings on the embedded server: one
+	// filtered delete costs less than nine of them.
+	deletes := s.beingsDeletes()
+	base := s.NewClient(c, options.Client().SetMonitor(deletes.monitor)).Database(s.DB.Name()).Collection("presence")
+	gone := s.writeMany(c, 8*schema.ChunkSize+1, s.now-20, s.now-15)
+	live := s.write(c, modelB, "b", s.now-1, s.now)
+	c.Assert(s.count(c, schema.Beings(s.base), gone), gc.Equals, int64(9))
+	p := s.newPruner(c, base)
+	defer workertest.CleanKill(agenttest.C(c), p)
+
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Beings, gc.Equals, int64(9))
+	c.Assert(s.count(c, schema.Beings(s.base), gone), gc.Equals, int64(0))
+	c.Assert(s.count(c, schema.Beings(s.base), live), gc.Equals, int64(1))
+	c.Assert(deletes.commands, gc.HasLen, 1)
+	statements, err := deletes.commands[0].Lookup("deletes").Array().Values()
+	c.Assert(err, gc.IsNil)
+	c.Assert(statements, gc.HasLen, 1)
+}
+
+// deleteCommands records the delete commands sent to the beings.
+type deleteCommands struct {
+	monitor  *event.CommandMonitor
+	commands []bson.Raw
+}
+
+// beingsDeletes returns a recorder of the delete commands on the beings
+// sent by a client with its monitor.
+func (s *prunerSuite) beingsDeletes() *deleteCommands {
+	d := &deleteCommands{}
+	beings := schema.Beings(s.base).Name()
+	d.monitor = &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "delete" && e.Command.Lookup("delete").StringValue() == beings {
+			d.commands = append(d.commands, e.Command)
+		}
+	}}
+	return d
+}
+
+// writeMany has a batcher of its own ping n keys of modelA in every slot
+// from first to last, and returns its writer id.
+func (s *prunerSuite) writeMany(c *gc.C, n int, first, last int64) string {
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: time.Hour, Period: period, Clock: s.clock})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	ids := make([]pinger.Identity, n)
+	for i := range ids {
+		ids[i], err = b.Register(s.base, modelA, fmt.Sprintf("k%d", i))
+		c.Assert(err, gc.IsNil)
+	}
+	for slot := first; slot <= last; slot++ {
+		for _, id := range ids {
+			c.Assert(b.Ping(id, slot), gc.IsNil)
+		}
+		c.Assert(b.Sync(), gc.IsNil)
+	}
+	return ids[0].Writer
 }
 
 func (s *prunerSuite) TestAPruneThatFindsNoWriterLiveKeepsEveryBeingsDocument(c *gc.C) {
@@ -195,23 +290,60 @@ func (s *prunerSuite) TestAPruneThatFindsNoWriterLiveKeepsEveryBeingsDocument(c 
 	c.Assert(s.count(c, schema.Beings(s.base), staying), gc.Equals, int64(1))
 }
 
-func (s *prunerSuite) TestBeingsOfAWriterNeverSeenLiveGoWithinTenPrunes(c *gc.C) {
+func (s *prunerSuite) TestBeingsOfAWriterThatCameAndWentBetweenTwoPrunesGoAtTheNext(c *gc.C) {
 	s.write(c, modelB, "b", s.now-1, s.now)
 	p := s.newPruner(c, s.base)
 	defer workertest.CleanKill(agenttest.C(c), p)
 	_, err := p.Prune(context.Background())
 	c.Assert(err, gc.IsNil)
-	// A writer that came and went between two prunes.
 	brief := s.write(c, modelA, "a", s.now-20, s.now-15)
-	for i := 2; i <= 10; i++ {
-		_, err := p.Prune(context.Background())
-		c.Assert(err, gc.IsNil)
-		c.Assert(s.count(c, schema.Beings(s.base), brief), gc.Equals, int64(1), gc.Commentf("prune %d", i))
-	}
 	stats, err := p.Prune(context.Background())
 	c.Assert(err, gc.IsNil)
 	c.Assert(stats.Beings, gc.Equals, int64(1))
 	c.Assert(s.count(c, schema.Beings(s.base), brief), gc.Equals, int64(0))
+}
+
+func (s *prunerSuite) TestBeingsNoPingDocumentNamesGoAtTheSweep(c *gc.C) {
+	// A writer that registered and died before its first ping leaves
+	// beings that no ping document names: only a sweep finds them.
+	s.write(c, modelB, "b", s.now-1, s.now)
+	_, err := schema.Beings(s.base).InsertOne(context.Background(), bson.D{
+		{Key: schema.FieldID, Value: schema.BeingsID("orphan", 0)},
+		{Key: schema.FieldWriter, Value: "orphan"},
+		{Key: schema.FieldChunk, Value: 0},
+		{Key: schema.FieldSlot, Value: s.now - 20},
+	})
+	c.Assert(err, gc.IsNil)
+	p := s.newPruner(c, s.base)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	for i := 1; i < pruner.SweepEvery; i++ {
+		_, err := p.Prune(context.Background())
+		c.Assert(err, gc.IsNil)
+		c.Assert(s.count(c, schema.Beings(s.base), "orphan"), gc.Equals, int64(1), gc.Commentf("prune %d", i))
+	}
+	stats, err := p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(stats.Beings, gc.Equals, int64(1))
+	c.Assert(s.count(c, schema.Beings(s.base), "orphan"), gc.Equals, int64(0))
+}
+
+func (s *prunerSuite) TestABadPingDocumentIsSkippedAndLogged(c *gc.C) {
+	live := s.write(c, modelB, "b", s.now-1, s.now)
+	_, err := schema.Pings(s.base).InsertOne(context.Background(), bson.D{
+		{Key: schema.FieldID, Value: "bad"},
+		{Key: schema.FieldSlot, Value: s.now},
+		{Key: schema.FieldWriter, Value: "w"},
+		{Key: schema.FieldFrom, Value: schema.MaxIndex + 1},
+	})
+	c.Assert(err, gc.IsNil)
+	var logger agenttest.Logger
+	p, err := pruner.New(pruner.Config{Base: s.base, Clock: s.clock, Period: period, Interval: time.Hour, Logger: &logger})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	_, err = p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(strings.Join(logger.Entries(), "\n"), gc.Matches, `(?s).*skipped ping document "bad".*`)
+	c.Assert(s.count(c, schema.Beings(s.base), live), gc.Equals, int64(1))
 }
 
 func (s *prunerSuite) TestPrunesEveryInterval(c *gc.C) {

@@ -1,0 +1,4 @@
+package pruner
+
+// SweepEvery is how many prunes go by between two sweeps.
+const SweepEvery = sweepEvery
