@@ -162,6 +162,10 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 	}
 	name := func(n string) string { return config.Prefix + n }
 	clockName := config.clockName()
+	// The batcher wakes the reader after a flush that carries a
+	// Disconnect or a key coming up, so that this controller's watchers
+	// see it at once; the channel outlives restarts of either.
+	wake := make(chan struct{}, 1)
 	manifolds := dependency.Manifolds{
 		name(PingBatcherName): guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
 			ClockName:     clockName,
@@ -171,7 +175,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			Period:        config.Period,
 			Logger:        logger,
 			NewWorker: func(c pingbatcher.Config) (worker.Worker, error) {
-				c.OnFlush = config.OnFlush
+				c.OnFlush = pingbatcher.WakeOnPrompt(wake, config.OnFlush)
 				return pingbatcher.NewWorker(c)
 			},
 		})),
@@ -185,7 +189,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			LogAge:       config.ChangeLogAge,
 			Logger:       logger,
 			NewWorker: func(c presencereader.Config) (worker.Worker, error) {
-				c.OnLoad = config.OnLoad
+				c.OnLoad, c.Wake = config.OnLoad, wake
 				return presencereader.NewWorker(c)
 			},
 		})),

@@ -20,6 +20,7 @@ import (
 	crand "crypto/rand"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -113,6 +114,28 @@ type FlushStats struct {
 	Documents int
 	// Err is why it failed, or nil.
 	Err error
+	// Prompt is set when the flush was asked for at once: it carries a
+	// Disconnect or a key coming up, which a reader in the same process
+	// may want to load at once (see presencereader.Config.Wake).
+	Prompt bool
+}
+
+// WakeOnPrompt returns an OnFlush that sends on wake, without blocking,
+// after every prompt flush that succeeded, and then calls next if it is
+// not nil: with wake as a reader's Config.Wake, that reader loads what a
+// Disconnect or a key coming up wrote at once.
+func WakeOnPrompt(wake chan<- struct{}, next func(FlushStats)) func(FlushStats) {
+	return func(stats FlushStats) {
+		if stats.Prompt && stats.Err == nil {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+		if next != nil {
+			next(stats)
+		}
+	}
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -143,7 +166,10 @@ type PingBatcher struct {
 	beings    *mongo.Collection
 	syncs     chan chan error
 	kick      chan struct{}
-	rand      *rand.Rand
+	// prompted is set by soon, and taken by the flush that carries
+	// what asked for it.
+	prompted atomic.Bool
+	rand     *rand.Rand
 
 	// timeout is the deadline of each call of the next flush; only the
 	// loop goroutine uses it.
@@ -370,6 +396,7 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 // soon asks the loop for a flush now, at most one per minKickGap. It
 // never blocks.
 func (b *PingBatcher) soon() {
+	b.prompted.Store(true)
 	select {
 	case b.kick <- struct{}{}:
 	default:
@@ -474,10 +501,11 @@ func (b *PingBatcher) loop() error {
 		}
 		started := b.config.Clock.Now()
 		lastStart = started
+		prompt := b.prompted.Swap(false)
 		docs, err := b.flushWithin(b.flushTimeout())
 		took := b.config.Clock.Now().Sub(started)
 		if b.config.OnFlush != nil {
-			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err})
+			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: prompt})
 		}
 		if err != nil && b.config.Logger != nil {
 			b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)

@@ -332,6 +332,48 @@ func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
 	waitDocs(c, func() bool { return len(s.pingDocs(c, s.base)) == 1 })
 }
 
+func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndWakes(c *gc.C) {
+	wake := make(chan struct{}, 1)
+	flushes := make(chan pingbatcher.FlushStats, 10)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: never, Clock: s.clock,
+		OnFlush: pingbatcher.WakeOnPrompt(wake, func(stats pingbatcher.FlushStats) { flushes <- stats })})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	woken := func() bool {
+		select {
+		case <-wake:
+			return true
+		default:
+			return false
+		}
+	}
+
+	a := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	prompt := false
+	for len(flushes) > 0 {
+		prompt = prompt || (<-flushes).Prompt
+	}
+	c.Assert(prompt, gc.Equals, true)
+	c.Assert(woken(), gc.Equals, true)
+
+	// A key that pings on is no news.
+	c.Assert(b.Ping(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert((<-flushes).Prompt, gc.Equals, false)
+	c.Assert(woken(), gc.Equals, false)
+
+	c.Assert(b.Dead(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	prompt = false
+	for len(flushes) > 0 {
+		prompt = prompt || (<-flushes).Prompt
+	}
+	c.Assert(prompt, gc.Equals, true)
+	c.Assert(woken(), gc.Equals, true)
+}
+
 func (s *workerSuite) TestADisconnectIsWrittenWithinTheKickGap(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)

@@ -19,10 +19,10 @@ type changesSuite struct {
 
 var _ = gc.Suite(&changesSuite{})
 
-func (s *changesSuite) newReader(c *gc.C, loads chan<- LoadStats, logger Logger) *Reader {
+func (s *changesSuite) newReader(c *gc.C, loads chan<- LoadStats, logger Logger, wake <-chan struct{}) *Reader {
 	r, err := New(Config{
 		Base: s.DB.Collection("presence"), Clock: agenttest.NewClock(), SyncInterval: time.Hour, Logger: logger,
-		OnLoad: func(stats LoadStats) { loads <- stats },
+		OnLoad: func(stats LoadStats) { loads <- stats }, Wake: wake,
 	})
 	c.Assert(err, gc.IsNil)
 	return r
@@ -30,7 +30,7 @@ func (s *changesSuite) newReader(c *gc.C, loads chan<- LoadStats, logger Logger)
 
 func (s *changesSuite) TestAWakeLoadsWithoutWaitingForTheSyncInterval(c *gc.C) {
 	loads := make(chan LoadStats, 10)
-	r := s.newReader(c, loads, nil)
+	r := s.newReader(c, loads, nil, nil)
 	defer workertest.CleanKill(agenttest.C(c), r)
 	<-loads
 	r.wakes <- struct{}{}
@@ -42,13 +42,30 @@ func (s *changesSuite) TestAWakeLoadsWithoutWaitingForTheSyncInterval(c *gc.C) {
 	}
 }
 
+func (s *changesSuite) TestAWakeFromABatcherInTheProcessLoadsWithoutWaitingForTheSyncInterval(c *gc.C) {
+	loads := make(chan LoadStats, 10)
+	wake := make(chan struct{}, 1)
+	r := s.newReader(c, loads, nil, wake)
+	defer workertest.CleanKill(agenttest.C(c), r)
+	<-loads
+	for i := 0; i < 2; i++ {
+		wake <- struct{}{}
+		select {
+		case stats := <-loads:
+			c.Assert(stats.Err, gc.IsNil)
+		case <-time.After(agenttest.LongWait):
+			c.Fatalf("no load after wake %d", i)
+		}
+	}
+}
+
 func (s *changesSuite) TestWithoutChangeStreamsTheReaderSaysSoAndPolls(c *gc.C) {
 	if s.Server.External() {
 		c.Skip("an external MongoDB may have change streams")
 	}
 	logger := &agenttest.Logger{}
 	loads := make(chan LoadStats, 10)
-	r := s.newReader(c, loads, logger)
+	r := s.newReader(c, loads, logger, nil)
 	defer workertest.CleanKill(agenttest.C(c), r)
 	<-loads
 	deadline := time.Now().Add(agenttest.LongWait)

@@ -145,6 +145,15 @@ type Config struct {
 	// updated and before the changes are handed to subscribers, from the
 	// reader's goroutine, e.g. to feed metrics. It must return quickly.
 	OnLoad func(LoadStats)
+
+	// Wake, if not nil, makes the reader load at once (or as soon as the
+	// load in flight ends) whenever it receives: a batcher in the same
+	// process sends on it after a flush that carries a Disconnect or a
+	// key coming up (see pingbatcher.FlushStats.Prompt), so that this
+	// process's watchers see it without waiting for SyncInterval. Other
+	// processes' readers still see it at their next sync, or at once
+	// where the server has change streams.
+	Wake <-chan struct{}
 }
 
 // LoadStats describes one load.
@@ -491,13 +500,9 @@ func (r *Reader) loop() error {
 		case req := <-r.requests:
 			r.handle(req)
 		case <-r.wakes:
-			// A writer wrote: load now, or once the load in flight
-			// is done, so that its change is not missed.
-			if r.inFlight {
-				woken = true
-			} else {
-				r.startLoad()
-			}
+			woken = r.wake(woken)
+		case <-r.config.Wake:
+			woken = r.wake(woken)
 		case res := <-r.results:
 			r.inFlight = false
 			r.finishLoad(res)
@@ -523,6 +528,17 @@ func (r *Reader) loop() error {
 			}
 		}
 	}
+}
+
+// wake answers the news that a writer wrote: it loads now, or reports
+// that a load must follow the one in flight, so that the change is not
+// missed. It must only be called from the loop goroutine.
+func (r *Reader) wake(woken bool) bool {
+	if r.inFlight {
+		return true
+	}
+	r.startLoad()
+	return woken
 }
 
 // handle serves one request. It must only be called from the loop
