@@ -112,7 +112,9 @@ func benchScale(ctx context.Context, e *env, t *table) error {
 			bound time.Duration
 		}{
 			{"start to alive", res.start, startBound},
+			{"start to alive, another controller", res.remoteStart, startBound},
 			{"Disconnect to dead", res.disconnect, disconnectBound},
+			{"Disconnect to dead, another controller", res.remoteDisconnect, disconnectBound},
 			{"silent death to dead", res.silent, silentBound},
 		} {
 			p50, p99, worst := percentiles(r.got)

@@ -59,22 +59,24 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 		logger = &stderrLogger{}
 	}
 	var err error
+	// As ControllerManifolds wires them: a prompt flush wakes the reader.
+	wake := make(chan struct{}, 1)
 	f.b, err = pingbatcher.New(pingbatcher.Config{
 		Base: writerBase, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock, Logger: logger.orNil(),
-		OnFlush: func(fs pingbatcher.FlushStats) {
+		OnFlush: pingbatcher.WakeOnPrompt(wake, func(fs pingbatcher.FlushStats) {
 			if fs.Documents > 0 || fs.Err != nil {
 				f.flushes.add(fs.Took)
 				if fs.Took > s.flush {
 					f.slow.Add(1)
 				}
 			}
-		},
+		}),
 	})
 	if err != nil {
 		return nil, err
 	}
 	f.r, err = presencereader.New(presencereader.Config{
-		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(),
+		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(), Wake: wake,
 		OnLoad: func(l presencereader.LoadStats) {
 			if l.Err == nil {
 				f.loads.add(l.Took)
@@ -105,6 +107,49 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 	}
 	f.d = newDetector(subCtx, subs...)
 	return f, nil
+}
+
+// remote is another controller's reader with a watcher per model on the
+// same database, and nothing else: it learns of the fleet's writes at its
+// syncs, where the fleet's own reader is woken by its batcher.
+type remote struct {
+	r        *presencereader.Reader
+	watchers []*watcher.Watcher
+	d        *detector
+	cancel   context.CancelFunc
+}
+
+// newRemote starts a remote reader and watchers of models models on base.
+func newRemote(ctx context.Context, s settings, models int, base *mongo.Collection) (*remote, error) {
+	r, err := presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync})
+	if err != nil {
+		return nil, err
+	}
+	rm := &remote{r: r}
+	subCtx, cancel := context.WithCancel(ctx)
+	rm.cancel = cancel
+	var subs []watcher.Subscription
+	for m := 0; m < models; m++ {
+		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
+		if err != nil {
+			rm.stop()
+			return nil, err
+		}
+		rm.watchers = append(rm.watchers, w)
+		subs = append(subs, w.Subscribe())
+	}
+	rm.d = newDetector(subCtx, subs...)
+	return rm, nil
+}
+
+// stop stops the remote's workers.
+func (rm *remote) stop() {
+	rm.cancel()
+	for _, w := range rm.watchers {
+		w.Kill()
+	}
+	rm.r.Kill()
+	_ = rm.r.Wait()
 }
 
 // grow starts pingers until the fleet has n, spread over its models, and

@@ -63,7 +63,9 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 				bound time.Duration
 			}{
 				{"start to alive", res.start, startBound},
+				{"start to alive, another controller", res.remoteStart, startBound},
 				{"Disconnect to dead", res.disconnect, disconnectBound},
+				{"Disconnect to dead, another controller", res.remoteDisconnect, disconnectBound},
 				{"silent death to dead", res.silent, silentBound},
 			} {
 				p50, p99, worst := percentiles(r.got)
@@ -97,6 +99,9 @@ func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
 
 type latencies struct {
 	start, disconnect, silent []time.Duration
+	// remoteStart and remoteDisconnect are the same events as seen by
+	// another controller's reader, which polls.
+	remoteStart, remoteDisconnect []time.Duration
 	// flushes and loads are how long the batcher's writes and the
 	// watcher's reads took during the run: the database's share.
 	flushes, loads []time.Duration
@@ -266,6 +271,11 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events, model
 	defer fl.stop()
 	_, _, silentBound := s.bounds()
 	timeout := 2*silentBound + 5*time.Second
+	rm, err := newRemote(ctx, s, models, base)
+	if err != nil {
+		return res, err
+	}
+	defer rm.stop()
 	if err := fl.grow(ctx, live, timeout); err != nil {
 		return res, err
 	}
@@ -296,11 +306,14 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events, model
 		return res, startErr
 	}
 	res.start = d.wait(keys, causes, true, timeout)
+	res.remoteStart = rm.d.wait(keys, causes, true, timeout)
 
 	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Disconnect() })
 	res.disconnect = d.wait(keys, causes, false, timeout)
+	res.remoteDisconnect = rm.d.wait(keys, causes, false, timeout)
 
 	d.reset(keys)
+	rm.d.reset(keys)
 	for i := range ps {
 		if err := ps[i].Start(); err != nil {
 			return res, err
