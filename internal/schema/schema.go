@@ -264,15 +264,16 @@ func (e *Entries) UnmarshalBSONValue(t byte, raw []byte) error {
 		return errors.NotValidf("entries format %d", format)
 	}
 	var out Entries
-	// Each model and each entry takes at least one byte: counts beyond
-	// the bytes left are lies.
-	if n := d.count(); n > 0 {
+	// A model takes at least a byte and an entry two, and no writer
+	// has more than MaxIndex of either: counts beyond that are lies,
+	// and allocate nothing.
+	if n := d.count(1); n > 0 {
 		out.Models = make([]string, n)
 		for i := range out.Models {
 			out.Models[i] = d.string()
 		}
 	}
-	n := d.count()
+	n := d.count(2)
 	out.Model, out.Keys = make([]int32, n), make([]string, n)
 	for i := range out.Keys {
 		ref := d.uvarint()
@@ -325,11 +326,15 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-// count reads a number of items of at least a byte each.
-func (d *decoder) count() int {
+// count reads a number of items of at least size bytes each, at most
+// MaxIndex.
+func (d *decoder) count(size int) int {
 	n := d.uvarint()
-	if n > uint64(len(d.data)) {
-		d.fail()
+	if d.err == nil && (n > uint64(len(d.data)/size) || n > MaxIndex) {
+		d.err = errors.NotValidf("%d items in %d bytes", n, len(d.data))
+	}
+	if d.err != nil {
+		d.data = nil
 		return 0
 	}
 	return int(n)

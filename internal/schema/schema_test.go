@@ -1,6 +1,7 @@
 package schema_test
 
 import (
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -109,4 +110,14 @@ func (*schemaSuite) TestEntriesWithAModelReferenceOutOfRangeDecodeButFailValidat
 	var out schema.BeingsDoc
 	c.Assert(bson.Unmarshal(doc, &out), gc.IsNil)
 	c.Assert(out.Entries.Validate(schema.ChunkSize), gc.ErrorMatches, `model reference 4 of 1 models not valid`)
+}
+
+func (*schemaSuite) TestEntriesClaimingMoreThanAWriterCanHaveAreRejected(c *gc.C) {
+	// 2 MB of zeros would hold a million one-byte models or entries.
+	data := append([]byte{1}, binary.AppendUvarint(nil, schema.MaxIndex+1)...)
+	data = append(data, make([]byte, 2*(schema.MaxIndex+1))...)
+	doc, err := bson.Marshal(bson.D{{Key: schema.FieldEntries, Value: bson.Binary{Data: data}}})
+	c.Assert(err, gc.IsNil)
+	var out schema.BeingsDoc
+	c.Assert(bson.Unmarshal(doc, &out), gc.ErrorMatches, `(?s).*1048577 items in 2097154 bytes not valid.*`)
 }

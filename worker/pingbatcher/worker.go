@@ -166,9 +166,11 @@ type PingBatcher struct {
 	beings    *mongo.Collection
 	syncs     chan chan error
 	kick      chan struct{}
-	// prompted is set by soon, and taken by the flush that carries
-	// what asked for it.
+	// prompted is set by soon, and taken by the snapshot that carries
+	// what asked for it; prompt says whether the flush running took it.
+	// Only the loop goroutine uses prompt.
 	prompted atomic.Bool
+	prompt   bool
 	rand     *rand.Rand
 
 	// timeout is the deadline of each call of the next flush; only the
@@ -204,8 +206,9 @@ type stats struct {
 	// back (see checkBeings).
 	checkAt     time.Time
 	checkWriter string
-	// beingsLost is set when that read found the document gone: the
-	// rewrite then goes ahead however recent the writer's pings.
+	// beingsLost is set when that read found the document gone, or a
+	// rewrite failed after the pings that went before it: the rewrite
+	// then goes ahead however recent the writer's pings.
 	beingsLost     bool
 	lastError      string
 	indexesEnsured bool
@@ -501,11 +504,16 @@ func (b *PingBatcher) loop() error {
 		}
 		started := b.config.Clock.Now()
 		lastStart = started
-		prompt := b.prompted.Swap(false)
+		b.prompt = false
 		docs, err := b.flushWithin(b.flushTimeout())
 		took := b.config.Clock.Now().Sub(started)
+		if err != nil && b.prompt {
+			// What asked for it is written by a later flush, which
+			// must wake the reader in its turn.
+			b.prompted.Store(true)
+		}
 		if b.config.OnFlush != nil {
-			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: prompt})
+			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt})
 		}
 		if err != nil && b.config.Logger != nil {
 			b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)
@@ -622,6 +630,7 @@ type batch struct {
 func (b *PingBatcher) snapshot(busy bool) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.prompt = b.prompted.Swap(false) || b.prompt
 	b.tick()
 	w := b.w
 	out := &batch{writer: w.writer}
@@ -877,28 +886,36 @@ func (b *PingBatcher) startBeings(write func() error, out *batch) {
 	go func() {
 		defer b.beingsRunning.Done()
 		err := write()
-		if err == nil {
-			b.mu.Lock()
-			if b.w.writer == out.writer {
+		b.mu.Lock()
+		if b.w.writer == out.writer {
+			switch {
+			case err == nil:
 				out.persist()
 				b.rewritten(out)
+			case out.rewrite:
+				// The pings that went first put the writer on time,
+				// which would end the rewriting: it must go on.
+				b.stats.beingsLost = true
 			}
-			b.mu.Unlock()
 		}
+		b.mu.Unlock()
 		b.beingsDone <- err
 	}()
 }
 
 // rewritten ends the rewriting of every beings document after a failure
 // once out, which rewrote them all, is written, unless a failure came
-// after its snapshot: the pruner may have removed them since. b.mu must
-// be held.
+// after its snapshot: the pruner may have removed them since. Either way
+// it has the rewrite read back (see checkBeings). b.mu must be held.
 func (b *PingBatcher) rewritten(out *batch) {
-	if out.rewrite && b.stats.failures == out.failures {
-		b.stats.reassert, b.stats.beingsLost = false, false
-		b.stats.checkAt = b.config.Clock.Now().Add(schema.PruneTimeout(b.config.Period))
-		b.stats.checkWriter = out.writer
+	if !out.rewrite {
+		return
 	}
+	if b.stats.failures == out.failures {
+		b.stats.reassert, b.stats.beingsLost = false, false
+	}
+	b.stats.checkAt = b.config.Clock.Now().Add(schema.PruneTimeout(b.config.Period))
+	b.stats.checkWriter = out.writer
 }
 
 // checkBeings reads back, once its time has come, the first beings

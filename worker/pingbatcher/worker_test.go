@@ -348,14 +348,19 @@ func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndW
 		}
 	}
 
+	anyPrompt := func() bool {
+		prompt := false
+		for len(flushes) > 0 {
+			stats := <-flushes
+			prompt = prompt || stats.Prompt
+		}
+		return prompt
+	}
+
 	a := register(c, b, s.base, modelA, "a")
 	c.Assert(b.Ping(a, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	prompt := false
-	for len(flushes) > 0 {
-		prompt = prompt || (<-flushes).Prompt
-	}
-	c.Assert(prompt, gc.Equals, true)
+	c.Assert(anyPrompt(), gc.Equals, true)
 	c.Assert(woken(), gc.Equals, true)
 
 	// A key that pings on is no news.
@@ -366,11 +371,7 @@ func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndW
 
 	c.Assert(b.Dead(a, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	prompt = false
-	for len(flushes) > 0 {
-		prompt = prompt || (<-flushes).Prompt
-	}
-	c.Assert(prompt, gc.Equals, true)
+	c.Assert(anyPrompt(), gc.Equals, true)
 	c.Assert(woken(), gc.Equals, true)
 }
 
@@ -1104,4 +1105,34 @@ func (s *workerSuite) TestBeingsAPruneRemovedWhileTheyWereWrittenAgainAreWritten
 	c.Assert(f.b.Ping(f.a, slot+2), gc.IsNil)
 	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
 	c.Assert(f.b.Sync(), gc.IsNil)
+}
+
+func (s *workerSuite) TestARewriteThatFailsAfterItsPingsIsDoneAgainAndReadBack(c *gc.C) {
+	// After a long failure the pings go first and put the writer on
+	// time; the rewrite of its beings that follows fails (the server
+	// applied it, the reply was lost), and a prune that read the writer
+	// as gone deletes what it wrote. The rewrite must still happen.
+	f := s.newKeyInNextSlot(c, 0)
+	defer f.close(c)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	slot := s.failForSlots(c, f, schema.KeepSlots+1)
+	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
+	c.Assert(f.b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
+	_, err := schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+	f.proxy.SetFaults(agenttest.Faults{})
+
+	c.Assert(f.b.Ping(f.a, slot+1), gc.IsNil)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	docs := s.beingsDocs(c, s.base)
+	c.Assert(docs, gc.HasLen, 1)
+	c.Assert(docs[0].Entries.Keys, gc.DeepEquals, f.keys)
+
+	// That rewrite too is read back once a prune may have ended.
+	_, err = schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
+	s.clock.Advance(schema.PruneTimeout(schema.DefaultPeriod))
+	c.Assert(f.b.Ping(f.a, slot+2), gc.IsNil)
+	c.Assert(f.b.Sync(), gc.IsNil)
+	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
 }

@@ -1,4 +1,4 @@
 package pruner
 
-// SweepEvery is how many prunes go by between two sweeps.
-const SweepEvery = sweepEvery
+// SweepFirst is the prune that sweeps first.
+const SweepFirst = sweepFirst

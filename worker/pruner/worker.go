@@ -100,7 +100,8 @@ type Pruner struct {
 	// beings are not known to be deleted, how many beings documents it
 	// may have.
 	known map[string]int
-	// sinceSweep counts the prunes since the last sweep.
+	// sinceSweep counts the prunes since the last sweep, from
+	// sweepEvery-sweepFirst at the start.
 	sinceSweep int
 }
 
@@ -115,6 +116,11 @@ type Pruner struct {
 // default Interval.
 const sweepEvery = 120
 
+// sweepFirst is the prune that sweeps first: not the first, so that a
+// controller's start does not pay for it, but soon enough that a pruner
+// restarted often still sweeps (five minutes at the default Interval).
+const sweepFirst = 10
+
 // New starts a Pruner. Its first prune is one Interval after the start.
 func New(config Config) (*Pruner, error) {
 	if err := config.Validate(); err != nil {
@@ -126,7 +132,7 @@ func New(config Config) (*Pruner, error) {
 	if config.Period == 0 {
 		config.Period = schema.DefaultPeriod
 	}
-	p := &Pruner{config: config}
+	p := &Pruner{config: config, sinceSweep: sweepEvery - sweepFirst}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "presence pruner",
 		Site: &p.catacomb,
@@ -249,27 +255,48 @@ func (p *Pruner) readWriters(ctx context.Context, pings *mongo.Collection) (map[
 	defer cur.Close(context.WithoutCancel(ctx))
 	seen := make(map[string]writerSeen)
 	for cur.Next(ctx) {
+		// Liveness needs the writer and the slot alone: a document
+		// whose other fields this pruner cannot read (a corrupt one,
+		// or a newer writer's) still says its writer is live.
+		var head struct {
+			Writer string `bson:"writer"`
+			Slot   int64  `bson:"slot"`
+		}
+		if err := cur.Decode(&head); err != nil || head.Writer == "" {
+			if err == nil {
+				err = errors.NotValidf("ping document without writer")
+			}
+			p.skipped(cur.Current, err)
+			continue
+		}
+		// Chunk 0 is the writer's registration: it has one however few
+		// keys its pings name, and no more than that is known when the
+		// rest of the document cannot be read.
+		chunks := 1
 		var doc schema.PingDoc
 		err := cur.Decode(&doc)
 		if err == nil {
 			err = doc.Validate()
 		}
 		if err != nil {
-			if p.config.Logger != nil {
-				p.config.Logger.Errorf("presence pruner: skipped ping document %v: %v", cur.Current.Lookup(schema.FieldID), err)
-			}
-			continue
+			p.skipped(cur.Current, err)
+		} else {
+			chunks = max(1, (doc.FreshFrom+doc.Fresh.Len()+schema.ChunkSize-1)/schema.ChunkSize)
 		}
-		w, ok := seen[doc.Writer]
+		w, ok := seen[head.Writer]
 		if !ok {
-			w.newest = doc.Slot
+			w.newest = head.Slot
 		}
-		// Chunk 0 is the writer's registration: it has one however few
-		// keys its pings name.
-		chunks := max(1, (doc.FreshFrom+doc.Fresh.Len()+schema.ChunkSize-1)/schema.ChunkSize)
-		seen[doc.Writer] = writerSeen{newest: max(w.newest, doc.Slot), chunks: max(w.chunks, chunks)}
+		seen[head.Writer] = writerSeen{newest: max(w.newest, head.Slot), chunks: max(w.chunks, chunks)}
 	}
 	return seen, errors.Trace(cur.Err())
+}
+
+// skipped logs a ping document the pruner cannot read whole.
+func (p *Pruner) skipped(doc bson.Raw, err error) {
+	if p.config.Logger != nil {
+		p.config.Logger.Errorf("presence pruner: skipped ping document %v: %v", doc.Lookup(schema.FieldID), err)
+	}
 }
 
 // judge records what seen says of the writers and returns those live (a

@@ -303,9 +303,11 @@ func (s *prunerSuite) TestBeingsOfAWriterThatCameAndWentBetweenTwoPrunesGoAtTheN
 	c.Assert(s.count(c, schema.Beings(s.base), brief), gc.Equals, int64(0))
 }
 
-func (s *prunerSuite) TestBeingsNoPingDocumentNamesGoAtTheSweep(c *gc.C) {
+func (s *prunerSuite) TestBeingsNoPingDocumentNamesGoAtTheFirstSweep(c *gc.C) {
 	// A writer that registered and died before its first ping leaves
-	// beings that no ping document names: only a sweep finds them.
+	// beings that no ping document names: only a sweep finds them. The
+	// first comes a few prunes after the start, not at it, so that a
+	// controller's start does not pay for it.
 	s.write(c, modelB, "b", s.now-1, s.now)
 	_, err := schema.Beings(s.base).InsertOne(context.Background(), bson.D{
 		{Key: schema.FieldID, Value: schema.BeingsID("orphan", 0)},
@@ -316,7 +318,7 @@ func (s *prunerSuite) TestBeingsNoPingDocumentNamesGoAtTheSweep(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 	p := s.newPruner(c, s.base)
 	defer workertest.CleanKill(agenttest.C(c), p)
-	for i := 1; i < pruner.SweepEvery; i++ {
+	for i := 1; i < pruner.SweepFirst; i++ {
 		_, err := p.Prune(context.Background())
 		c.Assert(err, gc.IsNil)
 		c.Assert(s.count(c, schema.Beings(s.base), "orphan"), gc.Equals, int64(1), gc.Commentf("prune %d", i))
@@ -325,6 +327,27 @@ func (s *prunerSuite) TestBeingsNoPingDocumentNamesGoAtTheSweep(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 	c.Assert(stats.Beings, gc.Equals, int64(1))
 	c.Assert(s.count(c, schema.Beings(s.base), "orphan"), gc.Equals, int64(0))
+}
+
+func (s *prunerSuite) TestAWriterWhosePingDocumentsCannotBeReadWholeIsStillLive(c *gc.C) {
+	// A corrupt document, or a newer writer's, still names its writer
+	// and slot: its beings stay.
+	live := s.write(c, modelA, "a", s.now-1, s.now)
+	s.write(c, modelB, "b", s.now-1, s.now)
+	var logger agenttest.Logger
+	p, err := pruner.New(pruner.Config{Base: s.base, Clock: s.clock, Period: period, Interval: time.Hour, Logger: &logger})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), p)
+	_, err = p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	_, err = schema.Pings(s.base).UpdateMany(context.Background(), bson.D{{Key: schema.FieldWriter, Value: live}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: schema.FieldFresh, Value: bson.Binary{Data: []byte{2, 0, 0}}}}}})
+	c.Assert(err, gc.IsNil)
+
+	_, err = p.Prune(context.Background())
+	c.Assert(err, gc.IsNil)
+	c.Assert(s.count(c, schema.Beings(s.base), live), gc.Equals, int64(1))
+	c.Assert(strings.Join(logger.Entries(), "\n"), gc.Matches, `(?s).*skipped ping document.*entries format 2.*`)
 }
 
 func (s *prunerSuite) TestABadPingDocumentIsSkippedAndLogged(c *gc.C) {
