@@ -96,14 +96,10 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 	subCtx, cancel := context.WithCancel(ctx)
 	f.cancel = cancel
 	var subs []watcher.Subscription
-	for m := 0; m < models; m++ {
-		w, err := watcher.New(watcher.Config{Reader: f.r, Model: modelTag(m)})
-		if err != nil {
-			f.stop()
-			return nil, err
-		}
-		f.watchers = append(f.watchers, w)
-		subs = append(subs, w.Subscribe())
+	f.watchers, subs, err = watchModels(f.r, models)
+	if err != nil {
+		f.stop()
+		return nil, err
 	}
 	f.d = newDetector(subCtx, subs...)
 	return f, nil
@@ -129,17 +125,33 @@ func newRemote(ctx context.Context, s settings, models int, base *mongo.Collecti
 	subCtx, cancel := context.WithCancel(ctx)
 	rm.cancel = cancel
 	var subs []watcher.Subscription
-	for m := 0; m < models; m++ {
-		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
-		if err != nil {
-			rm.stop()
-			return nil, err
-		}
-		rm.watchers = append(rm.watchers, w)
-		subs = append(subs, w.Subscribe())
+	rm.watchers, subs, err = watchModels(r, models)
+	if err != nil {
+		rm.stop()
+		return nil, err
 	}
 	rm.d = newDetector(subCtx, subs...)
 	return rm, nil
+}
+
+// watchModels starts a watcher of each of models models over r, and a
+// subscription to every key of each. On failure it kills the watchers it
+// started.
+func watchModels(r *presencereader.Reader, models int) ([]*watcher.Watcher, []watcher.Subscription, error) {
+	var watchers []*watcher.Watcher
+	var subs []watcher.Subscription
+	for m := 0; m < models; m++ {
+		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
+		if err != nil {
+			for _, w := range watchers {
+				w.Kill()
+			}
+			return nil, nil, err
+		}
+		watchers = append(watchers, w)
+		subs = append(subs, w.Subscribe())
+	}
+	return watchers, subs, nil
 }
 
 // stop stops the remote's workers.

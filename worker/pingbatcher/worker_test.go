@@ -973,10 +973,24 @@ func (s *workerSuite) slowBeings(c *gc.C, f newKeyFixture, d time.Duration, slot
 // each beings command taking d. It returns once that flush's pings are
 // written, with the slot they were written in and the flush's Sync.
 func (s *workerSuite) slowRewrite(c *gc.C, d time.Duration) (newKeyFixture, int64, <-chan error) {
+	f, slot := s.longFailure(c)
+	return f, slot, s.slowBeings(c, f, d, slot)
+}
+
+// longFailure sets up a newKeyFixture whose flushes then fail for longer
+// than the pruner's window (see failForSlots), and returns it with the
+// slot it is in. The caller closes it.
+func (s *workerSuite) longFailure(c *gc.C) (newKeyFixture, int64) {
 	f := s.newKeyInNextSlot(c, 0)
 	c.Assert(f.b.Sync(), gc.IsNil)
-	slot := s.failForSlots(c, f, schema.KeepSlots+1)
-	return f, slot, s.slowBeings(c, f, d, slot)
+	return f, s.failForSlots(c, f, schema.KeepSlots+1)
+}
+
+// pruneBeings deletes every beings document, as a prune that judged
+// their writer gone would.
+func (s *workerSuite) pruneBeings(c *gc.C) {
+	_, err := schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
+	c.Assert(err, gc.IsNil)
 }
 
 func (s *workerSuite) TestAfterALongFailureThePingsGoBeforeTheRewriteOfEveryBeingsDocument(c *gc.C) {
@@ -1077,15 +1091,12 @@ func (s *workerSuite) TestBeingsAPruneRemovedWhileTheyWereWrittenAgainAreWritten
 	// rewrite of its beings wrote. Once such a prune must have ended,
 	// the batcher reads its first beings document back, and writes them
 	// all again when it is gone.
-	f := s.newKeyInNextSlot(c, 0)
+	f, slot := s.longFailure(c)
 	defer f.close(c)
-	c.Assert(f.b.Sync(), gc.IsNil)
-	slot := s.failForSlots(c, f, schema.KeepSlots+1)
 	f.proxy.SetFaults(agenttest.Faults{})
 	c.Assert(f.b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
-	_, err := schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
-	c.Assert(err, gc.IsNil)
+	s.pruneBeings(c)
 
 	// A flush before then does not look.
 	c.Assert(f.b.Ping(f.a, slot), gc.IsNil)
@@ -1112,14 +1123,11 @@ func (s *workerSuite) TestARewriteThatFailsAfterItsPingsIsDoneAgainAndReadBack(c
 	// time; the rewrite of its beings that follows fails (the server
 	// applied it, the reply was lost), and a prune that read the writer
 	// as gone deletes what it wrote. The rewrite must still happen.
-	f := s.newKeyInNextSlot(c, 0)
+	f, slot := s.longFailure(c)
 	defer f.close(c)
-	c.Assert(f.b.Sync(), gc.IsNil)
-	slot := s.failForSlots(c, f, schema.KeepSlots+1)
 	f.proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Beings(f.base).Name(), Seed: 1})
 	c.Assert(f.b.Sync(), gc.ErrorMatches, `cannot write 1 beings documents: .*`)
-	_, err := schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
-	c.Assert(err, gc.IsNil)
+	s.pruneBeings(c)
 	f.proxy.SetFaults(agenttest.Faults{})
 
 	c.Assert(f.b.Ping(f.a, slot+1), gc.IsNil)
@@ -1129,8 +1137,7 @@ func (s *workerSuite) TestARewriteThatFailsAfterItsPingsIsDoneAgainAndReadBack(c
 	c.Assert(docs[0].Entries.Keys, gc.DeepEquals, f.keys)
 
 	// That rewrite too is read back once a prune may have ended.
-	_, err = schema.Beings(s.base).DeleteMany(context.Background(), bson.D{})
-	c.Assert(err, gc.IsNil)
+	s.pruneBeings(c)
 	s.clock.Advance(schema.PruneTimeout(schema.DefaultPeriod))
 	c.Assert(f.b.Ping(f.a, slot+2), gc.IsNil)
 	c.Assert(f.b.Sync(), gc.IsNil)

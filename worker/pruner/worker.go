@@ -203,9 +203,10 @@ func (p *Pruner) Prune(ctx context.Context) (Stats, error) {
 	live, gone, sweep := p.judge(seen, oldest)
 	switch {
 	case sweep:
-		stats.Beings, err = sweepBeings(ctx, beings, live, oldest)
+		// Every writer not live.
+		stats.Beings, err = deleteWhere(ctx, beings, bson.D{{Key: "$nin", Value: slices.Sorted(maps.Keys(live))}}, oldest)
 	case chunkCount(gone) > maxPointDeletes:
-		stats.Beings, err = deleteWriters(ctx, beings, gone, oldest)
+		stats.Beings, err = deleteWhere(ctx, beings, bson.D{{Key: "$in", Value: slices.Sorted(maps.Keys(gone))}}, oldest)
 	case len(gone) > 0:
 		stats.Beings, err = deleteChunks(ctx, beings, gone)
 	}
@@ -378,24 +379,12 @@ func deleteChunks(ctx context.Context, beings *mongo.Collection, gone map[string
 	return res.DeletedCount, nil
 }
 
-// deleteWriters deletes the beings documents of the writers gone names
-// that were last written before the window, with one filtered delete.
-func deleteWriters(ctx context.Context, beings *mongo.Collection, gone map[string]int, oldest int64) (int64, error) {
-	res, err := beings.DeleteMany(ctx, bson.D{
-		{Key: schema.FieldWriter, Value: bson.D{{Key: "$in", Value: slices.Sorted(maps.Keys(gone))}}},
-		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
-	})
-	if err != nil {
-		return 0, errors.Trace(err)
-	}
-	return res.DeletedCount, nil
-}
-
-// sweepBeings deletes the beings documents of every writer not live that
+// deleteWhere deletes, with one filtered delete, the beings documents of
+// the writers that match writers (a condition on the writer field) and
 // were last written before the window.
-func sweepBeings(ctx context.Context, beings *mongo.Collection, live map[string]bool, oldest int64) (int64, error) {
+func deleteWhere(ctx context.Context, beings *mongo.Collection, writers bson.D, oldest int64) (int64, error) {
 	res, err := beings.DeleteMany(ctx, bson.D{
-		{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: slices.Sorted(maps.Keys(live))}}},
+		{Key: schema.FieldWriter, Value: writers},
 		{Key: schema.FieldSlot, Value: bson.D{{Key: "$lt", Value: oldest}}},
 	})
 	if err != nil {
