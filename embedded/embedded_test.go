@@ -32,20 +32,14 @@ func (s *embeddedSuite) TestAStartedServerStoresWhatAClientWritesAcrossARestart(
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	srv, err := embedded.Start(embedded.Config{Dir: dir})
-	c.Assert(err, gc.IsNil)
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
-	c.Assert(err, gc.IsNil)
-	_, err = client.Database("d").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}})
+	srv, client := startAndConnect(c, dir)
+	_, err := client.Database("d").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}})
 	c.Assert(err, gc.IsNil)
 	c.Assert(client.Disconnect(ctx), gc.IsNil)
 	srv.Stop()
 
-	srv, err = embedded.Start(embedded.Config{Dir: dir})
-	c.Assert(err, gc.IsNil)
+	srv, client = startAndConnect(c, dir)
 	defer srv.Stop()
-	client, err = mongo.Connect(options.Client().ApplyURI(srv.URI()))
-	c.Assert(err, gc.IsNil)
 	defer func() { _ = client.Disconnect(ctx) }()
 	n, err := client.Database("d").Collection("c").CountDocuments(ctx, bson.D{})
 	c.Assert(err, gc.IsNil)
@@ -56,15 +50,22 @@ func (s *embeddedSuite) TestTheWriteAheadLogIndexIsNotAFileThatCanBeTruncatedUnd
 	dir := c.MkDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := embedded.Start(embedded.Config{Dir: dir})
-	c.Assert(err, gc.IsNil)
+	srv, client := startAndConnect(c, dir)
 	defer srv.Stop()
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
-	c.Assert(err, gc.IsNil)
 	defer func() { _ = client.Disconnect(ctx) }()
-	_, err = client.Database("d").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}})
+	_, err := client.Database("d").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}})
 	c.Assert(err, gc.IsNil)
 	shm, err := filepath.Glob(filepath.Join(dir, "*-shm"))
 	c.Assert(err, gc.IsNil)
 	c.Assert(shm, gc.HasLen, 0)
+}
+
+// startAndConnect starts a server on dir and connects a client to it. The
+// caller disconnects the client and stops the server.
+func startAndConnect(c *gc.C, dir string) (*embedded.Server, *mongo.Client) {
+	srv, err := embedded.Start(embedded.Config{Dir: dir})
+	c.Assert(err, gc.IsNil)
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
+	c.Assert(err, gc.IsNil)
+	return srv, client
 }

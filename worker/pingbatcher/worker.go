@@ -20,7 +20,6 @@ import (
 	crand "crypto/rand"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -166,12 +165,10 @@ type PingBatcher struct {
 	beings    *mongo.Collection
 	syncs     chan chan error
 	kick      chan struct{}
-	// prompted is set by soon, and taken by the snapshot that carries
-	// what asked for it; prompt says whether the flush running took it.
-	// Only the loop goroutine uses prompt.
-	prompted atomic.Bool
-	prompt   bool
-	rand     *rand.Rand
+	// prompt says whether the flush running took stats.prompted (see
+	// snapshot). Only the loop goroutine uses it.
+	prompt bool
+	rand   *rand.Rand
 
 	// timeout is the deadline of each call of the next flush; only the
 	// loop goroutine uses it.
@@ -209,7 +206,10 @@ type stats struct {
 	// beingsLost is set when that read found the document gone, or a
 	// rewrite failed after the pings that went before it: the rewrite
 	// then goes ahead however recent the writer's pings.
-	beingsLost     bool
+	beingsLost bool
+	// prompted is set by soon, and taken by the snapshot that carries
+	// what asked for it.
+	prompted       bool
 	lastError      string
 	indexesEnsured bool
 }
@@ -397,9 +397,9 @@ func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
 }
 
 // soon asks the loop for a flush now, at most one per minKickGap. It
-// never blocks.
+// never blocks. b.mu must be held.
 func (b *PingBatcher) soon() {
-	b.prompted.Store(true)
+	b.stats.prompted = true
 	select {
 	case b.kick <- struct{}{}:
 	default:
@@ -510,7 +510,9 @@ func (b *PingBatcher) loop() error {
 		if err != nil && b.prompt {
 			// What asked for it is written by a later flush, which
 			// must wake the reader in its turn.
-			b.prompted.Store(true)
+			b.mu.Lock()
+			b.stats.prompted = true
+			b.mu.Unlock()
 		}
 		if b.config.OnFlush != nil {
 			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt})
@@ -630,7 +632,8 @@ type batch struct {
 func (b *PingBatcher) snapshot(busy bool) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.prompt = b.prompted.Swap(false) || b.prompt
+	b.prompt = b.prompt || b.stats.prompted
+	b.stats.prompted = false
 	b.tick()
 	w := b.w
 	out := &batch{writer: w.writer}
