@@ -1,14 +1,3 @@
-// Package presence is presencekit's root: the Agent interface that a
-// user's agent types implement, a ready implementation over a ping batcher
-// and a watcher, and model-wide housekeeping.
-//
-// The workers live in worker/...: pingbatcher (writes pings in batches),
-// pinger (keeps one key alive), watcher (tells who is alive), pruner
-// (bounds storage). Their storage model is described in internal/schema:
-// a controller writes one document per flush whatever the number of models
-// and agents; every write is idempotent; and the only thing writers race for is
-// decided by a unique-_id insert, which makes the design correct on MongoDB
-// and on MongoDB-compatible servers alike.
 package presence
 
 import (

@@ -10,6 +10,7 @@ import (
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/enginekit"
 	"github.com/presencekit/presence/internal/inputs"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pinger"
@@ -87,14 +88,14 @@ func AgentManifold(config AgentManifoldConfig) dependency.Manifold {
 			if err != nil {
 				return nil, errors.Trace(err)
 			}
-			return newValueWorker(agent)
+			return enginekit.NewValueWorker(agent, nil)
 		},
 		Output: func(in worker.Worker, out any) error {
-			w, ok := in.(*valueWorker)
+			w, ok := in.(*enginekit.ValueWorker)
 			if !ok {
 				return errors.Errorf("expected an agent worker, got %T", in)
 			}
-			if !inputs.Assign(w.value, out) {
+			if !inputs.Assign(w.Value(), out) {
 				return errors.Errorf("expected *presence.Agent or a pointer to an interface *presence.PresenceAgent implements, got %T", out)
 			}
 			return nil

@@ -9,7 +9,6 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"github.com/juju/worker/v4/dependency"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/presencekit/presence"
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"

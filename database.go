@@ -9,6 +9,8 @@ import (
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/presencekit/presence/enginekit"
 )
 
 // databaseStopTimeout bounds the disconnect when a database worker stops.
@@ -35,7 +37,7 @@ func DatabaseManifold(uri, dbName string, opts ...*options.ClientOptions) depend
 				_ = client.Disconnect(context.Background())
 				return nil, errors.Annotate(err, "cannot reach MongoDB")
 			}
-			w, err := newValueWorkerWithStop(client.Database(dbName), func() {
+			w, err := enginekit.NewValueWorker(client.Database(dbName), func() {
 				ctx, cancel := context.WithTimeout(context.Background(), databaseStopTimeout)
 				defer cancel()
 				_ = client.Disconnect(ctx)
@@ -47,13 +49,13 @@ func DatabaseManifold(uri, dbName string, opts ...*options.ClientOptions) depend
 			return w, nil
 		},
 		Output: func(in worker.Worker, out any) error {
-			w, ok := in.(*valueWorker)
+			w, ok := in.(*enginekit.ValueWorker)
 			if !ok {
 				return errors.Errorf("expected a database worker, got %T", in)
 			}
-			db, ok := w.value.(*mongo.Database)
+			db, ok := w.Value().(*mongo.Database)
 			if !ok {
-				return errors.Errorf("expected a database worker, got one holding %T", w.value)
+				return errors.Errorf("expected a database worker, got one holding %T", w.Value())
 			}
 			target, ok := out.(**mongo.Database)
 			if !ok {

@@ -12,10 +12,10 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"github.com/juju/worker/v4/dependency"
 
 	"github.com/presencekit/presence"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/embedded"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/watcher"

@@ -10,7 +10,6 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"github.com/juju/worker/v4/dependency"
 
 	"github.com/presencekit/presence/enginekit"
@@ -532,43 +531,4 @@ func clockManifold(clk clock.Clock) dependency.Manifold {
 		}
 		return nil
 	}, enginekit.ValueManifold(clk))
-}
-
-// valueWorker holds a value for a manifold's Output until it is killed.
-type valueWorker struct {
-	catacomb catacomb.Catacomb
-	value    any
-	onStop   func()
-}
-
-func newValueWorker(value any) (*valueWorker, error) {
-	return newValueWorkerWithStop(value, nil)
-}
-
-func newValueWorkerWithStop(value any, onStop func()) (*valueWorker, error) {
-	w := &valueWorker{value: value, onStop: onStop}
-	if err := catacomb.Invoke(catacomb.Plan{
-		Name: "value",
-		Site: &w.catacomb,
-		Work: func() error {
-			<-w.catacomb.Dying()
-			if w.onStop != nil {
-				w.onStop()
-			}
-			return w.catacomb.ErrDying()
-		},
-	}); err != nil {
-		return nil, errors.Trace(err)
-	}
-	return w, nil
-}
-
-// Kill is part of the worker.Worker interface.
-func (w *valueWorker) Kill() {
-	w.catacomb.Kill(nil)
-}
-
-// Wait is part of the worker.Worker interface.
-func (w *valueWorker) Wait() error {
-	return w.catacomb.Wait()
 }

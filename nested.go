@@ -6,11 +6,10 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/presencekit/presence/internal/inputs"
+	"github.com/presencekit/presence/enginekit"
 	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -78,14 +77,14 @@ func (o ControllerOutputs) Manifolds() dependency.Manifolds {
 				if err := o.Validate(); err != nil {
 					return nil, errors.Trace(err)
 				}
-				return newOfferWorker(value, dead)
+				return enginekit.NewValueWorkerUntil(value, dead, ErrControllerWorkerStopped)
 			},
-			Output: offerOutput,
+			Output: enginekit.ValueOutput,
 		}
 	}
 	var batcherDead, readerDead, storeDead <-chan struct{}
 	if o.PingBatcher != nil {
-		batcherDead = o.PingBatcher.Done()
+		batcherDead = o.PingBatcher.Dead()
 	}
 	if o.Reader != nil {
 		readerDead = o.Reader.Dead()
@@ -100,50 +99,4 @@ func (o ControllerOutputs) Manifolds() dependency.Manifolds {
 		o.Prefix + ReaderName:      offer(o.Reader, readerDead),
 		o.Prefix + LeaseStoreName:  offer(o.LeaseStore, storeDead),
 	}
-}
-
-// offerWorker offers a value until it is killed or dead closes.
-type offerWorker struct {
-	catacomb catacomb.Catacomb
-	value    any
-}
-
-func newOfferWorker(value any, dead <-chan struct{}) (worker.Worker, error) {
-	w := &offerWorker{value: value}
-	err := catacomb.Invoke(catacomb.Plan{
-		Name: "controller output",
-		Site: &w.catacomb,
-		Work: func() error {
-			select {
-			case <-w.catacomb.Dying():
-				return w.catacomb.ErrDying()
-			case <-dead:
-				return ErrControllerWorkerStopped
-			}
-		},
-	})
-	return w, errors.Trace(err)
-}
-
-// Kill is part of the worker.Worker interface.
-func (w *offerWorker) Kill() {
-	w.catacomb.Kill(nil)
-}
-
-// Wait is part of the worker.Worker interface.
-func (w *offerWorker) Wait() error {
-	return w.catacomb.Wait()
-}
-
-// offerOutput fills out, a pointer to the offered value's type or to an
-// interface the value implements.
-func offerOutput(in worker.Worker, out any) error {
-	w, ok := in.(*offerWorker)
-	if !ok {
-		return errors.Errorf("expected a controller output worker, got %T", in)
-	}
-	if !inputs.Assign(w.value, out) {
-		return errors.Errorf("expected a pointer to %T or to an interface it implements, got %T", w.value, out)
-	}
-	return nil
 }

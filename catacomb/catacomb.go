@@ -1,12 +1,12 @@
-// Package catacomb holds the small helpers that every presencekit worker
-// built on github.com/juju/worker/v4/catacomb needs: the error its public
-// methods answer with once it is dying, a timer re-arm that is safe with
-// juju/clock's test clock, and database contexts that are bound both by a
-// deadline and by the worker's life.
+// Package catacomb is github.com/juju/worker/v4/catacomb for presencekit's
+// workers, plus the small helpers every one of them needs: the error its
+// public methods answer with once it is dying, a timer re-arm that is safe
+// with juju/clock's test clock, and database contexts that are bound both by
+// a deadline and by the worker's life.
 //
-// It builds on upstream's catacomb and never replaces it: a worker still
-// holds a catacomb.Catacomb of github.com/juju/worker/v4/catacomb and runs
-// its loop through catacomb.Invoke.
+// It builds on upstream's catacomb and never replaces it: Catacomb, Plan and
+// Invoke are upstream's own, re-exported, so that a worker imports this one
+// package for the catacomb and its helpers alike.
 package catacomb
 
 import (
@@ -76,4 +76,19 @@ func join(fs ...func()) func() {
 			f()
 		}
 	}
+}
+
+// Catacomb is upstream's catacomb.Catacomb, re-exported so that a worker
+// imports one catacomb package, this one, for both the type and the
+// helpers around it. Its zero value is ready for Invoke.
+type Catacomb = catacomb.Catacomb
+
+// Plan is upstream's catacomb.Plan: the site, the work and the workers a
+// catacomb is to look after.
+type Plan = catacomb.Plan
+
+// Invoke runs plan.Work on plan.Site in a goroutine of its own, exactly as
+// upstream's catacomb.Invoke does (it is that function).
+func Invoke(plan Plan) error {
+	return catacomb.Invoke(plan)
 }

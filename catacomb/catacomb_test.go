@@ -5,11 +5,10 @@ import (
 	"time"
 
 	"github.com/juju/errors"
-	"github.com/juju/worker/v4/catacomb"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 )
 
 type catacombSuite struct{}
@@ -39,22 +38,22 @@ func start(c *gc.C, result error) *catacomb.Catacomb {
 
 func (s *catacombSuite) TestDeathErrorIsStoppedWhileAliveAndOnACleanStop(c *gc.C) {
 	site := start(c, nil)
-	c.Check(pcatacomb.DeathError(site, errStopped), gc.Equals, errStopped)
+	c.Check(catacomb.DeathError(site, errStopped), gc.Equals, errStopped)
 	site.Kill(nil)
 	c.Assert(site.Wait(), gc.IsNil)
-	c.Check(pcatacomb.DeathError(site, errStopped), gc.Equals, errStopped)
+	c.Check(catacomb.DeathError(site, errStopped), gc.Equals, errStopped)
 }
 
 func (s *catacombSuite) TestDeathErrorIsTheWorkersOwnError(c *gc.C) {
 	site := start(c, errors.New("boom"))
 	site.Kill(nil)
 	c.Check(site.Wait(), gc.ErrorMatches, "boom")
-	c.Check(pcatacomb.DeathError(site, errStopped), gc.ErrorMatches, "boom")
+	c.Check(catacomb.DeathError(site, errStopped), gc.ErrorMatches, "boom")
 }
 
 func (s *catacombSuite) TestCallIsCancelledWhenTheWorkerDies(c *gc.C) {
 	site := start(c, nil)
-	ctx, cancel := pcatacomb.Call(site, time.Hour)
+	ctx, cancel := catacomb.Call(site, time.Hour)
 	defer cancel()
 	c.Check(ctx.Err(), gc.IsNil)
 	site.Kill(nil)
@@ -70,7 +69,7 @@ func (s *catacombSuite) TestCallIsCancelledWhenTheWorkerDies(c *gc.C) {
 func (s *catacombSuite) TestCallHasADeadline(c *gc.C) {
 	site := start(c, nil)
 	defer func() { site.Kill(nil); _ = site.Wait() }()
-	ctx, cancel := pcatacomb.Call(site, 10*time.Millisecond)
+	ctx, cancel := catacomb.Call(site, 10*time.Millisecond)
 	defer cancel()
 	deadline, ok := ctx.Deadline()
 	c.Assert(ok, gc.Equals, true)
@@ -82,7 +81,7 @@ func (s *catacombSuite) TestCallHasADeadline(c *gc.C) {
 func (s *catacombSuite) TestCallWithoutTimeoutHasNoDeadline(c *gc.C) {
 	site := start(c, nil)
 	defer func() { site.Kill(nil); _ = site.Wait() }()
-	ctx, cancel := pcatacomb.Call(site, 0)
+	ctx, cancel := catacomb.Call(site, 0)
 	_, ok := ctx.Deadline()
 	c.Check(ok, gc.Equals, false)
 	cancel()
@@ -93,7 +92,7 @@ func (s *catacombSuite) TestCallFromIsCancelledWithItsParent(c *gc.C) {
 	site := start(c, nil)
 	defer func() { site.Kill(nil); _ = site.Wait() }()
 	parent, cancelParent := context.WithCancel(context.Background())
-	ctx, cancel := pcatacomb.CallFrom(parent, site, time.Hour)
+	ctx, cancel := catacomb.CallFrom(parent, site, time.Hour)
 	defer cancel()
 	c.Check(ctx.Err(), gc.IsNil)
 	cancelParent()
@@ -103,7 +102,7 @@ func (s *catacombSuite) TestCallFromIsCancelledWithItsParent(c *gc.C) {
 
 func (s *catacombSuite) TestCallFromIsCancelledWhenTheWorkerDies(c *gc.C) {
 	site := start(c, nil)
-	ctx, cancel := pcatacomb.CallFrom(context.Background(), site, 0)
+	ctx, cancel := catacomb.CallFrom(context.Background(), site, 0)
 	defer cancel()
 	site.Kill(nil)
 	select {
@@ -117,7 +116,7 @@ func (s *catacombSuite) TestCallFromIsCancelledWhenTheWorkerDies(c *gc.C) {
 func (s *catacombSuite) TestRearmMovesAPendingTimer(c *gc.C) {
 	clk := agenttest.NewClock()
 	timer := clk.NewTimer(time.Hour)
-	pcatacomb.Rearm(timer, time.Second)
+	catacomb.Rearm(timer, time.Second)
 	agenttest.WaitAdvance(c, clk, time.Second, 1)
 	select {
 	case <-timer.Chan():
@@ -130,7 +129,7 @@ func (s *catacombSuite) TestRearmLeavesAFiredTimerAlone(c *gc.C) {
 	clk := agenttest.NewClock()
 	timer := clk.NewTimer(time.Second)
 	agenttest.WaitAdvance(c, clk, time.Second, 1)
-	pcatacomb.Rearm(timer, time.Second)
+	catacomb.Rearm(timer, time.Second)
 	<-timer.Chan()
 	// Had Rearm armed the fired timer again, it would be waiting now.
 	c.Check(clk.WaitAdvance(time.Second, 50*time.Millisecond, 1), gc.NotNil)

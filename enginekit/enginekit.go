@@ -1,8 +1,9 @@
-// Package enginekit holds two small helpers for juju/worker/v4 dependency
-// engines that every agent ends up writing: a manifold that offers a
-// ready value, and a way to read a running engine's output. They have no
-// test-only dependencies, so a production main can use them; package
-// agenttest offers the same for tests.
+// Package enginekit holds small helpers for juju/worker/v4 dependency
+// engines that every agent ends up writing: a worker that holds a value
+// for a manifold's Output, a manifold that offers a ready value, and a way
+// to read a running engine's output. They have no test-only dependencies,
+// so a production main can use them; package agenttest offers the same for
+// tests.
 package enginekit
 
 import (
@@ -15,8 +16,8 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/dependency"
-	"github.com/juju/worker/v4/workertest"
 
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/inputs"
 )
 
@@ -31,24 +32,84 @@ func ValueManifold(value any) dependency.Manifold {
 			if value == nil {
 				return nil, errors.NotValidf("nil value")
 			}
-			return &valueWorker{Worker: workertest.NewErrorWorker(nil), value: value}, nil
+			return NewValueWorker(value, nil)
 		},
-		Output: func(in worker.Worker, out any) error {
-			w, ok := in.(*valueWorker)
-			if !ok {
-				return errors.Errorf("expected a value worker, got %T", in)
-			}
-			if !inputs.Assign(w.value, out) {
-				return errors.Errorf("expected a pointer to %T or to an interface it implements, got %T", w.value, out)
-			}
-			return nil
-		},
+		Output: ValueOutput,
 	}
 }
 
-type valueWorker struct {
-	worker.Worker
-	value any
+// ValueOutput is the Output of a manifold whose worker is a ValueWorker:
+// it fills out, a pointer to the held value's type or to an interface the
+// value implements, and otherwise returns an error naming both types.
+func ValueOutput(in worker.Worker, out any) error {
+	w, ok := in.(*ValueWorker)
+	if !ok {
+		return errors.Errorf("expected a value worker, got %T", in)
+	}
+	if !inputs.Assign(w.value, out) {
+		return errors.Errorf("expected a pointer to %T or to an interface it implements, got %T", w.value, out)
+	}
+	return nil
+}
+
+// ValueWorker is a worker that does nothing but hold a value for a
+// manifold's Output until it is killed (or, made by NewValueWorkerUntil,
+// until what the value belongs to stops). It is safe for concurrent use.
+type ValueWorker struct {
+	catacomb catacomb.Catacomb
+	value    any
+}
+
+// NewValueWorker returns a running ValueWorker holding value. When it is
+// killed it calls onStop, if not nil, once, before Wait returns: where a
+// value with resources of its own (a database client) is released.
+func NewValueWorker(value any, onStop func()) (*ValueWorker, error) {
+	return newValueWorker(value, nil, nil, onStop)
+}
+
+// NewValueWorkerUntil returns a running ValueWorker holding value that
+// also stops, with err, as soon as dead is closed: how an engine offers a
+// worker that runs elsewhere (another engine's) and learns of its end. A
+// nil dead never closes.
+func NewValueWorkerUntil(value any, dead <-chan struct{}, err error) (*ValueWorker, error) {
+	return newValueWorker(value, dead, err, nil)
+}
+
+func newValueWorker(value any, dead <-chan struct{}, deadErr error, onStop func()) (*ValueWorker, error) {
+	w := &ValueWorker{value: value}
+	if err := catacomb.Invoke(catacomb.Plan{
+		Name: "value",
+		Site: &w.catacomb,
+		Work: func() error {
+			if onStop != nil {
+				defer onStop()
+			}
+			select {
+			case <-w.catacomb.Dying():
+				return w.catacomb.ErrDying()
+			case <-dead:
+				return deadErr
+			}
+		},
+	}); err != nil {
+		return nil, errors.Trace(err)
+	}
+	return w, nil
+}
+
+// Value returns the value w holds.
+func (w *ValueWorker) Value() any {
+	return w.value
+}
+
+// Kill is part of the worker.Worker interface.
+func (w *ValueWorker) Kill() {
+	w.catacomb.Kill(nil)
+}
+
+// Wait is part of the worker.Worker interface.
+func (w *ValueWorker) Wait() error {
+	return w.catacomb.Wait()
 }
 
 var probeSeq atomic.Int64

@@ -100,8 +100,8 @@ func (b *Batcher) Ping(id pinger.Identity, slot int64) error {
 	return b.record(id, b.pings, true)
 }
 
-// Dead is part of pinger.PingRecorder.
-func (b *Batcher) Dead(id pinger.Identity, slot int64) error {
+// Disconnect is part of pinger.PingRecorder.
+func (b *Batcher) Disconnect(id pinger.Identity, slot int64) error {
 	return b.record(id, b.deaths, false)
 }
 

@@ -76,7 +76,7 @@ func benchResume(ctx context.Context, e *env, t *table) error {
 			if alive[i] {
 				err = b.Ping(id, slot)
 			} else {
-				err = b.Dead(id, slot)
+				err = b.Disconnect(id, slot)
 			}
 			if err != nil {
 				return err

@@ -118,7 +118,7 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 			if round%2 == 0 {
 				err = b.Ping(id, slot)
 			} else {
-				err = b.Dead(id, slot)
+				err = b.Disconnect(id, slot)
 			}
 			if err != nil {
 				return nil, 0, err

@@ -110,7 +110,7 @@ func measureSyncs(ctx context.Context, w *presencereader.Reader, b *pingbatcher.
 		for _, id := range changing {
 			var err error
 			if i%2 == 0 {
-				err = b.Dead(id, slot())
+				err = b.Disconnect(id, slot())
 			} else {
 				err = b.Ping(id, slot())
 			}

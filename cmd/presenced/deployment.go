@@ -9,10 +9,9 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/worker/presencereader"
 )
 
@@ -143,7 +142,7 @@ func (d *deployment) loop() error {
 // logged and tried again next time. It must only be called from the loop
 // goroutine.
 func (d *deployment) refresh() {
-	ctx, cancel := pcatacomb.Call(&d.catacomb, max(d.config.Refresh, 2*time.Second))
+	ctx, cancel := catacomb.Call(&d.catacomb, max(d.config.Refresh, 2*time.Second))
 	defer cancel()
 	if d.config.Model == "" {
 		models, err := modelsOf(ctx, d.config.DB.Collection(d.config.Collection))

@@ -7,11 +7,11 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"github.com/juju/worker/v4/dependency"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/presencerecorder"

@@ -24,9 +24,8 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/lease"
 	"github.com/presencekit/presence/worker/leasestore"
 )
@@ -214,7 +213,7 @@ func (m *manager) key(application string) lease.Key {
 }
 
 func (m *manager) deathErr() error {
-	return pcatacomb.DeathError(&m.catacomb, ErrStopped)
+	return catacomb.DeathError(&m.catacomb, ErrStopped)
 }
 
 // dying reports whether the manager is stopping.
@@ -280,7 +279,7 @@ func (m *manager) ClaimLeadershipContext(ctx context.Context, application, unit 
 	}
 	// The store bounds its own database calls; this context only ends
 	// the wait when the manager stops or the caller gives up.
-	ctx, cancel := pcatacomb.CallFrom(ctx, &m.catacomb, 0)
+	ctx, cancel := catacomb.CallFrom(ctx, &m.catacomb, 0)
 	defer cancel()
 	info, err := m.store.Claim(ctx, lease.Claim{Key: m.key(application), Request: lease.Request{Holder: unit, Duration: duration}})
 	switch {
@@ -325,7 +324,7 @@ func (m *manager) CheckLeadershipContext(ctx context.Context, application, unit 
 // batches the reads of every model's checks, giving up when the manager
 // stops, ctx ends or CallTimeout passes.
 func (m *manager) read(ctx context.Context, application string) (lease.Info, error) {
-	ctx, cancel := pcatacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
+	ctx, cancel := catacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
 	defer cancel()
 	info, err := m.store.Read(ctx, m.key(application))
 	if err != nil {
@@ -426,7 +425,7 @@ func (m *manager) change(ctx context.Context, application string, f func(context
 	if m.dying() {
 		return m.deathErr()
 	}
-	ctx, cancel := pcatacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
+	ctx, cancel := catacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
 	defer cancel()
 	err := f(ctx, m.key(application))
 	if errors.Is(err, lease.ErrInvalid) {

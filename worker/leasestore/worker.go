@@ -30,9 +30,8 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
-	"github.com/juju/worker/v4/catacomb"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/lease"
 )
@@ -299,7 +298,7 @@ func ask[T any](ctx context.Context, s *Store, requests chan<- T, req T, reply <
 	select {
 	case requests <- req:
 	case <-s.catacomb.Dying():
-		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
+		return lease.Info{}, catacomb.DeathError(&s.catacomb, ErrStopped)
 	case <-ctx.Done():
 		return lease.Info{}, ctx.Err()
 	}
@@ -307,7 +306,7 @@ func ask[T any](ctx context.Context, s *Store, requests chan<- T, req T, reply <
 	case r := <-reply:
 		return r.info, r.err
 	case <-s.catacomb.Dying():
-		return lease.Info{}, pcatacomb.DeathError(&s.catacomb, ErrStopped)
+		return lease.Info{}, catacomb.DeathError(&s.catacomb, ErrStopped)
 	case <-ctx.Done():
 		return lease.Info{}, ctx.Err()
 	}
@@ -378,7 +377,7 @@ func (s *Store) loop() error {
 			answers := s.handleClaims(c)
 			// Set the alarm for the new leases before anyone
 			// hears of them.
-			pcatacomb.Rearm(timer, s.nextTick())
+			catacomb.Rearm(timer, s.nextTick())
 			for _, a := range answers {
 				a.reply <- a.result
 			}
@@ -394,14 +393,14 @@ func (s *Store) loop() error {
 			continue
 		}
 		// The earliest expiry may have moved.
-		pcatacomb.Rearm(timer, s.nextTick())
+		catacomb.Rearm(timer, s.nextTick())
 	}
 }
 
 // call returns the context of one database call. The caller must cancel
 // it when the call returns.
 func (s *Store) call() (context.Context, context.CancelFunc) {
-	return pcatacomb.Call(&s.catacomb, s.config.CallTimeout)
+	return catacomb.Call(&s.catacomb, s.config.CallTimeout)
 }
 
 // gather adds to batch the claims that arrive until the store has seen

@@ -25,12 +25,11 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
-	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pinger"
 )
@@ -275,9 +274,8 @@ func (b *PingBatcher) Wait() error {
 	return b.catacomb.Wait()
 }
 
-// Done returns a channel that is closed once the batcher has stopped.
-// (Dead records a pinger's death; see pinger.PingRecorder.)
-func (b *PingBatcher) Done() <-chan struct{} {
+// Dead returns a channel that is closed once the batcher has stopped.
+func (b *PingBatcher) Dead() <-chan struct{} {
 	return b.catacomb.Dead()
 }
 
@@ -307,7 +305,7 @@ func (b *PingBatcher) Sync() error {
 }
 
 func (b *PingBatcher) deadErr() error {
-	return pcatacomb.DeathError(&b.catacomb, ErrStopped)
+	return catacomb.DeathError(&b.catacomb, ErrStopped)
 }
 
 // alive reports whether the batcher still accepts pings.
@@ -379,8 +377,8 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	return nil
 }
 
-// Dead is part of the pinger.PingRecorder interface.
-func (b *PingBatcher) Dead(id pinger.Identity, slot int64) error {
+// Disconnect is part of the pinger.PingRecorder interface.
+func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	if err := b.alive(); err != nil {
 		return err
 	}
@@ -484,7 +482,7 @@ func (b *PingBatcher) loop() error {
 				// Too soon after the last flush: bring the next one
 				// forward instead.
 				if due := now.Add(wait); due.Before(nextAt) {
-					pcatacomb.Rearm(timer, wait)
+					catacomb.Rearm(timer, wait)
 					nextAt = due
 				}
 				continue
@@ -539,7 +537,7 @@ func (b *PingBatcher) loop() error {
 		if fired {
 			timer.Reset(next)
 		} else {
-			pcatacomb.Rearm(timer, next)
+			catacomb.Rearm(timer, next)
 		}
 	}
 }
@@ -785,7 +783,7 @@ func upsert(id string, fields bson.D) mongo.WriteModel {
 // batcher starts dying.
 func (b *PingBatcher) flushWithin(timeout time.Duration) (int, error) {
 	return b.flush(func() (context.Context, context.CancelFunc) {
-		return pcatacomb.Call(&b.catacomb, timeout)
+		return catacomb.Call(&b.catacomb, timeout)
 	})
 }
 

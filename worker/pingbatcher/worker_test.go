@@ -265,7 +265,7 @@ func (s *workerSuite) TestALatePingerIsCarriedButAReleasedOrDisconnectedOneIsNot
 	for _, id := range []pinger.Identity{late, released, disconnected} {
 		c.Assert(b.Ping(id, slot), gc.IsNil)
 	}
-	c.Assert(b.Dead(disconnected, slot), gc.IsNil)
+	c.Assert(b.Disconnect(disconnected, slot), gc.IsNil)
 	b.Release(released)
 	c.Assert(b.Sync(), gc.IsNil)
 	// The next slot begins and none of them pings in it: the late
@@ -369,7 +369,7 @@ func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndW
 	c.Assert((<-flushes).Prompt, gc.Equals, false)
 	c.Assert(woken(), gc.Equals, false)
 
-	c.Assert(b.Dead(a, 1), gc.IsNil)
+	c.Assert(b.Disconnect(a, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(anyPrompt(), gc.Equals, true)
 	c.Assert(woken(), gc.Equals, true)
@@ -381,7 +381,7 @@ func (s *workerSuite) TestADisconnectIsWrittenWithinTheKickGap(c *gc.C) {
 	id := register(c, b, s.base, modelA, "a")
 	c.Assert(b.Ping(id, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(b.Dead(id, 1), gc.IsNil)
+	c.Assert(b.Disconnect(id, 1), gc.IsNil)
 	// Right after a flush, the next comes 50ms later, not after the
 	// flush interval.
 	agenttest.WaitAdvance(c, s.clock, 50*time.Millisecond, 1)
@@ -451,7 +451,7 @@ func (s *workerSuite) TestReleasedIdentityIsUnknown(c *gc.C) {
 	id := register(c, b, s.base, modelA, "a")
 	b.Release(id)
 	c.Assert(b.Ping(id, 1), gc.Equals, pinger.ErrUnknownIdentity)
-	c.Assert(b.Dead(id, 1), gc.Equals, pinger.ErrUnknownIdentity)
+	c.Assert(b.Disconnect(id, 1), gc.Equals, pinger.ErrUnknownIdentity)
 	c.Assert(b.Ping(pinger.Identity{Model: modelA.Id(), Writer: "other", Index: 0}, 1), gc.Equals, pinger.ErrUnknownIdentity)
 }
 
@@ -843,7 +843,7 @@ func (s *workerSuite) TestADisconnectIsWrittenWhileASlowBeingsWriteRuns(c *gc.C)
 	// A Disconnect meanwhile (past the least gap between two flushes)
 	// is written at once, not after the beings.
 	s.clock.Advance(100 * time.Millisecond)
-	c.Assert(b.Dead(a, slot+1), gc.IsNil)
+	c.Assert(b.Disconnect(a, slot+1), gc.IsNil)
 	waitForPingDoc(c, s, slot+1, func(doc schema.PingDoc) bool { return slices.Contains(deadBitsOf(doc), int(a.Index)) })
 	select {
 	case err := <-synced:
@@ -927,7 +927,7 @@ func (s *workerSuite) TestADisconnectInTheSlotBeforeTheWriterMovedOnIsNotLost(c 
 	// it read just before the boundary.
 	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(b.Dead(id, slot), gc.IsNil)
+	c.Assert(b.Disconnect(id, slot), gc.IsNil)
 	b.Release(id)
 	c.Assert(b.Sync(), gc.IsNil)
 	newest := s.newestPingDoc(c)

@@ -57,7 +57,7 @@ func (f *fakeRecorder) Ping(id pinger.Identity, slot int64) error {
 	return nil
 }
 
-func (f *fakeRecorder) Dead(id pinger.Identity, slot int64) error {
+func (f *fakeRecorder) Disconnect(id pinger.Identity, slot int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.deaths = append(f.deaths, slot)

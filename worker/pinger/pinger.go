@@ -16,9 +16,9 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
-	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 )
 
@@ -301,7 +301,7 @@ func (r *run) dead() error {
 	if r.recorder == nil {
 		return nil
 	}
-	err := r.recorder.Dead(r.id, r.slot())
+	err := r.recorder.Disconnect(r.id, r.slot())
 	if errors.Is(err, ErrUnknownIdentity) {
 		// The recorder no longer pings this identity, so it will time
 		// out by itself; there is nothing to mark.

@@ -41,9 +41,10 @@ type PingRecorder interface {
 	// ErrUnknownIdentity when id is not current.
 	Ping(id Identity, slot int64) error
 
-	// Dead records that id disconnected in slot: watchers report its key
-	// dead unless another identity of the key is alive.
-	Dead(id Identity, slot int64) error
+	// Disconnect records that id disconnected in slot: watchers report
+	// its key dead unless another identity of the key is alive. It fails
+	// with ErrUnknownIdentity when id is not current.
+	Disconnect(id Identity, slot int64) error
 
 	// Release returns id to the recorder; only the same key may reuse
 	// its index. Releasing an unknown identity does nothing.

@@ -49,12 +49,11 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
-	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 )
 
@@ -381,7 +380,7 @@ func (r *Reader) Report() map[string]any {
 }
 
 func (r *Reader) deathErr() error {
-	return pcatacomb.DeathError(&r.catacomb, ErrStopped)
+	return catacomb.DeathError(&r.catacomb, ErrStopped)
 }
 
 func (r *Reader) logf(format string, args ...any) {
@@ -517,7 +516,7 @@ func (r *Reader) loop() error {
 				timer.Reset(next)
 				fired = false
 			} else {
-				pcatacomb.Rearm(timer, next)
+				catacomb.Rearm(timer, next)
 			}
 		case <-timer.Chan():
 			// The timer is set again once the load is done, so that
@@ -825,7 +824,7 @@ func (r *Reader) startLoad() {
 // minReadTimeout); the beings read, which brings many keys at once after a
 // writer starts, half a Period (at least as long).
 func (r *Reader) read(now time.Time, known map[string]int) loadResult {
-	ctx, cancel := pcatacomb.Call(&r.catacomb, max(r.config.SyncInterval, minReadTimeout))
+	ctx, cancel := catacomb.Call(&r.catacomb, max(r.config.SyncInterval, minReadTimeout))
 	defer cancel()
 	slot := schema.Slot(now, r.config.Period)
 	res := loadResult{at: now, slot: slot}
@@ -861,7 +860,7 @@ func (r *Reader) read(now time.Time, known map[string]int) loadResult {
 	if len(need) == 0 {
 		return res
 	}
-	ctx, cancel = pcatacomb.Call(&r.catacomb, max(r.config.Period/2, r.config.SyncInterval, minReadTimeout))
+	ctx, cancel = catacomb.Call(&r.catacomb, max(r.config.Period/2, r.config.SyncInterval, minReadTimeout))
 	defer cancel()
 	// The pings are read: a failed beings read costs only the keys it
 	// did not bring, which the next load fetches.

@@ -101,7 +101,7 @@ func (s *resumeSuite) setIn(c *gc.C, r *presencereader.Reader, model names.Model
 		if alive {
 			c.Assert(s.b.Ping(id, slot), gc.IsNil)
 		} else {
-			c.Assert(s.b.Dead(id, slot), gc.IsNil)
+			c.Assert(s.b.Disconnect(id, slot), gc.IsNil)
 		}
 	}
 	c.Assert(s.b.Sync(), gc.IsNil)

@@ -2,7 +2,8 @@ package presencerecorder
 
 import (
 	"github.com/juju/errors"
-	"github.com/juju/worker/v4/catacomb"
+
+	"github.com/presencekit/presence/catacomb"
 )
 
 // WorkerConfig holds what the recorder worker needs.

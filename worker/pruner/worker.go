@@ -26,12 +26,11 @@ import (
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
-	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 )
 
@@ -178,7 +177,7 @@ func (p *Pruner) loop() error {
 // pruneWithin prunes with a deadline of timeout, giving up at once when
 // the pruner starts dying.
 func (p *Pruner) pruneWithin(timeout time.Duration) (Stats, error) {
-	ctx, cancel := pcatacomb.Call(&p.catacomb, timeout)
+	ctx, cancel := catacomb.Call(&p.catacomb, timeout)
 	defer cancel()
 	return p.Prune(ctx)
 }

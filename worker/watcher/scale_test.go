@@ -50,7 +50,7 @@ func (s *scaleSuite) TestDetectionBoundsHoldAtOneHundredThousandKeys(c *gc.C) {
 	disconnected := func(i int) bool { return i%10007 == 0 }
 	for i, id := range ids {
 		if disconnected(i) {
-			c.Assert(b.Dead(id, slot), gc.IsNil)
+			c.Assert(b.Disconnect(id, slot), gc.IsNil)
 		}
 	}
 	c.Assert(b.Sync(), gc.IsNil)

@@ -592,7 +592,7 @@ func (s *scenarioSuite) TestADisconnectElsewhereDoesNotKillAKeyALateWriterHasAli
 	// progress) when b1 records the Disconnect.
 	s.clock.Advance(3 * period / 4)
 	c.Assert(b1.Ping(other, slot()), gc.IsNil)
-	c.Assert(b1.Dead(a1, slot()), gc.IsNil)
+	c.Assert(b1.Disconnect(a1, slot()), gc.IsNil)
 	c.Assert(b1.Sync(), gc.IsNil)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", true)
@@ -627,7 +627,7 @@ func (s *scenarioSuite) TestADisconnectElsewhereWaitsWhileAnotherWritersKeysAreU
 	defer cancel()
 	_, err = schema.Beings(s.base).DeleteMany(ctx, bson.D{{Key: schema.FieldWriter, Value: a2.Writer}})
 	c.Assert(err, gc.IsNil)
-	c.Assert(b1.Dead(a1, slot()), gc.IsNil)
+	c.Assert(b1.Disconnect(a1, slot()), gc.IsNil)
 	c.Assert(b1.Sync(), gc.IsNil)
 	c.Assert(w.Refresh(), gc.IsNil)
 	assertAlive(c, w, "a", true)

@@ -27,10 +27,9 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
-	"github.com/juju/worker/v4/catacomb"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	pcatacomb "github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/presencereader"
 )
@@ -436,7 +435,7 @@ func (w *Watcher) Report() map[string]any {
 }
 
 func (w *Watcher) deathErr() error {
-	return pcatacomb.DeathError(&w.catacomb, ErrStopped)
+	return catacomb.DeathError(&w.catacomb, ErrStopped)
 }
 
 func (w *Watcher) logf(format string, args ...any) {
