@@ -164,7 +164,7 @@ func (s *Subscription) NextBatch(ctx context.Context) (Batch, error) {
 		if err != nil || ok {
 			return b, err
 		}
-		if ask != nil && !s.v.send(*ask) {
+		if ask != nil && !ask.invoke(s.v.r, s.v.dying) {
 			return Batch{}, s.v.err()
 		}
 		select {
@@ -244,7 +244,7 @@ func (s *Subscription) Close() {
 	close(s.done)
 	s.mu.Unlock()
 	if s.err == nil {
-		s.v.send(reqUnsubscribe{sub: s})
+		reqUnsubscribe{sub: s}.invoke(s.v.r, s.v.dying)
 	}
 }
 

@@ -28,13 +28,6 @@ type View struct {
 	subs    map[*Subscription]bool
 }
 
-// reqAttach registers a view of model; the reply is the model's change
-// log.
-type reqAttach struct {
-	model string
-	reply chan *changeLog
-}
-
 // NewView returns a View of model. dying is closed when the view's owner
 // starts dying, and deathErr then says why (ErrStopped-style when the
 // owner stops cleanly); the owner must call Close once dying is closed.
@@ -47,20 +40,24 @@ func (r *Reader) NewView(model names.ModelTag, dying <-chan struct{}, deathErr f
 	if dying == nil || deathErr == nil {
 		return nil, errors.NotValidf("nil dying channel or death error")
 	}
-	reply := make(chan *changeLog, 1)
-	if !r.send(reqAttach{model: model.Id(), reply: reply}, dying) {
+	log, ok := reqAttach{model: model.Id()}.invoke(r, dying)
+	if !ok {
 		return nil, r.deathErr()
 	}
-	// The loop replies as soon as it takes the request.
 	return &View{
 		r:        r,
 		model:    model.Id(),
 		dying:    dying,
 		deathErr: deathErr,
-		log:      <-reply,
+		log:      log,
 		senders:  make(map[chan<- Change]*sender),
 		subs:     make(map[*Subscription]bool),
 	}, nil
+}
+
+// validModel returns a NotValid error unless model names a model.
+func validModel(model names.ModelTag) error {
+	return errors.Trace(schema.ValidateModel(model))
 }
 
 // Model returns the UUID of the view's model.
@@ -78,10 +75,6 @@ func (v *View) err() error {
 	}
 }
 
-func (v *View) send(req any) bool {
-	return v.r.send(req, v.dying)
-}
-
 // Watch starts reporting key's state on ch: the current state first (once
 // the reader has loaded), then every change. Delivery runs in a goroutine
 // per channel, so an unread ch delays nobody else; while ch is unread at
@@ -96,7 +89,7 @@ func (v *View) Watch(key string, ch chan<- Change) error {
 	if ch == nil {
 		return errors.NotValidf("nil channel")
 	}
-	if !v.send(reqWatch{view: v, key: key, ch: ch}) {
+	if !(reqWatch{view: v, key: key, ch: ch}).invoke(v.r, v.dying) {
 		return v.err()
 	}
 	return nil
@@ -105,7 +98,7 @@ func (v *View) Watch(key string, ch chan<- Change) error {
 // Unwatch stops reporting key on ch. A change for key still waiting for
 // ch is dropped.
 func (v *View) Unwatch(key string, ch chan<- Change) {
-	v.send(reqUnwatch{view: v, key: key, ch: ch})
+	reqUnwatch{view: v, key: key, ch: ch}.invoke(v.r, v.dying)
 }
 
 // Alive reports whether key is alive in the reader's current view. Before
@@ -115,18 +108,11 @@ func (v *View) Alive(key string) (bool, error) {
 	if err := schema.ValidateKey(key); err != nil {
 		return false, errors.Trace(err)
 	}
-	reply := make(chan aliveResult, 1)
-	if !v.send(reqAlive{model: v.model, key: key, reply: reply}) {
+	res, ok := reqAlive{model: v.model, key: key}.invoke(v.r, v.dying)
+	if !ok {
 		return false, v.err()
 	}
-	select {
-	case res := <-reply:
-		return res.alive, res.err
-	case <-v.r.catacomb.Dying():
-		return false, v.err()
-	case <-v.dying:
-		return false, v.err()
-	}
+	return res.alive, res.err
 }
 
 // Sync asks the reader to load now and blocks until the changes it found
@@ -134,7 +120,7 @@ func (v *View) Alive(key string) (bool, error) {
 // later ones). It returns the load's error; a channel that is never read
 // makes Sync wait, though never the reader.
 func (v *View) Sync() error {
-	res, ok := v.r.load(v, v.dying)
+	res, ok := reqSync{view: v}.invoke(v.r, v.dying)
 	if !ok {
 		return v.err()
 	}
@@ -148,13 +134,13 @@ func (v *View) Sync() error {
 
 // StartSync asks the reader to load now and returns without waiting.
 func (v *View) StartSync() {
-	v.send(reqSync{})
+	reqSync{}.start(v.r, v.dying)
 }
 
 // Refresh asks the reader to load now and returns once the view reflects
 // the load, with the load's error; it does not wait for deliveries.
 func (v *View) Refresh() error {
-	res, ok := v.r.load(nil, v.dying)
+	res, ok := reqSync{}.invoke(v.r, v.dying)
 	if !ok {
 		return v.err()
 	}
@@ -182,7 +168,7 @@ func (v *View) SubscribeWith(config SubscribeConfig) *Subscription {
 			return sub
 		}
 	}
-	if !v.send(reqSubscribe{sub: sub}) {
+	if !(reqSubscribe{sub: sub}).invoke(v.r, v.dying) {
 		sub.err = v.err()
 	}
 	return sub
@@ -201,28 +187,16 @@ func (v *View) Position() Position {
 // (log-entries, log-bytes, and the positions log-oldest and log-position
 // between which subscribers can resume).
 func (v *View) Report() map[string]any {
-	reply := make(chan map[string]any, 1)
-	if !v.send(reqModelStats{model: v.model, reply: reply}) {
+	out, ok := reqModelStats{model: v.model}.invoke(v.r, v.dying)
+	if !ok {
 		return map[string]any{"model": v.model, "error": v.err().Error()}
 	}
-	select {
-	case out := <-reply:
-		return out
-	case <-v.r.catacomb.Dying():
-	case <-v.dying:
-	}
-	return map[string]any{"model": v.model, "error": v.err().Error()}
+	return out
 }
 
 // Close removes everything the view registered and waits for its delivery
 // goroutines to end. The owner calls it once its dying channel is closed.
 func (v *View) Close() {
-	done := make(chan struct{})
-	if v.r.send(reqDetach{view: v, done: done}, nil) {
-		select {
-		case <-done:
-		case <-v.r.catacomb.Dying():
-		}
-	}
+	reqDetach{view: v}.invoke(v.r)
 	v.wg.Wait()
 }

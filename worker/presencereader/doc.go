@@ -1,0 +1,41 @@
+// Package presencereader is the presence reader of a controller: one
+// worker that loads every model's presence from the database and feeds the
+// per-model views that watchers (package worker/watcher) wrap.
+//
+// A Reader loads every SyncInterval with one query for the ping documents
+// of the last schema.ReadSlots slots, whatever the number of models: every
+// writer (ping batcher) keeps one ping document per slot for all of its
+// models, so the query returns O(writers) documents. Each writer is judged
+// by its own latest two slots, and a writer that falls behind by its
+// progress over time (see view.apply): a slow writer is not a death. When a writer names
+// indexes the reader does not know, one more query fetches the writer's
+// beings documents from the first unknown chunk on; a beings read that
+// fails or ends at the deadline keeps what it brought. A key is alive
+// while any of its pingers is: an agent that reconnects through another
+// controller does not flap dead.
+//
+// A failed or missing read is never a death. Every load has a deadline
+// (see Config.SyncInterval), so a stalled read is a failed one; when a load
+// fails the reader keeps its last view, logs the error and tries again at
+// the next sync; for one Period after it can read again it reports no
+// death that was not recorded by Disconnect, so that batchers have time to
+// write the pings they buffered. A document that does not decode, names
+// impossible indexes or was written with another Period is skipped and
+// logged once, never applied.
+//
+// Delivery never blocks the reader: every channel passed to a View's Watch
+// is fed by a goroutine of its own and holds at most one pending change
+// per key, and every Subscription is pulled by its reader from the
+// model's change log.
+//
+// The change log of a model numbers every change the model's views
+// report (see Position), so that a subscriber that went away can resume
+// after the last change it took (see SubscribeConfig.After). It is shared
+// by the model's views, lives while any of them does and for LogAge
+// after the last one closes (so that a watcher that restarts keeps its
+// subscribers' positions), and is bounded by
+// count (Config.LogLength, enforced as changes arrive) and by age
+// (Config.LogAge, pruned on every load: it adds no timer). A subscriber
+// that asks for changes the log no longer holds gets a reset and a
+// snapshot, never a silent gap.
+package presencereader
