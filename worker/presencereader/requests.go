@@ -83,12 +83,8 @@ func (req reqWatch) invoke(r *Reader, stop <-chan struct{}) bool {
 }
 
 // reqUnwatch asks the loop to stop reporting key on ch (see
-// View.Unwatch).
-type reqUnwatch struct {
-	view *View
-	key  string
-	ch   chan<- Change
-}
+// View.Unwatch); it names them as a reqWatch does.
+type reqUnwatch reqWatch
 
 // invoke hands the request to r's loop; it returns false once r is
 // dying or stop is closed.
