@@ -40,40 +40,6 @@ type writerKeys struct {
 	caught bool
 }
 
-// paceGaps is how many of a writer's latest progress gaps set its pace.
-const paceGaps = 8
-
-// progressed records that the writer reached slot at now, and the gap
-// since its previous progress or the end of the database's last trouble,
-// whichever is later, unless it is coming back from a trouble that caught
-// it: the time it took to catch up is not its pace.
-func (wk *writerKeys) progressed(slot int64, now, troubleEnded time.Time) {
-	if !wk.progressAt.IsZero() && !wk.caught {
-		since := wk.progressAt
-		if since.Before(troubleEnded) {
-			since = troubleEnded
-		}
-		wk.gaps[wk.n%paceGaps] = now.Sub(since)
-		wk.n++
-	}
-	wk.slot, wk.progressAt, wk.caught = slot, now, false
-}
-
-// lateBound returns how long a late writer keeps its keys after its last
-// progress: bound, or one and a half times the longest of its latest
-// progress gaps if that is longer (a slow writer is not a dead one:
-// detection slows down instead), but never more than stall. A writer
-// that keeps pace moves on every slot, half a Period, so its bound stays
-// a Period.
-func (wk *writerKeys) lateBound(bound, stall time.Duration) time.Duration {
-	most := max(stall, bound)
-	slowest := time.Duration(0)
-	for _, g := range wk.gaps {
-		slowest = max(slowest, min(g, most))
-	}
-	return min(max(bound, slowest+slowest/2), most)
-}
-
 // change is an entity whose reported state changed.
 type change struct {
 	id    int32
@@ -322,93 +288,6 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 			if id := entityOf(wk, index); id >= 0 {
 				v.dead[id] = v.epoch
 			}
-		}
-	}
-}
-
-// troubleBegins records that a trouble of the database began at t,
-// unless one is going on, and marks the writers it caught within their
-// bounds (see writerKeys.lateBound).
-func (v *view) troubleBegins(t time.Time, bound, stall time.Duration) {
-	if v.troubleStarted.After(v.troubleEnded) {
-		return
-	}
-	v.troubleStarted = t
-	for _, wk := range v.writer {
-		if t.Sub(wk.progressAt) < wk.lateBound(bound, stall) {
-			wk.caught = true
-		}
-	}
-}
-
-// troubleEnds records that the database came back at t: writers are
-// not judged by their silence before it.
-func (v *view) troubleEnds(t time.Time) {
-	if t.After(v.troubleEnded) {
-		v.troubleEnded = t
-	}
-}
-
-// holdLate marks the entities of every writer that is late or absent
-// (not true in present) and has made progress within its late bound (see
-// writerKeys.lateBound), or within stall when no writer is on time.
-// Progress is counted from the end of the last trouble at the latest: a
-// writer could not write while the database stalled or failed the
-// reader too. And a writer that was within its bound when the trouble
-// began, and has not written since it ended, gets stall from its end, as
-// if the stall went on for it: after a long stall a controller may need
-// several seconds more than the others to write again (connections to
-// make anew, a flush's deadline to run out), which is no sign of its
-// death. One that died meanwhile is seen stall after the trouble.
-func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall time.Duration) {
-	onTime := false
-	for _, ok := range present {
-		onTime = onTime || ok
-	}
-	stalled := !onTime && len(v.writer) > 0
-	switch {
-	case stalled && !v.stalled:
-		v.troubleBegins(now, bound, stall)
-	case v.stalled && !stalled:
-		v.troubleEnds(now)
-	}
-	v.stalled = stalled
-	for name, wk := range v.writer {
-		if present[name] {
-			continue
-		}
-		since, limit := wk.progressAt, stall
-		if !stalled {
-			limit = wk.lateBound(bound, stall)
-		}
-		if since.Before(v.troubleEnded) {
-			since = v.troubleEnded
-			if wk.caught {
-				limit = stall
-				wk.caught = now.Sub(since) < stall
-			}
-		}
-		if now.Sub(since) >= limit {
-			continue
-		}
-		for _, id := range wk.ids {
-			if id >= 0 {
-				v.held[id] = v.epoch
-			}
-		}
-	}
-}
-
-// forget drops writers not seen since generation before that made no
-// progress since stale, nor had a trouble of the database to excuse
-// them since, by when their keys no longer hold.
-func (v *view) forget(before uint64, stale time.Time) {
-	if !v.troubleEnded.Before(stale) {
-		return
-	}
-	for name, wk := range v.writer {
-		if wk.seen < before && wk.progressAt.Before(stale) {
-			delete(v.writer, name)
 		}
 	}
 }
