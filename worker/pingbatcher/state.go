@@ -9,6 +9,22 @@ import (
 	"github.com/presencekit/presence/internal/schema"
 )
 
+// gapSlots is how many whole slots the batcher may go without a ping or a
+// flush (a process paused, say) before its writer is retired: past that
+// the pruner may soon remove the writer's documents (it keeps
+// schema.KeepSlots), so a new writer id is safer than reusing the old one.
+const gapSlots = 4
+
+// idleSlots is how many slots a writer with no live pinger goes on
+// writing: its released keys' last pings count for two slots, and a
+// reader needs one more to see them expire.
+const idleSlots = 3
+
+// compactAt is the fewest indexes a writer must have handed out before it
+// is retired for having released most of them: its pingers register again
+// with a fresh writer, whose documents hold only the live keys.
+const compactAt = 4 * schema.ChunkSize
+
 // entry is what one index names.
 type entry struct {
 	model, key string
