@@ -6,6 +6,8 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/internal/schema"
 )
 
 // Logger is the logging a PingBatcher needs; dependency.Logger fits.
@@ -90,4 +92,16 @@ func (config Config) Validate() error {
 		return errors.NotValidf("nil Clock")
 	}
 	return nil
+}
+
+// withDefaults returns config with each zero duration set to its
+// documented default.
+func (config Config) withDefaults() Config {
+	if config.FlushInterval == 0 {
+		config.FlushInterval = schema.DefaultFlushInterval
+	}
+	if config.Period == 0 {
+		config.Period = schema.DefaultPeriod
+	}
+	return config
 }

@@ -63,8 +63,9 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	defer b.mu.Unlock()
 	b.prompt = b.prompt || b.stats.prompted
 	b.stats.prompted = false
-	b.tick()
+	now := b.config.Clock.Now()
 	w := b.w
+	w.tick(schema.Slot(now, b.config.Period))
 	out := &batch{writer: w.writer}
 	if w.lastSlot == 0 {
 		return out // registered, never pinged: nothing to say yet
@@ -79,7 +80,6 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 		b.stats.reassert = false
 	}
 	reassert := b.stats.reassert
-	now := b.config.Clock.Now()
 	n := len(w.entries)
 	persist := !w.registered || reassert || n-w.persisted >= schema.FreshLimit
 	from := w.persisted
@@ -105,7 +105,17 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 			from = n
 		}
 	}
-	fresh := entriesOf(w.entries[from:n])
+	b.snapshotPings(out, from, now)
+	return out
+}
+
+// snapshotPings adds to out the ping document of every slot with changes
+// not yet written, stamped with now, each carrying the entries of the
+// indexes from from on (the keys its beings do not map yet). b.mu must be
+// held.
+func (b *PingBatcher) snapshotPings(out *batch, from int, now time.Time) {
+	w := b.w
+	fresh := entriesOf(w.entries[from:])
 	for _, s := range w.slots {
 		if !s.dirty() {
 			continue
@@ -132,31 +142,6 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 			out.oldPings = append(out.oldPings, doc)
 		}
 	}
-	return out
-}
-
-// tick starts the current slot's document, empty if no pinger pinged in
-// it yet, as soon as the slot begins: readers judge a writer's keys by its
-// own latest two slots, so the writer moves on every slot while it has
-// live pingers, and a key that stopped pinging is seen dead one slot
-// later whether or not others ping. Once every pinger has gone it moves
-// on for idleSlots more, so that readers see their last pings expire
-// from a writer that is on time (a late writer's keys are held). After
-// more than gapSlots slots without a ping or a flush (a paused process)
-// it does nothing: the next ping retires the writer. b.mu must be held.
-func (b *PingBatcher) tick() {
-	w := b.w
-	if w.lastSlot == 0 {
-		return
-	}
-	slot := schema.Slot(b.config.Clock.Now(), b.config.Period)
-	if slot <= w.lastSlot || slot > w.lastSlot+gapSlots {
-		return
-	}
-	if w.released == len(w.entries) && slot > w.idleFrom+idleSlots {
-		return
-	}
-	w.advance(slot).version++
 }
 
 // entriesOf returns the schema form of a run of entries.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -47,9 +48,11 @@ func (b *PingBatcher) loop() error {
 	// A beings write left running ends with the loop: its calls end
 	// when the catacomb dies.
 	defer b.beingsRunning.Wait()
-	var lastStart time.Time
-	nextAt := b.config.Clock.Now().Add(first)
-	kickGap := min(minKickGap, b.config.FlushInterval)
+	sched := schedule{
+		timer:   timer,
+		nextAt:  b.config.Clock.Now().Add(first),
+		kickGap: min(minKickGap, b.config.FlushInterval),
+	}
 	for {
 		var waiters []chan error
 		fired := false
@@ -62,69 +65,105 @@ func (b *PingBatcher) loop() error {
 		case reply := <-b.syncs:
 			waiters = append(waiters, reply)
 		case <-b.kick:
-			now := b.config.Clock.Now()
-			if wait := kickGap - now.Sub(lastStart); wait > 0 {
-				// Too soon after the last flush: bring the next one
-				// forward instead.
-				if due := now.Add(wait); due.Before(nextAt) {
-					catacomb.Rearm(timer, wait)
-					nextAt = due
-				}
+			if !sched.kicked(b.config.Clock.Now()) {
 				continue
 			}
 		case <-timer.Chan():
 			fired = true
 		}
-		// Coalesce the Sync calls that are already waiting.
-	drain:
-		for {
-			select {
-			case reply := <-b.syncs:
-				waiters = append(waiters, reply)
-			default:
-				break drain
-			}
-		}
-		started := b.config.Clock.Now()
-		lastStart = started
-		b.prompt = false
-		docs, err := b.flushWithin(b.flushTimeout())
-		took := b.config.Clock.Now().Sub(started)
-		if err != nil && b.prompt {
-			// What asked for it is written by a later flush, which
-			// must wake the reader in its turn.
-			b.mu.Lock()
-			b.stats.prompted = true
-			b.mu.Unlock()
-		}
-		if b.config.OnFlush != nil {
-			b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt})
-		}
-		if err != nil && b.config.Logger != nil {
-			b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)
-		}
-		b.adaptTimeout(err)
-		if docs > 0 || err != nil {
-			b.checkPace(took)
-		}
-		if b.beingsBusy && err == nil {
-			// A Sync returns once the beings are written too.
-			b.beingsWaiters = append(b.beingsWaiters, waiters...)
-			waiters = nil
-		}
-		for _, reply := range waiters {
-			reply <- err
-		}
-		// Flushes start every (jittered) FlushInterval: the write's
-		// own time does not stretch the interval.
-		next := max(b.jittered()-b.config.Clock.Now().Sub(started), 0)
-		nextAt = b.config.Clock.Now().Add(next)
-		if fired {
-			timer.Reset(next)
-		} else {
-			catacomb.Rearm(timer, next)
+		started := b.flushFor(b.coalesce(waiters))
+		sched.flushed(started, b.config.Clock.Now(), b.jittered(), fired)
+	}
+}
+
+// schedule is when the loop flushes next: a jittered FlushInterval after
+// the last flush started, or sooner when kicked, but no sooner than
+// kickGap after it. It must only be used from the loop goroutine.
+type schedule struct {
+	timer     clock.Timer
+	nextAt    time.Time // when timer fires
+	lastStart time.Time // when the last flush started
+	kickGap   time.Duration
+}
+
+// kicked reports whether a kick at now may flush at once. A kick too soon
+// after the last flush brings the next one forward instead, to kickGap
+// after the last, and never puts it later.
+func (s *schedule) kicked(now time.Time) bool {
+	wait := s.kickGap - now.Sub(s.lastStart)
+	if wait <= 0 {
+		return true
+	}
+	if due := now.Add(wait); due.Before(s.nextAt) {
+		catacomb.Rearm(s.timer, wait)
+		s.nextAt = due
+	}
+	return false
+}
+
+// flushed sets the next flush interval after started, when the flush that
+// ended at now started: flushes start every (jittered) FlushInterval, and
+// the write's own time does not stretch it. fired says whether the timer
+// fired and was received.
+func (s *schedule) flushed(started, now time.Time, interval time.Duration, fired bool) {
+	s.lastStart = started
+	next := max(interval-now.Sub(started), 0)
+	s.nextAt = now.Add(next)
+	if fired {
+		s.timer.Reset(next)
+	} else {
+		catacomb.Rearm(s.timer, next)
+	}
+}
+
+// coalesce adds to waiters the Syncs already waiting: the flush about to
+// start serves them too. It must only be called from the loop goroutine.
+func (b *PingBatcher) coalesce(waiters []chan error) []chan error {
+	for {
+		select {
+		case reply := <-b.syncs:
+			waiters = append(waiters, reply)
+		default:
+			return waiters
 		}
 	}
+}
+
+// flushFor flushes, reports the flush (OnFlush, the log, the deadline and
+// the pace) and answers waiters, the Syncs it serves: at once, or when the
+// beings write it left running ends. It returns when the flush started.
+// It must only be called from the loop goroutine.
+func (b *PingBatcher) flushFor(waiters []chan error) time.Time {
+	started := b.config.Clock.Now()
+	b.prompt = false
+	docs, err := b.flushWithin(b.flushTimeout())
+	took := b.config.Clock.Now().Sub(started)
+	if err != nil && b.prompt {
+		// What asked for it is written by a later flush, which
+		// must wake the reader in its turn.
+		b.mu.Lock()
+		b.stats.prompted = true
+		b.mu.Unlock()
+	}
+	if b.config.OnFlush != nil {
+		b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt})
+	}
+	if err != nil && b.config.Logger != nil {
+		b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)
+	}
+	b.adaptTimeout(err)
+	if docs > 0 || err != nil {
+		b.checkPace(took)
+	}
+	if b.beingsBusy && err == nil {
+		// A Sync returns once the beings are written too.
+		b.beingsWaiters = append(b.beingsWaiters, waiters...)
+		waiters = nil
+	}
+	for _, reply := range waiters {
+		reply <- err
+	}
+	return started
 }
 
 // flushTimeout returns the deadline of each call of the next flush: half

@@ -211,6 +211,29 @@ func (w *writerState) advance(slot int64) *slotState {
 	return s
 }
 
+// tick starts slot's document, empty if no pinger pinged in it yet, as
+// soon as the slot begins (slot is the current one, by the batcher's
+// clock): readers judge a writer's keys by its own latest two slots, so
+// the writer moves on every slot while it has live pingers, and a key
+// that stopped pinging is seen dead one slot later whether or not others
+// ping. Once every pinger has gone it moves on for idleSlots more, so
+// that readers see their last pings expire from a writer that is on time
+// (a late writer's keys are held). After more than gapSlots slots without
+// a ping or a flush (a paused process) it does nothing: the next ping
+// retires the writer. Before the first ping it does nothing either.
+func (w *writerState) tick(slot int64) {
+	if w.lastSlot == 0 {
+		return
+	}
+	if slot <= w.lastSlot || slot > w.lastSlot+gapSlots {
+		return
+	}
+	if w.released == len(w.entries) && slot > w.idleFrom+idleSlots {
+		return
+	}
+	w.advance(slot).version++
+}
+
 // carry marks alive in next every index alive in prev that a pinger still
 // holds and nobody disconnected: a pinger whose own ping is late (its
 // goroutine starved of CPU, its timer late) is not a dead agent while its

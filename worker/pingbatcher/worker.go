@@ -100,12 +100,7 @@ func New(config Config) (*PingBatcher, error) {
 	if err := config.Validate(); err != nil {
 		return nil, errors.Trace(err)
 	}
-	if config.FlushInterval == 0 {
-		config.FlushInterval = schema.DefaultFlushInterval
-	}
-	if config.Period == 0 {
-		config.Period = schema.DefaultPeriod
-	}
+	config = config.withDefaults()
 	var seed [32]byte
 	if _, err := crand.Read(seed[:]); err != nil {
 		return nil, errors.Annotate(err, "cannot seed jitter")
@@ -202,10 +197,8 @@ func (b *PingBatcher) alive() error {
 // Period returns the slot length the batcher writes with. It is part of
 // the pinger.PingRecorder interface.
 func (b *PingBatcher) Period() time.Duration {
-	if b.config.Period == 0 {
-		return schema.DefaultPeriod
-	}
-	return b.config.Period
+	// A dead batcher's config is zero.
+	return b.config.withDefaults().Period
 }
 
 // Register is part of the pinger.PingRecorder interface.
@@ -237,14 +230,11 @@ func (b *PingBatcher) Register(base *mongo.Collection, model names.ModelTag, key
 // Ping is part of the pinger.PingRecorder interface. It takes a lock and
 // sets a bit; it allocates nothing once the slot's bitmap exists.
 func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
-	if err := b.alive(); err != nil {
-		return err
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	w := b.w
-	if w.writer != id.Writer || !w.valid(id.Model, id.Index) {
-		return pinger.ErrUnknownIdentity
+	w, err := b.holder(id)
+	if err != nil {
+		return err
 	}
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
@@ -260,19 +250,33 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 
 // Disconnect is part of the pinger.PingRecorder interface.
 func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
-	if err := b.alive(); err != nil {
-		return err
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	w := b.w
-	if w.writer != id.Writer || !w.valid(id.Model, id.Index) || slot > w.lastSlot+gapSlots {
+	w, err := b.holder(id)
+	if err != nil {
+		return err
+	}
+	if slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}
 	w.advance(slot)
 	w.killFrom(slot, id.Index)
 	b.soon()
 	return nil
+}
+
+// holder returns the writer state that holds id: it fails with the
+// batcher's death error once it is dying, and with
+// pinger.ErrUnknownIdentity if id is not held by the current writer.
+// b.mu must be held.
+func (b *PingBatcher) holder(id pinger.Identity) (*writerState, error) {
+	if err := b.alive(); err != nil {
+		return nil, err
+	}
+	if w := b.w; w.writer == id.Writer && w.valid(id.Model, id.Index) {
+		return w, nil
+	}
+	return nil, pinger.ErrUnknownIdentity
 }
 
 // Release is part of the pinger.PingRecorder interface.
