@@ -71,13 +71,18 @@ type PingBatcher struct {
 	stats stats
 }
 
+// stats is what the batcher counts for its Report, and the state of the
+// flush after a failure that the loop shares with the beings write. It is
+// guarded by PingBatcher.mu.
 type stats struct {
 	flushes, failures int64
 	retired           int64
 	slowFlushes       int64
 	behind            bool
 	docsWritten       int64
-	reassert          bool
+	// reassert is set by a failure: the next flush writes every beings
+	// document again if the pruner may have removed them (see snapshot).
+	reassert bool
 	// checkAt, when not zero, is when the first beings document of
 	// writer checkWriter, written again after a long failure, is read
 	// back (see checkBeings).
