@@ -9,6 +9,22 @@ import (
 	"github.com/presencekit/presence/internal/schema"
 )
 
+// gapSlots is how many whole slots the batcher may go without a ping or a
+// flush (a process paused, say) before its writer is retired: past that
+// the pruner may soon remove the writer's documents (it keeps
+// schema.KeepSlots), so a new writer id is safer than reusing the old one.
+const gapSlots = 4
+
+// idleSlots is how many slots a writer with no live pinger goes on
+// writing: its released keys' last pings count for two slots, and a
+// reader needs one more to see them expire.
+const idleSlots = 3
+
+// compactAt is the fewest indexes a writer must have handed out before it
+// is retired for having released most of them: its pingers register again
+// with a fresh writer, whose documents hold only the live keys.
+const compactAt = 4 * schema.ChunkSize
+
 // entry is what one index names.
 type entry struct {
 	model, key string
@@ -193,6 +209,29 @@ func (w *writerState) advance(slot int64) *slotState {
 		w.lastSlot = slot
 	}
 	return s
+}
+
+// tick starts slot's document, empty if no pinger pinged in it yet, as
+// soon as the slot begins (slot is the current one, by the batcher's
+// clock): readers judge a writer's keys by its own latest two slots, so
+// the writer moves on every slot while it has live pingers, and a key
+// that stopped pinging is seen dead one slot later whether or not others
+// ping. Once every pinger has gone it moves on for idleSlots more, so
+// that readers see their last pings expire from a writer that is on time
+// (a late writer's keys are held). After more than gapSlots slots without
+// a ping or a flush (a paused process) it does nothing: the next ping
+// retires the writer. Before the first ping it does nothing either.
+func (w *writerState) tick(slot int64) {
+	if w.lastSlot == 0 {
+		return
+	}
+	if slot <= w.lastSlot || slot > w.lastSlot+gapSlots {
+		return
+	}
+	if w.released == len(w.entries) && slot > w.idleFrom+idleSlots {
+		return
+	}
+	w.advance(slot).version++
 }
 
 // carry marks alive in next every index alive in prev that a pinger still

@@ -1,0 +1,107 @@
+package pingbatcher
+
+import (
+	"time"
+
+	"github.com/juju/clock"
+	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// Logger is the logging a PingBatcher needs; dependency.Logger fits.
+type Logger interface {
+	Debugf(string, ...any)
+	Infof(string, ...any)
+	Errorf(string, ...any)
+}
+
+// Config holds what a PingBatcher needs.
+type Config struct {
+	// Base is the base presence collection; the batcher writes to the
+	// collections derived from it. It must not be nil.
+	Base *mongo.Collection
+
+	// FlushInterval is the mean time between writes; each interval is
+	// jittered by ±20% so that controllers do not write in step. Zero
+	// means schema.DefaultFlushInterval; it must not be negative.
+	FlushInterval time.Duration
+
+	// Period is the slot length, the same as the pingers' and the
+	// readers'. It is stamped in every ping document so that readers can
+	// check it, and half of it bounds every flush. Zero means
+	// schema.DefaultPeriod; it must not be negative.
+	Period time.Duration
+
+	// Clock gives the time. It must not be nil.
+	Clock clock.Clock
+
+	// Logger is optional; nil means silent.
+	Logger Logger
+
+	// OnFlush, if not nil, is called after every flush, from the
+	// batcher's goroutine, e.g. to feed metrics. It must return quickly.
+	OnFlush func(FlushStats)
+}
+
+// FlushStats describes one flush.
+type FlushStats struct {
+	// Took is how long the flush took, by the batcher's clock.
+	Took time.Duration
+	// Documents is how many documents it wrote; zero when it failed.
+	Documents int
+	// Err is why it failed, or nil.
+	Err error
+	// Prompt is set when the flush was asked for at once: it carries a
+	// Disconnect or a key coming up, which a reader in the same process
+	// may want to load at once (see presencereader.Config.Wake).
+	Prompt bool
+}
+
+// WakeOnPrompt returns an OnFlush that sends on wake, without blocking,
+// after every prompt flush that succeeded, and then calls next if it is
+// not nil: with wake as a reader's Config.Wake, that reader loads what a
+// Disconnect or a key coming up wrote at once.
+func WakeOnPrompt(wake chan<- struct{}, next func(FlushStats)) func(FlushStats) {
+	return func(stats FlushStats) {
+		if stats.Prompt && stats.Err == nil {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+		if next != nil {
+			next(stats)
+		}
+	}
+}
+
+// Validate returns a NotValid error naming the first bad field.
+func (config Config) Validate() error {
+	if config.Base == nil {
+		return errors.NotValidf("nil Base")
+	}
+	if config.FlushInterval < 0 {
+		return errors.NotValidf("negative FlushInterval")
+	}
+	if config.Period < 0 {
+		return errors.NotValidf("negative Period")
+	}
+	if config.Clock == nil {
+		return errors.NotValidf("nil Clock")
+	}
+	return nil
+}
+
+// withDefaults returns config with each zero duration set to its
+// documented default.
+func (config Config) withDefaults() Config {
+	if config.FlushInterval == 0 {
+		config.FlushInterval = schema.DefaultFlushInterval
+	}
+	if config.Period == 0 {
+		config.Period = schema.DefaultPeriod
+	}
+	return config
+}
