@@ -959,12 +959,18 @@ func (s *workerSuite) failForSlots(c *gc.C, f newKeyFixture, n int) int64 {
 
 // slowBeings makes every beings command wait d on its way to the server,
 // starts a Sync, and returns once the Sync's flush has written the
-// pings of slot.
+// pings of slot and of every slot the failure before it left unwritten
+// (those go in a later command of the same flush), so that a fault the
+// caller injects next cannot fail that flush.
 func (s *workerSuite) slowBeings(c *gc.C, f newKeyFixture, d time.Duration, slot int64) <-chan error {
 	f.proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: d, MaxDelay: d, Collection: schema.Beings(f.base).Name(), Seed: 1})
 	synced := make(chan error, 1)
 	go func() { synced <- f.b.Sync() }()
-	waitForPingDoc(c, s, slot, func(doc schema.PingDoc) bool { return slices.Contains(bitsOf(doc), int(f.a.Index)) })
+	hasA := func(doc schema.PingDoc) bool { return slices.Contains(bitsOf(doc), int(f.a.Index)) }
+	waitForPingDoc(c, s, slot, hasA)
+	for unwritten := f.slot + 2; unwritten < slot; unwritten++ {
+		waitForPingDoc(c, s, unwritten, hasA)
+	}
 	return synced
 }
 
