@@ -195,13 +195,6 @@ func addCostRows(e *env, t *table, sh shape, shared, perModel cost) {
 	})
 }
 
-func ratio(baseline, measured int) string {
-	if measured == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.0fx fewer", float64(baseline)/float64(measured))
-}
-
 // measureCost runs sh's agents on real pingers with the library's default
 // settings, either under one controller set (one batcher, one reader, one
 // pruner, a watcher per model) or with a whole set per model, waits until

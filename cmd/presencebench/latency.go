@@ -83,20 +83,7 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 	return nil
 }
 
-func ms(d time.Duration) string {
-	return d.Round(time.Millisecond).String()
-}
-
-func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	sorted := append([]time.Duration(nil), ds...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	at := func(q float64) time.Duration { return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))] }
-	return at(0.50), at(0.99), sorted[len(sorted)-1]
-}
-
+// latencies are a latency run's figures, each one per event.
 type latencies struct {
 	start, disconnect, silent []time.Duration
 	// remoteStart and remoteDisconnect are the same events as seen by
@@ -105,36 +92,6 @@ type latencies struct {
 	// flushes and loads are how long the batcher's writes and the
 	// watcher's reads took during the run: the database's share.
 	flushes, loads []time.Duration
-}
-
-// durations collects durations from worker hooks.
-type durations struct {
-	mu  sync.Mutex
-	all []time.Duration
-}
-
-func (d *durations) add(took time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.all = append(d.all, took)
-}
-
-func (d *durations) get() []time.Duration {
-	return d.since(0)
-}
-
-// count returns how many durations were added, a mark for since.
-func (d *durations) count() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.all)
-}
-
-// since returns the durations added after the first mark.
-func (d *durations) since(mark int) []time.Duration {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]time.Duration(nil), d.all[min(mark, len(d.all)):]...)
 }
 
 // eventPrefix starts the keys that a run starts and stops on purpose;
