@@ -54,8 +54,19 @@ type cost struct {
 	maxFlush int64
 }
 
+// perSecond returns n over c's window, per second.
 func (c cost) perSecond(n int) float64 {
 	return float64(n) / c.window.Seconds()
+}
+
+// presenceReads returns c's read commands other than the lease store's.
+func (c cost) presenceReads() int {
+	return c.reads - c.leaseReads
+}
+
+// total returns every command of c.
+func (c cost) total() int {
+	return c.writes + c.reads
 }
 
 // benchController measures a controller's database cost on both axes
@@ -105,36 +116,14 @@ func benchScale(ctx context.Context, e *env, t *table) error {
 		if err != nil {
 			return fmt.Errorf("latency at %v: %w", sh, err)
 		}
-		startBound, disconnectBound, silentBound := latency.bounds()
-		for _, r := range []struct {
-			what  string
-			got   []time.Duration
-			bound time.Duration
-		}{
-			{"start to alive", res.start, startBound},
-			{"start to alive, another controller", res.remoteStart, startBound},
-			{"Disconnect to dead", res.disconnect, disconnectBound},
-			{"Disconnect to dead, another controller", res.remoteDisconnect, disconnectBound},
-			{"silent death to dead", res.silent, silentBound},
-		} {
-			p50, p99, worst := percentiles(r.got)
-			e.logf("%v, %s: p50 %v p99 %v max %v over %d", sh, r.what, p50, p99, worst, len(r.got))
-			t.add(row{
-				section:  "scale",
-				what:     fmt.Sprintf("%s, %s settings, %v (%d events)", r.what, latency.name, sh, len(r.got)),
-				measured: fmt.Sprintf("p50 %v p99 %v max %v", ms(p50), ms(p99), ms(worst)),
-				target:   fmt.Sprintf("p99 <= %v", r.bound),
-				verdict:  verdict(len(r.got) == e.opts.events && p99 <= r.bound),
-			})
-		}
+		addDetectionRows(e, t, "scale", latency, sh.String(), sh.String(), res)
 	}
 	return nil
 }
 
+// addCostRows logs both sets' costs at shape sh and adds the rows that
+// compare them.
 func addCostRows(e *env, t *table, sh shape, shared, perModel cost) {
-	flushes := shared.window.Seconds() / schema.DefaultFlushInterval.Seconds()
-	syncs := shared.window.Seconds() / schema.DefaultSyncInterval.Seconds()
-	ticks := shared.window.Seconds() / leasestore.DefaultMaxSleep.Seconds()
 	for _, c := range []struct {
 		name string
 		cost cost
@@ -143,63 +132,64 @@ func addCostRows(e *env, t *table, sh shape, shared, perModel cost) {
 			sh, c.name, c.cost.writes, c.cost.reads, c.cost.leaseReads, c.cost.window, c.cost.flushes, c.cost.loads, c.cost.slowLoads,
 			c.cost.notAlive, c.cost.claimsFailed)
 	}
+	for _, r := range costRows(sh, shared, perModel) {
+		t.add(r)
+	}
+}
+
+// costRows returns the controller rows of shape sh: the controller set's
+// cost per flush, sync and lease tick of the library's defaults, beside
+// the sets per model's.
+func costRows(sh shape, shared, perModel cost) []row {
+	flushes := shared.window.Seconds() / schema.DefaultFlushInterval.Seconds()
+	syncs := shared.window.Seconds() / schema.DefaultSyncInterval.Seconds()
+	ticks := shared.window.Seconds() / leasestore.DefaultMaxSleep.Seconds()
 	writesPerFlush := float64(shared.writes) / flushes
-	readsPerSync := float64(shared.reads-shared.leaseReads) / syncs
+	readsPerSync := float64(shared.presenceReads()) / syncs
 	leaseReadsPerTick := float64(shared.leaseReads) / ticks
-	total := func(c cost) int { return c.writes + c.reads }
 	saturated := ""
 	if perModel.slowLoads > 0 || perModel.notAlive > 0 || perModel.claimsFailed > 0 {
 		saturated = fmt.Sprintf("; saturated: %d loads slower than a sync, %d agents never alive, %d claims failed",
 			perModel.slowLoads, perModel.notAlive, perModel.claimsFailed)
 	}
-	t.add(row{
+	what := func(figure string) string { return fmt.Sprintf("%v, library defaults: %s", sh, figure) }
+	return []row{{
 		section:  "controller",
-		what:     fmt.Sprintf("%v, library defaults: write commands per flush interval", sh),
+		what:     what("write commands per flush interval"),
 		measured: fmt.Sprintf("%.2f", writesPerFlush),
 		baseline: fmt.Sprintf("%.2f with a set per model%s", float64(perModel.writes)/flushes, saturated),
 		ratio:    ratio(perModel.writes, shared.writes),
 		target:   "<= 2",
 		verdict:  verdict(writesPerFlush <= 2),
-	})
-	t.add(row{
+	}, {
 		section:  "controller",
-		what:     fmt.Sprintf("%v, library defaults: most write commands in one flush", sh),
+		what:     what("most write commands in one flush"),
 		measured: fmt.Sprintf("%d", shared.maxFlush),
 		target:   "<= 2",
 		verdict:  verdict(shared.maxFlush <= 2),
-	})
-	t.add(row{
+	}, {
 		section:  "controller",
-		what:     fmt.Sprintf("%v, library defaults: presence read commands per sync interval (%v)", sh, schema.DefaultSyncInterval),
-		measured: fmt.Sprintf("%.2f (%.1f/s)", readsPerSync, shared.perSecond(shared.reads-shared.leaseReads)),
-		baseline: fmt.Sprintf("%.1f/s with a set per model reading every %v", perModel.perSecond(perModel.reads-perModel.leaseReads), oldSyncInterval),
-		ratio:    ratio(perModel.reads-perModel.leaseReads, shared.reads-shared.leaseReads),
+		what:     what(fmt.Sprintf("presence read commands per sync interval (%v)", schema.DefaultSyncInterval)),
+		measured: fmt.Sprintf("%.2f (%.1f/s)", readsPerSync, shared.perSecond(shared.presenceReads())),
+		baseline: fmt.Sprintf("%.1f/s with a set per model reading every %v", perModel.perSecond(perModel.presenceReads()), oldSyncInterval),
+		ratio:    ratio(perModel.presenceReads(), shared.presenceReads()),
 		target:   "<= 2",
 		verdict:  verdict(readsPerSync <= 2),
-	})
-	t.add(row{
+	}, {
 		section:  "controller",
-		what:     fmt.Sprintf("%v, library defaults: every command, per second", sh),
-		measured: fmt.Sprintf("%.1f/s", shared.perSecond(total(shared))),
-		baseline: fmt.Sprintf("%.1f/s with sets per model", perModel.perSecond(total(perModel))),
-		ratio:    ratio(total(perModel), total(shared)),
-	})
-	t.add(row{
+		what:     what("every command, per second"),
+		measured: fmt.Sprintf("%.1f/s", shared.perSecond(shared.total())),
+		baseline: fmt.Sprintf("%.1f/s with sets per model", perModel.perSecond(perModel.total())),
+		ratio:    ratio(perModel.total(), shared.total()),
+	}, {
 		section:  "controller",
-		what:     fmt.Sprintf("%v, library defaults: lease reads per lease tick", sh),
+		what:     what("lease reads per lease tick"),
 		measured: fmt.Sprintf("%.2f", leaseReadsPerTick),
 		baseline: fmt.Sprintf("%.2f with a lease store per model", float64(perModel.leaseReads)/ticks),
 		ratio:    ratio(perModel.leaseReads, shared.leaseReads),
 		target:   "<= 1",
 		verdict:  verdict(leaseReadsPerTick <= 1.1),
-	})
-}
-
-func ratio(baseline, measured int) string {
-	if measured == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.0fx fewer", float64(baseline)/float64(measured))
+	}}
 }
 
 // measureCost runs sh's agents on real pingers with the library's default
@@ -212,117 +202,175 @@ func measureCost(ctx context.Context, e *env, sh shape, perModel bool, window ti
 		return cost{}, err
 	}
 	defer done()
-	base := db.Collection("presence")
-	var flushes, loads, slow, lastWrites, maxFlush atomic.Int64
-	onFlush := func(pingbatcher.FlushStats) {
-		flushes.Add(1)
-		if !perModel {
-			writes := int64(writesIn(proxy.Counts()))
-			maxFlush.Store(max(maxFlush.Load(), writes-lastWrites.Swap(writes)))
-		}
+	rig := &costRig{sh: sh, perModel: perModel, base: db.Collection("presence"), hooks: &costHooks{proxy: proxy, perFlush: !perModel}}
+	defer rig.stop()
+	if err := rig.startSets(); err != nil {
+		return cost{}, err
 	}
-	onLoad := func(l presencereader.LoadStats) {
-		loads.Add(1)
-		if l.Took > oldSyncInterval {
-			slow.Add(1)
-		}
-	}
-	var workers []worker.Worker
-	defer func() {
-		for _, w := range workers {
-			w.Kill()
-		}
-		for _, w := range workers {
-			_ = w.Wait()
-		}
-	}()
-	sets := 1
-	if perModel {
-		sets = sh.models
-	}
-	batchers := make([]*pingbatcher.PingBatcher, sets)
-	watchers := make([]*watcher.Watcher, sh.models)
-	var reader *presencereader.Reader
-	for i := 0; i < sets; i++ {
-		if batchers[i], err = pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock, OnFlush: onFlush}); err != nil {
-			return cost{}, err
-		}
-		p, err := pruner.New(pruner.Config{Base: base, Clock: clock.WallClock})
-		if err != nil {
-			return cost{}, err
-		}
-		workers = append(workers, batchers[i], p)
-	}
-	if !perModel {
-		if reader, err = presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, OnLoad: onLoad}); err != nil {
-			return cost{}, err
-		}
-		workers = append(workers, reader)
-	}
-	for m := range watchers {
-		config := watcher.Config{Reader: reader, Model: modelTag(m)}
-		if perModel {
-			config = watcher.Config{Base: base, Model: modelTag(m), Clock: clock.WallClock, SyncInterval: oldSyncInterval, OnLoad: onLoad}
-		}
-		if watchers[m], err = watcher.New(config); err != nil {
-			return cost{}, err
-		}
-		workers = append(workers, watchers[m])
-	}
-	for i := 0; i < sh.models*sh.agents; i++ {
-		m := i % sh.models
-		b := batchers[0]
-		if perModel {
-			b = batchers[m]
-		}
-		p, err := pinger.New(pinger.Config{
-			Base: base, Model: modelTag(m), Key: fmt.Sprintf("machine-%d", i), Clock: clock.WallClock,
-			Recorder: func() pinger.PingRecorder { return b },
-		})
-		if err != nil {
-			return cost{}, err
-		}
-		if err := p.Start(); err != nil {
-			return cost{}, err
-		}
-		workers = append(workers, p)
+	if err := rig.startPingers(); err != nil {
+		return cost{}, err
 	}
 	leases, claimsFailed, err := startLeases(db, sh.models, perModel)
-	workers = append(workers, leases...)
+	rig.workers = append(rig.workers, leases...)
 	if err != nil {
 		return cost{}, err
 	}
-	notAlive, err := waitAlive(ctx, watchers, sh.agents, 2*time.Minute)
+	notAlive, err := waitAlive(ctx, rig.watchers, sh.agents, 2*time.Minute)
 	if err != nil {
 		return cost{}, err
 	}
 	if notAlive > 0 && !perModel {
 		return cost{}, fmt.Errorf("%d agents not alive after 2 minutes", notAlive)
 	}
-	proxy.Reset()
-	flushes.Store(0)
-	loads.Store(0)
-	slow.Store(0)
-	lastWrites.Store(0)
-	maxFlush.Store(0)
+	rig.hooks.reset()
 	select {
 	case <-time.After(window):
 	case <-ctx.Done():
 		return cost{}, ctx.Err()
 	}
-	counts := proxy.Counts()
+	c := rig.hooks.cost(window)
+	c.notAlive, c.claimsFailed = notAlive, claimsFailed
+	return c, nil
+}
+
+// costHooks counts what the workers' hooks report, and the commands the
+// proxy saw, for a cost.
+type costHooks struct {
+	proxy *wireproxy.Proxy
+	// perFlush has onFlush keep the most write commands one flush sent,
+	// which means anything only where one batcher writes.
+	perFlush                                   bool
+	flushes, loads, slow, lastWrites, maxFlush atomic.Int64
+}
+
+// onFlush is the batchers' OnFlush.
+func (h *costHooks) onFlush(pingbatcher.FlushStats) {
+	h.flushes.Add(1)
+	if h.perFlush {
+		writes := int64(writesIn(h.proxy.Counts()))
+		h.maxFlush.Store(max(h.maxFlush.Load(), writes-h.lastWrites.Swap(writes)))
+	}
+}
+
+// onLoad is the readers' and watchers' OnLoad.
+func (h *costHooks) onLoad(l presencereader.LoadStats) {
+	h.loads.Add(1)
+	if l.Took > oldSyncInterval {
+		h.slow.Add(1)
+	}
+}
+
+// reset starts a window: every count from zero.
+func (h *costHooks) reset() {
+	h.proxy.Reset()
+	h.flushes.Store(0)
+	h.loads.Store(0)
+	h.slow.Store(0)
+	h.lastWrites.Store(0)
+	h.maxFlush.Store(0)
+}
+
+// cost returns what was counted since reset, over window.
+func (h *costHooks) cost(window time.Duration) cost {
+	counts := h.proxy.Counts()
 	return cost{
-		window:       window,
-		writes:       writesIn(counts),
-		leaseReads:   counts["find "+leaseCollection],
-		reads:        counts["find"] + counts["getMore"] + counts["aggregate"],
-		flushes:      flushes.Load(),
-		loads:        loads.Load(),
-		slowLoads:    slow.Load(),
-		maxFlush:     maxFlush.Load(),
-		notAlive:     notAlive,
-		claimsFailed: claimsFailed,
-	}, nil
+		window:     window,
+		writes:     writesIn(counts),
+		leaseReads: counts["find "+leaseCollection],
+		reads:      counts["find"] + counts["getMore"] + counts["aggregate"],
+		flushes:    h.flushes.Load(),
+		loads:      h.loads.Load(),
+		slowLoads:  h.slow.Load(),
+		maxFlush:   h.maxFlush.Load(),
+	}
+}
+
+// costRig is the presence workers of a cost measurement: one controller
+// set, or with perModel a set per model.
+type costRig struct {
+	sh       shape
+	perModel bool
+	base     *mongo.Collection
+	hooks    *costHooks
+	workers  []worker.Worker
+	batchers []*pingbatcher.PingBatcher
+	watchers []*watcher.Watcher
+}
+
+// startSets starts the batchers and pruners, one or one per model, and a
+// watcher per model, over one shared reader or each reading for itself
+// every oldSyncInterval.
+func (rig *costRig) startSets() error {
+	sets := 1
+	if rig.perModel {
+		sets = rig.sh.models
+	}
+	for i := 0; i < sets; i++ {
+		b, err := pingbatcher.New(pingbatcher.Config{Base: rig.base, Clock: clock.WallClock, OnFlush: rig.hooks.onFlush})
+		if err != nil {
+			return err
+		}
+		rig.workers, rig.batchers = append(rig.workers, b), append(rig.batchers, b)
+		p, err := pruner.New(pruner.Config{Base: rig.base, Clock: clock.WallClock})
+		if err != nil {
+			return err
+		}
+		rig.workers = append(rig.workers, p)
+	}
+	var reader *presencereader.Reader
+	if !rig.perModel {
+		r, err := presencereader.New(presencereader.Config{Base: rig.base, Clock: clock.WallClock, OnLoad: rig.hooks.onLoad})
+		if err != nil {
+			return err
+		}
+		reader, rig.workers = r, append(rig.workers, r)
+	}
+	for m := 0; m < rig.sh.models; m++ {
+		config := watcher.Config{Reader: reader, Model: modelTag(m)}
+		if rig.perModel {
+			config = watcher.Config{Base: rig.base, Model: modelTag(m), Clock: clock.WallClock, SyncInterval: oldSyncInterval, OnLoad: rig.hooks.onLoad}
+		}
+		w, err := watcher.New(config)
+		if err != nil {
+			return err
+		}
+		rig.workers, rig.watchers = append(rig.workers, w), append(rig.watchers, w)
+	}
+	return nil
+}
+
+// startPingers starts a pinger of each agent, recording to its model's
+// batcher.
+func (rig *costRig) startPingers() error {
+	for i := 0; i < rig.sh.models*rig.sh.agents; i++ {
+		m := i % rig.sh.models
+		b := rig.batchers[0]
+		if rig.perModel {
+			b = rig.batchers[m]
+		}
+		p, err := pinger.New(pinger.Config{
+			Base: rig.base, Model: modelTag(m), Key: fmt.Sprintf("machine-%d", i), Clock: clock.WallClock,
+			Recorder: func() pinger.PingRecorder { return b },
+		})
+		if err != nil {
+			return err
+		}
+		if err := p.Start(); err != nil {
+			return err
+		}
+		rig.workers = append(rig.workers, p)
+	}
+	return nil
+}
+
+// stop kills every worker the rig started, then waits for them.
+func (rig *costRig) stop() {
+	for _, w := range rig.workers {
+		w.Kill()
+	}
+	for _, w := range rig.workers {
+		_ = w.Wait()
+	}
 }
 
 // writesIn returns the write commands among counts.
@@ -363,22 +411,34 @@ func startLeases(db *mongo.Database, models int, perModel bool) ([]worker.Worker
 		managers = append(managers, manager)
 	}
 	// Every model's unit claims at once, as after a controller start.
-	var failed atomic.Int64
+	failed, _ := concurrently(len(managers), func(i int) error {
+		return managers[i].ClaimLeadership("app", "app/0", time.Minute)
+	})
+	if failed > 0 && !perModel {
+		return started, failed, fmt.Errorf("%d of %d claims failed", failed, models)
+	}
+	return started, failed, nil
+}
+
+// concurrently runs f(0) to f(n-1) each in a goroutine of its own, waits
+// for them all, and returns how many failed and the error of one of them.
+func concurrently(n int, f func(i int) error) (int, error) {
 	var wg sync.WaitGroup
-	for _, manager := range managers {
+	var mu sync.Mutex
+	failed, last := 0, error(nil)
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := manager.ClaimLeadership("app", "app/0", time.Minute); err != nil {
-				failed.Add(1)
+			if err := f(i); err != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				failed, last = failed+1, err
 			}
 		}()
 	}
 	wg.Wait()
-	if failed.Load() > 0 && !perModel {
-		return started, int(failed.Load()), fmt.Errorf("%d of %d claims failed", failed.Load(), models)
-	}
-	return started, int(failed.Load()), nil
+	return failed, last
 }
 
 // waitAlive waits until every watcher reports want keys alive, or

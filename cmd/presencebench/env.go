@@ -18,6 +18,7 @@ import (
 
 	"github.com/presencekit/presence/embedded"
 	"github.com/presencekit/presence/internal/commands"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 )
@@ -267,4 +268,30 @@ func (e *env) batcher(n, models int, key func(int) string, extra ...*mongooption
 		}
 	}
 	return base, b, ids, stop, nil
+}
+
+// writeStates pings, in slot, each of ids for which alive(i) holds and
+// disconnects the others, then has b write them all (Sync).
+func writeStates(b *pingbatcher.PingBatcher, ids []pinger.Identity, slot int64, alive func(i int) bool) error {
+	for i, id := range ids {
+		var err error
+		if alive(i) {
+			err = b.Ping(id, slot)
+		} else {
+			err = b.Disconnect(id, slot)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return b.Sync()
+}
+
+// allAlive is writeStates' alive for a write that pings every identity.
+func allAlive(int) bool { return true }
+
+// currentSlot returns the slot of the wall clock's now at the library's
+// default period.
+func currentSlot() int64 {
+	return schema.Slot(time.Now(), schema.DefaultPeriod)
 }

@@ -105,6 +105,26 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 	return f, nil
 }
 
+// startFleet starts a fleet of models models on a fresh database of its
+// own, its writer and reader sharing one client, and returns it with a
+// function that stops it and then drops the database.
+func startFleet(ctx context.Context, e *env, s settings, models int) (*fleet, func(), error) {
+	db, done, err := e.database()
+	if err != nil {
+		return nil, nil, err
+	}
+	base := db.Collection("presence")
+	fl, err := newFleet(ctx, e, s, models, base, base)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return fl, func() {
+		fl.stop()
+		done()
+	}, nil
+}
+
 // remote is another controller's reader with a watcher per model on the
 // same database, and nothing else: it learns of the fleet's writes at its
 // syncs, where the fleet's own reader is woken by its batcher.

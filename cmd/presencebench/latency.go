@@ -30,6 +30,9 @@ func (s settings) bounds() (start, disconnect, silent time.Duration) {
 	return prompt, prompt, s.period + s.flush*12/10 + s.sync
 }
 
+// benchLatency measures detection from each cause to the watcher's
+// report at short settings (and the library's defaults in a full run),
+// at a small and a larger number of live keys.
 func benchLatency(ctx context.Context, e *env, t *table) error {
 	runs := []settings{{"short", 100 * time.Millisecond, 100 * time.Millisecond, time.Second}}
 	sizes := []int{100, 10000}
@@ -47,7 +50,6 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 			if err != nil {
 				return err
 			}
-			startBound, disconnectBound, silentBound := s.bounds()
 			_, flushP99, flushMax := percentiles(res.flushes)
 			_, loadP99, loadMax := percentiles(res.loads)
 			e.logf("%s, %d live keys: database time per flush p99 %v max %v, per watcher read p99 %v max %v",
@@ -57,46 +59,14 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 				what:     fmt.Sprintf("database time in those runs, %s settings, %d live keys", s.name, live),
 				measured: fmt.Sprintf("flush p99 %v max %v; read p99 %v max %v", ms(flushP99), ms(flushMax), ms(loadP99), ms(loadMax)),
 			})
-			for _, r := range []struct {
-				what  string
-				got   []time.Duration
-				bound time.Duration
-			}{
-				{"start to alive", res.start, startBound},
-				{"start to alive, another controller", res.remoteStart, startBound},
-				{"Disconnect to dead", res.disconnect, disconnectBound},
-				{"Disconnect to dead, another controller", res.remoteDisconnect, disconnectBound},
-				{"silent death to dead", res.silent, silentBound},
-			} {
-				p50, p99, worst := percentiles(r.got)
-				e.logf("%s, %d live keys, %s: p50 %v p99 %v max %v over %d", s.name, live, r.what, p50, p99, worst, len(r.got))
-				t.add(row{
-					section:  "latency",
-					what:     fmt.Sprintf("%s, %s settings, %d live keys (%d events)", r.what, s.name, live, len(r.got)),
-					measured: fmt.Sprintf("p50 %v p99 %v max %v", ms(p50), ms(p99), ms(worst)),
-					target:   fmt.Sprintf("p99 <= %v", r.bound),
-					verdict:  verdict(len(r.got) == e.opts.events && p99 <= r.bound),
-				})
-			}
+			scope := fmt.Sprintf("%d live keys", live)
+			addDetectionRows(e, t, "latency", s, scope, s.name+", "+scope, res)
 		}
 	}
 	return nil
 }
 
-func ms(d time.Duration) string {
-	return d.Round(time.Millisecond).String()
-}
-
-func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	sorted := append([]time.Duration(nil), ds...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	at := func(q float64) time.Duration { return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))] }
-	return at(0.50), at(0.99), sorted[len(sorted)-1]
-}
-
+// latencies are a latency run's figures, each one per event.
 type latencies struct {
 	start, disconnect, silent []time.Duration
 	// remoteStart and remoteDisconnect are the same events as seen by
@@ -107,34 +77,43 @@ type latencies struct {
 	flushes, loads []time.Duration
 }
 
-// durations collects durations from worker hooks.
-type durations struct {
-	mu  sync.Mutex
-	all []time.Duration
+// detection is one of a latency run's figures and the bound it is
+// measured against.
+type detection struct {
+	what  string
+	got   []time.Duration
+	bound time.Duration
 }
 
-func (d *durations) add(took time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.all = append(d.all, took)
+// detections returns res's five detection figures, each with its bound
+// under s.
+func (res latencies) detections(s settings) []detection {
+	startBound, disconnectBound, silentBound := s.bounds()
+	return []detection{
+		{"start to alive", res.start, startBound},
+		{"start to alive, another controller", res.remoteStart, startBound},
+		{"Disconnect to dead", res.disconnect, disconnectBound},
+		{"Disconnect to dead, another controller", res.remoteDisconnect, disconnectBound},
+		{"silent death to dead", res.silent, silentBound},
+	}
 }
 
-func (d *durations) get() []time.Duration {
-	return d.since(0)
-}
-
-// count returns how many durations were added, a mark for since.
-func (d *durations) count() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.all)
-}
-
-// since returns the durations added after the first mark.
-func (d *durations) since(mark int) []time.Duration {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]time.Duration(nil), d.all[min(mark, len(d.all)):]...)
+// addDetectionRows logs and adds a row to section for each of res's
+// detection figures, its figure naming s and scope and its log line
+// starting with logScope; a figure meets its target when it saw every
+// event and its p99 is within the bound.
+func addDetectionRows(e *env, t *table, section string, s settings, scope, logScope string, res latencies) {
+	for _, d := range res.detections(s) {
+		p50, p99, worst := percentiles(d.got)
+		e.logf("%s, %s: p50 %v p99 %v max %v over %d", logScope, d.what, p50, p99, worst, len(d.got))
+		t.add(row{
+			section:  section,
+			what:     fmt.Sprintf("%s, %s settings, %s (%d events)", d.what, s.name, scope, len(d.got)),
+			measured: fmt.Sprintf("p50 %v p99 %v max %v", ms(p50), ms(p99), ms(worst)),
+			target:   fmt.Sprintf("p99 <= %v", d.bound),
+			verdict:  verdict(len(d.got) == e.opts.events && p99 <= d.bound),
+		})
+	}
 }
 
 // eventPrefix starts the keys that a run starts and stops on purpose;
@@ -258,20 +237,14 @@ func staggered(n int, period time.Duration, rng *rand.Rand, act func(i int)) []t
 // watcher's report.
 func measureLatency(ctx context.Context, e *env, s settings, live, events, models int) (latencies, error) {
 	var res latencies
-	db, done, err := e.database()
+	fl, stopFleet, err := startFleet(ctx, e, s, models)
 	if err != nil {
 		return res, err
 	}
-	defer done()
-	base := db.Collection("presence")
-	fl, err := newFleet(ctx, e, s, models, base, base)
-	if err != nil {
-		return res, err
-	}
-	defer fl.stop()
+	defer stopFleet()
 	_, _, silentBound := s.bounds()
 	timeout := 2*silentBound + 5*time.Second
-	rm, err := newRemote(ctx, s, models, base)
+	rm, err := newRemote(ctx, s, models, fl.readerBase)
 	if err != nil {
 		return res, err
 	}
@@ -279,56 +252,97 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events, model
 	if err := fl.grow(ctx, live, timeout); err != nil {
 		return res, err
 	}
-	d := fl.d
-	var all []*pinger.Pinger
-	defer func() {
-		for _, p := range all {
-			p.Kill()
-		}
-	}()
-	keys := make([]string, events)
-	ps := make([]*pinger.Pinger, events)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("event-%d", i)
-		if ps[i], err = fl.newPinger(keys[i], i); err != nil {
-			return res, err
-		}
-		all = append(all, ps[i])
+	run, err := newLatencyRun(fl, rm, events, timeout)
+	if err != nil {
+		return res, err
 	}
-	rng := rand.New(rand.NewPCG(uint64(live), uint64(events)))
+	defer run.kill()
+	run.rng = rand.New(rand.NewPCG(uint64(live), uint64(events)))
+	if err := run.startAndDisconnect(&res); err != nil {
+		return res, err
+	}
+	if res.silent, err = run.silentDeaths(); err != nil {
+		return res, err
+	}
+	res.flushes, res.loads = fl.flushes.get(), fl.loads.get()
+	return res, nil
+}
+
+// latencyRun is a latency measurement's event pingers and the detectors
+// that see them: the fleet's own and a remote controller's.
+type latencyRun struct {
+	s             settings
+	keys          []string
+	pingers       []*pinger.Pinger
+	local, remote *detector
+	rng           *rand.Rand
+	timeout       time.Duration
+}
+
+// newLatencyRun returns a run of events event pingers of fl, not
+// started, seen by fl's detector and rm's, each wait bounded by timeout.
+func newLatencyRun(fl *fleet, rm *remote, events int, timeout time.Duration) (*latencyRun, error) {
+	run := &latencyRun{s: fl.s, local: fl.d, remote: rm.d, timeout: timeout}
+	for i := 0; i < events; i++ {
+		key := fmt.Sprintf("%s%d", eventPrefix, i)
+		p, err := fl.newPinger(key, i)
+		if err != nil {
+			run.kill()
+			return nil, err
+		}
+		run.keys, run.pingers = append(run.keys, key), append(run.pingers, p)
+	}
+	return run, nil
+}
+
+// kill kills the run's pingers.
+func (run *latencyRun) kill() {
+	for _, p := range run.pingers {
+		p.Kill()
+	}
+}
+
+// startAndDisconnect starts every pinger and then disconnects each, at
+// random moments over a period each time, and records how long each side
+// took to see each.
+func (run *latencyRun) startAndDisconnect(res *latencies) error {
 	var startErr error
-	causes := staggered(events, s.period, rng, func(i int) {
-		if err := ps[i].Start(); err != nil && startErr == nil {
+	causes := staggered(len(run.pingers), run.s.period, run.rng, func(i int) {
+		if err := run.pingers[i].Start(); err != nil && startErr == nil {
 			startErr = err
 		}
 	})
 	if startErr != nil {
-		return res, startErr
+		return startErr
 	}
-	res.start = d.wait(keys, causes, true, timeout)
-	res.remoteStart = rm.d.wait(keys, causes, true, timeout)
+	res.start = run.local.wait(run.keys, causes, true, run.timeout)
+	res.remoteStart = run.remote.wait(run.keys, causes, true, run.timeout)
 
-	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Disconnect() })
-	res.disconnect = d.wait(keys, causes, false, timeout)
-	res.remoteDisconnect = rm.d.wait(keys, causes, false, timeout)
+	causes = staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Disconnect() })
+	res.disconnect = run.local.wait(run.keys, causes, false, run.timeout)
+	res.remoteDisconnect = run.remote.wait(run.keys, causes, false, run.timeout)
+	return nil
+}
 
-	d.reset(keys)
-	rm.d.reset(keys)
-	for i := range ps {
-		if err := ps[i].Start(); err != nil {
-			return res, err
+// silentDeaths starts every pinger again and, once each is in a steady
+// state, stops each without a word at random moments over a period, and
+// returns how long the fleet's detector took to see each death.
+func (run *latencyRun) silentDeaths() ([]time.Duration, error) {
+	run.local.reset(run.keys)
+	run.remote.reset(run.keys)
+	for _, p := range run.pingers {
+		if err := p.Start(); err != nil {
+			return nil, err
 		}
 	}
-	restarted := make([]time.Time, events)
+	restarted := make([]time.Time, len(run.pingers))
 	for i := range restarted {
 		restarted[i] = time.Now()
 	}
-	d.wait(keys, restarted, true, timeout)
+	run.local.wait(run.keys, restarted, true, run.timeout)
 	// Let every restarted key reach a steady state (pinged in two
 	// slots) before it goes silent, as a long-lived agent would be.
-	time.Sleep(s.period)
-	causes = staggered(events, s.period, rng, func(i int) { _ = ps[i].Stop() })
-	res.silent = d.wait(keys, causes, false, timeout)
-	res.flushes, res.loads = fl.flushes.get(), fl.loads.get()
-	return res, nil
+	time.Sleep(run.s.period)
+	causes := staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Stop() })
+	return run.local.wait(run.keys, causes, false, run.timeout), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 
@@ -33,4 +34,73 @@ func (*presencebenchSuite) TestBadFlagsExitWithTwo(c *gc.C) {
 		c.Check(run(args, &stdout, &stderr), gc.Equals, 2, gc.Commentf("%v", args))
 		c.Check(stderr.String(), gc.Not(gc.Equals), "")
 	}
+}
+
+// parse parses args as the command's flags, its usage text discarded.
+func parse(args ...string) (options, error) {
+	return parseFlags(args, io.Discard)
+}
+
+func (*presencebenchSuite) TestHelpExitsWithZero(c *gc.C) {
+	var stdout, stderr bytes.Buffer
+	c.Check(run([]string{"-h"}, &stdout, &stderr), gc.Equals, 0)
+	c.Check(stderr.String(), gc.Matches, `(?s).*-only string.*`)
+}
+
+func (*presencebenchSuite) TestDefaultsRunEverySectionAtFullSize(c *gc.C) {
+	o, err := parse()
+	c.Assert(err, gc.IsNil)
+	c.Check(o.sizes, gc.DeepEquals, []int{1000, 10000, 100000})
+	c.Check(o.events, gc.Equals, 200)
+	c.Check(o.sections, gc.HasLen, len(allSections))
+	for _, s := range allSections {
+		c.Check(o.sections[s], gc.Equals, true, gc.Commentf("%s", s))
+	}
+}
+
+func (*presencebenchSuite) TestSizesMustBePositiveNumbers(c *gc.C) {
+	for _, sizes := range []string{"x", "0", "-5", "10,,20", "1.5"} {
+		_, err := parse("--sizes", sizes)
+		c.Check(err, gc.ErrorMatches, `--sizes: ".*" is not a positive number`, gc.Commentf("%q", sizes))
+	}
+	o, err := parse("--sizes", " 10, 20")
+	c.Assert(err, gc.IsNil)
+	c.Check(o.sizes, gc.DeepEquals, []int{10, 20})
+}
+
+func (*presencebenchSuite) TestEventsMustBePositive(c *gc.C) {
+	for _, events := range []string{"0", "-1"} {
+		_, err := parse("--events", events)
+		c.Check(err, gc.ErrorMatches, `--events must be positive`)
+	}
+}
+
+func (*presencebenchSuite) TestOnlyRejectsAnUnknownSectionNamingTheKnownOnes(c *gc.C) {
+	_, err := parse("--only", "writes,nothing")
+	c.Check(err, gc.ErrorMatches, `--only: unknown section "nothing" \(have writes, controller, .*, leases\)`)
+}
+
+func (*presencebenchSuite) TestOnlySelectsJustTheNamedSections(c *gc.C) {
+	o, err := parse("--only", "leases, writes")
+	c.Assert(err, gc.IsNil)
+	c.Check(o.sections, gc.DeepEquals, map[string]bool{"writes": true, "leases": true})
+}
+
+func (*presencebenchSuite) TestStrayArgumentsAreRejected(c *gc.C) {
+	_, err := parse("--quick", "stray")
+	c.Check(err, gc.ErrorMatches, `unexpected arguments \["stray"\]`)
+}
+
+func (*presencebenchSuite) TestQuickShrinksTheSizesAndEventsNotGiven(c *gc.C) {
+	o, err := parse("--quick")
+	c.Assert(err, gc.IsNil)
+	c.Check(o.sizes, gc.DeepEquals, []int{100, 1000})
+	c.Check(o.events, gc.Equals, 20)
+}
+
+func (*presencebenchSuite) TestQuickKeepsTheSizesAndEventsGiven(c *gc.C) {
+	o, err := parse("--quick", "--sizes", "1000,10000,100000", "--events", "200")
+	c.Assert(err, gc.IsNil)
+	c.Check(o.sizes, gc.DeepEquals, []int{1000, 10000, 100000})
+	c.Check(o.events, gc.Equals, 200)
 }

@@ -78,17 +78,11 @@ func findSustained(ctx context.Context, e *env, s settings, first, most, perMode
 // sustains runs n live keys for three periods and reports whether the
 // database kept up.
 func sustains(ctx context.Context, e *env, s settings, n, perModel int) (bool, string, error) {
-	db, done, err := e.database()
+	fl, stop, err := startFleet(ctx, e, s, modelsFor(n, perModel))
 	if err != nil {
 		return false, "", err
 	}
-	defer done()
-	base := db.Collection("presence")
-	fl, err := newFleet(ctx, e, s, modelsFor(n, perModel), base, base)
-	if err != nil {
-		return false, "", err
-	}
-	defer fl.stop()
+	defer stop()
 	if err := fl.grow(ctx, n, time.Minute); err != nil {
 		return false, err.Error(), nil
 	}
@@ -110,79 +104,103 @@ func sustains(ctx context.Context, e *env, s settings, n, perModel int) (bool, s
 // start, and then half of them disconnect and half go silent, and
 // reports the false deaths and the detection latency round by round.
 func overloadRun(ctx context.Context, e *env, t *table, s settings, live, perModel int, axis string, duration, round time.Duration) error {
-	db, done, err := e.database()
+	fl, stop, err := startFleet(ctx, e, s, modelsFor(live, perModel))
 	if err != nil {
 		return err
 	}
-	defer done()
-	base := db.Collection("presence")
-	fl, err := newFleet(ctx, e, s, modelsFor(live, perModel), base, base)
-	if err != nil {
-		return err
-	}
-	defer fl.stop()
+	defer stop()
 	if err := fl.grow(ctx, live, 2*time.Minute); err != nil {
 		t.add(row{section: "overload", what: fmt.Sprintf("twice that (%d keys), %s", live, axis),
 			measured: fmt.Sprintf("could not bring them up: %v", err), target: "0 false deaths", verdict: verdict(false)})
 		return nil
 	}
-	const events = 10
-	timeout := 2*(s.period+s.flush+s.sync) + 10*time.Second
-	var rounds []string
-	var disconnects, silents []time.Duration
+	var res overloadResult
 	started := time.Now()
 	for i := 0; time.Since(started) < duration && ctx.Err() == nil; i++ {
 		began := time.Now()
-		keys := make([]string, events)
-		causes := make([]time.Time, events)
-		ps := make([]*pinger.Pinger, events)
-		for j := range keys {
-			keys[j] = fmt.Sprintf("%s%d-%d", eventPrefix, i, j)
-			p, err := fl.newPinger(keys[j], i*events+j)
-			if err != nil {
-				return err
-			}
-			ps[j] = p
-			if err := p.Start(); err != nil {
-				return err
-			}
-			causes[j] = time.Now()
+		if err := res.addRound(fl, i); err != nil {
+			return err
 		}
-		fl.d.wait(keys, causes, true, timeout)
-		for j := range ps {
-			causes[j] = time.Now()
-			if j%2 == 0 {
-				_ = ps[j].Disconnect()
-			} else {
-				_ = ps[j].Stop()
-			}
-		}
-		got := fl.d.wait(keys, causes, false, timeout)
-		for j := range ps {
-			ps[j].Kill()
-			_ = ps[j].Wait()
-		}
-		var d, q []time.Duration
-		for j, l := range got {
-			if j%2 == 0 {
-				d = append(d, l)
-			} else {
-				q = append(q, l)
-			}
-		}
-		disconnects, silents = append(disconnects, d...), append(silents, q...)
-		_, dWorst, _ := percentiles(d)
-		_, qWorst, _ := percentiles(q)
-		rounds = append(rounds, fmt.Sprintf("%v/%v", ms(dWorst), ms(qWorst)))
 		time.Sleep(time.Until(began.Add(round)))
 	}
+	res.report(e, t, fl, live, axis, duration, round)
+	return nil
+}
+
+// overloadEvents is how many agents come and go in each round of an
+// overload run.
+const overloadEvents = 10
+
+// overloadResult is what an overload run's rounds detected.
+type overloadResult struct {
+	// rounds are the worst Disconnect and silent detections of each
+	// round, as "d/q".
+	rounds              []string
+	disconnects, silent []time.Duration
+}
+
+// addRound starts overloadEvents agents of fl, the round's ith, waits
+// until they read alive, has half of them disconnect and half go silent,
+// and records how long each death took to be seen.
+func (res *overloadResult) addRound(fl *fleet, i int) error {
+	timeout := 2*(fl.s.period+fl.s.flush+fl.s.sync) + 10*time.Second
+	keys := make([]string, overloadEvents)
+	causes := make([]time.Time, overloadEvents)
+	ps := make([]*pinger.Pinger, overloadEvents)
+	defer func() {
+		for _, p := range ps {
+			if p != nil {
+				p.Kill()
+				_ = p.Wait()
+			}
+		}
+	}()
+	for j := range keys {
+		keys[j] = fmt.Sprintf("%s%d-%d", eventPrefix, i, j)
+		p, err := fl.newPinger(keys[j], i*overloadEvents+j)
+		if err != nil {
+			return err
+		}
+		ps[j] = p
+		if err := p.Start(); err != nil {
+			return err
+		}
+		causes[j] = time.Now()
+	}
+	fl.d.wait(keys, causes, true, timeout)
+	for j := range ps {
+		causes[j] = time.Now()
+		if j%2 == 0 {
+			_ = ps[j].Disconnect()
+		} else {
+			_ = ps[j].Stop()
+		}
+	}
+	var d, q []time.Duration
+	for j, l := range fl.d.wait(keys, causes, false, timeout) {
+		if j%2 == 0 {
+			d = append(d, l)
+		} else {
+			q = append(q, l)
+		}
+	}
+	res.disconnects, res.silent = append(res.disconnects, d...), append(res.silent, q...)
+	_, dWorst, _ := percentiles(d)
+	_, qWorst, _ := percentiles(q)
+	res.rounds = append(res.rounds, fmt.Sprintf("%v/%v", ms(dWorst), ms(qWorst)))
+	return nil
+}
+
+// report logs the run of live keys on axis and adds its rows: the false
+// deaths fl saw, and detection as it degraded.
+func (res *overloadResult) report(e *env, t *table, fl *fleet, live int, axis string, duration, round time.Duration) {
 	deaths := fl.falseDeaths()
-	_, dP99, dMax := percentiles(disconnects)
-	_, qP99, qMax := percentiles(silents)
+	_, dP99, dMax := percentiles(res.disconnects)
+	_, qP99, qMax := percentiles(res.silent)
 	_, flushP99, _ := percentiles(fl.flushes.get())
 	_, loadP99, _ := percentiles(fl.loads.get())
 	e.logf("overload, %s, %d keys: %d false deaths; per round, worst Disconnect/silent detection: %s",
-		axis, live, deaths, strings.Join(rounds, " "))
+		axis, live, deaths, strings.Join(res.rounds, " "))
 	t.add(row{
 		section: "overload",
 		what:    fmt.Sprintf("twice that (%d keys), %s, for %v: false deaths", live, axis, duration),
@@ -191,13 +209,12 @@ func overloadRun(ctx context.Context, e *env, t *table, s settings, live, perMod
 		target:  "0 false deaths",
 		verdict: verdict(deaths == 0),
 	})
-	_, _, silentBound := s.bounds()
+	_, _, silentBound := fl.s.bounds()
 	t.add(row{
 		section: "overload",
-		what:    fmt.Sprintf("twice that (%d keys), %s: detection as it degrades (%d events)", live, axis, len(disconnects)+len(silents)),
+		what:    fmt.Sprintf("twice that (%d keys), %s: detection as it degrades (%d events)", live, axis, len(res.disconnects)+len(res.silent)),
 		measured: fmt.Sprintf("Disconnect p99 %v max %v; silent p99 %v max %v; per %v round: %s",
-			ms(dP99), ms(dMax), ms(qP99), ms(qMax), round, strings.Join(rounds, " ")),
+			ms(dP99), ms(dMax), ms(qP99), ms(qMax), round, strings.Join(res.rounds, " ")),
 		target: fmt.Sprintf("reported; at the sustained load silent p99 <= %v", silentBound),
 	})
-	return nil
 }

@@ -9,7 +9,8 @@ import (
 
 	"github.com/juju/clock"
 
-	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
 )
 
@@ -59,172 +60,233 @@ func benchResume(ctx context.Context, e *env, t *table) error {
 	if e.opts.quick {
 		keys, gapLoads, logLength = 1000, 5, 100
 	}
-	base, b, ids, stop, err := e.batcher(keys, 1, func(i int) string { return fmt.Sprintf("unit-%d", i) })
+	rig, err := newResumeRig(e, keys, logLength)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	alive := make([]bool, keys)
-	for i := range alive {
-		alive[i] = true
-	}
-	// write sets every key's state in the current slot and has v load
-	// it: one load.
-	write := func(v *presencereader.View) error {
-		slot := schema.Slot(time.Now(), schema.DefaultPeriod)
-		for i, id := range ids {
-			if alive[i] {
-				err = b.Ping(id, slot)
-			} else {
-				err = b.Disconnect(id, slot)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := b.Sync(); err != nil {
-			return err
-		}
-		if v == nil {
-			return nil
-		}
-		return v.Refresh()
-	}
-	if err := write(nil); err != nil {
-		return err
-	}
-	r, err := presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, SyncInterval: time.Hour, LogLength: logLength})
-	if err != nil {
-		return err
-	}
-	defer func() { r.Kill(); _ = r.Wait() }()
-	dying := make(chan struct{})
-	w, err := r.NewView(modelTag(0), dying, func() error { return presencereader.ErrStopped })
-	if err != nil {
-		return err
-	}
-	defer func() {
-		close(dying)
-		w.Close()
-	}()
-	if err := w.Refresh(); err != nil {
-		return err
-	}
-	next := func(config presencereader.SubscribeConfig) (presencereader.Batch, time.Duration, error) {
-		sub := w.SubscribeWith(config)
-		defer sub.Close()
-		started := time.Now()
-		b, err := sub.NextBatch(ctx)
-		return b, time.Since(started), err
-	}
-	first, _, err := next(presencereader.SubscribeConfig{})
+	defer rig.close()
+	first, _, err := rig.next(ctx, presencereader.SubscribeConfig{})
 	if err != nil {
 		return err
 	}
 	if len(first.Events) != keys {
 		return fmt.Errorf("snapshot of %d keys, want %d", len(first.Events), keys)
 	}
-	kept := first.End
-
-	// The gap: 1% of the keys die, one load after another, and every
-	// other one comes back at the next load.
 	changing := keys / 100
-	transitions := 0
-	for load := 0; load < gapLoads && ctx.Err() == nil; load++ {
+	g, err := rig.gap(ctx, changing, gapLoads)
+	if err != nil {
+		return err
+	}
+	if err := rig.addReconnectRows(ctx, e, t, first.End, g); err != nil {
+		return err
+	}
+	if err := rig.fillLog(ctx, changing); err != nil {
+		return err
+	}
+	rig.addLogRow(t, changing)
+	return nil
+}
+
+// resumeRig is one model's keys written by a batcher and read by a view
+// of a reader that loads only when asked to, for the resume figures.
+type resumeRig struct {
+	b         *pingbatcher.PingBatcher
+	ids       []pinger.Identity
+	alive     []bool
+	logLength int
+	r         *presencereader.Reader
+	view      *presencereader.View
+	done      []func()
+}
+
+// newResumeRig writes keys keys alive and starts a reader whose change
+// log holds logLength changes, and a view of the model on it.
+func newResumeRig(e *env, keys, logLength int) (*resumeRig, error) {
+	base, b, ids, stop, err := e.batcher(keys, 1, func(i int) string { return fmt.Sprintf("unit-%d", i) })
+	if err != nil {
+		return nil, err
+	}
+	rig := &resumeRig{b: b, ids: ids, alive: make([]bool, keys), logLength: logLength, done: []func(){stop}}
+	for i := range rig.alive {
+		rig.alive[i] = true
+	}
+	if err := rig.write(); err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.r, err = presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, SyncInterval: time.Hour, LogLength: logLength})
+	if err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.done = append(rig.done, func() { rig.r.Kill(); _ = rig.r.Wait() })
+	dying := make(chan struct{})
+	rig.view, err = rig.r.NewView(modelTag(0), dying, func() error { return presencereader.ErrStopped })
+	if err != nil {
+		rig.close()
+		return nil, err
+	}
+	rig.done = append(rig.done, func() {
+		close(dying)
+		rig.view.Close()
+	})
+	if err := rig.view.Refresh(); err != nil {
+		rig.close()
+		return nil, err
+	}
+	return rig, nil
+}
+
+// close stops what the rig started, the last first.
+func (rig *resumeRig) close() {
+	for i := len(rig.done) - 1; i >= 0; i-- {
+		rig.done[i]()
+	}
+}
+
+// write sets every key's state in the current slot.
+func (rig *resumeRig) write() error {
+	return writeStates(rig.b, rig.ids, currentSlot(), func(i int) bool { return rig.alive[i] })
+}
+
+// load writes every key's state and has the view load it: one load.
+func (rig *resumeRig) load() error {
+	if err := rig.write(); err != nil {
+		return err
+	}
+	return rig.view.Refresh()
+}
+
+// next subscribes to the view with config and returns its first batch and
+// how long it took to come.
+func (rig *resumeRig) next(ctx context.Context, config presencereader.SubscribeConfig) (presencereader.Batch, time.Duration, error) {
+	sub := rig.view.SubscribeWith(config)
+	defer sub.Close()
+	started := time.Now()
+	b, err := sub.NextBatch(ctx)
+	return b, time.Since(started), err
+}
+
+// resumeGap is what changed in a gap: the keys changing, their
+// transitions, the loads they came over, and the keys dead at its end.
+type resumeGap struct {
+	changing, transitions, loads, netChanged int
+}
+
+// gap has the first changing keys die, one load after another over
+// loads loads, and every other one come back at the next load.
+func (rig *resumeRig) gap(ctx context.Context, changing, loads int) (resumeGap, error) {
+	g := resumeGap{changing: changing, loads: loads}
+	for load := 0; load < loads && ctx.Err() == nil; load++ {
 		for i := 0; i < changing; i++ {
 			switch {
-			case i%gapLoads == load:
-				alive[i] = false
-				transitions++
-			case i%2 == 0 && i%gapLoads == load-1:
-				alive[i] = true
-				transitions++
+			case i%loads == load:
+				rig.alive[i] = false
+				g.transitions++
+			case i%2 == 0 && i%loads == load-1:
+				rig.alive[i] = true
+				g.transitions++
 			}
 		}
-		if err := write(w); err != nil {
-			return err
+		if err := rig.load(); err != nil {
+			return g, err
 		}
 	}
-	netChanged := 0
 	for i := 0; i < changing; i++ {
-		if !alive[i] {
-			netChanged++
+		if !rig.alive[i] {
+			g.netChanged++
 		}
 	}
+	return g, nil
+}
 
-	resumed, resumeTook, err := next(presencereader.SubscribeConfig{After: kept})
+// encoded is a batch as a client receives it, and how long it took.
+type encoded struct {
+	batch        presencereader.Batch
+	lines, bytes int
+	took         time.Duration
+}
+
+// fetch subscribes with config and encodes the first batch.
+func (rig *resumeRig) fetch(ctx context.Context, config presencereader.SubscribeConfig) (encoded, error) {
+	b, took, err := rig.next(ctx, config)
+	if err != nil {
+		return encoded{}, err
+	}
+	lines, bytes, err := encodeBatch(b)
+	return encoded{batch: b, lines: lines, bytes: bytes, took: took}, err
+}
+
+// addReconnectRows measures a reconnect after g resuming after kept, the
+// same coalesced and a fresh snapshot, and adds the first two beside the
+// third.
+func (rig *resumeRig) addReconnectRows(ctx context.Context, e *env, t *table, kept presencereader.Position, g resumeGap) error {
+	resumed, err := rig.fetch(ctx, presencereader.SubscribeConfig{After: kept})
 	if err != nil {
 		return err
 	}
-	coalesced, coalesceTook, err := next(presencereader.SubscribeConfig{After: kept, Coalesce: true})
+	coalesced, err := rig.fetch(ctx, presencereader.SubscribeConfig{After: kept, Coalesce: true})
 	if err != nil {
 		return err
 	}
-	fresh, freshTook, err := next(presencereader.SubscribeConfig{})
+	fresh, err := rig.fetch(ctx, presencereader.SubscribeConfig{})
 	if err != nil {
 		return err
 	}
-	rLines, rBytes, err := encodeBatch(resumed)
-	if err != nil {
-		return err
-	}
-	cLines, cBytes, err := encodeBatch(coalesced)
-	if err != nil {
-		return err
-	}
-	fLines, fBytes, err := encodeBatch(fresh)
-	if err != nil {
-		return err
-	}
-	gapLog := w.Report()
+	gapLog := rig.view.Report()
 	e.logf("%d keys, %d transitions of %d keys over %d loads: resume %d lines %d bytes in %v; coalesced %d lines %d bytes in %v; fresh snapshot %d lines %d bytes in %v; log %v entries, %v bytes",
-		keys, transitions, changing, gapLoads, rLines, rBytes, resumeTook, cLines, cBytes, coalesceTook, fLines, fBytes, freshTook,
-		gapLog["log-entries"], gapLog["log-bytes"])
-	gap := fmt.Sprintf("%d keys, %d of them changing (%d transitions over %d loads)", keys, changing, transitions, gapLoads)
-	t.add(row{
-		section:  "subscribers",
-		what:     "reconnect after a gap, resuming after the last position: " + gap,
-		measured: fmt.Sprintf("%d lines, %d bytes", rLines, rBytes),
-		baseline: fmt.Sprintf("fresh snapshot: %d lines, %d bytes", fLines, fBytes),
-		ratio:    fmt.Sprintf("%.1fx fewer bytes", float64(fBytes)/float64(max(rBytes, 1))),
-		target:   "every transition, no reset",
-		verdict:  verdict(!resumed.Reset && !resumed.Snapshot && rLines == transitions+1),
-	})
-	t.add(row{
-		section:  "subscribers",
-		what:     "the same reconnect, coalesced (one line per key that changed)",
-		measured: fmt.Sprintf("%d lines, %d bytes", cLines, cBytes),
-		baseline: fmt.Sprintf("fresh snapshot: %d lines, %d bytes", fLines, fBytes),
-		ratio:    fmt.Sprintf("%.1fx fewer bytes", float64(fBytes)/float64(max(cBytes, 1))),
-		target:   "one line per key changed, no reset",
-		verdict:  verdict(!coalesced.Reset && cLines == netChanged+1),
-	})
+		len(rig.ids), g.transitions, g.changing, g.loads, resumed.lines, resumed.bytes, resumed.took, coalesced.lines, coalesced.bytes, coalesced.took,
+		fresh.lines, fresh.bytes, fresh.took, gapLog["log-entries"], gapLog["log-bytes"])
+	gap := fmt.Sprintf("%d keys, %d of them changing (%d transitions over %d loads)", len(rig.ids), g.changing, g.transitions, g.loads)
+	t.add(reconnectRow("reconnect after a gap, resuming after the last position: "+gap, resumed, fresh,
+		"every transition, no reset", !resumed.batch.Reset && !resumed.batch.Snapshot && resumed.lines == g.transitions+1))
+	t.add(reconnectRow("the same reconnect, coalesced (one line per key that changed)", coalesced, fresh,
+		"one line per key changed, no reset", !coalesced.batch.Reset && coalesced.lines == g.netChanged+1))
+	return nil
+}
 
-	// Fill the log to its bound: every changing key flips at every
-	// load.
-	loads := 0
-	for ctx.Err() == nil && loads < 10*logLength/max(changing, 1) {
-		if entries, _ := w.Report()["log-entries"].(int); entries >= logLength {
-			break
+// reconnectRow is the subscribers row of what a reconnect got beside a
+// fresh snapshot.
+func reconnectRow(what string, got, fresh encoded, target string, ok bool) row {
+	return row{
+		section:  "subscribers",
+		what:     what,
+		measured: fmt.Sprintf("%d lines, %d bytes", got.lines, got.bytes),
+		baseline: fmt.Sprintf("fresh snapshot: %d lines, %d bytes", fresh.lines, fresh.bytes),
+		ratio:    fmt.Sprintf("%.1fx fewer bytes", float64(fresh.bytes)/float64(max(got.bytes, 1))),
+		target:   target,
+		verdict:  verdict(ok),
+	}
+}
+
+// fillLog fills the view's change log to its bound: every changing key
+// flips at every load.
+func (rig *resumeRig) fillLog(ctx context.Context, changing int) error {
+	for loads := 0; ctx.Err() == nil && loads < 10*rig.logLength/max(changing, 1); loads++ {
+		if entries, _ := rig.view.Report()["log-entries"].(int); entries >= rig.logLength {
+			return nil
 		}
 		for i := 0; i < changing; i++ {
-			alive[i] = !alive[i]
+			rig.alive[i] = !rig.alive[i]
 		}
-		if err := write(w); err != nil {
+		if err := rig.load(); err != nil {
 			return err
 		}
-		loads++
 	}
-	full := w.Report()
+	return nil
+}
+
+// addLogRow adds the change log's size against its bound.
+func (rig *resumeRig) addLogRow(t *table, changing int) {
+	full := rig.view.Report()
 	entries, _ := full["log-entries"].(int)
 	bytes, _ := full["log-bytes"].(int)
-	bound := logLength*32 + changing*48
+	bound := rig.logLength*32 + changing*48
 	t.add(row{
 		section:  "subscribers",
-		what:     fmt.Sprintf("change log of one model at its bound (LogLength %d, %d keys changing)", logLength, changing),
+		what:     fmt.Sprintf("change log of one model at its bound (LogLength %d, %d keys changing)", rig.logLength, changing),
 		measured: fmt.Sprintf("%d entries, %d bytes", entries, bytes),
 		target:   fmt.Sprintf("<= %d bytes (32 a change, 48 a key changed)", bound),
-		verdict:  verdict(entries == logLength && bytes <= bound),
+		verdict:  verdict(entries == rig.logLength && bytes <= bound),
 	})
-	return nil
 }

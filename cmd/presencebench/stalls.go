@@ -189,26 +189,9 @@ func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale f
 	defer rig.close()
 	s := demoSettings
 	live := sh.models * sh.agents
-	fleets := make([]*fleet, controllers)
-	for i := range fleets {
-		writer, reader := rig.writer, rig.reader
-		if i > 0 {
-			if writer, reader, err = rig.controller(e); err != nil {
-				return err
-			}
-		}
-		fl, err := newFleet(ctx, e, s, sh.models, writer.Collection("presence"), reader.Collection("presence"))
-		if err != nil {
-			return err
-		}
-		defer fl.stop()
-		if controllers > 1 {
-			fl.prefix = fmt.Sprintf("c%d-live-", i+1)
-		}
-		if err := fl.grow(ctx, live/controllers, time.Minute); err != nil {
-			return err
-		}
-		fleets[i] = fl
+	fleets, err := rig.startFleets(ctx, e, sh, controllers)
+	if err != nil {
+		return err
 	}
 	// Steady state first: every key pinged in two slots.
 	time.Sleep(s.period)
@@ -225,14 +208,8 @@ func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale f
 	// Whatever false deaths a recovery brings come within a few
 	// periods.
 	time.Sleep(3 * s.period)
-	deaths := make([]string, len(fleets))
-	clean := lost == 0
-	for i, fl := range fleets {
-		n := fl.falseDeaths()
-		deaths[i] = fmt.Sprint(n)
-		clean = clean && n == 0
-	}
-	seen := strings.Join(deaths, "/")
+	seen, clean := falseDeaths(fleets)
+	clean = clean && lost == 0
 	e.logf("%s, %v, %d controller(s): %s false deaths, every key confirmed alive %v after the database was back, %d never",
 		f.name, sh, controllers, seen, ms(recovered), lost)
 	t.add(row{
@@ -243,4 +220,47 @@ func stallOnce(ctx context.Context, e *env, t *table, sh shape, f fault, scale f
 		verdict:  verdict(clean),
 	})
 	return nil
+}
+
+// startFleets starts controllers fleets at the demo settings on the rig,
+// the first on the rig's own clients and the others each on clients of
+// its own, with the models of shape sh and its agents shared out between
+// them; the rig stops them when it closes.
+func (rig *stallRig) startFleets(ctx context.Context, e *env, sh shape, controllers int) ([]*fleet, error) {
+	fleets := make([]*fleet, controllers)
+	for i := range fleets {
+		writer, reader := rig.writer, rig.reader
+		if i > 0 {
+			var err error
+			if writer, reader, err = rig.controller(e); err != nil {
+				return nil, err
+			}
+		}
+		fl, err := newFleet(ctx, e, demoSettings, sh.models, writer.Collection("presence"), reader.Collection("presence"))
+		if err != nil {
+			return nil, err
+		}
+		rig.done = append(rig.done, fl.stop)
+		if controllers > 1 {
+			fl.prefix = fmt.Sprintf("c%d-live-", i+1)
+		}
+		if err := fl.grow(ctx, sh.models*sh.agents/controllers, time.Minute); err != nil {
+			return nil, err
+		}
+		fleets[i] = fl
+	}
+	return fleets, nil
+}
+
+// falseDeaths returns each fleet's false deaths, as "n/m/...", and
+// whether there were none.
+func falseDeaths(fleets []*fleet) (string, bool) {
+	deaths := make([]string, len(fleets))
+	none := true
+	for i, fl := range fleets {
+		n := fl.falseDeaths()
+		deaths[i] = fmt.Sprint(n)
+		none = none && n == 0
+	}
+	return strings.Join(deaths, "/"), none
 }

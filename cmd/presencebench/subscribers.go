@@ -9,7 +9,8 @@ import (
 
 	"github.com/juju/clock"
 
-	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/watcher"
 )
 
@@ -78,24 +79,44 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 		never := w.Subscribe()
 		defer never.Close()
 	}
+	readers := startReaders(ctx, w, subs, rounds, &applied)
+	defer readers.stop()
+	heapGrowth, err := flapRounds(ctx, w, b, ids, rounds, readers)
+	if err != nil {
+		return nil, 0, err
+	}
+	return readers.stop(), heapGrowth, nil
+}
 
-	// Each reader keeps its own delays, so that the measuring does not
-	// add a shared lock to what is measured.
-	perReader := make([][]time.Duration, subs)
-	for i := range perReader {
+// subscriptionReaders are goroutines that each read one key's
+// subscription and keep how long after the watcher's applied load each
+// change came.
+type subscriptionReaders struct {
+	// perReader are each reader's delays, so that the measuring does
+	// not add a shared lock to what is measured.
+	perReader [][]time.Duration
+	delivered atomic.Int64
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// startReaders starts a reader of each of subs keys' subscriptions on w,
+// with room for rounds changes each; applied is when w last applied a
+// load, in Unix nanoseconds. The first change each reads, its state when
+// it subscribed, is not measured.
+func startReaders(ctx context.Context, w *watcher.Watcher, subs, rounds int, applied *atomic.Int64) *subscriptionReaders {
+	readCtx, cancel := context.WithCancel(ctx)
+	r := &subscriptionReaders{perReader: make([][]time.Duration, subs), cancel: cancel}
+	for i := range r.perReader {
 		// Allocated up front, so that the heap growth measured is the
 		// workers', not this record's.
-		perReader[i] = make([]time.Duration, 0, rounds)
+		r.perReader[i] = make([]time.Duration, 0, rounds)
 	}
-	var delivered atomic.Int64
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var readers sync.WaitGroup
 	for i := 0; i < subs; i++ {
 		sub := w.Subscribe(fmt.Sprintf("unit-%d", i))
-		readers.Add(1)
+		r.wg.Add(1)
 		go func(i int) {
-			defer readers.Done()
+			defer r.wg.Done()
 			defer sub.Close()
 			if _, err := sub.Next(readCtx); err != nil {
 				return
@@ -105,36 +126,49 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 					return
 				}
 				delay := max(time.Since(time.Unix(0, applied.Load())), 0)
-				perReader[i] = append(perReader[i], delay)
-				delivered.Add(1)
+				r.perReader[i] = append(r.perReader[i], delay)
+				r.delivered.Add(1)
 			}
 		}(i)
 	}
+	return r
+}
+
+// waitFor waits until the readers have read n changes, or timeout.
+func (r *subscriptionReaders) waitFor(n int64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for r.delivered.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stop stops the readers, waits for them, and returns every delay they
+// kept. It may be called again.
+func (r *subscriptionReaders) stop() []time.Duration {
+	r.cancel()
+	r.wg.Wait()
+	var delays []time.Duration
+	for _, d := range r.perReader {
+		delays = append(delays, d...)
+	}
+	return delays
+}
+
+// flapRounds pings (even rounds) or disconnects (odd rounds) every one of
+// ids, has w load it and waits for the readers to read it, rounds times;
+// it returns how much the heap grew after the first round, beyond what
+// w's change log grew.
+func flapRounds(ctx context.Context, w *watcher.Watcher, b *pingbatcher.PingBatcher, ids []pinger.Identity, rounds int, readers *subscriptionReaders) (int64, error) {
 	var heapAfterFirst uint64
 	var logAfterFirst int
 	for round := 0; round < rounds && ctx.Err() == nil; round++ {
-		slot := schema.Slot(time.Now(), schema.DefaultPeriod)
-		for _, id := range ids {
-			if round%2 == 0 {
-				err = b.Ping(id, slot)
-			} else {
-				err = b.Disconnect(id, slot)
-			}
-			if err != nil {
-				return nil, 0, err
-			}
-		}
-		if err := b.Sync(); err != nil {
-			return nil, 0, err
+		if err := writeStates(b, ids, currentSlot(), func(int) bool { return round%2 == 0 }); err != nil {
+			return 0, err
 		}
 		if err := w.Refresh(); err != nil {
-			return nil, 0, err
+			return 0, err
 		}
-		// Wait for the readers of this round.
-		deadline := time.Now().Add(30 * time.Second)
-		for delivered.Load() < int64((round+1)*subs) && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		readers.waitFor(int64((round+1)*len(ids)), 30*time.Second)
 		if round == 0 {
 			heapAfterFirst = heap()
 			logAfterFirst, _ = w.Report()["log-bytes"].(int)
@@ -143,13 +177,5 @@ func measureSubscribers(ctx context.Context, e *env, subs, rounds int, withUnrea
 	// The model's change log fills meanwhile, up to its bound, whoever
 	// reads: what grows beyond it is the subscribers'.
 	logEnd, _ := w.Report()["log-bytes"].(int)
-	heapGrowth := int64(heap()) - int64(heapAfterFirst) - int64(logEnd-logAfterFirst)
-	stopReading()
-	readers.Wait()
-	var delays []time.Duration
-	for _, d := range perReader {
-		delays = append(delays, d...)
-	}
-
-	return delays, heapGrowth, nil
+	return int64(heap()) - int64(heapAfterFirst) - int64(logEnd-logAfterFirst), nil
 }

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/juju/clock"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -35,6 +35,9 @@ func benchWatcher(ctx context.Context, e *env, t *table) error {
 	return nil
 }
 
+// watcherCost measures, at shape sh, the heap each known key takes in a
+// reader and its watchers, and what one sync costs with no change and
+// with 1% of keys changing.
 func watcherCost(ctx context.Context, e *env, t *table, sh shape) error {
 	n := sh.models * sh.agents
 	base, b, ids, stop, err := e.batcher(n, sh.models, func(i int) string { return fmt.Sprintf("unit-application-%d", i) })
@@ -43,29 +46,16 @@ func watcherCost(ctx context.Context, e *env, t *table, sh shape) error {
 	}
 	defer stop()
 	// Stamp pings into the current slot so the watcher sees every key.
-	slot := func() int64 { return schema.Slot(time.Now(), schema.DefaultPeriod) }
-	for _, id := range ids {
-		if err := b.Ping(id, slot()); err != nil {
-			return err
-		}
-	}
-	if err := b.Sync(); err != nil {
+	if err := writeStates(b, ids, currentSlot(), allAlive); err != nil {
 		return err
 	}
 
 	heapBefore := heap()
-	r, err := presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, SyncInterval: time.Hour})
+	r, stopReader, err := startWatchers(base, sh.models)
 	if err != nil {
 		return err
 	}
-	defer func() { r.Kill(); _ = r.Wait() }()
-	for m := 0; m < sh.models; m++ {
-		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
-		if err != nil {
-			return err
-		}
-		defer func() { w.Kill(); _ = w.Wait() }()
-	}
+	defer stopReader()
 	if err := r.Refresh(); err != nil {
 		return err
 	}
@@ -81,9 +71,42 @@ func watcherCost(ctx context.Context, e *env, t *table, sh shape) error {
 		verdict:  verdict(perKey <= 200),
 	})
 	e.logf("%d keys: %.0f heap bytes per key", n, perKey)
+	return addSyncRows(ctx, e, t, sh, r, b, ids)
+}
 
-	for _, changing := range []int{0, n / 100} {
-		cpu, allocs, wall, err := measureSyncs(ctx, r, b, ids[:changing], slot)
+// startWatchers starts a reader on base that syncs only when asked to
+// (Refresh) and a watcher of each of models models over it, and returns
+// the reader and a function that stops them all.
+func startWatchers(base *mongo.Collection, models int) (*presencereader.Reader, func(), error) {
+	r, err := presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, SyncInterval: time.Hour})
+	if err != nil {
+		return nil, nil, err
+	}
+	var watchers []*watcher.Watcher
+	stop := func() {
+		for i := len(watchers) - 1; i >= 0; i-- {
+			watchers[i].Kill()
+			_ = watchers[i].Wait()
+		}
+		r.Kill()
+		_ = r.Wait()
+	}
+	for m := 0; m < models; m++ {
+		w, err := watcher.New(watcher.Config{Reader: r, Model: modelTag(m)})
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		watchers = append(watchers, w)
+	}
+	return r, stop, nil
+}
+
+// addSyncRows measures and adds what one sync of r costs at shape sh,
+// with no change and with 1% of ids changing.
+func addSyncRows(ctx context.Context, e *env, t *table, sh shape, r *presencereader.Reader, b *pingbatcher.PingBatcher, ids []pinger.Identity) error {
+	for _, changing := range []int{0, len(ids) / 100} {
+		cpu, allocs, wall, err := measureSyncs(ctx, r, b, ids[:changing])
 		if err != nil {
 			return err
 		}
@@ -103,22 +126,11 @@ func watcherCost(ctx context.Context, e *env, t *table, sh shape) error {
 
 // measureSyncs times syncsMeasured refreshes, flipping the changing
 // identities (disconnected, then pinging again) before each.
-func measureSyncs(ctx context.Context, w *presencereader.Reader, b *pingbatcher.PingBatcher, changing []pinger.Identity, slot func() int64) (time.Duration, float64, time.Duration, error) {
+func measureSyncs(ctx context.Context, w *presencereader.Reader, b *pingbatcher.PingBatcher, changing []pinger.Identity) (time.Duration, float64, time.Duration, error) {
 	var cpu, wall time.Duration
 	var allocs uint64
 	for i := 0; i < syncsMeasured && ctx.Err() == nil; i++ {
-		for _, id := range changing {
-			var err error
-			if i%2 == 0 {
-				err = b.Disconnect(id, slot())
-			} else {
-				err = b.Ping(id, slot())
-			}
-			if err != nil {
-				return 0, 0, 0, err
-			}
-		}
-		if err := b.Sync(); err != nil {
+		if err := writeStates(b, changing, currentSlot(), func(int) bool { return i%2 == 1 }); err != nil {
 			return 0, 0, 0, err
 		}
 		var before runtime.MemStats

@@ -7,14 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/presencekit/presence/internal/commands"
 	"github.com/presencekit/presence/internal/schema"
-	"github.com/presencekit/presence/worker/pingbatcher"
-	"github.com/presencekit/presence/worker/pinger"
 )
 
 // flushesMeasured is how many flushes each writes figure averages.
@@ -78,23 +76,12 @@ func benchWrites(ctx context.Context, e *env, t *table) error {
 // flush there is. It returns write commands and documents per flush, and
 // the mean flush time.
 func batchedWrites(ctx context.Context, e *env, n, models int) (float64, float64, time.Duration, error) {
-	db, counter, done, err := e.counted()
+	counter := &commands.Counter{}
+	_, b, ids, stop, err := e.batcher(n, models, func(i int) string { return fmt.Sprintf("machine-%d", i) }, counter.Options())
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer done()
-	base := db.Collection("presence")
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, FlushInterval: time.Hour, Clock: clock.WallClock})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer func() { b.Kill(); _ = b.Wait() }()
-	ids := make([]pinger.Identity, n)
-	for i := range ids {
-		if ids[i], err = b.Register(base, modelTag(i%models), fmt.Sprintf("machine-%d", i)); err != nil {
-			return 0, 0, 0, err
-		}
-	}
+	defer stop()
 	ping := func(slot int64) error {
 		for _, id := range ids {
 			if err := b.Ping(id, slot); err != nil {
