@@ -3,9 +3,12 @@ package presence_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
@@ -22,6 +25,7 @@ import (
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
+	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
 	"github.com/presencekit/presence/worker/watcher"
 )
@@ -183,8 +187,7 @@ func collect(c *gc.C, watchers <-chan modelWatcher) []*watcher.Watcher {
 // waitAllAlive flushes and loads until every model's own agent reads
 // alive: the pingers start with their engines, at their own pace.
 func waitAllAlive(c *gc.C, b *pingbatcher.PingBatcher, ws []*watcher.Watcher) {
-	deadline := time.Now().Add(agenttest.LongWait)
-	for {
+	c.Assert(agenttest.Retry(agenttest.LongWait, func() error {
 		c.Assert(b.Sync(), gc.IsNil)
 		c.Assert(ws[0].Refresh(), gc.IsNil)
 		missing := 0
@@ -193,49 +196,94 @@ func waitAllAlive(c *gc.C, b *pingbatcher.PingBatcher, ws []*watcher.Watcher) {
 				missing++
 			}
 		}
-		if missing == 0 {
-			return
+		if missing > 0 {
+			return errors.Errorf("%d agents not alive", missing)
 		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%d agents not alive", missing))
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}), gc.IsNil)
 }
 
-// noDeath reads every subscription's snapshot and fails on any death
-// reported after it.
-type noDeath struct {
+// deathWatch holds a subscription per model to its agent's key and, in
+// model 0, to a probe key as well: the probe dies on purpose, so that a
+// subscription that stopped reporting cannot pass for one that saw no
+// death.
+type deathWatch struct {
 	subs []watcher.Subscription
 }
 
-func watchForDeaths(c *gc.C, ws []*watcher.Watcher) *noDeath {
-	nd := &noDeath{}
+func watchForDeaths(c *gc.C, ws []*watcher.Watcher, probe string) *deathWatch {
+	dw := &deathWatch{}
 	for i, w := range ws {
-		sub := w.Subscribe(agentOf(i))
+		keys := []string{agentOf(i)}
+		if i == 0 {
+			keys = append(keys, probe)
+		}
+		sub := w.Subscribe(keys...)
+		dw.subs = append(dw.subs, sub)
+		var want []watcher.Change
+		for _, key := range keys {
+			want = append(want, watcher.Change{Key: key, Alive: true})
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
 		snapshot, err := sub.Next(ctx)
 		cancel()
 		c.Assert(err, gc.IsNil)
-		c.Assert(snapshot, gc.DeepEquals, []watcher.Change{{Key: agentOf(i), Alive: true}})
-		nd.subs = append(nd.subs, sub)
+		slices.SortFunc(snapshot, func(a, b watcher.Change) int { return strings.Compare(a.Key, b.Key) })
+		c.Assert(snapshot, gc.DeepEquals, want)
 	}
-	return nd
+	return dw
 }
 
-func (nd *noDeath) check(c *gc.C) {
-	for _, sub := range nd.subs {
+// checkNoDeath fails on any change a subscription reports, and on a
+// subscription that fails instead of waiting for one.
+func (dw *deathWatch) checkNoDeath(c *gc.C) {
+	for i, sub := range dw.subs {
 		ctx, cancel := context.WithTimeout(context.Background(), agenttest.ShortWait)
 		changes, err := sub.Next(ctx)
 		cancel()
-		if err == nil {
-			c.Errorf("unexpected changes %v", changes)
+		switch {
+		case err == nil:
+			c.Errorf("model %d: unexpected changes %v", i, changes)
+		case !errors.Is(err, context.DeadlineExceeded):
+			c.Errorf("model %d: subscription failed: %v", i, err)
 		}
 	}
 }
 
-func (nd *noDeath) close() {
-	for _, sub := range nd.subs {
+// checkProbeDeath disconnects probe, the pinger of model 0's probe key,
+// and requires model 0's subscription to report that death alone.
+func (dw *deathWatch) checkProbeDeath(c *gc.C, probe *pinger.Pinger, b *pingbatcher.PingBatcher, w *watcher.Watcher) {
+	c.Assert(probe.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	changes, err := dw.subs[0].Next(ctx)
+	c.Assert(err, gc.IsNil)
+	c.Assert(changes, gc.DeepEquals, []watcher.Change{{Key: probeKey, Alive: false}})
+}
+
+func (dw *deathWatch) close() {
+	for _, sub := range dw.subs {
 		sub.Close()
 	}
+}
+
+// probeKey is the key of model 0 that a test kills on purpose.
+const probeKey = "unit-probe-0"
+
+// startProbe starts a pinger of probeKey in model 0 through b, and waits
+// until w's reader has loaded it alive.
+func (s *controllerSuite) startProbe(c *gc.C, clk clock.Clock, b *pingbatcher.PingBatcher, w *watcher.Watcher) *pinger.Pinger {
+	p, err := pinger.New(pinger.Config{
+		Base: s.DB.Collection("presence"), Model: hostedModel(0), Key: probeKey, Clock: clk, Period: 30 * time.Second,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(w.Refresh(), gc.IsNil)
+	return p
 }
 
 func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
@@ -282,30 +330,30 @@ func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
 	counter.Reset()
 	c.Assert(h.batcher.Ping(id, schema.Slot(clk.Now(), 30*time.Second)), gc.IsNil)
 	c.Assert(h.batcher.Sync(), gc.IsNil)
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
+	agenttest.WaitFor(c, agenttest.LongWait, "unit-0 seen alive", func() bool {
 		alive, err := first[0].Alive("unit-0")
 		c.Assert(err, gc.IsNil)
-		if alive {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("unit-0 not seen alive"))
-		time.Sleep(10 * time.Millisecond)
-	}
+		return alive
+	})
 	c.Assert(counter.Writes(), gc.Equals, 1)
 	c.Assert(counter.Reads(), gc.Equals, 1)
 
-	// Bouncing the database restarts everything, with no false death.
+	// Bouncing the database restarts everything, with no false death;
+	// the subscriptions that saw none do see the probe's deliberate one.
 	(<-databases).bounce()
 	second := collect(c, watchers)
 	h = <-hosts
 	for i, w := range second {
 		c.Assert(w != first[i], gc.Equals, true)
 	}
-	deaths := watchForDeaths(c, second)
+	probe := s.startProbe(c, clk, h.batcher, second[0])
+	defer workertest.CleanKill(agenttest.C(c), probe)
+	deaths := watchForDeaths(c, second, probeKey)
 	defer deaths.close()
 	waitAllAlive(c, h.batcher, second)
 	c.Assert(second[0].Refresh(), gc.IsNil)
-	deaths.check(c)
+	deaths.checkNoDeath(c)
+	deaths.checkProbeDeath(c, probe, h.batcher, second[0])
 
 	// Removing one model's set leaves the others running and alive.
 	h.remove(c, 3)

@@ -77,16 +77,18 @@ func (s *agenttestSuite) TestServerRestartsOnItsDataAndAddress(c *gc.C) {
 	c.Assert(s.Server.Start(), gc.IsNil)
 	c.Assert(s.Server.URI(), gc.Equals, uri)
 	// The client made before the outage reconnects by itself.
-	deadline := time.Now().Add(agenttest.LongWait)
-	for {
-		n, err := s.DB.Collection("kept").CountDocuments(ctx, bson.D{})
-		if err == nil {
-			c.Assert(n, gc.Equals, int64(1))
-			return
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.Assert(countOnceBack(c, s.DB.Collection("kept")), gc.Equals, int64(1))
+}
+
+// countOnceBack counts the documents of coll, retrying while its client
+// has not yet found the restarted server.
+func countOnceBack(c *gc.C, coll *mongo.Collection) int64 {
+	var n int64
+	c.Assert(agenttest.Retry(agenttest.LongWait, func() (err error) {
+		n, err = coll.CountDocuments(context.Background(), bson.D{})
+		return err
+	}), gc.IsNil)
+	return n
 }
 
 func (s *agenttestSuite) TestCommandCounterCountsWrites(c *gc.C) {
@@ -153,15 +155,10 @@ func (s *agenttestSuite) TestPausedServerHangsCallsUntilResumed(c *gc.C) {
 	c.Assert(err, gc.NotNil)
 	c.Assert(s.Server.Resume(), gc.IsNil)
 	resumed = true
-	deadline := time.Now().Add(agenttest.LongWait)
-	for {
+	c.Assert(agenttest.Retry(agenttest.LongWait, func() error {
 		_, err := coll.InsertOne(context.Background(), bson.D{{Key: "_id", Value: 2}})
-		if err == nil {
-			return
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	}), gc.IsNil)
 }
 
 func (s *agenttestSuite) TestKilledServerRestartsOnItsData(c *gc.C) {
@@ -173,16 +170,7 @@ func (s *agenttestSuite) TestKilledServerRestartsOnItsData(c *gc.C) {
 	c.Assert(err, gc.IsNil)
 	c.Assert(s.Server.Kill(), gc.IsNil)
 	c.Assert(s.Server.Start(), gc.IsNil)
-	deadline := time.Now().Add(agenttest.LongWait)
-	for {
-		n, err := s.DB.Collection("crash").CountDocuments(ctx, bson.D{})
-		if err == nil {
-			c.Assert(n, gc.Equals, int64(1))
-			return
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.Assert(countOnceBack(c, s.DB.Collection("crash")), gc.Equals, int64(1))
 }
 
 // proxied returns a proxy in front of the suite's server, a collection of

@@ -99,14 +99,8 @@ func (s *Server) Start() error {
 		return errors.Trace(err)
 	}
 	// The port of a server that just stopped can take a moment to free.
-	var lastErr error
-	for attempt := 0; attempt < 50; attempt++ {
-		if lastErr = s.startProcess(binary); lastErr == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.Annotate(lastErr, "cannot start embedded server")
+	err = Retry(LongWait, func() error { return s.startProcess(binary) })
+	return errors.Annotate(err, "cannot start embedded server")
 }
 
 func (s *Server) startProcess(binary string) error {
@@ -218,8 +212,7 @@ func (s *Server) Pause() error {
 	}
 	pid := cmd.Process.Pid
 	stat := fmt.Sprintf("/proc/%d/stat", pid)
-	deadline := time.Now().Add(LongWait)
-	for time.Now().Before(deadline) {
+	return Retry(LongWait, func() error {
 		b, err := os.ReadFile(stat)
 		if err != nil {
 			return nil // no /proc: trust the signal
@@ -228,9 +221,8 @@ func (s *Server) Pause() error {
 		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
 			return nil
 		}
-		time.Sleep(time.Millisecond)
-	}
-	return errors.Errorf("embedded server (pid %d) not stopped after %v", pid, LongWait)
+		return errors.Errorf("embedded server (pid %d) not stopped", pid)
+	})
 }
 
 // Resume continues a paused server (SIGCONT).

@@ -78,12 +78,7 @@ func (s *MongoSuite) dropDB(ctx context.Context, name string) error {
 		return err
 	}
 	defer func() { _ = client.Disconnect(ctx) }()
-	err = client.Database(name).Drop(ctx)
-	for err != nil && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
-		err = client.Database(name).Drop(ctx)
-	}
-	return err
+	return Retry(LongWait, func() error { return client.Database(name).Drop(ctx) })
 }
 
 // NewClient returns another client of the server, with its own connection

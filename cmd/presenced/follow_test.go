@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -101,7 +102,7 @@ type command struct {
 func (s *followSuite) start(c *gc.C, run func(context.Context, []string, io.Writer, io.Writer) int, args ...string) *command {
 	ctx, cancel := context.WithCancel(context.Background())
 	out, in := io.Pipe()
-	cmd := &command{lines: &output{added: make(chan struct{}, 1)}, cancel: cancel, code: make(chan int, 1), stderr: &syncBuffer{}}
+	cmd := &command{lines: &output{}, cancel: cancel, code: make(chan int, 1), stderr: &syncBuffer{}}
 	go cmd.lines.read(out)
 	args = append(args, "--mongo-uri", s.uri, "--database", s.DB.Name(), "--period", "1s", "--sync", "100ms", "--timeout", "10s")
 	go func() {
@@ -215,18 +216,14 @@ func (s *followSuite) TestAWatchClientThatReconnectsAfterItsPositionGetsOnlyWhat
 	// waitAlive waits until serve's reader has loaded n keys alive: a
 	// change it never loaded is no change to resume.
 	waitAlive := func(n int) {
-		deadline := time.Now().Add(time.Minute)
-		for {
+		c.Assert(agenttest.Retry(time.Minute, func() error {
 			var st serveStatusDoc
 			getJSON(c, server+"/status", &st)
-			if len(st.Models) == 1 && st.Models[0].Alive == n {
-				return
+			if len(st.Models) != 1 || st.Models[0].Alive != n {
+				return fmt.Errorf("serve does not see %d alive: %+v", n, st.Models)
 			}
-			if time.Now().After(deadline) {
-				c.Fatalf("serve never saw %d alive: %+v", n, st.Models)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		}), gc.IsNil)
 	}
 	waitAlive(1)
 
@@ -326,20 +323,16 @@ func (s *followSuite) TestHealthzFailsWhileTheDatabaseIsAway(c *gc.C) {
 	base := "http://" + strings.Fields(strings.SplitAfter(listening, "http://")[1])[0]
 	c.Assert(s.Server.Pause(), gc.IsNil)
 	// Reads fail after their deadline (2 s); /healthz says so then.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var body map[string]any
+	agenttest.WaitFor(c, 30*time.Second, "/healthz failing", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		c.Assert(err, gc.IsNil)
-		var body map[string]any
+		body = nil
 		_ = json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			c.Assert(body["error"], gc.Matches, "cannot read presence: .*")
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("still healthy"))
-		time.Sleep(200 * time.Millisecond)
-	}
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	c.Assert(body["error"], gc.Matches, "cannot read presence: .*")
 	c.Assert(s.Server.Resume(), gc.IsNil)
 	cmd.stop(c)
 	c.Assert(cmd.stderr.String(), gc.Matches, "(?s).*ERROR .*")

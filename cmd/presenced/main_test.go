@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,7 +50,6 @@ func (*presencedSuite) TestBadFlagsExitWithTwoAndSayWhy(c *gc.C) {
 type output struct {
 	mu    sync.Mutex
 	lines []string
-	added chan struct{}
 }
 
 func (o *output) read(r io.Reader) {
@@ -57,31 +58,22 @@ func (o *output) read(r io.Reader) {
 		o.mu.Lock()
 		o.lines = append(o.lines, scanner.Text())
 		o.mu.Unlock()
-		select {
-		case o.added <- struct{}{}:
-		default:
-		}
 	}
 }
 
 func (o *output) wait(c *gc.C, prefix string, within time.Duration) string {
-	deadline := time.After(within)
-	for {
+	var found string
+	c.Assert(agenttest.Retry(within, func() error {
 		o.mu.Lock()
-		for _, line := range o.lines {
-			if strings.HasPrefix(line, prefix) {
-				o.mu.Unlock()
-				return line
-			}
+		defer o.mu.Unlock()
+		i := slices.IndexFunc(o.lines, func(line string) bool { return strings.HasPrefix(line, prefix) })
+		if i < 0 {
+			return fmt.Errorf("no line starting %q; got:\n%s", prefix, strings.Join(o.lines, "\n"))
 		}
-		o.mu.Unlock()
-		select {
-		case <-o.added:
-		case <-time.After(100 * time.Millisecond):
-		case <-deadline:
-			c.Fatalf("no line starting %q within %v; got:\n%s", prefix, within, o.text())
-		}
-	}
+		found = o.lines[i]
+		return nil
+	}), gc.IsNil)
+	return found
 }
 
 func (o *output) text() string {
@@ -123,7 +115,7 @@ func start(c *gc.C, binary string, args ...string) *process {
 	cmd.Stdout = stdoutWriter
 	cmd.Stderr = os.Stderr
 	c.Assert(cmd.Start(), gc.IsNil)
-	p := &process{cmd: cmd, lines: &output{added: make(chan struct{}, 1)}, stdout: stdoutWriter}
+	p := &process{cmd: cmd, lines: &output{}, stdout: stdoutWriter}
 	go p.lines.read(stdout)
 	return p
 }
@@ -158,8 +150,7 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 	base := strings.Fields(strings.TrimPrefix(listening, "listening on "))[0]
 
 	// A crashed agent is reported dead, and every model has leaders.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	c.Assert(agenttest.Retry(time.Minute, func() error {
 		var st statusDoc
 		getJSON(c, base+"/status", &st)
 		crashed := false
@@ -167,14 +158,11 @@ func (*presencedSuite) TestRunsReportsDeathsAndLeadersAndStopsCleanly(c *gc.C) {
 			crashed = crashed || (d.Cause == causeCrash && !d.Alive && d.Seconds > 0)
 		}
 		leaders := len(st.Models) == 2 && len(st.Models[0].Leaders) > 0 && len(st.Models[1].Leaders) > 0
-		if crashed && leaders {
-			break
+		if !crashed || !leaders {
+			return fmt.Errorf("no crash detected or no leaders: %+v", st)
 		}
-		if time.Now().After(deadline) {
-			c.Fatalf("no crash detected or no leaders: %+v", st)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	}), gc.IsNil)
 
 	// /watch streams the snapshot first, then keepalives or deltas.
 	resp, err := http.Get(base + "/watch?key=machine-0&key=machine-2")

@@ -14,6 +14,8 @@ import (
 	"github.com/juju/clock/testclock"
 	"golang.org/x/sys/unix"
 	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/agenttest"
 )
 
 type termSuite struct{}
@@ -110,15 +112,12 @@ func (*termSuite) TestOnATerminalTheDemoRedrawsOneFrameInPlace(c *gc.C) {
 		close(copied)
 	}()
 	redraw := fmt.Sprintf("\x1b[%dF\x1b[J", frameHeight)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		frames := strings.Count(screen.String(), redraw)
-		if frames >= 4 {
-			break
+	c.Assert(agenttest.Retry(time.Minute, func() error {
+		if text := screen.String(); strings.Count(text, redraw) < 4 {
+			return fmt.Errorf("fewer than four frames: %q", text)
 		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%q", screen.String()))
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	}), gc.IsNil)
 	c.Assert(cmd.Process.Signal(syscall.SIGINT), gc.IsNil)
 	c.Assert(cmd.Wait(), gc.IsNil)
 	select {

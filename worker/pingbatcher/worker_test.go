@@ -203,11 +203,7 @@ func (s *workerSuite) TestFailedFlushKeepsPingsForTheNext(c *gc.C) {
 	c.Assert(b.Sync(), gc.NotNil)
 	c.Assert(b.Report()["failures"], gc.Equals, int64(1))
 	c.Assert(s.Server.Start(), gc.IsNil)
-	deadline := time.Now().Add(agenttest.LongWait)
-	for b.Sync() != nil {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true)
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.Assert(agenttest.Retry(agenttest.LongWait, b.Sync), gc.IsNil)
 	docs := s.pingDocs(c, s.base)
 	c.Assert(docs, gc.HasLen, 2)
 }
@@ -329,7 +325,7 @@ func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
 	c.Assert(b.Ping(register(c, b, s.base, modelA, "a"), 1), gc.IsNil)
 	// No Sync, no clock advance: the first ping of a key asks for a
 	// flush of its own.
-	waitDocs(c, func() bool { return len(s.pingDocs(c, s.base)) == 1 })
+	agenttest.WaitFor(c, agenttest.LongWait, "the key's ping document", func() bool { return len(s.pingDocs(c, s.base)) == 1 })
 }
 
 func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndWakes(c *gc.C) {
@@ -385,20 +381,10 @@ func (s *workerSuite) TestADisconnectIsWrittenWithinTheKickGap(c *gc.C) {
 	// Right after a flush, the next comes 50ms later, not after the
 	// flush interval.
 	agenttest.WaitAdvance(c, s.clock, 50*time.Millisecond, 1)
-	waitDocs(c, func() bool {
+	agenttest.WaitFor(c, agenttest.LongWait, "the death written", func() bool {
 		docs := s.pingDocs(c, s.base)
 		return len(docs) == 1 && len(docs[0].Dead) > 0
 	})
-}
-
-// waitDocs waits on the wall clock until f holds: the flush runs on the
-// real database.
-func waitDocs(c *gc.C, f func() bool) {
-	deadline := time.Now().Add(agenttest.LongWait)
-	for !f() {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true)
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func (s *workerSuite) TestConcurrentSyncsShareFlushes(c *gc.C) {
@@ -665,11 +651,7 @@ func (s *workerSuite) TestStalledFlushFailsAndWritesBeingsAgain(c *gc.C) {
 	c.Assert(err, gc.NotNil)
 	c.Assert(b.Report()["failures"], gc.Equals, int64(schema.KeepSlots))
 
-	deadline := time.Now().Add(agenttest.LongWait)
-	for b.Sync() != nil {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true)
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.Assert(agenttest.Retry(agenttest.LongWait, b.Sync), gc.IsNil)
 	beings := s.beingsDocs(c, s.base)
 	c.Assert(beings, gc.HasLen, 1)
 	c.Assert(beings[0].Entries.Keys, gc.DeepEquals, []string{"a"})
@@ -871,18 +853,11 @@ func (s *workerSuite) TestABeingsWriteThatTimedOutBesideTheFlushesLengthensTheNe
 // waitForPingDoc waits on the wall clock until the ping document of slot
 // satisfies f.
 func waitForPingDoc(c *gc.C, s *workerSuite, slot int64, f func(schema.PingDoc) bool) {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		for _, doc := range s.pingDocs(c, s.base) {
-			if doc.Slot == slot && f(doc) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			c.Fatalf("the ping document of slot %d never changed as awaited", slot)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, 2*time.Second, fmt.Sprintf("the ping document of slot %d changed as awaited", slot), func() bool {
+		return slices.ContainsFunc(s.pingDocs(c, s.base), func(doc schema.PingDoc) bool {
+			return doc.Slot == slot && f(doc)
+		})
+	})
 }
 
 func (s *workerSuite) TestAFlushThatTimedOutGetsALongerDeadlineNextTime(c *gc.C) {

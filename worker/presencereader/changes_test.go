@@ -1,6 +1,7 @@
 package presencereader
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -68,15 +69,10 @@ func (s *changesSuite) TestWithoutChangeStreamsTheReaderSaysSoAndPolls(c *gc.C) 
 	r := s.newReader(c, loads, logger, nil)
 	defer workertest.CleanKill(agenttest.C(c), r)
 	<-loads
-	deadline := time.Now().Add(agenttest.LongWait)
-	for said := 0; said == 0; {
-		for _, line := range logger.Entries() {
-			if strings.Contains(line, "no change stream") {
-				said++
-			}
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%q", logger.Entries()))
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, agenttest.LongWait, "the reader says it has no change stream", func() bool {
+		return slices.ContainsFunc(logger.Entries(), func(line string) bool {
+			return strings.Contains(line, "no change stream")
+		})
+	})
 	c.Assert(r.Refresh(), gc.IsNil)
 }

@@ -80,15 +80,8 @@ func (s *outageSuite) TestALongOutageDoesNotMakeTheReaderForgetItsWriters(c *gc.
 	counter.Reset()
 	// The first load back may come before the batcher has written:
 	// its writer is absent from it.
-	deadline := time.Now().Add(agenttest.LongWait)
-	for err := r.Refresh(); err != nil; err = r.Refresh() {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(50 * time.Millisecond)
-	}
-	for err := b.Sync(); err != nil; err = b.Sync() {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.Assert(agenttest.Retry(agenttest.LongWait, r.Refresh), gc.IsNil)
+	c.Assert(agenttest.Retry(agenttest.LongWait, b.Sync), gc.IsNil)
 	c.Assert(r.Refresh(), gc.IsNil)
 	view, closeView := openView(c, r)
 	defer closeView()
@@ -145,11 +138,7 @@ func (s *outageSuite) TestAWriterSlowToCatchUpAfterAnOutageLongerThanMaxStallKee
 		ping()
 	}
 	c.Assert(s.Server.Start(), gc.IsNil)
-	deadline := time.Now().Add(agenttest.LongWait)
-	for err := r.Refresh(); err != nil; err = r.Refresh() {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.Assert(agenttest.Retry(agenttest.LongWait, r.Refresh), gc.IsNil)
 
 	// The live batcher takes four Periods to write again: no writer is
 	// on time, and both keys hold, however long the outage was.
@@ -165,23 +154,14 @@ func (s *outageSuite) TestAWriterSlowToCatchUpAfterAnOutageLongerThanMaxStallKee
 	// stall, for MaxStall after the database came back for the others,
 	// and then goes: a controller that needs longer than the others to
 	// write again is no dead one.
-	for err := live.Sync(); err != nil; err = live.Sync() {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", err))
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.Assert(agenttest.Retry(agenttest.LongWait, live.Sync), gc.IsNil)
 	c.Assert(r.Refresh(), gc.IsNil)
-	maxStall := presencereader.DefaultMaxStallPeriods * period
-	for elapsed := period / 2; ; elapsed += period / 2 {
-		clk.Advance(period / 2)
+	held := agenttest.AdvanceUntil(c, clk, period/2, func() bool {
 		ping()
 		c.Assert(live.Sync(), gc.IsNil)
 		c.Assert(r.Refresh(), gc.IsNil)
 		c.Assert(alive("machine-0"), gc.Equals, true)
-		if elapsed < maxStall {
-			c.Assert(alive("machine-1"), gc.Equals, true, gc.Commentf("%v after", elapsed))
-			continue
-		}
-		c.Assert(alive("machine-1"), gc.Equals, false)
-		break
-	}
+		return !alive("machine-1")
+	})
+	c.Assert(held, gc.Equals, presencereader.DefaultMaxStallPeriods*period)
 }

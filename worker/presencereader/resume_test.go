@@ -573,23 +573,17 @@ func (s *resumeSuite) TestConcurrentReadersSeeEveryChangeInOrderOrAReset(c *gc.C
 	// coalesces (its last answer may hold nothing of a key that changed
 	// back), the final position.
 	final := v.Position()
-	deadline := time.Now().Add(agenttest.LongWait)
-	for {
+	c.Assert(agenttest.Retry(agenttest.LongWait, func() error {
 		mu.Lock()
-		done := 0
+		defer mu.Unlock()
 		for i, p := range progress {
 			c.Assert(p.err, gc.IsNil, gc.Commentf("reader %d", i))
-			if maps.Equal(p.state, expected(p)) && (p.coalesce || p.at == final) {
-				done++
+			if !maps.Equal(p.state, expected(p)) || (!p.coalesce && p.at != final) {
+				return errors.Errorf("reader %d not done: %+v", i, progress)
 			}
 		}
-		mu.Unlock()
-		if done == readers {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%+v", progress))
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	}), gc.IsNil)
 	cancel()
 	wg.Wait()
 	for i, p := range progress {

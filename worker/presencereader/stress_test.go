@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/juju/clock"
+	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -26,7 +27,7 @@ import (
 
 // stressSuite breaks the database under a running batcher and reader on
 // the wall clock, with short settings, and checks that no live key is
-// ever reported dead.
+// ever reported dead, and that a key killed once the database is back is.
 type stressSuite struct {
 	agenttest.MongoSuite
 	logger *agenttest.Logger
@@ -37,16 +38,28 @@ func (s *stressSuite) SetUpTest(c *gc.C) {
 	s.logger = &agenttest.Logger{}
 }
 
-// checkNoDeaths checks that d saw no death, with the workers' log lines
-// when it did.
-func (s *stressSuite) checkNoDeaths(c *gc.C, d *deaths) {
-	dead := d.get()
-	if len(dead) > 0 {
-		for _, line := range s.logger.Entries() {
-			c.Log(line)
+// checkOnlyTheDeliberateDeath checks that the run's subscription saw no
+// death, then kills the run's first agent with kill (its pinger's
+// Disconnect, or Stop for a silent death) and requires the same
+// subscription to report that death and no other: a subscription that
+// stopped reporting would otherwise pass for one that saw no deaths. It
+// logs the workers' lines when the check fails.
+func (s *stressSuite) checkOnlyTheDeliberateDeath(c *gc.C, run *stressRun, kill func(*pinger.Pinger) error) {
+	defer func() {
+		if c.Failed() {
+			for _, line := range s.logger.Entries() {
+				c.Log(line)
+			}
 		}
-	}
-	c.Assert(dead, gc.HasLen, 0)
+	}()
+	c.Assert(run.deaths.get(), gc.HasLen, 0)
+	killed := time.Now()
+	c.Assert(kill(run.pingers[0]), gc.IsNil)
+	agenttest.WaitFor(c, agenttest.LongWait, "machine-0's death reported", func() bool {
+		return len(run.deaths.get()) > 0
+	})
+	c.Logf("machine-0's death reported %v after it was killed", time.Since(killed))
+	c.Assert(run.deaths.get(), gc.DeepEquals, []string{"machine-0"})
 }
 
 var _ = gc.Suite(&stressSuite{})
@@ -88,16 +101,25 @@ func (d *deaths) get() []string {
 	return append([]string(nil), d.dead...)
 }
 
+// stressRun is what live started: the pingers of its keys, machine-0
+// first, and the deaths a subscription reported since every key was
+// alive.
+type stressRun struct {
+	pingers []*pinger.Pinger
+	deaths  *deaths
+}
+
 // live starts a batcher, a reader, a watcher, a pruner and stressKeys pingers, each
 // on the database at uri through a client of its own, waits until every
-// key is alive, and returns what counts deaths from then on.
-func (s *stressSuite) live(c *gc.C, uri string) (*deaths, func()) {
+// key is alive, and returns the run, counting deaths from then on, and
+// the function that stops it.
+func (s *stressSuite) live(c *gc.C, uri string) (*stressRun, func()) {
 	return s.liveApart(c, uri, uri)
 }
 
 // liveApart is live with the batcher on the database at writerURI and the
 // reader on the same database at readerURI.
-func (s *stressSuite) liveApart(c *gc.C, writerURI, readerURI string) (*deaths, func()) {
+func (s *stressSuite) liveApart(c *gc.C, writerURI, readerURI string) (*stressRun, func()) {
 	base := func(uri string) *mongo.Collection {
 		return s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
 	}
@@ -129,21 +151,19 @@ func (s *stressSuite) liveApart(c *gc.C, writerURI, readerURI string) (*deaths, 
 		c.Assert(p.Start(), gc.IsNil)
 		pingers = append(pingers, p)
 	}
-	deadline := time.Now().Add(agenttest.LongWait)
-	for {
-		if alive, _ := w.Report()["alive"].(int); alive == stressKeys {
-			break
+	c.Assert(agenttest.Retry(agenttest.LongWait, func() error {
+		if report := w.Report(); report["alive"] != stressKeys {
+			return errors.Errorf("not every key alive: %v", report)
 		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("%v", w.Report()))
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	}), gc.IsNil)
 	ctx, cancel := context.WithCancel(context.Background())
 	sub := w.Subscribe()
 	_, err = sub.Next(ctx)
 	c.Assert(err, gc.IsNil)
 	d := &deaths{done: make(chan struct{})}
 	go d.follow(ctx, sub)
-	return d, func() {
+	return &stressRun{pingers: pingers, deaths: d}, func() {
 		cancel()
 		<-d.done
 		sub.Close()
@@ -170,20 +190,20 @@ func (s *stressSuite) TestNoFalseDeathWhenTheServerIsKilledAndRestarted(c *gc.C)
 	if s.Server.External() {
 		c.Skip("cannot kill an external MongoDB")
 	}
-	d, stop := s.live(c, s.Server.URI())
+	run, stop := s.live(c, s.Server.URI())
 	defer stop()
 	c.Assert(s.Server.Kill(), gc.IsNil)
 	time.Sleep(3 * stressPeriod)
 	c.Assert(s.Server.Start(), gc.IsNil)
 	settle()
-	s.checkNoDeaths(c, d)
+	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Stop)
 }
 
 func (s *stressSuite) TestNoFalseDeathWhenTheServerIsKilledThreeTimes(c *gc.C) {
 	if s.Server.External() {
 		c.Skip("cannot kill an external MongoDB")
 	}
-	d, stop := s.live(c, s.Server.URI())
+	run, stop := s.live(c, s.Server.URI())
 	defer stop()
 	for i := 0; i < 3; i++ {
 		c.Assert(s.Server.Kill(), gc.IsNil)
@@ -192,27 +212,27 @@ func (s *stressSuite) TestNoFalseDeathWhenTheServerIsKilledThreeTimes(c *gc.C) {
 		time.Sleep(stressPeriod / 2)
 	}
 	settle()
-	s.checkNoDeaths(c, d)
+	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Disconnect)
 }
 
 func (s *stressSuite) TestNoFalseDeathWhenTheServerHangs(c *gc.C) {
 	if s.Server.External() {
 		c.Skip("cannot pause an external MongoDB")
 	}
-	d, stop := s.live(c, s.Server.URI())
+	run, stop := s.live(c, s.Server.URI())
 	defer stop()
 	c.Assert(s.Server.Pause(), gc.IsNil)
 	time.Sleep(3 * stressPeriod)
 	c.Assert(s.Server.Resume(), gc.IsNil)
 	settle()
-	s.checkNoDeaths(c, d)
+	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Stop)
 }
 
 func (s *stressSuite) TestNoFalseDeathWhenEveryReplyIsLateForSeveralPeriods(c *gc.C) {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
 	defer proxy.Close()
-	d, stop := s.live(c, uri)
+	run, stop := s.live(c, uri)
 	defer stop()
 	// Every call is acknowledged, late: flushes and loads outlast their
 	// deadlines, then the database is fast again.
@@ -220,14 +240,14 @@ func (s *stressSuite) TestNoFalseDeathWhenEveryReplyIsLateForSeveralPeriods(c *g
 	time.Sleep(3 * stressPeriod)
 	proxy.SetDelay(0)
 	settle()
-	s.checkNoDeaths(c, d)
+	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Disconnect)
 }
 
 func (s *stressSuite) TestNoFalseDeathWhenFlushesStallForSevenPeriods(c *gc.C) {
 	proxy, writerURI, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
 	defer proxy.Close()
-	d, stop := s.liveApart(c, writerURI, s.Server.URI())
+	run, stop := s.liveApart(c, writerURI, s.Server.URI())
 	defer stop()
 	// Every write of the batcher reaches the server seven Periods late,
 	// long after the batcher gave up on it, while the reader reads as
@@ -236,11 +256,11 @@ func (s *stressSuite) TestNoFalseDeathWhenFlushesStallForSevenPeriods(c *gc.C) {
 	time.Sleep(7 * stressPeriod)
 	proxy.SetHold(0)
 	settle()
-	s.checkNoDeaths(c, d)
+	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Stop)
 }
 
 func (s *stressSuite) TestHostileDocumentsAreSkippedAndTheRestIsRead(c *gc.C) {
-	d, stop := s.live(c, s.Server.URI())
+	run, stop := s.live(c, s.Server.URI())
 	defer stop()
 	ctx := context.Background()
 	pings := s.DB.Collection("presence.pings")
@@ -268,7 +288,7 @@ func (s *stressSuite) TestHostileDocumentsAreSkippedAndTheRestIsRead(c *gc.C) {
 		{Key: "entries", Value: bson.D{{Key: "models", Value: bson.A{stressModel.Id()}}, {Key: "model", Value: bson.A{int32(0)}}, {Key: "keys", Value: bson.A{"z"}}}}})
 	c.Assert(err, gc.IsNil)
 	settle()
-	s.checkNoDeaths(c, d)
+	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Disconnect)
 	// Each bad document is named once in the log, and nothing else
 	// changed: the real keys stay alive, no made-up key appears.
 	skipped := 0
@@ -311,20 +331,22 @@ func (s *stressSuite) TestClockSkewIsMeasuredAndReported(c *gc.C) {
 	defer workertest.CleanKill(agenttest.C(c), r)
 	id, err := b.Register(base, stressModel, "machine-0")
 	c.Assert(err, gc.IsNil)
-	deadline := time.After(agenttest.LongWait)
-	for {
+	var skew time.Duration
+	agenttest.WaitFor(c, agenttest.LongWait, "the skew measured", func() bool {
 		c.Assert(b.Ping(id, schema.Slot(writer.Now(), stressPeriod)), gc.IsNil)
 		c.Assert(b.Sync(), gc.IsNil)
 		c.Assert(r.Refresh(), gc.IsNil)
-		select {
-		case skew := <-skews:
-			if skew >= 550*time.Millisecond {
-				c.Assert(skew < 2*time.Second, gc.Equals, true, gc.Commentf("%v", skew))
-				c.Assert(strings.Join(s.logger.Entries(), "\n"), gc.Matches, `(?s).*clock is about .* behind this reader's.*`)
-				return
+		for {
+			select {
+			case skew = <-skews:
+				if skew >= 550*time.Millisecond {
+					return true
+				}
+			default:
+				return false
 			}
-		case <-deadline:
-			c.Fatalf("skew never measured")
 		}
-	}
+	})
+	c.Assert(skew < 2*time.Second, gc.Equals, true, gc.Commentf("%v", skew))
+	c.Assert(strings.Join(s.logger.Entries(), "\n"), gc.Matches, `(?s).*clock is about .* behind this reader's.*`)
 }
