@@ -303,3 +303,15 @@ func (t *token) CheckContext(ctx context.Context) error {
 func (t *token) Fence() int64 {
 	return t.fence
 }
+
+// Guard is part of leaseexpiry.Token: the guard of the application's lease
+// in the model ModelUUID names, with the token's fence, for GuardedDocs or
+// a real collection alike.
+func (t *token) Guard() leaseexpiry.Guard {
+	g, err := leaseexpiry.NewGuard(ModelUUID, t.application, t.fence)
+	if err != nil {
+		// The application was validated when the token was made.
+		panic(err)
+	}
+	return g
+}

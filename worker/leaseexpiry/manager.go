@@ -24,6 +24,7 @@ import (
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/lease"
@@ -102,7 +103,9 @@ type Manager interface {
 }
 
 // Token is proof of leadership at the time it was made. Check it right
-// before acting as the leader; store Fence beside the writes it guards.
+// before acting as the leader, and make the writes it guards with
+// UpdateGuarded (or store Fence beside them and compare it yourself), so
+// that a deposed leader's late write never lands over a newer leader's.
 type Token interface {
 	// Check reads the lease and fails with ErrNotHeld once the unit no
 	// longer leads with this fence, or with the database's error.
@@ -116,6 +119,10 @@ type Token interface {
 	// leader changes: a write tagged with a lower fence than one already
 	// stored came from a deposed leader.
 	Fence() int64
+
+	// Guard returns what a guarded write of this leader stores and
+	// compares (see UpdateGuarded): the lease's fence field and Fence.
+	Guard() Guard
 }
 
 // ManagerWorker is a Manager that runs as a worker.
@@ -326,7 +333,15 @@ func (m *manager) CheckLeadershipContext(ctx context.Context, application, unit 
 func (m *manager) read(ctx context.Context, application string) (lease.Info, error) {
 	ctx, cancel := catacomb.CallFrom(ctx, &m.catacomb, CallTimeout)
 	defer cancel()
-	info, err := m.store.Read(ctx, m.key(application))
+	var info lease.Info
+	var err error
+	if mongo.SessionFromContext(ctx) != nil {
+		// A read inside the caller's session (a transaction's
+		// assertion) cannot join the store's batch.
+		info, err = m.readInSession(ctx, application)
+	} else {
+		info, err = m.store.Read(ctx, m.key(application))
+	}
 	if err != nil {
 		if m.dying() {
 			return lease.Info{}, m.deathErr()
@@ -334,6 +349,18 @@ func (m *manager) read(ctx context.Context, application string) (lease.Info, err
 		return lease.Info{}, errors.Annotatef(err, "cannot read leadership of %q", application)
 	}
 	return info, nil
+}
+
+// readInSession reads one lease through the lease client with ctx, and so
+// in the session ctx carries, which must belong to the lease collection's
+// client.
+func (m *manager) readInSession(ctx context.Context, application string) (lease.Info, error) {
+	key := m.key(application)
+	infos, err := m.client.ReadMany(ctx, []lease.Key{key})
+	if err != nil {
+		return lease.Info{}, errors.Trace(err)
+	}
+	return infos[key], nil
 }
 
 // BlockUntilLeadershipReleased is part of the Manager interface.
@@ -547,4 +574,9 @@ func (t *token) CheckContext(ctx context.Context) error {
 // Fence is part of the Token interface.
 func (t *token) Fence() int64 {
 	return t.fence
+}
+
+// Guard is part of the Token interface.
+func (t *token) Guard() Guard {
+	return guardFor(t.m.config.Model.Id(), t.application, t.fence)
 }
