@@ -166,7 +166,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 	// see it at once; the channel outlives restarts of either.
 	wake := make(chan struct{}, 1)
 	manifolds := dependency.Manifolds{
-		name(PingBatcherName): guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
+		name(PingBatcherName): holdable(guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
 			ClockName:     clockName,
 			DatabaseName:  config.DatabaseName,
 			Collection:    config.Collection,
@@ -177,8 +177,8 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 				c.OnFlush = pingbatcher.WakeOnPrompt(wake, config.OnFlush)
 				return pingbatcher.NewWorker(c)
 			},
-		})),
-		name(ReaderName): guard(config.Validate, presencereader.Manifold(presencereader.ManifoldConfig{
+		}))),
+		name(ReaderName): holdable(guard(config.Validate, presencereader.Manifold(presencereader.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
 			Collection:   config.Collection,
@@ -191,7 +191,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 				c.OnLoad, c.Wake = config.OnLoad, wake
 				return presencereader.NewWorker(c)
 			},
-		})),
+		}))),
 		name(PrunerName): guard(config.Validate, pruner.Manifold(pruner.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
@@ -201,7 +201,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			Logger:       logger,
 			NewWorker:    pruner.NewWorker,
 		})),
-		name(LeaseStoreName): guard(config.Validate, leasestore.Manifold(leasestore.ManifoldConfig{
+		name(LeaseStoreName): holdable(guard(config.Validate, leasestore.Manifold(leasestore.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
 			Collection:   config.LeaseCollection,
@@ -209,7 +209,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			MaxDuration:  config.LeaseMaxDuration,
 			Logger:       logger,
 			NewWorker:    leasestore.NewWorker,
-		})),
+		}))),
 	}
 	if config.ClockName == "" {
 		manifolds[clockName] = clockManifold(config.Clock)
