@@ -309,9 +309,12 @@ func (config ModelManifoldsConfig) clockName() string {
 // presencerecorder.Recorder, a *pinger.Pinger and a presence.Agent from
 // Output, or any narrower interface of their own. A consumer that gets
 // AgentName's output before it looks sees the agent's own key alive from
-// its first look (see AgentManifold). The set can be installed and uninstalled while the
-// controller set runs, in the same engine or in a nested one that
-// offers the controller set's outputs under the same names.
+// its first look (see AgentManifold). The set can be installed while the
+// controller set runs, in the same engine or in a nested one that offers
+// the controller set's outputs under the same names. A dependency engine
+// has no way to uninstall manifolds: a set that must go with its model
+// runs in a nested engine of its own, which ModelHostManifold starts and
+// stops as models come and go.
 func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
 	var logger Logger
 	if config.Logger != nil {
