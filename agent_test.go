@@ -141,7 +141,6 @@ func (s *agentSuite) TestNewAgentValidatesItsConfig(c *gc.C) {
 	}{
 		{func(cfg *presence.AgentConfig) { cfg.Key = "" }, "empty key not valid"},
 		{func(cfg *presence.AgentConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *presence.AgentConfig) { cfg.Base = nil }, "nil Base not valid"},
 		{func(cfg *presence.AgentConfig) { cfg.Batcher = nil }, "nil Batcher not valid"},
 		{func(cfg *presence.AgentConfig) { cfg.Watcher = nil }, "nil Watcher not valid"},
 		{func(cfg *presence.AgentConfig) { cfg.Clock = nil }, "nil Clock not valid"},

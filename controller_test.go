@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/juju/clock"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/presencekit/presence"
 	"github.com/presencekit/presence/agenttest"
-	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/leasestore"
 	"github.com/presencekit/presence/worker/pingbatcher"
@@ -49,127 +47,69 @@ func agentOf(i int) string {
 	return fmt.Sprintf("machine-%d", i)
 }
 
-// modelWatcher is a model's watcher as its consumer got it.
+// modelWatcher is a model's watcher as its consumer got it, with the
+// controller's batcher.
 type modelWatcher struct {
-	model int
-	w     *watcher.Watcher
+	model   int
+	w       *watcher.Watcher
+	batcher *pingbatcher.PingBatcher
 }
 
-// host is the controller worker that runs a nested engine per model.
-type host struct {
-	catacomb catacomb.Catacomb
-	batcher  *pingbatcher.PingBatcher
-
-	mu      sync.Mutex
-	engines []*dependency.Engine
+// hostedModels returns a list of hostedModels models and a model host
+// over it, whose model i keeps agentOf(i) alive and whose consumers send
+// their watcher to watchers once the agent is up.
+func hostModels(watchers chan<- modelWatcher) (*presence.ModelList, dependency.Manifold) {
+	index := make(map[names.ModelTag]int, hostedModels)
+	list := presence.NewModelList()
+	for i := 0; i < hostedModels; i++ {
+		index[hostedModel(i)] = i
+		list.Add(hostedModel(i))
+	}
+	return list, presence.ModelHostManifold(presence.ModelHostConfig{
+		DatabaseName: "database",
+		Models:       list,
+		EngineConfig: func(names.ModelTag) dependency.EngineConfig { return agenttest.EngineConfig(nil) },
+		Model: func(model names.ModelTag) presence.ModelManifoldsConfig {
+			return presence.ModelManifoldsConfig{AgentKey: agentOf(index[model]), Period: 30 * time.Second}
+		},
+		Manifolds: func(model names.ModelTag) dependency.Manifolds {
+			return dependency.Manifolds{"consumer": consumerManifold(index[model], watchers)}
+		},
+	})
 }
 
-// Kill is part of the worker.Worker interface.
-func (h *host) Kill() { h.catacomb.Kill(nil) }
-
-// Wait is part of the worker.Worker interface.
-func (h *host) Wait() error { return h.catacomb.Wait() }
-
-// remove stops model i's engine and waits for it.
-func (h *host) remove(c *gc.C, i int) {
-	h.mu.Lock()
-	engine := h.engines[i]
-	h.mu.Unlock()
-	workertest.CleanKill(agenttest.C(c), engine)
-}
-
-// hostManifold starts a host over the controller set's outputs; every
-// model's consumer sends its watcher to watchers, and every host goes to
-// hosts.
-func hostManifold(watchers chan<- modelWatcher, hosts chan<- *host) dependency.Manifold {
-	inputs := []string{"database", presence.ClockName, presence.PingBatcherName, presence.ReaderName, presence.LeaseStoreName}
+// consumerManifold sends model i's watcher to watchers once the agent has
+// started too: its start flushes and loads, which must not land in a
+// window the test counts.
+func consumerManifold(i int, watchers chan<- modelWatcher) dependency.Manifold {
 	return dependency.Manifold{
-		Inputs: inputs,
+		Inputs: []string{presence.WatcherName, presence.AgentName, presence.PingBatcherName},
 		Start: func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
-			out := presence.ControllerOutputs{DatabaseName: "database"}
-			for i, target := range []any{&out.Database, &out.Clock, &out.PingBatcher, &out.Reader, &out.LeaseStore} {
-				if err := getter.Get(inputs[i], target); err != nil {
-					return nil, errors.Trace(err)
-				}
-			}
-			h := &host{batcher: out.PingBatcher}
-			var engines []worker.Worker
-			for i := 0; i < hostedModels; i++ {
-				engine, err := newModelEngine(i, out, watchers)
-				if err != nil {
-					for _, e := range engines {
-						_ = worker.Stop(e)
-					}
-					return nil, errors.Trace(err)
-				}
-				engines = append(engines, engine)
-				h.engines = append(h.engines, engine)
-			}
-			if err := catacomb.Invoke(catacomb.Plan{
-				Name: "model host",
-				Site: &h.catacomb,
-				Work: func() error {
-					<-h.catacomb.Dying()
-					return h.catacomb.ErrDying()
-				},
-				Init: engines,
-			}); err != nil {
+			mw := modelWatcher{model: i}
+			if err := getter.Get(presence.WatcherName, &mw.w); err != nil {
 				return nil, errors.Trace(err)
 			}
-			select {
-			case hosts <- h:
-			case <-ctx.Done():
-			}
-			return h, nil
-		},
-	}
-}
-
-func newModelEngine(i int, out presence.ControllerOutputs, watchers chan<- modelWatcher) (*dependency.Engine, error) {
-	engine, err := dependency.NewEngine(agenttest.EngineConfig(nil))
-	if err != nil {
-		return nil, errors.Trace(err)
-	}
-	manifolds := out.Manifolds()
-	for name, m := range presence.ModelManifolds(presence.ModelManifoldsConfig{
-		DatabaseName: "database",
-		Model:        hostedModel(i),
-		AgentKey:     agentOf(i),
-		Period:       30 * time.Second,
-	}) {
-		manifolds[name] = m
-	}
-	// The watcher goes to the test once the agent has started too: its
-	// start flushes and loads, which must not land in a window the test
-	// counts.
-	manifolds["consumer"] = dependency.Manifold{
-		Inputs: []string{presence.WatcherName, presence.AgentName},
-		Start: func(ctx context.Context, getter dependency.Getter) (worker.Worker, error) {
-			var w *watcher.Watcher
-			if err := getter.Get(presence.WatcherName, &w); err != nil {
+			if err := getter.Get(presence.PingBatcherName, &mw.batcher); err != nil {
 				return nil, errors.Trace(err)
 			}
 			if err := getter.Get(presence.AgentName, nil); err != nil {
 				return nil, errors.Trace(err)
 			}
 			select {
-			case watchers <- modelWatcher{model: i, w: w}:
+			case watchers <- mw:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 			return workertest.NewErrorWorker(nil), nil
 		},
 	}
-	if err := dependency.Install(engine, manifolds); err != nil {
-		_ = worker.Stop(engine)
-		return nil, errors.Trace(err)
-	}
-	return engine, nil
 }
 
-// collect waits for a watcher from every model and returns them by model.
-func collect(c *gc.C, watchers <-chan modelWatcher) []*watcher.Watcher {
+// collect waits for a watcher from every model and returns them by model,
+// with the controller's batcher.
+func collect(c *gc.C, watchers <-chan modelWatcher) ([]*watcher.Watcher, *pingbatcher.PingBatcher) {
 	out := make([]*watcher.Watcher, hostedModels)
+	var batcher *pingbatcher.PingBatcher
 	for n := 0; n < hostedModels; {
 		select {
 		case mw := <-watchers:
@@ -177,11 +117,12 @@ func collect(c *gc.C, watchers <-chan modelWatcher) []*watcher.Watcher {
 				n++
 			}
 			out[mw.model] = mw.w
+			batcher = mw.batcher
 		case <-time.After(agenttest.LongWait):
 			c.Fatalf("only %d of %d models' watchers started", n, hostedModels)
 		}
 	}
-	return out
+	return out, batcher
 }
 
 // waitAllAlive flushes and loads until every model's own agent reads
@@ -305,14 +246,13 @@ func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
 	manifolds["database"] = bounceManifold(presence.DatabaseManifold(s.Server.URI(), s.DB.Name(),
 		options.Client().SetServerSelectionTimeout(5*time.Second), counter.Options()), databases)
 	watchers := make(chan modelWatcher, hostedModels)
-	hosts := make(chan *host, 2)
-	manifolds["host"] = hostManifold(watchers, hosts)
+	models, host := hostModels(watchers)
+	manifolds["host"] = host
 	c.Assert(dependency.Install(engine, manifolds), gc.IsNil)
 	defer workertest.CleanKill(agenttest.C(c), engine)
 
-	first := collect(c, watchers)
-	h := <-hosts
-	waitAllAlive(c, h.batcher, first)
+	first, batcher := collect(c, watchers)
+	waitAllAlive(c, batcher, first)
 
 	// Each model sees its own agents only.
 	for i, w := range first {
@@ -325,11 +265,11 @@ func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
 	// However many models, a flush is one write and a load one read. The
 	// flush of a key coming up wakes the controller's reader: its
 	// watchers see the key with no sync of theirs, and no clock moving.
-	id, err := h.batcher.Register(s.DB.Collection("presence"), hostedModel(0), "unit-0")
+	id, err := batcher.Register(s.DB.Collection("presence"), hostedModel(0), "unit-0")
 	c.Assert(err, gc.IsNil)
 	counter.Reset()
-	c.Assert(h.batcher.Ping(id, schema.Slot(clk.Now(), 30*time.Second)), gc.IsNil)
-	c.Assert(h.batcher.Sync(), gc.IsNil)
+	c.Assert(batcher.Ping(id, schema.Slot(clk.Now(), 30*time.Second)), gc.IsNil)
+	c.Assert(batcher.Sync(), gc.IsNil)
 	agenttest.WaitFor(c, agenttest.LongWait, "unit-0 seen alive", func() bool {
 		alive, err := first[0].Alive("unit-0")
 		c.Assert(err, gc.IsNil)
@@ -341,23 +281,27 @@ func (s *controllerSuite) TestOneControllerSetServesFiftyModelSets(c *gc.C) {
 	// Bouncing the database restarts everything, with no false death;
 	// the subscriptions that saw none do see the probe's deliberate one.
 	(<-databases).bounce()
-	second := collect(c, watchers)
-	h = <-hosts
+	second, batcher := collect(c, watchers)
 	for i, w := range second {
 		c.Assert(w != first[i], gc.Equals, true)
 	}
-	probe := s.startProbe(c, clk, h.batcher, second[0])
+	probe := s.startProbe(c, clk, batcher, second[0])
 	defer workertest.CleanKill(agenttest.C(c), probe)
 	deaths := watchForDeaths(c, second, probeKey)
 	defer deaths.close()
-	waitAllAlive(c, h.batcher, second)
+	waitAllAlive(c, batcher, second)
 	c.Assert(second[0].Refresh(), gc.IsNil)
 	deaths.checkNoDeath(c)
-	deaths.checkProbeDeath(c, probe, h.batcher, second[0])
+	deaths.checkProbeDeath(c, probe, batcher, second[0])
 
 	// Removing one model's set leaves the others running and alive.
-	h.remove(c, 3)
-	c.Assert(h.batcher.Sync(), gc.IsNil)
+	models.Remove(hostedModel(3))
+	select {
+	case <-second[3].Dead():
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("model 3's watcher still runs")
+	}
+	c.Assert(batcher.Sync(), gc.IsNil)
 	c.Assert(second[0].Refresh(), gc.IsNil)
 	for i, w := range second {
 		if i == 3 {

@@ -25,8 +25,8 @@
 // # The model set
 //
 // ModelManifolds returns one model's set, installed once per model beside
-// the controller set (in the same engine, or in a nested one that offers
-// the controller set's outputs through ControllerOutputs.Manifolds):
+// the controller set, in the same engine or in a nested engine per model
+// that offers the controller set's outputs (ControllerOutputs.Manifolds):
 //
 //   - WatcherName: worker/watcher, the model's view of the reader: who is
 //     alive, Watch, Subscribe.
@@ -39,6 +39,16 @@
 //     worker/pinger, which keeps that key alive through the controller's
 //     batcher, and the Agent built over it and the watcher (see
 //     AgentManifold).
+//
+// # The model host
+//
+// ModelHostManifold is juju's model worker manager for these sets: on the
+// controller set's outputs it runs one nested engine per model that a
+// ModelSource names (ModelList, or a source of your own), with the
+// model's set and your own manifolds for it, starting and stopping
+// engines as models come and go. It owns the order of a stop: the
+// controller's workers outlive the model engines that use them, so a
+// clean stop logs no error.
 //
 // Manifolds puts both sets in one engine for a process that serves a
 // single model.

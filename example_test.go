@@ -29,18 +29,12 @@ import (
 // already sees the agent's own key alive. The embedded server stands in
 // for MongoDB.
 func ExampleManifolds() {
-	dir, err := os.MkdirTemp("", "presence-example-")
+	srv, stop, err := startEmbedded()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	srv, err := embedded.Start(embedded.Config{Dir: dir})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer srv.Stop()
+	defer stop()
 
 	engine, err := dependency.NewEngine(dependency.EngineConfig{
 		IsFatal:          func(error) bool { return false },
@@ -137,6 +131,24 @@ func ExampleManifolds() {
 	// mysql/0 leads mysql with fence 1
 }
 
+// startEmbedded starts the embedded server in a temporary directory and
+// returns it with the function that stops it and removes the directory.
+func startEmbedded() (*embedded.Server, func(), error) {
+	dir, err := os.MkdirTemp("", "presence-example-")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := embedded.Start(embedded.Config{Dir: dir})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return srv, func() {
+		srv.Stop()
+		_ = os.RemoveAll(dir)
+	}, nil
+}
+
 // clockManifold is an agent's own clock manifold: it outputs clk as a
 // clock.Clock.
 func clockManifold(clk clock.Clock) dependency.Manifold {
@@ -210,3 +222,80 @@ func (silent) Tracef(string, ...any) {}
 func (silent) Debugf(string, ...any) {}
 func (silent) Infof(string, ...any)  {}
 func (silent) Errorf(string, ...any) {}
+
+// This example is a controller hosting three models: the controller set
+// once, and a model host that runs, in a nested engine per model, the
+// model's set and a consumer of the user's own. A clean stop stops the
+// models' engines before the controller's workers.
+func ExampleModelHostManifold() {
+	srv, stop, err := startEmbedded()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer stop()
+	engine, err := dependency.NewEngine(presence.ModelEngineConfig(nil))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer func() { _ = worker.Stop(engine) }()
+
+	manifolds := presence.ControllerManifolds(presence.ControllerManifoldsConfig{DatabaseName: "database", Clock: clock.WallClock})
+	manifolds["database"] = presence.DatabaseManifold(srv.URI(), "controller")
+	models := presence.NewModelList() // or your own ModelSource
+	for i := 1; i <= 3; i++ {
+		models.Add(names.NewModelTag(fmt.Sprintf("2a4b3c5d-0000-4000-8000-%012d", i)))
+	}
+	leaders := make(chan string, 3)
+	manifolds["models"] = presence.ModelHostManifold(presence.ModelHostConfig{
+		DatabaseName: "database",
+		Models:       models,
+		Model: func(names.ModelTag) presence.ModelManifoldsConfig {
+			return presence.ModelManifoldsConfig{AgentKey: "machine-0", ReleaseOnStop: true}
+		},
+		Manifolds: func(m names.ModelTag) dependency.Manifolds {
+			return dependency.Manifolds{"mysql": leaderManifold(m, leaders)}
+		},
+	})
+	if err := dependency.Install(engine, manifolds); err != nil {
+		fmt.Println(err)
+		return
+	}
+	got := []string{<-leaders, <-leaders, <-leaders}
+	sort.Strings(got)
+	fmt.Println(strings.Join(got, "\n"))
+	// Output: model ...001: machine-0 alive: true, mysql/0 leads
+	// model ...002: machine-0 alive: true, mysql/0 leads
+	// model ...003: machine-0 alive: true, mysql/0 leads
+}
+
+// leaderManifold is a model's consumer: once the model's agent is up, it
+// claims leadership of mysql and sends what it sees to results.
+func leaderManifold(model names.ModelTag, results chan<- string) dependency.Manifold {
+	return dependency.Manifold{
+		Inputs: []string{presence.AgentName, presence.LeaseManagerName},
+		Start: func(_ context.Context, getter dependency.Getter) (worker.Worker, error) {
+			var agent presence.Agent
+			var leadership leaseexpiry.Manager
+			if err := getter.Get(presence.AgentName, &agent); err != nil {
+				return nil, err
+			}
+			if err := getter.Get(presence.LeaseManagerName, &leadership); err != nil {
+				return nil, err
+			}
+			return newFuncWorker(func(dying <-chan struct{}) error {
+				alive, err := agent.AgentPresence()
+				if err != nil {
+					return err
+				}
+				if err := leadership.ClaimLeadership("mysql", "mysql/0", time.Minute); err != nil {
+					return err
+				}
+				results <- fmt.Sprintf("model ...%s: machine-0 alive: %v, mysql/0 leads", model.Id()[33:], alive)
+				<-dying
+				return nil
+			})
+		},
+	}
+}

@@ -166,7 +166,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 	// see it at once; the channel outlives restarts of either.
 	wake := make(chan struct{}, 1)
 	manifolds := dependency.Manifolds{
-		name(PingBatcherName): guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
+		name(PingBatcherName): holdable(guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
 			ClockName:     clockName,
 			DatabaseName:  config.DatabaseName,
 			Collection:    config.Collection,
@@ -177,8 +177,8 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 				c.OnFlush = pingbatcher.WakeOnPrompt(wake, config.OnFlush)
 				return pingbatcher.NewWorker(c)
 			},
-		})),
-		name(ReaderName): guard(config.Validate, presencereader.Manifold(presencereader.ManifoldConfig{
+		}))),
+		name(ReaderName): holdable(guard(config.Validate, presencereader.Manifold(presencereader.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
 			Collection:   config.Collection,
@@ -191,7 +191,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 				c.OnLoad, c.Wake = config.OnLoad, wake
 				return presencereader.NewWorker(c)
 			},
-		})),
+		}))),
 		name(PrunerName): guard(config.Validate, pruner.Manifold(pruner.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
@@ -201,7 +201,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			Logger:       logger,
 			NewWorker:    pruner.NewWorker,
 		})),
-		name(LeaseStoreName): guard(config.Validate, leasestore.Manifold(leasestore.ManifoldConfig{
+		name(LeaseStoreName): holdable(guard(config.Validate, leasestore.Manifold(leasestore.ManifoldConfig{
 			ClockName:    clockName,
 			DatabaseName: config.DatabaseName,
 			Collection:   config.LeaseCollection,
@@ -209,7 +209,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			MaxDuration:  config.LeaseMaxDuration,
 			Logger:       logger,
 			NewWorker:    leasestore.NewWorker,
-		})),
+		}))),
 	}
 	if config.ClockName == "" {
 		manifolds[clockName] = clockManifold(config.Clock)
@@ -309,9 +309,12 @@ func (config ModelManifoldsConfig) clockName() string {
 // presencerecorder.Recorder, a *pinger.Pinger and a presence.Agent from
 // Output, or any narrower interface of their own. A consumer that gets
 // AgentName's output before it looks sees the agent's own key alive from
-// its first look (see AgentManifold). The set can be installed and uninstalled while the
-// controller set runs, in the same engine or in a nested one that
-// offers the controller set's outputs under the same names.
+// its first look (see AgentManifold). The set can be installed while the
+// controller set runs, in the same engine or in a nested one that offers
+// the controller set's outputs under the same names. A dependency engine
+// has no way to uninstall manifolds: a set that must go with its model
+// runs in a nested engine of its own, which ModelHostManifold starts and
+// stops as models come and go.
 func ModelManifolds(config ModelManifoldsConfig) dependency.Manifolds {
 	var logger Logger
 	if config.Logger != nil {

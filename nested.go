@@ -35,6 +35,11 @@ type ControllerOutputs struct {
 	// model sets' DatabaseName. It must not be empty.
 	DatabaseName string
 
+	// ClockName, if not empty, is the name the clock is offered under
+	// (not prefixed): the model sets' ClockName. Empty means ClockName,
+	// the constant, after Prefix.
+	ClockName string
+
 	// Database, Clock, PingBatcher, Reader and LeaseStore are the
 	// controller's. None may be nil.
 	Database    *mongo.Database
@@ -92,9 +97,13 @@ func (o ControllerOutputs) Manifolds() dependency.Manifolds {
 	if o.LeaseStore != nil {
 		storeDead = o.LeaseStore.Dead()
 	}
+	clockName := o.ClockName
+	if clockName == "" {
+		clockName = o.Prefix + ClockName
+	}
 	return dependency.Manifolds{
 		o.DatabaseName:             offer(o.Database, nil),
-		o.Prefix + ClockName:       offer(o.Clock, nil),
+		clockName:                  offer(o.Clock, nil),
 		o.Prefix + PingBatcherName: offer(o.PingBatcher, batcherDead),
 		o.Prefix + ReaderName:      offer(o.Reader, readerDead),
 		o.Prefix + LeaseStoreName:  offer(o.LeaseStore, storeDead),

@@ -54,5 +54,7 @@ func (s *freshModuleSuite) TestAFreshModuleTestsItsConsumersAfterARequirementAlo
 	out := run(os.TempDir(), binary, "-check.v")
 	c.Check(out, gc.Matches, `(?s).*PASS: .*fakeSuite.TestLeadsOnlyWhileAlive.*`)
 	c.Check(out, gc.Matches, `(?s).*PASS: .*serverSuite.TestTheEmbeddedServerStarts.*`)
-	c.Check(out, gc.Matches, `(?s).*OK: 2 passed.*`)
+	c.Check(out, gc.Matches, `(?s).*PASS: .*fakeSuite.TestTheManifoldLeadsOnFakes.*`)
+	c.Check(out, gc.Matches, `(?s).*PASS: .*serverSuite.TestAControllerWithThreeModels.*`)
+	c.Check(out, gc.Matches, `(?s).*OK: 4 passed.*`)
 }

@@ -36,6 +36,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -67,6 +69,7 @@ func (c Config) Validate() error {
 // Server is a running embedded MongoDB-wire server.
 type Server struct {
 	db     *ferretdb.FerretDB
+	front  *front
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -83,13 +86,21 @@ func Start(config Config) (*Server, error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
+	// Clients connect through a front that Stop can close at once; the
+	// server listens on loopback behind it.
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot pick a port for the embedded server")
+	}
+	target := inner.Addr().String()
+	_ = inner.Close()
 	logger := config.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	// unix-excl: see the package doc.
 	db, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: listen},
+		Listener:  ferretdb.ListenerConfig{TCP: target},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + config.Dir + "/?vfs=unix-excl",
 		Logger:    logger,
@@ -97,8 +108,12 @@ func Start(config Config) (*Server, error) {
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot start embedded server")
 	}
+	f, err := newFront(listen, target)
+	if err != nil {
+		return nil, errors.Annotatef(err, "cannot listen on %s", listen)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{db: db, cancel: cancel, done: make(chan struct{})}
+	s := &Server{db: db, front: f, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		_ = db.Run(ctx)
@@ -109,12 +124,20 @@ func Start(config Config) (*Server, error) {
 // URI returns the server's mongodb:// connection string. It blocks until the
 // listener is up.
 func (s *Server) URI() string {
-	return s.db.MongoDBURI()
+	uri := s.db.MongoDBURI()
+	u, err := url.Parse(uri)
+	if err != nil {
+		return uri
+	}
+	u.Host = s.front.Addr()
+	return u.String()
 }
 
-// Stop closes the listener and every connection, and waits until the
-// server has stopped. The data directory is kept.
+// Stop closes the listener and every connection at once, connected
+// clients' included, and waits until the server has stopped (well within
+// half a second). The data directory is kept.
 func (s *Server) Stop() {
+	s.front.Close()
 	s.cancel()
 	<-s.done
 }

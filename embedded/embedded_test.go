@@ -69,3 +69,40 @@ func startAndConnect(c *gc.C, dir string) (*embedded.Server, *mongo.Client) {
 	c.Assert(err, gc.IsNil)
 	return srv, client
 }
+
+// A client that keeps connections open, idle or busy (what a streaming
+// watch holds through its controller), does not hold up Stop: it ends
+// within half a second. A tailable awaitData getMore in flight holds the
+// server for up to its maxTimeMS (the server's, not ours to cut short).
+func (s *embeddedSuite) TestStopEndsPromptlyWithClientsConnected(c *gc.C) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, client := startAndConnect(c, c.MkDir())
+	defer func() { _ = client.Disconnect(ctx) }()
+	coll := client.Database("d").Collection("c")
+	_, err := coll.InsertOne(ctx, bson.D{{Key: "n", Value: 1}})
+	c.Assert(err, gc.IsNil)
+	busy := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		go func() {
+			for {
+				select {
+				case <-busy:
+					return
+				default:
+				}
+				if _, err := coll.CountDocuments(ctx, bson.D{}); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	defer close(busy)
+	c.Assert(client.Ping(ctx, nil), gc.IsNil)
+
+	started := time.Now()
+	srv.Stop()
+	took := time.Since(started)
+	c.Logf("Stop took %v", took)
+	c.Assert(took < 500*time.Millisecond, gc.Equals, true, gc.Commentf("Stop took %v", took))
+}

@@ -10,14 +10,18 @@ import (
 
 	presence "github.com/presencekit/presence"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 )
 
 // Batcher is an in-memory ping recorder: a presence.Batcher (and so a
-// pinger.PingRecorder) that remembers, per model and key, how many pings
-// and deaths its pingers recorded, and writes nothing. Set a Watcher
-// (optional) to have pings make keys alive in it and deaths dead, as a
-// batcher and a reader together would. Its methods are safe for
+// pinger.PingRecorder) and a worker.Worker, as *pingbatcher.PingBatcher
+// is, that remembers, per model and key, how many pings and deaths its
+// pingers recorded, and writes nothing. It needs no database: Register
+// takes any base collection, nil included. Set a Watcher (optional) to
+// have pings make keys alive in it and deaths dead, as a batcher and a
+// reader together would. Once killed, its methods fail with
+// pingbatcher.ErrStopped, as the real one's do. Its methods are safe for
 // concurrent use.
 type Batcher struct {
 	// Watcher, if not nil, is told of every ping (alive) and death
@@ -33,6 +37,8 @@ type Batcher struct {
 	deaths  map[keyOf]int
 	unsaved map[string]bool
 	err     error
+	stopped bool
+	dead    chan struct{}
 }
 
 var _ presence.Batcher = (*Batcher)(nil)
@@ -51,7 +57,44 @@ func NewBatcher(period time.Duration) *Batcher {
 		pings:   make(map[keyOf]int),
 		deaths:  make(map[keyOf]int),
 		unsaved: make(map[string]bool),
+		dead:    make(chan struct{}),
 	}
+}
+
+// Kill is part of the worker.Worker interface.
+func (b *Batcher) Kill() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.stopped {
+		b.stopped = true
+		close(b.dead)
+	}
+}
+
+// Wait is part of the worker.Worker interface: it returns nil once the
+// batcher is killed.
+func (b *Batcher) Wait() error {
+	<-b.dead
+	return nil
+}
+
+// Stop kills the batcher and waits for it.
+func (b *Batcher) Stop() error {
+	b.Kill()
+	return b.Wait()
+}
+
+// Dead returns a channel that is closed once the batcher has stopped.
+func (b *Batcher) Dead() <-chan struct{} {
+	return b.dead
+}
+
+// errLocked returns the error the methods fail with now, if any.
+func (b *Batcher) errLocked() error {
+	if b.stopped {
+		return pingbatcher.ErrStopped
+	}
+	return b.err
 }
 
 // SetError makes Ping, Dead and Sync fail with err (nil clears it), as a
@@ -76,11 +119,9 @@ func (b *Batcher) Deaths(model names.ModelTag, key string) int {
 	return b.deaths[keyOf{model.Id(), key}]
 }
 
-// Register is part of pinger.PingRecorder.
-func (b *Batcher) Register(base *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
-	if base == nil {
-		return pinger.Identity{}, errors.NotValidf("nil base")
-	}
+// Register is part of pinger.PingRecorder. Base is not used, and may be
+// nil.
+func (b *Batcher) Register(_ *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
 	if err := schema.ValidateModel(model); err != nil {
 		return pinger.Identity{}, errors.Trace(err)
 	}
@@ -89,6 +130,9 @@ func (b *Batcher) Register(base *mongo.Collection, model names.ModelTag, key str
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.stopped {
+		return pinger.Identity{}, pingbatcher.ErrStopped
+	}
 	id := pinger.Identity{Model: model.Id(), Writer: "fake", Index: b.next}
 	b.next++
 	b.ids[id] = keyOf{model.Id(), key}
@@ -108,8 +152,8 @@ func (b *Batcher) Disconnect(id pinger.Identity, slot int64) error {
 func (b *Batcher) record(id pinger.Identity, counts map[keyOf]int, alive bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.err != nil {
-		return b.err
+	if err := b.errLocked(); err != nil {
+		return err
 	}
 	k, ok := b.ids[id]
 	if !ok {
@@ -136,9 +180,9 @@ func (b *Batcher) Period() time.Duration {
 // was recorded since the last Sync.
 func (b *Batcher) Sync() error {
 	b.mu.Lock()
-	if b.err != nil {
+	if err := b.errLocked(); err != nil {
 		b.mu.Unlock()
-		return b.err
+		return err
 	}
 	unsaved := b.unsaved
 	b.unsaved = make(map[string]bool)

@@ -16,7 +16,8 @@ import (
 // duration from the call, fences that rise on every change of holder,
 // pins that keep a lease past its expiry, and BlockUntilLeadershipReleased
 // waiting on the clock. It validates names and durations as the real
-// manager does. Stop it to fail every waiting and later call with
+// manager does. It is a leaseexpiry.ManagerWorker, as the real one is:
+// Stop it (or Kill it) to fail every waiting and later call with
 // leaseexpiry.ErrStopped. Its methods are safe for concurrent use.
 type Manager struct {
 	clock       clock.Clock
@@ -30,7 +31,7 @@ type Manager struct {
 	stopping chan struct{}
 }
 
-var _ leaseexpiry.Manager = (*Manager)(nil)
+var _ leaseexpiry.ManagerWorker = (*Manager)(nil)
 
 type fakeLease struct {
 	holder string
@@ -59,6 +60,18 @@ func (m *Manager) Stop() {
 		m.stopped = true
 		close(m.stopping)
 	}
+}
+
+// Kill is part of the worker.Worker interface: it is Stop.
+func (m *Manager) Kill() {
+	m.Stop()
+}
+
+// Wait is part of the worker.Worker interface: it returns nil once the
+// manager is stopped.
+func (m *Manager) Wait() error {
+	<-m.stopping
+	return nil
 }
 
 // Holder returns the unit holding application's lease now, or "".

@@ -10,7 +10,10 @@ package fakes
 
 import (
 	"context"
+	"sort"
+	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/juju/errors"
 
@@ -18,32 +21,47 @@ import (
 	"github.com/presencekit/presence/worker/watcher"
 )
 
-// Watcher is an in-memory watcher.PresenceWatcher whose test says who is
-// alive with Set. Like the real one it never blocks on a consumer:
-// changes reach each Watch channel in order from a goroutine of the
-// channel's own, and subscriptions coalesce per key. Stop it when done.
-// Its methods are safe for concurrent use.
+// Watcher is an in-memory watcher.PresenceWatcher, with the rest of
+// *watcher.Watcher's methods (SubscribeWith, Position, Report and those
+// of a worker.Worker), whose test says who is alive with Set. Like the
+// real one it never blocks on a consumer: changes reach each Watch
+// channel in order from a goroutine of the channel's own, and
+// subscriptions read a change log at their own pace, every change or
+// coalesced per key, and resume after a Position. Unlike the real one
+// its log keeps every change until the watcher stops, which suits a
+// test. Stop it (or Kill and Wait) when done. Its methods are safe for
+// concurrent use.
 type Watcher struct {
-	mu       sync.Mutex
+	view string
+
+	mu       sync.Mutex // taken before any Subscription's
 	drained  *sync.Cond
 	alive    map[string]bool
 	feeds    map[chan<- watcher.Change]*feed
-	subs     map[*Subscription]bool
+	log      []watcher.Event
+	changed  chan struct{} // closed and replaced at every change
 	err      error
 	stopped  bool
 	stopping chan struct{}
+	dead     chan struct{}
 	wg       sync.WaitGroup
 }
 
 var _ watcher.PresenceWatcher = (*Watcher)(nil)
 
+// views numbers fake watchers, so that a Position from one is a reset
+// in another, as between real watchers.
+var views atomic.Int64
+
 // NewWatcher returns a Watcher in which no key is alive.
 func NewWatcher() *Watcher {
 	w := &Watcher{
+		view:     "fake" + strconv.FormatInt(views.Add(1), 10),
 		alive:    make(map[string]bool),
 		feeds:    make(map[chan<- watcher.Change]*feed),
-		subs:     make(map[*Subscription]bool),
+		changed:  make(chan struct{}),
 		stopping: make(chan struct{}),
+		dead:     make(chan struct{}),
 	}
 	w.drained = sync.NewCond(&w.mu)
 	return w
@@ -64,9 +82,9 @@ func (w *Watcher) Set(key string, alive bool) {
 			f.enqueue(change)
 		}
 	}
-	for sub := range w.subs {
-		sub.push(change)
-	}
+	w.log = append(w.log, watcher.Event{Change: change, Position: watcher.Position{View: w.view, Seq: uint64(len(w.log) + 1)}})
+	close(w.changed)
+	w.changed = make(chan struct{})
 }
 
 // SetError makes Alive and Refresh fail with err (nil clears it), as a
@@ -122,29 +140,57 @@ func (w *Watcher) Alive(key string) (bool, error) {
 	return w.alive[key], w.err
 }
 
-// Subscribe is part of watcher.PresenceWatcher.
+// Subscribe is part of watcher.PresenceWatcher: SubscribeWith with keys,
+// coalesced.
 func (w *Watcher) Subscribe(keys ...string) watcher.Subscription {
-	sub := newSubscription(keys)
-	for _, key := range keys {
+	return w.SubscribeWith(watcher.SubscribeConfig{Keys: keys, Coalesce: true})
+}
+
+// SubscribeWith returns a subscription as config says, as
+// (*watcher.Watcher).SubscribeWith does: a snapshot first (or, after a
+// Position of this watcher, the changes since; after any other, a
+// snapshot marked Reset), then every change in order, or with Coalesce
+// at most one per key and none for a key back where it was. With an
+// invalid key, or on a stopped watcher, Next fails with the reason.
+func (w *Watcher) SubscribeWith(config watcher.SubscribeConfig) watcher.ResumableSubscription {
+	sub := &Subscription{w: w, after: config.After, coalesce: config.Coalesce, done: make(chan struct{})}
+	if len(config.Keys) > 0 {
+		sub.keys = make(map[string]bool, len(config.Keys))
+	}
+	for _, key := range config.Keys {
 		if err := schema.ValidateKey(key); err != nil {
-			sub.fail(errors.Trace(err))
+			sub.err = errors.Trace(err)
 			return sub
 		}
+		sub.keys[key] = true
 	}
+	return sub
+}
+
+// Position is (*watcher.Watcher).Position: the position of the latest
+// change, after which a subscription gets the changes from now on.
+func (w *Watcher) Position() watcher.Position {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
-		sub.fail(watcher.ErrStopped)
-		return sub
+	return w.positionLocked()
+}
+
+func (w *Watcher) positionLocked() watcher.Position {
+	return watcher.Position{View: w.view, Seq: uint64(len(w.log))}
+}
+
+// Report is part of the dependency.Reporter interface: the keys and how
+// many are alive.
+func (w *Watcher) Report() map[string]any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	alive := 0
+	for _, a := range w.alive {
+		if a {
+			alive++
+		}
 	}
-	sub.unsubscribe = func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		delete(w.subs, sub)
-	}
-	w.subs[sub] = true
-	sub.snapshot(w.alive)
-	return sub
+	return map[string]any{"keys": len(w.alive), "alive": alive}
 }
 
 // Sync is part of watcher.PresenceWatcher: it returns once every change
@@ -182,21 +228,41 @@ func (w *Watcher) Refresh() error {
 	return w.err
 }
 
-// Stop ends every delivery and subscription, as a stopping watcher does:
-// Next then fails with watcher.ErrStopped. It waits for the delivery
-// goroutines and is safe to call more than once.
-func (w *Watcher) Stop() {
+// Kill is part of the worker.Worker interface: it ends every delivery
+// and subscription, as a stopping watcher does: Next, Alive and Refresh
+// then fail with watcher.ErrStopped. It does not wait.
+func (w *Watcher) Kill() {
 	w.mu.Lock()
-	if !w.stopped {
-		w.stopped = true
-		close(w.stopping)
-		for sub := range w.subs {
-			sub.fail(watcher.ErrStopped)
-		}
-		w.drained.Broadcast()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
 	}
-	w.mu.Unlock()
-	w.wg.Wait()
+	w.stopped = true
+	close(w.stopping)
+	w.drained.Broadcast()
+	go func() {
+		w.wg.Wait()
+		close(w.dead)
+	}()
+}
+
+// Wait is part of the worker.Worker interface: it returns nil once the
+// delivery goroutines have ended after Kill.
+func (w *Watcher) Wait() error {
+	<-w.dead
+	return nil
+}
+
+// Stop kills the watcher and waits for it. It is safe to call more than
+// once.
+func (w *Watcher) Stop() error {
+	w.Kill()
+	return w.Wait()
+}
+
+// Dead returns a channel that is closed once the watcher has stopped.
+func (w *Watcher) Dead() <-chan struct{} {
+	return w.dead
 }
 
 // feed delivers one channel's changes in order.
@@ -258,121 +324,148 @@ func (f *feed) run() {
 	}
 }
 
-// Subscription is the fake Watcher's watcher.Subscription: a snapshot
-// first, then the changes since the previous Next, at most one per key.
+// Subscription is the fake Watcher's watcher.ResumableSubscription. Its
+// methods are safe for concurrent use.
 type Subscription struct {
-	keys        map[string]bool // nil: every key
-	notify      chan struct{}
-	unsubscribe func()
+	w        *Watcher
+	keys     map[string]bool // nil: every key
+	after    watcher.Position
+	coalesce bool
+	err      error // set at creation only
 
-	mu      sync.Mutex
-	err     error
-	ready   bool // the snapshot is queued
-	taken   bool // Next has returned the snapshot
-	pending map[string]bool
-	order   []string
+	mu       sync.Mutex
+	closed   bool
+	done     chan struct{}
+	placed   bool   // cursor is a place in the log
+	cursor   uint64 // the changes up to cursor were answered
+	answered bool
 }
 
-var _ watcher.Subscription = (*Subscription)(nil)
+var _ watcher.ResumableSubscription = (*Subscription)(nil)
 
-func newSubscription(keys []string) *Subscription {
-	sub := &Subscription{notify: make(chan struct{}, 1), pending: make(map[string]bool)}
-	if len(keys) > 0 {
-		sub.keys = make(map[string]bool, len(keys))
-		for _, key := range keys {
-			sub.keys[key] = true
-		}
-	}
-	return sub
-}
-
-func (s *Subscription) covers(key string) bool {
-	return s.keys == nil || s.keys[key]
-}
-
-// snapshot queues the current state of every covered key: a named key
-// never Set is reported dead, as the real watcher does.
-func (s *Subscription) snapshot(alive map[string]bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for key := range s.keys {
-		s.queueLocked(watcher.Change{Key: key, Alive: alive[key]})
-	}
-	if s.keys == nil {
-		for key, a := range alive {
-			s.queueLocked(watcher.Change{Key: key, Alive: a})
-		}
-	}
-	s.ready = true
-	s.wake()
-}
-
-func (s *Subscription) push(change watcher.Change) {
-	if !s.covers(change.Key) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.queueLocked(change)
-	s.wake()
-}
-
-func (s *Subscription) queueLocked(change watcher.Change) {
-	if _, queued := s.pending[change.Key]; !queued {
-		s.order = append(s.order, change.Key)
-	}
-	s.pending[change.Key] = change.Alive
-}
-
-func (s *Subscription) fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.wake()
-}
-
-func (s *Subscription) wake() {
-	select {
-	case s.notify <- struct{}{}:
-	default:
-	}
-}
-
-// Next is part of watcher.Subscription.
+// Next is part of watcher.Subscription: NextBatch without positions.
 func (s *Subscription) Next(ctx context.Context) ([]watcher.Change, error) {
+	b, err := s.NextBatch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return b.Changes(), nil
+}
+
+// NextBatch is part of watcher.ResumableSubscription. It fails with
+// ctx's error, with watcher.ErrSubscriptionClosed after Close and with
+// watcher.ErrStopped once the watcher stops.
+func (s *Subscription) NextBatch(ctx context.Context) (watcher.Batch, error) {
+	if s.err != nil {
+		return watcher.Batch{}, s.err
+	}
 	for {
-		s.mu.Lock()
-		if s.err != nil {
-			err := s.err
-			s.mu.Unlock()
-			return nil, err
+		b, ok, changed, err := s.take()
+		if err != nil || ok {
+			return b, err
 		}
-		if s.ready && (!s.taken || len(s.order) > 0) {
-			out := make([]watcher.Change, 0, len(s.order))
-			for _, key := range s.order {
-				out = append(out, watcher.Change{Key: key, Alive: s.pending[key]})
-			}
-			s.order, s.pending = nil, make(map[string]bool)
-			s.taken = true
-			s.mu.Unlock()
-			return out, nil
-		}
-		s.mu.Unlock()
 		select {
-		case <-s.notify:
+		case <-changed:
+		case <-s.done:
+			return watcher.Batch{}, watcher.ErrSubscriptionClosed
+		case <-s.w.stopping:
+			return watcher.Batch{}, watcher.ErrStopped
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return watcher.Batch{}, ctx.Err()
 		}
 	}
+}
+
+// take returns the next answer if there is one, else the channel closed
+// at the next change.
+func (s *Subscription) take() (watcher.Batch, bool, <-chan struct{}, error) {
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return watcher.Batch{}, false, nil, watcher.ErrSubscriptionClosed
+	case w.stopped:
+		return watcher.Batch{}, false, nil, watcher.ErrStopped
+	}
+	end := w.positionLocked()
+	if !s.placed {
+		s.placed = true
+		if s.after.IsZero() || s.after.View != w.view || s.after.Seq > end.Seq {
+			s.cursor, s.answered = end.Seq, true
+			return watcher.Batch{Snapshot: true, Reset: !s.after.IsZero(), Events: s.snapshotLocked(), End: end}, true, nil, nil
+		}
+		s.cursor = s.after.Seq
+	}
+	events := s.readLocked(w.log[s.cursor:])
+	s.cursor = end.Seq
+	if len(events) == 0 && s.answered {
+		return watcher.Batch{}, false, w.changed, nil
+	}
+	s.answered = true
+	return watcher.Batch{Events: events, End: end}, true, nil, nil
+}
+
+// snapshotLocked returns the states of the keys followed, sorted by key:
+// a named key never Set is dead.
+func (s *Subscription) snapshotLocked() []watcher.Event {
+	var keys []string
+	if s.keys == nil {
+		for key := range s.w.alive {
+			keys = append(keys, key)
+		}
+	} else {
+		for key := range s.keys {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	events := make([]watcher.Event, len(keys))
+	for i, key := range keys {
+		events[i] = watcher.Event{Change: watcher.Change{Key: key, Alive: s.w.alive[key]}}
+	}
+	return events
+}
+
+// readLocked returns the events of log for the keys followed: all of
+// them, or coalesced, the last of each key whose state changed, in the
+// order of those last events.
+func (s *Subscription) readLocked(log []watcher.Event) []watcher.Event {
+	var events []watcher.Event
+	for _, e := range log {
+		if s.keys == nil || s.keys[e.Key] {
+			events = append(events, e)
+		}
+	}
+	if !s.coalesce {
+		return events
+	}
+	// A key's states alternate, so it is back where it was after an
+	// even number of changes.
+	count := make(map[string]int)
+	for _, e := range events {
+		count[e.Key]++
+	}
+	var out []watcher.Event
+	seen := make(map[string]int)
+	for _, e := range events {
+		seen[e.Key]++
+		if seen[e.Key] == count[e.Key] && count[e.Key]%2 == 1 {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Close is part of watcher.Subscription: Next then fails with
-// watcher.ErrSubscriptionClosed.
+// watcher.ErrSubscriptionClosed. It is safe to call more than once.
 func (s *Subscription) Close() {
-	s.fail(watcher.ErrSubscriptionClosed)
-	if s.unsubscribe != nil {
-		s.unsubscribe()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
 	}
 }

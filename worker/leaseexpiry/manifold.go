@@ -72,8 +72,10 @@ func NewWorker(config ManagerConfig) (worker.Worker, error) {
 }
 
 // Manifold returns a dependency.Manifold that runs a leadership manager
-// for one model over the store input. Its Output fills a *Manager, and
-// nothing else.
+// for one model over the store input. Its Output fills a *Manager (the
+// interface) or a pointer to any narrower interface of the consumer's own
+// that the manager implements, never the worker itself; anything else is
+// an error naming both types.
 func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: []string{config.ClockName, config.StoreName},

@@ -25,13 +25,13 @@ type Config struct {
 
 	// FlushInterval is the mean time between writes; each interval is
 	// jittered by ±20% so that controllers do not write in step. Zero
-	// means schema.DefaultFlushInterval; it must not be negative.
+	// means one second; it must not be negative.
 	FlushInterval time.Duration
 
 	// Period is the slot length, the same as the pingers' and the
 	// readers'. It is stamped in every ping document so that readers can
-	// check it, and half of it bounds every flush. Zero means
-	// schema.DefaultPeriod; it must not be negative.
+	// check it, and half of it bounds every flush. Zero means ten
+	// seconds; it must not be negative.
 	Period time.Duration
 
 	// Clock gives the time. It must not be nil.

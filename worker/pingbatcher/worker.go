@@ -206,19 +206,19 @@ func (b *PingBatcher) Period() time.Duration {
 	return b.config.withDefaults().Period
 }
 
-// Register is part of the pinger.PingRecorder interface.
+// Register is part of the pinger.PingRecorder interface; a nil base means
+// the batcher's own.
 func (b *PingBatcher) Register(base *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
-	if base == nil {
-		return pinger.Identity{}, errors.NotValidf("nil base collection")
-	}
 	if err := schema.ValidateModel(model); err != nil {
 		return pinger.Identity{}, errors.Trace(err)
 	}
 	if err := schema.ValidateKey(key); err != nil {
 		return pinger.Identity{}, errors.Trace(err)
 	}
-	if ns := schema.Namespace(base); ns != b.namespace {
-		return pinger.Identity{}, errors.NotValidf("base collection %q (this batcher writes %q)", ns, b.namespace)
+	if base != nil {
+		if ns := schema.Namespace(base); ns != b.namespace {
+			return pinger.Identity{}, errors.NotValidf("base collection %q (this batcher writes %q)", ns, b.namespace)
+		}
 	}
 	if err := b.alive(); err != nil {
 		return pinger.Identity{}, err

@@ -462,7 +462,6 @@ func (s *workerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
 		key   string
 		err   string
 	}{
-		{nil, modelA, "a", "nil base collection not valid"},
 		{s.base, names.NewModelTag("not-a-uuid"), "a", `model tag "model-not-a-uuid" not valid`},
 		{s.base, modelA, "", "empty key not valid"},
 		{s.base, modelA, "\xff", `key "\\xff" \(not UTF-8\) not valid`},
@@ -476,6 +475,14 @@ func (s *workerSuite) TestBadInputIsNotValidAndWritesNothing(c *gc.C) {
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 0)
 	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 0)
+}
+
+func (s *workerSuite) TestANilBaseIsTheBatchersOwn(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id, err := b.Register(nil, modelA, "a")
+	c.Assert(err, gc.IsNil)
+	c.Assert(b.Ping(id, 1), gc.IsNil)
 }
 
 func (s *workerSuite) TestStoppedBatcherRefusesPings(c *gc.C) {

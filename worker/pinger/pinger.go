@@ -33,8 +33,10 @@ type Logger interface {
 
 // Config holds what a Pinger needs.
 type Config struct {
-	// Base is the base presence collection. It must not be nil and must
-	// be the collection the recorder writes to.
+	// Base is the base presence collection, which the recorder checks
+	// is the one it writes to. Nil means the recorder's own, unchecked
+	// (and a recorder with no database, such as agenttest/fakes', needs
+	// none).
 	Base *mongo.Collection
 
 	// Model is the model the key belongs to. It must be a valid model
@@ -66,9 +68,6 @@ type Config struct {
 
 // Validate returns a NotValid error naming the first bad field.
 func (config Config) Validate() error {
-	if config.Base == nil {
-		return errors.NotValidf("nil Base")
-	}
 	if err := schema.ValidateModel(config.Model); err != nil {
 		return errors.Trace(err)
 	}

@@ -193,7 +193,6 @@ func (s *pingerSuite) TestConfigValidation(c *gc.C) {
 		mutate func(*pinger.Config)
 		err    string
 	}{
-		{func(cfg *pinger.Config) { cfg.Base = nil }, "nil Base not valid"},
 		{func(cfg *pinger.Config) { cfg.Model = names.NewModelTag("bad") }, `model tag "model-bad" not valid`},
 		{func(cfg *pinger.Config) { cfg.Key = "" }, "empty key not valid"},
 		{func(cfg *pinger.Config) { cfg.Recorder = nil }, "nil Recorder not valid"},

@@ -34,7 +34,8 @@ type Identity struct {
 type PingRecorder interface {
 	// Register returns a fresh identity for key in model, to be used
 	// with base. It fails with a NotValid error for bad input, and when
-	// base is not the collection the recorder writes to.
+	// base is not the collection the recorder writes to; a nil base
+	// means the recorder's own.
 	Register(base *mongo.Collection, model names.ModelTag, key string) (Identity, error)
 
 	// Ping records that id was alive in slot. It fails with
