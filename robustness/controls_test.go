@@ -168,7 +168,7 @@ func (s *controlsSuite) TestTheStreamCheckerCatchesStreamsThatDisagree(c *gc.C) 
 func (s *controlsSuite) TestTheResourceCheckerCatchesGrowth(c *gc.C) {
 	sample := robustness.Op{Kind: robustness.OpSample, Ctrl: -1, Call: 5 * time.Second, Return: 5 * time.Second,
 		Counts: map[string]int{"pings": 13, "terms m/app": 9}}
-	b := robustness.ResourceBounds{Counts: map[string]int{"pings": 12}, TermsBase: 6, TermsWindow: 2 * time.Second}
+	b := robustness.ResourceBounds{Counts: map[string]int{"pings": 12}, TermsBase: 6, Window: 2 * time.Second}
 	v := robustness.CheckResources([]robustness.Op{sample}, 10*time.Second, b)
 	assertCaught(c, v, "resources", "pings is 13")
 	assertCaught(c, v, "resources", "keeps 9 terms")

@@ -186,11 +186,13 @@ func check(plan robustness.Plan, ops []robustness.Op, end time.Duration) []robus
 	agents := len(plan.Agents)
 	resourceBounds := robustness.ResourceBounds{
 		Counts: map[string]int{
-			"pings":  12 * len(plan.Controllers),
+			"pings":  16 * len(plan.Controllers),
 			"beings": 4 * len(plan.Controllers) * (1 + agents/schema.ChunkSize),
 		},
-		TermsBase:   t.PruneEvery + 2,
-		TermsWindow: time.Duration(t.PruneEvery+2)*t.MaxSleep + 2*slack,
+		TermsBase: t.PruneEvery + 2,
+		// Three of the pruner's intervals: a prune that a fault made
+		// fail is made good by the next.
+		Window: 6 * t.Period,
 	}
 	for i := range plan.Controllers {
 		resourceBounds.Counts[fmt.Sprintf("keys c%d", i)] = agents

@@ -244,11 +244,23 @@ func NewPlan(seed uint64, duration time.Duration, faults []FaultKind) Plan {
 		}
 	}
 	if p.Enabled(FaultClaimStorm) {
-		model := rng.IntN(p.Models)
+		// A unit renews through one controller several times per
+		// MaxSleep, while the two units of another application take
+		// turns through that controller and another: a release
+		// through the other must reach the one blocked here.
+		model, storm := rng.IntN(p.Models), rng.IntN(controllers)
 		p.Units = append(p.Units, UnitPlan{
-			Model: model, App: "storm", Unit: "storm/0", Ctrl: rng.IntN(controllers),
+			Model: model, App: "storm", Unit: "storm/0", Ctrl: storm,
 			Duration: 3 * time.Second, Renew: t.MaxSleep / 3, Lead: duration, Storm: true,
 		})
+		for i, ctrl := range []int{storm, (storm + 1 + rng.IntN(controllers-1)) % controllers} {
+			d := between(2*time.Second, 4*time.Second)
+			p.Units = append(p.Units, UnitPlan{
+				Model: model, App: "relay", Unit: fmt.Sprintf("relay/%d", i), Ctrl: ctrl,
+				Duration: d, Renew: d / 3, Lead: between(time.Second, 4*time.Second),
+				Rest: between(2*time.Second, 4*time.Second), Release: true,
+			})
+		}
 	}
 	kinds := slices.DeleteFunc(slices.Clone(faults), func(k FaultKind) bool { return k == FaultClaimStorm })
 	if len(kinds) > 0 {

@@ -310,17 +310,19 @@ type ResourceBounds struct {
 	// is not bounded here.
 	Counts map[string]int
 	// TermsBase is how many terms a lease may keep besides those of its
-	// recent changes (PruneEvery + 2); TermsWindow how far back recent
-	// changes count.
-	TermsBase   int
-	TermsWindow time.Duration
+	// recent changes (PruneEvery + 2).
+	TermsBase int
+	// Window is how far back recent changes count, and how long after
+	// a fault heals its samples are not held to any bound: nothing can
+	// be pruned while the database is in trouble.
+	Window time.Duration
 }
 
 // CheckResources checks every sample against bounds: each named count,
 // and every lease's terms ("terms <model>/<lease>") against TermsBase plus
-// twice the claims and releases of that lease within TermsWindow before
-// the sample (a change and, at most, an expiry each). Samples taken within
-// TermsWindow of a fault are not held to the terms bound: prunes fail
+// twice the claims and releases of that lease within Window before the
+// sample (a change and, at most, an expiry each). Samples taken during a
+// fault or within Window after it are not held to any bound: prunes fail
 // while the database is in trouble.
 func CheckResources(ops []Op, end time.Duration, b ResourceBounds) []Violation {
 	var out []Violation
@@ -337,20 +339,20 @@ func CheckResources(ops []Op, end time.Duration, b ResourceBounds) []Violation {
 		if s.Kind != OpSample {
 			continue
 		}
+		window := interval{s.Return - b.Window, s.Return + 1}
+		troubled := false
+		for _, f := range faults {
+			troubled = troubled || overlaps(window, interval{f.Call, faultEnd(f, end) + b.Window})
+		}
+		if troubled {
+			continue
+		}
 		for name, n := range s.Counts {
 			if limit, ok := b.Counts[name]; ok && n > limit {
 				out = append(out, Violation{"resources", fmt.Sprintf("%s: %s is %d, above its bound %d", s, name, n, limit)})
 			}
 			var model, lease string
 			if _, err := fmt.Sscanf(name, "terms %s", &model); err != nil || b.TermsBase == 0 {
-				continue
-			}
-			window := interval{s.Return - b.TermsWindow, s.Return + 1}
-			troubled := false
-			for _, f := range faults {
-				troubled = troubled || overlaps(window, interval{f.Call, faultEnd(f, end) + b.TermsWindow})
-			}
-			if troubled {
 				continue
 			}
 			limit := b.TermsBase
