@@ -1,0 +1,100 @@
+package robustness_test
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	gc "gopkg.in/check.v1"
+
+	"github.com/presencekit/presence/robustness"
+)
+
+var (
+	seedsFlag    = flag.String("robustness.seeds", "", "comma-separated seeds to replay instead of the CI leg's")
+	faultsFlag   = flag.String("robustness.faults", "ci", "fault kinds to inject: a comma-separated list of kinds, or ci, all, none")
+	durationFlag = flag.Duration("robustness.duration", 0, "run random seeds one after another for this long (a long run) instead of the CI leg")
+	lengthFlag   = flag.Duration("robustness.scenario", 15*time.Second, "how long each scenario runs")
+)
+
+// ciSeeds are the CI leg's fixed seeds; it adds ciRandom random ones.
+var ciSeeds = []uint64{1, 2, 3}
+
+const ciRandom = 2
+
+type robustnessSuite struct{}
+
+var _ = gc.Suite(&robustnessSuite{})
+
+// seeds returns the seeds to run: those of -robustness.seeds, or the CI
+// leg's fixed and random seeds.
+func seeds(c *gc.C) []uint64 {
+	if *seedsFlag != "" {
+		var out []uint64
+		for _, s := range strings.Split(*seedsFlag, ",") {
+			seed, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+			c.Assert(err, gc.IsNil)
+			out = append(out, seed)
+		}
+		return out
+	}
+	out := append([]uint64(nil), ciSeeds...)
+	for range ciRandom {
+		out = append(out, rand.Uint64()%1_000_000)
+	}
+	return out
+}
+
+// runSeed runs one seed's scenario and reports its violations; it says
+// how to replay it.
+func runSeed(c *gc.C, seed uint64, faults []robustness.FaultKind) bool {
+	plan := robustness.NewPlan(seed, *lengthFlag, faults)
+	c.Logf("running %s", plan)
+	out, err := runPlan(plan, wiring{}, c.Logf)
+	c.Assert(err, gc.IsNil)
+	c.Logf("seed %d: %d operations and events in %v, %d violations", seed, len(out.ops), out.took.Round(time.Millisecond), len(out.violations))
+	for i, v := range out.violations {
+		if i == 10 {
+			c.Logf("... and %d more", len(out.violations)-i)
+			break
+		}
+		c.Logf("VIOLATION %s", v)
+	}
+	if len(out.violations) > 0 {
+		c.Errorf("seed %d broke %d promises; replay with: go test ./robustness/ -check.f %s -robustness.seeds=%d -robustness.faults=%s -robustness.scenario=%v",
+			seed, len(out.violations), "TestGeneratedScenariosKeepEveryPromise", seed, *faultsFlag, *lengthFlag)
+		return false
+	}
+	return true
+}
+
+func (s *robustnessSuite) TestGeneratedScenariosKeepEveryPromise(c *gc.C) {
+	faults, err := robustness.ParseFaults(*faultsFlag)
+	c.Assert(err, gc.IsNil)
+	if *durationFlag > 0 {
+		s.longRun(c, faults)
+		return
+	}
+	for _, seed := range seeds(c) {
+		runSeed(c, seed, faults)
+	}
+}
+
+// longRun runs random seeds until -robustness.duration has passed and
+// sums up what it ran and found.
+func (s *robustnessSuite) longRun(c *gc.C, faults []robustness.FaultKind) {
+	start := time.Now()
+	var ran, failed []string
+	for time.Since(start) < *durationFlag {
+		seed := rand.Uint64() % 1_000_000
+		found := time.Since(start).Round(time.Second)
+		if !runSeed(c, seed, faults) {
+			failed = append(failed, fmt.Sprintf("%d (after %v)", seed, found))
+		}
+		ran = append(ran, fmt.Sprint(seed))
+	}
+	c.Logf("long run: %d seeds in %v with faults %v: %s; failed: %v", len(ran), time.Since(start).Round(time.Second), faults, strings.Join(ran, ","), failed)
+}
