@@ -302,3 +302,22 @@ func assertCaught(c *gc.C, violations []robustness.Violation, checker, what stri
 	}
 	c.Fatalf("no %s violation says %q; got %v", checker, what, violations)
 }
+
+func (s *controlsSuite) TestTheFencedWritesCheckerAcceptsRisingFences(c *gc.C) {
+	logs := map[string][]robustness.FencedWrite{"m/app": {{"app/1", 1}, {"app/1", 1}, {"app/2", 2}, {"app/1", 5}}}
+	c.Assert(robustness.CheckFencedWrites(logs), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestTheFencedWritesCheckerCatchesADeposedLeadersLateWrite(c *gc.C) {
+	logs := map[string][]robustness.FencedWrite{"m/app": {{"app/1", 1}, {"app/2", 2}, {"app/1", 1}}}
+	v := robustness.CheckFencedWrites(logs)
+	c.Assert(v, gc.HasLen, 1)
+	c.Check(v[0].What, gc.Matches, `.*app/1 with fence 1 landed after .* app/2 with fence 2`)
+}
+
+func (s *controlsSuite) TestTheFencedWritesCheckerCatchesAFenceOfTwoHolders(c *gc.C) {
+	logs := map[string][]robustness.FencedWrite{"m/app": {{"app/1", 3}, {"app/2", 3}}}
+	v := robustness.CheckFencedWrites(logs)
+	c.Assert(v, gc.HasLen, 1)
+	c.Check(v[0].What, gc.Matches, `.*fence 3 written by app/1 and by app/2`)
+}

@@ -57,6 +57,8 @@ type controller struct {
 	pruner  *pruner.Pruner
 	store   *leasestore.Store
 	base    *mongo.Collection
+	// resources holds the resources its leaders write through guards.
+	resources *mongo.Collection
 
 	dying    chan struct{}
 	views    map[int]*presencereader.View
@@ -154,8 +156,12 @@ func runPlan(plan robustness.Plan, wire wiring, logf func(string, ...any)) (outc
 		ctrl.proxy.SetDelay(0)
 	}
 	wg.Wait()
+	logs, err := hs.fencedWrites()
+	if err != nil {
+		return outcome{}, errors.Trace(err)
+	}
 	out := outcome{plan: plan, ops: ops, end: end}
-	out.violations = check(plan, ops, end)
+	out.violations = append(check(plan, ops, end), robustness.CheckFencedWrites(logs)...)
 	out.took = time.Since(started)
 	return out, nil
 }
@@ -243,6 +249,7 @@ func (hs *harness) newController(id int, cp robustness.ControllerPlan, dbName st
 	}
 	db := ctrl.client.Database(dbName)
 	ctrl.base = db.Collection(schema.DefaultBase)
+	ctrl.resources = db.Collection(resources)
 	if ctrl.batcher, err = pingbatcher.New(pingbatcher.Config{Base: ctrl.base, FlushInterval: t.FlushInterval, Period: t.Period, Clock: clk}); err != nil {
 		return ctrl, errors.Trace(err)
 	}
@@ -542,6 +549,9 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 						o.Fence = token.Fence()
 					}
 				})
+				if err == nil && !hs.write(ctrl, u, token) {
+					return
+				}
 			}
 			if r, ok = claim(); !ok {
 				return
@@ -559,6 +569,60 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 			return
 		}
 	}
+}
+
+// resources is the collection of the resources that leaders write
+// through their tokens' guards, one document per lease.
+const resources = "resources"
+
+// write writes u's lease's resource through token's guard, appending the
+// unit and its fence to the resource's log, and records the write. It
+// returns false once the run is over.
+func (hs *harness) write(ctrl *controller, u robustness.UnitPlan, token leaseexpiry.Token) bool {
+	model := hs.models[u.Model].Id()
+	n := hs.h.Begin(robustness.Op{Kind: robustness.OpWrite, Ctrl: u.Ctrl, Model: model, Lease: u.App, Unit: u.Unit, Fence: token.Fence()})
+	_, err := leaseexpiry.UpdateGuarded(hs.ctx, ctrl.resources, token,
+		bson.D{{Key: "_id", Value: model + "/" + u.App}},
+		bson.D{{Key: "$push", Value: bson.D{{Key: "log", Value: bson.D{{Key: "unit", Value: u.Unit}, {Key: "fence", Value: token.Fence()}}}}}},
+		true)
+	if hs.ctx.Err() != nil {
+		return false
+	}
+	r := robustness.Ok
+	switch {
+	case errors.Is(err, leaseexpiry.ErrFenced):
+		r = robustness.Denied
+	case err != nil:
+		r = robustness.Unknown
+	}
+	hs.h.End(n, r, func(o *robustness.Op) {
+		if err != nil {
+			o.Note = err.Error()
+		}
+	})
+	return true
+}
+
+// fencedWrites reads every resource's log of accepted writes.
+func (hs *harness) fencedWrites() (map[string][]robustness.FencedWrite, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cursor, err := hs.foreign.Collection(resources).Find(ctx, bson.D{})
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot read the resources")
+	}
+	var docs []struct {
+		ID  string                   `bson:"_id"`
+		Log []robustness.FencedWrite `bson:"log"`
+	}
+	if err := cursor.All(ctx, &docs); err != nil {
+		return nil, errors.Annotate(err, "cannot read the resources")
+	}
+	logs := make(map[string][]robustness.FencedWrite, len(docs))
+	for _, d := range docs {
+		logs[d.ID] = d.Log
+	}
+	return logs, nil
 }
 
 // fault injects one fault and heals it.

@@ -18,6 +18,9 @@ const (
 	OpCheck   Kind = "check"
 	OpRelease Kind = "release"
 	OpBlock   Kind = "block"
+	// OpWrite is a leader's write to its lease's resource through its
+	// token's guard (leaseexpiry.UpdateGuarded); Denied means fenced.
+	OpWrite Kind = "write"
 
 	// Pinger operations.
 	OpStart      Kind = "start"
@@ -119,7 +122,7 @@ func (op Op) String() string {
 	switch op.Kind {
 	case OpClaim:
 		fmt.Fprintf(&b, " for=%v", op.Duration)
-	case OpCheck:
+	case OpCheck, OpWrite:
 		fmt.Fprintf(&b, " fence=%d", op.Fence)
 	case OpEvent:
 		fmt.Fprintf(&b, " alive=%v seq=%d snapshot=%v", op.Alive, op.Seq, op.Snapshot)

@@ -55,7 +55,14 @@ func runSeed(c *gc.C, seed uint64, faults []robustness.FaultKind) bool {
 	c.Logf("running %s", plan)
 	out, err := runPlan(plan, wiring{}, c.Logf)
 	c.Assert(err, gc.IsNil)
-	c.Logf("seed %d: %d operations and events in %v, %d violations", seed, len(out.ops), out.took.Round(time.Millisecond), len(out.violations))
+	writes := map[robustness.Result]int{}
+	for _, op := range out.ops {
+		if op.Kind == robustness.OpWrite {
+			writes[op.Result]++
+		}
+	}
+	c.Logf("seed %d: %d operations and events in %v (guarded writes: %d applied, %d fenced, %d unknown), %d violations",
+		seed, len(out.ops), out.took.Round(time.Millisecond), writes[robustness.Ok], writes[robustness.Denied], writes[robustness.Unknown], len(out.violations))
 	for i, v := range out.violations {
 		if i == 10 {
 			c.Logf("... and %d more", len(out.violations)-i)
