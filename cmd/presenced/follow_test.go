@@ -435,6 +435,6 @@ func (s *followSuite) TestWatchSaysSoWhenNoModelHasPresence(c *gc.C) {
 	cmd := s.start(c, runWatch, "machine-0")
 	cmd.lines.wait(c, `{"snapshot_end":true`, time.Minute)
 	cmd.stop(c)
-	c.Assert(cmd.stderr.String(), gc.Matches, `presenced watch: no model has presence in presencetest\S*\.presence yet .*\n`)
+	c.Assert(cmd.stderr.String(), gc.Matches, `(?s).*presenced watch: no model has presence in presencetest\S*\.presence yet .*\n`)
 	c.Assert(cmd.lines.text(), jsonLinesContain, `{"key":"machine-0","known":false,"snapshot":true}`)
 }
