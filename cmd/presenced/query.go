@@ -265,15 +265,23 @@ func statesOf(ctx context.Context, base *mongo.Collection, period time.Duration,
 		return nil, errors.Trace(err)
 	}
 	defer func() { close(dying); view.Close() }()
-	sub := view.SubscribeWith(presencereader.SubscribeConfig{Keys: keys})
+	// A snapshot of every key: one of some keys names them all, known
+	// or not.
+	sub := view.SubscribeWith(presencereader.SubscribeConfig{})
 	defer sub.Close()
 	snapshot, err := sub.NextBatch(ctx)
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
-	states := make(map[string]bool, len(snapshot.Events))
+	wanted := make(map[string]bool, len(keys))
+	for _, key := range keys {
+		wanted[key] = true
+	}
+	states := make(map[string]bool, len(keys))
 	for _, e := range snapshot.Events {
-		states[e.Key] = e.Alive
+		if wanted[e.Key] {
+			states[e.Key] = e.Alive
+		}
 	}
 	return states, nil
 }
