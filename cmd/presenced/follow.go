@@ -279,6 +279,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	srv := newHTTPServer(mux, logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(listener) }()
+	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(stdout, "presenced serve: following %s read-only; listening on http://%s (/status, /watch, /metrics, /healthz)\n",
 		redactURI(o.mongoURI), listener.Addr())
 	code := exitOK

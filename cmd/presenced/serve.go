@@ -79,6 +79,7 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(listener) }()
+	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics, /healthz)\n", listener.Addr())
 
 	followers := make(chan struct{})
