@@ -56,9 +56,17 @@ func (s *querySuite) TestAliveAnswersPerKeyWithAnExitCode(c *gc.C) {
 	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
 	c.Assert(out, gc.Equals, "machine-0 alive\n")
 
-	code, out, errs = s.query("alive", "machine-0", "machine-9")
+	gone, err := pinger.New(pinger.Config{
+		Base: base, Model: queryModel, Key: "machine-1", Clock: clock.WallClock,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(gone.Start(), gc.IsNil)
+	c.Assert(gone.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	code, out, errs = s.query("alive", "machine-0", "machine-1")
 	c.Assert(code, gc.Equals, exitNo, gc.Commentf("%s", errs))
-	c.Assert(out, gc.Equals, "machine-0 alive\nmachine-9 dead\n")
+	c.Assert(out, gc.Equals, "machine-0 alive\nmachine-1 dead\n")
 }
 
 func (s *querySuite) TestLeaderAnswersPerApplicationWithAnExitCode(c *gc.C) {
