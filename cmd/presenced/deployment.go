@@ -145,13 +145,13 @@ func (d *deployment) refresh() {
 	ctx, cancel := catacomb.Call(&d.catacomb, max(d.config.Refresh, 2*time.Second))
 	defer cancel()
 	if d.config.Model == "" {
-		models, err := modelsOf(ctx, d.config.DB.Collection(d.config.Collection))
+		scan, err := scanPresence(ctx, d.config.DB.Collection(d.config.Collection))
 		if err != nil {
 			d.logf("cannot search for models: %v", err)
 			return
 		}
 		d.mu.Lock()
-		d.found = models
+		d.found = scan.models
 		d.mu.Unlock()
 	}
 	if d.config.OnLeases != nil {

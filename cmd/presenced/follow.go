@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -34,12 +33,12 @@ const (
 // follow a deployment until stopped.
 type followOptions struct {
 	queryOptions
-	sync      time.Duration
-	refresh   time.Duration
-	keepalive time.Duration
-	listen    string
-	after     []presencereader.Position
-	coalesce  bool
+	sync     time.Duration
+	refresh  time.Duration
+	listen   string
+	after    []presencereader.Position
+	coalesce bool
+	streams  streamLimits
 }
 
 // parseFollow parses watch's or serve's flags: serve takes --listen and
@@ -47,29 +46,19 @@ type followOptions struct {
 func parseFollow(name string, args []string, stderr io.Writer) (followOptions, error) {
 	var o followOptions
 	var model string
-	fs := flag.NewFlagSet("presenced "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		if name == "watch" {
-			fmt.Fprintln(stderr, "usage: presenced watch --mongo-uri URI [--model UUID] [KEY...] [flags]")
-		} else {
-			fmt.Fprintln(stderr, "usage: presenced serve --mongo-uri URI [--listen ADDR] [--model UUID] [flags]")
-		}
-		fs.PrintDefaults()
+	usage := "presenced serve --mongo-uri URI [--listen ADDR] [--model UUID] [flags]"
+	if name == "watch" {
+		usage = "presenced watch --mongo-uri URI [--model UUID] [KEY...] [flags]"
 	}
-	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); nothing is written to it")
-	fs.StringVar(&o.database, "database", databaseDBName, "database holding the presence and lease collections")
-	fs.StringVar(&o.collection, "collection", baseCollection, "base presence collection")
-	fs.StringVar(&o.leases, "leases", "leases", "lease collection")
-	fs.StringVar(&model, "model", "", "follow this model only (default: every model)")
-	fs.DurationVar(&o.period, "period", schema.DefaultPeriod, "the Period the deployment's pingers use")
-	fs.DurationVar(&o.sync, "sync", time.Second, "time between reads of the presence documents")
-	fs.DurationVar(&o.refresh, "refresh", 10*time.Second, "time between searches for new models (and lease reads)")
-	fs.DurationVar(&o.keepalive, "keepalive", 15*time.Second, "time between keepalive lines")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the database at start")
+	fs := newCommandFlags("presenced "+name, usage, stderr)
+	deploymentFlags(fs, &o.queryOptions, &model)
+	fs.durationIn(&o.sync, "sync", time.Second, rangeSync, "time between reads of the presence documents")
+	fs.durationIn(&o.refresh, "refresh", 10*time.Second, rangeRefresh, "time between searches for new models (and lease reads)")
 	if name == "serve" {
 		fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address for /status, /watch, /metrics and /healthz")
+		streamFlags(fs, &o.streams)
 	} else {
+		fs.durationIn(&o.streams.keepalive, "keepalive", 15*time.Second, rangeKeepalive, "time between keepalive lines")
 		fs.Func("after", "resume after this position, one per model (repeatable); a position this process's logs do not hold gets a reset line", func(value string) error {
 			after, err := presencereader.ParsePosition(value)
 			if err == nil && !after.IsZero() {
@@ -80,66 +69,29 @@ func parseFollow(name string, args []string, stderr io.Writer) (followOptions, e
 		fs.BoolVar(&o.coalesce, "coalesce", false, "at most one change per key and read, instead of every transition")
 	}
 	var err error
-	if o.args, err = parseInterleaved(fs, args); err != nil {
+	if o.args, err = fs.parse(args, true); err != nil {
+		return o, err
+	}
+	if err := fs.required(map[string]string{"mongo-uri": o.mongoURI}); err != nil {
 		return o, err
 	}
 	switch {
-	case o.mongoURI == "":
-		return o, errors.New("--mongo-uri is required")
 	case model != "" && !names.IsValidModel(model):
-		return o, fmt.Errorf("--model %q is not a model UUID", model)
+		return o, fs.bad(fmt.Errorf("--model %q is not a model UUID", model))
 	case name == "serve" && len(o.args) > 0:
-		return o, fmt.Errorf("unexpected arguments %q", o.args)
+		return o, fs.bad(fmt.Errorf("unexpected arguments %q", o.args))
 	case name == "serve" && o.listen == "":
-		return o, errors.New("--listen must not be empty")
-	case o.period <= 0 || o.sync <= 0 || o.refresh <= 0 || o.keepalive <= 0 || o.timeout <= 0:
-		return o, errors.New("--period, --sync, --refresh, --keepalive and --timeout must be positive")
+		return o, fs.bad(errors.New("--listen must not be empty"))
 	}
 	for _, key := range o.args {
 		if err := schema.ValidateKey(key); err != nil {
-			return o, fmt.Errorf("key: %v", err)
+			return o, fs.bad(err)
 		}
 	}
 	if model != "" {
 		o.model = names.NewModelTag(model)
 	}
 	return o, nil
-}
-
-// parseInterleaved parses args with fs, flags and arguments in any order,
-// and returns the arguments. A flag error is an errReported: the flag
-// package has printed it.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var out []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return nil, errReported{err}
-		}
-		rest = fs.Args()
-		if len(rest) == 0 {
-			return out, nil
-		}
-		out = append(out, rest[0])
-		rest = rest[1:]
-	}
-}
-
-// errReported is a flag error the flag package has already printed.
-type errReported struct{ error }
-
-func (e errReported) Unwrap() error { return e.error }
-
-// flagError prints err unless the flag package did, and returns the exit
-// code for bad flags (0 for --help).
-func flagError(err error, stderr io.Writer) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	if !errors.As(err, new(errReported)) {
-		fmt.Fprintln(stderr, "presenced:", err)
-	}
-	return exitBadFlag
 }
 
 // dial connects to the URI with the client options given, pings it
@@ -181,10 +133,15 @@ func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *
 		_ = client.Disconnect(ctx)
 	}
 	db := client.Database(o.database)
+	period, err := followPeriod(ctx, db, o, logger)
+	if err != nil {
+		disconnect()
+		return nil, nil, nil, err
+	}
 	config := deploymentConfig{
 		DB: db, Collection: o.collection, Leases: o.leases, Model: o.model.Id(),
 		Clock: clock.WallClock, Logger: logger,
-		Period: o.period, SyncInterval: o.sync, Refresh: o.refresh,
+		Period: period, SyncInterval: o.sync, Refresh: o.refresh,
 	}
 	if m != nil {
 		config.OnLoad, config.OnLeases = m.onLoad, m.onLeases
@@ -208,6 +165,29 @@ func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *
 	return d, db, stop, nil
 }
 
+// followPeriod returns the Period to follow o's deployment with: its ping
+// documents', with --period as a check (an errNoAnswer if none has it).
+// A database with no presence yet is followed at --period, or at the
+// library's default, and the logger says so.
+func followPeriod(ctx context.Context, db *mongo.Database, o followOptions, logger *lineLogger) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	scan, err := scanPresence(ctx, db.Collection(o.collection))
+	if err != nil {
+		return 0, jujuerrors.Annotate(err, "cannot read the presence documents")
+	}
+	period, err := scan.period(ctx, db, o.collection, o.period)
+	if err == nil || scan.pings > 0 {
+		return period, jujuerrors.Trace(err)
+	}
+	period = o.period
+	if period == 0 {
+		period = schema.DefaultPeriod
+	}
+	fmt.Fprintf(logger.out, "presenced: %v; following at period %v\n", err, period)
+	return period, nil
+}
+
 // runWatch prints the NDJSON stream of /watch for the keys named (every
 // key if none) in the model given (every model if none), read-only, until
 // a signal. It exits 0 when stopped, 1 when the database is unreachable
@@ -220,7 +200,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	d, _, stop, err := followDeployment(ctx, o, nil, newLineLogger(stderr, clock.WallClock))
 	if err != nil {
 		fmt.Fprintln(stderr, "presenced watch:", err)
-		return exitFailed
+		return followFailure(err)
 	}
 	defer stop()
 	if o.model.Id() == "" && len(d.models()) == 0 {
@@ -228,11 +208,21 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			o.database, o.collection)
 	}
 	req := watchRequest{model: o.model.Id(), keys: o.args, after: o.after, coalesce: o.coalesce}
-	if err := streamWatch(ctx, d, req, writeLines(stdout), clock.WallClock, o.keepalive); err != nil {
+	if err := streamWatch(ctx, d, req, writeLines(stdout), clock.WallClock, o.streams.keepalive); err != nil {
 		fmt.Fprintln(stderr, "presenced watch:", redact(err.Error(), o.mongoURI))
 		return exitFailed
 	}
 	return exitOK
+}
+
+// followFailure returns the exit code for why a deployment cannot be
+// followed: 2 when it holds presence, but at none of the Period asked;
+// 1 when it cannot be read.
+func followFailure(err error) int {
+	if errors.As(err, new(errNoAnswer)) {
+		return exitBadFlag
+	}
+	return exitFailed
 }
 
 // serveStatusDoc is what serve's /status answers: the deployment's
@@ -259,7 +249,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	d, db, stop, err := followDeployment(ctx, o, m, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, "presenced serve:", err)
-		return exitFailed
+		return followFailure(err)
 	}
 	defer stop()
 	listener, err := net.Listen("tcp", o.listen)
@@ -268,23 +258,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitFailed
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /status", noQuery(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := clk.Now()
-		var models []string
-		if o.model.Id() != "" {
-			models = []string{o.model.Id()}
-		}
-		st, err := statusOf(r.Context(), db, o.collection, o.leases, models, now, func(models []string) ([]modelKeys, int, error) {
-			out := make([]modelKeys, 0, len(models))
-			for _, model := range models {
-				counts, err := d.counts(model)
-				if err != nil {
-					return nil, 0, err
-				}
-				out = append(out, counts)
-			}
-			return out, m.lastSkipped(), nil
-		})
+		st, err := serveStatus(r.Context(), db, o, d, now)
 		if err != nil {
 			jsonError(w, http.StatusServiceUnavailable, jujuerrors.New(redact(err.Error(), o.mongoURI)))
 			return
@@ -296,13 +272,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			Time: now.UTC().Format(time.RFC3339), Started: started.UTC().Format(time.RFC3339),
 			UptimeSeconds: int64(now.Sub(started) / time.Second), deploymentStatus: st,
 		})
-	})
-	mux.HandleFunc("GET /watch", watchHandler(d, clk, o.keepalive))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", healthz(m, clk, o.sync))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	})))
+	mux.HandleFunc("GET /watch", watchHandler(d, clk, o.streams, newStreamGate(o.streams.maxStreams)))
+	mux.Handle("GET /metrics", noQuery(promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})))
+	mux.HandleFunc("GET /healthz", noQuery(healthz(m, clk, o.sync)))
+	srv := newHTTPServer(mux, logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(listener) }()
+	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(stdout, "presenced serve: following %s read-only; listening on http://%s (/status, /watch, /metrics, /healthz)\n",
 		redactURI(o.mongoURI), listener.Addr())
 	code := exitOK
@@ -316,6 +293,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
 	return code
+}
+
+// serveStatus reads the deployment's status for serve's /status: the
+// counts of its own reader's views, the rest read now, as status does.
+func serveStatus(ctx context.Context, db *mongo.Database, o followOptions, d *deployment, now time.Time) (deploymentStatus, error) {
+	scan, err := scanPresence(ctx, db.Collection(o.collection))
+	if err != nil {
+		return deploymentStatus{}, jujuerrors.Trace(err)
+	}
+	return statusOf(ctx, db, o.leases, o.model.Id(), scan, d.config.Period, now, func(models []string) ([]modelKeys, error) {
+		out := make([]modelKeys, 0, len(models))
+		for _, model := range models {
+			counts, err := d.counts(model)
+			if err != nil {
+				return nil, jujuerrors.Trace(err)
+			}
+			out = append(out, counts)
+		}
+		return out, nil
+	})
 }
 
 // healthz answers 200 while the presence reader's latest load succeeded

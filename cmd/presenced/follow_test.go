@@ -100,11 +100,16 @@ type command struct {
 }
 
 func (s *followSuite) start(c *gc.C, run func(context.Context, []string, io.Writer, io.Writer) int, args ...string) *command {
+	return startCommand(run, append(args, "--mongo-uri", s.uri, "--database", s.DB.Name(), "--period", "1s", "--sync", "100ms", "--timeout", "10s")...)
+}
+
+// startCommand runs a long-running subcommand with args in a goroutine
+// until stopped.
+func startCommand(run func(context.Context, []string, io.Writer, io.Writer) int, args ...string) *command {
 	ctx, cancel := context.WithCancel(context.Background())
 	out, in := io.Pipe()
 	cmd := &command{lines: &output{}, cancel: cancel, code: make(chan int, 1), stderr: &syncBuffer{}}
 	go cmd.lines.read(out)
-	args = append(args, "--mongo-uri", s.uri, "--database", s.DB.Name(), "--period", "1s", "--sync", "100ms", "--timeout", "10s")
 	go func() {
 		cmd.code <- run(ctx, args, in, cmd.stderr)
 		in.Close()
@@ -428,6 +433,6 @@ func (s *followSuite) TestWatchSaysSoWhenNoModelHasPresence(c *gc.C) {
 	cmd := s.start(c, runWatch, "machine-0")
 	cmd.lines.wait(c, `{"snapshot_end":true`, time.Minute)
 	cmd.stop(c)
-	c.Assert(cmd.stderr.String(), gc.Matches, `presenced watch: no model has presence in presencetest\S*\.presence yet .*\n`)
+	c.Assert(cmd.stderr.String(), gc.Matches, `(?s).*presenced watch: no model has presence in presencetest\S*\.presence yet .*\n`)
 	c.Assert(cmd.lines.text(), jsonLinesContain, `{"key":"machine-0","known":false,"snapshot":true}`)
 }

@@ -68,16 +68,16 @@ func status(reg *registry, sim *simulation, m *metrics, clk clock.Clock, started
 
 func newHandler(o options, reg *registry, sim *simulation, m *metrics, writes *writeRate, clk clock.Clock, started time.Time) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /status", noQuery(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rate := writes.perSecond(clk.Now())
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(status(reg, sim, m, clk, started, rate))
-	})
-	mux.HandleFunc("GET /watch", watchHandler(demoSource{reg: reg}, clk, o.keepalive))
-	mux.HandleFunc("GET /healthz", healthz(m, clk, o.sync))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	})))
+	mux.HandleFunc("GET /watch", watchHandler(demoSource{reg: reg}, clk, o.streams, newStreamGate(o.streams.maxStreams)))
+	mux.HandleFunc("GET /healthz", noQuery(healthz(m, clk, o.sync)))
+	mux.Handle("GET /metrics", noQuery(promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})))
 	// Profiles, for an operator who wants to see where a busy
 	// controller's time goes.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

@@ -43,7 +43,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -58,6 +57,9 @@ func main() {
 
 // run parses args and runs until the duration passes or a signal comes. It
 // returns the exit code: 0 on a clean stop, 1 on failure, 2 on bad flags.
+// Whatever standard output and standard error do (a full pipe nobody
+// reads), a signal or the end of --duration ends it: what they have not
+// taken by then is dropped.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
@@ -68,7 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				"alive": runAlive, "leader": runLeader, "status": runStatus, "explain": runExplain,
 				"watch": runWatch, "serve": runServe,
 			}[args[0]]
-			return command(ctx, args[1:], stdout, stderr)
+			return detached(ctx, stdout, stderr, func(stdout, stderr io.Writer) int {
+				return command(ctx, args[1:], stdout, stderr)
+			})
 		case "demo":
 			args = args[1:]
 		}
@@ -84,70 +88,87 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, opts.duration)
 		defer cancel()
 	}
-	if err := serve(ctx, opts, stdout); err != nil {
-		fmt.Fprintln(stderr, "presenced:", redact(err.Error(), opts.mongoURI))
-		return exitFailed
-	}
-	return exitOK
+	return detached(ctx, stdout, stderr, func(stdout, stderr io.Writer) int {
+		if err := serve(ctx, opts, stdout); err != nil {
+			fmt.Fprintln(stderr, "presenced:", redact(err.Error(), opts.mongoURI))
+			return exitFailed
+		}
+		return exitOK
+	})
+}
+
+// detached runs f with stdout and stderr behind detachedWriters that give
+// way once ctx is done, and waits for what it wrote to be taken (for
+// outputGrace at most once ctx is done).
+func detached(ctx context.Context, stdout, stderr io.Writer, f func(stdout, stderr io.Writer) int) int {
+	out, errs := newDetachedWriter(stdout, ctx.Done()), newDetachedWriter(stderr, ctx.Done())
+	code := f(out, errs)
+	out.drain(ctx)
+	errs.drain(ctx)
+	return code
 }
 
 type options struct {
-	mongoURI  string
-	dataDir   string
-	listen    string
-	agents    int
-	models    int
-	apps      int
-	units     int
-	duration  time.Duration
-	period    time.Duration
-	flush     time.Duration
-	sync      time.Duration
-	churn     time.Duration
-	display   time.Duration
-	keepalive time.Duration
-	timeout   time.Duration
+	mongoURI string
+	dataDir  string
+	listen   string
+	agents   int
+	models   int
+	apps     int
+	units    int
+	duration time.Duration
+	period   time.Duration
+	flush    time.Duration
+	sync     time.Duration
+	churn    time.Duration
+	display  time.Duration
+	timeout  time.Duration
+	streams  streamLimits
 }
 
+// parseFlags parses the demo's flags and checks them, each against its
+// range and against each other, before anything is allocated.
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
-	fs := flag.NewFlagSet("presenced", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("presenced", "presenced [demo] [flags]", stderr)
 	fs.StringVar(&o.mongoURI, "mongo-uri", "", "MongoDB to use instead of the embedded server")
 	fs.StringVar(&o.dataDir, "data", "", "directory for the embedded server's data (default: a temporary directory, removed at exit)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address for /status, /watch and /metrics")
-	fs.IntVar(&o.agents, "agents", 1000, "simulated agents, spread over the models")
-	fs.IntVar(&o.models, "models", 5, "models")
-	fs.IntVar(&o.apps, "apps", 3, "applications per model contending for leadership")
-	fs.IntVar(&o.units, "units", 3, "units per application")
-	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
-	fs.DurationVar(&o.period, "period", 2*time.Second, "presence slot length (the library's default is 10s)")
-	fs.DurationVar(&o.flush, "flush", 250*time.Millisecond, "ping batcher flush interval")
-	fs.DurationVar(&o.sync, "sync", 250*time.Millisecond, "watcher sync interval")
-	fs.DurationVar(&o.churn, "churn", 500*time.Millisecond, "time between simulated joins, leaves and crashes")
-	fs.DurationVar(&o.display, "display", 3*time.Second, "time between status lines in the terminal")
-	fs.DurationVar(&o.keepalive, "keepalive", 15*time.Second, "time between keepalive lines on /watch")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long --mongo-uri may take to answer at start")
-	if err := fs.Parse(args); err != nil {
-		return o, errReported{err}
+	fs.intIn(&o.agents, "agents", 1000, rangeAgents, "simulated agents, spread over the models")
+	fs.intIn(&o.models, "models", 5, rangeModels, "models")
+	fs.intIn(&o.apps, "apps", 3, rangeApps, fmt.Sprintf("applications per model contending for leadership; models x apps x units at most %d", maxUnits))
+	fs.intIn(&o.units, "units", 3, rangeUnits, "units per application")
+	fs.durationIn(&o.duration, "duration", 0, rangeDuration, "stop after this long (0: run until Ctrl-C)")
+	fs.durationIn(&o.period, "period", 2*time.Second, rangePeriod, "presence slot length (the library's default is 10s)")
+	fs.durationIn(&o.flush, "flush", 250*time.Millisecond, rangeFlush, "ping batcher flush interval, under half of --period")
+	fs.durationIn(&o.sync, "sync", 250*time.Millisecond, rangeSync, "watcher sync interval")
+	fs.durationIn(&o.churn, "churn", 500*time.Millisecond, rangeChurn, "time between simulated joins, leaves and crashes")
+	fs.durationIn(&o.display, "display", 3*time.Second, rangeDisplay, "time between status lines in the terminal")
+	fs.durationIn(&o.timeout, "timeout", 10*time.Second, rangeTimeout, "how long --mongo-uri may take to answer at start")
+	streamFlags(fs, &o.streams)
+	rest, err := fs.parse(args, false)
+	if err != nil {
+		return o, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.models < 1:
-		return o, fmt.Errorf("--models must be at least 1, got %d", o.models)
+	case len(rest) > 0:
+		return o, fs.bad(fmt.Errorf("unexpected arguments %q", rest))
 	case o.agents < o.models:
-		return o, fmt.Errorf("--agents (%d) must be at least --models (%d)", o.agents, o.models)
-	case o.apps < 0 || o.units < 1:
-		return o, fmt.Errorf("--apps must not be negative and --units must be at least 1")
-	case o.duration < 0:
-		return o, fmt.Errorf("--duration must not be negative")
-	case o.period <= 0 || o.flush <= 0 || o.sync <= 0 || o.churn <= 0 || o.display <= 0 || o.keepalive <= 0 || o.timeout <= 0:
-		return o, fmt.Errorf("--period, --flush, --sync, --churn, --display, --keepalive and --timeout must be positive")
+		return o, fs.bad(fmt.Errorf("--agents (%d) must be at least --models (%d)", o.agents, o.models))
+	case o.models*o.apps*o.units > maxUnits:
+		return o, fs.bad(fmt.Errorf("--models x --apps x --units is %d units, more than %d", o.models*o.apps*o.units, maxUnits))
 	case o.flush >= o.period/2:
-		return o, fmt.Errorf("--flush (%v) must be under half of --period (%v)", o.flush, o.period)
+		return o, fs.bad(fmt.Errorf("--flush (%v) must be under half of --period (%v)", o.flush, o.period))
 	case o.listen == "":
-		return o, fmt.Errorf("--listen must not be empty")
+		return o, fs.bad(fmt.Errorf("--listen must not be empty"))
 	}
 	return o, nil
+}
+
+// streamFlags defines the flags that bound /watch streams, the demo's
+// and serve's: --keepalive, --max-streams and --write-timeout.
+func streamFlags(fs *commandFlags, l *streamLimits) {
+	fs.durationIn(&l.keepalive, "keepalive", 15*time.Second, rangeKeepalive, "time between keepalive lines on /watch")
+	fs.intIn(&l.maxStreams, "max-streams", 256, rangeStreams, "most /watch streams at once; more are answered 503")
+	fs.durationIn(&l.writeTimeout, "write-timeout", 10*time.Second, rangeWriteTimeout, "a /watch stream whose client takes longer to take a line is closed")
 }

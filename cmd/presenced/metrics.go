@@ -231,13 +231,6 @@ func (m *metrics) warnings(now time.Time) []string {
 	return out
 }
 
-// lastSkipped returns how many documents the latest load skipped.
-func (m *metrics) lastSkipped() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.lastLoad.Skipped
-}
-
 // health returns nil if the reader's latest load succeeded and was no
 // older than within at now, else why not.
 func (m *metrics) health(now time.Time, within time.Duration) error {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/juju/clock"
+	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
@@ -23,9 +22,10 @@ import (
 
 // Exit codes of the one-shot queries, for scripts and health checks.
 const (
-	exitYes   = 0 // alive, or held
-	exitNo    = 1 // dead, or no leader
-	exitError = 2 // bad flags, or no answer from the database
+	exitYes     = 0 // alive, or held
+	exitNo      = 1 // dead, or no leader
+	exitError   = 2 // bad flags, no answer from the database, or no presence where asked
+	exitUnknown = 3 // a key no model knows (alive)
 )
 
 // queryOptions are the flags the one-shot queries share.
@@ -44,53 +44,71 @@ type queryOptions struct {
 // parseQuery parses a query's flags and positional arguments (flags may
 // come before or after them). A query with an argName needs at least one
 // argument and a --model; one without takes no argument, and --model is
-// optional.
+// optional. Every missing required flag is named.
 func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOptions, error) {
 	var o queryOptions
 	var model string
-	fs := flag.NewFlagSet("presenced "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		if argName != "" {
-			fmt.Fprintf(stderr, "usage: presenced %s %s... --model UUID --mongo-uri URI [flags]\n", name, argName)
-		} else {
-			fmt.Fprintf(stderr, "usage: presenced %s --mongo-uri URI [--model UUID] [flags]\n", name)
-		}
-		fs.PrintDefaults()
+	usage := fmt.Sprintf("presenced %s --mongo-uri URI [--model UUID] [flags]", name)
+	if argName != "" {
+		usage = fmt.Sprintf("presenced %s %s... --model UUID --mongo-uri URI [flags]", name, argName)
 	}
+	fs := newCommandFlags("presenced "+name, usage, stderr)
 	if argName == "" {
 		fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	}
-	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); nothing is written to it")
-	fs.StringVar(&o.database, "database", databaseDBName, "database holding the presence and lease collections")
-	fs.StringVar(&o.collection, "collection", baseCollection, "base presence collection")
-	fs.StringVar(&o.leases, "leases", "leases", "lease collection")
-	fs.StringVar(&model, "model", "", "the model's UUID (required)")
-	fs.DurationVar(&o.period, "period", schema.DefaultPeriod, "the Period the deployment's pingers use")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the database")
+	deploymentFlags(fs, &o, &model)
 	var err error
-	if o.args, err = parseInterleaved(fs, args); err != nil {
+	if o.args, err = fs.parse(args, true); err != nil {
+		return o, err
+	}
+	required := map[string]string{"mongo-uri": o.mongoURI}
+	if argName != "" {
+		required["model"] = model
+	}
+	if err := fs.required(required); err != nil {
 		return o, err
 	}
 	switch {
-	case o.mongoURI == "":
-		return o, errors.New("--mongo-uri is required")
-	case (argName != "" || model != "") && !names.IsValidModel(model):
-		return o, fmt.Errorf("--model %q is not a model UUID", model)
+	case model != "" && !names.IsValidModel(model):
+		return o, fs.bad(fmt.Errorf("--model %q is not a model UUID", model))
 	case argName != "" && len(o.args) == 0:
-		return o, fmt.Errorf("name at least one %s", argName)
+		return o, fs.bad(fmt.Errorf("name at least one %s", argName))
 	case argName == "" && len(o.args) > 0:
-		return o, fmt.Errorf("unexpected arguments %q", o.args)
-	case o.period <= 0 || o.timeout <= 0:
-		return o, errors.New("--period and --timeout must be positive")
+		return o, fs.bad(fmt.Errorf("unexpected arguments %q", o.args))
+	}
+	for _, arg := range o.args {
+		if err := argChecks[argName](arg); err != nil {
+			return o, fs.bad(err)
+		}
 	}
 	if err := checkURI(o.mongoURI); err != nil {
-		return o, err
+		return o, fs.bad(err)
 	}
 	if model != "" {
 		o.model = names.NewModelTag(model)
 	}
 	return o, nil
+}
+
+// argChecks check a query's arguments, by what they are: a bad one is
+// not valid, and never an answer.
+var argChecks = map[string]func(string) error{
+	"KEY":         schema.ValidateKey,
+	"APPLICATION": leaseexpiry.ValidateApplication,
+}
+
+// deploymentFlags defines the flags that name a deployment and how to
+// read it, which every command that reads one shares; --model's value
+// goes to model.
+func deploymentFlags(fs *commandFlags, o *queryOptions, model *string) {
+	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); nothing is written to it")
+	fs.StringVar(&o.database, "database", databaseDBName, "database holding the presence and lease collections")
+	fs.StringVar(&o.collection, "collection", baseCollection, "base presence collection")
+	fs.StringVar(&o.leases, "leases", "leases", "lease collection")
+	fs.StringVar(model, "model", "", "the model's UUID")
+	fs.durationIn(&o.period, "period", 0, durationRange{0, rangePeriod.max},
+		"the deployment's Period, as a check: no presence documents at it is an error (0: read it from the ping documents)")
+	fs.durationIn(&o.timeout, "timeout", 10*time.Second, rangeTimeout, "how long to wait for the database")
 }
 
 // checkURI returns an error, without the URI's password, unless uri is a
@@ -165,10 +183,10 @@ func (o queryOptions) connect(ctx context.Context) (*mongo.Database, func(), err
 // answer, which returns the exit code; any error is reported on stderr,
 // without the URI's password, as exit code 2.
 func runQuery(ctx context.Context, name, argName string, args []string, stdout, stderr io.Writer,
-	answer func(context.Context, queryOptions, *mongo.Database, io.Writer) (int, error)) int {
+	answer func(context.Context, queryOptions, *mongo.Database, io.Writer, io.Writer) (int, error)) int {
 	o, err := parseQuery(name, argName, args, stderr)
 	if err != nil {
-		return usageError(err, stderr)
+		return flagError(err, stderr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -176,7 +194,7 @@ func runQuery(ctx context.Context, name, argName string, args []string, stdout, 
 	if err == nil {
 		defer done()
 		var code int
-		if code, err = answer(ctx, o, db, stdout); err == nil {
+		if code, err = answer(ctx, o, db, stdout, stderr); err == nil {
 			return code
 		}
 	}
@@ -195,43 +213,77 @@ func runAlive(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return runQuery(ctx, "alive", "KEY", args, stdout, stderr, answerAlive)
 }
 
-func answerAlive(_ context.Context, o queryOptions, db *mongo.Database, stdout io.Writer) (int, error) {
-	var stats presencereader.LoadStats
-	r, err := presencereader.New(presencereader.Config{
-		Base: db.Collection(o.collection), Clock: clock.WallClock, Period: o.period, SyncInterval: time.Hour,
-		OnLoad: func(s presencereader.LoadStats) { stats = s },
-	})
+func answerAlive(ctx context.Context, o queryOptions, db *mongo.Database, stdout, stderr io.Writer) (int, error) {
+	base := db.Collection(o.collection)
+	scan, err := scanPresence(ctx, base)
 	if err != nil {
-		return 0, err
+		return 0, errors.Trace(err)
 	}
-	defer func() { r.Kill(); _ = r.Wait() }()
-	if err := r.Refresh(); err != nil {
-		return 0, err
-	}
-	dying := make(chan struct{})
-	view, err := r.NewView(o.model, dying, func() error { return nil })
+	scan.skipped.report(stderr, "presenced alive: ")
+	period, err := scan.period(ctx, db, o.collection, o.period)
 	if err != nil {
-		return 0, err
+		return 0, errors.Trace(err)
 	}
-	defer func() { close(dying); view.Close() }()
+	states, err := statesOf(ctx, base, period, o.model, o.args)
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
 	code := exitYes
 	for _, key := range o.args {
-		alive, err := view.Alive(key)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", key, err)
-		}
-		state := "dead"
-		if alive {
-			state = "alive"
-		} else {
-			code = exitNo
+		alive, known := states[key]
+		state := "alive"
+		switch {
+		case !known:
+			state, code = "unknown", exitUnknown
+		case !alive:
+			state = "dead"
+			if code == exitYes {
+				code = exitNo
+			}
 		}
 		fmt.Fprintf(stdout, "%s %s\n", key, state)
 	}
-	if stats.Skipped > 0 {
-		fmt.Fprintf(stdout, "# %d invalid documents skipped (another --period?)\n", stats.Skipped)
-	}
 	return code, nil
+}
+
+// statesOf loads the presence of model once, as a watcher's first load,
+// and returns the state of each of keys that any writer ever wrote in it.
+func statesOf(ctx context.Context, base *mongo.Collection, period time.Duration, model names.ModelTag, keys []string) (map[string]bool, error) {
+	r, err := presencereader.New(presencereader.Config{
+		Base: base, Clock: clock.WallClock, Period: period, SyncInterval: time.Hour,
+	})
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	defer func() { r.Kill(); _ = r.Wait() }()
+	if err := r.Refresh(); err != nil {
+		return nil, errors.Trace(err)
+	}
+	dying := make(chan struct{})
+	view, err := r.NewView(model, dying, func() error { return presencereader.ErrStopped })
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	defer func() { close(dying); view.Close() }()
+	// A snapshot of every key: one of some keys names them all, known
+	// or not.
+	sub := view.SubscribeWith(presencereader.SubscribeConfig{})
+	defer sub.Close()
+	snapshot, err := sub.NextBatch(ctx)
+	if err != nil {
+		return nil, errors.Trace(err)
+	}
+	wanted := make(map[string]bool, len(keys))
+	for _, key := range keys {
+		wanted[key] = true
+	}
+	states := make(map[string]bool, len(keys))
+	for _, e := range snapshot.Events {
+		if wanted[e.Key] {
+			states[e.Key] = e.Alive
+		}
+	}
+	return states, nil
 }
 
 // runLeader prints each application's leader in the model, with its
@@ -241,7 +293,7 @@ func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return runQuery(ctx, "leader", "APPLICATION", args, stdout, stderr, answerLeader)
 }
 
-func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdout io.Writer) (int, error) {
+func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdout, _ io.Writer) (int, error) {
 	client, err := lease.NewClient(lease.ClientConfig{Collection: db.Collection(o.leases), Clock: clock.WallClock})
 	if err != nil {
 		return 0, err
@@ -270,10 +322,4 @@ func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 		}
 	}
 	return code, nil
-}
-
-// usageError prints err unless the flag package did, and returns the
-// exit code for bad flags (0 for --help).
-func usageError(err error, stderr io.Writer) int {
-	return flagError(err, stderr)
 }

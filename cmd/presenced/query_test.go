@@ -56,9 +56,17 @@ func (s *querySuite) TestAliveAnswersPerKeyWithAnExitCode(c *gc.C) {
 	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
 	c.Assert(out, gc.Equals, "machine-0 alive\n")
 
-	code, out, errs = s.query("alive", "machine-0", "machine-9")
+	gone, err := pinger.New(pinger.Config{
+		Base: base, Model: queryModel, Key: "machine-1", Clock: clock.WallClock,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(gone.Start(), gc.IsNil)
+	c.Assert(gone.Disconnect(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	code, out, errs = s.query("alive", "machine-0", "machine-1")
 	c.Assert(code, gc.Equals, exitNo, gc.Commentf("%s", errs))
-	c.Assert(out, gc.Equals, "machine-0 alive\nmachine-9 dead\n")
+	c.Assert(out, gc.Equals, "machine-0 alive\nmachine-1 dead\n")
 }
 
 func (s *querySuite) TestLeaderAnswersPerApplicationWithAnExitCode(c *gc.C) {
@@ -80,6 +88,7 @@ func (s *querySuite) TestLeaderAnswersPerApplicationWithAnExitCode(c *gc.C) {
 func (s *querySuite) TestQueriesWriteNothing(c *gc.C) {
 	// The queries' own client cannot be counted from here, so count
 	// what reaches the server through a proxy.
+	defer startPinger(c, s.DB, "machine-0")()
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
 	defer proxy.Close()
@@ -132,7 +141,7 @@ func (s *querySuite) TestStatusReportsModelsWritersAndLeasesAsJSON(c *gc.C) {
 	stdout.Reset()
 	code = run([]string{"status", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
 	c.Assert(code, gc.Equals, exitYes)
-	c.Assert(stdout.String(), gc.Matches, `(?s)MODEL +ALIVE +DEAD +TOTAL\n`+queryModel.Id()+` +1 +0 +1\n.*mysql +mysql/0 +1 .*`)
+	c.Assert(stdout.String(), gc.Matches, `(?s)PERIOD +10s .*\nMODEL +ALIVE +DEAD +TOTAL\n`+queryModel.Id()+` +1 +0 +1\n.*mysql +mysql/0 +1 .*`)
 }
 
 func (s *querySuite) TestABadOrUnreachableURIFailsFastWithoutItsPassword(c *gc.C) {
@@ -149,16 +158,24 @@ func (s *querySuite) TestABadOrUnreachableURIFailsFastWithoutItsPassword(c *gc.C
 
 func (s *querySuite) TestBadQueryFlagsExitWithTwo(c *gc.C) {
 	for _, args := range [][]string{
-		{"alive", "machine-0", "--mongo-uri", "mongodb://127.0.0.1:1"},                          // no model
-		{"alive", "--model", queryModel.Id(), "--mongo-uri", "mongodb://127.0.0.1:1"},           // no key
-		{"leader", "mysql", "--model", "abc", "--mongo-uri", "mongodb://127.0.0.1:1"},           // bad model
-		{"leader", "mysql", "--model", queryModel.Id()},                                         // no URI
-		{"alive", "machine-0", "--model", queryModel.Id(), "--mongo-uri", "x", "--period", "0"}, // bad period
+		{"alive", "machine-0", "--mongo-uri", "mongodb://127.0.0.1:1"},                            // no model
+		{"alive", "--model", queryModel.Id(), "--mongo-uri", "mongodb://127.0.0.1:1"},             // no key
+		{"leader", "mysql", "--model", "abc", "--mongo-uri", "mongodb://127.0.0.1:1"},             // bad model
+		{"leader", "mysql", "--model", queryModel.Id()},                                           // no URI
+		{"alive", "machine-0", "--model", queryModel.Id(), "--mongo-uri", "x", "--period", "-1s"}, // bad period
 	} {
 		var stdout, stderr bytes.Buffer
 		c.Check(run(args, &stdout, &stderr), gc.Equals, exitError, gc.Commentf("%v", args))
 		c.Check(stderr.String(), gc.Not(gc.Equals), "", gc.Commentf("%v", args))
 	}
+}
+
+// explained is what `presenced explain --json` prints.
+type explained struct {
+	Beings           []explainedBeings `json:"beings"`
+	Pings            []explainedPing   `json:"pings"`
+	Skipped          int               `json:"skipped"`
+	SkippedDocuments []skippedDoc      `json:"skipped_documents"`
 }
 
 func (s *querySuite) TestExplainNamesTheKeysBehindEveryBit(c *gc.C) {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -46,7 +45,8 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	m := newMetrics(o.flush, true, clk)
 	reg := newRegistry(models)
 	term := newTerminal(out, clk)
-	engine, err := newEngine(o, uri, models, reg, m, newLineLogger(term, clk))
+	logger := newLineLogger(term, clk)
+	engine, err := newEngine(o, uri, models, reg, m, logger)
 	if err != nil {
 		return err
 	}
@@ -74,14 +74,12 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("cannot listen on %s: %w", o.listen, err)
 	}
 	writes := newWriteRate(m, clk.Now())
-	srv := &http.Server{
-		Handler:           newHandler(o, reg, sim, m, writes, clk, started),
-		ReadHeaderTimeout: 10 * time.Second,
-		// Streams end when the demo stops.
-		BaseContext: func(net.Listener) context.Context { return ctx },
-	}
+	srv := newHTTPServer(newHandler(o, reg, sim, m, writes, clk, started), logger)
+	// Streams end when the demo stops.
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(listener) }()
+	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics, /healthz)\n", listener.Addr())
 
 	followers := make(chan struct{})

@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -24,13 +25,17 @@ import (
 
 // deploymentStatus is what `presenced status` reports.
 type deploymentStatus struct {
+	// Period is the deployment's, as its ping documents say.
+	Period    string         `json:"period"`
 	Models    []modelKeys    `json:"models"`
 	Writers   []writerStatus `json:"writers"`
 	Leases    []leaseStatus  `json:"leases"`
 	Documents map[string]int `json:"documents"`
 	// Skipped counts the presence documents the read skipped as
-	// invalid (another Period, say).
-	Skipped int `json:"skipped"`
+	// invalid (another Period, a field of the wrong type, a bitmap too
+	// long); SkippedDocuments names them (at most maxNamedSkips).
+	Skipped          int          `json:"skipped"`
+	SkippedDocuments []skippedDoc `json:"skipped_documents,omitempty"`
 }
 
 type modelKeys struct {
@@ -65,18 +70,23 @@ type leaseStatus struct {
 // runStatus prints every model's alive, dead and total keys, each
 // controller's latest write, every lease and the collections' document
 // counts, read-only; --model limits it to one model. It exits 0, or 2 on
-// error.
+// error or when the database holds no presence at the Period asked.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runQuery(ctx, "status", "", args, stdout, stderr, answerStatus)
 }
 
-func answerStatus(ctx context.Context, o queryOptions, db *mongo.Database, stdout io.Writer) (int, error) {
-	var model []string
-	if o.model.Id() != "" {
-		model = []string{o.model.Id()}
+func answerStatus(ctx context.Context, o queryOptions, db *mongo.Database, stdout, _ io.Writer) (int, error) {
+	base := db.Collection(o.collection)
+	scan, err := scanPresence(ctx, base)
+	if err != nil {
+		return 0, errors.Trace(err)
 	}
-	st, err := statusOf(ctx, db, o.collection, o.leases, model, time.Now(), func(models []string) ([]modelKeys, int, error) {
-		return presenceOf(db.Collection(o.collection), o.period, models)
+	period, err := scan.period(ctx, db, o.collection, o.period)
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	st, err := statusOf(ctx, db, o.leases, o.model.Id(), scan, period, time.Now(), func(models []string) ([]modelKeys, error) {
+		return presenceOf(base, period, models)
 	})
 	if err != nil {
 		return 0, err
@@ -90,32 +100,28 @@ func answerStatus(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 	return exitYes, nil
 }
 
-// statusOf reads a deployment's status: the presence of models (every
-// model any writer has keys of if none), as presence counts it, each
+// statusOf reads a deployment's status from scan: the presence of model
+// (of every model the scan found if empty), as presence counts it, each
 // writer's latest write, the leases of those models and the collections'
 // document counts, judged at now. It only reads.
-func statusOf(ctx context.Context, db *mongo.Database, collection, leases string, models []string, now time.Time,
-	presence func([]string) ([]modelKeys, int, error)) (deploymentStatus, error) {
-	base := db.Collection(collection)
-	var st deploymentStatus
-	var err error
-	model := ""
-	if len(models) == 1 {
-		model = models[0]
-	} else if models, err = modelsOf(ctx, base); err != nil {
-		return st, errors.Annotate(err, "cannot search for models")
+func statusOf(ctx context.Context, db *mongo.Database, leases, model string, scan *presenceScan, period time.Duration, now time.Time,
+	presence func([]string) ([]modelKeys, error)) (deploymentStatus, error) {
+	st := deploymentStatus{Period: period.String()}
+	models := scan.models
+	if model != "" {
+		models = []string{model}
 	}
-	if st.Models, st.Skipped, err = presence(models); err != nil {
+	var err error
+	if st.Models, err = presence(models); err != nil {
 		return st, errors.Trace(err)
 	}
-	if st.Writers, err = writersOf(ctx, base, now); err != nil {
-		return st, errors.Annotate(err, "cannot read the writers")
-	}
+	st.Writers = writersOf(scan, now)
 	if st.Leases, err = leasesOf(ctx, db.Collection(leases), model, now); err != nil {
 		return st, errors.Annotate(err, "cannot read the leases")
 	}
+	st.SkippedDocuments, st.Skipped = scan.skipped.list()
 	st.Documents = make(map[string]int)
-	for _, coll := range []*mongo.Collection{schema.Pings(base), schema.Beings(base), db.Collection(leases)} {
+	for _, coll := range []*mongo.Collection{schema.Pings(scan.base), schema.Beings(scan.base), db.Collection(leases)} {
 		n, err := coll.CountDocuments(ctx, bson.D{})
 		if err != nil {
 			return st, errors.Annotatef(err, "cannot count %s", coll.Name())
@@ -125,49 +131,25 @@ func statusOf(ctx context.Context, db *mongo.Database, collection, leases string
 	return st, nil
 }
 
-// modelsOf returns every model that any writer has keys of.
-func modelsOf(ctx context.Context, base *mongo.Collection) ([]string, error) {
-	cur, err := schema.Beings(base).Find(ctx, bson.D{})
-	if err != nil {
-		return nil, err
-	}
-	var docs []schema.BeingsDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, doc := range docs {
-		for _, m := range doc.Entries.Models {
-			if names.IsValidModel(m) && !slices.Contains(out, m) {
-				out = append(out, m)
-			}
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
 // presenceOf loads the presence of models once, as a watcher's first
 // load, and counts their keys.
-func presenceOf(base *mongo.Collection, period time.Duration, models []string) ([]modelKeys, int, error) {
-	var skipped int
+func presenceOf(base *mongo.Collection, period time.Duration, models []string) ([]modelKeys, error) {
 	r, err := presencereader.New(presencereader.Config{
 		Base: base, Clock: clock.WallClock, Period: period, SyncInterval: time.Hour,
-		OnLoad: func(s presencereader.LoadStats) { skipped = s.Skipped },
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer func() { r.Kill(); _ = r.Wait() }()
 	if err := r.Refresh(); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	out := make([]modelKeys, 0, len(models))
 	for _, m := range models {
 		dying := make(chan struct{})
 		view, err := r.NewView(names.NewModelTag(m), dying, func() error { return nil })
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		report := view.Report()
 		close(dying)
@@ -176,30 +158,14 @@ func presenceOf(base *mongo.Collection, period time.Duration, models []string) (
 		alive, _ := report["alive"].(int)
 		out = append(out, modelKeys{Model: m, Alive: alive, Dead: total - alive, Total: total})
 	}
-	return out, skipped, nil
+	return out, nil
 }
 
-// writersOf returns each writer's latest ping document's slot and stamp.
-func writersOf(ctx context.Context, base *mongo.Collection, now time.Time) ([]writerStatus, error) {
-	cur, err := schema.Pings(base).Find(ctx, bson.D{})
-	if err != nil {
-		return nil, err
-	}
-	latest := make(map[string]schema.PingDoc)
-	for cur.Next(ctx) {
-		var doc schema.PingDoc
-		if cur.Decode(&doc) != nil || doc.Writer == "" {
-			continue
-		}
-		if doc.Slot > latest[doc.Writer].Slot {
-			latest[doc.Writer] = doc
-		}
-	}
-	if err := cur.Err(); err != nil {
-		return nil, err
-	}
-	out := make([]writerStatus, 0, len(latest))
-	for writer, doc := range latest {
+// writersOf returns each writer's latest valid ping document's slot and
+// stamp, judged at now.
+func writersOf(scan *presenceScan, now time.Time) []writerStatus {
+	out := make([]writerStatus, 0, len(scan.latest))
+	for writer, doc := range scan.latest {
 		at := time.Unix(0, doc.At)
 		out = append(out, writerStatus{
 			Writer: writer, LastSlot: doc.Slot, LastWrite: at.UTC().Format(time.RFC3339Nano),
@@ -207,7 +173,7 @@ func writersOf(ctx context.Context, base *mongo.Collection, now time.Time) ([]wr
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Writer < out[j].Writer })
-	return out, nil
+	return out
 }
 
 // leasesOf returns every leadership lease, of model or of every model,
@@ -236,27 +202,73 @@ func leasesOf(ctx context.Context, coll *mongo.Collection, model string, now tim
 	return out, nil
 }
 
-// printStatus prints st as tables for people.
+// printStatus prints st for people: a section per kind of thing, each an
+// aligned table, in the order of statusSections.
 func printStatus(w io.Writer, st deploymentStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tALIVE\tDEAD\tTOTAL")
-	for _, m := range st.Models {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", m.Model, m.Alive, m.Dead, m.Total)
-	}
-	fmt.Fprintln(tw, "\nCONTROLLER (WRITER)\tLAST SLOT\tLAST WRITE\tBEHIND")
-	for _, wr := range st.Writers {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", wr.Writer, wr.LastSlot, wr.LastWrite, wr.Behind)
-	}
-	fmt.Fprintln(tw, "\nMODEL\tLEASE\tHOLDER\tFENCE\tEXPIRY\tPINS")
-	for _, l := range st.Leases {
-		holder := l.Holder
-		if l.Invalid != "" {
-			holder = "INVALID: " + l.Invalid
-		} else if holder == "" {
-			holder = "-"
+	for i, section := range statusSections {
+		if i > 0 {
+			fmt.Fprintln(tw)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\n", l.Model, l.Lease, holder, l.Fence, l.Expiry, l.Pins)
+		section(tw, st)
 	}
-	tw.Flush()
-	fmt.Fprintf(w, "\ndocuments: %v; presence documents skipped as invalid: %d\n", st.Documents, st.Skipped)
+	_ = tw.Flush()
+}
+
+// statusSections print the parts of a status as tables, one header line
+// and a line per row, cells separated by tabs.
+var statusSections = []func(io.Writer, deploymentStatus){
+	func(w io.Writer, st deploymentStatus) {
+		fmt.Fprintf(w, "PERIOD\t%s\t(read from the ping documents)\n", st.Period)
+	},
+	func(w io.Writer, st deploymentStatus) {
+		fmt.Fprintln(w, "MODEL\tALIVE\tDEAD\tTOTAL")
+		for _, m := range st.Models {
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", m.Model, m.Alive, m.Dead, m.Total)
+		}
+	},
+	func(w io.Writer, st deploymentStatus) {
+		fmt.Fprintln(w, "CONTROLLER (WRITER)\tLAST SLOT\tLAST WRITE\tBEHIND")
+		for _, wr := range st.Writers {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", wr.Writer, wr.LastSlot, wr.LastWrite, wr.Behind)
+		}
+	},
+	func(w io.Writer, st deploymentStatus) {
+		fmt.Fprintln(w, "MODEL\tLEASE\tHOLDER\tFENCE\tEXPIRY\tPINS")
+		for _, l := range st.Leases {
+			fmt.Fprintln(w, strings.Join(leaseRow(l), "\t"))
+		}
+	},
+	func(w io.Writer, st deploymentStatus) {
+		fmt.Fprintln(w, "COLLECTION\tDOCUMENTS")
+		for _, coll := range sortedKeys(st.Documents) {
+			fmt.Fprintf(w, "%s\t%d\n", coll, st.Documents[coll])
+		}
+	},
+	func(w io.Writer, st deploymentStatus) {
+		fmt.Fprintf(w, "SKIPPED DOCUMENTS\t%d\t(invalid: no reader applies them)\n", st.Skipped)
+		for _, doc := range st.SkippedDocuments {
+			fmt.Fprintf(w, "%s\t%s\t%s\n", doc.Kind, doc.ID, doc.Reason)
+		}
+		if more := st.Skipped - len(st.SkippedDocuments); more > 0 {
+			fmt.Fprintf(w, "...\t%d more\t\n", more)
+		}
+	},
+}
+
+// leaseRow returns the cells of a lease's line in the lease table.
+func leaseRow(l leaseStatus) []string {
+	holder, expiry, pins := l.Holder, l.Expiry, strings.Join(l.Pins, ",")
+	switch {
+	case l.Invalid != "":
+		holder = "INVALID: " + l.Invalid
+	case holder == "":
+		holder = "-"
+	}
+	for _, cell := range []*string{&expiry, &pins} {
+		if *cell == "" {
+			*cell = "-"
+		}
+	}
+	return []string{l.Model, l.Lease, holder, strconv.FormatInt(l.Fence, 10), expiry, pins}
 }

@@ -55,7 +55,11 @@ type terminal struct {
 // when out is a terminal.
 func newTerminal(out io.Writer, clk clock.Clock) *terminal {
 	t := &terminal{out: out, clock: clk, width: defaultWidth}
-	if f, ok := out.(*os.File); ok {
+	target := out
+	if d, ok := out.(interface{ underlying() io.Writer }); ok {
+		target = d.underlying()
+	}
+	if f, ok := target.(*os.File); ok {
 		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
 			t.tty = true
 			if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 20 {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -149,36 +151,50 @@ func parseWatchQuery(src source, query map[string][]string) (watchRequest, error
 // watchHandler serves /watch: the stream of streamWatch, one JSON object
 // per line, with its status and headers sent at once; a bad parameter
 // gets 400 (404 for a model the source cannot have) and a JSON error.
-func watchHandler(src source, clk clock.Clock, keepalive time.Duration) http.HandlerFunc {
+// Beyond limits.maxStreams open streams (counted by gate) a request gets
+// 503 and its connection is closed; a stream whose client does not take a
+// line within limits.writeTimeout is closed.
+func watchHandler(src source, clk clock.Clock, limits streamLimits, gate *streamGate) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		req, err := parseWatchQuery(src, r.URL.Query())
-		if err != nil {
-			status := http.StatusBadRequest
-			if errors.Is(err, errors.NotFound) {
-				status = http.StatusNotFound
+		query, err := url.ParseQuery(r.URL.RawQuery)
+		if err == nil {
+			var req watchRequest
+			if req, err = parseWatchQuery(src, query); err == nil {
+				serveStream(w, r, src, req, clk, limits, gate)
+				return
 			}
-			jsonError(w, status, err)
-			return
 		}
-		flusher, _ := w.(http.Flusher)
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		if flusher != nil {
-			flusher.Flush()
+		status := http.StatusBadRequest
+		if errors.Is(err, errors.NotFound) {
+			status = http.StatusNotFound
 		}
-		enc := json.NewEncoder(w)
-		send := func(line watchLine) bool {
-			if err := enc.Encode(line); err != nil {
-				return false
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-			return true
-		}
-		_ = streamWatch(r.Context(), src, req, send, clk, keepalive)
+		jsonError(w, status, err)
 	}
+}
+
+// serveStream answers a valid /watch request, within the limits.
+func serveStream(w http.ResponseWriter, r *http.Request, src source, req watchRequest, clk clock.Clock, limits streamLimits, gate *streamGate) {
+	if !gate.enter() {
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Retry-After", "10")
+		jsonError(w, http.StatusServiceUnavailable, errStreamsFull)
+		return
+	}
+	defer gate.leave()
+	out := lineWriter{w: w, rc: http.NewResponseController(w), deadline: limits.writeTimeout}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if !out.write(nil) {
+		return
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	send := func(line watchLine) bool {
+		buf.Reset()
+		return enc.Encode(line) == nil && out.write(buf.Bytes())
+	}
+	_ = streamWatch(r.Context(), src, req, send, clk, limits.keepalive)
 }
 
 // jsonError answers status with {"error": err}.

@@ -254,7 +254,7 @@ func (*watchSuite) TestStreamEndsWithTheErrorOfASubscriptionThatCannotBeReplaced
 }
 
 func (*watchSuite) TestBadParametersGet400WithAJSONError(c *gc.C) {
-	srv := httptest.NewServer(watchHandler(newFakeSource(modelA), testclock.NewClock(time.Unix(0, 0)), time.Second))
+	srv := httptest.NewServer(watchHandler(newFakeSource(modelA), testclock.NewClock(time.Unix(0, 0)), testLimits(time.Second), newStreamGate(10)))
 	defer srv.Close()
 	for _, query := range []string{
 		"key=",
@@ -288,7 +288,7 @@ func (*watchSuite) TestAModelTheDemoDoesNotHostIsNotFound(c *gc.C) {
 func (*watchSuite) TestHeadersComeBeforeTheSnapshot(c *gc.C) {
 	// The source never answers: the client still gets its status line
 	// and headers at once.
-	srv := httptest.NewServer(watchHandler(newFakeSource(modelA), testclock.NewClock(time.Unix(0, 0)), time.Hour))
+	srv := httptest.NewServer(watchHandler(newFakeSource(modelA), testclock.NewClock(time.Unix(0, 0)), testLimits(time.Hour), newStreamGate(10)))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -303,7 +303,7 @@ func (*watchSuite) TestHeadersComeBeforeTheSnapshot(c *gc.C) {
 
 func (*watchSuite) TestTheHandlerStreamsOneJSONObjectPerLine(c *gc.C) {
 	src := newFakeSource(modelA)
-	srv := httptest.NewServer(watchHandler(src, testclock.NewClock(time.Unix(0, 0)), time.Hour))
+	srv := httptest.NewServer(watchHandler(src, testclock.NewClock(time.Unix(0, 0)), testLimits(time.Hour), newStreamGate(10)))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/watch?model=" + modelA)
 	c.Assert(err, gc.IsNil)
@@ -414,4 +414,10 @@ func (*watchSuite) TestAPositionAnsweredWithAResetIsNotResumedByAModelFoundLater
 	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
 	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
 	c.Assert(src.config(modelB), gc.DeepEquals, presencereader.SubscribeConfig{})
+}
+
+// testLimits are stream limits with the keepalive given and room for the
+// tests' streams.
+func testLimits(keepalive time.Duration) streamLimits {
+	return streamLimits{keepalive: keepalive, maxStreams: 10, writeTimeout: 10 * time.Second}
 }

@@ -31,8 +31,10 @@ func (wc *writerClock) skew() time.Duration {
 // measureClocks takes a skew sample from every writer whose stamp is new
 // since the last load, and warns once per writer whose clock is more than
 // a quarter of a Period away from the reader's: at half a Period its live
-// keys would start to read dead. It must only be called from the loop
-// goroutine.
+// keys would start to read dead. It warns only once a writer has written
+// since the reader first saw it: a first stamp alone may be the last of
+// a writer that is gone (a killed process that a restarted one reads), and
+// its age is no skew. It must only be called from the loop goroutine.
 func (r *Reader) measureClocks(res loadResult) {
 	seen := res.at.Add(res.took)
 	for writer, at := range res.stamps {
@@ -48,7 +50,7 @@ func (r *Reader) measureClocks(res loadResult) {
 		wc.samples[wc.n%len(wc.samples)] = seen.Sub(time.Unix(0, at))
 		wc.n++
 		skew := wc.skew()
-		if abs(skew) > r.config.Period/4 && !wc.warned {
+		if abs(skew) > r.config.Period/4 && wc.n > 1 && !wc.warned {
 			wc.warned = true
 			r.logf("%s: writer %s's clock is about %v behind this reader's (negative: ahead); at half a Period (%v) its live keys would read dead",
 				r, writer, skew.Round(time.Millisecond), r.config.Period/2)

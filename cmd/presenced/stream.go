@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// streamLimits bound the /watch streams of one process, so that slow and
+// idle clients cost a bounded amount: at most maxStreams at once (more
+// are answered 503 and their connections closed), and a stream whose
+// client has not taken a line within writeTimeout is closed.
+type streamLimits struct {
+	// keepalive is the time between keepalive lines of an idle stream.
+	keepalive time.Duration
+	// maxStreams is the most streams open at once.
+	maxStreams int
+	// writeTimeout is how long one line may take to reach the client.
+	writeTimeout time.Duration
+}
+
+// streamGate admits at most a number of streams at once. It is safe for
+// concurrent use.
+type streamGate struct {
+	slots chan struct{}
+}
+
+// newStreamGate returns a gate that admits n streams at once.
+func newStreamGate(n int) *streamGate {
+	return &streamGate{slots: make(chan struct{}, n)}
+}
+
+// enter takes a place for a stream, without waiting, and reports whether
+// there was one; a stream that entered must leave.
+func (g *streamGate) enter() bool {
+	select {
+	case g.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// leave gives a stream's place back.
+func (g *streamGate) leave() {
+	<-g.slots
+}
+
+// open returns how many streams are open.
+func (g *streamGate) open() int {
+	return len(g.slots)
+}
+
+// strictQuery answers 400 with the reason to a request whose query string
+// does not parse strictly (a ";" separator, a bad escape), which
+// r.URL.Query would silently cut short, and passes the rest to next.
+func strictQuery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			jsonError(w, http.StatusBadRequest, fmt.Errorf("query %q does not parse: %v", r.URL.RawQuery, err))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// noQuery answers 400 to a request with any query parameter, for the
+// endpoints that take none, and passes the rest to next.
+func noQuery(next http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			jsonError(w, http.StatusBadRequest, fmt.Errorf("%s takes no parameters, got %q", r.URL.Path, r.URL.RawQuery))
+			return
+		}
+		next.ServeHTTP(w, r)
+	}
+}
+
+// newHTTPServer returns a server for handler, with every request's query
+// checked strictly, a client that sends no headers dropped after 10 s, an
+// idle connection after a minute, and the server's own errors (refused
+// connections, say) logged through logger, one line per cause.
+func newHTTPServer(handler http.Handler, logger *lineLogger) *http.Server {
+	return &http.Server{
+		Handler:           strictQuery(handler),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          log.New(httpErrors{logger}, "", 0),
+	}
+}
+
+// httpErrors writes the HTTP server's error lines through a lineLogger.
+type httpErrors struct{ logger *lineLogger }
+
+// Write is part of the io.Writer interface.
+func (h httpErrors) Write(p []byte) (int, error) {
+	h.logger.Errorf("http server: %s", string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && p[len(p)-1] == '\n' {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// errStreamsFull is why a stream is refused.
+var errStreamsFull = errors.New("too many /watch streams open; try again later")
+
+// lineWriter sends a stream's lines with a deadline each: a line that
+// cannot be written within the deadline (the client reads nothing, or
+// too slowly) fails, and the stream ends.
+type lineWriter struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	deadline time.Duration
+}
+
+// write writes p and flushes it to the client within the deadline, and
+// reports whether it did.
+func (l lineWriter) write(p []byte) bool {
+	if err := l.rc.SetWriteDeadline(time.Now().Add(l.deadline)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return false
+	}
+	if _, err := l.w.Write(p); err != nil {
+		return false
+	}
+	return l.rc.Flush() == nil
+}
