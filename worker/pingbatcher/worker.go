@@ -241,6 +241,7 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
+	slot = w.place(slot)
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
@@ -261,6 +262,7 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
+	slot = w.place(slot)
 	if slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}
