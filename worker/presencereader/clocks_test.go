@@ -1,14 +1,18 @@
 package presencereader_test
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/juju/clock/testclock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -281,5 +285,54 @@ func (s *clocksSuite) TestTheReaderClockAheadBehindOrDriftingCostsNoKey(c *gc.C)
 		s.check(c, clockScenario{events: at(0, func(h *clockHarness) {
 			c.Assert(h.reader.SetDrift(rate), gc.IsNil)
 		})})
+	}
+}
+
+// newest returns controller ctl's writer and the latest slot it wrote.
+func (s *clocksSuite) newest(c *gc.C, ctl *controller) (string, int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	var writer string
+	for _, id := range ctl.ids {
+		writer = id.Writer
+	}
+	var doc schema.PingDoc
+	err := schema.Pings(ctl.base).FindOne(ctx, bson.D{{Key: schema.FieldWriter, Value: writer}},
+		options.FindOne().SetSort(bson.D{{Key: schema.FieldSlot, Value: -1}})).Decode(&doc)
+	c.Assert(err, gc.IsNil)
+	return writer, doc.Slot
+}
+
+func (s *clocksSuite) TestADocumentClaimingASlotItsWriterCannotHaveReachedMasksNobody(c *gc.C) {
+	var hostile []string
+	insert := at(20*time.Second, func(h *clockHarness) {
+		writer, slot := s.newest(c, h.ctls[0])
+		every := bson.Binary{Data: []byte{0xff, 0xff}}
+		for _, doc := range []bson.D{
+			// A far-future slot under the right _id...
+			{{Key: "_id", Value: schema.PingID(slot+1000, writer)}, {Key: "slot", Value: slot + 1000}},
+			// ...and the next slot under another's _id.
+			{{Key: "_id", Value: schema.PingID(slot+5000, writer)}, {Key: "slot", Value: slot + 1}},
+		} {
+			doc = append(doc, bson.D{{Key: "writer", Value: writer}, {Key: "period", Value: int64(clocksPeriod)},
+				{Key: "alive", Value: every}, {Key: "dead", Value: every}}...)
+			_, err := schema.Pings(h.ctls[0].base).InsertOne(context.Background(), doc)
+			c.Assert(err, gc.IsNil)
+			hostile = append(hostile, doc[0].Value.(string))
+		}
+	})
+	var logger *agenttest.Logger
+	s.check(c, clockScenario{events: func(h *clockHarness, now time.Duration) {
+		logger = h.logger
+		insert(h, now)
+	}})
+	for _, id := range hostile {
+		named := 0
+		for _, line := range logger.Entries() {
+			if strings.Contains(line, "skipping") && strings.Contains(line, id) {
+				named++
+			}
+		}
+		c.Check(named, gc.Equals, 1, gc.Commentf("%s in %s", id, strings.Join(logger.Entries(), "\n")))
 	}
 }
