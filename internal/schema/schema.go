@@ -13,7 +13,9 @@
 //     bitmaps indexed by pinger index, alive (pinged in the slot) and dead
 //     (disconnected in the slot, not pinged since), the period the writer
 //     slots time by, and the writer's clock when it wrote (so that
-//     readers can measure the skew between their clocks);
+//     readers can show a skew where there is one). The slot is the
+//     writer's own sequence, not a time others may compare with theirs
+//     (see Progress);
 //   - a beings document per (writer, chunk of ChunkSize indexes) in
 //     "<base>.beings", holding the model and key of each index. A writer
 //     updates them once it has FreshLimit new keys; until then the entries
@@ -91,8 +93,8 @@ const (
 	MaxIndex = 1 << 20
 
 	// KeepSlots is how many slots before the current one the pruner
-	// keeps: three Periods. Readers read ReadSlots; the rest is margin
-	// for clock skew and writers that fall behind.
+	// keeps: three Periods. Readers read each writer's latest two; the
+	// rest is margin for writers that fall behind.
 	KeepSlots = 6
 
 	// ReadSlots is how many slots a reader reads: the current one and

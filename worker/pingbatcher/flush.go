@@ -65,7 +65,7 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	b.stats.prompted = false
 	now := b.config.Clock.Now()
 	w := b.w
-	w.tick(schema.Slot(now, b.config.Period))
+	w.tick(w.observe(schema.Slot(now, b.config.Period)))
 	out := &batch{writer: w.writer}
 	if w.lastSlot == 0 {
 		return out // registered, never pinged: nothing to say yet

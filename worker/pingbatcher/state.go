@@ -10,10 +10,12 @@ import (
 )
 
 // gapSlots is how many whole slots the batcher may go without a ping or a
-// flush (a process paused, say) before its writer is retired: past that
-// the pruner may soon remove the writer's documents (it keeps
-// schema.KeepSlots), so a new writer id is safer than reusing the old one.
-const gapSlots = 4
+// flush (a process paused, a clock stepped forward) before its writer is
+// retired: past that the pruner may soon judge the writer gone and remove
+// its documents, so a new writer id is safer than reusing the old one;
+// and a writer's sequence never moves on by more at once (see
+// schema.MaxJump), which readers check.
+const gapSlots = schema.MaxJump
 
 // idleSlots is how many slots a writer with no live pinger goes on
 // writing: its released keys' last pings count for two slots, and a
@@ -55,6 +57,13 @@ type writerState struct {
 
 	slots    []*slotState
 	lastSlot int64 // the latest slot pinged, 0 before any ping
+
+	// shift is added to every slot the writer is given, by its pingers
+	// and by its own clock, so that its sequence never goes back: it
+	// grows whenever the batcher sees its clock go back (see observe).
+	// clockSlot is the slot the clock was in when it last looked.
+	shift     int64
+	clockSlot int64
 
 	// idleFrom is lastSlot when the last index in use was released.
 	idleFrom int64
@@ -209,6 +218,34 @@ func (w *writerState) advance(slot int64) *slotState {
 		w.lastSlot = slot
 	}
 	return s
+}
+
+// observe takes the slot the batcher's clock is in, and returns it as a
+// slot of the writer's sequence. When the clock has gone back since it
+// last looked (an NTP step, a restored snapshot) the sequence does not: it
+// moves on by one at once, and every slot given afterwards, by the clock
+// or by the pingers (whose clocks are the batcher's), is shifted by as
+// much as the clock went back. So the writer moves on every slot length
+// of its clock, whatever the clock reads.
+func (w *writerState) observe(clockSlot int64) int64 {
+	if w.clockSlot != 0 && clockSlot < w.clockSlot {
+		w.shift += w.clockSlot - clockSlot + 1
+	}
+	w.clockSlot = clockSlot
+	return clockSlot + w.shift
+}
+
+// place returns the slot of the writer's sequence in which to file a ping
+// or a death that a pinger computed as slot: shifted as the clock was (see
+// observe), and never older than the one before the latest, which would
+// file it where no reader looks (a pinger whose clock went back before the
+// batcher saw it).
+func (w *writerState) place(slot int64) int64 {
+	slot += w.shift
+	if w.lastSlot != 0 && slot < w.lastSlot-1 {
+		return w.lastSlot
+	}
+	return slot
 }
 
 // tick starts slot's document, empty if no pinger pinged in it yet, as

@@ -13,6 +13,16 @@
 // stalled write is a failed one: it is written again, and with every
 // beings document if it failed for as long as the pruner's window, in
 // case the pruner removed them meanwhile.
+//
+// A writer's slots form a sequence that never goes back (see
+// internal/schema): the slots a batcher is given, by its clock and by its
+// pingers (whose clock is the batcher's), are shifted on whenever the
+// batcher sees its clock go back, and a ping computed in a slot older
+// than the writer's latest two goes into its latest. So a writer moves on
+// every slot length of its clock whether the clock is stepped, ahead or
+// behind, and readers judge it by that progress on their own clocks. A
+// clock stepped forward by more than schema.MaxJump slots looks like a
+// paused process: the writer is retired and its pingers register again.
 package pingbatcher
 
 import (
@@ -241,6 +251,7 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
+	slot = w.place(slot)
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
@@ -261,6 +272,7 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
+	slot = w.place(slot)
 	if slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}

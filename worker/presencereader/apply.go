@@ -1,6 +1,8 @@
 package presencereader
 
 import (
+	"time"
+
 	"github.com/presencekit/presence/internal/schema"
 )
 
@@ -18,6 +20,7 @@ const forgetAfter = 16
 // goroutine.
 func (r *Reader) finishLoad(res loadResult) {
 	var changes []change
+	r.checkGap(res)
 	if res.err != nil {
 		r.failed(res)
 	} else {
@@ -89,6 +92,29 @@ func (r *Reader) reportSkipped(skipped []string) {
 	}
 }
 
+// checkGap treats a gap between the end of the last load and the start
+// of res longer than gapLimit as a trouble of the reader's own, as it
+// treats a failed load: the reader did not look meanwhile (its process
+// was paused, or its clock stepped forward), so nobody's silence then is
+// held against a writer, and the writers within their bounds when it
+// began keep their keys until they move on again. It must only be called
+// from the loop goroutine.
+func (r *Reader) checkGap(res loadResult) {
+	if !r.lastLoadEnd.IsZero() && res.at.Sub(r.lastLoadEnd) > r.gapLimit() {
+		r.view.troubleBegins(r.lastLoadEnd, r.config.Period, r.config.MaxStall)
+		r.failing = true
+	}
+	r.lastLoadEnd = res.at.Add(res.took)
+}
+
+// gapLimit is the longest gap between two loads that the reader takes
+// for its own pace: a SyncInterval and a quarter of a slot. A step of its
+// clock forward by less adds at most that to a writer's silence, which
+// its late bound (a Period, two slots) has room for.
+func (r *Reader) gapLimit() time.Duration {
+	return r.config.SyncInterval + schema.SlotLength(r.config.Period)/4
+}
+
 // failed records a failed load: the view is kept, and the trouble it
 // marks holds late writers' keys. It must only be called from the loop
 // goroutine.
@@ -115,6 +141,7 @@ func (r *Reader) applied(res loadResult) []change {
 		r.view.troubleEnds(r.healthySince)
 	}
 	r.lastErr = nil
+	r.view.judged(res.progress)
 	for _, doc := range res.beings {
 		r.view.learn(doc.Writer, doc.Chunk*schema.ChunkSize, doc.Entries)
 	}

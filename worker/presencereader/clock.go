@@ -4,9 +4,21 @@ import (
 	"time"
 )
 
-// The writers' clocks: the skew the reader measures against each writer
+// The writers' clocks: the skew the reader can show against each writer
 // from the stamps in its ping documents, and how long a load may take
-// before the reader suspects the database.
+// before the reader suspects the database. Presence does not depend on
+// the skew (writers are judged by their sequences): it is reported for
+// operators, and for leases, which do assume clocks within ClockSkew.
+//
+// A writer stamps each ping document with its clock's reading when it
+// takes the document to write; the write lands some time later, at the
+// latest when the read that returns it ends. So the reader's clock at the
+// end of that read, minus the stamp, bounds the skew (the reader's clock
+// minus the writer's) from above, whatever the write's delay; nothing
+// read bounds it from below, since a write may be delayed for any time.
+// The reader therefore reports a skew only when the bound shows the
+// writer's clock ahead of its own (a negative bound): with one clock, or
+// a writer behind, the interval holds zero and it reports none.
 
 // writerClock is what the reader measured of one writer's clock. It is
 // owned by the loop goroutine.
@@ -17,10 +29,10 @@ type writerClock struct {
 	warned  bool
 }
 
-// skew returns the smallest recent sample: the reader's clock minus the
+// bound returns the smallest recent sample: the reader's clock minus the
 // writer's, plus the write's and the read's delays, which are never
-// negative, so the smallest sample is the closest bound.
-func (wc *writerClock) skew() time.Duration {
+// negative, so the smallest sample is the closest upper bound.
+func (wc *writerClock) bound() time.Duration {
 	out := wc.samples[0]
 	for _, d := range wc.samples[1:min(wc.n, len(wc.samples))] {
 		out = min(out, d)
@@ -28,15 +40,22 @@ func (wc *writerClock) skew() time.Duration {
 	return out
 }
 
+// skew returns the skew the samples show, the reader's clock minus the
+// writer's: the bound when it is negative (the writer is ahead by at
+// least as much), else zero (the interval holds zero).
+func (wc *writerClock) skew() time.Duration {
+	return min(wc.bound(), 0)
+}
+
 // measureClocks takes a skew sample from every writer whose stamp is new
-// since the last load, and warns once per writer whose clock is more than
-// a quarter of a Period away from the reader's: at half a Period its live
-// keys would start to read dead. It warns only once a writer has written
-// since the reader first saw it: a first stamp alone may be the last of
-// a writer that is gone (a killed process that a restarted one reads), and
-// its age is no skew. It must only be called from the loop goroutine.
+// since the last load, and logs once per writer whose clock is shown
+// ahead of the reader's by more than a quarter of a Period: presence does
+// not mind, but leases assume clocks within their ClockSkew. It logs only
+// once a writer has written since the reader first saw it: a first stamp
+// alone may be the last of a writer that is gone (a killed process that a
+// restarted one reads). It must only be called from the loop goroutine.
 func (r *Reader) measureClocks(res loadResult) {
-	seen := res.at.Add(res.took)
+	seen := res.rawEnd
 	for writer, at := range res.stamps {
 		wc := r.clocks[writer]
 		if wc == nil {
@@ -52,8 +71,8 @@ func (r *Reader) measureClocks(res loadResult) {
 		skew := wc.skew()
 		if abs(skew) > r.config.Period/4 && wc.n > 1 && !wc.warned {
 			wc.warned = true
-			r.logf("%s: writer %s's clock is about %v behind this reader's (negative: ahead); at half a Period (%v) its live keys would read dead",
-				r, writer, skew.Round(time.Millisecond), r.config.Period/2)
+			r.logf("%s: writer %s's clock is at least %v ahead of this reader's (presence does not mind; leases assume clocks within their ClockSkew)",
+				r, writer, (-skew).Round(time.Millisecond))
 		}
 	}
 	for writer := range r.clocks {

@@ -110,15 +110,17 @@ type LoadStats struct {
 	Stalled bool
 	// Skipped is how many documents the load skipped as invalid.
 	Skipped int
-	// MaxSkew is the largest clock difference measured between the
-	// reader and any writer (an upper bound: it includes the write's and
-	// the read's delays).
+	// MaxSkew is the largest clock difference that what the reader read
+	// shows between its clock and any writer's (see Skews). Presence
+	// does not depend on it; leases assume clocks within ClockSkew.
 	MaxSkew time.Duration
-	// Skews is the clock difference measured against each writer, by
-	// writer id (the reader's clock minus the writer's, so positive
-	// means the writer is behind; the same upper bound as MaxSkew). It
-	// has one entry per controller, never per agent, and is only set
-	// when OnLoad is: the caller owns it.
+	// Skews is the clock difference shown against each writer, by
+	// writer id: the reader's clock minus the writer's, which the reads
+	// bound from above only (a write may be delayed for any time), so it
+	// is negative where the writer's clock is shown ahead by at least
+	// that, and zero where the interval holds zero (one clock, or a
+	// writer behind). It has one entry per controller, never per agent,
+	// and is only set when OnLoad is: the caller owns it.
 	Skews map[string]time.Duration
 	// LogEntries is how many changes the change logs of every model
 	// viewed hold, and LogBytes the memory they take, after the load.

@@ -2,12 +2,28 @@
 // worker that loads every model's presence from the database and feeds the
 // per-model views that watchers (package worker/watcher) wrap.
 //
-// A Reader loads every SyncInterval with one query for the ping documents
-// of the last schema.ReadSlots slots, whatever the number of models: every
-// writer (ping batcher) keeps one ping document per slot for all of its
-// models, so the query returns O(writers) documents. Each writer is judged
-// by its own latest two slots, and a writer that falls behind by its
-// progress over time (see view.apply): a slow writer is not a death. When a writer names
+// A Reader loads every SyncInterval with one query for each writer's
+// latest two slots, whatever the number of models: every writer (ping
+// batcher) keeps one ping document per slot for all of its models, so the
+// query returns O(writers) documents. Each writer is judged by its own
+// latest two slots, and a writer that falls behind by its progress over
+// time (see view.apply): a slow writer is not a death.
+//
+// Clocks. A writer's slots are its own sequence, which never goes back
+// whatever its clock does (see schema.Progress and pingbatcher). The
+// reader never compares them, or a writer's stamps, with its own time:
+// it asks each writer for its documents from the slot before the latest it
+// judged (readFilter), believes a slot only if the writer can have
+// reached it since the reader saw it move on, at one slot per slot length
+// with both clocks within schema.MaxRate of the true rate (others are
+// skipped and named once, as is a document whose _id disagrees with its
+// fields), and judges a writer late once its sequence has not moved on
+// for a Period of the reader's observed time: its clock's readings, never
+// going back, in which a gap between loads longer than gapLimit (a paused
+// process, a clock stepped forward) is a trouble of the reader's own,
+// like a failed load. Only elapsed times on one clock are compared, so
+// only the clocks' rates matter; leases, which compare an expiry with
+// another process's clock, still assume clocks within their ClockSkew. When a writer names
 // indexes the reader does not know, one more query fetches the writer's
 // beings documents from the first unknown chunk on; a beings read that
 // fails or ends at the deadline keeps what it brought. A key is alive

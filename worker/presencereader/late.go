@@ -108,7 +108,9 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 			continue
 		}
 		for _, id := range wk.ids {
-			if id >= 0 {
+			// A death the late writer recorded itself is not held: it
+			// has no pinger of that key left to keep it alive.
+			if id >= 0 && (v.dead[id] != v.epoch || v.deadBy[id] != wk) {
 				v.held[id] = v.epoch
 			}
 		}

@@ -3,6 +3,8 @@ package presencereader
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/juju/errors"
@@ -25,18 +27,22 @@ const minReadTimeout = 2 * time.Second
 
 // loadResult is what one load read.
 type loadResult struct {
-	at      time.Time
-	slot    int64
-	writers []writerBits
-	stamps  writerAt
-	beings  []schema.BeingsDoc
-	fresh   map[string]fresh
-	skipped []string // why documents were skipped, one per document
-	err     error
+	// at is when the load started on the reader's observed clock (see
+	// Reader.observe), and took how long it took (never negative);
+	// rawStart and rawEnd are the clock's own readings, for the skews.
+	at, rawStart, rawEnd time.Time
+	took                 time.Duration
+	writers              []writerBits
+	// progress is each writer's sequence as this load judged it.
+	progress map[string]schema.Progress
+	stamps   writerAt
+	beings   []schema.BeingsDoc
+	fresh    map[string]fresh
+	skipped  []string // why documents were skipped, one per document
+	err      error
 	// beingsErr is why beings documents could not be read; the pings
 	// were, so the load still counts.
 	beingsErr error
-	took      time.Duration
 }
 
 // writerAt is the newest clock stamp a writer put in its ping documents.
@@ -66,53 +72,69 @@ func (r *Reader) startLoad() {
 	r.gen++
 	r.curWaiters, r.nextWaiters = r.nextWaiters, nil
 	known := r.view.known()
-	now := r.config.Clock.Now()
+	progress := r.view.progress()
+	raw := r.config.Clock.Now()
+	now := r.observe(raw)
 	go func() {
-		res := r.read(now, known)
-		res.took = r.config.Clock.Now().Sub(now)
+		res := r.read(now, progress, known)
+		res.rawStart, res.rawEnd = raw, r.config.Clock.Now()
+		res.took = max(res.rawEnd.Sub(raw), 0)
 		r.results <- res
 	}()
 }
 
-// read queries the ping documents of the current and previous slot, and
-// the beings documents of writers with indexes beyond what known says.
+// observe returns the reader's observed time at raw, a reading of its
+// clock: it moves on as the clock does, but never back, so that a clock
+// stepped back does not make the reader wait again for what it has
+// already waited for. (A step forward is a gap between loads, which the
+// reader treats as a trouble of its own: see gapLimit.) It must only be
+// called from the loop goroutine.
+func (r *Reader) observe(raw time.Time) time.Time {
+	if r.observed.IsZero() {
+		r.observed = raw
+	} else {
+		r.observed = r.observed.Add(max(raw.Sub(r.observedRaw), 0))
+	}
+	r.observedRaw = raw
+	return r.observed
+}
+
+// read queries the ping documents of each writer's latest two slots (see
+// readFilter), judges each writer's sequence from them (see
+// schema.Progress) as of now on the observed clock, and reads the beings
+// documents of writers with indexes beyond what known says.
 // The ping read has a deadline of one SyncInterval (at least
 // minReadTimeout); the beings read, which brings many keys at once after a
 // writer starts, half a Period (at least as long). It runs in the load's
 // goroutine.
-func (r *Reader) read(now time.Time, known map[string]int) loadResult {
+func (r *Reader) read(now time.Time, progress map[string]schema.Progress, known map[string]int) loadResult {
 	ctx, cancel := catacomb.Call(&r.catacomb, max(r.config.SyncInterval, minReadTimeout))
 	defer cancel()
-	slot := schema.Slot(now, r.config.Period)
-	res := loadResult{at: now, slot: slot}
-	cur, err := r.pings.Find(ctx, bson.D{
-		{Key: schema.FieldSlot, Value: bson.D{{Key: "$gt", Value: slot - schema.ReadSlots}}},
-	})
+	res := loadResult{at: now}
+	cur, err := r.pings.Find(ctx, readFilter(progress))
 	if err != nil {
 		res.err = errors.Annotate(err, "cannot read pings")
 		return res
 	}
 	defer cur.Close(context.WithoutCancel(ctx))
-	byWriter := make(map[string]int)
+	docs := make(map[string][]schema.PingDoc)
 	for cur.Next(ctx) {
 		var doc schema.PingDoc
-		if err := cur.Decode(&doc); err != nil {
+		err := cur.Decode(&doc)
+		if err == nil {
+			err = r.check(doc, cur.Current.Lookup(schema.FieldID))
+		}
+		if err != nil {
 			res.skipped = append(res.skipped, fmt.Sprintf("ping document %v: %v", cur.Current.Lookup(schema.FieldID), err))
 			continue
 		}
-		if err := r.check(doc); err != nil {
-			res.skipped = append(res.skipped, fmt.Sprintf("ping document %v: %v", cur.Current.Lookup(schema.FieldID), err))
-			continue
-		}
-		res.addPing(doc, byWriter)
+		docs[doc.Writer] = append(docs[doc.Writer], doc)
 	}
 	if err := cur.Err(); err != nil {
 		res.err = errors.Annotate(err, "cannot read pings")
 		return res
 	}
-	for i := range res.writers {
-		res.writers[i].late = res.writers[i].slot < slot-1
-	}
+	res.judge(docs, progress, now, r.config.Period)
 	need := res.unknownBeings(known)
 	if len(need) == 0 {
 		return res
@@ -213,10 +235,13 @@ func (r *Reader) addBeings(raw bson.Raw, res *loadResult, check func(schema.Bein
 	res.beings = append(res.beings, doc)
 }
 
-// check returns why doc must not be applied, or nil.
-func (r *Reader) check(doc schema.PingDoc) error {
+// check returns why doc, read under id, must not be applied, or nil.
+func (r *Reader) check(doc schema.PingDoc, id bson.RawValue) error {
 	if err := doc.Validate(); err != nil {
 		return errors.Trace(err)
+	}
+	if err := doc.CheckID(id.StringValue()); id.Type != bson.TypeString || err != nil {
+		return errors.NotValidf("_id %v of slot %d of writer %q", id, doc.Slot, doc.Writer)
 	}
 	if doc.Period != int64(r.config.Period) {
 		return errors.Errorf("written with period %v, this reader's is %v", time.Duration(doc.Period), r.config.Period)
@@ -224,10 +249,58 @@ func (r *Reader) check(doc schema.PingDoc) error {
 	return nil
 }
 
-// addPing adds one valid ping document to res.
-// Of a writer's documents it keeps the latest slot's and the one before
-// it, whatever the reader's own slot: a writer is judged by its own
-// latest two slots.
+// readFilter returns the query of a load: for each writer whose sequence
+// the reader has seen move on, its documents from the slot before its
+// latest on; for every other writer, all of its documents (at most the
+// pruner's window), from which the load judges its sequence afresh. It
+// compares no slot with the reader's clock.
+func readFilter(progress map[string]schema.Progress) bson.D {
+	if len(progress) == 0 {
+		return bson.D{}
+	}
+	writers := slices.Sorted(maps.Keys(progress))
+	or := make(bson.A, 0, len(writers)+1)
+	or = append(or, bson.D{{Key: schema.FieldWriter, Value: bson.D{{Key: "$nin", Value: writers}}}})
+	for _, w := range writers {
+		clause := bson.D{{Key: schema.FieldWriter, Value: w}}
+		if p := progress[w]; p.Confirmed {
+			clause = append(clause, bson.E{Key: schema.FieldSlot, Value: bson.D{{Key: "$gte", Value: p.Top - 1}}})
+		}
+		or = append(or, clause)
+	}
+	return bson.D{{Key: "$or", Value: or}}
+}
+
+// judge works out each writer's sequence from the documents read of it,
+// as of now, skips those that claim a slot the writer cannot have reached
+// (see schema.Progress), and adds the writer's latest two slots to res.
+func (res *loadResult) judge(docs map[string][]schema.PingDoc, progress map[string]schema.Progress, now time.Time, period time.Duration) {
+	res.progress = make(map[string]schema.Progress, len(docs))
+	byWriter := make(map[string]int)
+	for _, writer := range slices.Sorted(maps.Keys(docs)) {
+		list := docs[writer]
+		seqs := make([]int64, len(list))
+		for i, doc := range list {
+			seqs[i] = doc.Slot
+		}
+		p := progress[writer]
+		rejected, moved := p.Observe(seqs, now, period)
+		res.progress[writer] = p
+		for _, doc := range list {
+			switch {
+			case slices.Contains(rejected, doc.Slot):
+				res.skipped = append(res.skipped, fmt.Sprintf("ping document %q: slot %d is beyond what writer %s can have reached", schema.PingID(doc.Slot, doc.Writer), doc.Slot, doc.Writer))
+			case doc.Slot == p.Top || doc.Slot == p.Top-1:
+				res.addPing(doc, byWriter)
+			}
+		}
+		if i, ok := byWriter[writer]; ok {
+			res.writers[i].moved = moved
+		}
+	}
+}
+
+// addPing adds one ping document of a writer's latest two slots to res.
 func (res *loadResult) addPing(doc schema.PingDoc, byWriter map[string]int) {
 	i, ok := byWriter[doc.Writer]
 	if !ok {

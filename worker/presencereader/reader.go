@@ -64,6 +64,10 @@ type Reader struct {
 	justLoaded   bool // the first load was just applied; its states go out as initial ones
 	skipped      map[string]bool
 	clocks       map[string]*writerClock
+	// observed is the reader's observed time (see observe) when the
+	// clock read observedRaw; lastLoadEnd is when, on it, the last load
+	// ended.
+	observed, observedRaw, lastLoadEnd time.Time
 }
 
 // New starts a Reader. It loads at once and then every SyncInterval.

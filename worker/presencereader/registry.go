@@ -174,7 +174,7 @@ func (r *Reader) detach(v *View) {
 		if l.refs == 0 {
 			// The log outlives its views by LogAge, so that the
 			// subscribers of a watcher that restarts can resume.
-			l.unviewed = r.config.Clock.Now()
+			l.unviewed = r.observe(r.config.Clock.Now())
 		}
 	}
 	for sub := range v.subs {

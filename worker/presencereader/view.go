@@ -11,10 +11,13 @@ import (
 // read them.
 type writerBits struct {
 	writer string
-	// slot is the writer's latest slot; late is set when that is older
-	// than the slot before the reader's current one.
-	slot int64
-	late bool
+	// slot is the writer's latest slot, in its own sequence; moved is
+	// set when the load saw its sequence move on (or saw it first). late
+	// is set by the apply when the writer has not moved on for a Period
+	// of the reader's observed time.
+	slot  int64
+	moved bool
+	late  bool
 	// aliveCur, deadCur are the latest slot's bitmaps; alivePrev,
 	// deadPrev the slot's before it.
 	aliveCur, deadCur, alivePrev, deadPrev []uint64
@@ -25,6 +28,8 @@ type writerBits struct {
 type writerKeys struct {
 	ids  []int32 // index -> entity id; -1 where none is known
 	seen uint64  // the last load generation the writer appeared in
+	// prog is the writer's sequence as the loads judged it.
+	prog schema.Progress
 	// slot is the latest slot the writer was seen in, and progressAt
 	// when, by the reader's clock, it was first seen there.
 	slot       int64
@@ -65,6 +70,8 @@ type view struct {
 	alive  []bool   // entity id -> reported state
 	stamp  []uint32 // entity id -> epoch in which a live index was found
 	dead   []uint32 // entity id -> epoch in which a disconnected index was found
+	// deadBy is the writer that recorded the death found in dead.
+	deadBy []*writerKeys
 	held   []uint32 // entity id -> epoch in which a late writer held it
 	epoch  uint32
 	writer map[string]*writerKeys
@@ -134,6 +141,7 @@ func (v *view) id(m *model, key string) int32 {
 	v.alive = append(v.alive, false)
 	v.stamp = append(v.stamp, 0)
 	v.dead = append(v.dead, 0)
+	v.deadBy = append(v.deadBy, nil)
 	v.held = append(v.held, 0)
 	return id
 }
@@ -162,6 +170,30 @@ func (v *view) learn(writer string, first int, e schema.Entries) {
 	}
 }
 
+// progress returns a copy of each writer's sequence as judged so far, for
+// a load to judge on from.
+func (v *view) progress() map[string]schema.Progress {
+	out := make(map[string]schema.Progress, len(v.writer))
+	for name, wk := range v.writer {
+		if !wk.prog.At.IsZero() {
+			out[name] = wk.prog
+		}
+	}
+	return out
+}
+
+// judged records each writer's sequence as a load judged it.
+func (v *view) judged(progress map[string]schema.Progress) {
+	for name, p := range progress {
+		wk := v.writer[name]
+		if wk == nil {
+			wk = &writerKeys{}
+			v.writer[name] = wk
+		}
+		wk.prog = p
+	}
+}
+
 // known returns, for each writer, how many indexes it knows, or -1 where
 // the last apply met a live bit it could not name; a load fetches beings
 // for writers whose bits go beyond that.
@@ -179,16 +211,17 @@ func (v *view) known() map[string]int {
 // apply works out every entity's state from one load, at now by the
 // reader's clock, and returns those whose reported state changes.
 //
-// A writer is judged by its own latest two slots, not by the reader's
-// clock: a key is alive while any of its indexes is, pinged in its
-// writer's latest slot and not disconnected since, or, with no word in
-// that slot, pinged in the one before and not disconnected there. A
-// writer that is late (its latest slot older than the reader's previous
-// one) or absent is judged by time only: its keys keep their state until
-// it has made no progress for bound, or for one and a half times its
-// slowest recent progress if that is longer (for stall when every
-// writer is late at once, which points at the reader or the database
-// rather than at the writers); its recorded deaths still count. When hold is set, a
+// A writer is judged by its own latest two slots, never by comparing
+// them with the reader's clock: a key is alive while any of its indexes
+// is, pinged in its writer's latest slot and not disconnected since, or,
+// with no word in that slot, pinged in the one before and not
+// disconnected there. A writer that is late (its sequence has not moved
+// on for bound of the reader's observed time) or absent is judged by time
+// only: its keys keep their state until it has made no progress for
+// bound, or for one and a half times its slowest recent progress if that
+// is longer (for stall when every writer is late at once, which points at
+// the reader or the database rather than at the writers); the deaths it
+// recorded itself still count. When hold is set, a
 // key that went quiet without a recorded death keeps its state too: the
 // load may have come before writers caught up after an outage. While
 // live bits name indexes whose keys are not known yet (their beings could
@@ -209,16 +242,17 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 	clear(present)
 	for i := range writers {
 		wb := &writers[i]
-		present[wb.writer] = !wb.late
 		wk := v.writer[wb.writer]
 		if wk == nil {
 			wk = &writerKeys{slot: wb.slot, progressAt: now}
 			v.writer[wb.writer] = wk
 		}
 		wk.seen = gen
-		if wb.slot > wk.slot {
+		if wb.moved || wk.progressAt.IsZero() {
 			wk.progressed(wb.slot, now, v.troubleEnded)
 		}
+		wb.late = now.Sub(wk.progressAt) >= bound
+		present[wb.writer] = !wb.late
 		v.mark(wb, wk)
 	}
 	v.holdLate(present, now, bound, stall)
@@ -287,6 +321,7 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 			gone &= gone - 1
 			if id := entityOf(wk, index); id >= 0 {
 				v.dead[id] = v.epoch
+				v.deadBy[id] = wk
 			}
 		}
 	}

@@ -15,19 +15,25 @@ var _ = gc.Suite(&viewSuite{})
 
 // twoWriters returns a view that knows writer's key k and a prompt
 // writer's key j, both in model m, and a function that applies a load at
-// at (from logEpoch) in which writer's latest slot is slot, late or not,
-// and the prompt writer is on time.
-func twoWriters(writer string, period, stall time.Duration) (*view, func(at time.Duration, slot int64, late bool)) {
+// at (from logEpoch) in which writer's latest slot is slot, and the prompt
+// writer moves on every slot of the reader's time. A writer's sequence
+// has moved on when its slot differs from the last load's; the view
+// judges it late by itself.
+func twoWriters(writer string, period, stall time.Duration) (*view, func(at time.Duration, slot int64)) {
 	v := newView()
 	v.learn(writer, 0, schema.NewEntries([]string{"m"}, []string{"k"}))
 	v.learn("prompt", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
 	var gen uint64
-	return v, func(at time.Duration, slot int64, late bool) {
+	last := map[string]int64{writer: -1, "prompt": -1}
+	bits := func(name string, slot int64) writerBits {
+		moved := slot != last[name]
+		last[name] = slot
+		return writerBits{writer: name, slot: slot, moved: moved, aliveCur: []uint64{1}}
+	}
+	return v, func(at time.Duration, slot int64) {
 		gen++
-		v.apply([]writerBits{
-			{writer: writer, slot: slot, late: late, aliveCur: []uint64{1}},
-			{writer: "prompt", slot: int64(at / (period / 2)), aliveCur: []uint64{1}},
-		}, gen, false, logEpoch.Add(at), period, stall)
+		writers := []writerBits{bits(writer, slot), bits("prompt", int64(at/(period/2)))}
+		v.apply(writers, gen, false, logEpoch.Add(at), period, stall)
 	}
 }
 
@@ -36,16 +42,16 @@ func (s *viewSuite) TestALateWriterThatHasBeenSlowKeepsItsKeysForItsOwnPace(c *g
 	const stall = 12 * period
 	v, load := twoWriters("slow", period, stall)
 	// The slow writer moves on every 3 s, more than a Period apart.
-	load(0, 0, false)
-	load(3*time.Second, 3, false)
-	load(6*time.Second, 6, false)
+	load(0, 0)
+	load(3*time.Second, 3)
+	load(6*time.Second, 6)
 	c.Assert(v.lookup("m", "k"), gc.Equals, true)
 	// Then it is late: 2.5 s after its last progress, more than a
 	// Period, it still holds its key...
-	load(8500*time.Millisecond, 6, true)
+	load(8500*time.Millisecond, 6)
 	c.Assert(v.lookup("m", "k"), gc.Equals, true)
 	// ...until one and a half times its slowest gap, 4.5 s, has passed.
-	load(10600*time.Millisecond, 6, true)
+	load(10600*time.Millisecond, 6)
 	c.Assert(v.lookup("m", "k"), gc.Equals, false)
 	c.Assert(v.lookup("m", "j"), gc.Equals, true)
 }
@@ -54,11 +60,11 @@ func (s *viewSuite) TestALateWriterThatKeptPaceHoldsItsKeysForAPeriod(c *gc.C) {
 	const period = 2 * time.Second
 	v, load := twoWriters("w", period, 12*period)
 	for i := int64(0); i <= 4; i++ {
-		load(time.Duration(i)*period/2, i, false)
+		load(time.Duration(i)*period/2, i)
 	}
-	load(3*period-period/10, 4, true)
+	load(3*period-period/10, 4)
 	c.Assert(v.lookup("m", "k"), gc.Equals, true)
-	load(3*period+period/10, 4, true)
+	load(3*period+period/10, 4)
 	c.Assert(v.lookup("m", "k"), gc.Equals, false)
 }
 
@@ -67,7 +73,7 @@ func (s *viewSuite) TestAWriterThatComesBackFromAnOutageLongAfterTheOthersKeepsI
 	const stall = 12 * period
 	v, load := twoWriters("late", period, stall)
 	for i := int64(0); i <= 4; i++ {
-		load(time.Duration(i)*period/2, i, false)
+		load(time.Duration(i)*period/2, i)
 	}
 	// The reader's loads fail for 30 s, as they do when the server
 	// stops; then one writer is on time at once, the other takes three
@@ -76,13 +82,13 @@ func (s *viewSuite) TestAWriterThatComesBackFromAnOutageLongAfterTheOthersKeepsI
 	v.troubleBegins(logEpoch.Add(2500*time.Millisecond), period, stall)
 	v.troubleEnds(logEpoch.Add(32 * time.Second))
 	for at := 32 * time.Second; at < 38*time.Second; at += period / 2 {
-		load(at, 4, true)
+		load(at, 4)
 		c.Assert(v.lookup("m", "k"), gc.Equals, true, gc.Commentf("at %v", at))
 	}
-	load(38*time.Second, 38, false)
+	load(38*time.Second, 38)
 	c.Assert(v.lookup("m", "k"), gc.Equals, true)
 
 	// Once it has written again, it is judged by its pace as before.
-	load(38*time.Second+period+period/2, 38, true)
+	load(38*time.Second+period+period/2, 38)
 	c.Assert(v.lookup("m", "k"), gc.Equals, false)
 }
