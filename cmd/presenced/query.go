@@ -45,7 +45,8 @@ type queryOptions struct {
 // come before or after them). A query with an argName needs at least one
 // argument and a --model; one without takes no argument, and --model is
 // optional.
-func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOptions, error) {
+// extra adds flags of the query's own.
+func parseQuery(name, argName string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (queryOptions, error) {
 	var o queryOptions
 	var model string
 	fs := flag.NewFlagSet("presenced "+name, flag.ContinueOnError)
@@ -68,6 +69,9 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 	fs.StringVar(&model, "model", "", "the model's UUID (required)")
 	fs.DurationVar(&o.period, "period", schema.DefaultPeriod, "the Period the deployment's pingers use")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the database")
+	for _, f := range extra {
+		f(fs)
+	}
 	var err error
 	if o.args, err = parseInterleaved(fs, args); err != nil {
 		return o, err
@@ -165,8 +169,8 @@ func (o queryOptions) connect(ctx context.Context) (*mongo.Database, func(), err
 // answer, which returns the exit code; any error is reported on stderr,
 // without the URI's password, as exit code 2.
 func runQuery(ctx context.Context, name, argName string, args []string, stdout, stderr io.Writer,
-	answer func(context.Context, queryOptions, *mongo.Database, io.Writer) (int, error)) int {
-	o, err := parseQuery(name, argName, args, stderr)
+	answer func(context.Context, queryOptions, *mongo.Database, io.Writer) (int, error), extra ...func(*flag.FlagSet)) int {
+	o, err := parseQuery(name, argName, args, stderr, extra...)
 	if err != nil {
 		return usageError(err, stderr)
 	}
@@ -257,7 +261,7 @@ func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 		switch {
 		case info.Invalid != "":
 			code = exitError
-			fmt.Fprintf(stdout, "%s invalid: %s\n", app, info.Invalid)
+			fmt.Fprintf(stdout, "%s frozen: %s (presenced lease reset)\n", app, info.Invalid)
 		case !info.HeldBy(info.Holder, now):
 			code = max(code, exitNo)
 			fmt.Fprintf(stdout, "%s none\n", app)

@@ -59,7 +59,11 @@ type leaseStatus struct {
 	Held    bool     `json:"held"`
 	Expiry  string   `json:"expiry,omitempty"` // RFC 3339
 	Pins    []string `json:"pins,omitempty"`
-	Invalid string   `json:"invalid,omitempty"`
+	// Invalid says why the lease is frozen (granted to nobody until
+	// `presenced lease reset`).
+	Invalid string `json:"invalid,omitempty"`
+	// Foreign says why its latest term is not one presencekit wrote.
+	Foreign string `json:"foreign,omitempty"`
 }
 
 // runStatus prints every model's alive, dead and total keys, each
@@ -223,9 +227,9 @@ func leasesOf(ctx context.Context, coll *mongo.Collection, model string, now tim
 	}
 	out := make([]leaseStatus, 0, len(leases))
 	for key, info := range leases {
-		ls := leaseStatus{Model: key.Model, Lease: key.Lease, Holder: info.Holder, Fence: info.Fence, Pins: info.Pins, Invalid: info.Invalid,
-			Held: info.Invalid == "" && info.HeldBy(info.Holder, now)}
-		if info.Invalid == "" && info.Holder != "" {
+		ls := leaseStatus{Model: key.Model, Lease: key.Lease, Holder: info.Holder, Fence: info.Fence, Pins: info.Pins,
+			Invalid: info.Invalid, Foreign: info.Foreign, Held: info.HeldBy(info.Holder, now)}
+		if info.Holder != "" && !info.Expiry.IsZero() {
 			ls.Expiry = info.Expiry.UTC().Format(time.RFC3339Nano)
 		}
 		out = append(out, ls)
@@ -250,10 +254,14 @@ func printStatus(w io.Writer, st deploymentStatus) {
 	fmt.Fprintln(tw, "\nMODEL\tLEASE\tHOLDER\tFENCE\tEXPIRY\tPINS")
 	for _, l := range st.Leases {
 		holder := l.Holder
-		if l.Invalid != "" {
-			holder = "INVALID: " + l.Invalid
-		} else if holder == "" {
+		if holder == "" {
 			holder = "-"
+		}
+		if l.Foreign != "" {
+			holder += " (FOREIGN TERM: " + l.Foreign + ")"
+		}
+		if l.Invalid != "" {
+			holder += " FROZEN: " + l.Invalid
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\n", l.Model, l.Lease, holder, l.Fence, l.Expiry, l.Pins)
 	}
