@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/juju/clock/testclock"
+	dto "github.com/prometheus/client_model/go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	mongoevent "go.mongodb.org/mongo-driver/v2/event"
-	dto "github.com/prometheus/client_model/go"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/worker/pingbatcher"

@@ -52,13 +52,13 @@ type writerStatus struct {
 }
 
 type leaseStatus struct {
-	Model   string   `json:"model"`
-	Lease   string   `json:"lease"`
-	Holder  string   `json:"holder,omitempty"`
-	Fence   int64    `json:"fence"`
-	Held    bool     `json:"held"`
-	Expiry  string   `json:"expiry,omitempty"` // RFC 3339
-	Pins    []string `json:"pins,omitempty"`
+	Model  string   `json:"model"`
+	Lease  string   `json:"lease"`
+	Holder string   `json:"holder,omitempty"`
+	Fence  int64    `json:"fence"`
+	Held   bool     `json:"held"`
+	Expiry string   `json:"expiry,omitempty"` // RFC 3339
+	Pins   []string `json:"pins,omitempty"`
 	// Invalid says why the lease is frozen (granted to nobody until
 	// `presenced lease reset`).
 	Invalid string `json:"invalid,omitempty"`
