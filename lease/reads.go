@@ -65,31 +65,27 @@ func (c *client) ReadMany(ctx context.Context, keys []Key) (map[Key]Info, error)
 }
 
 // read returns the latest term of each key in one query, or none when
-// there are no keys. It reads the terms of the keys' models, one _id
-// range each, or of their namespaces when they span more than
-// maxModelRanges models, and drops the other leases' terms.
+// there are no keys. It reads the terms of each key, one _id range each,
+// or of the keys' namespaces when there are more than maxKeyRanges keys,
+// and drops the other leases' terms.
 func (c *client) read(ctx context.Context, keys []Key) (map[Key]Info, error) {
 	if len(keys) == 0 {
 		return map[Key]Info{}, nil
 	}
 	wanted := make(map[Key]bool, len(keys))
-	var models [][2]string
+	var clauses []bson.D
 	var namespaces []string
 	for _, k := range keys {
-		wanted[k] = true
-		if m := [2]string{k.Namespace, k.Model}; !slices.Contains(models, m) {
-			models = append(models, m)
+		if !wanted[k] {
+			wanted[k] = true
+			clauses = append(clauses, idRange(k.Namespace, k.Model, k.Lease))
 		}
 		if !slices.Contains(namespaces, k.Namespace) {
 			namespaces = append(namespaces, k.Namespace)
 		}
 	}
-	var clauses []bson.D
-	if len(models) <= maxModelRanges {
-		for _, m := range models {
-			clauses = append(clauses, idRange(m[0], m[1]))
-		}
-	} else {
+	if len(clauses) > maxKeyRanges {
+		clauses = clauses[:0]
 		for _, ns := range namespaces {
 			clauses = append(clauses, idRange(ns))
 		}

@@ -20,9 +20,9 @@ import (
 // package, and counting on from it could overflow.
 const limit = 1 << 62
 
-// maxModelRanges is the most models a read by keys asks for one _id range
+// maxKeyRanges is the most leases a read by keys asks for one _id range
 // each; a read of more reads their namespaces whole and drops the rest.
-const maxModelRanges = 100
+const maxKeyRanges = 2000
 
 // termID returns the _id of key's term number n. The _id alone says which
 // lease and which term a document is: see parseID.

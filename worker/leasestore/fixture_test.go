@@ -79,6 +79,21 @@ func (s *fixture) newManager(c *gc.C, store leaseexpiry.Store, model names.Model
 	return m
 }
 
+// leaderElsewhere starts two stores of one clock, as two controllers, a
+// manager of model 1 on each, and makes the one over there lead mysql. It
+// returns the store here once it has read that claim, and its manager.
+func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, leader leaseexpiry.ManagerWorker) {
+	here, _, _ = s.newStore(c)
+	there, _, _ := s.newStore(c)
+	waiter = s.newManager(c, here, modelTag(1))
+	leader = s.newManager(c, there, modelTag(1))
+	c.Assert(leader.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	// Until here has read the claim, a wait would end at once.
+	agenttest.WaitAdvance(c, s.clock, time.Second, 2)
+	agenttest.WaitTimers(c, s.clock, 2)
+	return here, waiter, leader
+}
+
 // gatedClient is a lease client that reports each Snapshot call (the
 // store's read) on entered (without blocking) and, while held, makes it
 // wait until released.

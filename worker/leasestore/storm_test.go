@@ -37,13 +37,7 @@ func (s *stormSuite) TestClaimsMoreOftenThanMaxSleepNeverStarveTheTick(c *gc.C) 
 }
 
 func (s *stormSuite) TestBlockReturnsWithinMaxSleepOfAReleaseElsewhereWhileAUnitRenewsHere(c *gc.C) {
-	here, _, _ := s.newStore(c)
-	there, _, _ := s.newStore(c)
-	waiter := s.newManager(c, here, modelTag(1))
-	leader := s.newManager(c, there, modelTag(1))
-	c.Assert(leader.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
-	agenttest.WaitAdvance(c, s.clock, time.Second, 2)
-	agenttest.WaitTimers(c, s.clock, 2)
+	here, waiter, leader := s.leaderElsewhere(c)
 	done := make(chan error, 1)
 	go func() { done <- waiter.BlockUntilLeadershipReleased("mysql") }()
 	// The block's own read shows the leader.

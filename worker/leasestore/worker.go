@@ -86,9 +86,11 @@ type Config struct {
 	// model: a controller's store. A set tag must be valid.
 	Model names.ModelTag
 
-	// MaxSleep is the longest the store waits between reads; a tick
-	// comes sooner when a held lease becomes free sooner. Zero means
-	// DefaultMaxSleep; it must not be negative.
+	// MaxSleep is the longest the store waits between ticks (a read,
+	// the expiry of what lapsed and, every PruneEvery ticks, a prune),
+	// however often claims come: a claim may bring a tick sooner, never
+	// later. A tick comes sooner when a held lease becomes free sooner.
+	// Zero means DefaultMaxSleep; it must not be negative.
 	MaxSleep time.Duration
 
 	// PruneEvery is how many ticks pass between removals of superseded

@@ -266,14 +266,7 @@ func (s *storeSuite) TestTickIsTheEarliestFreeAtCappedByMaxSleep(c *gc.C) {
 }
 
 func (s *storeSuite) TestBlockReturnsWithinOneTickOfAReleaseElsewhere(c *gc.C) {
-	here, _, _ := s.newStore(c)
-	there, _, _ := s.newStore(c)
-	waiter := s.newManager(c, here, modelTag(1))
-	leader := s.newManager(c, there, modelTag(1))
-	c.Assert(leader.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
-	// Until here has read the claim, a wait would end at once.
-	agenttest.WaitAdvance(c, s.clock, time.Second, 2)
-	agenttest.WaitTimers(c, s.clock, 2)
+	_, waiter, leader := s.leaderElsewhere(c)
 	done := make(chan error, 1)
 	go func() { done <- waiter.BlockUntilLeadershipReleased("mysql") }()
 	select {
