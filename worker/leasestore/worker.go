@@ -2,10 +2,13 @@
 // model it hosts. A Store reads every model's leases of a namespace in one
 // query per tick, holds that view for the per-model leadership managers
 // (worker/leaseexpiry), expires every lapsed, unpinned lease with one
-// ExpireMany, wakes whoever waits on a change, prunes superseded terms of
-// every model now and then, and writes the claims of every model's manager
-// as one ClaimMany per round. A controller's lease work per tick is thus a
-// constant number of commands, whatever the number of models.
+// insert on that read, wakes whoever waits on a change, every PruneEvery
+// ticks removes the terms that read found superseded, and writes the
+// claims of every model's manager as one ClaimMany per round. A tick
+// comes at least every MaxSleep however often claims come: a claim may
+// bring it sooner, never later. A controller's lease work per tick is thus
+// one read and at most one insert and one delete, whatever the number of
+// models and leases; frozen leases are counted in Report.
 //
 // Safety comes from package lease: every change is a unique-_id insert of
 // a lease's next term, so the store adds no safety of its own and none is
