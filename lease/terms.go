@@ -20,10 +20,6 @@ import (
 // package, and counting on from it could overflow.
 const limit = 1 << 62
 
-// maxKeyRanges is the most leases a read by keys asks for one _id range
-// each; a read of more reads their namespaces whole and drops the rest.
-const maxKeyRanges = 2000
-
 // termID returns the _id of key's term number n. The _id alone says which
 // lease and which term a document is: see parseID.
 func termID(key Key, n int64) string {
@@ -54,11 +50,18 @@ func parseID(id string) (key Key, number int64, named bool) {
 // other fields hold. On MongoDB it is a range scan of the _id index.
 func idRange(parts ...string) bson.D {
 	prefix := strings.Join(parts, "#")
+	return idSpan(prefix, prefix)
+}
+
+// idSpan selects the _ids from those that start with first# to those that
+// start with last#: every term of the leases whose key parts, joined by #,
+// sort from first to last.
+func idSpan(first, last string) bson.D {
 	return bson.D{{Key: "_id", Value: bson.D{
-		{Key: "$gte", Value: prefix + "#"},
-		// '$' follows '#': every string that starts with prefix# is
-		// below prefix$.
-		{Key: "$lt", Value: prefix + "$"},
+		{Key: "$gte", Value: first + "#"},
+		// '$' follows '#': every string that starts with last# is
+		// below last$.
+		{Key: "$lt", Value: last + "$"},
 	}}}
 }
 
