@@ -50,7 +50,7 @@ func BenchmarkTenThousandLeasesRenewedEvery30s(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	store, err := leasestore.New(leasestore.Config{Client: client, Clock: clk, MaxSleep: time.Second, PruneEvery: pruneEvery})
+	store, err := leasestore.New(leasestore.Config{Client: client, Clock: clk, MaxSleep: time.Second, PruneEvery: pruneEvery, CallTimeout: leasestore.MaxCallTimeout})
 	if err != nil {
 		b.Fatal(err)
 	}
