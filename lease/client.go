@@ -2,18 +2,12 @@ package lease
 
 import (
 	"context"
-	"fmt"
-	"maps"
-	"math"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
 	"github.com/juju/errors"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
@@ -32,11 +26,6 @@ const DefaultMaxDuration = time.Hour
 // overflow: about 290 years fit in an int64 of nanoseconds from 1970.
 const maxMaxDuration = 100 * 365 * 24 * time.Hour
 
-// maxTerm bounds term and fence numbers: a document with a larger one
-// was not written by this package (it would take a change every
-// nanosecond for a century), and the next number can never overflow.
-const maxTerm = 1 << 62
-
 // MaxPruneBatch is the most superseded terms one delete of Prune removes:
 // pruning every ten ticks, a controller renews far fewer leases than this
 // between prunes, so a prune is one read and one delete.
@@ -49,6 +38,7 @@ const readBatch = 100000
 // Logger is the logging a client needs; dependency.Logger fits.
 type Logger interface {
 	Debugf(string, ...any)
+	Errorf(string, ...any)
 }
 
 // ClientConfig holds what NewClient needs.
@@ -131,28 +121,9 @@ func safeCollection(coll *mongo.Collection) *mongo.Collection {
 type client struct {
 	config ClientConfig
 
-	// indexed is set once the lease index exists; until then every
-	// write tries to create it (reads never do, so that a client that
-	// only reads writes nothing), and a failure only costs speed.
-	indexed atomic.Bool
-	// reported holds the _id of every invalid term already logged.
+	// reported holds every frozen lease, foreign term and nobody's
+	// term already logged, with its reason.
 	reported sync.Map
-}
-
-// ensureIndex creates the index that keeps a lease's reads from scanning
-// other leases' terms on MongoDB. It is idempotent.
-func (c *client) ensureIndex(ctx context.Context) {
-	if c.indexed.Load() {
-		return
-	}
-	_, err := c.config.Collection.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys: bson.D{{Key: "ns", Value: 1}, {Key: "model", Value: 1}, {Key: "lease", Value: 1}, {Key: "term", Value: 1}},
-	})
-	if err == nil {
-		c.indexed.Store(true)
-	} else if c.config.Logger != nil {
-		c.config.Logger.Debugf("cannot create the lease index yet: %v", err)
-	}
 }
 
 // termDoc is one term of a lease.
@@ -166,9 +137,6 @@ type termDoc struct {
 	Expiry    int64    `bson:"expiry"`
 	Fence     int64    `bson:"fence"`
 	Pins      []string `bson:"pins"`
-
-	// invalid says why the term cannot be trusted, if it cannot.
-	invalid string
 }
 
 func (d termDoc) key() Key {
@@ -176,18 +144,16 @@ func (d termDoc) key() Key {
 }
 
 func (d termDoc) info(skew time.Duration) Info {
-	if d.invalid != "" {
-		return Info{Term: d.Term, Invalid: d.invalid}
-	}
 	expiry := time.Unix(0, d.Expiry)
-	return Info{Holder: d.Holder, Expiry: expiry, Term: d.Term, Fence: d.Fence, Pins: d.Pins, FreeAt: expiry.Add(skew)}
+	return Info{Holder: d.Holder, Expiry: expiry, Term: d.Term, Fence: d.Fence, HighestFence: d.Fence, Pins: d.Pins, FreeAt: expiry.Add(skew)}
 }
 
-// next returns the document of the term after info's.
+// next returns the document of the term after info's: the same holder,
+// expiry, fence and pins.
 func next(key Key, info Info) termDoc {
 	term := info.Term + 1
 	return termDoc{
-		ID:        fmt.Sprintf("%s#%s#%s#%d", key.Namespace, key.Model, key.Lease, term),
+		ID:        termID(key, term),
 		Namespace: key.Namespace,
 		Model:     key.Model,
 		Lease:     key.Lease,
@@ -197,6 +163,16 @@ func next(key Key, info Info) termDoc {
 		Fence:     info.Fence,
 		Pins:      slices.Clone(info.Pins),
 	}
+}
+
+// writable returns an error unless doc's numbers are below limit, so that
+// every term written reads back as what it is: checked before anything is
+// written.
+func writable(doc termDoc) error {
+	if doc.Term >= limit || doc.Fence >= limit {
+		return errors.Annotatef(ErrCorrupt, "%s: term %d, fence %d: numbers exhausted", doc.Lease, doc.Term, doc.Fence)
+	}
+	return nil
 }
 
 // termRecord is a term as it is written: the term and, for people reading
@@ -219,11 +195,8 @@ func validateKey(key Key) error {
 	for _, part := range []struct{ name, value string }{
 		{"namespace", key.Namespace}, {"model", key.Model}, {"lease", key.Lease},
 	} {
-		if part.value == "" {
-			return errors.NotValidf("empty lease %s", part.name)
-		}
-		if strings.Contains(part.value, "#") {
-			return errors.NotValidf("lease %s %q (contains #)", part.name, part.value)
+		if err := validatePart(part.name, part.value); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -281,23 +254,30 @@ func (c *client) claimMany(ctx context.Context, claims []Claim, current map[Key]
 		}
 		cur := current[cl.Key]
 		doc := next(cl.Key, cur)
+		mine := cur.Holder == cl.Request.Holder
 		switch {
 		case cur.Invalid != "":
 			errs[i] = errors.Annotatef(ErrCorrupt, "%s: %s", cl.Key.Lease, cur.Invalid)
 			continue
-		case cur.Holder == cl.Request.Holder:
+		case mine && cur.Foreign == "":
 			doc.Expiry = max(cur.Expiry.UnixNano(), now.Add(cl.Request.Duration).UnixNano())
 		case cl.ExtendOnly:
 			errs[i] = errors.Annotatef(ErrNotHeld, "%s by %q", cl.Key.Lease, cl.Request.Holder)
 			continue
-		case !cur.Free(now):
+		case !mine && !cur.Free(now):
 			errs[i] = errors.Annotatef(ErrHeld, "%s by %q", cl.Key.Lease, cur.Holder)
 			continue
 		default:
+			// A new holder, or the holder a foreign term names: a
+			// new fence, above every fence the lease has carried.
+			// The pins stay until unpinned.
 			doc.Holder = cl.Request.Holder
 			doc.Expiry = now.Add(cl.Request.Duration).UnixNano()
-			doc.Fence = cur.Fence + 1
-			doc.Pins = nil
+			doc.Fence = max(cur.Fence, cur.HighestFence) + 1
+		}
+		if err := writable(doc); err != nil {
+			errs[i] = err
+			continue
 		}
 		infos[i] = doc.info(c.config.ClockSkew)
 		docs = append(docs, doc)
@@ -412,6 +392,20 @@ func (c *client) Expire(ctx context.Context, key Key) error {
 
 // ExpireMany is part of the Client interface.
 func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
+	return c.expireMany(ctx, keys, nil)
+}
+
+// ExpireManyOn is part of the Client interface.
+func (c *client) ExpireManyOn(ctx context.Context, keys []Key, current map[Key]Info) ([]error, error) {
+	if current == nil {
+		current = map[Key]Info{}
+	}
+	return c.expireMany(ctx, keys, current)
+}
+
+// expireMany expires keys on current, or on a fresh read when current is
+// nil.
+func (c *client) expireMany(ctx context.Context, keys []Key, current map[Key]Info) ([]error, error) {
 	now := c.config.Clock.Now()
 	errs := make([]error, len(keys))
 	first := make(map[Key]int, len(keys))
@@ -424,9 +418,11 @@ func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
 			valid = append(valid, key)
 		}
 	}
-	current, err := c.read(ctx, valid)
-	if err != nil {
-		return nil, errors.Trace(err)
+	if current == nil {
+		var err error
+		if current, err = c.read(ctx, valid); err != nil {
+			return nil, errors.Trace(err)
+		}
 	}
 	var docs []termDoc
 	var docKeys []Key
@@ -440,6 +436,10 @@ func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
 		default:
 			doc := next(key, cur)
 			doc.Holder = ""
+			if err := writable(doc); err != nil {
+				errs[first[key]] = err
+				continue
+			}
 			docs = append(docs, doc)
 			docKeys = append(docKeys, key)
 		}
@@ -511,6 +511,9 @@ func (c *client) change(ctx context.Context, key Key, f func(Info, time.Time) (t
 	if err != nil || !write {
 		return err
 	}
+	if err := writable(doc); err != nil {
+		return err
+	}
 	lost, err := c.insert(ctx, []termDoc{doc})
 	if err != nil {
 		return errors.Trace(err)
@@ -521,179 +524,9 @@ func (c *client) change(ctx context.Context, key Key, f func(Info, time.Time) (t
 	return nil
 }
 
-// modelFilter selects the terms of namespace and model, or of every model
-// of namespace when model is empty.
-func modelFilter(namespace, model string) bson.D {
-	filter := bson.D{{Key: "ns", Value: namespace}}
-	if model != "" {
-		filter = append(filter, bson.E{Key: "model", Value: model})
-	}
-	return filter
-}
-
-// Leases is part of the Client interface.
-func (c *client) Leases(ctx context.Context, namespace, model string, leases ...string) (map[Key]Info, error) {
-	filter := modelFilter(namespace, model)
-	if len(leases) > 0 {
-		filter = append(filter, bson.E{Key: "lease", Value: in(leases)})
-	}
-	docs, err := c.find(ctx, filter)
-	if err != nil {
-		return nil, errors.Trace(err)
-	}
-	return c.latest(docs), nil
-}
-
-// ReadMany is part of the Client interface.
-func (c *client) ReadMany(ctx context.Context, keys []Key) (map[Key]Info, error) {
-	for _, key := range keys {
-		if err := validateKey(key); err != nil {
-			return nil, errors.Trace(err)
-		}
-	}
-	infos, err := c.read(ctx, keys)
-	return infos, errors.Annotatef(err, "cannot read %d leases", len(keys))
-}
-
-// read returns the latest term of each key in one query, or none when
-// there are no keys. Keys of several namespaces or models are read with
-// one filter on each part; terms of other keys it matches are dropped.
-func (c *client) read(ctx context.Context, keys []Key) (map[Key]Info, error) {
-	if len(keys) == 0 {
-		return map[Key]Info{}, nil
-	}
-	var namespaces, models, leases []string
-	wanted := make(map[Key]bool, len(keys))
-	for _, k := range keys {
-		if wanted[k] {
-			continue
-		}
-		wanted[k] = true
-		namespaces = appendNew(namespaces, k.Namespace)
-		models = appendNew(models, k.Model)
-		leases = appendNew(leases, k.Lease)
-	}
-	docs, err := c.find(ctx, bson.D{
-		{Key: "ns", Value: in(namespaces)},
-		{Key: "model", Value: in(models)},
-		{Key: "lease", Value: in(leases)},
-	})
-	if err != nil {
-		return nil, errors.Trace(err)
-	}
-	out := c.latest(docs)
-	maps.DeleteFunc(out, func(k Key, _ Info) bool { return !wanted[k] })
-	return out, nil
-}
-
-// in returns the {$in: values} query operator, or values[0] itself when it
-// is alone.
-func in(values []string) any {
-	if len(values) == 1 {
-		return values[0]
-	}
-	return bson.D{{Key: "$in", Value: values}}
-}
-
-// appendNew appends v to s unless s holds it already.
-func appendNew(s []string, v string) []string {
-	if slices.Contains(s, v) {
-		return s
-	}
-	return append(s, v)
-}
-
-func (c *client) find(ctx context.Context, filter bson.D) ([]termDoc, error) {
-	// One batch: reading the leases is one round trip however many
-	// there are.
-	cur, err := c.config.Collection.Find(ctx, filter, options.Find().SetBatchSize(readBatch))
-	if err != nil {
-		return nil, errors.Annotate(err, "cannot read leases")
-	}
-	var raw []bson.Raw
-	if err := cur.All(ctx, &raw); err != nil {
-		return nil, errors.Annotate(err, "cannot read leases")
-	}
-	now := c.config.Clock.Now()
-	docs := make([]termDoc, 0, len(raw))
-	for _, r := range raw {
-		d, err := decodeTerm(r)
-		if err == nil {
-			err = d.validate(now, c.config.MaxDuration)
-		}
-		if err != nil {
-			if d.Namespace == "" || d.Model == "" || d.Lease == "" {
-				// Nobody's lease: it cannot hide a term of one.
-				c.report(r.Lookup("_id").String(), err)
-				continue
-			}
-			c.report(d.ID, err)
-			d.invalid = err.Error()
-		}
-		docs = append(docs, d)
-	}
-	return docs, nil
-}
-
-// decodeTerm decodes r. When it fails, the result still holds whichever
-// of the lease's key and term number could be read, and a term number
-// that cannot be read counts as the highest: a term of unknown number
-// must not let an older one pass for the latest.
-func decodeTerm(r bson.Raw) (termDoc, error) {
-	var d termDoc
-	err := bson.Unmarshal(r, &d)
-	if err == nil {
-		return d, nil
-	}
-	d = termDoc{ID: r.Lookup("_id").String(), Term: math.MaxInt64}
-	d.Namespace, _ = r.Lookup("ns").StringValueOK()
-	d.Model, _ = r.Lookup("model").StringValueOK()
-	d.Lease, _ = r.Lookup("lease").StringValueOK()
-	if term, ok := r.Lookup("term").AsInt64OK(); ok {
-		d.Term = term
-	}
-	return d, errors.Annotate(err, "cannot decode")
-}
-
-// report logs, once per document, that the term id is invalid.
-func (c *client) report(id string, err error) {
-	if _, seen := c.reported.LoadOrStore(id, true); !seen && c.config.Logger != nil {
-		c.config.Logger.Debugf("invalid lease term %s: %v", id, err)
-	}
-}
-
-// validate returns an error unless d could have been written by a client
-// of this package at or before now, with claims of at most maxDuration:
-// term and fence numbers that leave room to count on, and an expiry no
-// further than maxDuration (and a margin for clock skew) from now.
-func (d termDoc) validate(now time.Time, maxDuration time.Duration) error {
-	switch {
-	case d.Term < 1 || d.Term >= maxTerm:
-		return errors.NotValidf("term %d", d.Term)
-	case d.Fence < 0 || d.Fence >= maxTerm:
-		return errors.NotValidf("fence %d", d.Fence)
-	case d.Expiry > now.Add(maxDuration+maxDuration/10+time.Minute).UnixNano():
-		return errors.NotValidf("expiry %v, more than %v ahead", time.Unix(0, d.Expiry).UTC(), maxDuration)
-	case d.Namespace == "" || d.Model == "" || d.Lease == "":
-		return errors.NotValidf("key %q/%q/%q", d.Namespace, d.Model, d.Lease)
-	}
-	return nil
-}
-
-func (c *client) latest(docs []termDoc) map[Key]Info {
-	out := make(map[Key]Info)
-	for _, d := range docs {
-		if cur, ok := out[d.key()]; !ok || d.Term > cur.Term {
-			out[d.key()] = d.info(c.config.ClockSkew)
-		}
-	}
-	return out
-}
-
 // insert inserts docs in one unordered call and returns the indexes of
 // those whose term another writer took first.
 func (c *client) insert(ctx context.Context, docs []termDoc) ([]int, error) {
-	c.ensureIndex(ctx)
 	records := make([]any, len(docs))
 	for i, d := range docs {
 		records[i] = d.record()
@@ -717,30 +550,4 @@ func (c *client) insert(ctx context.Context, docs []termDoc) ([]int, error) {
 		c.config.Logger.Debugf("%d lease terms lost to other writers", len(lost))
 	}
 	return lost, nil
-}
-
-// Prune is part of the Client interface.
-func (c *client) Prune(ctx context.Context, namespace, model string) (int, error) {
-	docs, err := c.find(ctx, modelFilter(namespace, model))
-	if err != nil {
-		return 0, errors.Trace(err)
-	}
-	current := c.latest(docs)
-	var old []string
-	for _, d := range docs {
-		if d.Term < current[d.key()].Term {
-			old = append(old, d.ID)
-		}
-	}
-	removed := 0
-	for len(old) > 0 {
-		n := min(len(old), MaxPruneBatch)
-		res, err := c.config.Collection.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: old[:n]}}}})
-		if err != nil {
-			return removed, errors.Annotate(err, "cannot remove old lease terms")
-		}
-		removed += int(res.DeletedCount)
-		old = old[n:]
-	}
-	return removed, nil
 }

@@ -370,19 +370,21 @@ func (s *clientSuite) TestDurationsBeyondMaxDurationAreNotValid(c *gc.C) {
 	c.Assert(errors.Is(err, errors.NotValid), gc.Equals, true, gc.Commentf("%v", err))
 }
 
-func (s *clientSuite) TestInvalidLatestTermsMakeTheirLeaseCorruptAndBlindNoOther(c *gc.C) {
+func (s *clientSuite) TestFrozenLeasesRefuseEveryChangeAndBlindNoOther(c *gc.C) {
 	s.claim(c, "mysql/0", time.Minute)
-	other := func(lease string) bson.D {
-		return bson.D{{Key: "ns", Value: key.Namespace}, {Key: "model", Value: key.Model}, {Key: "lease", Value: lease}}
+	named := func(lease string, n any) bson.D {
+		return bson.D{{Key: "_id", Value: fmt.Sprintf("%s#%s#%s#%v", key.Namespace, key.Model, lease, n)},
+			{Key: "ns", Value: key.Namespace}, {Key: "model", Value: key.Model}, {Key: "lease", Value: lease}}
 	}
 	for _, doc := range []bson.D{
-		append(other("wrongtype"), bson.E{Key: "_id", Value: "wrong type"}, bson.E{Key: "term", Value: "one"}),
-		append(other("hugeterm"), bson.E{Key: "_id", Value: "huge term"}, bson.E{Key: "term", Value: int64(math.MaxInt64)},
+		append(named("hugeterm", int64(math.MaxInt64)), bson.E{Key: "term", Value: int64(math.MaxInt64)},
 			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(0)}, bson.E{Key: "fence", Value: int64(1)}),
-		append(other("hugefence"), bson.E{Key: "_id", Value: "huge fence"}, bson.E{Key: "term", Value: int64(1)},
+		append(named("hugefence", 1), bson.E{Key: "term", Value: int64(1)},
 			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(0)}, bson.E{Key: "fence", Value: int64(math.MaxInt64)}),
-		append(other("forever"), bson.E{Key: "_id", Value: "forever"}, bson.E{Key: "term", Value: int64(1)},
+		append(named("forever", 1), bson.E{Key: "term", Value: int64(1)},
 			bson.E{Key: "holder", Value: "x/0"}, bson.E{Key: "expiry", Value: int64(math.MaxInt64)}, bson.E{Key: "fence", Value: int64(1)}),
+		append(named("nonumber", "one"), bson.E{Key: "term", Value: int64(1)}),
+		append(named("noholder", 1), bson.E{Key: "term", Value: int64(1)}, bson.E{Key: "holder", Value: 7}),
 		{{Key: "_id", Value: "nobody's"}, {Key: "term", Value: int64(1)}},
 	} {
 		_, err := s.coll.InsertOne(s.ctx, doc)
@@ -392,12 +394,11 @@ func (s *clientSuite) TestInvalidLatestTermsMakeTheirLeaseCorruptAndBlindNoOther
 	c.Assert(err, gc.IsNil)
 	c.Assert(leases[key].Holder, gc.Equals, "mysql/0")
 	c.Assert(leases[key].Invalid, gc.Equals, "")
-	// Each lease whose latest term is foreign is neither free nor
-	// held, and refuses every change rather than count from an older
-	// term (which could hand out a term, and a fence, already held).
-	for _, name := range []string{"wrongtype", "hugeterm", "hugefence", "forever"} {
-		k := key
-		k.Lease = name
+	// Each lease that cannot go on safely is neither free nor granted,
+	// and refuses every change rather than count from a number it
+	// cannot go above.
+	for _, name := range []string{"hugeterm", "hugefence", "forever", "nonumber", "noholder"} {
+		k := keyOf(name)
 		info := leases[k]
 		c.Check(info.Invalid, gc.Not(gc.Equals), "", gc.Commentf("%s", name))
 		c.Check(info.Free(s.clock.Now().Add(time.Hour)), gc.Equals, false, gc.Commentf("%s", name))

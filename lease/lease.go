@@ -43,18 +43,43 @@
 // clock, and should store the fence beside its writes so that a resource
 // can refuse a deposed holder's late writes.
 //
-// Input. Terms read from the database are checked before use: a latest
-// term that does not decode, whose term or fence number leaves no room to
-// count on, or whose expiry lies further ahead than MaxDuration is logged
-// once and makes its lease neither free nor held (Info.Invalid,
-// ErrCorrupt); the other leases are read as usual. It still counts as
-// the latest term: a client that ignored it would take an older term for
-// the latest, and could be granted a term, and a fence, that others hold.
-// So every client sharing a collection must use the same MaxDuration.
+// Input. A term's _id alone says which lease and which term it is
+// (namespace#model#lease#number): reads select terms by _id range, and
+// the latest term of a lease is the one whose _id names the highest
+// number, whatever else is wrong with it. So no _id is ever written twice,
+// even above documents that another client wrote or damaged. A latest
+// term that this package did not write (a field missing, of another
+// type, or not what its _id says) is Foreign: nobody holds it, but the
+// holder it names, if any, keeps others out until its expiry, and the
+// next holder's fence is above every fence that any term of the lease
+// carries (HighestFence), so a fence never repeats nor goes back. The
+// chain then goes on above it: one such term costs at most one claim.
+// A document whose _id names no lease (not four parts without #) can
+// collide with no term and is skipped.
 //
-// Storage. Superseded terms are removed by Prune (the lease-expiry worker
-// calls it), which keeps the latest term of each lease, so the fence
-// number never goes back.
+// Frozen leases. Where the chain cannot go on safely, the lease is frozen
+// (Info.Invalid): neither free nor granted to anyone, every change failing
+// with ErrCorrupt, logged at error once with its reason. That is when a
+// term _id of the lease names no number, when a term or fence number has
+// reached its limit (the next would be 2^62), and when the latest term's
+// holder, expiry or pins cannot be read or its expiry lies further ahead
+// than MaxDuration (so every client sharing a collection must use the
+// same MaxDuration). A holder whose valid term froze the lease still
+// holds it until its expiry. An operator ends a freeze with Reset, which
+// writes a free term above every number below the limit and removes the
+// lease's other terms.
+//
+// Numbers. No term or fence number at or above 2^62 is ever written: a
+// claim, extension, pin or release that would write one is refused
+// before anything is written (ErrCorrupt), and one that is written reads
+// back as written.
+//
+// Pins. A pin lasts until its entity unpins it, through every change of
+// holder: a pinned lease never lapses, whoever holds it.
+//
+// Storage. Superseded terms are removed by Prune (the lease store calls
+// it), which keeps the latest term of each lease, so the fence number
+// never goes back.
 package lease
 
 import (
@@ -78,10 +103,10 @@ const (
 	// held by the given holder.
 	ErrNotHeld = errors.ConstError("lease not held")
 
-	// ErrCorrupt is returned by every change of a lease whose latest
-	// term this client cannot trust (see Info.Invalid): the lease is
-	// neither free nor held until an operator removes that term.
-	ErrCorrupt = errors.ConstError("lease has an invalid latest term")
+	// ErrCorrupt is returned by every change of a frozen lease (see
+	// Info.Invalid), until an operator resets it, and by a change that
+	// would write a term or fence number at its limit.
+	ErrCorrupt = errors.ConstError("lease is frozen")
 )
 
 // Key names a lease.
@@ -102,20 +127,26 @@ type Info struct {
 	Expiry time.Time
 	// Term is the term number; every change adds one.
 	Term int64
-	// Fence rises whenever the holder changes.
+	// Fence rises whenever the holder changes. For a Foreign term it is
+	// HighestFence.
 	Fence int64
+	// HighestFence is the highest fence that any term of the lease
+	// carries: the next holder's fence is above it.
+	HighestFence int64
 	// Pins lists the entities that pinned the lease; a pinned lease does
 	// not expire.
 	Pins []string
 	// FreeAt is when others may claim the lease unless it is pinned:
 	// Expiry plus the client's ClockSkew.
 	FreeAt time.Time
-	// Invalid, when not empty, says why the latest term cannot be
-	// trusted (it does not decode, its numbers leave no room to count
-	// on, or its expiry lies beyond this client's MaxDuration): the
-	// lease is then neither free nor held, so that no client takes it
-	// over on a view that others do not share.
+	// Invalid, when not empty, says why the lease is frozen (see the
+	// package doc): it is not free, and nobody is granted it until an
+	// operator resets it.
 	Invalid string
+	// Foreign, when not empty, says why the latest term is not one this
+	// package wrote: nobody holds it, but the holder it names keeps
+	// others out until FreeAt.
+	Foreign string
 }
 
 // Free reports whether others may claim the lease at now: nobody holds
@@ -130,10 +161,10 @@ func (i Info) Pinned() bool {
 	return len(i.Pins) > 0
 }
 
-// HeldBy reports whether holder holds the lease at now: its term names
-// the holder and has not expired, or is pinned.
+// HeldBy reports whether holder holds the lease at now: its term, one
+// this package wrote, names the holder and has not expired, or is pinned.
 func (i Info) HeldBy(holder string, now time.Time) bool {
-	return i.Invalid == "" && holder != "" && i.Holder == holder && (i.Pinned() || now.Before(i.Expiry))
+	return i.Foreign == "" && holder != "" && i.Holder == holder && (i.Pinned() || now.Before(i.Expiry))
 }
 
 // Request is a claim or an extension.
@@ -202,6 +233,12 @@ type Client interface {
 	// error that failed the whole batch.
 	ExpireMany(ctx context.Context, keys []Key) ([]error, error)
 
+	// ExpireManyOn is ExpireMany on current, the latest terms as the
+	// caller last read them, instead of a read of its own: one insert. A
+	// stale current is safe: an expiry based on a superseded term loses
+	// its insert, or lands below the latest term where nobody reads it.
+	ExpireManyOn(ctx context.Context, keys []Key, current map[Key]Info) ([]error, error)
+
 	// Pin stops key from expiring until every entity that pinned it has
 	// unpinned it. Pinning twice is harmless.
 	Pin(ctx context.Context, key Key, entity string) error
@@ -220,9 +257,26 @@ type Client interface {
 	// leadership checks made at once cost together.
 	ReadMany(ctx context.Context, keys []Key) (map[Key]Info, error)
 
+	// Snapshot is Leases of a whole namespace, or of one model of it,
+	// that also names the superseded terms, for PruneOn: one read.
+	Snapshot(ctx context.Context, namespace, model string) (Snapshot, error)
+
 	// Prune removes every superseded term of namespace and model's
 	// leases, keeping the latest of each, and returns how many went. An
 	// empty model means every model. It costs one read and one delete
 	// per MaxPruneBatch superseded terms, whatever the number of models.
 	Prune(ctx context.Context, namespace, model string) (int, error)
+
+	// PruneOn is Prune of the terms that snap found superseded, without
+	// a read: a term below its lease's latest stays superseded for good.
+	PruneOn(ctx context.Context, snap Snapshot) (int, error)
+
+	// Reset ends the freeze of a frozen lease, for an operator: it writes
+	// a free term numbered above every term number, with the highest
+	// fence, below their limit, then removes the lease's other terms
+	// (those that froze it included). Pins are dropped with them. It
+	// returns the new term, or fails with ErrNotFrozen, ErrInvalid
+	// (another writer got in first: read and try again) or the
+	// database's error.
+	Reset(ctx context.Context, key Key) (Info, error)
 }

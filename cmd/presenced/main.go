@@ -24,6 +24,12 @@
 //	presenced leader mysql --model UUID --mongo-uri URI [--database D]
 //	presenced status --mongo-uri URI [--database D] [--model UUID] [--json]
 //
+// A frozen lease (see package lease; status shows it) is reset by an
+// operator, who must confirm; this one writes (exit 0 reset, 1 not done,
+// 2 error):
+//
+//	presenced lease reset APPLICATION --model UUID --mongo-uri URI --yes
+//
 // "presenced explain" decodes the presence documents (which key each bit
 // stands for, slots and stamps as times), read-only:
 //
@@ -63,12 +69,12 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "alive", "leader", "status", "explain", "watch", "serve":
+		case "alive", "leader", "status", "explain", "watch", "serve", "lease":
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			command := map[string]func(context.Context, []string, io.Writer, io.Writer) int{
 				"alive": runAlive, "leader": runLeader, "status": runStatus, "explain": runExplain,
-				"watch": runWatch, "serve": runServe,
+				"watch": runWatch, "serve": runServe, "lease": runLease,
 			}[args[0]]
 			return detached(ctx, stdout, stderr, func(stdout, stderr io.Writer) int {
 				return command(ctx, args[1:], stdout, stderr)

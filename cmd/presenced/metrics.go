@@ -31,6 +31,7 @@ type metrics struct {
 	alive       prometheus.Gauge
 	leases      *prometheus.GaugeVec
 	leasesKnown *prometheus.GaugeVec
+	frozen      *prometheus.GaugeVec
 	detections  *prometheus.HistogramVec
 	slow        prometheus.Counter
 	skipped     prometheus.Counter
@@ -87,6 +88,10 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Name: "presence_leases",
 			Help: "Applications with a leadership lease, held or not, per model: those above presence_leases_held have no leader.",
 		}, []string{"model"}),
+		frozen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presence_leases_frozen",
+			Help: "Leases frozen per model: granted to nobody until an operator runs presenced lease reset.",
+		}, []string{"model"}),
 		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "presence_leases_held",
 			Help: "Applications with a leader, per model.",
@@ -142,7 +147,7 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Help: "Workers the dependency engine started again after their first start, by manifold (without the model prefix).",
 		}, []string{"worker"}),
 	}
-	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.leasesKnown, m.skipped, m.skew, m.skews, m.failures, m.held, m.stalled, m.errs,
+	m.registry.MustRegister(m.syncs, m.alive, m.leases, m.leasesKnown, m.frozen, m.skipped, m.skew, m.skews, m.failures, m.held, m.stalled, m.errs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_database_write_commands_total",
@@ -194,19 +199,23 @@ func (m *metrics) RecordStart(name string) {
 	}
 }
 
-// onLeases sets presence_leases and presence_leases_held from the leases
-// a follower read.
+// onLeases sets presence_leases, presence_leases_held and
+// presence_leases_frozen from the leases a follower read.
 func (m *metrics) onLeases(leases []leaseStatus) {
-	held, known := make(map[string]int), make(map[string]int)
+	held, known, frozen := make(map[string]int), make(map[string]int), make(map[string]int)
 	for _, l := range leases {
 		known[l.Model]++
 		if l.Held {
 			held[l.Model]++
 		}
+		if l.Invalid != "" {
+			frozen[l.Model]++
+		}
 	}
 	for model, n := range known {
 		m.leasesKnown.WithLabelValues(model).Set(float64(n))
 		m.leases.WithLabelValues(model).Set(float64(held[model]))
+		m.frozen.WithLabelValues(model).Set(float64(frozen[model]))
 	}
 }
 

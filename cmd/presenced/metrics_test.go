@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/juju/clock/testclock"
+	dto "github.com/prometheus/client_model/go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	mongoevent "go.mongodb.org/mongo-driver/v2/event"
 	gc "gopkg.in/check.v1"
@@ -193,4 +194,12 @@ func checkMetricNames(c *gc.C, text string) {
 		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
 		c.Check(exported[name] || exported[base], gc.Equals, true, gc.Commentf("%s", name))
 	}
+}
+
+func (s *metricsSuite) TestFrozenLeasesAreCountedPerModel(c *gc.C) {
+	m := newMetrics(time.Second, true, testclock.NewClock(time.Unix(0, 0)))
+	m.onLeases([]leaseStatus{{Model: modelA, Held: true}, {Model: modelA, Invalid: "term _id names no term number"}})
+	var frozen dto.Metric
+	c.Assert(m.frozen.WithLabelValues(modelA).Write(&frozen), gc.IsNil)
+	c.Assert(frozen.GetGauge().GetValue(), gc.Equals, 1.0)
 }

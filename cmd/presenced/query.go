@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -44,8 +45,9 @@ type queryOptions struct {
 // parseQuery parses a query's flags and positional arguments (flags may
 // come before or after them). A query with an argName needs at least one
 // argument and a --model; one without takes no argument, and --model is
-// optional. Every missing required flag is named.
-func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOptions, error) {
+// optional. Every missing required flag is named. extra adds flags of the
+// query's own.
+func parseQuery(name, argName string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (queryOptions, error) {
 	var o queryOptions
 	var model string
 	usage := fmt.Sprintf("presenced %s --mongo-uri URI [--model UUID] [flags]", name)
@@ -57,6 +59,9 @@ func parseQuery(name, argName string, args []string, stderr io.Writer) (queryOpt
 		fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	}
 	deploymentFlags(fs, &o, &model)
+	for _, f := range extra {
+		f(fs.FlagSet)
+	}
 	var err error
 	if o.args, err = fs.parse(args, true); err != nil {
 		return o, err
@@ -101,7 +106,7 @@ var argChecks = map[string]func(string) error{
 // read it, which every command that reads one shares; --model's value
 // goes to model.
 func deploymentFlags(fs *commandFlags, o *queryOptions, model *string) {
-	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); nothing is written to it")
+	fs.StringVar(&o.mongoURI, "mongo-uri", "", "the deployment's MongoDB (required); only lease reset writes to it")
 	fs.StringVar(&o.database, "database", databaseDBName, "database holding the presence and lease collections")
 	fs.StringVar(&o.collection, "collection", baseCollection, "base presence collection")
 	fs.StringVar(&o.leases, "leases", "leases", "lease collection")
@@ -183,8 +188,8 @@ func (o queryOptions) connect(ctx context.Context) (*mongo.Database, func(), err
 // answer, which returns the exit code; any error is reported on stderr,
 // without the URI's password, as exit code 2.
 func runQuery(ctx context.Context, name, argName string, args []string, stdout, stderr io.Writer,
-	answer func(context.Context, queryOptions, *mongo.Database, io.Writer, io.Writer) (int, error)) int {
-	o, err := parseQuery(name, argName, args, stderr)
+	answer func(context.Context, queryOptions, *mongo.Database, io.Writer, io.Writer) (int, error), extra ...func(*flag.FlagSet)) int {
+	o, err := parseQuery(name, argName, args, stderr, extra...)
 	if err != nil {
 		return flagError(err, stderr)
 	}
@@ -309,7 +314,7 @@ func answerLeader(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 		switch {
 		case info.Invalid != "":
 			code = exitError
-			fmt.Fprintf(stdout, "%s invalid: %s\n", app, info.Invalid)
+			fmt.Fprintf(stdout, "%s frozen: %s (presenced lease reset)\n", app, info.Invalid)
 		case !info.HeldBy(info.Holder, now):
 			code = max(code, exitNo)
 			fmt.Fprintf(stdout, "%s none\n", app)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -238,4 +240,47 @@ func (*querySuite) TestURIsArePrintedWithoutTheirPassword(c *gc.C) {
 		c.Check(redact("cannot use "+uri+": refused", uri), gc.Equals, "cannot use "+want+": refused")
 	}
 	c.Check(redact("auth failed for p@ss", "mongodb://u:p%40ss@h/"), gc.Equals, "auth failed for xxxxx")
+}
+
+func (s *querySuite) TestStatusShowsAFrozenLeaseAndLeaseResetSupersedesItOnlyWhenConfirmed(c *gc.C) {
+	// status answers only for a deployment with presence documents.
+	defer startPinger(c, s.DB, "machine-0")()
+	client, err := lease.NewClient(lease.ClientConfig{Collection: s.DB.Collection("leases"), Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	key := lease.Key{Namespace: leaseexpiry.Namespace, Model: queryModel.Id(), Lease: "mysql"}
+	held, err := client.Claim(context.Background(), key, lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+	// Another client's term whose _id names no number.
+	_, err = s.DB.Collection("leases").InsertOne(context.Background(),
+		bson.D{{Key: "_id", Value: fmt.Sprintf("%s#%s#mysql#one", key.Namespace, key.Model)}})
+	c.Assert(err, gc.IsNil)
+
+	frozen := func() string {
+		code, out, errs := s.query("status", "--json")
+		c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
+		var st deploymentStatus
+		c.Assert(json.Unmarshal([]byte(out), &st), gc.IsNil, gc.Commentf("%s", out))
+		c.Assert(st.Leases, gc.HasLen, 1)
+		return st.Leases[0].Invalid
+	}
+	c.Assert(frozen(), gc.Matches, `term _id ".*#mysql#one" names no term number`)
+	_, out, _ := s.query("status")
+	c.Assert(out, gc.Matches, `(?s).*mysql\s+mysql/0 FROZEN: term _id .*`)
+
+	code, out, errs := s.query("lease", "reset", "mysql")
+	c.Assert(code, gc.Equals, exitNo, gc.Commentf("%s", errs))
+	c.Assert(out, gc.Matches, `(?s)mysql is frozen: .*--yes.*`)
+	c.Assert(frozen(), gc.Not(gc.Equals), "")
+
+	code, out, errs = s.query("lease", "reset", "mysql", "--yes")
+	c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", errs))
+	c.Assert(out, gc.Matches, `mysql reset: term 2, fence 1, free \(was frozen: .*\)\n`)
+	c.Assert(frozen(), gc.Equals, "")
+	got, err := client.Claim(context.Background(), key, lease.Request{Holder: "mysql/1", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+	c.Assert(got.Fence > held.Fence, gc.Equals, true)
+
+	code, out, _ = s.query("lease", "reset", "mysql", "--yes")
+	c.Assert(code, gc.Equals, exitNo)
+	c.Assert(out, gc.Equals, "mysql is not frozen: nothing to do\n")
 }

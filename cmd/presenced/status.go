@@ -57,14 +57,18 @@ type writerStatus struct {
 }
 
 type leaseStatus struct {
-	Model   string   `json:"model"`
-	Lease   string   `json:"lease"`
-	Holder  string   `json:"holder,omitempty"`
-	Fence   int64    `json:"fence"`
-	Held    bool     `json:"held"`
-	Expiry  string   `json:"expiry,omitempty"` // RFC 3339
-	Pins    []string `json:"pins,omitempty"`
-	Invalid string   `json:"invalid,omitempty"`
+	Model  string   `json:"model"`
+	Lease  string   `json:"lease"`
+	Holder string   `json:"holder,omitempty"`
+	Fence  int64    `json:"fence"`
+	Held   bool     `json:"held"`
+	Expiry string   `json:"expiry,omitempty"` // RFC 3339
+	Pins   []string `json:"pins,omitempty"`
+	// Invalid says why the lease is frozen (granted to nobody until
+	// `presenced lease reset`).
+	Invalid string `json:"invalid,omitempty"`
+	// Foreign says why its latest term is not one presencekit wrote.
+	Foreign string `json:"foreign,omitempty"`
 }
 
 // runStatus prints every model's alive, dead and total keys, each
@@ -189,9 +193,9 @@ func leasesOf(ctx context.Context, coll *mongo.Collection, model string, now tim
 	}
 	out := make([]leaseStatus, 0, len(leases))
 	for key, info := range leases {
-		ls := leaseStatus{Model: key.Model, Lease: key.Lease, Holder: info.Holder, Fence: info.Fence, Pins: info.Pins, Invalid: info.Invalid,
-			Held: info.Invalid == "" && info.HeldBy(info.Holder, now)}
-		if info.Invalid == "" && info.Holder != "" {
+		ls := leaseStatus{Model: key.Model, Lease: key.Lease, Holder: info.Holder, Fence: info.Fence, Pins: info.Pins,
+			Invalid: info.Invalid, Foreign: info.Foreign, Held: info.HeldBy(info.Holder, now)}
+		if info.Holder != "" && !info.Expiry.IsZero() {
 			ls.Expiry = info.Expiry.UTC().Format(time.RFC3339Nano)
 		}
 		out = append(out, ls)
@@ -259,11 +263,14 @@ var statusSections = []func(io.Writer, deploymentStatus){
 // leaseRow returns the cells of a lease's line in the lease table.
 func leaseRow(l leaseStatus) []string {
 	holder, expiry, pins := l.Holder, l.Expiry, strings.Join(l.Pins, ",")
-	switch {
-	case l.Invalid != "":
-		holder = "INVALID: " + l.Invalid
-	case holder == "":
+	if holder == "" {
 		holder = "-"
+	}
+	if l.Foreign != "" {
+		holder += " (FOREIGN TERM: " + l.Foreign + ")"
+	}
+	if l.Invalid != "" {
+		holder += " FROZEN: " + l.Invalid
 	}
 	for _, cell := range []*string{&expiry, &pins} {
 		if *cell == "" {

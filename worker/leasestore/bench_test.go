@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/juju/clock/testclock"
 	"github.com/juju/worker/v4"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/lease"
@@ -38,25 +40,33 @@ func BenchmarkCommandsPerTick(b *testing.B) {
 	}
 }
 
-func benchTicks(b *testing.B, models int, private bool) {
+// benchClient starts a server for the benchmark and returns a database
+// of it, the counter of its commands, a test clock and a lease client of
+// that clock. The benchmark's cleanup stops them.
+func benchClient(b *testing.B) (*mongo.Database, *agenttest.CommandCounter, *testclock.Clock, lease.Client) {
 	server, err := agenttest.NewServer()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = server.Destroy() }()
+	b.Cleanup(func() { _ = server.Destroy() })
 	counter := &agenttest.CommandCounter{}
 	mc, err := server.NewClient(counter.Options())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = mc.Disconnect(context.Background()) }()
+	b.Cleanup(func() { _ = mc.Disconnect(context.Background()) })
 	db := mc.Database(fmt.Sprintf("bench_%d", time.Now().UnixNano()))
-	defer func() { _ = db.Drop(context.Background()) }()
+	b.Cleanup(func() { _ = db.Drop(context.Background()) })
 	clk := agenttest.NewClock()
 	client, err := lease.NewClient(lease.ClientConfig{Collection: db.Collection("leases"), Clock: clk})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return db, counter, clk, client
+}
+
+func benchTicks(b *testing.B, models int, private bool) {
+	_, counter, clk, client := benchClient(b)
 	claims := make([]lease.Claim, models)
 	for i := range claims {
 		claims[i] = lease.Claim{

@@ -3,9 +3,8 @@ package leasestore_test
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/clock"
@@ -80,8 +79,24 @@ func (s *fixture) newManager(c *gc.C, store leaseexpiry.Store, model names.Model
 	return m
 }
 
-// gatedClient is a lease client that reports each Leases call on entered
-// (without blocking) and, while held, makes it wait until released.
+// leaderElsewhere starts two stores of one clock, as two controllers, a
+// manager of model 1 on each, and makes the one over there lead mysql. It
+// returns the store here once it has read that claim, and its manager.
+func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, leader leaseexpiry.ManagerWorker) {
+	here, _, _ = s.newStore(c)
+	there, _, _ := s.newStore(c)
+	waiter = s.newManager(c, here, modelTag(1))
+	leader = s.newManager(c, there, modelTag(1))
+	c.Assert(leader.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	// Until here has read the claim, a wait would end at once.
+	agenttest.WaitAdvance(c, s.clock, time.Second, 2)
+	agenttest.WaitTimers(c, s.clock, 2)
+	return here, waiter, leader
+}
+
+// gatedClient is a lease client that reports each Snapshot call (the
+// store's read) on entered (without blocking) and, while held, makes it
+// wait until released.
 type gatedClient struct {
 	lease.Client
 	entered chan struct{}
@@ -90,8 +105,8 @@ type gatedClient struct {
 	gate chan struct{}
 }
 
-// Leases is part of the lease.Client interface.
-func (g *gatedClient) Leases(ctx context.Context, namespace, model string, leases ...string) (map[lease.Key]lease.Info, error) {
+// Snapshot is part of the lease.Client interface.
+func (g *gatedClient) Snapshot(ctx context.Context, namespace, model string) (lease.Snapshot, error) {
 	select {
 	case g.entered <- struct{}{}:
 	default:
@@ -103,13 +118,13 @@ func (g *gatedClient) Leases(ctx context.Context, namespace, model string, lease
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return lease.Snapshot{}, ctx.Err()
 		}
 	}
-	return g.Client.Leases(ctx, namespace, model, leases...)
+	return g.Client.Snapshot(ctx, namespace, model)
 }
 
-// hold makes Leases calls wait until the returned function is called.
+// hold makes Snapshot calls wait until the returned function is called.
 func (g *gatedClient) hold() func() {
 	gate := make(chan struct{})
 	g.mu.Lock()
@@ -123,7 +138,7 @@ func (g *gatedClient) hold() func() {
 	}
 }
 
-// waitEntered waits for a Leases call that began after the last wait.
+// waitEntered waits for a Snapshot call that began after the last wait.
 func (g *gatedClient) waitEntered(c *gc.C) {
 	select {
 	case <-g.entered:
@@ -132,20 +147,28 @@ func (g *gatedClient) waitEntered(c *gc.C) {
 	}
 }
 
-// waitForQueued waits until n goroutines wait in the Store's method.
-func waitForQueued(c *gc.C, method string, n int) {
-	deadline := time.Now().Add(agenttest.LongWait)
-	buf := make([]byte, 1<<22)
-	for {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		if strings.Count(stacks, "leasestore.(*Store)."+method+"(") >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.Fatalf("%d calls of %s never queued", n, method)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// countingStore is a store that counts the calls of Claim and Read begun,
+// so that a test knows when callers have reached the store.
+type countingStore struct {
+	*leasestore.Store
+	claims, reads atomic.Int64
+}
+
+// Claim is part of the leaseexpiry.Store interface.
+func (s *countingStore) Claim(ctx context.Context, claim lease.Claim) (lease.Info, error) {
+	s.claims.Add(1)
+	return s.Store.Claim(ctx, claim)
+}
+
+// Read is part of the leaseexpiry.Store interface.
+func (s *countingStore) Read(ctx context.Context, key lease.Key) (lease.Info, error) {
+	s.reads.Add(1)
+	return s.Store.Read(ctx, key)
+}
+
+// waitCount waits until counter reaches n.
+func waitCount(c *gc.C, what string, counter *atomic.Int64, n int64) {
+	waitFor(c, fmt.Sprintf("%d %s", n, what), func() bool { return counter.Load() >= n })
 }
 
 // waitFor waits on the wall clock until f holds, for what takes real

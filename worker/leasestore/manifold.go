@@ -117,7 +117,7 @@ func Manifold(config ManifoldConfig) dependency.Manifold {
 	return dependency.Manifold{
 		Inputs: config.names().Inputs(),
 		Start: inputs.Start(config.Validate, config.names(), func(clk clock.Clock, coll *mongo.Collection) (Config, error) {
-			client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: config.ClockSkew, MaxDuration: config.MaxDuration})
+			client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: config.ClockSkew, MaxDuration: config.MaxDuration, Logger: config.Logger})
 			return Config{
 				Client:      client,
 				Clock:       clk,

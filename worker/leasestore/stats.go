@@ -13,7 +13,7 @@ type stats struct {
 
 func newStats() *stats {
 	return &stats{values: map[string]any{
-		"models": 0, "leases": 0, "reads": 0, "read-failures": 0,
+		"models": 0, "leases": 0, "frozen": 0, "reads": 0, "read-failures": 0,
 		"claims": 0, "claim-batches": 0, "checks": 0, "check-batches": 0, "expired": 0,
 	}}
 }
@@ -22,10 +22,11 @@ func (s *stats) add(name string, n int) {
 	s.values[name] = s.values[name].(int) + n
 }
 
-func (s *stats) read(models, leases int) {
+// read records a read of leases, frozen of which are frozen.
+func (s *stats) read(models, leases, frozen int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.values["models"], s.values["leases"] = models, leases
+	s.values["models"], s.values["leases"], s.values["frozen"] = models, leases, frozen
 	s.add("reads", 1)
 	delete(s.values, "last-error")
 }

@@ -2,10 +2,13 @@
 // model it hosts. A Store reads every model's leases of a namespace in one
 // query per tick, holds that view for the per-model leadership managers
 // (worker/leaseexpiry), expires every lapsed, unpinned lease with one
-// ExpireMany, wakes whoever waits on a change, prunes superseded terms of
-// every model now and then, and writes the claims of every model's manager
-// as one ClaimMany per round. A controller's lease work per tick is thus a
-// constant number of commands, whatever the number of models.
+// insert on that read, wakes whoever waits on a change, every PruneEvery
+// ticks removes the terms that read found superseded, and writes the
+// claims of every model's manager as one ClaimMany per round. A tick
+// comes at least every MaxSleep however often claims come: a claim may
+// bring it sooner, never later. A controller's lease work per tick is thus
+// one read and at most one insert and one delete, whatever the number of
+// models and leases; frozen leases are counted in Report.
 //
 // Safety comes from package lease: every change is a unique-_id insert of
 // a lease's next term, so the store adds no safety of its own and none is
@@ -86,9 +89,11 @@ type Config struct {
 	// model: a controller's store. A set tag must be valid.
 	Model names.ModelTag
 
-	// MaxSleep is the longest the store waits between reads; a tick
-	// comes sooner when a held lease becomes free sooner. Zero means
-	// DefaultMaxSleep; it must not be negative.
+	// MaxSleep is the longest the store waits between ticks (a read,
+	// the expiry of what lapsed and, every PruneEvery ticks, a prune),
+	// however often claims come: a claim may bring a tick sooner, never
+	// later. A tick comes sooner when a held lease becomes free sooner.
+	// Zero means DefaultMaxSleep; it must not be negative.
 	MaxSleep time.Duration
 
 	// PruneEvery is how many ticks pass between removals of superseded
@@ -367,8 +372,21 @@ drain:
 
 func (s *Store) loop() error {
 	s.read()
-	timer := s.config.Clock.NewTimer(s.nextTick())
+	wait := s.nextTick()
+	timer := s.config.Clock.NewTimer(wait)
 	defer timer.Stop()
+	due := s.config.Clock.Now().Add(wait)
+	// sooner moves the tick to when the leases need it, if that is
+	// sooner than it is due: never later, so that claims or refreshes,
+	// however often they come, cannot put off a tick, and the store reads,
+	// expires and prunes at least every MaxSleep.
+	sooner := func() {
+		wait := s.nextTick()
+		if at := s.config.Clock.Now().Add(wait); at.Before(due) {
+			catacomb.Rearm(timer, wait)
+			due = at
+		}
+	}
 	for {
 		select {
 		case <-s.catacomb.Dying():
@@ -377,23 +395,21 @@ func (s *Store) loop() error {
 			answers := s.handleClaims(c)
 			// Set the alarm for the new leases before anyone
 			// hears of them.
-			catacomb.Rearm(timer, s.nextTick())
+			sooner()
 			for _, a := range answers {
 				a.reply <- a.result
 			}
-			continue
 		case r := <-s.reads:
 			s.handleReads(r)
-			continue
 		case <-s.refresh:
 			s.read()
+			sooner()
 		case <-timer.Chan():
 			s.tick()
-			timer.Reset(s.nextTick())
-			continue
+			wait := s.nextTick()
+			timer.Reset(wait)
+			due = s.config.Clock.Now().Add(wait)
 		}
-		// The earliest expiry may have moved.
-		catacomb.Rearm(timer, s.nextTick())
 	}
 }
 
@@ -543,69 +559,76 @@ func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
 	return out
 }
 
-// tick reads, expires every lapsed lease, and now and then prunes. It
+// tick reads, expires every lapsed lease on that read, and every
+// PruneEvery ticks removes the terms that read found superseded: one read
+// and at most one write of each kind, whatever the number of leases. It
 // must only be called from the loop goroutine.
 func (s *Store) tick() {
 	s.ticks++
-	if s.read() {
-		s.expire()
+	snap, ok := s.read()
+	if !ok {
+		return
 	}
-	if s.ticks%s.config.PruneEvery == 0 {
-		ctx, cancel := s.call()
-		n, err := s.config.Client.Prune(ctx, s.config.Namespace, s.config.Model.Id())
-		cancel()
-		if err != nil {
-			s.logError("cannot prune lease terms: %v", err)
-		} else if n > 0 && s.config.Logger != nil {
-			s.config.Logger.Debugf("pruned %d lease terms", n)
-		}
+	s.expire(snap)
+	if s.ticks%s.config.PruneEvery != 0 {
+		return
+	}
+	ctx, cancel := s.call()
+	n, err := s.config.Client.PruneOn(ctx, snap)
+	cancel()
+	if err != nil {
+		s.logError("cannot prune lease terms: %v", err)
+	} else if n > 0 && s.config.Logger != nil {
+		s.config.Logger.Debugf("pruned %d lease terms", n)
 	}
 }
 
 // read reads the leases and publishes them. A failed read keeps the last
 // view. It must only be called from the loop goroutine.
-func (s *Store) read() bool {
+func (s *Store) read() (lease.Snapshot, bool) {
 	seq := s.begun.Add(1)
 	at := s.config.Clock.Now()
 	ctx, cancel := s.call()
-	infos, err := s.config.Client.Leases(ctx, s.config.Namespace, s.config.Model.Id())
+	snap, err := s.config.Client.Snapshot(ctx, s.config.Namespace, s.config.Model.Id())
 	cancel()
 	s.readFailed = err != nil
 	if err != nil {
 		s.stats.failed(err)
 		s.logError("%v (keeping the last view)", err)
-		return false
+		return snap, false
 	}
 	models := make(map[string]map[string]lease.Info)
-	for key, info := range infos {
+	frozen := 0
+	for key, info := range snap.Leases {
 		if models[key.Model] == nil {
 			models[key.Model] = make(map[string]lease.Info)
 		}
 		models[key.Model][key.Lease] = info
+		if info.Invalid != "" {
+			frozen++
+		}
 	}
 	s.publish(models, at, seq)
-	s.stats.read(len(models), len(infos))
-	return true
+	s.stats.read(len(models), len(snap.Leases), frozen)
+	return snap, true
 }
 
-// expire expires, with one ExpireMany, every held and unpinned lease that
-// the latest read showed free. It must only be called from the loop
-// goroutine.
-func (s *Store) expire() {
-	v := s.current()
+// expire expires, with one insert, every held and unpinned lease that
+// snap, read at the view's readAt, shows free. It must only be called
+// from the loop goroutine.
+func (s *Store) expire(snap lease.Snapshot) {
+	readAt := s.current().readAt
 	var lapsed []lease.Key
-	for model, leases := range v.models {
-		for name, info := range leases {
-			if info.Holder != "" && info.Free(v.readAt) {
-				lapsed = append(lapsed, lease.Key{Namespace: s.config.Namespace, Model: model, Lease: name})
-			}
+	for key, info := range snap.Leases {
+		if info.Holder != "" && info.Free(readAt) {
+			lapsed = append(lapsed, key)
 		}
 	}
 	if len(lapsed) == 0 {
 		return
 	}
 	ctx, cancel := s.call()
-	errs, err := s.config.Client.ExpireMany(ctx, lapsed)
+	errs, err := s.config.Client.ExpireManyOn(ctx, lapsed, snap.Leases)
 	cancel()
 	if err != nil {
 		s.logError("cannot expire %d leases: %v", len(lapsed), err)
@@ -615,8 +638,8 @@ func (s *Store) expire() {
 	for i, key := range lapsed {
 		switch {
 		case errs[i] == nil:
-			info := v.models[key.Model][key.Lease]
-			info.Holder, info.Term = "", info.Term+1
+			info := snap.Leases[key]
+			info.Holder, info.Term, info.Foreign = "", info.Term+1, ""
 			expired[key] = info
 		case errors.Is(errs[i], lease.ErrHeld), errors.Is(errs[i], lease.ErrInvalid):
 			// Changed meanwhile: the next read shows how.
