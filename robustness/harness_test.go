@@ -66,10 +66,6 @@ type controller struct {
 
 	// loads holds the latest LoadStats.
 	keys, logEntries atomic.Int64
-
-	// gate paces claims when FaultClaimStorm is not enabled.
-	gateMu    sync.Mutex
-	lastClaim time.Time
 }
 
 type harness struct {
@@ -470,22 +466,6 @@ func result(err error) robustness.Result {
 	return robustness.Unknown
 }
 
-// gate paces the claims of a controller at one per two MaxSleeps unless
-// FaultClaimStorm is enabled: faster claims starve the lease store's
-// tick (issue 24), which CheckBlocks finds.
-func (hs *harness) gate(ctrl *controller) bool {
-	if hs.plan.Enabled(robustness.FaultClaimStorm) {
-		return true
-	}
-	ctrl.gateMu.Lock()
-	defer ctrl.gateMu.Unlock()
-	if d := time.Until(ctrl.lastClaim.Add(2 * hs.plan.Timing.MaxSleep)); d > 0 && !hs.sleep(d) {
-		return false
-	}
-	ctrl.lastClaim = time.Now()
-	return true
-}
-
 // unit plays one unit: it claims; leading, it renews and checks until its
 // time to lead is over, then releases or goes quiet, and rests; denied, it
 // blocks until the lease is released and claims again.
@@ -497,9 +477,6 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 		return robustness.Op{Kind: kind, Ctrl: u.Ctrl, Model: model, Lease: u.App, Unit: u.Unit, Duration: u.Duration}
 	}
 	claim := func() (robustness.Result, bool) {
-		if !u.Storm && !hs.gate(ctrl) {
-			return robustness.Unknown, false
-		}
 		n := hs.h.Begin(op(robustness.OpClaim))
 		err := mgr.ClaimLeadershipContext(hs.ctx, u.App, u.Unit, u.Duration)
 		if hs.ctx.Err() != nil {

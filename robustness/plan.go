@@ -51,14 +51,16 @@ var AllFaults = []FaultKind{
 // add each here when its fix lands.
 var CIFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause, FaultHostileDocument,
+	FaultClaimStorm,
 }
 
 // KnownDefectFaults are the fault kinds that expose defects filed and not
 // fixed yet: FaultClockStep (issue 23: a clock stepped back by one Period
-// makes its keys read dead) and FaultClaimStorm (issue 24: claims more
-// often than MaxSleep starve the lease store's tick, so that a blocked
-// caller never hears of a release through another controller).
-var KnownDefectFaults = []FaultKind{FaultClockStep, FaultClaimStorm}
+// makes its keys read dead; the writers and readers are fixed, the
+// pruner not yet). FaultClaimStorm (issue 24: claims more often than
+// MaxSleep starved the lease store's tick) left this list when its fix
+// landed.
+var KnownDefectFaults = []FaultKind{FaultClockStep}
 
 // ParseFaults reads a comma-separated list of fault kinds; "ci" stands for
 // CIFaults, "all" for AllFaults and "none" for none.
