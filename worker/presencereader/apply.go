@@ -143,6 +143,7 @@ func (r *Reader) applied(res loadResult) []change {
 	if r.okLoads > forgetAfter {
 		r.view.forget(r.okLoads-forgetAfter, now.Add(-max(r.config.MaxStall, r.config.Period)))
 	}
+	r.view.sweep(now, r.config.LogAge)
 	if !r.loaded {
 		r.loaded = true
 		r.justLoaded = true

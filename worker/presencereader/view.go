@@ -66,11 +66,17 @@ type view struct {
 	stamp  []uint32 // entity id -> epoch in which a live index was found
 	dead   []uint32 // entity id -> epoch in which a disconnected index was found
 	held   []uint32 // entity id -> epoch in which a late writer held it
+	// seen is, by entity id, when a sweep last found the entity alive
+	// or named by a bit (Unix nanoseconds by the reader's clock; zero
+	// until the first sweep after it was learnt): see sweep.
+	seen   []int64
 	epoch  uint32
 	writer map[string]*writerKeys
 
 	changes []change
-	present map[string]bool // writer -> on time, for the current apply
+	// drop and refs are sweep's, kept between calls for their memory.
+	drop, refs []bool
+	present    map[string]bool // writer -> on time, for the current apply
 	// unknown counts the live bits of the last apply that named no
 	// known entity; refetch lists the writers they came from.
 	unknown int
@@ -135,6 +141,7 @@ func (v *view) id(m *model, key string) int32 {
 	v.stamp = append(v.stamp, 0)
 	v.dead = append(v.dead, 0)
 	v.held = append(v.held, 0)
+	v.seen = append(v.seen, 0)
 	return id
 }
 
