@@ -81,6 +81,9 @@ type view struct {
 	// known entity; refetch lists the writers they came from.
 	unknown int
 	refetch map[string]bool
+	// wanted are the indexes of those live bits, by writer: the only
+	// forgotten indexes that learn maps again.
+	wanted map[string]map[int]bool
 	// unknownSince is when the applies began to meet live bits with no
 	// known key, zero while they meet none.
 	unknownSince time.Time
@@ -102,6 +105,7 @@ func newView() *view {
 		models:  make(map[string]*model),
 		writer:  make(map[string]*writerKeys),
 		refetch: make(map[string]bool),
+		wanted:  make(map[string]map[int]bool),
 		present: make(map[string]bool),
 	}
 }
@@ -158,7 +162,7 @@ func (v *view) learn(writer string, first int, e schema.Entries) {
 	}
 	var last *model
 	for i, key := range e.Keys {
-		if key == "" {
+		if key == "" || (wk.ids[first+i] == forgotten && !v.wanted[writer][first+i]) {
 			continue
 		}
 		uuid := e.Models[e.Model[i]]
@@ -212,6 +216,7 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 	}
 	v.unknown = 0
 	clear(v.refetch)
+	clear(v.wanted)
 	present := v.present
 	clear(present)
 	for i := range writers {
@@ -286,7 +291,7 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 				v.stamp[id] = v.epoch
 			} else {
 				v.unknown++
-				v.refetch[wb.writer] = true
+				v.want(wb.writer, index)
 			}
 		}
 		for gone != 0 {

@@ -13,6 +13,24 @@ import "time"
 // Everything here is owned by the reader's loop goroutine, as the view
 // is.
 
+// forgotten marks a writer's index whose key was forgotten while the
+// writer still names it: learn maps it again only when a live bit names
+// it (see want), not every time it reads the writer's beings.
+const forgotten = -2
+
+// want records that a live bit of writer named index, which the view
+// cannot name: the next load fetches the writer's beings, and learn maps
+// the index again even if it was forgotten.
+func (v *view) want(writer string, index int) {
+	v.refetch[writer] = true
+	w := v.wanted[writer]
+	if w == nil {
+		w = make(map[int]bool)
+		v.wanted[writer] = w
+	}
+	w[index] = true
+}
+
 // sweep forgets the keys that are dead and named by no writer, or named
 // by no bit since window before now, and the models left with no key.
 // The entities of the last apply's changes are kept, and their ids in
@@ -26,7 +44,7 @@ func (v *view) sweep(now time.Time, window time.Duration) {
 	for _, wk := range v.writer {
 		for i, id := range wk.ids {
 			if id >= 0 {
-				wk.ids[i] = renum[id]
+				wk.ids[i] = renumbered(renum[id])
 			}
 		}
 	}
@@ -142,4 +160,13 @@ func (m *model) renumber(renum []int32) {
 		}
 	}
 	m.all = shrink(kept)
+}
+
+// renumbered returns what a writer's index that named an entity names
+// after a renumbering to id: id, or forgotten.
+func renumbered(id int32) int32 {
+	if id < 0 {
+		return forgotten
+	}
+	return id
 }
