@@ -128,7 +128,10 @@ func (s *soakSuite) TestNothingGrowsWithChurnOverSimulatedDays(c *gc.C) {
 		}
 	}()
 	steps := days * 24 * int(time.Hour/soakStep)
-	modelEvery := steps / soakModels
+	for range soakLive - 1 {
+		k.turnModels()
+	}
+	modelEvery := steps / (soakModels - soakLive + 1)
 	for step := 0; step < steps; step++ {
 		if step%modelEvery == 0 {
 			k.turnModels()
@@ -286,7 +289,7 @@ func (k *soak) count(coll *mongo.Collection) int {
 }
 
 // check asserts that every sample after the first day is within 10% of
-// the first day's peak.
+// the first day's peak (or one more, for small counts).
 func (k *soak) check(days int) {
 	c := k.c
 	perDay := 24
@@ -299,7 +302,8 @@ func (k *soak) check(days int) {
 		c.Logf("day %2d peak: %+v", d+1, maxSample(k.samples[d*perDay:(d+1)*perDay]))
 	}
 	within := func(name string, later, first int) {
-		c.Check(float64(later) <= 1.1*float64(first), gc.Equals, true, gc.Commentf("%s: %d after the first day, %d in it", name, later, first))
+		// 10%, or one for the small counts of the CI run.
+		c.Check(float64(later) <= max(1.1*float64(first), float64(first+1)), gc.Equals, true, gc.Commentf("%s: %d after the first day, %d in it", name, later, first))
 	}
 	within("keys", worst.Keys, peak.Keys)
 	within("models", worst.Models, peak.Models)
