@@ -150,9 +150,7 @@ func (d *deployment) refresh() {
 			d.logf("cannot search for models: %v", err)
 			return
 		}
-		d.mu.Lock()
-		d.found = scan.models
-		d.mu.Unlock()
+		d.forget(scan.models, scan.removed)
 	}
 	if d.config.OnLeases != nil {
 		leases, err := leasesOf(ctx, d.config.DB.Collection(d.config.Leases), d.config.Model, d.config.Clock.Now())
@@ -161,6 +159,26 @@ func (d *deployment) refresh() {
 			return
 		}
 		d.config.OnLeases(leases)
+	}
+}
+
+// forget records the models found, and closes the views of the models
+// removed, so that the deployment holds nothing of a model that has
+// gone (a watch of it ends). It must only be called from the loop
+// goroutine.
+func (d *deployment) forget(found []string, removed map[string]bool) {
+	var gone []*presencereader.View
+	d.mu.Lock()
+	d.found = found
+	for m, v := range d.views {
+		if removed[m] {
+			gone = append(gone, v)
+			delete(d.views, m)
+		}
+	}
+	d.mu.Unlock()
+	for _, v := range gone {
+		v.Close()
 	}
 }
 
