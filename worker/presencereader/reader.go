@@ -74,8 +74,9 @@ type Reader struct {
 	views        int
 	subCount     int
 	failures     int
-	justLoaded   bool // the first load was just applied; its states go out as initial ones
-	skippedNow   int  // how many documents the last load skipped
+	justLoaded   bool            // the first load was just applied; its states go out as initial ones
+	skippedNow   int             // how many documents the last load skipped
+	named        map[string]bool // the skipped documents a line has named, of the last load's
 	lines        *ratelog.Limiter
 	clocks       map[string]*writerClock
 	// observed is the reader's observed time (see observe) when the
@@ -164,20 +165,22 @@ func (r *Reader) deathErr() error {
 
 // logf logs an error, if the reader has a Logger: one line per format
 // at most every LogEvery, which says how many lines like it were held
-// back since the last (LoadStats.LinesHeld counts them all).
-func (r *Reader) logf(format string, args ...any) {
+// back since the last (LoadStats.LinesHeld counts them all). It reports
+// whether the line was written.
+func (r *Reader) logf(format string, args ...any) bool {
 	if r.config.Logger == nil {
-		return
+		return false
 	}
 	ok, held := r.lines.Allow(format, r.config.Clock.Now())
 	if !ok {
-		return
+		return false
 	}
 	if held > 0 {
 		format += " (and %d more like it since)"
 		args = append(args, held)
 	}
 	r.config.Logger.Errorf(format, args...)
+	return true
 }
 
 // String returns a description of the reader for logs.
