@@ -49,7 +49,7 @@
 // later slot). A prune costs three commands at most whatever the number of
 // models, writers and keys: a read of the ping documents, a delete of
 // beings or the census, and a delete of ping documents by _id; two when no
-// writer has gone, and has a deadline. When it finds no writer live at all
+// writer has gone, one when nothing is old enough to go. It has a deadline. When it finds no writer live at all
 // (the database, or every controller, was away) it deletes nothing.
 package pruner
 
