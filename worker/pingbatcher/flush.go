@@ -72,9 +72,9 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	}
 	// After a failure every beings document is written again only if
 	// the pruner may have removed them: it removes a writer's beings
-	// only once none of its ping documents is left in its window, so a
-	// writer whose pings were written within the window (less two slots
-	// for clock skew) still has them. A rewrite after every failed
+	// only once the writer has not moved on for three Periods of the
+	// pruner's time (six slots, less the clocks' rates), so a writer
+	// that wrote within its latest four slots still has them. A rewrite after every failed
 	// flush would make a slow database slower still.
 	if b.stats.reassert && !b.stats.beingsLost && w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2) {
 		b.stats.reassert = false
