@@ -59,9 +59,9 @@ func (c deploymentConfig) Validate() error {
 
 // deployment follows a real deployment without writing to it: a
 // presence reader over its collections (one query per sync, whatever the
-// number of models), a view per model followed, and the models found by
-// reading the writers' beings documents every Refresh. It is a source for
-// watch streams, and a worker.
+// number of models), a view per model followed, and, every Refresh, the
+// models found by reading the writers' documents and what a status says
+// of the documents. It is a source for watch streams, and a worker.
 type deployment struct {
 	config   deploymentConfig
 	catacomb catacomb.Catacomb
@@ -71,8 +71,21 @@ type deployment struct {
 
 	mu     sync.Mutex
 	found  []string
+	latest reading
 	views  map[string]*presencereader.View
 	closed bool
+}
+
+// reading is what one refresh read of a deployment's documents for its
+// status.
+type reading struct {
+	// at is when the refresh began.
+	at time.Time
+	// status holds all but the models' keys; it is zero if err is not
+	// nil.
+	status deploymentStatus
+	// err is why the refresh failed, or nil.
+	err error
 }
 
 // newDeployment starts a deployment. Its reader's first load happens at
@@ -138,30 +151,42 @@ func (d *deployment) loop() error {
 	}
 }
 
-// refresh searches for models and reads the leases. A failed read is
-// logged and tried again next time. It must only be called from the loop
-// goroutine.
+// refresh searches for models and reads what the status says of the
+// documents (the writers' latest writes, the leases, the skipped
+// documents and the document counts), which status answers until the
+// next refresh. A failed read is logged and tried again next time. It
+// must only be called from the loop goroutine.
 func (d *deployment) refresh() {
 	ctx, cancel := catacomb.Call(&d.catacomb, max(d.config.Refresh, 2*time.Second))
 	defer cancel()
-	if d.config.Model == "" {
-		scan, err := scanPresence(ctx, d.config.DB.Collection(d.config.Collection))
-		if err != nil {
-			d.logf("cannot search for models: %v", err)
-			return
-		}
-		d.mu.Lock()
-		d.found = scan.models
-		d.mu.Unlock()
+	now := d.config.Clock.Now()
+	st, err := d.readDocuments(ctx, now)
+	d.mu.Lock()
+	d.latest = reading{at: now, status: st, err: err}
+	d.mu.Unlock()
+	if err != nil {
+		d.logf("%v", err)
+		return
 	}
 	if d.config.OnLeases != nil {
-		leases, err := leasesOf(ctx, d.config.DB.Collection(d.config.Leases), d.config.Model, d.config.Clock.Now())
-		if err != nil {
-			d.logf("lease store: %v", err)
-			return
-		}
-		d.config.OnLeases(leases)
+		d.config.OnLeases(st.Leases)
 	}
+}
+
+// readDocuments reads every presence document, keeps the models they
+// name (unless the deployment follows one model), and returns what the
+// status says of the documents, judged at now. It must only be called
+// from the loop goroutine.
+func (d *deployment) readDocuments(ctx context.Context, now time.Time) (deploymentStatus, error) {
+	scan, err := scanPresence(ctx, d.config.DB.Collection(d.config.Collection))
+	if err != nil {
+		return deploymentStatus{}, errors.Annotate(err, "cannot search for models")
+	}
+	d.mu.Lock()
+	d.found = scan.modelsOf(d.config.Model)
+	d.mu.Unlock()
+	st, err := documentsStatus(ctx, d.config.DB, d.config.Leases, d.config.Model, scan, d.config.Period, now)
+	return st, errors.Trace(err)
 }
 
 // logf logs an error, unless the deployment is stopping (which is why a
@@ -258,6 +283,30 @@ func (d *deployment) counts(model string) (modelKeys, error) {
 	total, _ := report["keys"].(int)
 	alive, _ := report["alive"].(int)
 	return modelKeys{Model: model, Alive: alive, Dead: total - alive, Total: total}, nil
+}
+
+// status returns the deployment's status: what the latest refresh read
+// of the documents, and the time it read them, with each model's keys as
+// the reader last loaded them. It reads nothing from the database, so it
+// answers at once whatever the database does; it returns the latest
+// refresh's error if that failed.
+func (d *deployment) status() (deploymentStatus, time.Time, error) {
+	d.mu.Lock()
+	latest, models := d.latest, d.found
+	d.mu.Unlock()
+	if latest.err != nil {
+		return deploymentStatus{}, latest.at, errors.Trace(latest.err)
+	}
+	st := latest.status
+	st.Models = make([]modelKeys, 0, len(models))
+	for _, model := range models {
+		counts, err := d.counts(model)
+		if err != nil {
+			return deploymentStatus{}, latest.at, errors.Trace(err)
+		}
+		st.Models = append(st.Models, counts)
+	}
+	return st, latest.at, nil
 }
 
 // ready waits for the reader's first load and the first search for
