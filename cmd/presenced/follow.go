@@ -281,9 +281,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	mux.HandleFunc("GET /watch", watchHandler(d, clk, o.streams, newStreamGate(o.streams.maxStreams)))
 	mux.Handle("GET /metrics", noQuery(promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", noQuery(healthz(m, clk, o.sync)))
-	srv := newHTTPServer(mux, logger)
+	srv, limited := newHTTPServer(mux, logger, listener, o.streams)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(listener) }()
+	go func() { served <- srv.Serve(limited) }()
 	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(stdout, "presenced serve: following %s read-only; listening on http://%s (/status, /watch, /metrics, /healthz)\n",
 		redactURI(o.mongoURI), listener.Addr())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -80,17 +81,21 @@ func noQuery(next http.Handler) http.HandlerFunc {
 	}
 }
 
-// newHTTPServer returns a server for handler, with every request's query
-// checked strictly, a client that sends no headers dropped after 10 s, an
-// idle connection after a minute, and the server's own errors (refused
-// connections, say) logged through logger, one line per cause.
-func newHTTPServer(handler http.Handler, logger *lineLogger) *http.Server {
+// newHTTPServer returns a server for handler and the listener it is to
+// serve on: l, admitting --max-streams and maxPending more connections
+// at once (see connLimit). Every request's query is checked strictly, a
+// client that sends no headers is dropped after 10 s, an idle connection
+// after a minute, and the server's own errors (refused connections, say)
+// are logged through logger, one line per cause.
+func newHTTPServer(handler http.Handler, logger *lineLogger, l net.Listener, limits streamLimits) (*http.Server, net.Listener) {
+	limit := limitConns(l, limits.maxStreams+maxPending)
 	return &http.Server{
 		Handler:           strictQuery(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          log.New(httpErrors{logger}, "", 0),
-	}
+		ConnState:         limit.connState,
+	}, limit
 }
 
 // httpErrors writes the HTTP server's error lines through a lineLogger.
