@@ -68,12 +68,20 @@ type deployment struct {
 	reader   *presencereader.Reader
 	dying    chan struct{}
 	searched chan struct{} // closed once the first refresh is done
+	loaded   chan struct{} // receives after the reader's loads
+
+	// counting makes recounts take turns.
+	counting sync.Mutex
 
 	mu     sync.Mutex
 	found  []string
 	latest reading
-	views  map[string]*presencereader.View
-	closed bool
+	// keys are each found model's keys as the latest recount took them
+	// from its view, or keysErr why it could not.
+	keys    map[string]modelKeys
+	keysErr error
+	views   map[string]*presencereader.View
+	closed  bool
 }
 
 // reading is what one refresh read of a deployment's documents for its
@@ -94,19 +102,28 @@ func newDeployment(config deploymentConfig) (*deployment, error) {
 	if err := config.Validate(); err != nil {
 		return nil, errors.Trace(err)
 	}
+	loaded := make(chan struct{}, 1)
 	reader, err := presencereader.New(presencereader.Config{
 		Base:         config.DB.Collection(config.Collection),
 		Clock:        config.Clock,
 		Logger:       config.Logger,
 		Period:       config.Period,
 		SyncInterval: config.SyncInterval,
-		OnLoad:       config.OnLoad,
+		OnLoad: func(stats presencereader.LoadStats) {
+			if config.OnLoad != nil {
+				config.OnLoad(stats)
+			}
+			select {
+			case loaded <- struct{}{}:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot start the presence reader")
 	}
 	d := &deployment{
-		config: config, reader: reader, dying: make(chan struct{}), searched: make(chan struct{}),
+		config: config, reader: reader, dying: make(chan struct{}), searched: make(chan struct{}), loaded: loaded,
 		views: make(map[string]*presencereader.View),
 	}
 	if config.Model != "" {
@@ -139,8 +156,11 @@ func (d *deployment) loop() error {
 		select {
 		case <-d.catacomb.Dying():
 			return d.catacomb.ErrDying()
+		case <-d.loaded:
+			d.recount()
 		case <-timer.Chan():
 			d.refresh()
+			d.recount()
 			select {
 			case <-d.searched:
 			default:
@@ -285,33 +305,57 @@ func (d *deployment) counts(model string) (modelKeys, error) {
 	return modelKeys{Model: model, Alive: alive, Dead: total - alive, Total: total}, nil
 }
 
+// recount takes each found model's keys from its view, as the reader's
+// latest load found them, for status to answer with: the loop recounts
+// after every load and refresh, so that status never waits for the
+// reader. It is safe for concurrent use; recounts take turns, so that an
+// earlier one never overwrites a later one's counts.
+func (d *deployment) recount() {
+	d.counting.Lock()
+	defer d.counting.Unlock()
+	models := d.models()
+	keys := make(map[string]modelKeys, len(models))
+	var err error
+	for _, model := range models {
+		if keys[model], err = d.counts(model); err != nil {
+			break
+		}
+	}
+	d.mu.Lock()
+	d.keys, d.keysErr = keys, err
+	d.mu.Unlock()
+}
+
 // status returns the deployment's status: what the latest refresh read
 // of the documents, and the time it read them, with each model's keys as
-// the reader last loaded them. It reads nothing from the database, so it
-// answers at once whatever the database does; it returns the latest
-// refresh's error if that failed.
+// the latest recount took them. It waits for nothing (neither the
+// database nor the reader), so it answers at once whatever the load; it
+// returns the error of the latest refresh or recount if it failed.
 func (d *deployment) status() (deploymentStatus, time.Time, error) {
 	d.mu.Lock()
-	latest, models := d.latest, d.found
-	d.mu.Unlock()
-	if latest.err != nil {
+	defer d.mu.Unlock()
+	latest := d.latest
+	switch {
+	case latest.err != nil:
 		return deploymentStatus{}, latest.at, errors.Trace(latest.err)
+	case d.keysErr != nil:
+		return deploymentStatus{}, latest.at, errors.Trace(d.keysErr)
 	}
 	st := latest.status
-	st.Models = make([]modelKeys, 0, len(models))
-	for _, model := range models {
-		counts, err := d.counts(model)
-		if err != nil {
-			return deploymentStatus{}, latest.at, errors.Trace(err)
+	st.Models = make([]modelKeys, 0, len(d.found))
+	for _, model := range d.found {
+		// A model found since the latest recount is left out until
+		// the next, moments later, rather than shown with no keys.
+		if counts, ok := d.keys[model]; ok {
+			st.Models = append(st.Models, counts)
 		}
-		st.Models = append(st.Models, counts)
 	}
 	return st, latest.at, nil
 }
 
 // ready waits for the reader's first load and the first search for
-// models, and returns the load's error: a failed search is logged and
-// tried again every Refresh.
+// models, and counts their keys; it returns the load's error: a failed
+// search is logged and tried again every Refresh.
 func (d *deployment) ready(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- d.reader.Refresh() }()
@@ -325,6 +369,7 @@ func (d *deployment) ready(ctx context.Context) error {
 	}
 	select {
 	case <-d.searched:
+		d.recount()
 		return nil
 	case <-d.catacomb.Dying():
 		return errors.Trace(d.catacomb.ErrDying())
