@@ -174,6 +174,15 @@ func scanPresence(ctx context.Context, base *mongo.Collection) (*presenceScan, e
 	return s, nil
 }
 
+// modelsOf returns model, or every model the scan found if model is
+// empty.
+func (s *presenceScan) modelsOf(model string) []string {
+	if model != "" {
+		return []string{model}
+	}
+	return s.models
+}
+
 // eachDocument calls f with every document of coll that filter (nil:
 // every one) selects, one at a time.
 func eachDocument(ctx context.Context, coll *mongo.Collection, filter bson.D, f func(bson.Raw)) error {
