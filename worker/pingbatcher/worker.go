@@ -251,7 +251,7 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
-	slot = w.place(slot)
+	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
@@ -272,7 +272,7 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
-	slot = w.place(slot)
+	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}
