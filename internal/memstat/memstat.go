@@ -13,8 +13,9 @@ import (
 
 // SampleRate is the runtime.MemProfileRate that Enable sets: the profile
 // samples one allocation per SampleRate bytes on average, so that a heap
-// of a few hundred kilobytes is measured within a few percent.
-const SampleRate = 512
+// of a few hundred kilobytes is measured within about 2% (one standard
+// deviation).
+const SampleRate = 128
 
 // Enable makes the runtime sample allocations at SampleRate. Call it
 // before the allocations to be measured: those made before are sampled

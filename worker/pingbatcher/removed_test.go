@@ -5,20 +5,29 @@ import (
 	"time"
 
 	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 )
+
+// pingAB registers key a of model A and key b of model B with b, and
+// pings both in slot 1.
+func pingAB(c *gc.C, b *pingbatcher.PingBatcher, base *mongo.Collection) (pinger.Identity, pinger.Identity) {
+	ida := register(c, b, base, modelA, "a")
+	idb := register(c, b, base, modelB, "b")
+	c.Assert(b.Ping(ida, 1), gc.IsNil)
+	c.Assert(b.Ping(idb, 1), gc.IsNil)
+	return ida, idb
+}
 
 func (s *workerSuite) TestAWriterThatNamesARemovedModelItNoLongerServesIsRetired(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
-	ida := register(c, b, s.base, modelA, "a")
-	idb := register(c, b, s.base, modelB, "b")
-	c.Assert(b.Ping(ida, 1), gc.IsNil)
-	c.Assert(b.Ping(idb, 1), gc.IsNil)
+	ida, idb := pingAB(c, b, s.base)
 	c.Assert(b.Sync(), gc.IsNil)
 	b.Release(ida)
 
@@ -52,10 +61,7 @@ func (s *workerSuite) TestAWriterThatNamesARemovedModelItNoLongerServesIsRetired
 func (s *workerSuite) TestAWriterStillServingARemovedModelIsNotRetired(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
-	ida := register(c, b, s.base, modelA, "a")
-	idb := register(c, b, s.base, modelB, "b")
-	c.Assert(b.Ping(ida, 1), gc.IsNil)
-	c.Assert(b.Ping(idb, 1), gc.IsNil)
+	ida, _ := pingAB(c, b, s.base)
 	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
 	defer cancel()
 	c.Assert(schema.MarkRemoved(ctx, s.base, modelA.Id(), s.clock.Now()), gc.IsNil)
