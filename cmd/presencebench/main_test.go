@@ -102,7 +102,7 @@ func (*presencebenchSuite) TestEventsMustBePositive(c *gc.C) {
 
 func (*presencebenchSuite) TestOnlyRejectsAnUnknownSectionNamingTheKnownOnes(c *gc.C) {
 	_, err := parse("--only", "writes,nothing")
-	c.Check(err, gc.ErrorMatches, `--only: unknown section "nothing" \(have writes, controller, .*, leases\)`)
+	c.Check(err, gc.ErrorMatches, `--only: unknown section "nothing" \(have writes, controller, .*, leases, soak\)`)
 }
 
 func (*presencebenchSuite) TestOnlySelectsJustTheNamedSections(c *gc.C) {
