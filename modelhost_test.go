@@ -26,6 +26,8 @@ import (
 // on the embedded server.
 type modelHostSuite struct {
 	agenttest.MongoSuite
+	// purge is the hosts' PurgeRemoved.
+	purge bool
 }
 
 var _ = gc.Suite(&modelHostSuite{})
@@ -56,6 +58,7 @@ func (s *modelHostSuite) hostEngine(c *gc.C, logger *agenttest.Logger, models pr
 	manifolds["models"] = presence.ModelHostManifold(presence.ModelHostConfig{
 		DatabaseName: "database",
 		Models:       models,
+		PurgeRemoved: s.purge,
 		Logger:       logger,
 		EngineConfig: func(names.ModelTag) dependency.EngineConfig { return agenttest.EngineConfig(logger) },
 		Model: func(model names.ModelTag) presence.ModelManifoldsConfig {
@@ -111,6 +114,17 @@ func waitUp(c *gc.C, ups <-chan up, n int) map[names.ModelTag]watcher.PresenceWa
 	return got
 }
 
+// waitStopped waits for a removed model's watcher w to stop.
+func waitStopped(c *gc.C, w watcher.PresenceWatcher) {
+	for deadline := time.Now().Add(agenttest.LongWait); ; {
+		if _, err := w.Alive("machine-1"); errors.Is(err, watcher.ErrStopped) {
+			return
+		}
+		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("the model's watcher still runs"))
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func errorsIn(entries []string) []string {
 	var errs []string
 	for _, e := range entries {
@@ -142,14 +156,7 @@ func (s *modelHostSuite) TestTheHostRunsAnEngineForEachModelAndFollowsTheSource(
 	models.Add(hostedModel(3))
 	c.Assert(waitUp(c, ups, 1), gc.HasLen, 1)
 	models.Remove(hostedModel(1))
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
-		_, err := first[hostedModel(1)].Alive("machine-1")
-		if errors.Is(err, watcher.ErrStopped) {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("model 1's watcher still runs"))
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitStopped(c, first[hostedModel(1)])
 	alive, err := first[hostedModel(2)].Alive("machine-2")
 	c.Assert(err, gc.IsNil)
 	c.Assert(alive, gc.Equals, true)

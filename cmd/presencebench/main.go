@@ -43,10 +43,16 @@ type options struct {
 	// names contain it; logs sends the workers' logs to stderr.
 	fault string
 	logs  bool
+	// duration is how long the soak section runs.
+	duration time.Duration
 }
 
 // sections, in the order they run.
-var allSections = []string{"writes", "controller", "scale", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases"}
+var allSections = []string{"writes", "controller", "scale", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases", "soak"}
+
+// defaultSections are those that run without --only: the soak runs for
+// --duration, so it runs only when asked for.
+var defaultSections = allSections[:len(allSections)-1]
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -58,7 +64,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profile, "profile", "", "directory to write cpu.pprof and heap.pprof to")
 	fs.StringVar(&sizes, "sizes", "1000,10000,100000", "pinger counts for the writes section")
 	fs.IntVar(&o.events, "events", 200, "events per latency measurement")
-	fs.StringVar(&only, "only", strings.Join(allSections, ","), "sections to run")
+	fs.StringVar(&only, "only", strings.Join(defaultSections, ","), "sections to run (also: soak)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the soak section runs")
 	fs.StringVar(&o.fault, "fault", "", "run only the stalls whose names contain this")
 	fs.BoolVar(&o.logs, "logs", false, "print the workers' logs of the stalls and overload sections to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +84,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.events < 1 {
 		return o, fmt.Errorf("--events must be positive")
 	}
+	if o.duration <= 0 {
+		return o, fmt.Errorf("--duration must be positive")
+	}
 	o.sections = make(map[string]bool)
 	for _, s := range strings.Split(only, ",") {
 		s = strings.TrimSpace(s)
@@ -92,6 +102,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.quick && !set["events"] {
 		o.events = 20
+	}
+	if o.quick && !set["duration"] {
+		o.duration = 30 * time.Second
 	}
 	return o, nil
 }
@@ -153,6 +166,7 @@ func bench(ctx context.Context, o options, stdout, progress io.Writer) error {
 		{"subscribers", benchSubscribers},
 		{"recorder", benchRecorder},
 		{"leases", benchLeases},
+		{"soak", benchSoak},
 	}
 	for _, step := range steps {
 		if !o.sections[step.name] {

@@ -189,7 +189,8 @@ func (call caller) do(f func(context.Context) error) error {
 // as long as the pruner's window every beings document is written
 // again, in case the pruner removed them while this batcher could not
 // write. A writer that has released
-// most of its indexes is retired after a successful flush.
+// most of its indexes, or that names a removed model it no longer serves
+// (see checkRemoved), is retired after a successful flush.
 func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
 		if err := call.do(func(ctx context.Context) error { return schema.EnsureIndexes(ctx, b.config.Base) }); err != nil {
@@ -198,6 +199,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		b.stats.indexesEnsured = true
 	}
 	b.checkBeings(call)
+	b.checkRemoved(call)
 	out := b.snapshot(b.beingsBusy)
 	if out.waitBeings {
 		// This flush must write beings while another write of them
@@ -254,6 +256,8 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	b.stats.docsWritten += int64(docs)
 	if b.w.wasteful() {
 		b.retire("%d of %d indexes released", b.w.released, len(b.w.entries))
+	} else {
+		b.retireRemoved()
 	}
 	return docs, nil
 }

@@ -64,6 +64,10 @@ type PingBatcher struct {
 	// loop goroutine uses it.
 	timeout time.Duration
 
+	// removedCheck is when the removal markers may be read again (see
+	// checkRemoved); only the loop goroutine uses it.
+	removedCheck time.Time
+
 	// A flush whose pings carry its new keys leaves its beings write
 	// running (see flush), one at a time: beingsBusy is set while one
 	// runs, beingsDone receives its result, and beingsWaiters are the
@@ -107,6 +111,10 @@ type stats struct {
 	prompted       bool
 	lastError      string
 	indexesEnsured bool
+	// retireRemoved, when not empty, is a writer that checkRemoved found
+	// naming removedModel, a removed model it no longer serves: it is
+	// retired after the flush (see retireRemoved).
+	retireRemoved, removedModel string
 }
 
 // New starts a PingBatcher. It does not touch the database until its first
