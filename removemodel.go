@@ -33,9 +33,11 @@ func RemoveModel(ctx context.Context, db *mongo.Database, model names.ModelTag) 
 // controllers' writers, beside other models' keys, which a removal must
 // not rewrite: instead the model is marked removed, and presenced's
 // status and /status leave it out at once; the readers forget its keys
-// within LogAge of their last ping (see worker/presencereader); the
-// batchers retire writers whose indexes are mostly released, and the
-// pruner removes their documents. Markers of models that no document
+// within LogAge of their last ping (see worker/presencereader); a batcher
+// retires its writer once it names the removed model and serves it no
+// more (it reads the markers at most every six slots), and the pruner
+// removes the old writer's documents. See also
+// ModelHostConfig.PurgeRemoved. Markers of models that no document
 // names any more are deleted by every call. No other model is touched:
 // none of its keys can read dead for this.
 //
