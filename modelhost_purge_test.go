@@ -34,10 +34,9 @@ func (s *modelHostSuite) TestARemovedModelIsPurgedOnceItsEngineStopped(c *gc.C) 
 	c.Assert(s.leasesOf(c, hostedModel(1)), gc.Not(gc.Equals), 0)
 
 	models.Remove(hostedModel(1))
-	for deadline := time.Now().Add(agenttest.LongWait); s.leasesOf(c, hostedModel(1)) > 0 || !s.markedRemoved(c, hostedModel(1)); {
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("model 1 not purged"))
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, agenttest.LongWait, "model 1 purged", func() bool {
+		return s.leasesOf(c, hostedModel(1)) == 0 && s.markedRemoved(c, hostedModel(1))
+	})
 	// The model that stays keeps its lease and is not marked.
 	c.Assert(s.leasesOf(c, hostedModel(2)), gc.Not(gc.Equals), 0)
 	c.Assert(s.markedRemoved(c, hostedModel(2)), gc.Equals, false)

@@ -116,13 +116,10 @@ func waitUp(c *gc.C, ups <-chan up, n int) map[names.ModelTag]watcher.PresenceWa
 
 // waitStopped waits for a removed model's watcher w to stop.
 func waitStopped(c *gc.C, w watcher.PresenceWatcher) {
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
-		if _, err := w.Alive("machine-1"); errors.Is(err, watcher.ErrStopped) {
-			return
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("the model's watcher still runs"))
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, agenttest.LongWait, "the removed model's watcher stopped", func() bool {
+		_, err := w.Alive("machine-1")
+		return errors.Is(err, watcher.ErrStopped)
+	})
 }
 
 func errorsIn(entries []string) []string {
@@ -163,15 +160,11 @@ func (s *modelHostSuite) TestTheHostRunsAnEngineForEachModelAndFollowsTheSource(
 
 	// The host reports each running model's engine.
 	var report map[string]any
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
+	agenttest.WaitFor(c, agenttest.LongWait, "two models reported", func() bool {
 		manifolds := engine.Report()[dependency.KeyManifolds].(map[string]any)
 		report, _ = manifolds["models"].(map[string]any)[dependency.KeyReport].(map[string]any)
-		if len(report["models"].(map[string]any)) == 2 {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("report: %v", report))
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(report["models"].(map[string]any)) == 2
+	})
 	reported := report["models"].(map[string]any)
 	c.Assert(reported[hostedModel(2).Id()], gc.NotNil)
 	c.Assert(reported[hostedModel(3).Id()], gc.NotNil)
@@ -208,10 +201,9 @@ func (s *modelHostSuite) TestACleanStopLogsNoError(c *gc.C) {
 		engine := s.hostEngine(c, logger, models, ups, failOnce)
 		waitUp(c, ups, 3)
 		<-failed
-		for deadline := time.Now().Add(agenttest.LongWait); len(errorsIn(logger.Entries())) == 0; {
-			c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("the deliberate failure was not logged"))
-			time.Sleep(10 * time.Millisecond)
-		}
+		agenttest.WaitFor(c, agenttest.LongWait, "the deliberate failure logged", func() bool {
+			return len(errorsIn(logger.Entries())) > 0
+		})
 		before := len(logger.Entries())
 		c.Assert(errorsIn(logger.Entries()), gc.HasLen, 1)
 		c.Assert(errorsIn(logger.Entries())[0], gc.Matches, `.*"fails-once" manifold worker returned unexpected error: deliberate failure`)
@@ -232,13 +224,9 @@ func (s *modelHostSuite) TestAModelSourceThatClosesStopsTheHost(c *gc.C) {
 	logger := &agenttest.Logger{}
 	engine := s.hostEngine(c, logger, closed, make(chan up), nil)
 	defer workertest.CleanKill(agenttest.C(c), engine)
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
-		if strings.Contains(strings.Join(errorsIn(logger.Entries()), "\n"), presence.ErrModelSourceClosed.Error()) {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("no error for the closed source"))
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, agenttest.LongWait, "an error for the closed source", func() bool {
+		return strings.Contains(strings.Join(errorsIn(logger.Entries()), "\n"), presence.ErrModelSourceClosed.Error())
+	})
 }
 
 type modelHostConfigSuite struct{}
