@@ -3,7 +3,6 @@ package pruner_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/juju/clock"
@@ -14,6 +13,7 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/agenttest/deaths"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -44,38 +44,8 @@ type wallController struct {
 	workers []worker.Worker
 	watcher *watcher.Watcher
 	pingers []*pinger.Pinger
-	deaths  *wallDeaths
+	deaths  *deaths.Recorder
 	stop    context.CancelFunc
-}
-
-// wallDeaths collects the deaths a subscription reports.
-type wallDeaths struct {
-	mu   sync.Mutex
-	dead []string
-	done chan struct{}
-}
-
-func (d *wallDeaths) follow(ctx context.Context, sub watcher.Subscription) {
-	defer close(d.done)
-	for {
-		changes, err := sub.Next(ctx)
-		if err != nil {
-			return
-		}
-		d.mu.Lock()
-		for _, change := range changes {
-			if !change.Alive {
-				d.dead = append(d.dead, change.Key)
-			}
-		}
-		d.mu.Unlock()
-	}
-}
-
-func (d *wallDeaths) get() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.dead...)
 }
 
 // start starts a controller on clk whose pingers keep keys named name-0
@@ -116,17 +86,10 @@ func (s *wallClockSuite) reader(c *gc.C, clk clock.Clock) (*presencereader.Reade
 
 // follow counts the deaths the controller's watcher reports from now on.
 func (ctl *wallController) follow(c *gc.C) {
-	ctx, cancel := context.WithCancel(context.Background())
-	sub := ctl.watcher.Subscribe()
-	_, err := sub.Next(ctx)
+	d, err := deaths.Follow(ctl.watcher.Subscribe())
 	c.Assert(err, gc.IsNil)
-	ctl.deaths = &wallDeaths{done: make(chan struct{})}
-	go ctl.deaths.follow(ctx, sub)
-	ctl.stop = func() {
-		cancel()
-		<-ctl.deaths.done
-		sub.Close()
-	}
+	ctl.deaths = d
+	ctl.stop = d.Stop
 }
 
 func (ctl *wallController) kill(c *gc.C) {
@@ -189,7 +152,7 @@ func (s *wallClockSuite) TestAControllerClockAheadAndSteppedBackCostsNoKeyOnTheW
 	defer workertest.CleanKill(agenttest.C(c), w)
 	c.Assert(agenttest.Retry(4*wallPeriod, func() error { return allAlive(w) }), gc.IsNil)
 	for i, ctl := range ctls {
-		c.Assert(ctl.deaths.get(), gc.HasLen, 0, gc.Commentf("controller %d", i))
+		c.Assert(ctl.deaths.Keys(), gc.HasLen, 0, gc.Commentf("controller %d", i))
 	}
 
 	// The positive control: a key of the skewed controller stops
@@ -198,10 +161,10 @@ func (s *wallClockSuite) TestAControllerClockAheadAndSteppedBackCostsNoKeyOnTheW
 	c.Assert(ctls[1].pingers[0].Stop(), gc.IsNil)
 	for i, ctl := range ctls {
 		agenttest.WaitFor(c, agenttest.LongWait, "b-0's death reported", func() bool {
-			return len(ctl.deaths.get()) > 0
+			return len(ctl.deaths.Keys()) > 0
 		})
 		c.Logf("controller %d saw b-0 dead %v after its pinger stopped (Period + flush + sync: %v)", i, time.Since(killed),
 			wallPeriod+wallFlush+wallSync)
-		c.Assert(ctl.deaths.get(), gc.DeepEquals, []string{"b-0"})
+		c.Assert(ctl.deaths.Keys(), gc.DeepEquals, []string{"b-0"})
 	}
 }
