@@ -37,3 +37,30 @@ func CheckMissingInputs(c *gc.C, manifold dependency.Manifold, resources map[str
 		c.Check(errors.Is(err, dependency.ErrMissing), gc.Equals, true, gc.Commentf("input %q: %v", input, err))
 	}
 }
+
+// InvalidConfig is one row of a manifold test's table of invalid configs:
+// a change to a valid config and the error its Validate must then give.
+type InvalidConfig[T any] struct {
+	Mutate func(*T)
+	Err    string
+}
+
+// CheckInvalidConfigs applies each row to a copy of valid and checks that
+// the copy's Validate fails with an errors.NotValid error matching the
+// row's Err, and that the manifold made from it by manifold refuses to
+// start over resources with an errors.NotValid error too.
+func CheckInvalidConfigs[T interface{ Validate() error }](
+	c *gc.C, valid T, rows []InvalidConfig[T], manifold func(T) dependency.Manifold, resources map[string]any,
+) {
+	for i, row := range rows {
+		c.Logf("case %d: %s", i, row.Err)
+		config := valid
+		row.Mutate(&config)
+		err := config.Validate()
+		c.Check(err, gc.ErrorMatches, row.Err)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+		w, err := manifold(config).Start(context.Background(), StubGetter(resources))
+		c.Check(w, gc.IsNil)
+		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
+	}
+}

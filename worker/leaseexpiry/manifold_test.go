@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/juju/clock"
-	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/workertest"
@@ -75,25 +74,13 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*leaseexpiry.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.StoreName = "" }, "empty StoreName not valid"},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.MaxDuration = -1 }, "negative MaxDuration not valid"},
-		{func(cfg *leaseexpiry.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = leaseexpiry.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[leaseexpiry.ManifoldConfig]{
+		{Mutate: func(cfg *leaseexpiry.ManifoldConfig) { cfg.ClockName = "" }, Err: "empty ClockName not valid"},
+		{Mutate: func(cfg *leaseexpiry.ManifoldConfig) { cfg.StoreName = "" }, Err: "empty StoreName not valid"},
+		{Mutate: func(cfg *leaseexpiry.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, Err: `model tag "model-x" not valid`},
+		{Mutate: func(cfg *leaseexpiry.ManifoldConfig) { cfg.MaxDuration = -1 }, Err: "negative MaxDuration not valid"},
+		{Mutate: func(cfg *leaseexpiry.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, leaseexpiry.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/juju/clock"
-	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/workertest"
@@ -66,28 +65,16 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*leasestore.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *leasestore.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.ClockSkew = -1 }, "negative ClockSkew not valid"},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.MaxSleep = -1 }, "negative MaxSleep not valid"},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.PruneEvery = -1 }, "negative PruneEvery not valid"},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.CallTimeout = -1 }, "negative CallTimeout not valid"},
-		{func(cfg *leasestore.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = leasestore.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[leasestore.ManifoldConfig]{
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.ClockName = "" }, Err: "empty ClockName not valid"},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.DatabaseName = "" }, Err: "empty DatabaseName not valid"},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, Err: `model tag "model-x" not valid`},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.ClockSkew = -1 }, Err: "negative ClockSkew not valid"},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.MaxSleep = -1 }, Err: "negative MaxSleep not valid"},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.PruneEvery = -1 }, Err: "negative PruneEvery not valid"},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.CallTimeout = -1 }, Err: "negative CallTimeout not valid"},
+		{Mutate: func(cfg *leasestore.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, leasestore.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 

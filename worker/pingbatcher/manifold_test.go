@@ -61,25 +61,13 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*pingbatcher.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *pingbatcher.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *pingbatcher.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *pingbatcher.ManifoldConfig) { cfg.FlushInterval = -1 }, "negative FlushInterval not valid"},
-		{func(cfg *pingbatcher.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
-		{func(cfg *pingbatcher.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = pingbatcher.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[pingbatcher.ManifoldConfig]{
+		{Mutate: func(cfg *pingbatcher.ManifoldConfig) { cfg.ClockName = "" }, Err: "empty ClockName not valid"},
+		{Mutate: func(cfg *pingbatcher.ManifoldConfig) { cfg.DatabaseName = "" }, Err: "empty DatabaseName not valid"},
+		{Mutate: func(cfg *pingbatcher.ManifoldConfig) { cfg.FlushInterval = -1 }, Err: "negative FlushInterval not valid"},
+		{Mutate: func(cfg *pingbatcher.ManifoldConfig) { cfg.Period = -1 }, Err: "negative Period not valid"},
+		{Mutate: func(cfg *pingbatcher.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, pingbatcher.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/juju/errors"
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/workertest"
@@ -61,27 +60,15 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*pinger.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *pinger.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *pinger.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *pinger.ManifoldConfig) { cfg.PingBatcherName = "" }, "empty PingBatcherName not valid"},
-		{func(cfg *pinger.ManifoldConfig) { cfg.Model = names.ModelTag{} }, `model tag "model-" not valid`},
-		{func(cfg *pinger.ManifoldConfig) { cfg.Key = "" }, "empty key not valid"},
-		{func(cfg *pinger.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
-		{func(cfg *pinger.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = pinger.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[pinger.ManifoldConfig]{
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.ClockName = "" }, Err: "empty ClockName not valid"},
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.DatabaseName = "" }, Err: "empty DatabaseName not valid"},
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.PingBatcherName = "" }, Err: "empty PingBatcherName not valid"},
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.Model = names.ModelTag{} }, Err: `model tag "model-" not valid`},
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.Key = "" }, Err: "empty key not valid"},
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.Period = -1 }, Err: "negative Period not valid"},
+		{Mutate: func(cfg *pinger.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, pinger.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 

@@ -61,27 +61,15 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*presencereader.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *presencereader.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *presencereader.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *presencereader.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
-		{func(cfg *presencereader.ManifoldConfig) { cfg.SyncInterval = -1 }, "negative SyncInterval not valid"},
-		{func(cfg *presencereader.ManifoldConfig) { cfg.LogLength = -1 }, "negative LogLength not valid"},
-		{func(cfg *presencereader.ManifoldConfig) { cfg.LogAge = -1 }, "negative LogAge not valid"},
-		{func(cfg *presencereader.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = presencereader.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[presencereader.ManifoldConfig]{
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.ClockName = "" }, Err: "empty ClockName not valid"},
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.DatabaseName = "" }, Err: "empty DatabaseName not valid"},
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.Period = -1 }, Err: "negative Period not valid"},
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.SyncInterval = -1 }, Err: "negative SyncInterval not valid"},
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.LogLength = -1 }, Err: "negative LogLength not valid"},
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.LogAge = -1 }, Err: "negative LogAge not valid"},
+		{Mutate: func(cfg *presencereader.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, presencereader.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 

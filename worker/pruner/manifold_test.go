@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/juju/clock"
-	"github.com/juju/errors"
 	"github.com/juju/worker/v4"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -58,25 +57,13 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*pruner.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *pruner.ManifoldConfig) { cfg.ClockName = "" }, "empty ClockName not valid"},
-		{func(cfg *pruner.ManifoldConfig) { cfg.DatabaseName = "" }, "empty DatabaseName not valid"},
-		{func(cfg *pruner.ManifoldConfig) { cfg.Interval = -1 }, "negative Interval not valid"},
-		{func(cfg *pruner.ManifoldConfig) { cfg.Period = -1 }, "negative Period not valid"},
-		{func(cfg *pruner.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = pruner.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[pruner.ManifoldConfig]{
+		{Mutate: func(cfg *pruner.ManifoldConfig) { cfg.ClockName = "" }, Err: "empty ClockName not valid"},
+		{Mutate: func(cfg *pruner.ManifoldConfig) { cfg.DatabaseName = "" }, Err: "empty DatabaseName not valid"},
+		{Mutate: func(cfg *pruner.ManifoldConfig) { cfg.Interval = -1 }, Err: "negative Interval not valid"},
+		{Mutate: func(cfg *pruner.ManifoldConfig) { cfg.Period = -1 }, Err: "negative Period not valid"},
+		{Mutate: func(cfg *pruner.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, pruner.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 

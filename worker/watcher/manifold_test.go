@@ -58,23 +58,11 @@ func (s *manifoldSuite) TestMissingInputs(c *gc.C) {
 }
 
 func (s *manifoldSuite) TestValidate(c *gc.C) {
-	for i, t := range []struct {
-		mutate func(*watcher.ManifoldConfig)
-		err    string
-	}{
-		{func(cfg *watcher.ManifoldConfig) { cfg.ReaderName = "" }, "empty ReaderName not valid"},
-		{func(cfg *watcher.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, `model tag "model-x" not valid`},
-		{func(cfg *watcher.ManifoldConfig) { cfg.NewWorker = nil }, "nil NewWorker not valid"},
-	} {
-		c.Logf("case %d", i)
-		cfg := s.config
-		t.mutate(&cfg)
-		err := cfg.Validate()
-		c.Check(err, gc.ErrorMatches, t.err)
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-		_, err = watcher.Manifold(cfg).Start(context.Background(), agenttest.StubGetter(s.resources()))
-		c.Check(errors.Is(err, errors.NotValid), gc.Equals, true)
-	}
+	agenttest.CheckInvalidConfigs(c, s.config, []agenttest.InvalidConfig[watcher.ManifoldConfig]{
+		{Mutate: func(cfg *watcher.ManifoldConfig) { cfg.ReaderName = "" }, Err: "empty ReaderName not valid"},
+		{Mutate: func(cfg *watcher.ManifoldConfig) { cfg.Model = names.NewModelTag("x") }, Err: `model tag "model-x" not valid`},
+		{Mutate: func(cfg *watcher.ManifoldConfig) { cfg.NewWorker = nil }, Err: "nil NewWorker not valid"},
+	}, watcher.Manifold, s.resources())
 	c.Assert(s.started, gc.HasLen, 0)
 }
 
