@@ -58,6 +58,16 @@ func (*leaseScaleSuite) TestScaleRowsFailOutsideTheirBounds(c *gc.C) {
 	}
 	c.Check(verdicts, gc.DeepEquals, []string{"NO", "NO", "NO", "NO", "", "NO", ""})
 	c.Check(t.rows[0].ratio, gc.Equals, "10.0x")
+	c.Check(t.rows[5].measured, gc.Equals, "5s")
+}
+
+func (*leaseScaleSuite) TestAReleaseNeverSeenIsShownAsSuch(c *gc.C) {
+	t := &table{}
+	run := scaleRun(leaseShape{1, 10000}, time.Second, 1, 2)
+	run.released = append(run.released, unseenAfter)
+	addLeaseScaleRows(t, run, scaleRun(leaseShape{1, 1000}, time.Second, 1, 2))
+	c.Check(t.rows[5].measured, gc.Equals, "not seen in 1m0s")
+	c.Check(t.rows[5].verdict, gc.Equals, "NO")
 }
 
 func (*leaseScaleSuite) TestScaleRowsFailWithoutAnyClaimOrRelease(c *gc.C) {
