@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -306,7 +307,10 @@ func releasesSeen(ctx context.Context, e *env, db *mongo.Database, store *leases
 	key := lease.Key{Namespace: leaseexpiry.Namespace, Model: modelTag(0).Id(), Lease: "contested"}
 	var seen []time.Duration
 	for start := time.Now(); ctx.Err() == nil && time.Since(start) < window; {
-		if _, err := other.Claim(ctx, key, lease.Request{Holder: "contested/1", Duration: time.Minute}); err != nil {
+		if err := retried(func() error {
+			_, err := other.Claim(ctx, key, lease.Request{Holder: "contested/1", Duration: time.Minute})
+			return err
+		}); err != nil {
 			return seen, err
 		}
 		// Wait until this controller's store has seen the holder.
@@ -326,7 +330,7 @@ func releasesSeen(ctx context.Context, e *env, db *mongo.Database, store *leases
 			_ = m.BlockUntilLeadershipReleased(key.Lease)
 			returned <- time.Now()
 		}()
-		if err := other.Release(ctx, key, "contested/1"); err != nil {
+		if err := retried(func() error { return other.Release(ctx, key, "contested/1") }); err != nil {
 			return seen, err
 		}
 		released := time.Now()
@@ -340,6 +344,16 @@ func releasesSeen(ctx context.Context, e *env, db *mongo.Database, store *leases
 	}
 	e.logf("  %d releases through another controller", len(seen))
 	return seen, nil
+}
+
+// retried calls f until it does not fail with lease.ErrInvalid (another
+// writer got in first), as every caller of a lease client must.
+func retried(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, lease.ErrInvalid) {
+			return err
+		}
+	}
 }
 
 // waitReads waits until store has read n times.
