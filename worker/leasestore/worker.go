@@ -15,7 +15,11 @@
 // collection on every query (the embedded one), a tick's read of 10,000
 // leases takes seconds, and a claim that waited behind it would take as
 // long again. A read that began before a claim was written is published
-// with that claim's term over it, so the view never goes back.
+// with that claim's term over it, so the view never goes back. The price:
+// the tick's read and a claim batch's confirming read may run at once, and
+// a server already saturated by one (the embedded one at 10,000 leases,
+// whose reads then take seconds) serves each slower, up to CallTimeout;
+// BENCHMARKS.md has the figures.
 //
 // Safety comes from package lease: every change is a unique-_id insert of
 // a lease's next term, so the store adds no safety of its own and none is
