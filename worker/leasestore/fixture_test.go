@@ -54,7 +54,7 @@ func (s *fixture) leaseClient(c *gc.C, clk clock.Clock) (*gatedClient, *agenttes
 	coll := s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("leases")
 	client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: skew})
 	c.Assert(err, gc.IsNil)
-	return &gatedClient{Client: client, entered: make(chan struct{}, 1), requestEntered: make(chan struct{}, 1), read: make(chan struct{}, 1)}, counter
+	return &gatedClient{Client: client, entered: make(chan struct{}, 1)}, counter
 }
 
 // newStore starts a store on a client of its own with the suite's clock
@@ -96,138 +96,54 @@ func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, lead
 
 // gatedClient is a lease client that reports each Snapshot call (the
 // store's read) on entered (without blocking) and, while held, makes it
-// wait until released; and the same of the calls of claims and checks
-// (ClaimMany, ClaimManyOn, ReadMany) on requestEntered, while requests are
-// held. A read is reported again on read once it has read, and its result
-// withheld while read results are held.
+// wait until released.
 type gatedClient struct {
 	lease.Client
-	entered        chan struct{}
-	requestEntered chan struct{}
-	read           chan struct{}
+	entered chan struct{}
 
-	mu          sync.Mutex
-	gate        chan struct{}
-	requestGate chan struct{}
-	resultGate  chan struct{}
+	mu   sync.Mutex
+	gate chan struct{}
 }
 
 // Snapshot is part of the lease.Client interface.
 func (g *gatedClient) Snapshot(ctx context.Context, namespace, model string) (lease.Snapshot, error) {
-	if err := g.pass(ctx, g.entered, &g.gate); err != nil {
-		return lease.Snapshot{}, err
-	}
-	snap, err := g.Client.Snapshot(ctx, namespace, model)
-	if err := g.pass(ctx, g.read, &g.resultGate); err != nil {
-		return lease.Snapshot{}, err
-	}
-	return snap, err
-}
-
-// ReadMany is part of the lease.Client interface.
-func (g *gatedClient) ReadMany(ctx context.Context, keys []lease.Key) (map[lease.Key]lease.Info, error) {
-	if err := g.pass(ctx, g.requestEntered, &g.requestGate); err != nil {
-		return nil, err
-	}
-	return g.Client.ReadMany(ctx, keys)
-}
-
-// ClaimMany is part of the lease.Client interface.
-func (g *gatedClient) ClaimMany(ctx context.Context, claims []lease.Claim) ([]lease.Info, []error, error) {
-	if err := g.pass(ctx, g.requestEntered, &g.requestGate); err != nil {
-		return nil, nil, err
-	}
-	return g.Client.ClaimMany(ctx, claims)
-}
-
-// ClaimManyOn is part of the lease.Client interface.
-func (g *gatedClient) ClaimManyOn(ctx context.Context, claims []lease.Claim, current map[lease.Key]lease.Info) ([]lease.Info, []error, error) {
-	if err := g.pass(ctx, g.requestEntered, &g.requestGate); err != nil {
-		return nil, nil, err
-	}
-	return g.Client.ClaimManyOn(ctx, claims, current)
-}
-
-// pass reports a call on entered and waits while *gate is held.
-func (g *gatedClient) pass(ctx context.Context, entered chan struct{}, gate *chan struct{}) error {
 	select {
-	case entered <- struct{}{}:
+	case g.entered <- struct{}{}:
 	default:
 	}
 	g.mu.Lock()
-	held := *gate
+	gate := g.gate
 	g.mu.Unlock()
-	if held != nil {
+	if gate != nil {
 		select {
-		case <-held:
+		case <-gate:
 		case <-ctx.Done():
-			return ctx.Err()
+			return lease.Snapshot{}, ctx.Err()
 		}
 	}
-	return nil
+	return g.Client.Snapshot(ctx, namespace, model)
 }
 
-// hold makes Snapshot calls wait until the returned function is first
-// called.
+// hold makes Snapshot calls wait until the returned function is called.
 func (g *gatedClient) hold() func() {
-	return g.holdOn(&g.gate)
-}
-
-// holdResults makes Snapshot calls that have read wait until the returned
-// function is called before they return what they read.
-func (g *gatedClient) holdResults() func() {
-	return g.holdOn(&g.resultGate)
-}
-
-// holdRequests makes the calls of claims and checks wait until the
-// returned function is called.
-func (g *gatedClient) holdRequests() func() {
-	return g.holdOn(&g.requestGate)
-}
-
-func (g *gatedClient) holdOn(gate *chan struct{}) func() {
-	held := make(chan struct{})
+	gate := make(chan struct{})
 	g.mu.Lock()
-	*gate = held
+	g.gate = gate
 	g.mu.Unlock()
-	return sync.OnceFunc(func() {
+	return func() {
 		g.mu.Lock()
-		*gate = nil
+		g.gate = nil
 		g.mu.Unlock()
-		close(held)
-	})
+		close(gate)
+	}
 }
 
 // waitEntered waits for a Snapshot call that began after the last wait.
 func (g *gatedClient) waitEntered(c *gc.C) {
-	waitOn(c, g.entered, "the store never read")
-}
-
-// waitRead waits for a Snapshot call that has read since the last wait.
-func (g *gatedClient) waitRead(c *gc.C) {
-	waitOn(c, g.read, "the store never finished a read")
-}
-
-// forgetRequests forgets the calls of claims and checks made so far, for
-// waitRequestEntered.
-func (g *gatedClient) forgetRequests() {
 	select {
-	case <-g.requestEntered:
-	default:
-	}
-}
-
-// waitRequestEntered waits for a call of a claim or check that began
-// after the last wait.
-func (g *gatedClient) waitRequestEntered(c *gc.C) {
-	waitOn(c, g.requestEntered, "the store never wrote a claim nor read a check")
-}
-
-func waitOn(c *gc.C, entered <-chan struct{}, never string) {
-	select {
-	case <-entered:
+	case <-g.entered:
 	case <-time.After(agenttest.LongWait):
-		c.Fatalf("%s", never)
+		c.Fatalf("the store never read")
 	}
 }
 
@@ -259,9 +175,4 @@ func waitCount(c *gc.C, what string, counter *atomic.Int64, n int64) {
 // time: a database call's deadline.
 func waitFor(c *gc.C, what string, f func() bool) {
 	agenttest.WaitFor(c, agenttest.LongWait, what, f)
-}
-
-// mysqlKey returns the key of the lease "mysql" of model i.
-func mysqlKey(i int) lease.Key {
-	return lease.Key{Namespace: leaseexpiry.Namespace, Model: modelTag(i).Id(), Lease: "mysql"}
 }

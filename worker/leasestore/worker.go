@@ -10,17 +10,6 @@
 // one read and at most one insert and one delete, whatever the number of
 // models and leases; frozen leases are counted in Report.
 //
-// Claims and checks are served by one goroutine and ticks by another, so
-// that neither waits for the other: on a server that scans the whole
-// collection on every query (the embedded one), a tick's read of 10,000
-// leases takes seconds, and a claim that waited behind it would take as
-// long again. A read that began before a claim was written is published
-// with that claim's term over it, so the view never goes back. The price:
-// the tick's read and a claim batch's confirming read may run at once, and
-// a server already saturated by one (the embedded one at 10,000 leases,
-// whose reads then take seconds) serves each slower, up to CallTimeout;
-// BENCHMARKS.md has the figures.
-//
 // Safety comes from package lease: every change is a unique-_id insert of
 // a lease's next term, so the store adds no safety of its own and none is
 // lost when several stores (controllers) share a database. The view is a
@@ -204,29 +193,12 @@ type Store struct {
 
 	mu   sync.Mutex
 	view *view
-	// written holds the terms written through the store since the reads
-	// then in flight began, with the number of reads begun at the time
-	// of the write, to lay over a read published later: guarded by mu.
-	written map[lease.Key]writtenTerm
 	// begun counts the reads begun, for ReadsBegun.
 	begun atomic.Uint64
-	// readFailed is set while the last read failed.
-	readFailed atomic.Bool
 
-	// alarm guards timer and due, which both goroutines move.
-	alarm sync.Mutex
-	timer clock.Timer
-	due   time.Time
-
-	// ticks is owned by the tick goroutine.
-	ticks int
-}
-
-// writtenTerm is a term written through the store after begun reads had
-// begun.
-type writtenTerm struct {
-	info  lease.Info
-	begun uint64
+	// The fields below are owned by the loop goroutine.
+	ticks      int
+	readFailed bool
 }
 
 // New starts a Store. It reads the leases at once.
@@ -241,7 +213,6 @@ func New(config Config) (*Store, error) {
 		refresh: make(chan struct{}, 1),
 		stats:   newStats(),
 		view:    &view{models: map[string]map[string]lease.Info{}, changed: make(chan struct{})},
-		written: make(map[lease.Key]writtenTerm),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "lease store",
@@ -373,8 +344,8 @@ func (s *Store) serves(key lease.Key) error {
 }
 
 // handleReads reads first's key and those of every read already waiting
-// with one query, and answers them. It must only be called from the
-// request goroutine.
+// with one query, and answers them. It must only be called from the loop
+// goroutine.
 func (s *Store) handleReads(first readRequest) {
 	batch := []readRequest{first}
 drain:
@@ -399,22 +370,23 @@ drain:
 	}
 }
 
-// loop serves claims and checks (the request goroutine) while a goroutine
-// of its own ticks, and returns once both have stopped.
 func (s *Store) loop() error {
 	s.read()
-	s.alarm.Lock()
 	wait := s.nextTick()
-	s.timer = s.config.Clock.NewTimer(wait)
-	s.due = s.config.Clock.Now().Add(wait)
-	s.alarm.Unlock()
-	defer s.timer.Stop()
-	ticking := make(chan struct{})
-	go func() {
-		defer close(ticking)
-		s.tickLoop()
-	}()
-	defer func() { <-ticking }()
+	timer := s.config.Clock.NewTimer(wait)
+	defer timer.Stop()
+	due := s.config.Clock.Now().Add(wait)
+	// sooner moves the tick to when the leases need it, if that is
+	// sooner than it is due: never later, so that claims or refreshes,
+	// however often they come, cannot put off a tick, and the store reads,
+	// expires and prunes at least every MaxSleep.
+	sooner := func() {
+		wait := s.nextTick()
+		if at := s.config.Clock.Now().Add(wait); at.Before(due) {
+			catacomb.Rearm(timer, wait)
+			due = at
+		}
+	}
 	for {
 		select {
 		case <-s.catacomb.Dying():
@@ -423,49 +395,21 @@ func (s *Store) loop() error {
 			answers := s.handleClaims(c)
 			// Set the alarm for the new leases before anyone
 			// hears of them.
-			s.sooner()
+			sooner()
 			for _, a := range answers {
 				a.reply <- a.result
 			}
 		case r := <-s.reads:
 			s.handleReads(r)
-		}
-	}
-}
-
-// tickLoop ticks when the timer fires, and reads when asked to, until the
-// store dies.
-func (s *Store) tickLoop() {
-	for {
-		select {
-		case <-s.catacomb.Dying():
-			return
 		case <-s.refresh:
 			s.read()
-			s.sooner()
-		case <-s.timer.Chan():
+			sooner()
+		case <-timer.Chan():
 			s.tick()
-			s.alarm.Lock()
 			wait := s.nextTick()
-			s.timer.Reset(wait)
-			s.due = s.config.Clock.Now().Add(wait)
-			s.alarm.Unlock()
+			timer.Reset(wait)
+			due = s.config.Clock.Now().Add(wait)
 		}
-	}
-}
-
-// sooner moves the tick to when the leases need it, if that is sooner
-// than it is due: never later, so that claims or refreshes, however often
-// they come, cannot put off a tick, and the store reads, expires and
-// prunes at least every MaxSleep. A timer that has fired already is left
-// for the tick goroutine, which sets it again after its tick.
-func (s *Store) sooner() {
-	s.alarm.Lock()
-	defer s.alarm.Unlock()
-	wait := s.nextTick()
-	if at := s.config.Clock.Now().Add(wait); at.Before(s.due) {
-		catacomb.Rearm(s.timer, wait)
-		s.due = at
 	}
 }
 
@@ -477,7 +421,7 @@ func (s *Store) call() (context.Context, context.CancelFunc) {
 
 // gather adds to batch the claims that arrive until the store has seen
 // none for a quiet time, as the comment on loneQuiet says, and returns it.
-// It must only be called from the request goroutine.
+// It must only be called from the loop goroutine.
 func (s *Store) gather(batch []claimRequest) []claimRequest {
 	start := s.config.Clock.Now()
 	last, seen, still := start, start, 0
@@ -534,7 +478,7 @@ const (
 
 // handleClaims writes first and every claim that comes with it as one
 // batch, then the claims that lost a race, once more, and returns their
-// answers. It must only be called from the request goroutine.
+// answers. It must only be called from the loop goroutine.
 func (s *Store) handleClaims(first claimRequest) []answer {
 	batch := s.gather([]claimRequest{first})
 	var answers []answer
@@ -545,8 +489,8 @@ func (s *Store) handleClaims(first claimRequest) []answer {
 }
 
 // writeClaims writes one batch, adds the answers of its claims to answers
-// and returns those to try again. It must only be called from the
-// request goroutine.
+// and returns those to try again. It must only be called from the loop
+// goroutine.
 func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequest {
 	claims := make([]lease.Claim, len(batch))
 	for i, c := range batch {
@@ -595,7 +539,7 @@ func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequ
 // is out of date costs a lost insert or a failed confirmation and a
 // retry, never a wrong grant. Otherwise it returns nil and the batch
 // reads afresh, so that a contender is never denied on a view that
-// predates a release. It must only be called from the request goroutine.
+// predates a release. It must only be called from the loop goroutine.
 func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
 	v := s.current()
 	if v.readAt.IsZero() {
@@ -618,7 +562,7 @@ func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
 // tick reads, expires every lapsed lease on that read, and every
 // PruneEvery ticks removes the terms that read found superseded: one read
 // and at most one write of each kind, whatever the number of leases. It
-// must only be called from the tick goroutine.
+// must only be called from the loop goroutine.
 func (s *Store) tick() {
 	s.ticks++
 	snap, ok := s.read()
@@ -639,17 +583,15 @@ func (s *Store) tick() {
 	}
 }
 
-// read reads the leases and publishes them, with the terms written
-// through the store since it began laid over them. A failed read keeps the
-// last view. It must only be called from the tick goroutine, or from loop
-// before that starts.
+// read reads the leases and publishes them. A failed read keeps the last
+// view. It must only be called from the loop goroutine.
 func (s *Store) read() (lease.Snapshot, bool) {
 	seq := s.begun.Add(1)
 	at := s.config.Clock.Now()
 	ctx, cancel := s.call()
 	snap, err := s.config.Client.Snapshot(ctx, s.config.Namespace, s.config.Model.Id())
 	cancel()
-	s.readFailed.Store(err != nil)
+	s.readFailed = err != nil
 	if err != nil {
 		s.stats.failed(err)
 		s.logError("%v (keeping the last view)", err)
@@ -666,14 +608,14 @@ func (s *Store) read() (lease.Snapshot, bool) {
 			frozen++
 		}
 	}
-	s.publishRead(models, at, seq)
+	s.publish(models, at, seq)
 	s.stats.read(len(models), len(snap.Leases), frozen)
 	return snap, true
 }
 
 // expire expires, with one insert, every held and unpinned lease that
 // snap, read at the view's readAt, shows free. It must only be called
-// from the tick goroutine.
+// from the loop goroutine.
 func (s *Store) expire(snap lease.Snapshot) {
 	readAt := s.current().readAt
 	var lapsed []lease.Key
@@ -717,66 +659,33 @@ func (s *Store) current() *view {
 }
 
 // apply publishes the current view with the given terms written through
-// the store, keeping its read time, and keeps them to lay over the reads
-// in flight when they are published. It is called from both goroutines.
+// the store, keeping its read time. It must only be called from the loop
+// goroutine.
 func (s *Store) apply(terms map[lease.Key]lease.Info) {
 	if len(terms) == 0 {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.view
-	begun := s.begun.Load()
-	for key, info := range terms {
-		s.written[key] = writtenTerm{info: info, begun: begun}
-	}
-	s.publish(overlay(v.models, terms), v.readAt, v.readSeq)
-}
-
-// publishRead publishes the models read by the read numbered seq, begun
-// at readAt, with every term written through the store since that read
-// began laid over them where it is later than what the read found: a read
-// cannot go back behind a write it did not see. Terms that every read in
-// flight began after are dropped, as the read shows them.
-func (s *Store) publishRead(models map[string]map[string]lease.Info, readAt time.Time, seq uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	later := make(map[lease.Key]lease.Info)
-	for key, w := range s.written {
-		if w.begun < seq {
-			delete(s.written, key)
-		} else if w.info.Term > models[key.Model][key.Lease].Term {
-			later[key] = w.info
-		}
-	}
-	s.publish(overlay(models, later), readAt, seq)
-}
-
-// overlay returns models with terms set over them, sharing what terms
-// leave unchanged.
-func overlay(models map[string]map[string]lease.Info, terms map[lease.Key]lease.Info) map[string]map[string]lease.Info {
-	if len(terms) == 0 {
-		return models
-	}
-	out := maps.Clone(models)
+	v := s.current()
+	models := maps.Clone(v.models)
 	for key := range terms {
-		if leases, ok := models[key.Model]; ok {
-			out[key.Model] = maps.Clone(leases)
+		if leases, ok := v.models[key.Model]; ok {
+			models[key.Model] = maps.Clone(leases)
 		} else {
-			out[key.Model] = make(map[string]lease.Info)
+			models[key.Model] = make(map[string]lease.Info)
 		}
 	}
 	for key, info := range terms {
-		out[key.Model][key.Lease] = info
+		models[key.Model][key.Lease] = info
 	}
-	return out
+	s.publish(models, v.readAt, v.readSeq)
 }
 
-// publish replaces the view and wakes whoever waits on the old one. The
-// caller must hold mu.
+// publish replaces the view and wakes whoever waits on the old one.
 func (s *Store) publish(models map[string]map[string]lease.Info, readAt time.Time, readSeq uint64) {
+	s.mu.Lock()
 	old := s.view
 	s.view = &view{models: models, readAt: readAt, readSeq: readSeq, changed: make(chan struct{})}
+	s.mu.Unlock()
 	close(old.changed)
 }
 
@@ -784,9 +693,9 @@ func (s *Store) publish(models map[string]map[string]lease.Info, readAt time.Tim
 // becomes free, at most MaxSleep. A lease that should be free already but
 // is still held (its expiry failed) is looked at again after a twentieth
 // of MaxSleep, so that the loop cannot spin; after a failed read, after
-// MaxSleep. The caller must hold alarm.
+// MaxSleep. It must only be called from the loop goroutine.
 func (s *Store) nextTick() time.Duration {
-	if s.readFailed.Load() {
+	if s.readFailed {
 		return s.config.MaxSleep
 	}
 	now := s.config.Clock.Now()

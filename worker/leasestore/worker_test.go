@@ -74,22 +74,19 @@ func (s *storeSuite) TestClaimsOfManyModelsInOneRoundAreOneInsert(c *gc.C) {
 	for i := 0; i < 50; i++ {
 		managers = append(managers, s.newManager(c, counting, modelTag(i)))
 	}
-	// Keep the store busy writing the first model's claim while every
-	// other model claims.
-	release := client.holdRequests()
-	errs := make([]error, len(managers))
+	// Keep the store busy in a read while every model claims.
+	client.waitEntered(c)
+	release := client.hold()
+	store.Refresh()
+	client.waitEntered(c)
 	var wg sync.WaitGroup
-	claim := func(i int) {
+	errs := make([]error, len(managers))
+	for i, m := range managers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = managers[i].ClaimLeadership("mysql", "mysql/0", time.Minute)
+			errs[i] = m.ClaimLeadership("mysql", "mysql/0", time.Minute)
 		}()
-	}
-	claim(0)
-	client.waitRequestEntered(c)
-	for i := 1; i < len(managers); i++ {
-		claim(i)
 	}
 	waitCount(c, "claims queued", &counting.claims, int64(len(managers)))
 	counter.Reset()
@@ -98,55 +95,10 @@ func (s *storeSuite) TestClaimsOfManyModelsInOneRoundAreOneInsert(c *gc.C) {
 	for _, err := range errs {
 		c.Assert(err, gc.IsNil)
 	}
-	// The held claim's insert and confirming read, then the others' one
-	// insert and one read.
-	c.Assert(counter.CountOn("insert", "leases"), gc.Equals, 2)
+	c.Assert(counter.CountOn("insert", "leases"), gc.Equals, 1)
+	// The held read, then the claims' one read.
 	c.Assert(counter.CountOn("find", "leases"), gc.Equals, 2)
-	c.Assert(store.Report()["claim-batches"], gc.Equals, 2)
-}
-
-func (s *storeSuite) TestAClaimIsWrittenWhileTheTickReads(c *gc.C) {
-	store, client, _ := s.newStore(c)
-	client.waitEntered(c)
-	waitFor(c, "the first read", func() bool { return store.Report()["reads"] == 1 })
-	release := client.hold()
-	defer release()
-	store.Refresh()
-	client.waitEntered(c)
-	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
-	defer cancel()
-	info, err := store.Claim(ctx, lease.Claim{Key: mysqlKey(1), Request: lease.Request{Holder: "mysql/0", Duration: time.Minute}})
-	c.Assert(err, gc.IsNil)
-	c.Assert(info.Holder, gc.Equals, "mysql/0")
-	// The read was still held: neither done nor failed (by its call's
-	// deadline, as it would have before the claim could be written).
-	report := store.Report()
-	c.Assert(report["reads"], gc.Equals, 1)
-	c.Assert(report["read-failures"], gc.Equals, 0)
-}
-
-func (s *storeSuite) TestAReadBegunBeforeAClaimKeepsTheClaimInTheView(c *gc.C) {
-	store, client, _ := s.newStore(c)
-	client.waitRead(c)
-	release := client.holdResults()
-	defer release()
-	store.Refresh()
-	// The read has found no lease of model 1, and waits to publish.
-	client.waitRead(c)
-	info, err := store.Claim(context.Background(), lease.Claim{Key: mysqlKey(1), Request: lease.Request{Holder: "mysql/0", Duration: time.Minute}})
-	c.Assert(err, gc.IsNil)
-	leases, _, seq, changed := store.Leases(modelTag(1).Id())
-	c.Assert(leases["mysql"], gc.DeepEquals, info)
-
-	release()
-	select {
-	case <-changed:
-	case <-time.After(agenttest.LongWait):
-		c.Fatalf("the read was never published")
-	}
-	leases, _, readSeq, _ := store.Leases(modelTag(1).Id())
-	c.Assert(readSeq > seq, gc.Equals, true)
-	c.Assert(leases["mysql"], gc.DeepEquals, info)
+	c.Assert(store.Report()["claim-batches"], gc.Equals, 1)
 }
 
 // claimBurst claims n leases of model 0 through store at once, from n
@@ -215,27 +167,23 @@ func (s *storeSuite) TestChecksOfManyModelsInOneRoundAreOneRead(c *gc.C) {
 		c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
 		managers = append(managers, m)
 	}
-	// Keep the store busy reading the first model's check while every
-	// other model checks.
-	client.forgetRequests()
-	release := client.holdRequests()
+	// Keep the store busy in a read while every model checks.
+	client.waitEntered(c)
+	release := client.hold()
+	store.Refresh()
+	client.waitEntered(c)
 	var wg sync.WaitGroup
 	fences := make([]int64, len(managers))
 	errs := make([]error, len(managers))
-	check := func(i int) {
+	for i, m := range managers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			token, err := managers[i].CheckLeadership("mysql", "mysql/0")
+			token, err := m.CheckLeadership("mysql", "mysql/0")
 			if errs[i] = err; err == nil {
 				fences[i] = token.Fence()
 			}
 		}()
-	}
-	check(0)
-	client.waitRequestEntered(c)
-	for i := 1; i < len(managers); i++ {
-		check(i)
 	}
 	waitCount(c, "reads queued", &counting.reads, int64(len(managers)))
 	counter.Reset()
@@ -245,9 +193,9 @@ func (s *storeSuite) TestChecksOfManyModelsInOneRoundAreOneRead(c *gc.C) {
 		c.Assert(err, gc.IsNil)
 		c.Assert(fences[i], gc.Equals, int64(1))
 	}
-	// The held check's read, then the others' one read.
+	// The held read, then the checks' one read.
 	c.Assert(counter.CountOn("find", "leases"), gc.Equals, 2)
-	c.Assert(store.Report()["check-batches"], gc.Equals, 2)
+	c.Assert(store.Report()["check-batches"], gc.Equals, 1)
 }
 
 func (s *storeSuite) TestCheckSeesAReleaseMadeElsewhereAtOnce(c *gc.C) {
