@@ -13,8 +13,9 @@ import (
 )
 
 // benchLeases measures claims per second through the leadership manager,
-// and the database round trips that renewing 1,000 held leases costs,
-// through the client's batch and through the manager.
+// the database round trips that renewing 1,000 held leases costs, through
+// the client's batch and through the manager, and a controller's leases at
+// scale (benchLeaseScale).
 func benchLeases(ctx context.Context, e *env, t *table) error {
 	claims, held := 500, 1000
 	if e.opts.quick {
@@ -37,7 +38,10 @@ func benchLeases(ctx context.Context, e *env, t *table) error {
 	if err := addClaimRow(ctx, e, t, m, counter, claims); err != nil {
 		return err
 	}
-	return addRenewRows(ctx, e, t, client, m, counter, held)
+	if err := addRenewRows(ctx, e, t, client, m, counter, held); err != nil {
+		return err
+	}
+	return benchLeaseScale(ctx, e, t)
 }
 
 // addClaimRow claims claims leases through m one after another and adds
