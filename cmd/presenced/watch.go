@@ -62,7 +62,9 @@ type subscription interface {
 // reported once, in the snapshot, as known:false, with no state. A change
 // carries its position in its model's change log; the snapshot_end line
 // carries every model's position, which is what a client resumes after
-// (after=, one per model) when it reconnects. A reset line says that what
+// (after=, one per model) when it reconnects. A model found after the
+// snapshot ended sends its snapshot followed by a snapshot_end line of its
+// own, naming the model and carrying its position. A reset line says that what
 // follows for its model (or, without a model, for a position no model
 // here knows) replaces what the client knew.
 type watchLine struct {
@@ -348,7 +350,14 @@ func streamWatch(ctx context.Context, src source, req watchRequest, out lineSink
 			if ev.first {
 				resumed = resumed || !ev.batch.Snapshot
 				waiting--
-				if waiting == 0 && !snapshotDone && !endSnapshot() {
+				if snapshotDone {
+					// A model found after the snapshot ended: its
+					// own snapshot_end gives the position a client
+					// resumes it after.
+					if !send(watchLine{Model: ev.model, SnapshotEnd: true, Positions: map[string]string{ev.model: positions[ev.model]}, Time: clk.Now().UTC().Format(time.RFC3339)}) {
+						return nil
+					}
+				} else if waiting == 0 && !endSnapshot() {
 					return nil
 				}
 			}

@@ -416,6 +416,30 @@ func (*watchSuite) TestAPositionAnsweredWithAResetIsNotResumedByAModelFoundLater
 	c.Assert(src.config(modelB), gc.DeepEquals, presencereader.SubscribeConfig{})
 }
 
+func (*watchSuite) TestAModelFoundAfterTheSnapshotEndsItsOwnSnapshotWithItsPosition(c *gc.C) {
+	src := newFakeSource(modelA, modelB)
+	src.list = []string{modelA}
+	clk := testclock.NewClock(time.Unix(0, 0))
+	ls := startStream(src, watchRequest{}, clk)
+	defer ls.stop(c)
+	src.push(modelA)
+	c.Assert(ls.next(c).Positions, gc.DeepEquals, map[string]string{modelA: "va.0"})
+	src.mu.Lock()
+	src.list = []string{modelA, modelB}
+	src.mu.Unlock()
+	c.Assert(clk.WaitAdvance(time.Second, 10*time.Second, 1), gc.IsNil)
+	c.Assert(ls.next(c).Keepalive, gc.Equals, true)
+	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
+	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
+	c.Assert(ls.next(c), gc.DeepEquals, watchLine{
+		Model: modelB, SnapshotEnd: true, Positions: map[string]string{modelB: "vb.0"}, Time: "1970-01-01T00:00:01Z",
+	})
+	// What follows carries positions after it, so a client that resumes
+	// after vb.0 misses nothing.
+	src.push(modelB, presencereader.Change{Key: "machine-2"})
+	c.Assert(ls.next(c), gc.DeepEquals, changeLine(modelB, "machine-2", false, 1))
+}
+
 // testLimits are stream limits with the keepalive given and room for the
 // tests' streams.
 func testLimits(keepalive time.Duration) streamLimits {
