@@ -24,7 +24,27 @@ func (wk *writerKeys) progressed(slot int64, now, troubleEnded time.Time) {
 		wk.gaps[wk.n%paceGaps] = now.Sub(since)
 		wk.n++
 	}
-	wk.slot, wk.progressAt, wk.caught = slot, now, false
+	wk.slot, wk.progressAt, wk.caught, wk.excused = slot, now, false, 0
+}
+
+// slowed records that a load ending at now took d, more than the
+// reader's loads should (see Reader.slowAfter) but not so long that it
+// counts as a stall: the database was slow for that long, and a writer's
+// write, which reaches the reader through the same database, may have
+// been held as long as the read. So d is not counted in any writer's
+// silence: each writer's last progress moves on by d, never past now, and
+// by at most stall in all since it last moved on. A writer that died
+// meanwhile is seen dead that much later: a slow database delays
+// detection, it does not make deaths.
+func (v *view) slowed(d, stall time.Duration, now time.Time) {
+	for _, wk := range v.writer {
+		e := min(d, stall-wk.excused, max(now.Sub(wk.progressAt), 0))
+		if e <= 0 {
+			continue
+		}
+		wk.progressAt = wk.progressAt.Add(e)
+		wk.excused += e
+	}
 }
 
 // lateBound returns how long a late writer keeps its keys after its last
