@@ -1,6 +1,10 @@
 package presencereader
 
-import "time"
+import (
+	"time"
+
+	"github.com/presencekit/presence/internal/schema"
+)
 
 // How the view judges late writers: each writer's pace, the bound for
 // which a late writer keeps its keys, and the database's troubles (a
@@ -87,7 +91,12 @@ func (v *view) troubleEnds(t time.Time) {
 
 // holdLate marks the entities of every writer that is late or absent
 // (not true in present) and has made progress within its late bound (see
-// writerKeys.lateBound), or within stall when no writer is on time.
+// writerKeys.lateBound), or within stall when no writer is on time or no
+// writer has moved on a slot or more after it: a writer is dead by its
+// own silence only when another one showed, by writing when its own next
+// write was due, that the database took writes meanwhile. (Writers held
+// up together go late one or two loads apart, as the reader happened to
+// see them move on last; the first is no deader than the others.)
 // Progress is counted from the end of the last trouble at the latest: a
 // writer could not write while the database stalled or failed the
 // reader too. And a writer that was within its bound when the trouble
@@ -102,6 +111,12 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 		onTime = onTime || ok
 	}
 	stalled := !onTime && len(v.writer) > 0
+	var latest time.Time
+	for _, wk := range v.writer {
+		if wk.progressAt.After(latest) {
+			latest = wk.progressAt
+		}
+	}
 	switch {
 	case stalled && !v.stalled:
 		v.troubleBegins(now, bound, stall)
@@ -114,7 +129,7 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 			continue
 		}
 		since, limit := wk.progressAt, stall
-		if !stalled {
+		if !stalled && latest.Sub(wk.progressAt) >= schema.SlotLength(bound) {
 			limit = wk.lateBound(bound, stall)
 		}
 		if since.Before(v.troubleEnded) {
