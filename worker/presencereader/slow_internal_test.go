@@ -53,18 +53,26 @@ func keepPace(load func(at, took time.Duration, slot int64)) {
 	}
 }
 
+// slowDatabase has the loads from 4.1 s to 6 s each take 400 ms (a fifth
+// of a Period: slower than a quarter slot, short of a stall), 1.6 s in
+// all, while w stays in slot 4; after each it calls after.
+func slowDatabase(load func(at, took time.Duration, slot int64), after func(at time.Duration)) {
+	for at := 4100 * time.Millisecond; at < 6*time.Second; at += 500 * time.Millisecond {
+		load(at, 400*time.Millisecond, 4)
+		after(at)
+	}
+}
+
 func (s *slowSuite) TestAWriterHeldUpByASlowDatabaseKeepsItsKeys(c *gc.C) {
 	r, load := slowReader()
 	keepPace(load)
-	// From 4.1 s the database is slow: every load takes 400 ms (a
-	// fifth of a Period: slower than a quarter slot, short of a stall),
-	// and w's write of its next slot, due at 5 s, lands only at 6.3 s,
-	// 2.3 s after its last progress, more than a Period. The other
-	// writer keeps pace, so that no writer being on time is no excuse.
-	for at := 4100 * time.Millisecond; at < 6*time.Second; at += 500 * time.Millisecond {
-		load(at, 400*time.Millisecond, 4)
+	// From 4.1 s the database is slow, and w's write of its next slot,
+	// due at 5 s, lands only at 6.3 s, 2.3 s after its last progress,
+	// more than a Period. The other writer keeps pace, so that no
+	// writer being on time is no excuse.
+	slowDatabase(load, func(at time.Duration) {
 		c.Assert(r.view.lookup("m", "k"), gc.Equals, true, gc.Commentf("at %v", at))
-	}
+	})
 	load(6100*time.Millisecond, 10*time.Millisecond, 4)
 	c.Assert(r.view.lookup("m", "k"), gc.Equals, true)
 	load(6300*time.Millisecond, 10*time.Millisecond, 6)
@@ -75,11 +83,9 @@ func (s *slowSuite) TestAWriterHeldUpByASlowDatabaseKeepsItsKeys(c *gc.C) {
 func (s *slowSuite) TestAWriterThatDiedWhileTheDatabaseWasSlowIsSeenDeadOnceTheSlowTimeHasPassed(c *gc.C) {
 	r, load := slowReader()
 	keepPace(load)
-	// w dies after its progress at 4 s; the loads from 4.1 s take
-	// 1.6 s in all. It keeps its keys for a Period and those 1.6 s...
-	for at := 4100 * time.Millisecond; at < 6*time.Second; at += 500 * time.Millisecond {
-		load(at, 400*time.Millisecond, 4)
-	}
+	// w dies after its progress at 4 s, and the database is slow from
+	// 4.1 s. It keeps its keys for a Period and the 1.6 s of slow loads...
+	slowDatabase(load, func(time.Duration) {})
 	for at := 6 * time.Second; at < 7500*time.Millisecond; at += 100 * time.Millisecond {
 		load(at, 10*time.Millisecond, 4)
 		c.Assert(r.view.lookup("m", "k"), gc.Equals, true, gc.Commentf("at %v", at))
