@@ -3,7 +3,9 @@ package robustness_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,10 +47,13 @@ type outcome struct {
 }
 
 // controller is one controller's workers, over its own client, proxy and
-// clock.
+// clocks: clock is its lease client's and the default, and each presence
+// worker has a clock of its own that starts the same, so that a fault can
+// step one of them alone.
 type controller struct {
 	id      int
 	clock   *agenttest.SkewClock
+	clocks  map[robustness.ClockPart]*agenttest.SkewClock
 	proxy   *agenttest.Proxy
 	client  *mongo.Client
 	batcher *pingbatcher.PingBatcher
@@ -228,15 +233,20 @@ func absDuration(d time.Duration) time.Duration {
 
 func (hs *harness) newController(id int, cp robustness.ControllerPlan, dbName string) (*controller, error) {
 	t := hs.plan.Timing
-	clk, err := agenttest.NewSkewClock(clock.WallClock, cp.Offset, cp.Drift)
-	if err != nil {
-		return nil, errors.Trace(err)
+	clocks := make(map[robustness.ClockPart]*agenttest.SkewClock)
+	for _, part := range []robustness.ClockPart{robustness.ClockController, robustness.ClockWriter, robustness.ClockReader, robustness.ClockPruner} {
+		c, err := agenttest.NewSkewClock(clock.WallClock, cp.Offset, cp.Drift)
+		if err != nil {
+			return nil, errors.Trace(err)
+		}
+		clocks[part] = c
 	}
+	clk := clocks[robustness.ClockController]
 	proxy, uri, err := hs.server.NewProxy()
 	if err != nil {
 		return nil, errors.Trace(err)
 	}
-	ctrl := &controller{id: id, clock: clk, proxy: proxy, dying: make(chan struct{}),
+	ctrl := &controller{id: id, clock: clk, clocks: clocks, proxy: proxy, dying: make(chan struct{}),
 		views: make(map[int]*presencereader.View), managers: make(map[int]leaseexpiry.ManagerWorker)}
 	ctrl.client, err = mongo.Connect(options.Client().ApplyURI(uri).
 		SetServerSelectionTimeout(5 * time.Second).SetConnectTimeout(5 * time.Second))
@@ -246,7 +256,7 @@ func (hs *harness) newController(id int, cp robustness.ControllerPlan, dbName st
 	db := ctrl.client.Database(dbName)
 	ctrl.base = db.Collection(schema.DefaultBase)
 	ctrl.resources = db.Collection(resources)
-	if ctrl.batcher, err = pingbatcher.New(pingbatcher.Config{Base: ctrl.base, FlushInterval: t.FlushInterval, Period: t.Period, Clock: clk}); err != nil {
+	if ctrl.batcher, err = pingbatcher.New(pingbatcher.Config{Base: ctrl.base, FlushInterval: t.FlushInterval, Period: t.Period, Clock: clocks[robustness.ClockWriter]}); err != nil {
 		return ctrl, errors.Trace(err)
 	}
 	ctrl.rec = ctrl.batcher
@@ -254,7 +264,7 @@ func (hs *harness) newController(id int, cp robustness.ControllerPlan, dbName st
 		ctrl.rec = hs.wire.recorder(ctrl.batcher)
 	}
 	if ctrl.reader, err = presencereader.New(presencereader.Config{
-		Base: ctrl.base, Clock: clk, Period: t.Period, SyncInterval: t.SyncInterval, MaxStall: t.MaxStall,
+		Base: ctrl.base, Clock: clocks[robustness.ClockReader], Period: t.Period, SyncInterval: t.SyncInterval, MaxStall: t.MaxStall,
 		OnLoad: func(s presencereader.LoadStats) {
 			if s.Err == nil {
 				ctrl.keys.Store(int64(s.Keys))
@@ -264,7 +274,7 @@ func (hs *harness) newController(id int, cp robustness.ControllerPlan, dbName st
 	}); err != nil {
 		return ctrl, errors.Trace(err)
 	}
-	if ctrl.pruner, err = pruner.New(pruner.Config{Base: ctrl.base, Clock: clk, Interval: 2 * t.Period, Period: t.Period}); err != nil {
+	if ctrl.pruner, err = pruner.New(pruner.Config{Base: ctrl.base, Clock: clocks[robustness.ClockPruner], Interval: 2 * t.Period, Period: t.Period}); err != nil {
 		return ctrl, errors.Trace(err)
 	}
 	client, err := lease.NewClient(lease.ClientConfig{Collection: db.Collection("leases"), Clock: clk, ClockSkew: t.ClockSkew})
@@ -425,7 +435,7 @@ func (hs *harness) agent(i int, a robustness.AgentPlan) {
 			ctrl := hs.ctrls[act.Ctrl]
 			var err error
 			p, err = pinger.New(pinger.Config{Base: ctrl.base, Model: model, Key: a.Key,
-				Recorder: func() pinger.PingRecorder { return ctrl.rec }, Clock: ctrl.clock, Period: hs.plan.Timing.Period})
+				Recorder: func() pinger.PingRecorder { return ctrl.rec }, Clock: ctrl.clocks[robustness.ClockWriter], Period: hs.plan.Timing.Period})
 			if err != nil {
 				hs.logf("agent %s: %v", a.Key, err)
 				return
@@ -637,7 +647,19 @@ func (hs *harness) fault(f robustness.FaultPlan) {
 		hs.sleep(f.For)
 		hs.ctrls[f.Ctrl].proxy.SetHold(0)
 	case robustness.FaultClockStep:
-		hs.ctrls[f.Ctrl].clock.Step(-hs.plan.Timing.Period)
+		clocks := []*agenttest.SkewClock{hs.ctrls[f.Ctrl].clocks[f.Clock]}
+		if f.Clock == robustness.ClockController {
+			clocks = slices.Collect(maps.Values(hs.ctrls[f.Ctrl].clocks))
+		}
+		for _, c := range clocks {
+			c.Step(f.Step)
+		}
+		if f.For > 0 {
+			hs.sleep(f.For)
+			for _, c := range clocks {
+				c.Step(-f.Step)
+			}
+		}
 	case robustness.FaultHostileDocument:
 		note = hs.hostile(f.At)
 	}

@@ -88,10 +88,13 @@ type schedule struct {
 
 // kicked reports whether a kick at now may flush at once. A kick too soon
 // after the last flush brings the next one forward instead, to kickGap
-// after the last, and never puts it later.
+// after the last, and never puts it later. A clock that reads earlier
+// than when the last flush started has been stepped back: how long ago
+// that was is unknown, and the kick flushes (a flush more is harmless).
 func (s *schedule) kicked(now time.Time) bool {
-	wait := s.kickGap - now.Sub(s.lastStart)
-	if wait <= 0 {
+	since := now.Sub(s.lastStart)
+	wait := s.kickGap - since
+	if wait <= 0 || since < 0 {
 		return true
 	}
 	if due := now.Add(wait); due.Before(s.nextAt) {
@@ -103,11 +106,17 @@ func (s *schedule) kicked(now time.Time) bool {
 
 // flushed sets the next flush interval after started, when the flush that
 // ended at now started: flushes start every (jittered) FlushInterval, and
-// the write's own time does not stretch it. fired says whether the timer
-// fired and was received.
+// the write's own time does not stretch it. A clock stepped back during
+// the flush (now before started) does not stretch it either: the flush
+// counts as instant, rather than as having taken minus the step, which
+// would put the next flush off by as much as the step. fired says whether
+// the timer fired and was received.
 func (s *schedule) flushed(started, now time.Time, interval time.Duration, fired bool) {
 	s.lastStart = started
-	next := max(interval-now.Sub(started), 0)
+	if now.Before(started) {
+		s.lastStart = now
+	}
+	next := max(interval-max(now.Sub(started), 0), 0)
 	s.nextAt = now.Add(next)
 	if fired {
 		s.timer.Reset(next)

@@ -128,6 +128,8 @@ func (r *Reader) applied(res loadResult) []change {
 		r.healthySince = res.at.Add(res.took)
 		r.view.troubleBegins(res.at, r.config.Period, r.config.MaxStall)
 		r.view.troubleEnds(r.healthySince)
+	} else if res.took > r.slowAfter() {
+		r.view.slowed(res.took, r.config.MaxStall, res.at.Add(res.took))
 	}
 	r.lastErr = nil
 	r.view.judged(res.progress)

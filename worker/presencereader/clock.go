@@ -2,6 +2,8 @@ package presencereader
 
 import (
 	"time"
+
+	"github.com/presencekit/presence/internal/schema"
 )
 
 // The writers' clocks: the skew the reader can show against each writer
@@ -121,4 +123,15 @@ func abs(d time.Duration) time.Duration {
 // outage.
 func (r *Reader) stallAfter() time.Duration {
 	return min(r.config.Period/2, minReadTimeout)
+}
+
+// slowAfter is how long a load may take before the reader counts it as
+// time in which the database was too slow for writers to keep pace (see
+// view.slowed): a quarter of a slot. A writer that keeps pace moves on
+// every slot and is judged late after two, so its write has about half a
+// slot, less its flush interval and the reader's sync, to land; a read
+// that takes a quarter of a slot shows a database slow enough to eat that
+// margin, since a write costs a server more than a read.
+func (r *Reader) slowAfter() time.Duration {
+	return min(schema.SlotLength(r.config.Period)/4, r.stallAfter())
 }

@@ -35,7 +35,12 @@
 // fails the reader keeps its last view, logs the error and tries again at
 // the next sync; for one Period after it can read again it reports no
 // death that was not recorded by Disconnect, so that batchers have time to
-// write the pings they buffered. A document that does not decode, names
+// write the pings they buffered. A load slower than a quarter of a slot
+// (a slow database, not a stalled one) is time no writer's silence counts
+// (see view.slowed), and a late writer is held as in a stall until another
+// writer moves on a slot after it (see view.holdLate): a writer is dead by
+// its own silence only when the database took others' writes meanwhile.
+// A document that does not decode, names
 // impossible indexes or was written with another Period is skipped,
 // never applied, and remembered by nobody: LoadStats.Skipped counts
 // those of each load. Error lines are bounded by cause and time: one

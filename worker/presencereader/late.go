@@ -1,6 +1,10 @@
 package presencereader
 
-import "time"
+import (
+	"time"
+
+	"github.com/presencekit/presence/internal/schema"
+)
 
 // How the view judges late writers: each writer's pace, the bound for
 // which a late writer keeps its keys, and the database's troubles (a
@@ -24,7 +28,27 @@ func (wk *writerKeys) progressed(slot int64, now, troubleEnded time.Time) {
 		wk.gaps[wk.n%paceGaps] = now.Sub(since)
 		wk.n++
 	}
-	wk.slot, wk.progressAt, wk.caught = slot, now, false
+	wk.slot, wk.progressAt, wk.caught, wk.excused = slot, now, false, 0
+}
+
+// slowed records that a load ending at now took d, more than the
+// reader's loads should (see Reader.slowAfter) but not so long that it
+// counts as a stall: the database was slow for that long, and a writer's
+// write, which reaches the reader through the same database, may have
+// been held as long as the read. So d is not counted in any writer's
+// silence: each writer's last progress moves on by d, never past now, and
+// by at most stall in all since it last moved on. A writer that died
+// meanwhile is seen dead that much later: a slow database delays
+// detection, it does not make deaths.
+func (v *view) slowed(d, stall time.Duration, now time.Time) {
+	for _, wk := range v.writer {
+		e := min(d, stall-wk.excused, max(now.Sub(wk.progressAt), 0))
+		if e <= 0 {
+			continue
+		}
+		wk.progressAt = wk.progressAt.Add(e)
+		wk.excused += e
+	}
 }
 
 // lateBound returns how long a late writer keeps its keys after its last
@@ -67,7 +91,12 @@ func (v *view) troubleEnds(t time.Time) {
 
 // holdLate marks the entities of every writer that is late or absent
 // (not true in present) and has made progress within its late bound (see
-// writerKeys.lateBound), or within stall when no writer is on time.
+// writerKeys.lateBound), or within stall when no writer is on time or no
+// writer has moved on a slot or more after it: a writer is dead by its
+// own silence only when another one showed, by writing when its own next
+// write was due, that the database took writes meanwhile. (Writers held
+// up together go late one or two loads apart, as the reader happened to
+// see them move on last; the first is no deader than the others.)
 // Progress is counted from the end of the last trouble at the latest: a
 // writer could not write while the database stalled or failed the
 // reader too. And a writer that was within its bound when the trouble
@@ -82,6 +111,12 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 		onTime = onTime || ok
 	}
 	stalled := !onTime && len(v.writer) > 0
+	var latest time.Time
+	for _, wk := range v.writer {
+		if wk.progressAt.After(latest) {
+			latest = wk.progressAt
+		}
+	}
 	switch {
 	case stalled && !v.stalled:
 		v.troubleBegins(now, bound, stall)
@@ -94,7 +129,7 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 			continue
 		}
 		since, limit := wk.progressAt, stall
-		if !stalled {
+		if !stalled && latest.Sub(wk.progressAt) >= schema.SlotLength(bound) {
 			limit = wk.lateBound(bound, stall)
 		}
 		if since.Before(v.troubleEnded) {

@@ -31,9 +31,12 @@ type writerKeys struct {
 	// prog is the writer's sequence as the loads judged it.
 	prog schema.Progress
 	// slot is the latest slot the writer was seen in, and progressAt
-	// when, by the reader's clock, it was first seen there.
+	// when, by the reader's clock, it was first seen there, moved on by
+	// the slow loads since (see slowed), which excused that much of its
+	// silence.
 	slot       int64
 	progressAt time.Time
+	excused    time.Duration
 	// gaps are the writer's latest times between two progresses (the
 	// database's troubles left out), a ring: a writer that has been
 	// slow is given the time it has lately needed (see lateBound).

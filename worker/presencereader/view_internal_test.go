@@ -92,3 +92,42 @@ func (s *viewSuite) TestAWriterThatComesBackFromAnOutageLongAfterTheOthersKeepsI
 	load(38*time.Second+period+period/2, 38)
 	c.Assert(v.lookup("m", "k"), gc.Equals, false)
 }
+
+func (s *viewSuite) TestWritersHeldUpTogetherKeepTheirKeysThoughOneWasSeenMovingOnALoadEarlier(c *gc.C) {
+	const period = 2 * time.Second
+	v := newView()
+	v.learn("a", 0, schema.NewEntries([]string{"m"}, []string{"k"}))
+	v.learn("b", 0, schema.NewEntries([]string{"m"}, []string{"j"}))
+	var gen uint64
+	last := map[string]int64{"a": -1, "b": -1}
+	bits := func(name string, slot int64) writerBits {
+		moved := slot != last[name]
+		last[name] = slot
+		return writerBits{writer: name, slot: slot, moved: moved, aliveCur: []uint64{1}}
+	}
+	load := func(at time.Duration, a, b int64) {
+		gen++
+		v.apply([]writerBits{bits("a", a), bits("b", b)}, gen, false, logEpoch.Add(at), period, 12*period)
+	}
+	// Both writers move on every slot, b's progress seen a load (250
+	// ms) after a's, until every write is held up from 4 s to 7 s: a
+	// reaches slot 4, b's write of it is held, and b goes late 0.75 s
+	// before a.
+	slot := func(at time.Duration) int64 { return int64(at / (period / 2)) }
+	for at := time.Duration(0); at < 7*time.Second; at += 250 * time.Millisecond {
+		load(at, slot(min(at, 4*time.Second)), slot(min(at, 4*time.Second)-250*time.Millisecond))
+		c.Assert(v.lookup("m", "k"), gc.Equals, true, gc.Commentf("at %v", at))
+		c.Assert(v.lookup("m", "j"), gc.Equals, true, gc.Commentf("at %v", at))
+	}
+	load(7*time.Second, 7, 7)
+	c.Assert(v.lookup("m", "k"), gc.Equals, true)
+
+	// The same, but b goes on writing: a's silence is its own, and its
+	// key is dead once its late bound has passed since its last
+	// progress: one and a half times its slowest gap (the 3 s hold).
+	for at := 7250 * time.Millisecond; at < 11750*time.Millisecond; at += 250 * time.Millisecond {
+		load(at, 7, slot(at-250*time.Millisecond))
+	}
+	c.Assert(v.lookup("m", "k"), gc.Equals, false)
+	c.Assert(v.lookup("m", "j"), gc.Equals, true)
+}
