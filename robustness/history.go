@@ -37,6 +37,13 @@ const (
 
 	// OpSample is a measurement of resources at Return.
 	OpSample Kind = "sample"
+
+	// OpFlush is one flush of a controller's batcher, from its start
+	// to its end; Result is Ok when it wrote, Unknown when it failed.
+	OpFlush Kind = "flush"
+	// OpLoad is one load of a controller's reader, at Return; Result
+	// is Ok when it read, Unknown when it failed.
+	OpLoad Kind = "load"
 )
 
 // Result is how an operation ended.

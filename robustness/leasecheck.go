@@ -126,6 +126,11 @@ func leaseModel(skew time.Duration) porcupine.Model {
 					return []any{s}
 				}
 				return nil
+			case OpFault:
+				// A hostile term may end the holder's tenure (the
+				// lease freezes, or reads as free): never lower the
+				// fence.
+				return []any{s, leaseState{Floor: max(s.Floor, s.Fence)}}
 			}
 			return []any{s}
 		},
@@ -141,7 +146,9 @@ func leaseModel(skew time.Duration) porcupine.Model {
 
 // CheckLeases checks that every lease's history is linearizable against a
 // fenced lease (see leaseState), lease by lease. A released lease keeps
-// its fence: the next holder's must be higher.
+// its fence: the next holder's must be higher. A hostile term written for
+// a lease (FaultHostileTerm) may end its holder's tenure, as a release
+// would, but never lower its fence.
 func CheckLeases(ops []Op, bounds LeaseBounds) []Violation {
 	byLease := make(map[string][]porcupine.Operation)
 	for _, op := range ops {
@@ -150,6 +157,10 @@ func CheckLeases(ops []Op, bounds LeaseBounds) []Violation {
 		case OpCheck, OpBlock:
 			if op.Result == Unknown || !op.Returned() {
 				continue // a read with no answer constrains nothing
+			}
+		case OpFault:
+			if op.Fault != FaultHostileTerm {
+				continue
 			}
 		default:
 			continue
@@ -205,12 +216,18 @@ func describe(history []porcupine.Operation) string {
 // the lease free that long, bounds.Trouble more for every fault that
 // overlapped the wait. A lease taken again within the bound (a claim
 // granted after the release and called before the bound passed) excuses
-// the block: it may never have been free at a read.
+// the block: it may never have been free at a read. So does a hostile
+// term written for the lease before the block returned: a lease may
+// freeze on a term it cannot read (see FrozenLeases).
 func CheckBlocks(ops []Op, end time.Duration, bounds LeaseBounds) []Violation {
 	var faults []Op
+	hostile := make(map[string]time.Duration)
 	for _, op := range ops {
 		if op.Kind == OpFault {
 			faults = append(faults, op)
+			if _, ok := hostile[op.Model+"/"+op.Lease]; !ok && op.Fault == FaultHostileTerm {
+				hostile[op.Model+"/"+op.Lease] = op.Call
+			}
 		}
 	}
 	var out []Violation
@@ -221,6 +238,9 @@ func CheckBlocks(ops []Op, end time.Duration, bounds LeaseBounds) []Violation {
 		returned := b.Return
 		if !b.Returned() {
 			returned = end
+		}
+		if at, ok := hostile[b.Model+"/"+b.Lease]; ok && at < returned {
+			continue
 		}
 		for _, r := range ops {
 			if r.Kind != OpRelease || r.Result != Ok || r.Model != b.Model || r.Lease != b.Lease || r.Return < b.Call || r.Return > returned {
@@ -265,4 +285,25 @@ func retaken(ops []Op, r Op, deadline time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// FrozenLeases names the leases that a hostile term hit and that no claim
+// was granted after, with the junk written: an allowed outcome (DESIGN §4:
+// a lease that cannot continue safely is frozen and reported), recorded
+// so that a run says how often it happens.
+func FrozenLeases(ops []Op) []string {
+	var out []string
+	for _, f := range ops {
+		if f.Kind != OpFault || f.Fault != FaultHostileTerm || !f.Returned() {
+			continue
+		}
+		granted := false
+		for _, c := range ops {
+			granted = granted || c.Kind == OpClaim && c.Result == Ok && c.Model == f.Model && c.Lease == f.Lease && c.Call > f.Return
+		}
+		if !granted {
+			out = append(out, fmt.Sprintf("%s/%s since %.3fs (%s)", short(f.Model), f.Lease, f.Return.Seconds(), f.Note))
+		}
+	}
+	return out
 }

@@ -37,12 +37,27 @@ const (
 	// several times per store MaxSleep, for the whole run, and lifts the
 	// harness's pacing of claims (issue 24, cases 1 and 2).
 	FaultClaimStorm FaultKind = "claim-storm"
+	// FaultControllerKill stops one controller abruptly: its requests
+	// are cut off at its wire proxy and its workers stopped, with no
+	// Disconnect of its pingers, as a process killed would; after For
+	// it comes back, maybe, as a new controller of a new identity.
+	FaultControllerKill FaultKind = "controller-kill"
+	// FaultHostileTerm has a foreign client write a junk term for a
+	// live lease: a term number of the wrong type or at its limit,
+	// fields missing, or an _id that names no term number (issue 24,
+	// cases 5-7).
+	FaultHostileTerm FaultKind = "hostile-term"
+	// FaultReplyLost loses the replies of a share of one controller's
+	// writes after the server applied them: the proxy closes the
+	// connection instead of passing the reply on.
+	FaultReplyLost FaultKind = "reply-lost"
 )
 
 // AllFaults lists every fault kind.
 var AllFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause,
-	FaultHostileDocument, FaultClockStep, FaultClaimStorm,
+	FaultHostileDocument, FaultClockStep, FaultClaimStorm, FaultControllerKill, FaultHostileTerm,
+	FaultReplyLost,
 }
 
 // CIFaults is the one place that says which fault kinds the CI leg (and a
@@ -51,7 +66,7 @@ var AllFaults = []FaultKind{
 // add each here when its fix lands.
 var CIFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause, FaultHostileDocument,
-	FaultClaimStorm,
+	FaultClaimStorm, FaultControllerKill, FaultHostileTerm, FaultReplyLost,
 }
 
 // KnownDefectFaults are the fault kinds that expose defects filed and not
@@ -155,6 +170,22 @@ type FaultPlan struct {
 	Ctrl    int
 	// Delay is a FaultReplyDelay's delay.
 	Delay time.Duration
+	// Restart says whether a FaultControllerKill's controller comes
+	// back after For.
+	Restart bool
+	// Term is a FaultHostileTerm's junk (one of HostileTerms), Unit
+	// the index in Plan.Units of the unit whose lease it hits.
+	Term, Unit int
+	// Share is a FaultReplyLost's share of writes whose reply is lost.
+	Share float64
+}
+
+// HostileTerms names the junk terms FaultHostileTerm writes, by
+// FaultPlan.Term: each is written as the next term of a live lease,
+// except the last, whose _id names the lease and no term number.
+var HostileTerms = []string{
+	"term a string", "term missing", "term 2^62", "term 2^63-1", "fence 2^63-1",
+	"lease field missing", "ns not a string", "_id naming no number",
 }
 
 // Plan is one generated scenario.
@@ -179,7 +210,16 @@ func (p Plan) Enabled(kind FaultKind) bool {
 func (p Plan) String() string {
 	var faults []string
 	for _, f := range p.Injected {
-		faults = append(faults, fmt.Sprintf("%s@%.1fs+%.1fs/c%d", f.Kind, f.At.Seconds(), f.For.Seconds(), f.Ctrl))
+		s := fmt.Sprintf("%s@%.1fs+%.1fs/c%d", f.Kind, f.At.Seconds(), f.For.Seconds(), f.Ctrl)
+		switch f.Kind {
+		case FaultControllerKill:
+			if f.Restart {
+				s += "(restart)"
+			}
+		case FaultHostileTerm:
+			s += fmt.Sprintf("(%s on %s)", HostileTerms[f.Term], p.Units[f.Unit].App)
+		}
+		faults = append(faults, s)
 	}
 	clocks := make([]string, len(p.Controllers))
 	for i, c := range p.Controllers {
@@ -281,6 +321,17 @@ func NewPlan(seed uint64, duration time.Duration, faults []FaultKind) Plan {
 				f.Ctrl = rng.IntN(controllers)
 			case FaultClockStep:
 				f.Ctrl = rng.IntN(controllers)
+			case FaultControllerKill:
+				f.Ctrl = rng.IntN(controllers)
+				f.For = between(t.Period, 3*t.Period)
+				f.Restart = rng.IntN(3) > 0
+			case FaultHostileTerm:
+				f.Term = rng.IntN(len(HostileTerms))
+				f.Unit = rng.IntN(len(p.Units))
+			case FaultReplyLost:
+				f.Ctrl = rng.IntN(controllers)
+				f.For = between(500*time.Millisecond, 3*time.Second)
+				f.Share = 0.1 + float64(rng.IntN(5))/10
 			}
 			p.Injected = append(p.Injected, f)
 			at += f.For

@@ -21,6 +21,11 @@ type PresenceBounds struct {
 	// writer's or the reader's controller paused) a reader may hold a
 	// late writer's keys alive for MaxStall, plus a Period.
 	Hold time.Duration
+	// Starved is the whole bound of DESIGN §4 (Period + FlushInterval +
+	// SyncInterval, no slack): a key may read dead once its writer has
+	// written nothing for that long, as a writer starved of CPU does.
+	// The history's OpFlush records say when a writer wrote.
+	Starved time.Duration
 }
 
 // interval is [From, To) on the harness's clock.
@@ -35,17 +40,35 @@ type run struct {
 type keyOf struct{ model, key string }
 
 // CheckPresence checks every reader's stream (the "fast" stream of each
-// controller and model) against what the pingers did: no key reads dead
-// while one of its pingers is up (started at least Up ago, not yet told
-// to stop, its controller not paused), and none reads alive once every
-// pinger of the key has been stopped for Silent (Disconnect for
-// Disconnect), longer by Hold after any trouble recorded in the history.
-// end is when the history was taken.
+// controller and model, and the "watch" stream of a /watch) against what
+// the pingers did: no key reads dead while one of its pingers is up
+// (started at least Up ago, not yet told to stop, its controller not
+// paused), and none reads alive once every pinger of the key has been
+// stopped for Silent (Disconnect for Disconnect), longer by Hold after
+// any trouble recorded in the history. A controller killed stops its
+// pingers silently and its readers at once. A death while the writer
+// had written nothing for the whole bound (Starved) is allowed; see
+// AllowedDeaths. end is when the history was taken.
 func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
+	out, _ := checkPresence(ops, end, b)
+	return out
+}
+
+// AllowedDeaths returns the deaths CheckPresence allowed because the
+// writer had written nothing for the whole bound (Starved) before them:
+// a writer starved of CPU, which presence cannot tell from a dead one.
+func AllowedDeaths(ops []Op, end time.Duration, b PresenceBounds) []Violation {
+	_, allowed := checkPresence(ops, end, b)
+	return allowed
+}
+
+func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, allowed []Violation) {
 	runs := make(map[keyOf]map[int]*run)
 	var faults []Op
 	var events []Op
 	readers := make(map[int]bool)
+	kills := make(map[int]Op)
+	wrote := make(map[int][]time.Duration)
 	for _, op := range ops {
 		k := keyOf{op.Model, op.Key}
 		switch op.Kind {
@@ -59,19 +82,54 @@ func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 				r.end = op
 			}
 		case OpFault:
-			if op.Fault != FaultHostileDocument && op.Fault != FaultClockStep {
+			switch op.Fault {
+			case FaultHostileDocument, FaultClockStep, FaultHostileTerm:
+			case FaultControllerKill:
+				// Not trouble: a controller killed is dead, and its
+				// keys must read dead within the bounds.
+				if op.Result == Ok {
+					kills[op.Ctrl] = op
+				}
+			default:
 				faults = append(faults, op)
 			}
+		case OpFlush:
+			if op.Result == Ok && op.Counts["documents"] > 0 {
+				wrote[op.Ctrl] = append(wrote[op.Ctrl], op.Return)
+			}
 		case OpEvent:
-			if op.Stream == "fast" {
+			if op.Stream == "fast" || op.Stream == "watch" {
 				events = append(events, op)
 				readers[op.Ctrl] = true
 			}
 		}
 	}
-	// Reported states by reader, key, in order of return.
+	// A kill ends every pinger of the controller, as a silent stop.
+	for _, rs := range runs {
+		for _, r := range rs {
+			if kill, ok := kills[r.ctrl]; ok && (r.end.Kind == "" || r.end.Call > kill.Call) {
+				r.end = Op{Kind: OpStop, Ctrl: r.ctrl, Call: kill.Call, Return: kill.Return, Result: Ok, Note: "killed"}
+			}
+		}
+	}
+	// starved reports whether writer had written nothing for the whole
+	// bound before at.
+	starved := func(writer int, at time.Duration) bool {
+		for _, w := range wrote[writer] {
+			if w <= at && w > at-b.Starved {
+				return false
+			}
+		}
+		return b.Starved > 0
+	}
+	// Reported states by reader, key, in order of return; and when each
+	// reader's stream began.
 	reported := make(map[int]map[keyOf][]Op)
+	began := make(map[int]time.Duration)
 	for _, e := range events {
+		if t, ok := began[e.Ctrl]; !ok || e.Call < t {
+			began[e.Ctrl] = e.Call
+		}
 		if reported[e.Ctrl] == nil {
 			reported[e.Ctrl] = make(map[keyOf][]Op)
 		}
@@ -79,6 +137,12 @@ func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 		reported[e.Ctrl][k] = append(reported[e.Ctrl][k], e)
 	}
 	var out []Violation
+	readerEnd := func(reader int) time.Duration {
+		if kill, ok := kills[reader]; ok {
+			return kill.Call
+		}
+		return end
+	}
 	keys := make([]keyOf, 0, len(runs))
 	for k := range runs {
 		keys = append(keys, k)
@@ -87,11 +151,20 @@ func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 	for reader := range readers {
 		for _, k := range keys {
 			mustAlive, mustDead := expected(runs[k], faults, reader, end, b)
-			for _, seen := range states(reported[reader][k], end) {
+			// A reader judges a writer by the progress it has seen
+			// itself: one that began after the run did (a controller
+			// restarted) may take the silent bound to see none.
+			mustDead = subtract(mustDead, interval{0, began[reader] + b.Silent})
+			for _, seen := range states(reported[reader][k], readerEnd(reader)) {
 				for _, want := range mustAlive {
-					if !seen.alive && overlaps(seen.interval, want) {
-						out = append(out, Violation{"presence", fmt.Sprintf("false death: key %s of model %s read dead at reader c%d over %s while a pinger was up over %s (pingers: %s)",
-							k.key, short(k.model), reader, seen.interval, want, describeRuns(runs[k]))})
+					if !seen.alive && overlaps(seen.interval, want.interval) {
+						v := Violation{"presence", fmt.Sprintf("false death: key %s of model %s read dead at reader c%d over %s while a pinger was up over %s (pingers: %s)",
+							k.key, short(k.model), reader, seen.interval, want.interval, describeRuns(runs[k]))}
+						if starved(want.writer, max(seen.From, want.From)) {
+							allowed = append(allowed, v)
+							continue
+						}
+						out = append(out, v)
 					}
 				}
 				for _, want := range mustDead {
@@ -103,15 +176,17 @@ func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 			}
 		}
 	}
-	return out
+	return out, allowed
 }
 
 func (i interval) String() string {
 	return fmt.Sprintf("[%.3fs, %.3fs)", i.From.Seconds(), i.To.Seconds())
 }
 
+// overlaps reports whether a and b share an instant; an empty interval
+// shares none.
 func overlaps(a, b interval) bool {
-	return a.From < b.To && b.From < a.To
+	return a.From < a.To && b.From < b.To && a.From < b.To && b.From < a.To
 }
 
 func describeRuns(runs map[int]*run) string {
@@ -154,8 +229,15 @@ func states(events []Op, end time.Duration) []state {
 	return out
 }
 
+// upOn is an interval in which a key must read alive, and the
+// controller whose pinger makes it so.
+type upOn struct {
+	interval
+	writer int
+}
+
 // expected returns when reader must report the key alive and when dead.
-func expected(runs map[int]*run, faults []Op, reader int, end time.Duration, b PresenceBounds) (mustAlive, mustDead []interval) {
+func expected(runs map[int]*run, faults []Op, reader int, end time.Duration, b PresenceBounds) (mustAlive []upOn, mustDead []interval) {
 	// trouble is every fault this reader and this run's writer may be
 	// excused for.
 	trouble := func(writer int) []interval {
@@ -188,7 +270,7 @@ func expected(runs map[int]*run, faults []Op, reader int, end time.Duration, b P
 		if r.end.Kind != "" {
 			to = r.end.Call
 		}
-		if !r.start.Returned() || r.start.Result != Ok {
+		if !r.start.Returned() || r.start.Result != Ok || to < from {
 			to = from
 		}
 		up := []interval{{from, to}}
@@ -197,7 +279,9 @@ func expected(runs map[int]*run, faults []Op, reader int, end time.Duration, b P
 				up = subtract(up, interval{f.Call, faultEnd(f, end) + b.Silent + b.Up})
 			}
 		}
-		mustAlive = append(mustAlive, up...)
+		for _, in := range up {
+			mustAlive = append(mustAlive, upOn{in, r.ctrl})
+		}
 		// Maybe alive: from the start's call until the bound after
 		// the stop returned, longer by Hold after overlapping trouble.
 		until := end
