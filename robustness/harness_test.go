@@ -37,6 +37,8 @@ type wiring struct {
 	leaseClient func(lease.Client) lease.Client
 	// recorder wraps each controller's batcher as its pingers see it.
 	recorder func(*pingbatcher.PingBatcher) pinger.PingRecorder
+	// watchDrop, if not nil, loses the /watch lines it says.
+	watchDrop func(watchLine) bool
 }
 
 // outcome is what a run recorded and what the checkers found.
@@ -195,6 +197,11 @@ func runPlan(plan robustness.Plan, wire wiring, logf func(string, ...any)) (outc
 	for _, ctrl := range hs.live() {
 		hs.follows(ctrl)
 	}
+	if err := hs.serveWatch(wire.watchDrop); err != nil {
+		cancel()
+		wg.Wait()
+		return outcome{}, errors.Trace(err)
+	}
 	for i, a := range plan.Agents {
 		goes(func() { hs.agent(i, a) })
 	}
@@ -257,6 +264,8 @@ func check(plan robustness.Plan, ops []robustness.Op, end time.Duration) (violat
 		Disconnect: t.FlushInterval + t.SyncInterval + slack,
 		Hold:       t.MaxStall + t.Period + slack,
 		Starved:    t.Period + t.FlushInterval + t.SyncInterval,
+		// presenced serve's reader holds for its default MaxStall.
+		Holds: map[int]time.Duration{watchCtrl: presencereader.DefaultMaxStallPeriods*t.Period + t.Period + slack},
 	}
 	agents := len(plan.Agents)
 	// Every controller restarted after a kill writes as a new one.

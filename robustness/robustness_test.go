@@ -61,8 +61,8 @@ func runSeed(c *gc.C, seed uint64, faults []robustness.FaultKind) bool {
 			writes[op.Result]++
 		}
 	}
-	c.Logf("seed %d: %d operations and events in %v (guarded writes: %d applied, %d fenced, %d unknown), %d violations, %d deaths allowed",
-		seed, len(out.ops), out.took.Round(time.Millisecond), writes[robustness.Ok], writes[robustness.Denied], writes[robustness.Unknown], len(out.violations), len(out.allowed))
+	c.Logf("seed %d: %d operations and events (%s) in %v (guarded writes: %d applied, %d fenced, %d unknown), %d violations, %d deaths allowed",
+		seed, len(out.ops), watchedModels(out.ops), out.took.Round(time.Millisecond), writes[robustness.Ok], writes[robustness.Denied], writes[robustness.Unknown], len(out.violations), len(out.allowed))
 	for i, v := range out.allowed {
 		if i == 5 {
 			c.Logf("... and %d more allowed deaths", len(out.allowed)-i)
