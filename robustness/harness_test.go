@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"regexp"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,6 +118,8 @@ type harness struct {
 	logf    func(string, ...any)
 	// goes runs a function in a goroutine the run waits for.
 	goes func(func())
+	// serveBase is presenced serve's address, once it listens.
+	serveBase atomic.Pointer[string]
 
 	mu sync.Mutex
 	// slots holds the live controller of each of the plan's, or nil
@@ -264,6 +267,7 @@ func check(plan robustness.Plan, ops []robustness.Op, end time.Duration) (violat
 		Disconnect: t.FlushInterval + t.SyncInterval + slack,
 		Hold:       t.MaxStall + t.Period + slack,
 		Starved:    t.Period + t.FlushInterval + t.SyncInterval,
+		Stall:      4 * t.SyncInterval,
 		// presenced serve's reader holds for its default MaxStall.
 		Holds: map[int]time.Duration{watchCtrl: presencereader.DefaultMaxStallPeriods*t.Period + t.Period + slack},
 	}
@@ -276,6 +280,12 @@ func check(plan robustness.Plan, ops []robustness.Op, end time.Duration) (violat
 		}
 	}
 	resourceBounds := robustness.ResourceBounds{
+		// The test process's live heap holds every controller and the
+		// history, which grows with the run; serve's is one reader's.
+		Heaps: map[string]robustness.HeapBound{
+			"heap test":  {Warmup: 3 * time.Second, Factor: 2, Slack: 16 << 20},
+			"heap serve": {Warmup: 3 * time.Second, Factor: 1.5, Slack: 4 << 20},
+		},
 		Counts: map[string]int{
 			"pings":  16 * ids,
 			"beings": 4 * ids * (1 + agents/schema.ChunkSize),
@@ -935,6 +945,14 @@ func (hs *harness) sample() {
 		for _, c := range hs.live() {
 			counts[fmt.Sprintf("keys c%d", c.id)] = int(c.keys.Load())
 			counts[fmt.Sprintf("log c%d", c.id)] = int(c.logEntries.Load())
+		}
+		heap := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		rtmetrics.Read(heap)
+		if heap[0].Value.Kind() == rtmetrics.KindUint64 {
+			counts["heap test"] = int(heap[0].Value.Uint64())
+		}
+		if n, err := hs.serveHeap(); err == nil {
+			counts["heap serve"] = n
 		}
 		now := hs.h.Now()
 		hs.h.Add(robustness.Op{Kind: robustness.OpSample, Ctrl: -1, Call: now, Return: now, Result: robustness.Ok, Counts: counts})

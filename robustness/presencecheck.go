@@ -3,6 +3,7 @@ package robustness
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -28,6 +29,12 @@ type PresenceBounds struct {
 	Starved time.Duration
 	// Holds overrides Hold for the readers it names.
 	Holds map[int]time.Duration
+	// Stall is the longest gap between a reader's loads (the
+	// history's OpLoad records) that is not a stall: a reader that did
+	// not load for longer (starved of CPU, or its database slow) reports
+	// late by as long, and the stale lives that only this explains are
+	// allowed; see AllowedDeaths. Zero allows none.
+	Stall time.Duration
 }
 
 // interval is [From, To) on the harness's clock.
@@ -58,7 +65,9 @@ func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 
 // AllowedDeaths returns the deaths CheckPresence allowed because the
 // writer had written nothing for the whole bound (Starved) before them:
-// a writer starved of CPU, which presence cannot tell from a dead one.
+// a writer starved of CPU, which presence cannot tell from a dead one;
+// and the stale lives it allowed because the reader stalled (see
+// PresenceBounds.Stall): latency, not correctness.
 func AllowedDeaths(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 	_, allowed := checkPresence(ops, end, b)
 	return allowed
@@ -71,6 +80,7 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 	readers := make(map[int]bool)
 	kills := make(map[int]Op)
 	wrote := make(map[int][]time.Duration)
+	loads := make(map[int][]time.Duration)
 	for _, op := range ops {
 		k := keyOf{op.Model, op.Key}
 		switch op.Kind {
@@ -94,6 +104,10 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 				}
 			default:
 				faults = append(faults, op)
+			}
+		case OpLoad:
+			if op.Result == Ok {
+				loads[op.Ctrl] = append(loads[op.Ctrl], op.Return)
 			}
 		case OpFlush:
 			if op.Result == Ok && op.Counts["documents"] > 0 {
@@ -145,6 +159,17 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 		}
 		return end
 	}
+	// stalls are the gaps between each reader's loads longer than
+	// b.Stall.
+	stalls := make(map[int][]interval)
+	for reader, ts := range loads {
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+		for i := 1; i < len(ts) && b.Stall > 0; i++ {
+			if ts[i]-ts[i-1] > b.Stall {
+				stalls[reader] = append(stalls[reader], interval{ts[i-1], ts[i]})
+			}
+		}
+	}
 	keys := make([]keyOf, 0, len(runs))
 	for k := range runs {
 		keys = append(keys, k)
@@ -152,11 +177,13 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 	sort.Slice(keys, func(i, j int) bool { return keys[i].model+keys[i].key < keys[j].model+keys[j].key })
 	for reader := range readers {
 		for _, k := range keys {
-			mustAlive, mustDead := expected(runs[k], faults, reader, end, b)
+			mustAlive, mustDead := expected(runs[k], faults, nil, reader, end, b)
+			_, mustDeadStalled := expected(runs[k], faults, stalls[reader], reader, end, b)
 			// A reader judges a writer by the progress it has seen
 			// itself: one that began after the run did (a controller
 			// restarted) may take the silent bound to see none.
 			mustDead = subtract(mustDead, interval{0, began[reader] + b.Silent})
+			mustDeadStalled = subtract(mustDeadStalled, interval{0, began[reader] + b.Silent})
 			for _, seen := range states(reported[reader][k], readerEnd(reader)) {
 				for _, want := range mustAlive {
 					if !seen.alive && overlaps(seen.interval, want.interval) {
@@ -171,8 +198,14 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 				}
 				for _, want := range mustDead {
 					if seen.alive && overlaps(seen.interval, want) {
-						out = append(out, Violation{"presence", fmt.Sprintf("stale life: key %s of model %s read alive at reader c%d over %s, past every bound since its pingers stopped, over %s (pingers: %s)",
-							k.key, short(k.model), reader, seen.interval, want, describeRuns(runs[k]))})
+						v := Violation{"presence", fmt.Sprintf("stale life: key %s of model %s read alive at reader c%d over %s, past every bound since its pingers stopped, over %s (pingers: %s)",
+							k.key, short(k.model), reader, seen.interval, want, describeRuns(runs[k]))}
+						if !overlapsAny(seen.interval, mustDeadStalled) {
+							v.What += "; the reader stalled"
+							allowed = append(allowed, v)
+							continue
+						}
+						out = append(out, v)
 					}
 				}
 			}
@@ -183,6 +216,16 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 
 func (i interval) String() string {
 	return fmt.Sprintf("[%.3fs, %.3fs)", i.From.Seconds(), i.To.Seconds())
+}
+
+// overlapsAny reports whether a overlaps any of ins.
+func overlapsAny(a interval, ins []interval) bool {
+	for _, in := range ins {
+		if overlaps(a, in) {
+			return true
+		}
+	}
+	return false
 }
 
 // overlaps reports whether a and b share an instant; an empty interval
@@ -239,7 +282,10 @@ type upOn struct {
 }
 
 // expected returns when reader must report the key alive and when dead.
-func expected(runs map[int]*run, faults []Op, reader int, end time.Duration, b PresenceBounds) (mustAlive []upOn, mustDead []interval) {
+//
+// A key may read alive later by the length of every stall of the reader
+// (stalls) that began before it was due to read dead.
+func expected(runs map[int]*run, faults []Op, stalls []interval, reader int, end time.Duration, b PresenceBounds) (mustAlive []upOn, mustDead []interval) {
 	if hold, ok := b.Holds[reader]; ok {
 		b.Hold = hold
 	}
@@ -302,6 +348,11 @@ func expected(runs map[int]*run, faults []Op, reader int, end time.Duration, b P
 					if t.From < until && t.To+b.Hold > until && t.To > r.start.Call {
 						until, changed = t.To+b.Hold, true
 					}
+				}
+			}
+			for _, s := range stalls {
+				if s.From < until && s.To > r.end.Call {
+					until += s.To - s.From
 				}
 			}
 		}
@@ -413,6 +464,20 @@ type ResourceBounds struct {
 	// a fault heals its samples are not held to any bound: nothing can
 	// be pruned while the database is in trouble.
 	Window time.Duration
+	// Heaps bounds the growth of the heaps that samples measure, by
+	// count name (in bytes).
+	Heaps map[string]HeapBound
+}
+
+// HeapBound bounds a heap's growth over a run. The baseline is the
+// largest sample within Warmup after Warmup (the workers started, the
+// first keys loaded); every later sample must stay within Factor times
+// the baseline, scaled by how much the live keys (the sum of the counts
+// named "keys ...") grew since, plus Slack bytes.
+type HeapBound struct {
+	Warmup time.Duration
+	Factor float64
+	Slack  int
 }
 
 // CheckResources checks every sample against bounds: each named count,
@@ -432,6 +497,7 @@ func CheckResources(ops []Op, end time.Duration, b ResourceBounds) []Violation {
 			changes = append(changes, op)
 		}
 	}
+	out = append(out, checkHeaps(ops, b.Heaps)...)
 	for _, s := range ops {
 		if s.Kind != OpSample {
 			continue
@@ -461,6 +527,55 @@ func CheckResources(ops []Op, end time.Duration, b ResourceBounds) []Violation {
 			}
 			if n > limit {
 				out = append(out, Violation{"resources", fmt.Sprintf("%s: lease %s keeps %d terms, above its bound %d", s, model, n, limit)})
+			}
+		}
+	}
+	return out
+}
+
+// liveKeys is the sum of a sample's counts of view entries.
+func liveKeys(s Op) int {
+	n := 0
+	for name, v := range s.Counts {
+		if strings.HasPrefix(name, "keys ") {
+			n += v
+		}
+	}
+	return n
+}
+
+// checkHeaps checks every heap of bounds against its HeapBound.
+func checkHeaps(ops []Op, bounds map[string]HeapBound) []Violation {
+	var out []Violation
+	names := make([]string, 0, len(bounds))
+	for name := range bounds {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		hb := bounds[name]
+		base, baseKeys := 0, 0
+		for _, s := range ops {
+			v, ok := s.Counts[name]
+			if s.Kind != OpSample || !ok || s.Return < hb.Warmup {
+				continue
+			}
+			if s.Return < 2*hb.Warmup {
+				if v > base {
+					base, baseKeys = v, liveKeys(s)
+				}
+				continue
+			}
+			if base == 0 {
+				break // no baseline: the heap was not measured early
+			}
+			scale := 1.0
+			if baseKeys > 0 {
+				scale = max(1, float64(liveKeys(s))/float64(baseKeys))
+			}
+			if limit := int(hb.Factor*scale*float64(base)) + hb.Slack; v > limit {
+				out = append(out, Violation{"resources", fmt.Sprintf("%s: %s grew to %d bytes, above its bound %d (baseline %d bytes with %d live keys)",
+					s, name, v, limit, base, baseKeys)})
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -95,6 +96,7 @@ func (hs *harness) serveWatch(drop func(watchLine) bool) error {
 	for lines.Scan() {
 		if _, rest, ok := strings.Cut(lines.Text(), "listening on http://"); ok {
 			base := "http://" + strings.Fields(rest)[0]
+			hs.serveBase.Store(&base)
 			hs.goes(func() { _, _ = io.Copy(io.Discard, stdout) })
 			hs.goes(func() { hs.watch(base, "watch", false, drop) })
 			hs.goes(func() { hs.watch(base, "watch-resume", true, drop) })
@@ -239,4 +241,32 @@ func watchedModels(ops []robustness.Op) string {
 		}
 	}
 	return fmt.Sprintf("%d /watch events of %d models, %d on resuming", events, len(models), resumes)
+}
+
+// serveHeap returns presenced serve's live heap: half its next GC goal
+// (GOGC=100), from its /metrics.
+func (hs *harness) serveHeap() (int, error) {
+	base := hs.serveBase.Load()
+	if base == nil {
+		return 0, errors.New("serve not started")
+	}
+	ctx, cancel := context.WithTimeout(hs.ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", *base+"/metrics", nil)
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	for lines.Scan() {
+		if v, ok := strings.CutPrefix(lines.Text(), "go_memstats_next_gc_bytes "); ok {
+			goal, err := strconv.ParseFloat(v, 64)
+			return int(goal / 2), errors.Trace(err)
+		}
+	}
+	return 0, errors.New("no go_memstats_next_gc_bytes in /metrics")
 }
