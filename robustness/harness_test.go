@@ -39,7 +39,7 @@ type wiring struct {
 	// recorder wraps each controller's batcher as its pingers see it.
 	recorder func(*pingbatcher.PingBatcher) pinger.PingRecorder
 	// watchDrop, if not nil, loses the /watch lines it says.
-	watchDrop func(watchLine) bool
+	watchDrop func(stream string, line watchLine) bool
 }
 
 // outcome is what a run recorded and what the checkers found.
@@ -161,6 +161,10 @@ func modelTag(i int) names.ModelTag {
 // runPlan runs plan on a fresh embedded server and checks its history.
 func runPlan(plan robustness.Plan, wire wiring, logf func(string, ...any)) (outcome, error) {
 	started := time.Now()
+	// Built before the history's clock starts, which the plan follows.
+	if _, err := presenced(); err != nil {
+		return outcome{}, errors.Trace(err)
+	}
 	server, err := agenttest.NewServer()
 	if err != nil {
 		return outcome{}, errors.Trace(err)

@@ -31,6 +31,8 @@ var (
 	presencedOnce sync.Once
 	presencedPath string
 	presencedErr  error
+	// presencedDir holds the binary built, removed after the tests.
+	presencedDir string
 )
 
 // presenced returns the path of a presenced binary:
@@ -46,7 +48,7 @@ func presenced() (string, error) {
 			presencedErr = errors.Trace(err)
 			return
 		}
-		presencedPath = filepath.Join(dir, "presenced")
+		presencedDir, presencedPath = dir, filepath.Join(dir, "presenced")
 		out, err := exec.Command("go", "build", "-o", presencedPath, "github.com/presencekit/presence/cmd/presenced").CombinedOutput()
 		if err != nil {
 			presencedErr = errors.Annotatef(err, "cannot build presenced: %s", out)
@@ -74,7 +76,7 @@ type watchLine struct {
 // which goes away for a while now and then and resumes with after= the
 // positions it last took. drop, if not nil, may lose a line (a positive
 // control).
-func (hs *harness) serveWatch(drop func(watchLine) bool) error {
+func (hs *harness) serveWatch(drop func(stream string, line watchLine) bool) error {
 	bin, err := presenced()
 	if err != nil {
 		return errors.Trace(err)
@@ -108,7 +110,7 @@ func (hs *harness) serveWatch(drop func(watchLine) bool) error {
 
 // watch records base's /watch as stream until the run ends; if resume,
 // it stays 1-4 s, goes away for up to 1.5 s and resumes.
-func (hs *harness) watch(base, stream string, resume bool, drop func(watchLine) bool) {
+func (hs *harness) watch(base, stream string, resume bool, drop func(stream string, line watchLine) bool) {
 	rng := rand.New(rand.NewPCG(hs.plan.Seed, watchCtrl))
 	after := make(map[string]string) // model to the last position taken
 	for hs.ctx.Err() == nil {
@@ -134,7 +136,7 @@ func (hs *harness) watch(base, stream string, resume bool, drop func(watchLine) 
 }
 
 // watchOnce records one connection's lines as stream until ctx is done.
-func (hs *harness) watchOnce(ctx context.Context, target, stream string, after map[string]string, drop func(watchLine) bool) error {
+func (hs *harness) watchOnce(ctx context.Context, target, stream string, after map[string]string, drop func(stream string, line watchLine) bool) error {
 	req, err := http.NewRequestWithContext(ctx, "GET", target, nil)
 	if err != nil {
 		return errors.Trace(err)
@@ -156,7 +158,7 @@ func (hs *harness) watchOnce(ctx context.Context, target, stream string, after m
 			return nil
 		}
 		now := hs.h.Now()
-		if drop != nil && drop(line) {
+		if drop != nil && drop(stream, line) {
 			continue
 		}
 		op := robustness.Op{Kind: robustness.OpEvent, Ctrl: watchCtrl, Call: now, Return: now, Result: robustness.Ok,
