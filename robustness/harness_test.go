@@ -372,6 +372,7 @@ func (hs *harness) startController(ctrl *controller, uri string) error {
 	if hs.wire.recorder != nil {
 		ctrl.rec = hs.wire.recorder(ctrl.batcher)
 	}
+	ctrl.rec = &pingLog{PingRecorder: ctrl.rec, h: hs.h, ctrl: id, keys: make(map[pinger.Identity]string)}
 	if ctrl.reader, err = presencereader.New(presencereader.Config{
 		Base: ctrl.base, Clock: clk, Period: t.Period, SyncInterval: t.SyncInterval, MaxStall: t.MaxStall,
 		OnLoad: func(s presencereader.LoadStats) {
@@ -961,4 +962,41 @@ func (hs *harness) sample() {
 		now := hs.h.Now()
 		hs.h.Add(robustness.Op{Kind: robustness.OpSample, Ctrl: -1, Call: now, Return: now, Result: robustness.Ok, Counts: counts})
 	}
+}
+
+// pingLog records every ping its recorder takes in the history, so that
+// a death can be told from a pinger that did not ping.
+type pingLog struct {
+	pinger.PingRecorder
+	h    *robustness.History
+	ctrl int
+
+	mu   sync.Mutex
+	keys map[pinger.Identity]string
+}
+
+// Register registers key with the recorder and remembers its identity.
+func (p *pingLog) Register(base *mongo.Collection, model names.ModelTag, key string) (pinger.Identity, error) {
+	id, err := p.PingRecorder.Register(base, model, key)
+	if err == nil {
+		p.mu.Lock()
+		p.keys[id] = key
+		p.mu.Unlock()
+	}
+	return id, err
+}
+
+// Ping passes the ping on and records it.
+func (p *pingLog) Ping(id pinger.Identity, slot int64) error {
+	err := p.PingRecorder.Ping(id, slot)
+	p.mu.Lock()
+	key := p.keys[id]
+	p.mu.Unlock()
+	now := p.h.Now()
+	op := robustness.Op{Kind: robustness.OpPing, Ctrl: p.ctrl, Call: now, Return: now, Result: robustness.Ok, Model: id.Model, Key: key, Seq: uint64(slot)}
+	if err != nil {
+		op.Result, op.Note = robustness.Unknown, err.Error()
+	}
+	p.h.Add(op)
+	return err
 }

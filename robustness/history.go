@@ -44,6 +44,9 @@ const (
 	// OpLoad is one load of a controller's reader, at Return; Result
 	// is Ok when it read, Unknown when it failed.
 	OpLoad Kind = "load"
+	// OpPing is a pinger's ping of its key (Seq is the slot) as its
+	// controller's batcher took it, at Return.
+	OpPing Kind = "ping"
 )
 
 // Result is how an operation ended.

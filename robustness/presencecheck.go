@@ -25,7 +25,8 @@ type PresenceBounds struct {
 	// Starved is the whole bound of DESIGN §4 (Period + FlushInterval +
 	// SyncInterval, no slack): a key may read dead once its writer has
 	// written nothing for that long, as a writer starved of CPU does.
-	// The history's OpFlush records say when a writer wrote.
+	// The history's OpFlush records say when a writer wrote, and its
+	// OpPing records, if any, when the key's pinger pinged.
 	Starved time.Duration
 	// Holds overrides Hold for the readers it names.
 	Holds map[int]time.Duration
@@ -81,6 +82,11 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 	kills := make(map[int]Op)
 	wrote := make(map[int][]time.Duration)
 	loads := make(map[int][]time.Duration)
+	type pingerOf struct {
+		keyOf
+		ctrl int
+	}
+	pinged := make(map[pingerOf][]time.Duration)
 	for _, op := range ops {
 		k := keyOf{op.Model, op.Key}
 		switch op.Kind {
@@ -104,6 +110,11 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 				}
 			default:
 				faults = append(faults, op)
+			}
+		case OpPing:
+			if op.Result == Ok {
+				k := pingerOf{keyOf{op.Model, op.Key}, op.Ctrl}
+				pinged[k] = append(pinged[k], op.Return)
 			}
 		case OpLoad:
 			if op.Result == Ok {
@@ -129,14 +140,22 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 		}
 	}
 	// starved reports whether writer had written nothing for the whole
-	// bound before at.
-	starved := func(writer int, at time.Duration) bool {
-		for _, w := range wrote[writer] {
-			if w <= at && w > at-b.Starved {
-				return false
-			}
+	// bound before at, or the key's pinger on it had not pinged, if the
+	// history records its pings.
+	starved := func(k keyOf, writer int, at time.Duration) bool {
+		if b.Starved == 0 {
+			return false
 		}
-		return b.Starved > 0
+		within := func(ts []time.Duration) bool {
+			for _, t := range ts {
+				if t <= at && t > at-b.Starved {
+					return true
+				}
+			}
+			return false
+		}
+		pings, ok := pinged[pingerOf{k, writer}]
+		return !within(wrote[writer]) || ok && !within(pings)
 	}
 	// Reported states by reader, key, in order of return; and when each
 	// reader's stream began.
@@ -189,7 +208,7 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 					if !seen.alive && overlaps(seen.interval, want.interval) {
 						v := Violation{"presence", fmt.Sprintf("false death: key %s of model %s read dead at reader c%d over %s while a pinger was up over %s (pingers: %s)",
 							k.key, short(k.model), reader, seen.interval, want.interval, describeRuns(runs[k]))}
-						if starved(want.writer, max(seen.From, want.From)) {
+						if starved(k, want.writer, max(seen.From, want.From)) {
 							allowed = append(allowed, v)
 							continue
 						}
