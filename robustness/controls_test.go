@@ -518,3 +518,45 @@ func (s *controlsSuite) TestTheReplyLostFaultLosesRepliesOfAppliedWrites(c *gc.C
 	c.Check(unknown > 0, gc.Equals, true, gc.Commentf("no write through controller 0 lost its reply"))
 	c.Check(out.violations, gc.HasLen, 0)
 }
+
+func (s *controlsSuite) TestTheLeaseCheckerCatchesAGrantOfALeaseItsHolderPinned(c *gc.C) {
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		leaseOp(robustness.OpPin, "app/1", 100*ms, 110*ms, robustness.Ok, 0),
+		claim("app/2", 5000*ms, 5010*ms, robustness.Ok),
+	}
+	assertCaught(c, robustness.CheckLeases(ops, bounds), "leases", "not linearizable")
+	// Unpinned first, the lease lapsed: legal.
+	ops = append(ops, leaseOp(robustness.OpUnpin, "app/1", 4000*ms, 4010*ms, robustness.Ok, 0))
+	c.Assert(robustness.CheckLeases(ops, bounds), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestTheLeaseCheckerCatchesAPinLostAtAChangeOfHolder(c *gc.C) {
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		leaseOp(robustness.OpPin, "app/1", 100*ms, 110*ms, robustness.Ok, 0),
+		leaseOp(robustness.OpRelease, "app/1", 1000*ms, 1010*ms, robustness.Ok, 0),
+		claim("app/2", 1100*ms, 1110*ms, robustness.Ok),
+		// app/2's claim would have lapsed by 4.1 s, but app/1's pin
+		// holds whoever leads.
+		claim("app/3", 5000*ms, 5010*ms, robustness.Ok),
+	}
+	assertCaught(c, robustness.CheckLeases(ops, bounds), "leases", "not linearizable")
+	ops = append(ops, leaseOp(robustness.OpUnpin, "app/1", 2000*ms, 2010*ms, robustness.Ok, 0))
+	c.Assert(robustness.CheckLeases(ops, bounds), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestThePresenceCheckerAllowsAStaleLifeOnlyAfterNoWriterWroteForAPeriod(c *gc.C) {
+	b := presenceBounds
+	b.AllLate = time.Second
+	late := legalPresence()
+	late[4].Call, late[4].Return = 3800*ms, 3800*ms // 300 ms past the bound
+	// Writers 0 and 5 wrote all along: a stale life.
+	ops := append(append(append([]robustness.Op(nil), late...), flushes(0, 0, 2000*ms)...), flushes(5, 0, 10*time.Second)...)
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, b), "presence", "stale life")
+	// Neither wrote from 2 s to 3.2 s: every writer was late, and the
+	// reader may hold as after trouble.
+	ops = append(append(append([]robustness.Op(nil), late...), flushes(0, 0, 2000*ms)...), append(flushes(5, 0, 2000*ms), flushes(5, 3200*ms, 10*time.Second)...)...)
+	c.Assert(robustness.CheckPresence(ops, 10*time.Second, b), gc.HasLen, 0)
+	assertCaught(c, robustness.AllowedDeaths(ops, 10*time.Second, b), "presence", "no writer wrote for a Period")
+}

@@ -272,6 +272,7 @@ func check(plan robustness.Plan, ops []robustness.Op, end time.Duration) (violat
 		Hold:       t.MaxStall + t.Period + slack,
 		Starved:    t.Period + t.FlushInterval + t.SyncInterval,
 		Stall:      4 * t.SyncInterval,
+		AllLate:    t.Period,
 		// presenced serve's reader holds for its default MaxStall.
 		Holds: map[int]time.Duration{watchCtrl: presencereader.DefaultMaxStallPeriods*t.Period + t.Period + slack},
 	}
@@ -669,6 +670,9 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 				return
 			}
 		}
+		if u.Pin > 0 && r == robustness.Ok && !hs.pinFor(mgr, op, u) {
+			return
+		}
 		if u.Release && r == robustness.Ok {
 			n := hs.h.Begin(op(robustness.OpRelease))
 			err := mgr.ReleaseLeadershipContext(hs.ctx, u.App, u.Unit)
@@ -999,4 +1003,30 @@ func (p *pingLog) Ping(id pinger.Identity, slot int64) error {
 	}
 	p.h.Add(op)
 	return err
+}
+
+// pinFor pins u's lease, keeps it pinned for u.Pin without renewing it
+// (longer than its claim's duration), and unpins it, recording both. It
+// returns false once the run is over.
+func (hs *harness) pinFor(mgr leaseexpiry.ManagerWorker, op func(robustness.Kind) robustness.Op, u robustness.UnitPlan) bool {
+	for _, pinned := range []bool{true, false} {
+		kind, call := robustness.OpUnpin, mgr.UnpinLeadershipContext
+		if pinned {
+			kind, call = robustness.OpPin, mgr.PinLeadershipContext
+		}
+		n := hs.h.Begin(op(kind))
+		err := call(hs.ctx, u.App, u.Unit)
+		if hs.ctx.Err() != nil {
+			return false
+		}
+		hs.h.End(n, result(err), func(o *robustness.Op) {
+			if err != nil {
+				o.Note = err.Error()
+			}
+		})
+		if pinned && !hs.sleep(u.Pin) {
+			return false
+		}
+	}
+	return true
 }

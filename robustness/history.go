@@ -18,6 +18,10 @@ const (
 	OpCheck   Kind = "check"
 	OpRelease Kind = "release"
 	OpBlock   Kind = "block"
+	// OpPin and OpUnpin pin and unpin a lease for an entity (Unit):
+	// a pinned lease does not lapse, whoever holds it.
+	OpPin   Kind = "pin"
+	OpUnpin Kind = "unpin"
 	// OpWrite is a leader's write to its lease's resource through its
 	// token's guard (leaseexpiry.UpdateGuarded); Denied means fenced.
 	OpWrite Kind = "write"

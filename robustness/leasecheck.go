@@ -3,7 +3,9 @@ package robustness
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -48,6 +50,27 @@ type leaseState struct {
 	// Fence is the holder's fence as a check returned it, 0 while no
 	// check has; Floor is the highest fence of earlier holders.
 	Fence, Floor int64
+	// Pins are the entities that pinned the lease: while any has, the
+	// lease does not lapse, whoever holds it.
+	Pins string
+}
+
+// pinned reports whether any entity pins the lease.
+func (s leaseState) pinned() bool {
+	return s.Pins != ""
+}
+
+// pin returns s with entity's pin added or (pinned false) removed. Pins
+// is a sorted, comma-separated set, so that states compare.
+func (s leaseState) pin(entity string, pinned bool) leaseState {
+	set := strings.Split(s.Pins, ",")
+	set = slices.DeleteFunc(set, func(e string) bool { return e == "" || e == entity })
+	if pinned {
+		set = append(set, entity)
+	}
+	slices.Sort(set)
+	s.Pins = strings.Join(set, ",")
+	return s
 }
 
 // grant returns the states after a claim by unit granted by an operation
@@ -56,7 +79,7 @@ type leaseState struct {
 // new holder (after a lapse and an expiry, possibly).
 func (s leaseState) grant(in leaseInput, skew time.Duration) []any {
 	valid := in.op.Call + in.op.Duration - skew
-	lapsed := s.Holder == "" || in.op.Return > s.ValidUntil || !in.op.Returned()
+	lapsed := s.Holder == "" || !s.pinned() && (in.op.Return > s.ValidUntil || !in.op.Returned())
 	var out []any
 	if s.Holder == in.unit {
 		ext := s
@@ -64,7 +87,7 @@ func (s leaseState) grant(in leaseInput, skew time.Duration) []any {
 		out = append(out, ext)
 	}
 	if lapsed {
-		out = append(out, leaseState{Holder: in.unit, ValidUntil: valid, Floor: max(s.Floor, s.Fence)})
+		out = append(out, leaseState{Holder: in.unit, ValidUntil: valid, Floor: max(s.Floor, s.Fence), Pins: s.Pins})
 	}
 	return out
 }
@@ -76,7 +99,7 @@ func leaseModel(skew time.Duration) porcupine.Model {
 		Step: func(state, input, output any) []any {
 			s, in := state.(leaseState), input.(leaseInput)
 			op := in.op
-			mayLapse := s.Holder == "" || !op.Returned() || op.Return > s.ValidUntil
+			mayLapse := s.Holder == "" || !s.pinned() && (!op.Returned() || op.Return > s.ValidUntil)
 			switch op.Kind {
 			case OpClaim:
 				switch op.Result {
@@ -101,7 +124,7 @@ func leaseModel(skew time.Duration) porcupine.Model {
 				s.Fence = op.Fence
 				return []any{s}
 			case OpRelease:
-				released := leaseState{Floor: max(s.Floor, s.Fence)}
+				released := leaseState{Floor: max(s.Floor, s.Fence), Pins: s.Pins}
 				switch op.Result {
 				case Ok:
 					if s.Holder != in.unit {
@@ -128,9 +151,15 @@ func leaseModel(skew time.Duration) porcupine.Model {
 				return nil
 			case OpFault:
 				// A hostile term may end the holder's tenure (the
-				// lease freezes, or reads as free): never lower the
-				// fence.
+				// lease freezes, or reads as free) and its pins:
+				// never lower the fence.
 				return []any{s, leaseState{Floor: max(s.Floor, s.Fence)}}
+			case OpPin, OpUnpin:
+				changed := s.pin(in.unit, op.Kind == OpPin)
+				if op.Result == Ok {
+					return []any{changed}
+				}
+				return []any{s, changed}
 			}
 			return []any{s}
 		},
@@ -153,7 +182,7 @@ func CheckLeases(ops []Op, bounds LeaseBounds) []Violation {
 	byLease := make(map[string][]porcupine.Operation)
 	for _, op := range ops {
 		switch op.Kind {
-		case OpClaim, OpRelease:
+		case OpClaim, OpRelease, OpPin, OpUnpin:
 		case OpCheck, OpBlock:
 			if op.Result == Unknown || !op.Returned() {
 				continue // a read with no answer constrains nothing

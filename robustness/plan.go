@@ -160,6 +160,10 @@ type UnitPlan struct {
 	Release bool
 	// Storm marks a unit of FaultClaimStorm.
 	Storm bool
+	// Pin, if not zero, is how long the unit keeps its lease pinned
+	// at the end of each time it leads, without renewing it, before it
+	// unpins it and lets go.
+	Pin time.Duration
 }
 
 // FaultPlan is one fault: Kind from At for For, on Ctrl (or -1: the
@@ -335,6 +339,14 @@ func NewPlan(seed uint64, duration time.Duration, faults []FaultKind) Plan {
 			}
 			p.Injected = append(p.Injected, f)
 			at += f.For
+		}
+	}
+	// Drawn last, so that a seed's plan is otherwise what it was before
+	// pins: a quarter of the units pin their lease for longer than its
+	// duration before they let go.
+	for i := range p.Units {
+		if u := &p.Units[i]; rng.IntN(4) == 0 && !u.Storm {
+			u.Pin = u.Duration + between(time.Second, 2*time.Second)
 		}
 	}
 	return p

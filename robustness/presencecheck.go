@@ -30,6 +30,12 @@ type PresenceBounds struct {
 	Starved time.Duration
 	// Holds overrides Hold for the readers it names.
 	Holds map[int]time.Duration
+	// AllLate is a reader's late bound (a Period): once no writer at
+	// all has written for that long (every batcher starved or slow), a
+	// reader sees no writer on time and holds every late writer's keys
+	// as after trouble (Hold). The stale lives only this explains are
+	// allowed; see AllowedDeaths. Zero allows none.
+	AllLate time.Duration
 	// Stall is the longest gap between a reader's loads (the
 	// history's OpLoad records) that is not a stall: a reader that did
 	// not load for longer (starved of CPU, or its database slow) reports
@@ -67,8 +73,9 @@ func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 // AllowedDeaths returns the deaths CheckPresence allowed because the
 // writer had written nothing for the whole bound (Starved) before them:
 // a writer starved of CPU, which presence cannot tell from a dead one;
-// and the stale lives it allowed because the reader stalled (see
-// PresenceBounds.Stall): latency, not correctness.
+// and the stale lives it allowed because the reader stalled or no writer
+// wrote at all (see PresenceBounds.Stall and AllLate): latency, not
+// correctness.
 func AllowedDeaths(ops []Op, end time.Duration, b PresenceBounds) []Violation {
 	_, allowed := checkPresence(ops, end, b)
 	return allowed
@@ -129,6 +136,18 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 				events = append(events, op)
 				readers[op.Ctrl] = true
 			}
+		}
+	}
+	// Trouble the flushes show: every writer late at once.
+	var writes []time.Duration
+	for _, ts := range wrote {
+		writes = append(writes, ts...)
+	}
+	sort.Slice(writes, func(i, j int) bool { return writes[i] < writes[j] })
+	lenient := append([]Op(nil), faults...)
+	for i := 1; i < len(writes) && b.AllLate > 0; i++ {
+		if writes[i]-writes[i-1] > b.AllLate {
+			lenient = append(lenient, Op{Kind: OpFault, Ctrl: -1, Call: writes[i-1] + b.AllLate, Return: writes[i], Note: "no writer wrote"})
 		}
 	}
 	// A kill ends every pinger of the controller, as a silent stop.
@@ -197,7 +216,7 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 	for reader := range readers {
 		for _, k := range keys {
 			mustAlive, mustDead := expected(runs[k], faults, nil, reader, end, b)
-			_, mustDeadStalled := expected(runs[k], faults, stalls[reader], reader, end, b)
+			_, mustDeadStalled := expected(runs[k], lenient, stalls[reader], reader, end, b)
 			// A reader judges a writer by the progress it has seen
 			// itself: one that began after the run did (a controller
 			// restarted) may take the silent bound to see none.
@@ -220,7 +239,7 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 						v := Violation{"presence", fmt.Sprintf("stale life: key %s of model %s read alive at reader c%d over %s, past every bound since its pingers stopped, over %s (pingers: %s)",
 							k.key, short(k.model), reader, seen.interval, want, describeRuns(runs[k]))}
 						if !overlapsAny(seen.interval, mustDeadStalled) {
-							v.What += "; the reader stalled"
+							v.What += "; the reader stalled, or no writer wrote for a Period"
 							allowed = append(allowed, v)
 							continue
 						}
