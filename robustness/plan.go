@@ -229,8 +229,14 @@ func (p Plan) String() string {
 	for i, c := range p.Controllers {
 		clocks[i] = fmt.Sprintf("%+v/%+.3f", c.Offset, c.Drift)
 	}
-	return fmt.Sprintf("seed %d: %v, %d controllers (clocks %s), %d models, %d agents, %d units, faults %v",
-		p.Seed, p.Duration, len(p.Controllers), strings.Join(clocks, " "), p.Models, len(p.Agents), len(p.Units), faults)
+	pins := 0
+	for _, u := range p.Units {
+		if u.Pin > 0 {
+			pins++
+		}
+	}
+	return fmt.Sprintf("seed %d: %v, %d controllers (clocks %s), %d models, %d agents, %d units (%d pinning), faults %v",
+		p.Seed, p.Duration, len(p.Controllers), strings.Join(clocks, " "), p.Models, len(p.Agents), len(p.Units), pins, faults)
 }
 
 // NewPlan generates the scenario of seed: 2-4 controllers, 1-50 models,

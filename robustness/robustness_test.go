@@ -62,13 +62,17 @@ func runSeed(c *gc.C, seed uint64, faults []robustness.FaultKind) bool {
 	out, err := runPlan(plan, wiring{}, c.Logf)
 	c.Assert(err, gc.IsNil)
 	writes := map[robustness.Result]int{}
+	pins := 0
 	for _, op := range out.ops {
-		if op.Kind == robustness.OpWrite {
+		switch {
+		case op.Kind == robustness.OpWrite:
 			writes[op.Result]++
+		case op.Kind == robustness.OpPin && op.Result == robustness.Ok:
+			pins++
 		}
 	}
-	c.Logf("seed %d: %d operations and events (%s) in %v (guarded writes: %d applied, %d fenced, %d unknown), %d violations, %d deaths allowed",
-		seed, len(out.ops), watchedModels(out.ops), out.took.Round(time.Millisecond), writes[robustness.Ok], writes[robustness.Denied], writes[robustness.Unknown], len(out.violations), len(out.allowed))
+	c.Logf("seed %d: %d operations and events (%s) in %v (guarded writes: %d applied, %d fenced, %d unknown; %d pins), %d violations, %d deaths allowed",
+		seed, len(out.ops), watchedModels(out.ops), out.took.Round(time.Millisecond), writes[robustness.Ok], writes[robustness.Denied], writes[robustness.Unknown], pins, len(out.violations), len(out.allowed))
 	for i, v := range out.allowed {
 		if i == 5 {
 			c.Logf("... and %d more allowed deaths", len(out.allowed)-i)
