@@ -560,3 +560,27 @@ func (s *controlsSuite) TestThePresenceCheckerAllowsAStaleLifeOnlyAfterNoWriterW
 	c.Assert(robustness.CheckPresence(ops, 10*time.Second, b), gc.HasLen, 0)
 	assertCaught(c, robustness.AllowedDeaths(ops, 10*time.Second, b), "presence", "no writer wrote for a Period")
 }
+
+func (s *controlsSuite) TestThePresenceCheckerEndsARemovedModelsStreamsAtItsRemoval(c *gc.C) {
+	// The key stops at 2 s and its model is removed at 2.5 s: its
+	// streams end there, before its death was due.
+	ops := append(legalPresence()[:3], robustness.Op{Kind: robustness.OpStop, Model: "m", Key: "machine-0", Run: 1, Call: 2000 * ms, Return: 2001 * ms, Result: robustness.Ok})
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, presenceBounds), "presence", "stale life")
+	remove := fault(robustness.FaultModelRemove, -1, 2500*ms, 2600*ms)
+	remove.Model = "m"
+	c.Assert(robustness.CheckPresence(append(ops, remove), 10*time.Second, presenceBounds), gc.HasLen, 0)
+	// Another model's key is held to its bounds all the same.
+	remove.Model = "other"
+	assertCaught(c, robustness.CheckPresence(append(ops, remove), 10*time.Second, presenceBounds), "presence", "stale life")
+}
+
+func (s *controlsSuite) TestTheResourceCheckerCatchesTermsLeftByARemoval(c *gc.C) {
+	remove := fault(robustness.FaultModelRemove, -1, 2000*ms, 2100*ms)
+	remove.Model = "m"
+	sample := robustness.Op{Kind: robustness.OpSample, Ctrl: -1, Call: 3 * time.Second, Return: 3 * time.Second,
+		Counts: map[string]int{"terms m/app": 1, "terms n/app": 1}}
+	assertCaught(c, robustness.CheckResources([]robustness.Op{remove, sample}, 10*time.Second, robustness.ResourceBounds{}), "resources", "terms m/app keeps 1 terms after its model's removal")
+	// A removal that failed promises nothing.
+	remove.Note = "cannot remove"
+	c.Assert(robustness.CheckResources([]robustness.Op{remove, sample}, 10*time.Second, robustness.ResourceBounds{}), gc.HasLen, 0)
+}

@@ -20,6 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	presence "github.com/presencekit/presence"
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/lease"
@@ -113,6 +114,7 @@ type harness struct {
 	foreign *mongo.Database
 	dbName  string
 	models  []names.ModelTag
+	lives   []*modelLife
 	runs    atomic.Int64
 	ctx     context.Context
 	logf    func(string, ...any)
@@ -209,11 +211,20 @@ func runPlan(plan robustness.Plan, wire wiring, logf func(string, ...any)) (outc
 		wg.Wait()
 		return outcome{}, errors.Trace(err)
 	}
+	for range plan.Models {
+		life := &modelLife{}
+		life.ctx, life.remove = context.WithCancel(ctx)
+		hs.lives = append(hs.lives, life)
+	}
 	for i, a := range plan.Agents {
-		goes(func() { hs.agent(i, a) })
+		life := hs.lives[a.Model]
+		life.wg.Add(1)
+		goes(func() { defer life.wg.Done(); hs.agent(i, a) })
 	}
 	for i, u := range plan.Units {
-		goes(func() { hs.unit(i, u) })
+		life := hs.lives[u.Model]
+		life.wg.Add(1)
+		goes(func() { defer life.wg.Done(); hs.unit(i, u) })
 	}
 	for _, f := range plan.Injected {
 		goes(func() { hs.fault(f) })
@@ -467,11 +478,21 @@ func isNil(w any) bool {
 
 // sleepUntil sleeps until the harness's clock reads at, or the run ends.
 func (hs *harness) sleepUntil(at time.Duration) bool {
+	return hs.sleepUntilIn(hs.ctx, at)
+}
+
+func (hs *harness) sleep(d time.Duration) bool {
+	return hs.sleepIn(hs.ctx, d)
+}
+
+// sleepUntilIn sleeps until the harness's clock reads at, or ctx (if
+// not nil) ends.
+func (hs *harness) sleepUntilIn(ctx context.Context, at time.Duration) bool {
 	d := at - hs.h.Now()
 	if d <= 0 {
-		return hs.ctx == nil || hs.ctx.Err() == nil
+		return ctx == nil || ctx.Err() == nil
 	}
-	if hs.ctx == nil {
+	if ctx == nil {
 		time.Sleep(d)
 		return true
 	}
@@ -480,13 +501,22 @@ func (hs *harness) sleepUntil(at time.Duration) bool {
 	select {
 	case <-timer.C:
 		return true
-	case <-hs.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
 
-func (hs *harness) sleep(d time.Duration) bool {
-	return hs.sleepUntil(hs.h.Now() + d)
+func (hs *harness) sleepIn(ctx context.Context, d time.Duration) bool {
+	return hs.sleepUntilIn(ctx, hs.h.Now()+d)
+}
+
+// modelLife is one model's life in a run: ctx ends when the model is
+// removed (or the run ends); wg counts its agents and units, which
+// stop before it is removed.
+type modelLife struct {
+	ctx    context.Context
+	remove context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // follow records every event of one stream of a controller's view of
@@ -533,17 +563,24 @@ func (hs *harness) follow(ctrl *controller, m int, view *presencereader.View, st
 
 // agent plays one agent's actions.
 func (hs *harness) agent(i int, a robustness.AgentPlan) {
+	ctx := hs.lives[a.Model].ctx
 	model := hs.models[a.Model]
 	var p *pinger.Pinger
 	var run, runCtrl int
 	defer func() {
-		if p != nil {
-			p.Kill()
-			_ = p.Wait()
+		if p == nil {
+			return
 		}
+		if hs.ctx.Err() == nil {
+			// The model is being removed: its pingers stop first.
+			n := hs.h.Begin(robustness.Op{Kind: robustness.OpStop, Ctrl: runCtrl, Run: run, Model: model.Id(), Key: a.Key})
+			hs.h.End(n, result(p.Stop()), func(o *robustness.Op) { o.Note = "model removed" })
+		}
+		p.Kill()
+		_ = p.Wait()
 	}()
 	for _, act := range a.Actions {
-		if !hs.sleepUntil(act.At) {
+		if !hs.sleepUntilIn(ctx, act.At) {
 			return
 		}
 		op := robustness.Op{Kind: act.Kind, Model: model.Id(), Key: a.Key}
@@ -580,7 +617,7 @@ func (hs *harness) agent(i int, a robustness.AgentPlan) {
 		}
 	}
 	// The last run lasts until the end of the scenario.
-	<-hs.ctx.Done()
+	<-ctx.Done()
 }
 
 func result(err error) robustness.Result {
@@ -597,6 +634,7 @@ func result(err error) robustness.Result {
 // time to lead is over, then releases or goes quiet, and rests; denied, it
 // blocks until the lease is released and claims again.
 func (hs *harness) unit(i int, u robustness.UnitPlan) {
+	ctx := hs.lives[u.Model].ctx
 	// The unit's controller, and its manager: a killed controller's
 	// units wait for its restart.
 	var ctrl *controller
@@ -607,8 +645,8 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 	}
 	claim := func() (robustness.Result, bool) {
 		n := hs.h.Begin(op(robustness.OpClaim))
-		err := mgr.ClaimLeadershipContext(hs.ctx, u.App, u.Unit, u.Duration)
-		if hs.ctx.Err() != nil {
+		err := mgr.ClaimLeadershipContext(ctx, u.App, u.Unit, u.Duration)
+		if ctx.Err() != nil {
 			return robustness.Unknown, false // pending: the run ended
 		}
 		r := result(err)
@@ -619,9 +657,9 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 		})
 		return r, true
 	}
-	for hs.ctx.Err() == nil {
+	for ctx.Err() == nil {
 		if ctrl = hs.ctrl(u.Ctrl); ctrl == nil || ctrl.slot != u.Ctrl {
-			if !hs.sleep(u.Renew) {
+			if !hs.sleepIn(ctx, u.Renew) {
 				return
 			}
 			continue
@@ -634,27 +672,27 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 		switch r {
 		case robustness.Denied:
 			n := hs.h.Begin(op(robustness.OpBlock))
-			err := mgr.BlockUntilLeadershipReleasedContext(hs.ctx, u.App)
-			if hs.ctx.Err() != nil {
+			err := mgr.BlockUntilLeadershipReleasedContext(ctx, u.App)
+			if ctx.Err() != nil {
 				return
 			}
 			hs.h.End(n, result(err), nil)
 			continue
 		case robustness.Unknown:
-			if !hs.sleep(u.Renew) {
+			if !hs.sleepIn(ctx, u.Renew) {
 				return
 			}
 			continue
 		}
 		leadUntil := hs.h.Now() + u.Lead
 		for r == robustness.Ok && hs.h.Now() < leadUntil {
-			if !hs.sleep(u.Renew) {
+			if !hs.sleepIn(ctx, u.Renew) {
 				return
 			}
 			if !u.Storm {
 				n := hs.h.Begin(op(robustness.OpCheck))
-				token, err := mgr.CheckLeadershipContext(hs.ctx, u.App, u.Unit)
-				if hs.ctx.Err() != nil {
+				token, err := mgr.CheckLeadershipContext(ctx, u.App, u.Unit)
+				if ctx.Err() != nil {
 					return
 				}
 				hs.h.End(n, result(err), func(o *robustness.Op) {
@@ -662,7 +700,7 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 						o.Fence = token.Fence()
 					}
 				})
-				if err == nil && !hs.write(ctrl, u, token) {
+				if err == nil && !hs.write(ctx, ctrl, u, token) {
 					return
 				}
 			}
@@ -670,18 +708,18 @@ func (hs *harness) unit(i int, u robustness.UnitPlan) {
 				return
 			}
 		}
-		if u.Pin > 0 && r == robustness.Ok && !hs.pinFor(mgr, op, u) {
+		if u.Pin > 0 && r == robustness.Ok && !hs.pinFor(ctx, mgr, op, u) {
 			return
 		}
 		if u.Release && r == robustness.Ok {
 			n := hs.h.Begin(op(robustness.OpRelease))
-			err := mgr.ReleaseLeadershipContext(hs.ctx, u.App, u.Unit)
-			if hs.ctx.Err() != nil {
+			err := mgr.ReleaseLeadershipContext(ctx, u.App, u.Unit)
+			if ctx.Err() != nil {
 				return
 			}
 			hs.h.End(n, result(err), nil)
 		}
-		if !hs.sleep(u.Rest) {
+		if !hs.sleepIn(ctx, u.Rest) {
 			return
 		}
 	}
@@ -694,14 +732,14 @@ const resources = "resources"
 // write writes u's lease's resource through token's guard, appending the
 // unit and its fence to the resource's log, and records the write. It
 // returns false once the run is over.
-func (hs *harness) write(ctrl *controller, u robustness.UnitPlan, token leaseexpiry.Token) bool {
+func (hs *harness) write(ctx context.Context, ctrl *controller, u robustness.UnitPlan, token leaseexpiry.Token) bool {
 	model := hs.models[u.Model].Id()
 	n := hs.h.Begin(robustness.Op{Kind: robustness.OpWrite, Ctrl: ctrl.id, Model: model, Lease: u.App, Unit: u.Unit, Fence: token.Fence()})
-	_, err := leaseexpiry.UpdateGuarded(hs.ctx, ctrl.resources, token,
+	_, err := leaseexpiry.UpdateGuarded(ctx, ctrl.resources, token,
 		bson.D{{Key: "_id", Value: model + "/" + u.App}},
 		bson.D{{Key: "$push", Value: bson.D{{Key: "log", Value: bson.D{{Key: "unit", Value: u.Unit}, {Key: "fence", Value: token.Fence()}}}}}},
 		true)
-	if hs.ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return false
 	}
 	r := robustness.Ok
@@ -754,9 +792,12 @@ func (hs *harness) fault(f robustness.FaultPlan) {
 		}
 		op.Ctrl = target.id
 	}
-	if f.Kind == robustness.FaultHostileTerm {
+	switch f.Kind {
+	case robustness.FaultHostileTerm:
 		u := hs.plan.Units[f.Unit]
 		op.Model, op.Lease = hs.models[u.Model].Id(), u.App
+	case robustness.FaultModelRemove:
+		op.Model = hs.models[f.Model].Id()
 	}
 	n := hs.h.Begin(op)
 	note := ""
@@ -793,6 +834,8 @@ func (hs *harness) fault(f robustness.FaultPlan) {
 		note = hs.hostile(f.At)
 	case robustness.FaultHostileTerm:
 		note = hs.hostileTerm(op.Model, op.Lease, f.Term)
+	case robustness.FaultModelRemove:
+		note = hs.removeModel(f.Model)
 	case robustness.FaultReplyLost:
 		target.proxy.SetFaults(agenttest.Faults{Drop: f.Share, Seed: hs.plan.Seed})
 		hs.sleep(f.For)
@@ -1008,15 +1051,15 @@ func (p *pingLog) Ping(id pinger.Identity, slot int64) error {
 // pinFor pins u's lease, keeps it pinned for u.Pin without renewing it
 // (longer than its claim's duration), and unpins it, recording both. It
 // returns false once the run is over.
-func (hs *harness) pinFor(mgr leaseexpiry.ManagerWorker, op func(robustness.Kind) robustness.Op, u robustness.UnitPlan) bool {
+func (hs *harness) pinFor(ctx context.Context, mgr leaseexpiry.ManagerWorker, op func(robustness.Kind) robustness.Op, u robustness.UnitPlan) bool {
 	for _, pinned := range []bool{true, false} {
 		kind, call := robustness.OpUnpin, mgr.UnpinLeadershipContext
 		if pinned {
 			kind, call = robustness.OpPin, mgr.PinLeadershipContext
 		}
 		n := hs.h.Begin(op(kind))
-		err := call(hs.ctx, u.App, u.Unit)
-		if hs.ctx.Err() != nil {
+		err := call(ctx, u.App, u.Unit)
+		if ctx.Err() != nil {
 			return false
 		}
 		hs.h.End(n, result(err), func(o *robustness.Op) {
@@ -1024,9 +1067,34 @@ func (hs *harness) pinFor(mgr leaseexpiry.ManagerWorker, op func(robustness.Kind
 				o.Note = err.Error()
 			}
 		})
-		if pinned && !hs.sleep(u.Pin) {
+		if pinned && !hs.sleepIn(ctx, u.Pin) {
 			return false
 		}
 	}
 	return true
+}
+
+// removeModel removes model m as DESIGN says an operator does: its
+// engine stopped first (its agents' pingers stopped, its units gone, its
+// views and lease managers closed at every controller), then
+// presence.RemoveModel; it says what failed, if anything.
+func (hs *harness) removeModel(m int) string {
+	life := hs.lives[m]
+	life.remove()
+	life.wg.Wait()
+	for _, ctrl := range hs.live() {
+		if view := ctrl.views[m]; view != nil {
+			view.Close()
+		}
+		if mgr := ctrl.managers[m]; mgr != nil {
+			mgr.Kill()
+			_ = mgr.Wait()
+		}
+	}
+	ctx, cancel := context.WithTimeout(hs.ctx, 10*time.Second)
+	defer cancel()
+	if err := presence.RemoveModel(ctx, hs.foreign, hs.models[m]); err != nil {
+		return err.Error()
+	}
+	return ""
 }

@@ -51,13 +51,17 @@ const (
 	// writes after the server applied them: the proxy closes the
 	// connection instead of passing the reply on.
 	FaultReplyLost FaultKind = "reply-lost"
+	// FaultModelRemove removes a model as an operator does: its agents
+	// and units stopped, its views and managers closed, then
+	// presence.RemoveModel, while the controllers keep running.
+	FaultModelRemove FaultKind = "model-remove"
 )
 
 // AllFaults lists every fault kind.
 var AllFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause,
 	FaultHostileDocument, FaultClockStep, FaultClaimStorm, FaultControllerKill, FaultHostileTerm,
-	FaultReplyLost,
+	FaultReplyLost, FaultModelRemove,
 }
 
 // CIFaults is the one place that says which fault kinds the CI leg (and a
@@ -66,7 +70,7 @@ var AllFaults = []FaultKind{
 // add each here when its fix lands.
 var CIFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause, FaultHostileDocument,
-	FaultClaimStorm, FaultControllerKill, FaultHostileTerm, FaultReplyLost,
+	FaultClaimStorm, FaultControllerKill, FaultHostileTerm, FaultReplyLost, FaultModelRemove,
 }
 
 // KnownDefectFaults are the fault kinds that expose defects filed and not
@@ -182,6 +186,8 @@ type FaultPlan struct {
 	Term, Unit int
 	// Share is a FaultReplyLost's share of writes whose reply is lost.
 	Share float64
+	// Model is the model a FaultModelRemove removes.
+	Model int
 }
 
 // HostileTerms names the junk terms FaultHostileTerm writes, by
@@ -222,6 +228,8 @@ func (p Plan) String() string {
 			}
 		case FaultHostileTerm:
 			s += fmt.Sprintf("(%s on %s)", HostileTerms[f.Term], p.Units[f.Unit].App)
+		case FaultModelRemove:
+			s += fmt.Sprintf("(model %d)", f.Model)
 		}
 		faults = append(faults, s)
 	}
@@ -338,6 +346,9 @@ func NewPlan(seed uint64, duration time.Duration, faults []FaultKind) Plan {
 			case FaultHostileTerm:
 				f.Term = rng.IntN(len(HostileTerms))
 				f.Unit = rng.IntN(len(p.Units))
+			case FaultModelRemove:
+				// A model with leases, so that their terms go too.
+				f.Model = p.Units[rng.IntN(len(p.Units))].Model
 			case FaultReplyLost:
 				f.Ctrl = rng.IntN(controllers)
 				f.For = between(500*time.Millisecond, 3*time.Second)

@@ -62,7 +62,8 @@ type keyOf struct{ model, key string }
 // paused), and none reads alive once every pinger of the key has been
 // stopped for Silent (Disconnect for Disconnect), longer by Hold after
 // any trouble recorded in the history. A controller killed stops its
-// pingers silently and its readers at once. A death while the writer
+// pingers silently and its readers at once; a model removed ends its
+// streams. A death while the writer
 // had written nothing for the whole bound (Starved) is allowed; see
 // AllowedDeaths. end is when the history was taken.
 func CheckPresence(ops []Op, end time.Duration, b PresenceBounds) []Violation {
@@ -87,6 +88,7 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 	var events []Op
 	readers := make(map[int]bool)
 	kills := make(map[int]Op)
+	removed := make(map[string]time.Duration) // model to when its removal began
 	wrote := make(map[int][]time.Duration)
 	loads := make(map[int][]time.Duration)
 	type pingerOf struct {
@@ -109,6 +111,12 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 		case OpFault:
 			switch op.Fault {
 			case FaultHostileDocument, FaultClockStep, FaultHostileTerm:
+			case FaultModelRemove:
+				// Not trouble: the model's pingers stop, then its
+				// views close, and nothing is held to its streams.
+				if at, ok := removed[op.Model]; !ok || op.Call < at {
+					removed[op.Model] = op.Call
+				}
 			case FaultControllerKill:
 				// Not trouble: a controller killed is dead, and its
 				// keys must read dead within the bounds.
@@ -177,10 +185,14 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 		return !within(wrote[writer]) || ok && !within(pings)
 	}
 	// Reported states by reader, key, in order of return; and when each
-	// reader's stream began.
+	// reader's stream began. A removed model's streams end at its
+	// removal.
 	reported := make(map[int]map[keyOf][]Op)
 	began := make(map[int]time.Duration)
 	for _, e := range events {
+		if at, ok := removed[e.Model]; ok && e.Return >= at {
+			continue
+		}
 		if t, ok := began[e.Ctrl]; !ok || e.Call < t {
 			began[e.Ctrl] = e.Call
 		}
@@ -222,7 +234,11 @@ func checkPresence(ops []Op, end time.Duration, b PresenceBounds) (violations, a
 			// restarted) may take the silent bound to see none.
 			mustDead = subtract(mustDead, interval{0, began[reader] + b.Silent})
 			mustDeadStalled = subtract(mustDeadStalled, interval{0, began[reader] + b.Silent})
-			for _, seen := range states(reported[reader][k], readerEnd(reader)) {
+			until := readerEnd(reader)
+			if at, ok := removed[k.model]; ok {
+				until = min(until, at)
+			}
+			for _, seen := range states(reported[reader][k], until) {
 				for _, want := range mustAlive {
 					if !seen.alive && overlaps(seen.interval, want.interval) {
 						v := Violation{"presence", fmt.Sprintf("false death: key %s of model %s read dead at reader c%d over %s while a pinger was up over %s (pingers: %s)",
@@ -518,7 +534,9 @@ type HeapBound struct {
 	Slack  int
 }
 
-// CheckResources checks every sample against bounds: each named count,
+// CheckResources checks every sample against bounds: no term of a
+// model's lease once a removal of the model returned without error; each
+// named count,
 // and every lease's terms ("terms <model>/<lease>") against TermsBase plus
 // twice the claims and releases of that lease within Window before the
 // sample (a change and, at most, an expiry each). Samples taken during a
@@ -526,9 +544,12 @@ type HeapBound struct {
 // while the database is in trouble.
 func CheckResources(ops []Op, end time.Duration, b ResourceBounds) []Violation {
 	var out []Violation
-	var changes, faults []Op
+	var changes, faults, removals []Op
 	for _, op := range ops {
 		switch {
+		case op.Kind == OpFault && op.Fault == FaultModelRemove && op.Returned() && op.Note == "":
+			removals = append(removals, op)
+			faults = append(faults, op)
 		case op.Kind == OpFault && op.Fault != FaultHostileDocument:
 			faults = append(faults, op)
 		case (op.Kind == OpClaim || op.Kind == OpRelease) && op.Result != Denied:
@@ -539,6 +560,13 @@ func CheckResources(ops []Op, end time.Duration, b ResourceBounds) []Violation {
 	for _, s := range ops {
 		if s.Kind != OpSample {
 			continue
+		}
+		for _, r := range removals {
+			for name, n := range s.Counts {
+				if s.Call > r.Return && n > 0 && strings.HasPrefix(name, "terms "+r.Model+"/") {
+					out = append(out, Violation{"resources", fmt.Sprintf("%s: %s keeps %d terms after its model's removal %s", s, name, n, r)})
+				}
+			}
 		}
 		window := interval{s.Return - b.Window, s.Return + 1}
 		troubled := false

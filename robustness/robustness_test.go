@@ -80,6 +80,11 @@ func runSeed(c *gc.C, seed uint64, faults []robustness.FaultKind) bool {
 		}
 		c.Logf("allowed (the writer wrote nothing for the whole bound): %s", v)
 	}
+	for _, op := range out.ops {
+		if op.Kind == robustness.OpFault && op.Note != "" && op.Note != "[]" {
+			c.Logf("fault: %s", op)
+		}
+	}
 	for _, frozen := range robustness.FrozenLeases(out.ops) {
 		c.Logf("frozen lease (allowed): %s", frozen)
 	}
