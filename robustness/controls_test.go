@@ -2,8 +2,10 @@ package robustness_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/juju/errors"
@@ -320,4 +322,265 @@ func (s *controlsSuite) TestTheFencedWritesCheckerCatchesAFenceOfTwoHolders(c *g
 	v := robustness.CheckFencedWrites(logs)
 	c.Assert(v, gc.HasLen, 1)
 	c.Check(v[0].What, gc.Matches, `.*fence 3 written by app/1 and by app/2`)
+}
+
+func fault(kind robustness.FaultKind, ctrl int, call, ret time.Duration) robustness.Op {
+	return robustness.Op{Kind: robustness.OpFault, Ctrl: ctrl, Fault: kind, Call: call, Return: ret, Result: robustness.Ok}
+}
+
+// killedWriter: a key comes up through controller 2, which is killed
+// at 2 s; reader 1 reads it alive until 6 s.
+func killedWriter() []robustness.Op {
+	snapshot := event(1, 0, false, 0)
+	snapshot.Snapshot = true
+	return []robustness.Op{
+		snapshot,
+		{Kind: robustness.OpStart, Ctrl: 2, Model: "m", Key: "machine-0", Run: 1, Call: 100 * ms, Return: 101 * ms, Result: robustness.Ok},
+		event(1, 300*ms, true, 1),
+		event(1, 6000*ms, false, 2),
+	}
+}
+
+func (s *controlsSuite) TestThePresenceCheckerCatchesAKilledControllersKeyThatLingers(c *gc.C) {
+	// Without the kill in the history, the pinger is up to the end.
+	c.Assert(robustness.CheckPresence(killedWriter(), 10*time.Second, presenceBounds), gc.HasLen, 1)
+	ops := append(killedWriter(), fault(robustness.FaultControllerKill, 2, 2000*ms, 2001*ms))
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, presenceBounds), "presence", "stale life: key machine-0")
+	// Read dead within the silent bound of the kill, it is no violation.
+	ops[3].Call, ops[3].Return = 3400*ms, 3400*ms
+	c.Assert(robustness.CheckPresence(ops, 10*time.Second, presenceBounds), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestThePresenceCheckerEndsAKilledReadersStreamAtTheKill(c *gc.C) {
+	// Reader 1 is killed at 2.5 s, after it read the key alive: its
+	// last state does not last to the end, past the key's stop.
+	ops := append(legalPresence()[:3], robustness.Op{Kind: robustness.OpStop, Model: "m", Key: "machine-0", Run: 1, Call: 2000 * ms, Return: 2001 * ms, Result: robustness.Ok})
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, presenceBounds), "presence", "stale life")
+	ops = append(ops, fault(robustness.FaultControllerKill, 1, 2500*ms, 2501*ms))
+	c.Assert(robustness.CheckPresence(ops, 10*time.Second, presenceBounds), gc.HasLen, 0)
+}
+
+// flushes returns controller ctrl's flushes of one document every 100 ms
+// over [from, to).
+func flushes(ctrl int, from, to time.Duration) []robustness.Op {
+	var out []robustness.Op
+	for t := from; t < to; t += 100 * ms {
+		out = append(out, robustness.Op{Kind: robustness.OpFlush, Ctrl: ctrl, Call: t, Return: t + 5*ms, Result: robustness.Ok, Counts: map[string]int{"documents": 1}})
+	}
+	return out
+}
+
+func (s *controlsSuite) TestThePresenceCheckerAllowsADeathOnlyAfterTheWriterWroteNothingForTheWholeBound(c *gc.C) {
+	b := presenceBounds
+	b.Starved = 1200 * ms
+	death := event(1, 5000*ms, false, 5)
+	// The writer flushed all along: a false death.
+	ops := append(append(legalPresence(), death), flushes(0, 0, 10*time.Second)...)
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, b), "presence", "false death")
+	c.Assert(robustness.AllowedDeaths(ops, 10*time.Second, b), gc.HasLen, 0)
+	// The writer wrote nothing from 3.7 s: starved, the death is allowed
+	// and named.
+	ops = append(append(legalPresence(), death), append(flushes(0, 0, 3700*ms), flushes(0, 5500*ms, 10*time.Second)...)...)
+	c.Assert(robustness.CheckPresence(ops, 10*time.Second, b), gc.HasLen, 0)
+	assertCaught(c, robustness.AllowedDeaths(ops, 10*time.Second, b), "presence", "false death")
+}
+
+// loads returns reader's loads every 100 ms over [from, to).
+func loads(reader int, from, to time.Duration) []robustness.Op {
+	var out []robustness.Op
+	for t := from; t < to; t += 100 * ms {
+		out = append(out, robustness.Op{Kind: robustness.OpLoad, Ctrl: reader, Call: t, Return: t, Result: robustness.Ok})
+	}
+	return out
+}
+
+func (s *controlsSuite) TestThePresenceCheckerAllowsAStaleLifeOnlyAsLongAsTheReaderStalled(c *gc.C) {
+	b := presenceBounds
+	b.Stall = 400 * ms
+	late := legalPresence()
+	late[4].Call, late[4].Return = 3800*ms, 3800*ms // 300 ms past the bound
+	// The reader loaded all along: a stale life.
+	ops := append(append([]robustness.Op(nil), late...), loads(1, 0, 10*time.Second)...)
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, b), "presence", "stale life")
+	// It loaded nothing for 500 ms after the stop: allowed, and named.
+	ops = append(append([]robustness.Op(nil), late...), append(loads(1, 0, 2500*ms), loads(1, 3000*ms, 10*time.Second)...)...)
+	c.Assert(robustness.CheckPresence(ops, 10*time.Second, b), gc.HasLen, 0)
+	assertCaught(c, robustness.AllowedDeaths(ops, 10*time.Second, b), "presence", "the reader stalled")
+	// A stall shorter than the lateness does not excuse it.
+	ops = append(append([]robustness.Op(nil), late...), append(loads(1, 0, 2500*ms), loads(1, 2600*ms, 10*time.Second)...)...)
+	ops = append(ops, robustness.Op{Kind: robustness.OpLoad, Ctrl: 1, Call: 2550 * ms, Return: 2550 * ms, Result: robustness.Ok})
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, b), "presence", "stale life")
+}
+
+func hostileTerm(call time.Duration) robustness.Op {
+	op := fault(robustness.FaultHostileTerm, -1, call, call+5*ms)
+	op.Model, op.Lease = "m", "app"
+	return op
+}
+
+func (s *controlsSuite) TestTheLeaseModelLetsAHostileTermEndATenure(c *gc.C) {
+	// app/1 holds from 0 with fence 1 until 3 s; a hostile term at
+	// 20 ms ends its tenure: its check says no, app/2 takes the lease.
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		hostileTerm(20 * ms),
+		leaseOp(robustness.OpCheck, "app/1", 100*ms, 110*ms, robustness.Denied, 0),
+		claim("app/2", 200*ms, 210*ms, robustness.Ok),
+		leaseOp(robustness.OpCheck, "app/2", 220*ms, 230*ms, robustness.Ok, 2),
+	}
+	c.Assert(robustness.CheckLeases(ops, bounds), gc.HasLen, 0)
+	// Without the hostile term in the history, that is a lost lease.
+	assertCaught(c, robustness.CheckLeases(append(ops[:1:1], ops[2:]...), bounds), "leases", "not linearizable")
+}
+
+func (s *controlsSuite) TestTheLeaseCheckerCatchesAFenceThatGoesBackAfterAHostileTerm(c *gc.C) {
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		leaseOp(robustness.OpCheck, "app/1", 20*ms, 30*ms, robustness.Ok, 5),
+		hostileTerm(40 * ms),
+		claim("app/2", 200*ms, 210*ms, robustness.Ok),
+		leaseOp(robustness.OpCheck, "app/2", 220*ms, 230*ms, robustness.Ok, 1),
+	}
+	assertCaught(c, robustness.CheckLeases(ops, bounds), "leases", "not linearizable")
+}
+
+func (s *controlsSuite) TestTheLeaseCheckerCatchesTwoHoldersAfterAHostileTerm(c *gc.C) {
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		hostileTerm(40 * ms),
+		claim("app/2", 200*ms, 210*ms, robustness.Ok),
+		leaseOp(robustness.OpCheck, "app/1", 220*ms, 230*ms, robustness.Ok, 1),
+	}
+	assertCaught(c, robustness.CheckLeases(ops, bounds), "leases", "not linearizable")
+}
+
+func (s *controlsSuite) TestTheBlockCheckerExcusesOnlyABlockOnALeaseAHostileTermHit(c *gc.C) {
+	ops := legalLeases()
+	ops[3].Return, ops[3].Result = robustness.Pending, robustness.Unknown
+	ops[5].Call, ops[5].Return = 3500*ms, 3510*ms
+	assertCaught(c, robustness.CheckBlocks(ops, 6*time.Second, bounds), "blocks", "had not returned")
+	other := hostileTerm(500 * ms)
+	other.Lease = "other"
+	assertCaught(c, robustness.CheckBlocks(append(ops, other), 6*time.Second, bounds), "blocks", "had not returned")
+	c.Assert(robustness.CheckBlocks(append(ops, hostileTerm(500*ms)), 6*time.Second, bounds), gc.HasLen, 0)
+	c.Assert(robustness.FrozenLeases(append(ops, hostileTerm(500*ms))), gc.HasLen, 0) // app/1 claimed it again at 5 s
+	c.Assert(robustness.FrozenLeases(append(ops, hostileTerm(5500*ms))), gc.HasLen, 1)
+}
+
+func heapSample(at time.Duration, heap, keys int) robustness.Op {
+	return robustness.Op{Kind: robustness.OpSample, Ctrl: -1, Call: at, Return: at, Counts: map[string]int{"heap r": heap, "keys c0": keys}}
+}
+
+func (s *controlsSuite) TestTheResourceCheckerCatchesHeapGrowth(c *gc.C) {
+	b := robustness.ResourceBounds{Heaps: map[string]robustness.HeapBound{"heap r": {Warmup: time.Second, Factor: 1.5, Slack: 1000}}}
+	ops := []robustness.Op{heapSample(500*ms, 90_000, 10), heapSample(1500*ms, 10_000, 10), heapSample(1800*ms, 12_000, 10),
+		heapSample(3*time.Second, 18_000, 10)}
+	c.Assert(robustness.CheckResources(ops, 10*time.Second, b), gc.HasLen, 0)
+	grown := append(ops, heapSample(4*time.Second, 20_000, 10))
+	assertCaught(c, robustness.CheckResources(grown, 10*time.Second, b), "resources", "heap r grew to 20000 bytes, above its bound 19000")
+	// Twice the live keys allow twice the heap.
+	live := append(ops, heapSample(4*time.Second, 30_000, 20))
+	c.Assert(robustness.CheckResources(live, 10*time.Second, b), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestTheStreamCheckerCatchesAWatchStreamThatLosesALine(c *gc.C) {
+	// The staying /watch stream loses a change.
+	var dropped atomic.Bool
+	var changes atomic.Int64
+	wire := wiring{watchDrop: func(stream string, line watchLine) bool {
+		// The second, after a position the first gave: the first change
+		// of a model found after snapshot_end has none to follow.
+		return stream == "watch" && line.Position != "" && !line.Snapshot && changes.Add(1) == 2 && dropped.CompareAndSwap(false, true)
+	}}
+	out, err := runPlan(contendedPlan(), wire, c.Logf)
+	c.Assert(err, gc.IsNil)
+	c.Assert(dropped.Load(), gc.Equals, true)
+	assertCaught(c, out.violations, "streams", fmt.Sprintf("c%d event", watchCtrl))
+}
+
+func (s *controlsSuite) TestTheReplyLostFaultLosesRepliesOfAppliedWrites(c *gc.C) {
+	plan := contendedPlan()
+	plan.Injected = []robustness.FaultPlan{{Kind: robustness.FaultReplyLost, At: 500 * ms, For: 6 * time.Second, Ctrl: 0, Share: 0.5}}
+	out, err := runPlan(plan, wiring{}, c.Logf)
+	c.Assert(err, gc.IsNil)
+	// Writes through controller 0 lost their replies (its flushes and
+	// lease writes failed), and every checker still passes: a lost
+	// reply is not a lost write.
+	unknown := 0
+	for _, op := range out.ops {
+		switch op.Kind {
+		case robustness.OpFlush, robustness.OpClaim, robustness.OpRelease, robustness.OpWrite:
+			if op.Ctrl == 0 && op.Result == robustness.Unknown {
+				unknown++
+			}
+		}
+	}
+	c.Check(unknown > 0, gc.Equals, true, gc.Commentf("no write through controller 0 lost its reply"))
+	c.Check(out.violations, gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestTheLeaseCheckerCatchesAGrantOfALeaseItsHolderPinned(c *gc.C) {
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		leaseOp(robustness.OpPin, "app/1", 100*ms, 110*ms, robustness.Ok, 0),
+		claim("app/2", 5000*ms, 5010*ms, robustness.Ok),
+	}
+	assertCaught(c, robustness.CheckLeases(ops, bounds), "leases", "not linearizable")
+	// Unpinned first, the lease lapsed: legal.
+	ops = append(ops, leaseOp(robustness.OpUnpin, "app/1", 4000*ms, 4010*ms, robustness.Ok, 0))
+	c.Assert(robustness.CheckLeases(ops, bounds), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestTheLeaseCheckerCatchesAPinLostAtAChangeOfHolder(c *gc.C) {
+	ops := []robustness.Op{
+		claim("app/1", 0, 10*ms, robustness.Ok),
+		leaseOp(robustness.OpPin, "app/1", 100*ms, 110*ms, robustness.Ok, 0),
+		leaseOp(robustness.OpRelease, "app/1", 1000*ms, 1010*ms, robustness.Ok, 0),
+		claim("app/2", 1100*ms, 1110*ms, robustness.Ok),
+		// app/2's claim would have lapsed by 4.1 s, but app/1's pin
+		// holds whoever leads.
+		claim("app/3", 5000*ms, 5010*ms, robustness.Ok),
+	}
+	assertCaught(c, robustness.CheckLeases(ops, bounds), "leases", "not linearizable")
+	ops = append(ops, leaseOp(robustness.OpUnpin, "app/1", 2000*ms, 2010*ms, robustness.Ok, 0))
+	c.Assert(robustness.CheckLeases(ops, bounds), gc.HasLen, 0)
+}
+
+func (s *controlsSuite) TestThePresenceCheckerAllowsAStaleLifeOnlyAfterNoWriterWroteForAPeriod(c *gc.C) {
+	b := presenceBounds
+	b.AllLate = time.Second
+	late := legalPresence()
+	late[4].Call, late[4].Return = 3800*ms, 3800*ms // 300 ms past the bound
+	// Writers 0 and 5 wrote all along: a stale life.
+	ops := append(append(append([]robustness.Op(nil), late...), flushes(0, 0, 2000*ms)...), flushes(5, 0, 10*time.Second)...)
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, b), "presence", "stale life")
+	// Neither wrote from 2 s to 3.2 s: every writer was late, and the
+	// reader may hold as after trouble.
+	ops = append(append(append([]robustness.Op(nil), late...), flushes(0, 0, 2000*ms)...), append(flushes(5, 0, 2000*ms), flushes(5, 3200*ms, 10*time.Second)...)...)
+	c.Assert(robustness.CheckPresence(ops, 10*time.Second, b), gc.HasLen, 0)
+	assertCaught(c, robustness.AllowedDeaths(ops, 10*time.Second, b), "presence", "no writer wrote for a Period")
+}
+
+func (s *controlsSuite) TestThePresenceCheckerEndsARemovedModelsStreamsAtItsRemoval(c *gc.C) {
+	// The key stops at 2 s and its model is removed at 2.5 s: its
+	// streams end there, before its death was due.
+	ops := append(legalPresence()[:3], robustness.Op{Kind: robustness.OpStop, Model: "m", Key: "machine-0", Run: 1, Call: 2000 * ms, Return: 2001 * ms, Result: robustness.Ok})
+	assertCaught(c, robustness.CheckPresence(ops, 10*time.Second, presenceBounds), "presence", "stale life")
+	remove := fault(robustness.FaultModelRemove, -1, 2500*ms, 2600*ms)
+	remove.Model = "m"
+	c.Assert(robustness.CheckPresence(append(ops, remove), 10*time.Second, presenceBounds), gc.HasLen, 0)
+	// Another model's key is held to its bounds all the same.
+	remove.Model = "other"
+	assertCaught(c, robustness.CheckPresence(append(ops, remove), 10*time.Second, presenceBounds), "presence", "stale life")
+}
+
+func (s *controlsSuite) TestTheResourceCheckerCatchesTermsLeftByARemoval(c *gc.C) {
+	remove := fault(robustness.FaultModelRemove, -1, 2000*ms, 2100*ms)
+	remove.Model = "m"
+	sample := robustness.Op{Kind: robustness.OpSample, Ctrl: -1, Call: 3 * time.Second, Return: 3 * time.Second,
+		Counts: map[string]int{"terms m/app": 1, "terms n/app": 1}}
+	assertCaught(c, robustness.CheckResources([]robustness.Op{remove, sample}, 10*time.Second, robustness.ResourceBounds{}), "resources", "terms m/app keeps 1 terms after its model's removal")
+	// A removal that failed promises nothing.
+	remove.Note = "cannot remove"
+	c.Assert(robustness.CheckResources([]robustness.Op{remove, sample}, 10*time.Second, robustness.ResourceBounds{}), gc.HasLen, 0)
 }

@@ -15,13 +15,16 @@
 //     its bound once the lease was released and left free;
 //   - presence (CheckPresence): no key reads dead while one of its pingers
 //     was up and its controller making progress, none reads alive past
-//     Period + flush + sync after its last pinger stopped, allowing the
-//     documented holds after any trouble the history records;
-//   - streams (CheckStreams): every subscription sees its view's changes
-//     in order, none lost, and a resumed one continues exactly after the
-//     position it gave;
-//   - resources (CheckResources): documents and view entries stay within
-//     bounds derived from what is live.
+//     Period + flush + sync after its last pinger stopped or its
+//     controller was killed, allowing the documented holds after any
+//     trouble the history records (faults, and the batchers' flushes, the
+//     pingers' pings and the readers' loads, which tell a starved writer
+//     or reader: AllowedDeaths);
+//   - streams (CheckStreams): every subscription and /watch stream sees
+//     its view's changes in order, none lost, and a resumed one continues
+//     exactly after the position it gave;
+//   - resources (CheckResources): documents, view entries and heaps stay
+//     within bounds derived from what is live.
 //
 // The checkers are plain functions of a History, so that deliberately
 // broken histories (the positive controls in this package's tests) prove

@@ -18,6 +18,10 @@ const (
 	OpCheck   Kind = "check"
 	OpRelease Kind = "release"
 	OpBlock   Kind = "block"
+	// OpPin and OpUnpin pin and unpin a lease for an entity (Unit):
+	// a pinned lease does not lapse, whoever holds it.
+	OpPin   Kind = "pin"
+	OpUnpin Kind = "unpin"
 	// OpWrite is a leader's write to its lease's resource through its
 	// token's guard (leaseexpiry.UpdateGuarded); Denied means fenced.
 	OpWrite Kind = "write"
@@ -37,6 +41,16 @@ const (
 
 	// OpSample is a measurement of resources at Return.
 	OpSample Kind = "sample"
+
+	// OpFlush is one flush of a controller's batcher, from its start
+	// to its end; Result is Ok when it wrote, Unknown when it failed.
+	OpFlush Kind = "flush"
+	// OpLoad is one load of a controller's reader, at Return; Result
+	// is Ok when it read, Unknown when it failed.
+	OpLoad Kind = "load"
+	// OpPing is a pinger's ping of its key (Seq is the slot) as its
+	// controller's batcher took it, at Return.
+	OpPing Kind = "ping"
 )
 
 // Result is how an operation ended.

@@ -3,7 +3,9 @@ package robustness
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -48,6 +50,27 @@ type leaseState struct {
 	// Fence is the holder's fence as a check returned it, 0 while no
 	// check has; Floor is the highest fence of earlier holders.
 	Fence, Floor int64
+	// Pins are the entities that pinned the lease: while any has, the
+	// lease does not lapse, whoever holds it.
+	Pins string
+}
+
+// pinned reports whether any entity pins the lease.
+func (s leaseState) pinned() bool {
+	return s.Pins != ""
+}
+
+// pin returns s with entity's pin added or (pinned false) removed. Pins
+// is a sorted, comma-separated set, so that states compare.
+func (s leaseState) pin(entity string, pinned bool) leaseState {
+	set := strings.Split(s.Pins, ",")
+	set = slices.DeleteFunc(set, func(e string) bool { return e == "" || e == entity })
+	if pinned {
+		set = append(set, entity)
+	}
+	slices.Sort(set)
+	s.Pins = strings.Join(set, ",")
+	return s
 }
 
 // grant returns the states after a claim by unit granted by an operation
@@ -56,7 +79,7 @@ type leaseState struct {
 // new holder (after a lapse and an expiry, possibly).
 func (s leaseState) grant(in leaseInput, skew time.Duration) []any {
 	valid := in.op.Call + in.op.Duration - skew
-	lapsed := s.Holder == "" || in.op.Return > s.ValidUntil || !in.op.Returned()
+	lapsed := s.Holder == "" || !s.pinned() && (in.op.Return > s.ValidUntil || !in.op.Returned())
 	var out []any
 	if s.Holder == in.unit {
 		ext := s
@@ -64,7 +87,7 @@ func (s leaseState) grant(in leaseInput, skew time.Duration) []any {
 		out = append(out, ext)
 	}
 	if lapsed {
-		out = append(out, leaseState{Holder: in.unit, ValidUntil: valid, Floor: max(s.Floor, s.Fence)})
+		out = append(out, leaseState{Holder: in.unit, ValidUntil: valid, Floor: max(s.Floor, s.Fence), Pins: s.Pins})
 	}
 	return out
 }
@@ -76,7 +99,7 @@ func leaseModel(skew time.Duration) porcupine.Model {
 		Step: func(state, input, output any) []any {
 			s, in := state.(leaseState), input.(leaseInput)
 			op := in.op
-			mayLapse := s.Holder == "" || !op.Returned() || op.Return > s.ValidUntil
+			mayLapse := s.Holder == "" || !s.pinned() && (!op.Returned() || op.Return > s.ValidUntil)
 			switch op.Kind {
 			case OpClaim:
 				switch op.Result {
@@ -101,7 +124,7 @@ func leaseModel(skew time.Duration) porcupine.Model {
 				s.Fence = op.Fence
 				return []any{s}
 			case OpRelease:
-				released := leaseState{Floor: max(s.Floor, s.Fence)}
+				released := leaseState{Floor: max(s.Floor, s.Fence), Pins: s.Pins}
 				switch op.Result {
 				case Ok:
 					if s.Holder != in.unit {
@@ -126,6 +149,17 @@ func leaseModel(skew time.Duration) porcupine.Model {
 					return []any{s}
 				}
 				return nil
+			case OpFault:
+				// A hostile term may end the holder's tenure (the
+				// lease freezes, or reads as free) and its pins:
+				// never lower the fence.
+				return []any{s, leaseState{Floor: max(s.Floor, s.Fence)}}
+			case OpPin, OpUnpin:
+				changed := s.pin(in.unit, op.Kind == OpPin)
+				if op.Result == Ok {
+					return []any{changed}
+				}
+				return []any{s, changed}
 			}
 			return []any{s}
 		},
@@ -141,15 +175,21 @@ func leaseModel(skew time.Duration) porcupine.Model {
 
 // CheckLeases checks that every lease's history is linearizable against a
 // fenced lease (see leaseState), lease by lease. A released lease keeps
-// its fence: the next holder's must be higher.
+// its fence: the next holder's must be higher. A hostile term written for
+// a lease (FaultHostileTerm) may end its holder's tenure, as a release
+// would, but never lower its fence.
 func CheckLeases(ops []Op, bounds LeaseBounds) []Violation {
 	byLease := make(map[string][]porcupine.Operation)
 	for _, op := range ops {
 		switch op.Kind {
-		case OpClaim, OpRelease:
+		case OpClaim, OpRelease, OpPin, OpUnpin:
 		case OpCheck, OpBlock:
 			if op.Result == Unknown || !op.Returned() {
 				continue // a read with no answer constrains nothing
+			}
+		case OpFault:
+			if op.Fault != FaultHostileTerm {
+				continue
 			}
 		default:
 			continue
@@ -205,12 +245,18 @@ func describe(history []porcupine.Operation) string {
 // the lease free that long, bounds.Trouble more for every fault that
 // overlapped the wait. A lease taken again within the bound (a claim
 // granted after the release and called before the bound passed) excuses
-// the block: it may never have been free at a read.
+// the block: it may never have been free at a read. So does a hostile
+// term written for the lease before the block returned: a lease may
+// freeze on a term it cannot read (see FrozenLeases).
 func CheckBlocks(ops []Op, end time.Duration, bounds LeaseBounds) []Violation {
 	var faults []Op
+	hostile := make(map[string]time.Duration)
 	for _, op := range ops {
 		if op.Kind == OpFault {
 			faults = append(faults, op)
+			if _, ok := hostile[op.Model+"/"+op.Lease]; !ok && op.Fault == FaultHostileTerm {
+				hostile[op.Model+"/"+op.Lease] = op.Call
+			}
 		}
 	}
 	var out []Violation
@@ -221,6 +267,9 @@ func CheckBlocks(ops []Op, end time.Duration, bounds LeaseBounds) []Violation {
 		returned := b.Return
 		if !b.Returned() {
 			returned = end
+		}
+		if at, ok := hostile[b.Model+"/"+b.Lease]; ok && at < returned {
+			continue
 		}
 		for _, r := range ops {
 			if r.Kind != OpRelease || r.Result != Ok || r.Model != b.Model || r.Lease != b.Lease || r.Return < b.Call || r.Return > returned {
@@ -265,4 +314,25 @@ func retaken(ops []Op, r Op, deadline time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// FrozenLeases names the leases that a hostile term hit and that no claim
+// was granted after, with the junk written: an allowed outcome (DESIGN §4:
+// a lease that cannot continue safely is frozen and reported), recorded
+// so that a run says how often it happens.
+func FrozenLeases(ops []Op) []string {
+	var out []string
+	for _, f := range ops {
+		if f.Kind != OpFault || f.Fault != FaultHostileTerm || !f.Returned() {
+			continue
+		}
+		granted := false
+		for _, c := range ops {
+			granted = granted || c.Kind == OpClaim && c.Result == Ok && c.Model == f.Model && c.Lease == f.Lease && c.Call > f.Return
+		}
+		if !granted {
+			out = append(out, fmt.Sprintf("%s/%s since %.3fs (%s)", short(f.Model), f.Lease, f.Return.Seconds(), f.Note))
+		}
+	}
+	return out
 }

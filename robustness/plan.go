@@ -41,12 +41,31 @@ const (
 	// several times per store MaxSleep, for the whole run, and lifts the
 	// harness's pacing of claims (issue 24, cases 1 and 2).
 	FaultClaimStorm FaultKind = "claim-storm"
+	// FaultControllerKill stops one controller abruptly: its requests
+	// are cut off at its wire proxy and its workers stopped, with no
+	// Disconnect of its pingers, as a process killed would; after For
+	// it comes back, maybe, as a new controller of a new identity.
+	FaultControllerKill FaultKind = "controller-kill"
+	// FaultHostileTerm has a foreign client write a junk term for a
+	// live lease: a term number of the wrong type or at its limit,
+	// fields missing, or an _id that names no term number (issue 24,
+	// cases 5-7).
+	FaultHostileTerm FaultKind = "hostile-term"
+	// FaultReplyLost loses the replies of a share of one controller's
+	// writes after the server applied them: the proxy closes the
+	// connection instead of passing the reply on.
+	FaultReplyLost FaultKind = "reply-lost"
+	// FaultModelRemove removes a model as an operator does: its agents
+	// and units stopped, its views and managers closed, then
+	// presence.RemoveModel, while the controllers keep running.
+	FaultModelRemove FaultKind = "model-remove"
 )
 
 // AllFaults lists every fault kind.
 var AllFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause,
-	FaultHostileDocument, FaultClockStep, FaultClaimStorm,
+	FaultHostileDocument, FaultClockStep, FaultClaimStorm, FaultControllerKill, FaultHostileTerm,
+	FaultReplyLost, FaultModelRemove,
 }
 
 // CIFaults is the one place that says which fault kinds the CI leg (and a
@@ -55,16 +74,19 @@ var AllFaults = []FaultKind{
 // add each here when its fix lands.
 var CIFaults = []FaultKind{
 	FaultServerPause, FaultServerKill, FaultReplyDelay, FaultControllerPause, FaultHostileDocument,
-	FaultClockStep, FaultClaimStorm,
+	FaultClockStep, FaultClaimStorm, FaultControllerKill, FaultHostileTerm, FaultReplyLost,
 }
 
 // KnownDefectFaults are the fault kinds that expose defects filed and not
-// fixed yet, left out of CIFaults until their fixes land. It is empty
-// now: FaultClaimStorm (issue 24: claims more often than MaxSleep starved
-// the lease store's tick) and FaultClockStep (issue 23: a clock stepped
-// back made its controller's keys read dead) left it when their fixes
-// landed.
-var KnownDefectFaults []FaultKind
+// fixed yet, left out of CIFaults until their fixes land.
+// FaultModelRemove: a batcher retires its writer when it names a removed
+// model, and a Disconnect within the next Period of a key of that writer,
+// of any model, is seen only as a silent death (the retired writer's bits
+// keep the key alive for its late bound). FaultClaimStorm (issue 24:
+// claims more often than MaxSleep starved the lease store's tick) and
+// FaultClockStep (issue 23: a clock stepped back made its controller's
+// keys read dead) left this list when their fixes landed.
+var KnownDefectFaults = []FaultKind{FaultModelRemove}
 
 // ParseFaults reads a comma-separated list of fault kinds; "ci" stands for
 // CIFaults, "all" for AllFaults and "none" for none.
@@ -149,6 +171,10 @@ type UnitPlan struct {
 	Release bool
 	// Storm marks a unit of FaultClaimStorm.
 	Storm bool
+	// Pin, if not zero, is how long the unit keeps its lease pinned
+	// at the end of each time it leads, without renewing it, before it
+	// unpins it and lets go.
+	Pin time.Duration
 }
 
 // ClockPart names the clocks of a controller that a FaultClockStep
@@ -180,6 +206,24 @@ type FaultPlan struct {
 	// when For is set, it steps it back by as much after For.
 	Step  time.Duration
 	Clock ClockPart
+	// Restart says whether a FaultControllerKill's controller comes
+	// back after For.
+	Restart bool
+	// Term is a FaultHostileTerm's junk (one of HostileTerms), Unit
+	// the index in Plan.Units of the unit whose lease it hits.
+	Term, Unit int
+	// Share is a FaultReplyLost's share of writes whose reply is lost.
+	Share float64
+	// Model is the model a FaultModelRemove removes.
+	Model int
+}
+
+// HostileTerms names the junk terms FaultHostileTerm writes, by
+// FaultPlan.Term: each is written as the next term of a live lease,
+// except the last, whose _id names the lease and no term number.
+var HostileTerms = []string{
+	"term a string", "term missing", "term 2^62", "term 2^63-1", "fence 2^63-1",
+	"lease field missing", "ns not a string", "_id naming no number",
 }
 
 // Plan is one generated scenario.
@@ -204,18 +248,33 @@ func (p Plan) Enabled(kind FaultKind) bool {
 func (p Plan) String() string {
 	var faults []string
 	for _, f := range p.Injected {
-		step := ""
-		if f.Kind == FaultClockStep {
-			step = fmt.Sprintf("(%s %+v)", f.Clock, f.Step)
+		s := fmt.Sprintf("%s@%.1fs+%.1fs/c%d", f.Kind, f.At.Seconds(), f.For.Seconds(), f.Ctrl)
+		switch f.Kind {
+		case FaultClockStep:
+			s += fmt.Sprintf("(%s %+v)", f.Clock, f.Step)
+		case FaultControllerKill:
+			if f.Restart {
+				s += "(restart)"
+			}
+		case FaultHostileTerm:
+			s += fmt.Sprintf("(%s on %s)", HostileTerms[f.Term], p.Units[f.Unit].App)
+		case FaultModelRemove:
+			s += fmt.Sprintf("(model %d)", f.Model)
 		}
-		faults = append(faults, fmt.Sprintf("%s%s@%.1fs+%.1fs/c%d", f.Kind, step, f.At.Seconds(), f.For.Seconds(), f.Ctrl))
+		faults = append(faults, s)
 	}
 	clocks := make([]string, len(p.Controllers))
 	for i, c := range p.Controllers {
 		clocks[i] = fmt.Sprintf("%+v/%+.3f", c.Offset, c.Drift)
 	}
-	return fmt.Sprintf("seed %d: %v, %d controllers (clocks %s), %d models, %d agents, %d units, faults %v",
-		p.Seed, p.Duration, len(p.Controllers), strings.Join(clocks, " "), p.Models, len(p.Agents), len(p.Units), faults)
+	pins := 0
+	for _, u := range p.Units {
+		if u.Pin > 0 {
+			pins++
+		}
+	}
+	return fmt.Sprintf("seed %d: %v, %d controllers (clocks %s), %d models, %d agents, %d units (%d pinning), faults %v",
+		p.Seed, p.Duration, len(p.Controllers), strings.Join(clocks, " "), p.Models, len(p.Agents), len(p.Units), pins, faults)
 }
 
 // NewPlan generates the scenario of seed: 2-4 controllers, 1-50 models,
@@ -325,9 +384,31 @@ func NewPlan(seed uint64, duration time.Duration, faults []FaultKind) Plan {
 					f.Clock, f.Step = parts[rng.IntN(len(parts))], time.Hour
 					f.For = between(time.Second, 3*time.Second)
 				}
+			case FaultControllerKill:
+				f.Ctrl = rng.IntN(controllers)
+				f.For = between(t.Period, 3*t.Period)
+				f.Restart = rng.IntN(3) > 0
+			case FaultHostileTerm:
+				f.Term = rng.IntN(len(HostileTerms))
+				f.Unit = rng.IntN(len(p.Units))
+			case FaultModelRemove:
+				// A model with leases, so that their terms go too.
+				f.Model = p.Units[rng.IntN(len(p.Units))].Model
+			case FaultReplyLost:
+				f.Ctrl = rng.IntN(controllers)
+				f.For = between(500*time.Millisecond, 3*time.Second)
+				f.Share = 0.1 + float64(rng.IntN(5))/10
 			}
 			p.Injected = append(p.Injected, f)
 			at += f.For
+		}
+	}
+	// Drawn last, so that a seed's plan is otherwise what it was before
+	// pins: a quarter of the units pin their lease for longer than its
+	// duration before they let go.
+	for i := range p.Units {
+		if u := &p.Units[i]; rng.IntN(4) == 0 && !u.Storm {
+			u.Pin = u.Duration + between(time.Second, 2*time.Second)
 		}
 	}
 	return p
