@@ -74,6 +74,10 @@ type PingBatcher struct {
 	beingsWaiters []chan error
 	beingsRunning sync.WaitGroup
 
+	// notifier is what the notices appended so far announced; only the
+	// loop goroutine uses it.
+	notifier notifier
+
 	// mu guards the fields below. It is never held across a database
 	// call.
 	mu    sync.Mutex
@@ -107,6 +111,8 @@ type stats struct {
 	prompted       bool
 	lastError      string
 	indexesEnsured bool
+	// noticeFailures counts the notices that could not be appended.
+	noticeFailures int64
 }
 
 // New starts a PingBatcher. It does not touch the database until its first
@@ -335,6 +341,7 @@ func (b *PingBatcher) Report() map[string]any {
 		"docs-written":    b.stats.docsWritten,
 		"writers-retired": b.stats.retired,
 		"slow-flushes":    b.stats.slowFlushes,
+		"notice-failures": b.stats.noticeFailures,
 	}
 	if b.stats.lastError != "" {
 		report["last-error"] = b.stats.lastError

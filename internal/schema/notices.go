@@ -1,0 +1,60 @@
+package schema
+
+import (
+	"context"
+
+	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Notices. A writer that flushes a prompt change (a key coming up, a
+// Disconnect) or moves on to a new slot of its sequence appends one
+// small notice to a capped collection, which every controller's reader
+// tails (a tailable, awaitData cursor; a change stream would do as well
+// where the deployment is a replica set): the reader loads when a notice
+// comes instead of polling, and still polls while it cannot tail. A
+// notice says only who wrote and why; the reader loads what was written.
+
+const (
+	// NoticesMaxBytes bounds the notices collection in bytes.
+	NoticesMaxBytes = 256 << 10
+
+	// NoticesMaxDocuments bounds the notices collection in documents:
+	// at one notice per slot and per prompt flush of each writer, the
+	// collection holds minutes of them, and a reader that opens a cursor
+	// skips to the newest.
+	NoticesMaxDocuments = 512
+
+	// FieldPrompt marks a notice of a flush that carried a prompt change.
+	FieldPrompt = "prompt"
+)
+
+// NoticeDoc is one notice: Writer flushed its slot Slot, with a prompt
+// change if Prompt is set. A notice with no Writer is a marker a reader
+// wrote so that an empty collection can be tailed; readers skip it.
+type NoticeDoc struct {
+	Writer string `bson:"writer"`
+	Slot   int64  `bson:"slot"`
+	Prompt bool   `bson:"prompt"`
+}
+
+// Notices returns the capped collection of notices derived from base.
+func Notices(base *mongo.Collection) *mongo.Collection {
+	return base.Database().Collection(base.Name() + ".notices")
+}
+
+// EnsureNotices creates the capped collection of notices derived from
+// base unless it exists (see NoticesMaxBytes and NoticesMaxDocuments). A
+// collection of that name that is not capped is left alone: readers
+// cannot tail it and poll instead.
+func EnsureNotices(ctx context.Context, base *mongo.Collection) error {
+	coll := Notices(base)
+	err := coll.Database().CreateCollection(ctx, coll.Name(), options.CreateCollection().
+		SetCapped(true).SetSizeInBytes(NoticesMaxBytes).SetMaxDocuments(NoticesMaxDocuments))
+	var cmdErr mongo.CommandError
+	if errors.As(err, &cmdErr) && cmdErr.Name == "NamespaceExists" {
+		return nil
+	}
+	return errors.Annotatef(err, "cannot create capped collection %s", coll.Name())
+}

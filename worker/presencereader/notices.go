@@ -1,0 +1,281 @@
+package presencereader
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// The push path. Every writer appends a notice to a capped collection
+// when it flushes a prompt change or moves on to a new slot (see
+// schema.Notices and pingbatcher); the reader keeps a tailable,
+// awaitData cursor on it and loads as soon as a notice of another
+// writer comes (its own batcher's prompt flushes wake it through
+// Config.Wake). While the cursor works the reader reads only when it
+// must (see nextLoad); while it is broken the reader polls every
+// SyncInterval, as it did before notices existed.
+//
+// The cursor breaks in many ways: the server restarts (the cursor is
+// gone), the collection is dropped or rolls past the cursor, a getMore
+// times out, the server has no capped collections or tailable cursors.
+// Each break is logged once and counted, and the reader polls until a
+// cursor opens again, from the newest notice, when it loads at once: a
+// notice the break lost costs nothing that load does not bring. The
+// goroutine that tails sets no timer: it retries when the loop asks it
+// to (see retryPush), so that it adds nothing to a test clock.
+
+// noticeAwait is how long a getMore of the notices cursor waits for a
+// notice: one getMore every noticeAwait at rest.
+const noticeAwait = 2 * time.Second
+
+// pushRetry is how long the reader polls after a break before it tries
+// to open a cursor again.
+const pushRetry = time.Second
+
+// pushState is the state of the push path, shared by the goroutine that
+// tails the notices and the loop. Its methods are safe for concurrent use.
+type pushState struct {
+	mu       sync.Mutex
+	working  bool
+	tried    bool
+	breaks   int
+	notices  int
+	lastErr  string
+	brokenAt time.Time // by the loop's observed clock, when it saw the break
+	retry    chan struct{}
+}
+
+// status returns whether the cursor works, how many times it broke, how
+// many notices it brought and the last break's error.
+func (p *pushState) status() (working bool, breaks, notices int, lastErr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.working, p.breaks, p.notices, p.lastErr
+}
+
+// tailNotices follows the notices collection until ctx ends, waking the
+// loop for every notice of another writer, and reopening the cursor
+// after every break when the loop asks for it.
+func (r *Reader) tailNotices(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := r.tailOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.pushBroke(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.push.retry:
+		}
+	}
+}
+
+// tailOnce opens a cursor on the notices and follows it until it breaks,
+// and returns why.
+func (r *Reader) tailOnce(ctx context.Context) error {
+	cur, err := r.openNotices(ctx)
+	if err != nil {
+		return errors.Trace(err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), minReadTimeout)
+		defer cancel()
+		_ = cur.Close(closeCtx)
+	}()
+	r.pushWorks()
+	for {
+		next, err := r.nextNotice(ctx, cur)
+		if err != nil {
+			return errors.Trace(err)
+		}
+		if next == nil {
+			continue
+		}
+		r.push.mu.Lock()
+		r.push.notices++
+		r.push.mu.Unlock()
+		if r.ownNotice(*next) {
+			continue
+		}
+		select {
+		case r.wakes <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// nextNotice waits one getMore for the next notice, and returns it, or
+// nil if none came; an error when the cursor broke.
+func (r *Reader) nextNotice(ctx context.Context, cur *mongo.Cursor) (*schema.NoticeDoc, error) {
+	callCtx, cancel := context.WithTimeout(ctx, noticeAwait+minReadTimeout)
+	defer cancel()
+	if !cur.TryNext(callCtx) {
+		if err := cur.Err(); err != nil {
+			return nil, errors.Annotate(err, "notices cursor failed")
+		}
+		if cur.ID() == 0 {
+			return nil, errors.New("notices cursor closed by the server")
+		}
+		return nil, nil
+	}
+	var doc schema.NoticeDoc
+	if err := cur.Decode(&doc); err != nil {
+		// Not one of ours: it still says that something was written.
+		return &schema.NoticeDoc{Writer: "?"}, nil
+	}
+	return &doc, nil
+}
+
+// ownNotice reports whether doc needs no load: a reader's marker, or a
+// prompt flush of this process's own batcher, which Config.Wake brought.
+func (r *Reader) ownNotice(doc schema.NoticeDoc) bool {
+	if doc.Writer == "" {
+		return true
+	}
+	return doc.Prompt && r.config.Self != nil && doc.Writer == r.config.Self()
+}
+
+// openNotices creates the notices collection if it is missing and opens a
+// tailable, awaitData cursor on it from its newest notice, which it
+// takes: the load that follows brings what that and every older notice
+// announced. The cursor's batches are of one notice: the embedded server
+// closes a tailable cursor whose first batch is shorter than its batch
+// size. An empty collection gets a marker notice, so that the first batch
+// is never empty.
+func (r *Reader) openNotices(ctx context.Context) (*mongo.Cursor, error) {
+	callCtx, cancel := context.WithTimeout(ctx, max(r.config.SyncInterval, minReadTimeout))
+	defer cancel()
+	if err := schema.EnsureNotices(callCtx, r.config.Base); err != nil {
+		return nil, errors.Trace(err)
+	}
+	notices := schema.Notices(r.config.Base)
+	n, err := notices.CountDocuments(callCtx, bson.D{})
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot count notices")
+	}
+	if n == 0 {
+		if _, err := notices.InsertOne(callCtx, schema.NoticeDoc{}); err != nil {
+			return nil, errors.Annotate(err, "cannot mark the notices collection")
+		}
+		n = 1
+	}
+	cur, err := notices.Find(ctx, bson.D{}, options.Find().
+		SetCursorType(options.TailableAwait).SetBatchSize(1).SetSkip(n-1).SetMaxAwaitTime(noticeAwait))
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot tail notices")
+	}
+	if !cur.TryNext(callCtx) {
+		err := errors.New("the first batch was empty")
+		if cur.Err() != nil {
+			err = cur.Err()
+		}
+		_ = cur.Close(context.WithoutCancel(callCtx))
+		return nil, errors.Annotate(err, "cannot tail notices")
+	}
+	return cur, nil
+}
+
+// pushWorks records that a cursor is open, and wakes the loop, which
+// loads at once (a notice may have been lost while it was broken) and
+// reads only when it must from then on.
+func (r *Reader) pushWorks() {
+	r.push.mu.Lock()
+	broken := r.push.tried && !r.push.working
+	r.push.working, r.push.tried = true, true
+	r.push.mu.Unlock()
+	if broken && r.config.Logger != nil {
+		r.config.Logger.Debugf("%s: tailing notices again; reading when a writer says so", r)
+	}
+	select {
+	case r.wakes <- struct{}{}:
+	default:
+	}
+}
+
+// pushBroke records that the cursor broke, or could not open, with err:
+// a break of a working cursor, or the first failure to open one, is
+// counted and logged once; failed reopenings are not. The loop is woken
+// so that it polls from now on.
+func (r *Reader) pushBroke(err error) {
+	r.push.mu.Lock()
+	counted := r.push.working || !r.push.tried
+	r.push.working, r.push.tried = false, true
+	if counted {
+		r.push.breaks++
+		r.push.lastErr = err.Error()
+	}
+	r.push.mu.Unlock()
+	if counted {
+		r.logf("%s: no push: %v; polling every %v until the notices can be tailed again", r, err, r.config.SyncInterval)
+	}
+	select {
+	case r.wakes <- struct{}{}:
+	default:
+	}
+}
+
+// retryPush asks the goroutine that tails the notices to try again once
+// the push path has been broken for pushRetry of the observed time now.
+// It must only be called from the loop goroutine.
+func (r *Reader) retryPush(now time.Time) {
+	r.push.mu.Lock()
+	defer r.push.mu.Unlock()
+	if r.push.working || !r.push.tried {
+		r.push.brokenAt = time.Time{}
+		return
+	}
+	if r.push.brokenAt.IsZero() {
+		r.push.brokenAt = now
+	}
+	if now.Sub(r.push.brokenAt) < pushRetry {
+		return
+	}
+	select {
+	case r.push.retry <- struct{}{}:
+		r.push.brokenAt = time.Time{}
+	default:
+	}
+}
+
+// pushing reports whether the push path works, so that the reader may
+// read only when it must. It is safe for concurrent use.
+func (r *Reader) pushing() bool {
+	if r.config.NoPush {
+		return false
+	}
+	working, _, _, _ := r.push.status()
+	return working
+}
+
+// pushBreaks returns how many times the push path broke.
+func (r *Reader) pushBreaks() int {
+	_, breaks, _, _ := r.push.status()
+	return breaks
+}
+
+// recordPush puts the push path's state in what Report shows. r.statsMu
+// must be held.
+func (r *Reader) recordPush() {
+	working, breaks, notices, lastErr := r.push.status()
+	path := "polling"
+	switch {
+	case r.config.NoPush:
+		path = "off"
+	case working:
+		path = "notices"
+	}
+	r.stats["push"] = path
+	r.stats["push-breaks"] = breaks
+	r.stats["notices"] = notices
+	if lastErr != "" {
+		r.stats["push-last-break"] = lastErr
+	}
+}
