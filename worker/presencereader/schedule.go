@@ -21,8 +21,8 @@ import (
 // sequence has not moved on for a Period of the reader's observed time
 // since the reader first saw it move (progressAt). Reading less often
 // can only make the reader see a move later, never earlier, so
-// progressAt can only be later and a writer only look earlier, not
-// later; and the read that judges a writer late is the one at or after
+// progressAt can only be later and a writer only look less late, never
+// more; and the read that judges a writer late is the one at or after
 // its deadline, which sees every document written before it. With push,
 // every writer announces its moves, so progressAt is as prompt as a
 // poll's (a notice's latency rather than up to a SyncInterval), and
@@ -35,10 +35,12 @@ import (
 // that clock while it waits: a gap between loads longer than planned
 // by more than a quarter of a slot is a trouble of its own (see
 // checkGap), and restInterval is a quarter of a slot too, so a step the
-// reader does not notice is at most half a slot, as much as a gap of a
-// SyncInterval and a quarter of a slot allowed before push: a live
-// writer, which moves on every slot and flushes within a FlushInterval,
-// still has the room its late bound (two slots) leaves.
+// reader does not notice is at most half a slot (a SyncInterval and a
+// quarter of a slot before push). A live writer moves on within a slot
+// (3% more for the clocks' rates) and a jittered FlushInterval of its
+// last move, so against its late bound of two slots an unnoticed step of
+// half a slot still leaves it 0.47 of a slot for its flush: 2.35 s at
+// the default Period, for a flush of 1.2 s at most.
 
 // restInterval is the longest the reader waits between two reads with
 // push working: a quarter of a slot, but never less than SyncInterval.
