@@ -156,7 +156,9 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "presence_reader_push",
 			Help: "1 while the presence reader tails the notices (it reads when a writer says so), 0 while it polls every sync.",
-		}, func() float64 { return m.loadFigure(func(l presencereader.LoadStats) float64 { return boolFigure(l.Push) }) }),
+		}, func() float64 {
+			return m.loadFigure(func(l presencereader.LoadStats) float64 { return boolFigure(l.Push) })
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "presence_reader_push_breaks_total",
 			Help: "Times the presence reader's push path broke or could not start, since the reader started; it polls until it recovers.",
