@@ -18,13 +18,15 @@ import (
 
 const (
 	// NoticesMaxBytes bounds the notices collection in bytes.
-	NoticesMaxBytes = 256 << 10
+	NoticesMaxBytes = 64 << 10
 
-	// NoticesMaxDocuments bounds the notices collection in documents:
-	// at one notice per slot and per prompt flush of each writer, the
-	// collection holds minutes of them, and a reader that opens a cursor
-	// skips to the newest.
-	NoticesMaxDocuments = 512
+	// NoticesMaxDocuments bounds the notices collection in documents. A
+	// reader takes each notice as it comes and, when it opens a cursor,
+	// skips to the newest, so it needs few; and the embedded server
+	// answers a waiting getMore by querying the whole collection every
+	// 10 ms, so each one kept costs every tailing reader's server time.
+	// At rest (a notice per slot per controller) 64 last minutes.
+	NoticesMaxDocuments = 64
 
 	// FieldPrompt marks a notice of a flush that carried a prompt change.
 	FieldPrompt = "prompt"
