@@ -19,9 +19,9 @@ type notifier struct {
 	slot   int64
 	// prompt is set while a prompt flush's notice is still to append.
 	prompt bool
-	// ensured is set once the capped collection is known to exist;
-	// failing while appends fail, so that a failure is logged once.
-	ensured, failing bool
+	// failing is set while appends fail, so that a failure is logged
+	// once.
+	failing bool
 }
 
 // notify appends one notice after a flush that succeeded, if the flush
@@ -57,23 +57,18 @@ func (b *PingBatcher) notify(prompt bool) {
 	n.writer, n.slot, n.prompt, n.failing = writer, slot, false, false
 }
 
-// appendNotice creates the notices collection if it is missing and
-// appends doc, within a flush's deadline.
+// appendNotice appends doc, within a flush's deadline, creating the
+// notices collection first: every time, since an insert into a collection
+// that was dropped would make an uncapped one, which readers cannot tail
+// and nothing bounds. The creation of a collection that exists fails at
+// once.
 func (b *PingBatcher) appendNotice(doc schema.NoticeDoc) error {
 	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
 	defer cancel()
-	if !b.notifier.ensured {
-		if err := schema.EnsureNotices(ctx, b.config.Base); err != nil {
-			return errors.Trace(err)
-		}
-		b.notifier.ensured = true
+	if err := schema.EnsureNotices(ctx, b.config.Base); err != nil {
+		return errors.Trace(err)
 	}
 	_, err := schema.Notices(b.config.Base).InsertOne(ctx, doc)
-	if err != nil {
-		// The collection may have been dropped: create it again next
-		// time.
-		b.notifier.ensured = false
-	}
 	return errors.Annotate(err, "cannot append a notice")
 }
 
