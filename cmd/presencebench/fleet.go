@@ -63,22 +63,23 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 	var err error
 	// As ControllerManifolds wires them: a prompt flush wakes the reader.
 	wake := make(chan struct{}, 1)
+	self := &pingbatcher.Self{}
 	f.b, err = pingbatcher.New(pingbatcher.Config{
 		Base: writerBase, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock, Logger: logger.orNil(),
-		OnFlush: pingbatcher.WakeOnPrompt(wake, func(fs pingbatcher.FlushStats) {
+		OnFlush: pingbatcher.WakeOnPrompt(wake, self.OnFlush(func(fs pingbatcher.FlushStats) {
 			if fs.Documents > 0 || fs.Err != nil {
 				f.flushes.add(fs.Took)
 				if fs.Took > s.flush {
 					f.slow.Add(1)
 				}
 			}
-		}),
+		})),
 	})
 	if err != nil {
 		return nil, err
 	}
 	f.r, err = presencereader.New(presencereader.Config{
-		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(), Wake: wake,
+		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(), Wake: wake, Self: self.Writer,
 		OnLoad: func(l presencereader.LoadStats) {
 			if l.Err == nil {
 				f.loads.add(l.Took)
