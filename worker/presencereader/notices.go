@@ -9,6 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/presencekit/presence/internal/schema"
 )
@@ -67,6 +68,14 @@ func (r *Reader) tailNotices(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := r.tailOnce(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if clientGone(err) {
+			// The reader's client was disconnected: the reader is
+			// being stopped with it, and polls meanwhile.
+			r.push.mu.Lock()
+			r.push.working = false
+			r.push.mu.Unlock()
 			return
 		}
 		r.pushBroke(err)
@@ -278,4 +287,10 @@ func (r *Reader) recordPush() {
 	if lastErr != "" {
 		r.stats["push-last-break"] = lastErr
 	}
+}
+
+// clientGone reports whether err says that the reader's client was
+// disconnected, for good.
+func clientGone(err error) bool {
+	return errors.Is(err, mongo.ErrClientDisconnected) || errors.Is(err, topology.ErrServerClosed) || errors.Is(err, topology.ErrTopologyClosed)
 }
