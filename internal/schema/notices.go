@@ -15,6 +15,7 @@ import (
 // where the deployment is a replica set): the reader loads when a notice
 // comes instead of polling, and still polls while it cannot tail. A
 // notice says only who wrote and why; the reader loads what was written.
+// Batchers create the collection; readers never write.
 
 const (
 	// NoticesMaxBytes bounds the notices collection in bytes.
@@ -33,8 +34,7 @@ const (
 )
 
 // NoticeDoc is one notice: Writer flushed its slot Slot, with a prompt
-// change if Prompt is set. A notice with no Writer is a marker a reader
-// wrote so that an empty collection can be tailed; readers skip it.
+// change if Prompt is set.
 type NoticeDoc struct {
 	Writer string `bson:"writer"`
 	Slot   int64  `bson:"slot"`

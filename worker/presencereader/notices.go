@@ -40,12 +40,19 @@ const noticeAwait = 2 * time.Second
 // to open a cursor again.
 const pushRetry = time.Second
 
+// errNoNotices says that the notices collection is missing or empty: no
+// batcher has appended one yet (the reader writes nothing, so it waits
+// for one).
+const errNoNotices = errors.ConstError("no notices yet")
+
 // pushState is the state of the push path, shared by the goroutine that
 // tails the notices and the loop. Its methods are safe for concurrent use.
 type pushState struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// working is set while a cursor is open; broken from a break (or a
+	// failure to open one) until a cursor opens again.
 	working  bool
-	tried    bool
+	broken   bool
 	breaks   int
 	notices  int
 	lastErr  string
@@ -70,15 +77,17 @@ func (r *Reader) tailNotices(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if clientGone(err) {
+		switch {
+		case clientGone(err):
 			// The reader's client was disconnected: the reader is
 			// being stopped with it, and polls meanwhile.
-			r.push.mu.Lock()
-			r.push.working = false
-			r.push.mu.Unlock()
+			r.pushWaits()
 			return
+		case errors.Is(err, errNoNotices):
+			r.pushWaits()
+		default:
+			r.pushBroke(err)
 		}
-		r.pushBroke(err)
 		select {
 		case <-ctx.Done():
 			return
@@ -111,12 +120,8 @@ func (r *Reader) tailOnce(ctx context.Context) error {
 		r.push.mu.Lock()
 		r.push.notices++
 		r.push.mu.Unlock()
-		if r.ownNotice(*next) {
-			continue
-		}
-		select {
-		case r.wakes <- struct{}{}:
-		default:
+		if !r.ownNotice(*next) {
+			r.wakeLoop()
 		}
 	}
 }
@@ -143,38 +148,29 @@ func (r *Reader) nextNotice(ctx context.Context, cur *mongo.Cursor) (*schema.Not
 	return &doc, nil
 }
 
-// ownNotice reports whether doc needs no load: a reader's marker, or a
-// prompt flush of this process's own batcher, which Config.Wake brought.
+// ownNotice reports whether doc needs no load: a prompt flush of this
+// process's own batcher, which Config.Wake brought.
 func (r *Reader) ownNotice(doc schema.NoticeDoc) bool {
-	if doc.Writer == "" {
-		return true
-	}
 	return doc.Prompt && r.config.Self != nil && doc.Writer == r.config.Self()
 }
 
-// openNotices creates the notices collection if it is missing and opens a
-// tailable, awaitData cursor on it from its newest notice, which it
-// takes: the load that follows brings what that and every older notice
-// announced. The cursor's batches are of one notice: the embedded server
-// closes a tailable cursor whose first batch is shorter than its batch
-// size. An empty collection gets a marker notice, so that the first batch
-// is never empty.
+// openNotices opens a tailable, awaitData cursor on the notices from
+// their newest, which it takes: the load that follows brings what that
+// and every older notice announced. The cursor's batches are of one
+// notice: the embedded server closes a tailable cursor whose first batch
+// is shorter than its batch size, which is why it starts at the newest
+// notice, and why it fails with errNoNotices while there is none (the
+// batchers create the collection; the reader writes nothing).
 func (r *Reader) openNotices(ctx context.Context) (*mongo.Cursor, error) {
 	callCtx, cancel := context.WithTimeout(ctx, max(r.config.SyncInterval, minReadTimeout))
 	defer cancel()
-	if err := schema.EnsureNotices(callCtx, r.config.Base); err != nil {
-		return nil, errors.Trace(err)
-	}
 	notices := schema.Notices(r.config.Base)
 	n, err := notices.CountDocuments(callCtx, bson.D{})
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot count notices")
 	}
 	if n == 0 {
-		if _, err := notices.InsertOne(callCtx, schema.NoticeDoc{}); err != nil {
-			return nil, errors.Annotate(err, "cannot mark the notices collection")
-		}
-		n = 1
+		return nil, errNoNotices
 	}
 	cur, err := notices.Find(ctx, bson.D{}, options.Find().
 		SetCursorType(options.TailableAwait).SetBatchSize(1).SetSkip(n-1).SetMaxAwaitTime(noticeAwait))
@@ -197,26 +193,23 @@ func (r *Reader) openNotices(ctx context.Context) (*mongo.Cursor, error) {
 // reads only when it must from then on.
 func (r *Reader) pushWorks() {
 	r.push.mu.Lock()
-	broken := r.push.tried && !r.push.working
-	r.push.working, r.push.tried = true, true
+	broken := r.push.broken
+	r.push.working, r.push.broken = true, false
 	r.push.mu.Unlock()
 	if broken && r.config.Logger != nil {
 		r.config.Logger.Debugf("%s: tailing notices again; reading when a writer says so", r)
 	}
-	select {
-	case r.wakes <- struct{}{}:
-	default:
-	}
+	r.wakeLoop()
 }
 
 // pushBroke records that the cursor broke, or could not open, with err:
-// a break of a working cursor, or the first failure to open one, is
-// counted and logged once; failed reopenings are not. The loop is woken
-// so that it polls from now on.
+// the first failure since a cursor worked (or since the reader started)
+// is counted and logged once; failed reopenings are not. The loop is
+// woken so that it polls from now on.
 func (r *Reader) pushBroke(err error) {
 	r.push.mu.Lock()
-	counted := r.push.working || !r.push.tried
-	r.push.working, r.push.tried = false, true
+	counted := !r.push.broken
+	r.push.working, r.push.broken = false, true
 	if counted {
 		r.push.breaks++
 		r.push.lastErr = err.Error()
@@ -225,6 +218,24 @@ func (r *Reader) pushBroke(err error) {
 	if counted {
 		r.logf("%s: no push: %v; polling every %v until the notices can be tailed again", r, err, r.config.SyncInterval)
 	}
+	r.wakeLoop()
+}
+
+// pushWaits records that no cursor is open, for no fault of the push
+// path (no notice yet, or the client gone): it is neither counted nor
+// logged, and the reader polls meanwhile.
+func (r *Reader) pushWaits() {
+	r.push.mu.Lock()
+	was := r.push.working
+	r.push.working = false
+	r.push.mu.Unlock()
+	if was {
+		r.wakeLoop()
+	}
+}
+
+// wakeLoop makes the loop load now, without blocking.
+func (r *Reader) wakeLoop() {
 	select {
 	case r.wakes <- struct{}{}:
 	default:
@@ -232,12 +243,15 @@ func (r *Reader) pushBroke(err error) {
 }
 
 // retryPush asks the goroutine that tails the notices to try again once
-// the push path has been broken for pushRetry of the observed time now.
+// no cursor has been open for pushRetry of the observed time now.
 // It must only be called from the loop goroutine.
 func (r *Reader) retryPush(now time.Time) {
+	if r.config.NoPush {
+		return
+	}
 	r.push.mu.Lock()
 	defer r.push.mu.Unlock()
-	if r.push.working || !r.push.tried {
+	if r.push.working {
 		r.push.brokenAt = time.Time{}
 		return
 	}

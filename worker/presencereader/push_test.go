@@ -147,6 +147,9 @@ func (s *pushSuite) TestAnotherControllerHearsAKeyUpAndADisconnectByPush(c *gc.C
 	defer a.stop(c)
 	b := s.newController(c, uri, pushPeriod, false)
 	defer b.stop(c)
+	// The first notice creates the collection that b then tails.
+	first := a.start(c, "first", pushPeriod)
+	defer func() { _ = first.Stop() }()
 	b.waitPush(c, 0)
 	// Wait for b's first loads after its cursor opened, so that the
 	// next read it makes on its own is a rest interval away.
@@ -160,7 +163,7 @@ func (s *pushSuite) TestAnotherControllerHearsAKeyUpAndADisconnectByPush(c *gc.C
 	c.Assert(p.Disconnect(), gc.IsNil)
 	down := heard(c, b.w, "machine-0", false, disconnected, pushWait)
 	reads := countFinds(proxy) - before
-	c.Logf("another pushController heard the key up in %v, its Disconnect in %v, with %d reads", up, down, reads)
+	c.Logf("another controller heard the key up in %v, its Disconnect in %v, with %d reads", up, down, reads)
 	// A few reads for a few notices (a new key costs its beings and
 	// its first slot), never a poll's 10 a second.
 	c.Assert(reads <= 8, gc.Equals, true, gc.Commentf("%d reads", reads))
@@ -239,6 +242,8 @@ func (s *pushSuite) TestEachBreakOfTheCursorIsCountedAndRecoveredFrom(c *gc.C) {
 	defer a.stop(c)
 	b := s.newController(c, s.Server.URI(), pushPeriod, false)
 	defer b.stop(c)
+	first := a.start(c, "first", pushPeriod)
+	defer func() { _ = first.Stop() }()
 	b.waitPush(c, 0)
 	breaks := 0
 	for i, bc := range cases {
@@ -246,7 +251,11 @@ func (s *pushSuite) TestEachBreakOfTheCursorIsCountedAndRecoveredFrom(c *gc.C) {
 		if bc.counted {
 			breaks++
 		}
+		// The reader writes nothing: a dropped collection comes back
+		// with the next notice a batcher appends.
+		wake := a.start(c, fmt.Sprintf("wake-%d", i), pushPeriod)
 		b.waitPush(c, breaks)
+		c.Assert(wake.Stop(), gc.IsNil)
 		// A key that comes up after the recovery is heard by push.
 		key := fmt.Sprintf("machine-%d", i)
 		p := a.start(c, key, pushPeriod)
