@@ -223,15 +223,12 @@ func (r *Reader) pushBroke(err error) {
 
 // pushWaits records that no cursor is open, for no fault of the push
 // path (no notice yet, or the client gone): it is neither counted nor
-// logged, and the reader polls meanwhile.
+// logged, and the reader polls from its next read on. It does not wake
+// the loop: a load on a client that is gone would only fail.
 func (r *Reader) pushWaits() {
 	r.push.mu.Lock()
-	was := r.push.working
+	defer r.push.mu.Unlock()
 	r.push.working = false
-	r.push.mu.Unlock()
-	if was {
-		r.wakeLoop()
-	}
 }
 
 // wakeLoop makes the loop load now, without blocking.
