@@ -197,21 +197,13 @@ func (a *PresenceAgent) WaitAgentPresence(timeout time.Duration) error {
 	}
 }
 
-// RemovePresenceForModel checks its arguments and removes nothing.
+// RemovePresenceForModel removes model's presence under base, as
+// RemoveModelFrom does, but not its leases, for callers written for
+// per-model storage. It fails with a NotValid error for a nil base or a
+// bad model.
 //
-// Presence is stored per controller, not per model: a model's keys live in
-// the documents of the ping batchers that served it, beside other models'
-// keys. Once the model's pingers stop, their batchers release its indexes
-// and retire their writers when most indexes are released; the pruner then
-// removes the retired writers' documents. So a destroyed model's presence
-// goes by itself within a few prune intervals, and there is nothing of its
-// own to delete.
-//
-// Deprecated: nothing needs removing; it is kept for callers written for
-// per-model storage.
+// Deprecated: use RemoveModel or RemoveModelFrom, which remove the
+// model's leases too.
 func RemovePresenceForModel(ctx context.Context, base *mongo.Collection, model names.ModelTag) error {
-	if base == nil {
-		return errors.NotValidf("nil base collection")
-	}
-	return errors.Trace(schema.ValidateModel(model))
+	return errors.Trace(removePresence(ctx, base, model))
 }

@@ -165,6 +165,22 @@ type ModelHostConfig struct {
 	// Logger is optional; nil means silent. It logs the host's model
 	// changes and, through ModelEngineConfig, the nested engines.
 	Logger Logger
+
+	// PurgeRemoved, if set, removes a model's presence and leases (see
+	// RemoveModelFrom) once its engine has stopped because Models no
+	// longer names it; never when the host itself stops. Set it only
+	// where a model leaves the source because it was destroyed, and
+	// leaves every controller's source: a controller still running its
+	// engine would claim its leases again, their fences starting from
+	// zero. A failed purge is logged and tried again every 30 seconds on
+	// the host's clock while the host runs. False (the zero value) means
+	// a removed model's data stays until RemoveModel is called.
+	PurgeRemoved bool
+
+	// Collection and LeaseCollection name the collections PurgeRemoved
+	// purges: the controller set's Collection and LeaseCollection.
+	// Empty means "presence" and "leases".
+	Collection, LeaseCollection string
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -289,6 +305,12 @@ type modelHost struct {
 	held     holds
 	stopped  chan engineStopped
 
+	// unpurged are the removed models whose purge failed, and retry
+	// fires when they are tried again (nil when none is); only the loop
+	// uses them (see purge).
+	unpurged map[names.ModelTag]bool
+	retry    <-chan time.Time
+
 	// mu guards engines, which the loop writes and Report reads.
 	mu      sync.Mutex
 	engines map[names.ModelTag]*dependency.Engine
@@ -306,12 +328,13 @@ func newModelHost(config ModelHostConfig, outputs ControllerOutputs, source Mode
 		return nil, errors.Trace(err)
 	}
 	h := &modelHost{
-		config:  config,
-		outputs: outputs,
-		source:  source,
-		held:    held,
-		stopped: make(chan engineStopped),
-		engines: make(map[names.ModelTag]*dependency.Engine),
+		config:   config,
+		outputs:  outputs,
+		source:   source,
+		held:     held,
+		stopped:  make(chan engineStopped),
+		engines:  make(map[names.ModelTag]*dependency.Engine),
+		unpurged: make(map[names.ModelTag]bool),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "model host",
@@ -373,6 +396,9 @@ func (h *modelHost) loop() error {
 			if h.engines[s.model] == s.engine {
 				return errors.Annotatef(s.err, "engine of model %s stopped", s.model.Id())
 			}
+		case <-h.retry:
+			h.retry = nil
+			h.purge(nil)
 		}
 	}
 }
@@ -387,8 +413,9 @@ func (h *modelHost) running() []names.ModelTag {
 	return models
 }
 
-// update stops the engines of models no longer wanted and starts those of
-// new ones. It must only be called from the loop goroutine.
+// update stops the engines of models no longer wanted, purging them if
+// PurgeRemoved is set, and starts those of new ones. It must only be
+// called from the loop goroutine.
 func (h *modelHost) update(models []names.ModelTag) error {
 	want := make(map[names.ModelTag]bool, len(models))
 	for _, model := range models {
@@ -405,6 +432,7 @@ func (h *modelHost) update(models []names.ModelTag) error {
 		}
 	}
 	h.stopEngines(gone)
+	h.purge(gone)
 	for model := range want {
 		if h.engines[model] != nil {
 			continue

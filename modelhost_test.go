@@ -26,6 +26,8 @@ import (
 // on the embedded server.
 type modelHostSuite struct {
 	agenttest.MongoSuite
+	// purge is the hosts' PurgeRemoved.
+	purge bool
 }
 
 var _ = gc.Suite(&modelHostSuite{})
@@ -56,6 +58,7 @@ func (s *modelHostSuite) hostEngine(c *gc.C, logger *agenttest.Logger, models pr
 	manifolds["models"] = presence.ModelHostManifold(presence.ModelHostConfig{
 		DatabaseName: "database",
 		Models:       models,
+		PurgeRemoved: s.purge,
 		Logger:       logger,
 		EngineConfig: func(names.ModelTag) dependency.EngineConfig { return agenttest.EngineConfig(logger) },
 		Model: func(model names.ModelTag) presence.ModelManifoldsConfig {
@@ -111,6 +114,14 @@ func waitUp(c *gc.C, ups <-chan up, n int) map[names.ModelTag]watcher.PresenceWa
 	return got
 }
 
+// waitStopped waits for a removed model's watcher w to stop.
+func waitStopped(c *gc.C, w watcher.PresenceWatcher) {
+	agenttest.WaitFor(c, agenttest.LongWait, "the removed model's watcher stopped", func() bool {
+		_, err := w.Alive("machine-1")
+		return errors.Is(err, watcher.ErrStopped)
+	})
+}
+
 func errorsIn(entries []string) []string {
 	var errs []string
 	for _, e := range entries {
@@ -142,29 +153,18 @@ func (s *modelHostSuite) TestTheHostRunsAnEngineForEachModelAndFollowsTheSource(
 	models.Add(hostedModel(3))
 	c.Assert(waitUp(c, ups, 1), gc.HasLen, 1)
 	models.Remove(hostedModel(1))
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
-		_, err := first[hostedModel(1)].Alive("machine-1")
-		if errors.Is(err, watcher.ErrStopped) {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("model 1's watcher still runs"))
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitStopped(c, first[hostedModel(1)])
 	alive, err := first[hostedModel(2)].Alive("machine-2")
 	c.Assert(err, gc.IsNil)
 	c.Assert(alive, gc.Equals, true)
 
 	// The host reports each running model's engine.
 	var report map[string]any
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
+	agenttest.WaitFor(c, agenttest.LongWait, "two models reported", func() bool {
 		manifolds := engine.Report()[dependency.KeyManifolds].(map[string]any)
 		report, _ = manifolds["models"].(map[string]any)[dependency.KeyReport].(map[string]any)
-		if len(report["models"].(map[string]any)) == 2 {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("report: %v", report))
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(report["models"].(map[string]any)) == 2
+	})
 	reported := report["models"].(map[string]any)
 	c.Assert(reported[hostedModel(2).Id()], gc.NotNil)
 	c.Assert(reported[hostedModel(3).Id()], gc.NotNil)
@@ -201,10 +201,9 @@ func (s *modelHostSuite) TestACleanStopLogsNoError(c *gc.C) {
 		engine := s.hostEngine(c, logger, models, ups, failOnce)
 		waitUp(c, ups, 3)
 		<-failed
-		for deadline := time.Now().Add(agenttest.LongWait); len(errorsIn(logger.Entries())) == 0; {
-			c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("the deliberate failure was not logged"))
-			time.Sleep(10 * time.Millisecond)
-		}
+		agenttest.WaitFor(c, agenttest.LongWait, "the deliberate failure logged", func() bool {
+			return len(errorsIn(logger.Entries())) > 0
+		})
 		before := len(logger.Entries())
 		c.Assert(errorsIn(logger.Entries()), gc.HasLen, 1)
 		c.Assert(errorsIn(logger.Entries())[0], gc.Matches, `.*"fails-once" manifold worker returned unexpected error: deliberate failure`)
@@ -225,13 +224,9 @@ func (s *modelHostSuite) TestAModelSourceThatClosesStopsTheHost(c *gc.C) {
 	logger := &agenttest.Logger{}
 	engine := s.hostEngine(c, logger, closed, make(chan up), nil)
 	defer workertest.CleanKill(agenttest.C(c), engine)
-	for deadline := time.Now().Add(agenttest.LongWait); ; {
-		if strings.Contains(strings.Join(errorsIn(logger.Entries()), "\n"), presence.ErrModelSourceClosed.Error()) {
-			break
-		}
-		c.Assert(time.Now().Before(deadline), gc.Equals, true, gc.Commentf("no error for the closed source"))
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, agenttest.LongWait, "an error for the closed source", func() bool {
+		return strings.Contains(strings.Join(errorsIn(logger.Entries()), "\n"), presence.ErrModelSourceClosed.Error())
+	})
 }
 
 type modelHostConfigSuite struct{}

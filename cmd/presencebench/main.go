@@ -45,10 +45,16 @@ type options struct {
 	logs  bool
 	// shapes, if set, are the scale section's shapes instead of its own.
 	shapes []shape
+	// duration is how long the soak section runs.
+	duration time.Duration
 }
 
 // sections, in the order they run.
-var allSections = []string{"writes", "controller", "scale", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases"}
+var allSections = []string{"writes", "controller", "scale", "latency", "stalls", "overload", "watcher", "subscribers", "recorder", "leases", "soak"}
+
+// defaultSections are those that run without --only: the soak runs for
+// --duration, so it runs only when asked for.
+var defaultSections = allSections[:len(allSections)-1]
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -61,7 +67,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&sizes, "sizes", "1000,10000,100000", "pinger counts for the writes section")
 	fs.IntVar(&o.events, "events", 200, "events per latency measurement")
 	fs.StringVar(&shapes, "shapes", "", "the scale section's shapes, as MODELSxAGENTS,... (default 1x10000,1000x10,1000x100)")
-	fs.StringVar(&only, "only", strings.Join(allSections, ","), "sections to run")
+	fs.StringVar(&only, "only", strings.Join(defaultSections, ","), "sections to run (also: soak)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the soak section runs")
 	fs.StringVar(&o.fault, "fault", "", "run only the stalls whose names contain this")
 	fs.BoolVar(&o.logs, "logs", false, "print the workers' logs of the stalls and overload sections to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +91,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.events < 1 {
 		return o, fmt.Errorf("--events must be positive")
 	}
+	if o.duration <= 0 {
+		return o, fmt.Errorf("--duration must be positive")
+	}
 	o.sections = make(map[string]bool)
 	for _, s := range strings.Split(only, ",") {
 		s = strings.TrimSpace(s)
@@ -99,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.quick && !set["events"] {
 		o.events = 20
+	}
+	if o.quick && !set["duration"] {
+		o.duration = 30 * time.Second
 	}
 	return o, nil
 }
@@ -160,6 +173,7 @@ func bench(ctx context.Context, o options, stdout, progress io.Writer) error {
 		{"subscribers", benchSubscribers},
 		{"recorder", benchRecorder},
 		{"leases", benchLeases},
+		{"soak", benchSoak},
 	}
 	for _, step := range steps {
 		if !o.sections[step.name] {

@@ -59,20 +59,41 @@ func (c deploymentConfig) Validate() error {
 
 // deployment follows a real deployment without writing to it: a
 // presence reader over its collections (one query per sync, whatever the
-// number of models), a view per model followed, and the models found by
-// reading the writers' beings documents every Refresh. It is a source for
-// watch streams, and a worker.
+// number of models), a view per model followed, and, every Refresh, the
+// models found by reading the writers' documents and what a status says
+// of the documents. It is a source for watch streams, and a worker.
 type deployment struct {
 	config   deploymentConfig
 	catacomb catacomb.Catacomb
 	reader   *presencereader.Reader
 	dying    chan struct{}
 	searched chan struct{} // closed once the first refresh is done
+	loaded   chan struct{} // receives after the reader's loads
+
+	// counting makes recounts take turns.
+	counting sync.Mutex
 
 	mu     sync.Mutex
 	found  []string
-	views  map[string]*presencereader.View
-	closed bool
+	latest reading
+	// keys are each found model's keys as the latest recount took them
+	// from its view, or keysErr why it could not.
+	keys    map[string]modelKeys
+	keysErr error
+	views   map[string]*presencereader.View
+	closed  bool
+}
+
+// reading is what one refresh read of a deployment's documents for its
+// status.
+type reading struct {
+	// at is when the refresh began.
+	at time.Time
+	// status holds all but the models' keys; it is zero if err is not
+	// nil.
+	status deploymentStatus
+	// err is why the refresh failed, or nil.
+	err error
 }
 
 // newDeployment starts a deployment. Its reader's first load happens at
@@ -81,19 +102,28 @@ func newDeployment(config deploymentConfig) (*deployment, error) {
 	if err := config.Validate(); err != nil {
 		return nil, errors.Trace(err)
 	}
+	loaded := make(chan struct{}, 1)
 	reader, err := presencereader.New(presencereader.Config{
 		Base:         config.DB.Collection(config.Collection),
 		Clock:        config.Clock,
 		Logger:       config.Logger,
 		Period:       config.Period,
 		SyncInterval: config.SyncInterval,
-		OnLoad:       config.OnLoad,
+		OnLoad: func(stats presencereader.LoadStats) {
+			if config.OnLoad != nil {
+				config.OnLoad(stats)
+			}
+			select {
+			case loaded <- struct{}{}:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot start the presence reader")
 	}
 	d := &deployment{
-		config: config, reader: reader, dying: make(chan struct{}), searched: make(chan struct{}),
+		config: config, reader: reader, dying: make(chan struct{}), searched: make(chan struct{}), loaded: loaded,
 		views: make(map[string]*presencereader.View),
 	}
 	if config.Model != "" {
@@ -126,8 +156,11 @@ func (d *deployment) loop() error {
 		select {
 		case <-d.catacomb.Dying():
 			return d.catacomb.ErrDying()
+		case <-d.loaded:
+			d.recount()
 		case <-timer.Chan():
 			d.refresh()
+			d.recount()
 			select {
 			case <-d.searched:
 			default:
@@ -138,29 +171,59 @@ func (d *deployment) loop() error {
 	}
 }
 
-// refresh searches for models and reads the leases. A failed read is
-// logged and tried again next time. It must only be called from the loop
-// goroutine.
+// refresh searches for models and reads what the status says of the
+// documents (the writers' latest writes, the leases, the skipped
+// documents and the document counts), which status answers until the
+// next refresh. A failed read is logged and tried again next time. It
+// must only be called from the loop goroutine.
 func (d *deployment) refresh() {
 	ctx, cancel := catacomb.Call(&d.catacomb, max(d.config.Refresh, 2*time.Second))
 	defer cancel()
-	if d.config.Model == "" {
-		scan, err := scanPresence(ctx, d.config.DB.Collection(d.config.Collection))
-		if err != nil {
-			d.logf("cannot search for models: %v", err)
-			return
-		}
-		d.mu.Lock()
-		d.found = scan.models
-		d.mu.Unlock()
+	now := d.config.Clock.Now()
+	st, err := d.readDocuments(ctx, now)
+	d.mu.Lock()
+	d.latest = reading{at: now, status: st, err: err}
+	d.mu.Unlock()
+	if err != nil {
+		d.logf("%v", err)
+		return
 	}
 	if d.config.OnLeases != nil {
-		leases, err := leasesOf(ctx, d.config.DB.Collection(d.config.Leases), d.config.Model, d.config.Clock.Now())
-		if err != nil {
-			d.logf("lease store: %v", err)
-			return
+		d.config.OnLeases(st.Leases)
+	}
+}
+
+// readDocuments reads every presence document, keeps the models they
+// name (unless the deployment follows one model), and returns what the
+// status says of the documents, judged at now. It must only be called
+// from the loop goroutine.
+func (d *deployment) readDocuments(ctx context.Context, now time.Time) (deploymentStatus, error) {
+	scan, err := scanPresence(ctx, d.config.DB.Collection(d.config.Collection))
+	if err != nil {
+		return deploymentStatus{}, errors.Annotate(err, "cannot search for models")
+	}
+	d.forget(scan.modelsOf(d.config.Model), scan.removed)
+	st, err := documentsStatus(ctx, d.config.DB, d.config.Leases, d.config.Model, scan, d.config.Period, now)
+	return st, errors.Trace(err)
+}
+
+// forget records the models found, and closes the views of the models
+// removed, so that the deployment holds nothing of a model that has
+// gone (a watch of it ends). It must only be called from the loop
+// goroutine.
+func (d *deployment) forget(found []string, removed map[string]bool) {
+	var gone []*presencereader.View
+	d.mu.Lock()
+	d.found = found
+	for m, v := range d.views {
+		if removed[m] {
+			gone = append(gone, v)
+			delete(d.views, m)
 		}
-		d.config.OnLeases(leases)
+	}
+	d.mu.Unlock()
+	for _, v := range gone {
+		v.Close()
 	}
 }
 
@@ -260,9 +323,57 @@ func (d *deployment) counts(model string) (modelKeys, error) {
 	return modelKeys{Model: model, Alive: alive, Dead: total - alive, Total: total}, nil
 }
 
+// recount takes each found model's keys from its view, as the reader's
+// latest load found them, for status to answer with: the loop recounts
+// after every load and refresh, so that status never waits for the
+// reader. It is safe for concurrent use; recounts take turns, so that an
+// earlier one never overwrites a later one's counts.
+func (d *deployment) recount() {
+	d.counting.Lock()
+	defer d.counting.Unlock()
+	models := d.models()
+	keys := make(map[string]modelKeys, len(models))
+	var err error
+	for _, model := range models {
+		if keys[model], err = d.counts(model); err != nil {
+			break
+		}
+	}
+	d.mu.Lock()
+	d.keys, d.keysErr = keys, err
+	d.mu.Unlock()
+}
+
+// status returns the deployment's status: what the latest refresh read
+// of the documents, and the time it read them, with each model's keys as
+// the latest recount took them. It waits for nothing (neither the
+// database nor the reader), so it answers at once whatever the load; it
+// returns the error of the latest refresh or recount if it failed.
+func (d *deployment) status() (deploymentStatus, time.Time, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	latest := d.latest
+	switch {
+	case latest.err != nil:
+		return deploymentStatus{}, latest.at, errors.Trace(latest.err)
+	case d.keysErr != nil:
+		return deploymentStatus{}, latest.at, errors.Trace(d.keysErr)
+	}
+	st := latest.status
+	st.Models = make([]modelKeys, 0, len(d.found))
+	for _, model := range d.found {
+		// A model found since the latest recount is left out until
+		// the next, moments later, rather than shown with no keys.
+		if counts, ok := d.keys[model]; ok {
+			st.Models = append(st.Models, counts)
+		}
+	}
+	return st, latest.at, nil
+}
+
 // ready waits for the reader's first load and the first search for
-// models, and returns the load's error: a failed search is logged and
-// tried again every Refresh.
+// models, and counts their keys; it returns the load's error: a failed
+// search is logged and tried again every Refresh.
 func (d *deployment) ready(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- d.reader.Refresh() }()
@@ -276,6 +387,7 @@ func (d *deployment) ready(ctx context.Context) error {
 	}
 	select {
 	case <-d.searched:
+		d.recount()
 		return nil
 	case <-d.catacomb.Dying():
 		return errors.Trace(d.catacomb.ErrDying())

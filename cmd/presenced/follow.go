@@ -53,7 +53,7 @@ func parseFollow(name string, args []string, stderr io.Writer) (followOptions, e
 	fs := newCommandFlags("presenced "+name, usage, stderr)
 	deploymentFlags(fs, &o.queryOptions, &model)
 	fs.durationIn(&o.sync, "sync", time.Second, rangeSync, "time between reads of the presence documents")
-	fs.durationIn(&o.refresh, "refresh", 10*time.Second, rangeRefresh, "time between searches for new models (and lease reads)")
+	fs.durationIn(&o.refresh, "refresh", 10*time.Second, rangeRefresh, "time between searches for new models (and reads of the leases and of what /status says of the documents)")
 	if name == "serve" {
 		fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address for /status, /watch, /metrics and /healthz")
 		streamFlags(fs, &o.streams)
@@ -118,14 +118,14 @@ func dial(ctx context.Context, uri string, timeout time.Duration, opts ...*mongo
 
 // followDeployment connects to o's deployment and starts following it, read-only;
 // the returned function stops it all.
-func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *lineLogger) (*deployment, *mongo.Database, func(), error) {
+func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *lineLogger) (*deployment, func(), error) {
 	var opts []*mongooptions.ClientOptions
 	if m != nil {
 		opts = append(opts, m.monitor())
 	}
 	client, err := dial(ctx, o.mongoURI, o.timeout, opts...)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	disconnect := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -136,7 +136,7 @@ func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *
 	period, err := followPeriod(ctx, db, o, logger)
 	if err != nil {
 		disconnect()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	config := deploymentConfig{
 		DB: db, Collection: o.collection, Leases: o.leases, Model: o.model.Id(),
@@ -149,7 +149,7 @@ func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *
 	d, err := newDeployment(config)
 	if err != nil {
 		disconnect()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	stop := func() {
 		d.Kill()
@@ -160,9 +160,9 @@ func followDeployment(ctx context.Context, o followOptions, m *metrics, logger *
 	defer cancel()
 	if err := d.ready(readyCtx); err != nil {
 		stop()
-		return nil, nil, nil, jujuerrors.New(redact(err.Error(), o.mongoURI))
+		return nil, nil, jujuerrors.New(redact(err.Error(), o.mongoURI))
 	}
-	return d, db, stop, nil
+	return d, stop, nil
 }
 
 // followPeriod returns the Period to follow o's deployment with: its ping
@@ -197,7 +197,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return flagError(err, stderr)
 	}
-	d, _, stop, err := followDeployment(ctx, o, nil, newLineLogger(stderr, clock.WallClock))
+	d, stop, err := followDeployment(ctx, o, nil, newLineLogger(stderr, clock.WallClock))
 	if err != nil {
 		fmt.Fprintln(stderr, "presenced watch:", err)
 		return followFailure(err)
@@ -227,10 +227,15 @@ func followFailure(err error) int {
 
 // serveStatusDoc is what serve's /status answers: the deployment's
 // status, as `presenced status --json` prints it, and the server's own.
+// The models' keys are as the reader's latest load found them; the rest
+// of the deployment's status is as the documents were at Read (they are
+// read every --refresh, not per request, so that /status answers at once
+// whatever the load).
 type serveStatusDoc struct {
 	Time          string `json:"time"`    // RFC 3339
 	Started       string `json:"started"` // RFC 3339
 	UptimeSeconds int64  `json:"uptime_seconds"`
+	Read          string `json:"read"` // RFC 3339, with fractions of a second
 	deploymentStatus
 }
 
@@ -246,7 +251,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	started := clk.Now()
 	m := newMetrics(0, false, clk)
 	logger := newLineLogger(stderr, clk)
-	d, db, stop, err := followDeployment(ctx, o, m, logger)
+	d, stop, err := followDeployment(ctx, o, m, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, "presenced serve:", err)
 		return followFailure(err)
@@ -260,7 +265,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", noQuery(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := clk.Now()
-		st, err := serveStatus(r.Context(), db, o, d, now)
+		st, read, err := d.status()
 		if err != nil {
 			jsonError(w, http.StatusServiceUnavailable, jujuerrors.New(redact(err.Error(), o.mongoURI)))
 			return
@@ -270,15 +275,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(serveStatusDoc{
 			Time: now.UTC().Format(time.RFC3339), Started: started.UTC().Format(time.RFC3339),
-			UptimeSeconds: int64(now.Sub(started) / time.Second), deploymentStatus: st,
+			UptimeSeconds: int64(now.Sub(started) / time.Second), Read: read.UTC().Format(time.RFC3339Nano), deploymentStatus: st,
 		})
 	})))
 	mux.HandleFunc("GET /watch", watchHandler(d, clk, o.streams, newStreamGate(o.streams.maxStreams)))
 	mux.Handle("GET /metrics", noQuery(promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", noQuery(healthz(m, clk, o.sync)))
-	srv := newHTTPServer(mux, logger)
+	srv, limited := newHTTPServer(mux, logger, listener, o.streams)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(listener) }()
+	go func() { served <- srv.Serve(limited) }()
 	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(stdout, "presenced serve: following %s read-only; listening on http://%s (/status, /watch, /metrics, /healthz)\n",
 		redactURI(o.mongoURI), listener.Addr())
@@ -293,26 +298,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
 	return code
-}
-
-// serveStatus reads the deployment's status for serve's /status: the
-// counts of its own reader's views, the rest read now, as status does.
-func serveStatus(ctx context.Context, db *mongo.Database, o followOptions, d *deployment, now time.Time) (deploymentStatus, error) {
-	scan, err := scanPresence(ctx, db.Collection(o.collection))
-	if err != nil {
-		return deploymentStatus{}, jujuerrors.Trace(err)
-	}
-	return statusOf(ctx, db, o.leases, o.model.Id(), scan, d.config.Period, now, func(models []string) ([]modelKeys, error) {
-		out := make([]modelKeys, 0, len(models))
-		for _, model := range models {
-			counts, err := d.counts(model)
-			if err != nil {
-				return nil, jujuerrors.Trace(err)
-			}
-			out = append(out, counts)
-		}
-		return out, nil
-	})
 }
 
 // healthz answers 200 while the presence reader's latest load succeeded

@@ -103,8 +103,11 @@ type presenceScan struct {
 	periods map[time.Duration]int
 	// latest is each writer's valid ping document of the highest slot.
 	latest map[string]schema.PingDoc
-	// models are the models any valid document names keys of, sorted.
-	models  []string
+	// models are the models any valid document names keys of, sorted,
+	// but for those marked removed (see presence.RemoveModel).
+	models []string
+	// removed are the models marked removed.
+	removed map[string]bool
 	skipped skips
 }
 
@@ -158,28 +161,32 @@ func scanPresence(ctx context.Context, base *mongo.Collection) (*presenceScan, e
 	}); err != nil {
 		return nil, errors.Trace(err)
 	}
+	var err error
+	if s.removed, err = schema.RemovedModels(ctx, base); err != nil {
+		return nil, errors.Trace(err)
+	}
 	for m := range models {
-		s.models = append(s.models, m)
+		if !s.removed[m] {
+			s.models = append(s.models, m)
+		}
 	}
 	sort.Strings(s.models)
 	return s, nil
 }
 
+// modelsOf returns model, or every model the scan found if model is
+// empty.
+func (s *presenceScan) modelsOf(model string) []string {
+	if model != "" {
+		return []string{model}
+	}
+	return s.models
+}
+
 // eachDocument calls f with every document of coll that filter (nil:
 // every one) selects, one at a time.
 func eachDocument(ctx context.Context, coll *mongo.Collection, filter bson.D, f func(bson.Raw)) error {
-	if filter == nil {
-		filter = bson.D{}
-	}
-	cur, err := coll.Find(ctx, filter)
-	if err != nil {
-		return errors.Annotatef(err, "cannot read %s", coll.Name())
-	}
-	defer func() { _ = cur.Close(context.WithoutCancel(ctx)) }()
-	for cur.Next(ctx) {
-		f(cur.Current)
-	}
-	return errors.Annotatef(cur.Err(), "cannot read %s", coll.Name())
+	return errors.Trace(schema.EachDocument(ctx, coll, filter, f))
 }
 
 // errNoAnswer is a command's truthful "cannot say": no presence

@@ -74,11 +74,11 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("cannot listen on %s: %w", o.listen, err)
 	}
 	writes := newWriteRate(m, clk.Now())
-	srv := newHTTPServer(newHandler(o, reg, sim, m, writes, clk, started), logger)
+	srv, limited := newHTTPServer(newHandler(o, reg, sim, m, writes, clk, started), logger, listener, o.streams)
 	// Streams end when the demo stops.
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(listener) }()
+	go func() { serveDone <- srv.Serve(limited) }()
 	go releaseMemory(ctx, 10*time.Second)
 	fmt.Fprintf(out, "listening on http://%s (/status, /watch?key=machine-0, /metrics, /healthz)\n", listener.Addr())
 

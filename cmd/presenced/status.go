@@ -105,21 +105,29 @@ func answerStatus(ctx context.Context, o queryOptions, db *mongo.Database, stdou
 }
 
 // statusOf reads a deployment's status from scan: the presence of model
-// (of every model the scan found if empty), as presence counts it, each
-// writer's latest write, the leases of those models and the collections'
-// document counts, judged at now. It only reads.
+// (of every model the scan found if empty), as presence counts it, and
+// the rest as documentsStatus reads it, judged at now. It only reads.
 func statusOf(ctx context.Context, db *mongo.Database, leases, model string, scan *presenceScan, period time.Duration, now time.Time,
 	presence func([]string) ([]modelKeys, error)) (deploymentStatus, error) {
-	st := deploymentStatus{Period: period.String()}
-	models := scan.models
-	if model != "" {
-		models = []string{model}
-	}
-	var err error
-	if st.Models, err = presence(models); err != nil {
+	st, err := documentsStatus(ctx, db, leases, model, scan, period, now)
+	if err != nil {
 		return st, errors.Trace(err)
 	}
+	if st.Models, err = presence(scan.modelsOf(model)); err != nil {
+		return st, errors.Trace(err)
+	}
+	return st, nil
+}
+
+// documentsStatus reads what a deployment's status says of its documents,
+// all but the presence of its models: each writer's latest write as scan
+// found it, the leases of model (of every model if empty), the documents
+// scan skipped and the collections' document counts, judged at now. It
+// only reads.
+func documentsStatus(ctx context.Context, db *mongo.Database, leases, model string, scan *presenceScan, period time.Duration, now time.Time) (deploymentStatus, error) {
+	st := deploymentStatus{Period: period.String()}
 	st.Writers = writersOf(scan, now)
+	var err error
 	if st.Leases, err = leasesOf(ctx, db.Collection(leases), model, now); err != nil {
 		return st, errors.Annotate(err, "cannot read the leases")
 	}

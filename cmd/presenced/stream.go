@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -79,17 +81,21 @@ func noQuery(next http.Handler) http.HandlerFunc {
 	}
 }
 
-// newHTTPServer returns a server for handler, with every request's query
-// checked strictly, a client that sends no headers dropped after 10 s, an
-// idle connection after a minute, and the server's own errors (refused
-// connections, say) logged through logger, one line per cause.
-func newHTTPServer(handler http.Handler, logger *lineLogger) *http.Server {
+// newHTTPServer returns a server for handler and the listener it is to
+// serve on: l, admitting --max-streams and maxPending more connections
+// at once (see connLimit). Every request's query is checked strictly, a
+// client that sends no headers is dropped after 10 s, an idle connection
+// after a minute, and the server's own errors (refused connections, say)
+// are logged through logger, one line per cause.
+func newHTTPServer(handler http.Handler, logger *lineLogger, l net.Listener, limits streamLimits) (*http.Server, net.Listener) {
+	limit := limitConns(l, limits.maxStreams+maxPending)
 	return &http.Server{
 		Handler:           strictQuery(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          log.New(httpErrors{logger}, "", 0),
-	}
+		ConnState:         limit.connState,
+	}, limit
 }
 
 // httpErrors writes the HTTP server's error lines through a lineLogger.
@@ -111,23 +117,46 @@ func trimNewline(p []byte) []byte {
 // errStreamsFull is why a stream is refused.
 var errStreamsFull = errors.New("too many /watch streams open; try again later")
 
-// lineWriter sends a stream's lines with a deadline each: a line that
-// cannot be written within the deadline (the client reads nothing, or
-// too slowly) fails, and the stream ends.
+// lineWriter sends a stream's lines to an HTTP client, with a deadline
+// for each write: a line, or the lines held, that cannot be written
+// within the deadline (the client reads nothing, or too slowly) fails,
+// and the stream ends. Lines are held in the response's buffer, which
+// goes out when it fills and at each flush: one write for many lines,
+// not one per line. It is a lineSink.
 type lineWriter struct {
 	w        http.ResponseWriter
 	rc       *http.ResponseController
+	enc      *json.Encoder
 	deadline time.Duration
+	// held is whether anything was written since the last flush: the
+	// response's header, at first.
+	held bool
 }
 
-// write writes p and flushes it to the client within the deadline, and
-// reports whether it did.
-func (l lineWriter) write(p []byte) bool {
-	if err := l.rc.SetWriteDeadline(time.Now().Add(l.deadline)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return false
+// newLineWriter returns a lineWriter for w with the given deadline.
+func newLineWriter(w http.ResponseWriter, deadline time.Duration) *lineWriter {
+	return &lineWriter{w: w, rc: http.NewResponseController(w), enc: json.NewEncoder(w), deadline: deadline, held: true}
+}
+
+// send is part of the lineSink interface.
+func (l *lineWriter) send(line watchLine) bool {
+	l.held = true
+	return l.setDeadline() && l.enc.Encode(line) == nil
+}
+
+// flush is part of the lineSink interface. Its first call sends the
+// response's header.
+func (l *lineWriter) flush() bool {
+	if !l.held {
+		return true
 	}
-	if _, err := l.w.Write(p); err != nil {
-		return false
-	}
-	return l.rc.Flush() == nil
+	l.held = false
+	return l.setDeadline() && l.rc.Flush() == nil
+}
+
+// setDeadline gives the next write to the client the deadline, and
+// reports whether it could.
+func (l *lineWriter) setDeadline() bool {
+	err := l.rc.SetWriteDeadline(time.Now().Add(l.deadline))
+	return err == nil || errors.Is(err, http.ErrNotSupported)
 }

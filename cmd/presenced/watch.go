@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -181,20 +180,14 @@ func serveStream(w http.ResponseWriter, r *http.Request, src source, req watchRe
 		return
 	}
 	defer gate.leave()
-	out := lineWriter{w: w, rc: http.NewResponseController(w), deadline: limits.writeTimeout}
+	out := newLineWriter(w, limits.writeTimeout)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	if !out.write(nil) {
+	if !out.flush() {
 		return
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	send := func(line watchLine) bool {
-		buf.Reset()
-		return enc.Encode(line) == nil && out.write(buf.Bytes())
-	}
-	_ = streamWatch(r.Context(), src, req, send, clk, limits.keepalive)
+	_ = streamWatch(r.Context(), src, req, out, clk, limits.keepalive)
 }
 
 // jsonError answers status with {"error": err}.
@@ -204,11 +197,29 @@ func jsonError(w http.ResponseWriter, status int, err error) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
-// writeLines returns a send function for streamWatch that writes one JSON
+// lineSink is where streamWatch sends a stream's lines.
+type lineSink interface {
+	// send sends line, or holds it until the next flush, and reports
+	// whether the stream can go on.
+	send(line watchLine) bool
+	// flush sends the lines held, and reports whether the stream can
+	// go on.
+	flush() bool
+}
+
+// sendFunc is a lineSink that sends each line at once: flush has nothing
+// to send.
+type sendFunc func(watchLine) bool
+
+func (f sendFunc) send(line watchLine) bool { return f(line) }
+
+func (sendFunc) flush() bool { return true }
+
+// writeLines returns a lineSink for streamWatch that writes one JSON
 // object per line to out.
-func writeLines(out io.Writer) func(watchLine) bool {
+func writeLines(out io.Writer) lineSink {
 	enc := json.NewEncoder(out)
-	return func(line watchLine) bool { return enc.Encode(line) == nil }
+	return sendFunc(func(line watchLine) bool { return enc.Encode(line) == nil })
 }
 
 // modelEvent is what a model's puller hands the stream: a subscription's
@@ -236,10 +247,12 @@ type modelEvent struct {
 //
 // Each model is pulled from a subscription of its own, so a slow stream
 // stalls nobody; when the source replaces a subscription, the new one
-// resumes after the last position sent. It returns when ctx is done
-// (nil), when send fails (nil: the client went away), or with the error
-// that stopped a model's subscription.
-func streamWatch(ctx context.Context, src source, req watchRequest, send func(watchLine) bool, clk clock.Clock, keepalive time.Duration) error {
+// resumes after the last position sent. The lines are flushed to out
+// whenever the stream would wait, not line by line. It returns when ctx
+// is done (nil), when out fails (nil: the client went away), or with the
+// error that stopped a model's subscription.
+func streamWatch(ctx context.Context, src source, req watchRequest, out lineSink, clk clock.Clock, keepalive time.Duration) error {
+	send := out.send
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events := make(chan modelEvent)
@@ -316,6 +329,9 @@ func streamWatch(ctx context.Context, src source, req watchRequest, send func(wa
 	timer := clk.NewTimer(keepalive)
 	defer timer.Stop()
 	for {
+		if !out.flush() {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -142,10 +142,10 @@ func startStream(src source, req watchRequest, clk *testclock.Clock) *lineStream
 	ctx, cancel := context.WithCancel(context.Background())
 	ls := &lineStream{lines: make(chan watchLine, 100), cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		ls.done <- streamWatch(ctx, src, req, func(l watchLine) bool {
+		ls.done <- streamWatch(ctx, src, req, sendFunc(func(l watchLine) bool {
 			ls.lines <- l
 			return true
-		}, clk, time.Second)
+		}), clk, time.Second)
 	}()
 	return ls
 }

@@ -136,3 +136,25 @@ func (doc PingDoc) CheckID(id string) error {
 	}
 	return nil
 }
+
+// Observed is an observer's observed time: its clock's readings, moving
+// on as the clock does but never back, so that a clock stepped back does
+// not make the observer wait again for what it has already waited for.
+// (A step forward is a gap between its looks, which an observer treats as
+// a trouble of its own.) Its zero value has read nothing. It is not safe
+// for concurrent use.
+type Observed struct {
+	now, raw time.Time
+}
+
+// At returns the observed time at raw, a reading of the observer's clock
+// no earlier in its life than the last one it was given.
+func (o *Observed) At(raw time.Time) time.Time {
+	if o.now.IsZero() {
+		o.now = raw
+	} else {
+		o.now = o.now.Add(max(raw.Sub(o.raw), 0))
+	}
+	o.raw = raw
+	return o.now
+}

@@ -92,9 +92,10 @@ const (
 	// make them allocate without bound.
 	MaxIndex = 1 << 20
 
-	// KeepSlots is how many slots before the current one the pruner
-	// keeps: three Periods. Readers read each writer's latest two; the
-	// rest is margin for writers that fall behind.
+	// KeepSlots is how many slots of each live writer's sequence the
+	// pruner keeps below the latest it believes: three Periods. Readers
+	// read each writer's latest two; the rest is margin for readers
+	// that fall behind.
 	KeepSlots = 6
 
 	// ReadSlots is how many slots a reader reads: the current one and

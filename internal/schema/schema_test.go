@@ -121,3 +121,13 @@ func (*schemaSuite) TestEntriesClaimingMoreThanAWriterCanHaveAreRejected(c *gc.C
 	var out schema.BeingsDoc
 	c.Assert(bson.Unmarshal(doc, &out), gc.ErrorMatches, `(?s).*1048577 items in 2097154 bytes not valid.*`)
 }
+
+func (*schemaSuite) TestObservedTimeMovesOnWithTheClockButNeverBack(c *gc.C) {
+	var o schema.Observed
+	start := time.Unix(1000, 0)
+	c.Assert(o.At(start).Equal(start), gc.Equals, true)
+	c.Assert(o.At(start.Add(time.Second)), gc.Equals, start.Add(time.Second))
+	// Stepped back an hour: it stands, then moves on from there.
+	c.Assert(o.At(start.Add(-time.Hour)), gc.Equals, start.Add(time.Second))
+	c.Assert(o.At(start.Add(-time.Hour+2*time.Second)), gc.Equals, start.Add(3*time.Second))
+}

@@ -174,11 +174,5 @@ func waitCount(c *gc.C, what string, counter *atomic.Int64, n int64) {
 // waitFor waits on the wall clock until f holds, for what takes real
 // time: a database call's deadline.
 func waitFor(c *gc.C, what string, f func() bool) {
-	deadline := time.Now().Add(agenttest.LongWait)
-	for !f() {
-		if time.Now().After(deadline) {
-			c.Fatalf("never: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	agenttest.WaitFor(c, agenttest.LongWait, what, f)
 }

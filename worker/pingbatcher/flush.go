@@ -72,9 +72,9 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	}
 	// After a failure every beings document is written again only if
 	// the pruner may have removed them: it removes a writer's beings
-	// only once none of its ping documents is left in its window, so a
-	// writer whose pings were written within the window (less two slots
-	// for clock skew) still has them. A rewrite after every failed
+	// only once the writer has not moved on for three Periods of the
+	// pruner's time (six slots, less the clocks' rates), so a writer
+	// that wrote within its latest four slots still has them. A rewrite after every failed
 	// flush would make a slow database slower still.
 	if b.stats.reassert && !b.stats.beingsLost && w.writtenSlot >= w.lastSlot-(schema.KeepSlots-2) {
 		b.stats.reassert = false
@@ -189,7 +189,8 @@ func (call caller) do(f func(context.Context) error) error {
 // as long as the pruner's window every beings document is written
 // again, in case the pruner removed them while this batcher could not
 // write. A writer that has released
-// most of its indexes is retired after a successful flush.
+// most of its indexes, or that names a removed model it no longer serves
+// (see checkRemoved), is retired after a successful flush.
 func (b *PingBatcher) flush(call caller) (int, error) {
 	if !b.stats.indexesEnsured {
 		if err := call.do(func(ctx context.Context) error { return schema.EnsureIndexes(ctx, b.config.Base) }); err != nil {
@@ -198,6 +199,7 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		b.stats.indexesEnsured = true
 	}
 	b.checkBeings(call)
+	b.checkRemoved(call)
 	out := b.snapshot(b.beingsBusy)
 	if out.waitBeings {
 		// This flush must write beings while another write of them
@@ -254,6 +256,8 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 	b.stats.docsWritten += int64(docs)
 	if b.w.wasteful() {
 		b.retire("%d of %d indexes released", b.w.released, len(b.w.entries))
+	} else {
+		b.retireRemoved()
 	}
 	return docs, nil
 }

@@ -236,12 +236,17 @@ func (w *writerState) observe(clockSlot int64) int64 {
 }
 
 // place returns the slot of the writer's sequence in which to file a ping
-// or a death that a pinger computed as slot: shifted as the clock was (see
-// observe), and never older than the one before the latest, which would
-// file it where no reader looks (a pinger whose clock went back before the
-// batcher saw it).
-func (w *writerState) place(slot int64) int64 {
-	slot += w.shift
+// or a death that a pinger computed as slot, now that the batcher's clock
+// is in clockSlot: shifted as the clock was (see observe), never older
+// than the one before the latest, which would file it where no reader
+// looks (a pinger whose clock went back before the batcher saw it), and
+// never newer than the slot the clock is in: a pinger that read its clock
+// before a step back, and pings after the batcher saw the step, would
+// otherwise be shifted past the present by as much as the clock went
+// back, and a long step would retire the writer.
+func (w *writerState) place(slot, clockSlot int64) int64 {
+	now := w.observe(clockSlot)
+	slot = min(slot+w.shift, now)
 	if w.lastSlot != 0 && slot < w.lastSlot-1 {
 		return w.lastSlot
 	}

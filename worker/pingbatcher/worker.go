@@ -64,6 +64,10 @@ type PingBatcher struct {
 	// loop goroutine uses it.
 	timeout time.Duration
 
+	// removedCheck is when the removal markers may be read again (see
+	// checkRemoved); only the loop goroutine uses it.
+	removedCheck time.Time
+
 	// A flush whose pings carry its new keys leaves its beings write
 	// running (see flush), one at a time: beingsBusy is set while one
 	// runs, beingsDone receives its result, and beingsWaiters are the
@@ -113,6 +117,10 @@ type stats struct {
 	indexesEnsured bool
 	// noticeFailures counts the notices that could not be appended.
 	noticeFailures int64
+	// retireRemoved, when not empty, is a writer that checkRemoved found
+	// naming removedModel, a removed model it no longer serves: it is
+	// retired after the flush (see retireRemoved).
+	retireRemoved, removedModel string
 }
 
 // New starts a PingBatcher. It does not touch the database until its first
@@ -257,7 +265,7 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
-	slot = w.place(slot)
+	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
 		return pinger.ErrUnknownIdentity
@@ -278,7 +286,7 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	if err != nil {
 		return err
 	}
-	slot = w.place(slot)
+	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if slot > w.lastSlot+gapSlots {
 		return pinger.ErrUnknownIdentity
 	}

@@ -680,8 +680,10 @@ func (s *workerSuite) TestASlowFlushIsCountedAndLoggedOnce(c *gc.C) {
 	c.Assert(b.Ping(id, slot), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	proxy.SetDelay(200 * time.Millisecond)
-	for i := int64(1); i <= 2; i++ {
-		c.Assert(b.Ping(id, slot+i), gc.IsNil)
+	for i := 1; i <= 2; i++ {
+		// A key coming up each time: a flush with something to write.
+		id := register(c, b, base, modelA, fmt.Sprintf("k%d", i))
+		c.Assert(b.Ping(id, schema.Slot(time.Now(), schema.DefaultPeriod)), gc.IsNil)
 		c.Assert(b.Sync(), gc.IsNil)
 	}
 	c.Assert(b.Report()["slow-flushes"].(int64) >= 2, gc.Equals, true)
@@ -1132,4 +1134,35 @@ func (s *workerSuite) TestARewriteThatFailsAfterItsPingsIsDoneAgainAndReadBack(c
 	c.Assert(f.b.Ping(f.a, slot+2), gc.IsNil)
 	c.Assert(f.b.Sync(), gc.IsNil)
 	c.Assert(s.beingsDocs(c, s.base), gc.HasLen, 1)
+}
+
+func (s *workerSuite) TestAPingReadBeforeTheClockSteppedBackKeepsItsWriterAndLandsInThePresent(c *gc.C) {
+	// A pinger reads its clock, the clock steps back an hour, and the
+	// ping arrives after the batcher saw the step: shifted as the clock
+	// was, it would land an hour past the present and retire the writer.
+	clk, err := agenttest.NewSkewClock(s.clock, 0, 0)
+	c.Assert(err, gc.IsNil)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: never, Clock: clk})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	read := schema.Slot(clk.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(id, read), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	before := s.pingDocs(c, s.base)
+	c.Assert(before, gc.HasLen, 1)
+
+	clk.Step(-time.Hour)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(b.Ping(id, read), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	var newest schema.PingDoc
+	for _, doc := range s.pingDocs(c, s.base) {
+		c.Assert(doc.Writer, gc.Equals, id.Writer)
+		if doc.Slot > newest.Slot {
+			newest = doc
+		}
+	}
+	c.Assert(newest.Slot-before[0].Slot, gc.Equals, int64(1), gc.Commentf("the writer moves on one slot for the step, no more"))
+	c.Assert(bitsOf(newest), gc.DeepEquals, []int{int(id.Index)})
 }

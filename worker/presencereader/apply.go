@@ -45,7 +45,7 @@ func (r *Reader) finishLoad(res loadResult) {
 			Took: res.took, Models: len(r.view.models), Writers: len(r.view.writer),
 			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped),
 			Held: r.view.holding, Stalled: r.view.stalled,
-			MaxSkew: r.maxSkew(), Skews: r.skews(), LogEntries: logEntries, LogBytes: logBytes, Err: res.err,
+			MaxSkew: r.maxSkew(), Skews: r.skews(), LogEntries: logEntries, LogBytes: logBytes, LinesHeld: r.lines.Held(), Err: res.err,
 			Push: r.pushing(), PushBreaks: r.pushBreaks(),
 		})
 	}
@@ -80,17 +80,6 @@ func touchedBy(touched []*sender, v *View) []*sender {
 		}
 	}
 	return out
-}
-
-// reportSkipped logs each skipped document once. It must only be called
-// from the loop goroutine.
-func (r *Reader) reportSkipped(skipped []string) {
-	for _, why := range skipped {
-		if !r.skipped[why] {
-			r.skipped[why] = true
-			r.logf("%s: skipping %s", r, why)
-		}
-	}
 }
 
 // checkGap treats a gap between the end of the last load and the start
@@ -172,6 +161,7 @@ func (r *Reader) applied(res loadResult) []change {
 	if r.okLoads > forgetAfter {
 		r.view.forget(r.okLoads-forgetAfter, now.Add(-max(r.config.MaxStall, r.config.Period)))
 	}
+	r.view.sweep(now, r.config.LogAge)
 	if !r.loaded {
 		r.loaded = true
 		r.justLoaded = true
@@ -200,7 +190,8 @@ func (r *Reader) record(res loadResult) (alive, logEntries, logBytes int) {
 	r.stats["writers"] = len(r.view.writer)
 	r.stats["views"] = r.views
 	r.stats["subscriptions"] = r.subCount
-	r.stats["skipped-documents"] = len(r.skipped)
+	r.stats["skipped-documents"] = r.skippedNow
+	r.stats["log-lines-held"] = r.lines.Held()
 	r.stats["max-clock-skew"] = r.maxSkew().String()
 	r.stats["failures"] = r.failures
 	r.stats["held"] = r.view.holding

@@ -73,7 +73,8 @@ type Config struct {
 	LogLength int
 
 	// LogAge is how long the change log of each model keeps a change;
-	// loads prune older ones. Zero means DefaultLogAge; it must not be
+	// loads prune older ones. It is also how long the view remembers a
+	// dead key that no bit names (see the package comment). Zero means DefaultLogAge; it must not be
 	// negative.
 	LogAge time.Duration
 
@@ -124,7 +125,8 @@ type LoadStats struct {
 	// Stalled is whether no writer was on time: the reader suspects
 	// the database and holds every late writer's keys for MaxStall.
 	Stalled bool
-	// Skipped is how many documents the load skipped as invalid.
+	// Skipped is how many documents the load skipped as invalid; the
+	// reader remembers no more than that of them.
 	Skipped int
 	// MaxSkew is the largest clock difference that what the reader read
 	// shows between its clock and any writer's (see Skews). Presence
@@ -141,6 +143,9 @@ type LoadStats struct {
 	// LogEntries is how many changes the change logs of every model
 	// viewed hold, and LogBytes the memory they take, after the load.
 	LogEntries, LogBytes int
+	// LinesHeld is how many error lines the reader has held back since
+	// it started: it logs one line per cause at most every LogEvery.
+	LinesHeld int
 	// Err is why the load failed, or nil.
 	Err error
 	// Push is whether the reader tailed the notices when the load

@@ -56,8 +56,19 @@
 // after a SyncInterval; for one Period after it can read again it reports no
 // death that was not recorded by Disconnect, so that batchers have time to
 // write the pings they buffered. A document that does not decode, names
-// impossible indexes or was written with another Period is skipped and
-// logged once, never applied.
+// impossible indexes or was written with another Period is skipped,
+// never applied, and remembered by nobody: LoadStats.Skipped counts
+// those of each load. Error lines are bounded by cause and time: one
+// line per cause at most every LogEvery, saying how many it stands for
+// (LoadStats.LinesHeld counts those held back).
+//
+// Nothing grows with what has gone. The view holds the keys that writers
+// name now, and those they named within the last LogAge: a key that is
+// dead and that no writer names any more (its writers were forgotten,
+// after 16 loads without them and a Period or MaxStall of silence), or
+// that no bit has named for LogAge (its writer released it), is
+// forgotten, and so is a model with no key left; a forgotten key reads
+// dead, and a writer that names it again has its beings read again.
 //
 // Delivery never blocks the reader: every channel passed to a View's Watch
 // is fed by a goroutine of its own and holds at most one pending change

@@ -9,6 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/internal/ratelog"
 	"github.com/presencekit/presence/internal/schema"
 )
 
@@ -21,6 +22,18 @@ const (
 	// ErrNotLoaded is returned by Alive when the reader has not yet
 	// managed a single load, so it knows nothing.
 	ErrNotLoaded = errors.ConstError("presence not loaded yet")
+)
+
+const (
+	// LogEvery is how often the reader logs a line of one cause (one
+	// format) at most: a database outage, a controller written with
+	// another Period or a thousand bad documents cost one line each
+	// LogEvery, which says how many it stands for.
+	LogEvery = time.Minute
+
+	// maxLogCauses is how many causes of lines the reader tells apart;
+	// lines of others share one.
+	maxLogCauses = 32
 )
 
 // Reader loads the presence of every model and feeds the Views made with
@@ -63,8 +76,10 @@ type Reader struct {
 	views        int
 	subCount     int
 	failures     int
-	justLoaded   bool // the first load was just applied; its states go out as initial ones
-	skipped      map[string]bool
+	justLoaded   bool            // the first load was just applied; its states go out as initial ones
+	skippedNow   int             // how many documents the last load skipped
+	named        map[string]bool // the skipped documents a line has named, of the last load's
+	lines        *ratelog.Limiter
 	clocks       map[string]*writerClock
 	// observed is the reader's observed time (see observe) when the
 	// clock read observedRaw; lastLoadEnd is when, on it, the last load
@@ -95,7 +110,7 @@ func New(config Config) (*Reader, error) {
 		view:       newView(),
 		registries: make(map[string]*registry),
 		logs:       make(map[string]*changeLog),
-		skipped:    make(map[string]bool),
+		lines:      ratelog.New(LogEvery, maxLogCauses),
 		clocks:     make(map[string]*writerClock),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
@@ -156,11 +171,24 @@ func (r *Reader) deathErr() error {
 	return catacomb.DeathError(&r.catacomb, ErrStopped)
 }
 
-// logf logs an error, if the reader has a Logger.
-func (r *Reader) logf(format string, args ...any) {
-	if r.config.Logger != nil {
-		r.config.Logger.Errorf(format, args...)
+// logf logs an error, if the reader has a Logger: one line per format
+// at most every LogEvery, which says how many lines like it were held
+// back since the last (LoadStats.LinesHeld counts them all). It reports
+// whether the line was written.
+func (r *Reader) logf(format string, args ...any) bool {
+	if r.config.Logger == nil {
+		return false
 	}
+	ok, held := r.lines.Allow(format, r.config.Clock.Now())
+	if !ok {
+		return false
+	}
+	if held > 0 {
+		format += " (and %d more like it since)"
+		args = append(args, held)
+	}
+	r.config.Logger.Errorf(format, args...)
+	return true
 }
 
 // String returns a description of the reader for logs.

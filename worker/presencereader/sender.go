@@ -22,9 +22,15 @@ type sender struct {
 	refs    int
 	touched uint64
 
-	mu        sync.Mutex
-	pending   map[string]pendingChange
+	mu      sync.Mutex
+	pending map[string]pendingChange
+	// order lists the keys to deliver, oldest first, each at most once
+	// (ordered is the set of keys it holds): a key whose pending change
+	// was dropped stays in it, so that its next change does not add it
+	// again, and an unread channel holds one entry per key however often
+	// the key flaps.
 	order     []string
+	ordered   map[string]bool
 	sent      map[string]bool
 	inflight  string // the key being handed over, if any
 	flying    bool
@@ -43,6 +49,7 @@ func newSender(ch chan<- Change, owner *View) *sender {
 		wake:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		pending:   make(map[string]pendingChange),
+		ordered:   make(map[string]bool),
 		sent:      make(map[string]bool),
 		delivered: make(chan struct{}),
 	}
@@ -62,7 +69,8 @@ func (s *sender) enqueue(key string, alive bool, gen uint64, initial bool) {
 		}
 		return
 	}
-	if _, queued := s.pending[key]; !queued {
+	if !s.ordered[key] {
+		s.ordered[key] = true
 		s.order = append(s.order, key)
 	}
 	s.pending[key] = pendingChange{alive: alive, gen: gen}
@@ -102,10 +110,17 @@ func (s *sender) next() (string, pendingChange, bool) {
 			s.inflight, s.flying = key, true
 			return key, pc, true
 		}
-		s.order = s.order[1:]
+		s.pop()
 	}
 	s.order = nil
 	return "", pendingChange{}, false
+}
+
+// pop removes the oldest key of the order; s.mu must be held.
+func (s *sender) pop() {
+	delete(s.ordered, s.order[0])
+	s.order[0] = ""
+	s.order = s.order[1:]
 }
 
 // land records that the change in flight was not handed over.
@@ -136,7 +151,7 @@ func (s *sender) run(dying <-chan struct{}) {
 				delete(s.pending, key)
 			}
 			if _, ok := s.pending[key]; !ok && len(s.order) > 0 && s.order[0] == key {
-				s.order = s.order[1:]
+				s.pop()
 			}
 			s.sent[key] = pc.alive
 			s.flying = false

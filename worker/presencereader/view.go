@@ -73,15 +73,24 @@ type view struct {
 	// deadBy is the writer that recorded the death found in dead.
 	deadBy []*writerKeys
 	held   []uint32 // entity id -> epoch in which a late writer held it
+	// seen is, by entity id, when a sweep last found the entity alive
+	// or named by a bit (Unix nanoseconds by the reader's clock; zero
+	// until the first sweep after it was learnt): see sweep.
+	seen   []int64
 	epoch  uint32
 	writer map[string]*writerKeys
 
 	changes []change
-	present map[string]bool // writer -> on time, for the current apply
+	// drop and refs are sweep's, kept between calls for their memory.
+	drop, refs []bool
+	present    map[string]bool // writer -> on time, for the current apply
 	// unknown counts the live bits of the last apply that named no
 	// known entity; refetch lists the writers they came from.
 	unknown int
 	refetch map[string]bool
+	// wanted are the indexes of those live bits, by writer: the only
+	// forgotten indexes that learn maps again.
+	wanted map[string]map[int]bool
 	// unknownSince is when the applies began to meet live bits with no
 	// known key, zero while they meet none.
 	unknownSince time.Time
@@ -103,6 +112,7 @@ func newView() *view {
 		models:  make(map[string]*model),
 		writer:  make(map[string]*writerKeys),
 		refetch: make(map[string]bool),
+		wanted:  make(map[string]map[int]bool),
 		present: make(map[string]bool),
 	}
 }
@@ -143,6 +153,7 @@ func (v *view) id(m *model, key string) int32 {
 	v.dead = append(v.dead, 0)
 	v.deadBy = append(v.deadBy, nil)
 	v.held = append(v.held, 0)
+	v.seen = append(v.seen, 0)
 	return id
 }
 
@@ -159,7 +170,7 @@ func (v *view) learn(writer string, first int, e schema.Entries) {
 	}
 	var last *model
 	for i, key := range e.Keys {
-		if key == "" {
+		if key == "" || (wk.ids[first+i] == forgotten && !v.wanted[writer][first+i]) {
 			continue
 		}
 		uuid := e.Models[e.Model[i]]
@@ -238,6 +249,7 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 	}
 	v.unknown = 0
 	clear(v.refetch)
+	clear(v.wanted)
 	present := v.present
 	clear(present)
 	for i := range writers {
@@ -313,7 +325,7 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 				v.stamp[id] = v.epoch
 			} else {
 				v.unknown++
-				v.refetch[wb.writer] = true
+				v.want(wb.writer, index)
 			}
 		}
 		for gone != 0 {
