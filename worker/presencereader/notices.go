@@ -51,11 +51,13 @@ type pushState struct {
 	mu sync.Mutex
 	// working is set while a cursor is open; broken from a break (or a
 	// failure to open one) until a cursor opens again.
-	working  bool
-	broken   bool
-	breaks   int
-	notices  int
-	lastErr  string
+	working bool
+	broken  bool
+	breaks  int
+	notices int
+	lastErr string
+	// last is the _id of the newest notice taken (an ObjectID in hex).
+	last     string
 	brokenAt time.Time // by the loop's observed clock, when it saw the break
 	retry    chan struct{}
 }
@@ -66,6 +68,13 @@ func (p *pushState) status() (working bool, breaks, notices int, lastErr string)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.working, p.breaks, p.notices, p.lastErr
+}
+
+// newest returns the _id of the newest notice taken, or "" before any.
+func (p *pushState) newest() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
 }
 
 // tailNotices follows the notices collection until ctx ends, waking the
@@ -108,6 +117,7 @@ func (r *Reader) tailOnce(ctx context.Context) error {
 		defer cancel()
 		_ = cur.Close(closeCtx)
 	}()
+	r.push.took(cur.Current, false)
 	r.pushWorks()
 	for {
 		next, err := r.nextNotice(ctx, cur)
@@ -117,12 +127,32 @@ func (r *Reader) tailOnce(ctx context.Context) error {
 		if next == nil {
 			continue
 		}
-		r.push.mu.Lock()
-		r.push.notices++
-		r.push.mu.Unlock()
 		if !r.ownNotice(*next) {
 			r.wakeLoop()
 		}
+		r.push.took(cur.Current, true)
+	}
+}
+
+// took records that the notice raw was taken, after the loop was woken
+// for it if it had to be (Report names it from the next load on, so
+// that once it does, no load for it is still to be asked for). counted
+// is unset for the notice a cursor opens on, which is older than the
+// cursor, and which is recorded before the cursor wakes the loop.
+func (p *pushState) took(raw bson.Raw, counted bool) {
+	id := "?"
+	if v, err := raw.LookupErr("_id"); err == nil {
+		if oid, ok := v.ObjectIDOK(); ok {
+			id = oid.Hex()
+		} else {
+			id = v.String()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last = id
+	if counted {
+		p.notices++
 	}
 }
 
@@ -297,6 +327,9 @@ func (r *Reader) recordPush() {
 	r.stats["notices"] = notices
 	if lastErr != "" {
 		r.stats["push-last-break"] = lastErr
+	}
+	if last := r.push.newest(); last != "" {
+		r.stats["last-notice"] = last
 	}
 }
 

@@ -169,6 +169,27 @@ func (s *pushSuite) TestAnotherControllerHearsAKeyUpAndADisconnectByPush(c *gc.C
 	c.Assert(reads <= 8, gc.Equals, true, gc.Commentf("%d reads", reads))
 }
 
+func (s *pushSuite) TestReportNamesTheNewestNoticeTakenFromTheLoadAfterIt(c *gc.C) {
+	a := s.newController(c, s.Server.URI(), pushPeriod, false)
+	defer a.stop(c)
+	b := s.newController(c, s.Server.URI(), pushPeriod, false)
+	defer b.stop(c)
+	first := a.start(c, "first", pushPeriod)
+	defer func() { _ = first.Stop() }()
+	b.waitPush(c, 0)
+	p := a.start(c, "machine-0", pushPeriod)
+	defer func() { _ = p.Stop() }()
+	heard(c, b.w, "machine-0", true, time.Now(), pushWait)
+	var newest struct {
+		ID bson.ObjectID `bson:"_id"`
+	}
+	c.Assert(schema.Notices(s.DB.Collection("presence")).FindOne(context.Background(), bson.D{},
+		options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&newest), gc.IsNil)
+	agenttest.WaitFor(c, agenttest.LongWait, "the newest notice reported", func() bool {
+		return b.r.Report()["last-notice"] == newest.ID.Hex()
+	})
+}
+
 func (s *pushSuite) TestAReaderAtRestReadsAtMostTwiceASecondWhereAPollingOneReadsTenTimes(c *gc.C) {
 	const period = 10 * time.Second
 	pushProxy, pushURI, err := s.Server.NewProxy()
