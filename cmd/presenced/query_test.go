@@ -15,6 +15,7 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/lease"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/pingbatcher"
@@ -144,6 +145,34 @@ func (s *querySuite) TestStatusReportsModelsWritersAndLeasesAsJSON(c *gc.C) {
 	code = run([]string{"status", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
 	c.Assert(code, gc.Equals, exitYes)
 	c.Assert(stdout.String(), gc.Matches, `(?s)PERIOD +10s .*\nMODEL +ALIVE +DEAD +TOTAL\n`+queryModel.Id()+` +1 +0 +1\n.*mysql +mysql/0 +1 .*`)
+}
+
+func (s *querySuite) TestStatusSaysWhetherReadersTailTheNoticesOrPoll(c *gc.C) {
+	base := s.DB.Collection(baseCollection)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	p, err := pinger.New(pinger.Config{
+		Base: base, Model: queryModel, Key: "machine-0", Clock: clock.WallClock,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(p.Start(), gc.IsNil)
+	defer func() { p.Kill(); _ = p.Wait() }()
+	c.Assert(b.Sync(), gc.IsNil)
+	status := func() string {
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"status", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
+		c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", stderr.String()))
+		return stdout.String()
+	}
+	notices := schema.Notices(base)
+	c.Assert(status(), gc.Matches, `(?s).*\nPUSH +notices: readers tail `+notices.Name()+`\n.*`)
+
+	// A notices collection that is not capped cannot be tailed.
+	c.Assert(notices.Drop(context.Background()), gc.IsNil)
+	c.Assert(s.DB.CreateCollection(context.Background(), notices.Name()), gc.IsNil)
+	c.Assert(status(), gc.Matches, `(?s).*\nPUSH +polling: `+notices.Name()+` is not capped, so readers cannot tail it\n.*`)
 }
 
 func (s *querySuite) TestABadOrUnreachableURIFailsFastWithoutItsPassword(c *gc.C) {
