@@ -43,23 +43,33 @@ func Settle(c *gc.C, base *mongo.Collection, batchers []Batcher, readers []Reade
 	for _, b := range batchers {
 		c.Assert(b.Sync(), gc.IsNil)
 	}
+	newest := NewestNotice(c, base)
+	for _, r := range readers {
+		c.Assert(Retry(LongWait, func() error {
+			report := r.Report()
+			if newest == "" || report["last-notice"] == newest || report["push"] != "notices" {
+				return nil
+			}
+			return errors.Errorf("the reader took notice %v, not the newest, %s (push: %v)", report["last-notice"], newest, report["push"])
+		}), gc.IsNil)
+		c.Assert(r.Refresh(), gc.IsNil)
+		c.Assert(r.Refresh(), gc.IsNil)
+	}
+}
+
+// NewestNotice returns the _id, in hex, of the newest notice of the
+// notices collection derived from base (see schema.Notices), or "" if
+// there is none: what a reader's Report names as its last-notice once
+// it took it.
+func NewestNotice(c *gc.C, base *mongo.Collection) string {
 	var newest struct {
 		ID bson.ObjectID `bson:"_id"`
 	}
 	err := schema.Notices(base).FindOne(context.Background(), bson.D{},
 		options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&newest)
-	if !errors.Is(err, mongo.ErrNoDocuments) {
-		c.Assert(err, gc.IsNil)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ""
 	}
-	for _, r := range readers {
-		c.Assert(Retry(LongWait, func() error {
-			report := r.Report()
-			if newest.ID.IsZero() || report["last-notice"] == newest.ID.Hex() || report["push"] != "notices" {
-				return nil
-			}
-			return errors.Errorf("the reader took notice %v, not the newest, %s (push: %v)", report["last-notice"], newest.ID.Hex(), report["push"])
-		}), gc.IsNil)
-		c.Assert(r.Refresh(), gc.IsNil)
-		c.Assert(r.Refresh(), gc.IsNil)
-	}
+	c.Assert(err, gc.IsNil)
+	return newest.ID.Hex()
 }

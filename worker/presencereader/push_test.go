@@ -90,6 +90,22 @@ func (s *pushSuite) newController(c *gc.C, readerURI string, period time.Duratio
 	return ctl
 }
 
+// tailing starts two pushControllers, a and b, with push, and a key
+// through a, whose notice creates the collection that b then tails; it
+// returns once b tails it, with what stops them all.
+func (s *pushSuite) tailing(c *gc.C) (a, b *pushController, stop func()) {
+	a = s.newController(c, s.Server.URI(), pushPeriod, false)
+	b = s.newController(c, s.Server.URI(), pushPeriod, false)
+	first := a.start(c, "first", pushPeriod)
+	stop = func() {
+		_ = first.Stop()
+		b.stop(c)
+		a.stop(c)
+	}
+	b.waitPush(c, 0)
+	return a, b, stop
+}
+
 // stop stops the pushController's workers.
 func (ctl *pushController) stop(c *gc.C) {
 	workertest.CleanKill(agenttest.C(c), ctl.w)
@@ -170,23 +186,15 @@ func (s *pushSuite) TestAnotherControllerHearsAKeyUpAndADisconnectByPush(c *gc.C
 }
 
 func (s *pushSuite) TestReportNamesTheNewestNoticeTakenFromTheLoadAfterIt(c *gc.C) {
-	a := s.newController(c, s.Server.URI(), pushPeriod, false)
-	defer a.stop(c)
-	b := s.newController(c, s.Server.URI(), pushPeriod, false)
-	defer b.stop(c)
-	first := a.start(c, "first", pushPeriod)
-	defer func() { _ = first.Stop() }()
-	b.waitPush(c, 0)
+	a, b, stop := s.tailing(c)
+	defer stop()
 	p := a.start(c, "machine-0", pushPeriod)
 	defer func() { _ = p.Stop() }()
 	heard(c, b.w, "machine-0", true, time.Now(), pushWait)
-	var newest struct {
-		ID bson.ObjectID `bson:"_id"`
-	}
-	c.Assert(schema.Notices(s.DB.Collection("presence")).FindOne(context.Background(), bson.D{},
-		options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&newest), gc.IsNil)
+	newest := agenttest.NewestNotice(c, s.DB.Collection("presence"))
+	c.Assert(newest, gc.Not(gc.Equals), "")
 	agenttest.WaitFor(c, agenttest.LongWait, "the newest notice reported", func() bool {
-		return b.r.Report()["last-notice"] == newest.ID.Hex()
+		return b.r.Report()["last-notice"] == newest
 	})
 }
 
@@ -259,13 +267,8 @@ func (s *pushSuite) TestEachBreakOfTheCursorIsCountedAndRecoveredFrom(c *gc.C) {
 			},
 		})
 	}
-	a := s.newController(c, s.Server.URI(), pushPeriod, false)
-	defer a.stop(c)
-	b := s.newController(c, s.Server.URI(), pushPeriod, false)
-	defer b.stop(c)
-	first := a.start(c, "first", pushPeriod)
-	defer func() { _ = first.Stop() }()
-	b.waitPush(c, 0)
+	a, b, stop := s.tailing(c)
+	defer stop()
 	breaks := 0
 	for i, bc := range cases {
 		bc.breakIt(c)
