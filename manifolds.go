@@ -165,6 +165,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 	// Disconnect or a key coming up, so that this controller's watchers
 	// see it at once; the channel outlives restarts of either.
 	wake := make(chan struct{}, 1)
+	self := &pingbatcher.Self{}
 	manifolds := dependency.Manifolds{
 		name(PingBatcherName): holdable(guard(config.Validate, pingbatcher.Manifold(pingbatcher.ManifoldConfig{
 			ClockName:     clockName,
@@ -174,7 +175,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			Period:        config.Period,
 			Logger:        logger,
 			NewWorker: func(c pingbatcher.Config) (worker.Worker, error) {
-				c.OnFlush = pingbatcher.WakeOnPrompt(wake, config.OnFlush)
+				c.OnFlush = pingbatcher.WakeOnPrompt(wake, self.OnFlush(config.OnFlush))
 				return pingbatcher.NewWorker(c)
 			},
 		}))),
@@ -188,7 +189,7 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 			LogAge:       config.ChangeLogAge,
 			Logger:       logger,
 			NewWorker: func(c presencereader.Config) (worker.Worker, error) {
-				c.OnLoad, c.Wake = config.OnLoad, wake
+				c.OnLoad, c.Wake, c.Self = config.OnLoad, wake, self.Writer
 				return presencereader.NewWorker(c)
 			},
 		}))),

@@ -101,11 +101,14 @@ func benchController(ctx context.Context, e *env, t *table) error {
 // benchScale measures detection latency with the library's defaults at a
 // controller's scale: many models, and up to 100,000 agents.
 func benchScale(ctx context.Context, e *env, t *table) error {
-	scale := []shape{{1000, 10}, {1000, 100}}
+	scale := []shape{{1, 10000}, {1000, 10}, {1000, 100}}
 	latency := settings{"defaults", schema.DefaultFlushInterval, schema.DefaultSyncInterval, schema.DefaultPeriod}
 	if e.opts.quick {
 		scale = []shape{{20, 5}}
 		latency = settings{"short", 100 * time.Millisecond, 100 * time.Millisecond, time.Second}
+	}
+	if len(e.opts.shapes) > 0 {
+		scale = e.opts.shapes
 	}
 	for _, sh := range scale {
 		if ctx.Err() != nil {
@@ -117,6 +120,7 @@ func benchScale(ctx context.Context, e *env, t *table) error {
 			return fmt.Errorf("latency at %v: %w", sh, err)
 		}
 		addDetectionRows(e, t, "scale", latency, sh.String(), sh.String(), res)
+		addPushRows(e, t, "scale", latency, sh.String(), res)
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/juju/clock"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/internal/commands"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -61,22 +63,23 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 	var err error
 	// As ControllerManifolds wires them: a prompt flush wakes the reader.
 	wake := make(chan struct{}, 1)
+	self := &pingbatcher.Self{}
 	f.b, err = pingbatcher.New(pingbatcher.Config{
 		Base: writerBase, FlushInterval: s.flush, Period: s.period, Clock: clock.WallClock, Logger: logger.orNil(),
-		OnFlush: pingbatcher.WakeOnPrompt(wake, func(fs pingbatcher.FlushStats) {
+		OnFlush: pingbatcher.WakeOnPrompt(wake, self.OnFlush(func(fs pingbatcher.FlushStats) {
 			if fs.Documents > 0 || fs.Err != nil {
 				f.flushes.add(fs.Took)
 				if fs.Took > s.flush {
 					f.slow.Add(1)
 				}
 			}
-		}),
+		})),
 	})
 	if err != nil {
 		return nil, err
 	}
 	f.r, err = presencereader.New(presencereader.Config{
-		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(), Wake: wake,
+		Base: readerBase, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, Logger: logger.orNil(), Wake: wake, Self: self.Writer,
 		OnLoad: func(l presencereader.LoadStats) {
 			if l.Err == nil {
 				f.loads.add(l.Took)
@@ -126,22 +129,35 @@ func startFleet(ctx context.Context, e *env, s settings, models int) (*fleet, fu
 }
 
 // remote is another controller's reader with a watcher per model on the
-// same database, and nothing else: it learns of the fleet's writes at its
-// syncs, where the fleet's own reader is woken by its batcher.
+// same database, on a client of its own that counts its commands, and
+// nothing else: it learns of the fleet's writes from their notices (or,
+// with noPush, at its syncs), where the fleet's own reader is woken by
+// its batcher.
 type remote struct {
-	r        *presencereader.Reader
-	watchers []*watcher.Watcher
-	d        *detector
-	cancel   context.CancelFunc
+	r          *presencereader.Reader
+	watchers   []*watcher.Watcher
+	d          *detector
+	counter    *commands.Counter
+	pings      string
+	cancel     context.CancelFunc
+	disconnect func()
 }
 
-// newRemote starts a remote reader and watchers of models models on base.
-func newRemote(ctx context.Context, s settings, models int, base *mongo.Collection) (*remote, error) {
-	r, err := presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync})
+// newRemote starts a remote reader and watchers of models models on the
+// database of base, polling only if noPush is set.
+func newRemote(ctx context.Context, e *env, s settings, models int, base *mongo.Collection, noPush bool) (*remote, error) {
+	counter := &commands.Counter{}
+	db, disconnect, err := e.connect(e.uri, counter.Options())
 	if err != nil {
 		return nil, err
 	}
-	rm := &remote{r: r}
+	own := db.Client().Database(base.Database().Name()).Collection(base.Name())
+	r, err := presencereader.New(presencereader.Config{Base: own, Clock: clock.WallClock, Period: s.period, SyncInterval: s.sync, NoPush: noPush})
+	if err != nil {
+		disconnect()
+		return nil, err
+	}
+	rm := &remote{r: r, counter: counter, pings: schema.Pings(own).Name(), disconnect: disconnect}
 	subCtx, cancel := context.WithCancel(ctx)
 	rm.cancel = cancel
 	var subs []watcher.Subscription
@@ -152,6 +168,11 @@ func newRemote(ctx context.Context, s settings, models int, base *mongo.Collecti
 	}
 	rm.d = newDetector(subCtx, subs...)
 	return rm, nil
+}
+
+// reads returns how many reads of the ping documents the remote sent.
+func (rm *remote) reads() int {
+	return rm.counter.CountOn("find", rm.pings)
 }
 
 // watchModels starts a watcher of each of models models over r, and a
@@ -182,6 +203,7 @@ func (rm *remote) stop() {
 	}
 	rm.r.Kill()
 	_ = rm.r.Wait()
+	rm.disconnect()
 }
 
 // grow starts pingers until the fleet has n, spread over its models, and

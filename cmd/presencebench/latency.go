@@ -61,6 +61,7 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 			})
 			scope := fmt.Sprintf("%d live keys", live)
 			addDetectionRows(e, t, "latency", s, scope, s.name+", "+scope, res)
+			addPushRows(e, t, "latency", s, scope, res)
 		}
 	}
 	return nil
@@ -70,8 +71,11 @@ func benchLatency(ctx context.Context, e *env, t *table) error {
 type latencies struct {
 	start, disconnect, silent []time.Duration
 	// remoteStart and remoteDisconnect are the same events as seen by
-	// another controller's reader, which polls.
+	// another controller's reader, which hears them by push.
 	remoteStart, remoteDisconnect []time.Duration
+	// push are the figures of another controller's reader with push,
+	// poll those of one that polls (Config.NoPush), in the same run.
+	push, poll remoteFigures
 	// flushes and loads are how long the batcher's writes and the
 	// watcher's reads took during the run: the database's share.
 	flushes, loads []time.Duration
@@ -244,26 +248,37 @@ func measureLatency(ctx context.Context, e *env, s settings, live, events, model
 	defer stopFleet()
 	_, _, silentBound := s.bounds()
 	timeout := 2*silentBound + 5*time.Second
-	rm, err := newRemote(ctx, s, models, fl.readerBase)
+	rm, err := newRemote(ctx, e, s, models, fl.readerBase, false)
 	if err != nil {
 		return res, err
 	}
 	defer rm.stop()
+	poll, err := newRemote(ctx, e, s, models, fl.readerBase, true)
+	if err != nil {
+		return res, err
+	}
+	defer poll.stop()
 	if err := fl.grow(ctx, live, timeout); err != nil {
 		return res, err
 	}
+	if err := remotesAlive(ctx, []*remote{rm, poll}, fl, timeout); err != nil {
+		return res, err
+	}
+	res.push.readsAtRest, res.poll.readsAtRest = readsAtRest(ctx, s, rm, poll)
 	run, err := newLatencyRun(fl, rm, events, timeout)
 	if err != nil {
 		return res, err
 	}
 	defer run.kill()
+	run.poll = poll.d
 	run.rng = rand.New(rand.NewPCG(uint64(live), uint64(events)))
 	if err := run.startAndDisconnect(&res); err != nil {
 		return res, err
 	}
-	if res.silent, err = run.silentDeaths(); err != nil {
+	if res.silent, err = run.silentDeaths(&res); err != nil {
 		return res, err
 	}
+	res.push.start, res.push.disconnect = res.remoteStart, res.remoteDisconnect
 	res.flushes, res.loads = fl.flushes.get(), fl.loads.get()
 	return res, nil
 }
@@ -275,8 +290,10 @@ type latencyRun struct {
 	keys          []string
 	pingers       []*pinger.Pinger
 	local, remote *detector
-	rng           *rand.Rand
-	timeout       time.Duration
+	// poll is the detector of another controller's reader that polls.
+	poll    *detector
+	rng     *rand.Rand
+	timeout time.Duration
 }
 
 // newLatencyRun returns a run of events event pingers of fl, not
@@ -317,19 +334,23 @@ func (run *latencyRun) startAndDisconnect(res *latencies) error {
 	}
 	res.start = run.local.wait(run.keys, causes, true, run.timeout)
 	res.remoteStart = run.remote.wait(run.keys, causes, true, run.timeout)
+	res.poll.start = run.poll.wait(run.keys, causes, true, run.timeout)
 
 	causes = staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Disconnect() })
 	res.disconnect = run.local.wait(run.keys, causes, false, run.timeout)
 	res.remoteDisconnect = run.remote.wait(run.keys, causes, false, run.timeout)
+	res.poll.disconnect = run.poll.wait(run.keys, causes, false, run.timeout)
 	return nil
 }
 
 // silentDeaths starts every pinger again and, once each is in a steady
 // state, stops each without a word at random moments over a period, and
-// returns how long the fleet's detector took to see each death.
-func (run *latencyRun) silentDeaths() ([]time.Duration, error) {
+// returns how long the fleet's detector took to see each death; the
+// other controllers' go into res.
+func (run *latencyRun) silentDeaths(res *latencies) ([]time.Duration, error) {
 	run.local.reset(run.keys)
 	run.remote.reset(run.keys)
+	run.poll.reset(run.keys)
 	for _, p := range run.pingers {
 		if err := p.Start(); err != nil {
 			return nil, err
@@ -344,5 +365,8 @@ func (run *latencyRun) silentDeaths() ([]time.Duration, error) {
 	// slots) before it goes silent, as a long-lived agent would be.
 	time.Sleep(run.s.period)
 	causes := staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Stop() })
-	return run.local.wait(run.keys, causes, false, run.timeout), nil
+	local := run.local.wait(run.keys, causes, false, run.timeout)
+	res.push.silent = run.remote.wait(run.keys, causes, false, run.timeout)
+	res.poll.silent = run.poll.wait(run.keys, causes, false, run.timeout)
+	return local, nil
 }

@@ -43,6 +43,8 @@ type options struct {
 	// names contain it; logs sends the workers' logs to stderr.
 	fault string
 	logs  bool
+	// shapes, if set, are the scale section's shapes instead of its own.
+	shapes []shape
 	// duration is how long the soak section runs.
 	duration time.Duration
 }
@@ -56,7 +58,7 @@ var defaultSections = allSections[:len(allSections)-1]
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
-	var sizes, only string
+	var sizes, only, shapes string
 	fs := flag.NewFlagSet("presencebench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.mongoURI, "mongo-uri", "", "MongoDB to use instead of the embedded server")
@@ -64,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profile, "profile", "", "directory to write cpu.pprof and heap.pprof to")
 	fs.StringVar(&sizes, "sizes", "1000,10000,100000", "pinger counts for the writes section")
 	fs.IntVar(&o.events, "events", 200, "events per latency measurement")
+	fs.StringVar(&shapes, "shapes", "", "the scale section's shapes, as MODELSxAGENTS,... (default 1x10000,1000x10,1000x100)")
 	fs.StringVar(&only, "only", strings.Join(defaultSections, ","), "sections to run (also: soak)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the soak section runs")
 	fs.StringVar(&o.fault, "fault", "", "run only the stalls whose names contain this")
@@ -74,12 +77,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	var err error
 	for _, f := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
 			return o, fmt.Errorf("--sizes: %q is not a positive number", f)
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	if o.shapes, err = parseShapes(shapes); err != nil {
+		return o, err
 	}
 	if o.events < 1 {
 		return o, fmt.Errorf("--events must be positive")
@@ -209,4 +216,20 @@ func startProfile(dir string) (func(), error) {
 		runtime.GC()
 		_ = pprof.WriteHeapProfile(heap)
 	}, nil
+}
+
+// parseShapes parses MODELSxAGENTS,... into shapes; empty gives none.
+func parseShapes(list string) ([]shape, error) {
+	var out []shape
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		var sh shape
+		if n, err := fmt.Sscanf(f, "%dx%d", &sh.models, &sh.agents); n != 2 || err != nil || sh.models < 1 || sh.agents < 1 {
+			return nil, fmt.Errorf("--shapes: %q is not MODELSxAGENTS", f)
+		}
+		out = append(out, sh)
+	}
+	return out, nil
 }

@@ -153,6 +153,18 @@ func newMetrics(flushInterval time.Duration, demo bool, clk clock.Clock) *metric
 			Name: "presence_database_write_commands_total",
 			Help: "Insert, update and delete commands sent to the database.",
 		}, func() float64 { return float64(m.commands.Writes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "presence_reader_push",
+			Help: "1 while the presence reader tails the notices (it reads when a writer says so), 0 while it polls every sync.",
+		}, func() float64 {
+			return m.loadFigure(func(l presencereader.LoadStats) float64 { return boolFigure(l.Push) })
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "presence_reader_push_breaks_total",
+			Help: "Times the presence reader's push path broke or could not start, since the reader started; it polls until it recovers.",
+		}, func() float64 {
+			return m.loadFigure(func(l presencereader.LoadStats) float64 { return float64(l.PushBreaks) })
+		}),
 	)
 	if demo {
 		m.registry.MustRegister(m.pings, m.flushes, m.detections, m.slow, m.flushTime, m.unexplained, m.restarts)
@@ -233,6 +245,9 @@ func (m *metrics) warnings(now time.Time) []string {
 		out = append(out, fmt.Sprintf("no controller is on time: the database is suspected; %d keys held alive", m.lastLoad.Held))
 	case m.lastLoad.Held > 0:
 		out = append(out, fmt.Sprintf("falling behind: %d keys held alive without a live ping (a controller is late)", m.lastLoad.Held))
+	}
+	if m.loaded && !m.lastLoad.Push && m.lastLoad.PushBreaks > 0 {
+		out = append(out, fmt.Sprintf("no push: the reader polls every sync until it can tail the notices again (%d breaks)", m.lastLoad.PushBreaks))
 	}
 	if !m.lastSlow.IsZero() && now.Sub(m.lastSlow) < rateWindow {
 		out = append(out, "falling behind: flushes slower than --flush in the last 10s")
@@ -360,4 +375,19 @@ func (r *writeRate) perSecond(now time.Time) float64 {
 		return 0
 	}
 	return float64(r.m.commands.Writes()-from.writes) / elapsed
+}
+
+// loadFigure returns f of the latest load.
+func (m *metrics) loadFigure(f func(presencereader.LoadStats) float64) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return f(m.lastLoad)
+}
+
+// boolFigure returns 1 for true, 0 for false.
+func boolFigure(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -12,9 +12,11 @@ import (
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/lease"
 	"github.com/presencekit/presence/worker/leaseexpiry"
 	"github.com/presencekit/presence/worker/pingbatcher"
@@ -38,6 +40,25 @@ func (s *querySuite) query(args ...string) (int, string, string) {
 	args = append(args, "--model", queryModel.Id(), "--mongo-uri", s.Server.URI(), "--database", s.DB.Name())
 	code := run(args, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
+}
+
+// pingOne starts a batcher on base and a pinger of queryModel's
+// machine-0 through it, flushed once, and returns what stops them.
+func (s *querySuite) pingOne(c *gc.C, base *mongo.Collection) func() {
+	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock})
+	c.Assert(err, gc.IsNil)
+	p, err := pinger.New(pinger.Config{
+		Base: base, Model: queryModel, Key: "machine-0", Clock: clock.WallClock,
+		Recorder: func() pinger.PingRecorder { return b },
+	})
+	c.Assert(err, gc.IsNil)
+	c.Assert(p.Start(), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	return func() {
+		p.Kill()
+		_ = p.Wait()
+		workertest.CleanKill(agenttest.C(c), b)
+	}
 }
 
 func (s *querySuite) TestAliveAnswersPerKeyWithAnExitCode(c *gc.C) {
@@ -107,18 +128,8 @@ func (s *querySuite) TestQueriesWriteNothing(c *gc.C) {
 }
 
 func (s *querySuite) TestStatusReportsModelsWritersAndLeasesAsJSON(c *gc.C) {
-	base := s.DB.Collection(baseCollection)
-	b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clock.WallClock})
-	c.Assert(err, gc.IsNil)
-	defer workertest.CleanKill(agenttest.C(c), b)
-	p, err := pinger.New(pinger.Config{
-		Base: base, Model: queryModel, Key: "machine-0", Clock: clock.WallClock,
-		Recorder: func() pinger.PingRecorder { return b },
-	})
-	c.Assert(err, gc.IsNil)
-	c.Assert(p.Start(), gc.IsNil)
-	defer func() { p.Kill(); _ = p.Wait() }()
-	c.Assert(b.Sync(), gc.IsNil)
+	stop := s.pingOne(c, s.DB.Collection(baseCollection))
+	defer stop()
 	client, err := lease.NewClient(lease.ClientConfig{Collection: s.DB.Collection("leases"), Clock: clock.WallClock})
 	c.Assert(err, gc.IsNil)
 	key := lease.Key{Namespace: leaseexpiry.Namespace, Model: queryModel.Id(), Lease: "mysql"}
@@ -144,6 +155,25 @@ func (s *querySuite) TestStatusReportsModelsWritersAndLeasesAsJSON(c *gc.C) {
 	code = run([]string{"status", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
 	c.Assert(code, gc.Equals, exitYes)
 	c.Assert(stdout.String(), gc.Matches, `(?s)PERIOD +10s .*\nMODEL +ALIVE +DEAD +TOTAL\n`+queryModel.Id()+` +1 +0 +1\n.*mysql +mysql/0 +1 .*`)
+}
+
+func (s *querySuite) TestStatusSaysWhetherReadersTailTheNoticesOrPoll(c *gc.C) {
+	base := s.DB.Collection(baseCollection)
+	stop := s.pingOne(c, base)
+	defer stop()
+	status := func() string {
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"status", "--mongo-uri", s.Server.URI(), "--database", s.DB.Name()}, &stdout, &stderr)
+		c.Assert(code, gc.Equals, exitYes, gc.Commentf("%s", stderr.String()))
+		return stdout.String()
+	}
+	notices := schema.Notices(base)
+	c.Assert(status(), gc.Matches, `(?s).*\nPUSH +notices: readers tail `+notices.Name()+`\n.*`)
+
+	// A notices collection that is not capped cannot be tailed.
+	c.Assert(notices.Drop(context.Background()), gc.IsNil)
+	c.Assert(s.DB.CreateCollection(context.Background(), notices.Name()), gc.IsNil)
+	c.Assert(status(), gc.Matches, `(?s).*\nPUSH +polling: `+notices.Name()+` is not capped, so readers cannot tail it\n.*`)
 }
 
 func (s *querySuite) TestABadOrUnreachableURIFailsFastWithoutItsPassword(c *gc.C) {

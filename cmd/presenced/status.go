@@ -26,7 +26,10 @@ import (
 // deploymentStatus is what `presenced status` reports.
 type deploymentStatus struct {
 	// Period is the deployment's, as its ping documents say.
-	Period    string         `json:"period"`
+	Period string `json:"period"`
+	// Push is how the deployment's readers hear other controllers'
+	// writes (see pushPath).
+	Push      string         `json:"push"`
 	Models    []modelKeys    `json:"models"`
 	Writers   []writerStatus `json:"writers"`
 	Leases    []leaseStatus  `json:"leases"`
@@ -128,6 +131,9 @@ func documentsStatus(ctx context.Context, db *mongo.Database, leases, model stri
 	st := deploymentStatus{Period: period.String()}
 	st.Writers = writersOf(scan, now)
 	var err error
+	if st.Push, err = pushPath(ctx, db, scan.base); err != nil {
+		return st, errors.Trace(err)
+	}
 	if st.Leases, err = leasesOf(ctx, db.Collection(leases), model, now); err != nil {
 		return st, errors.Annotate(err, "cannot read the leases")
 	}
@@ -141,6 +147,41 @@ func documentsStatus(ctx context.Context, db *mongo.Database, leases, model stri
 		st.Documents[coll.Name()] = int(n)
 	}
 	return st, nil
+}
+
+// pushPath says how the deployment's readers hear the writes of other
+// controllers (see README, "Push"): by tailing the notices if their
+// collection is capped, else by polling; on a replica set, by a change
+// stream on the ping documents too. It only reads.
+func pushPath(ctx context.Context, db *mongo.Database, base *mongo.Collection) (string, error) {
+	var hello struct {
+		SetName string `bson:"setName"`
+	}
+	if err := db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
+		return "", errors.Annotate(err, "cannot ask the server whether it is a replica set")
+	}
+	notices := schema.Notices(base).Name()
+	specs, err := db.ListCollectionSpecifications(ctx, bson.D{{Key: "name", Value: notices}})
+	if err != nil {
+		return "", errors.Annotatef(err, "cannot look for %s", notices)
+	}
+	path := "notices: readers tail " + notices
+	switch {
+	case len(specs) == 0:
+		path = "polling: no controller has created " + notices + " yet"
+	case !capped(specs[0].Options):
+		path = "polling: " + notices + " is not capped, so readers cannot tail it"
+	}
+	if hello.SetName != "" {
+		path = "change stream (replica set " + hello.SetName + ") and " + path
+	}
+	return path, nil
+}
+
+// capped reports whether a collection's options say it is capped.
+func capped(options bson.Raw) bool {
+	ok, _ := options.Lookup("capped").BooleanOK()
+	return ok
 }
 
 // presenceOf loads the presence of models once, as a watcher's first
@@ -232,6 +273,7 @@ func printStatus(w io.Writer, st deploymentStatus) {
 var statusSections = []func(io.Writer, deploymentStatus){
 	func(w io.Writer, st deploymentStatus) {
 		fmt.Fprintf(w, "PERIOD\t%s\t(read from the ping documents)\n", st.Period)
+		fmt.Fprintf(w, "PUSH\t%s\n", st.Push)
 	},
 	func(w io.Writer, st deploymentStatus) {
 		fmt.Fprintln(w, "MODEL\tALIVE\tDEAD\tTOTAL")

@@ -57,6 +57,11 @@ type FlushStats struct {
 	// Disconnect or a key coming up, which a reader in the same process
 	// may want to load at once (see presencereader.Config.Wake).
 	Prompt bool
+	// Writer is the writer id the batcher writes as (it changes when the
+	// writer is retired): a reader in the same process skips the notices
+	// of its prompt flushes, which Wake already brought (see
+	// presencereader.Config.Self).
+	Writer string
 }
 
 // WakeOnPrompt returns an OnFlush that sends on wake, without blocking,

@@ -155,7 +155,10 @@ func (b *PingBatcher) flushFor(waiters []chan error) time.Time {
 		b.mu.Unlock()
 	}
 	if b.config.OnFlush != nil {
-		b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt})
+		b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt, Writer: b.writer()})
+	}
+	if err == nil {
+		b.notify(b.prompt)
 	}
 	if err != nil && b.config.Logger != nil {
 		b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)

@@ -78,6 +78,10 @@ type PingBatcher struct {
 	beingsWaiters []chan error
 	beingsRunning sync.WaitGroup
 
+	// notifier is what the notices appended so far announced; only the
+	// loop goroutine uses it.
+	notifier notifier
+
 	// mu guards the fields below. It is never held across a database
 	// call.
 	mu    sync.Mutex
@@ -111,6 +115,8 @@ type stats struct {
 	prompted       bool
 	lastError      string
 	indexesEnsured bool
+	// noticeFailures counts the notices that could not be appended.
+	noticeFailures int64
 	// retireRemoved, when not empty, is a writer that checkRemoved found
 	// naming removedModel, a removed model it no longer serves: it is
 	// retired after the flush (see retireRemoved).
@@ -343,6 +349,7 @@ func (b *PingBatcher) Report() map[string]any {
 		"docs-written":    b.stats.docsWritten,
 		"writers-retired": b.stats.retired,
 		"slow-flushes":    b.stats.slowFlushes,
+		"notice-failures": b.stats.noticeFailures,
 	}
 	if b.stats.lastError != "" {
 		report["last-error"] = b.stats.lastError

@@ -164,7 +164,9 @@ func (s *workerSuite) TestOneWriteCommandPerFlushWhateverTheModelsAndPingers(c *
 		c.Assert(b.Ping(id, 2), gc.IsNil)
 	}
 	c.Assert(b.Sync(), gc.IsNil)
-	c.Assert(counter.Writes(), gc.Equals, 1)
+	// One update of the ping documents, and the notice of the new slot.
+	c.Assert(counter.Writes(), gc.Equals, 2)
+	c.Assert(counter.CountOn("insert", "presence.notices"), gc.Equals, 1)
 	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 2)
 
 	// A flush with nothing new writes nothing.

@@ -46,6 +46,7 @@ func (r *Reader) finishLoad(res loadResult) {
 			Keys: len(r.view.keys), Alive: alive, Changes: len(changes), Skipped: len(res.skipped),
 			Held: r.view.holding, Stalled: r.view.stalled,
 			MaxSkew: r.maxSkew(), Skews: r.skews(), LogEntries: logEntries, LogBytes: logBytes, LinesHeld: r.lines.Held(), Err: res.err,
+			Push: r.pushing(), PushBreaks: r.pushBreaks(),
 		})
 	}
 	r.touched = nil
@@ -97,11 +98,12 @@ func (r *Reader) checkGap(res loadResult) {
 }
 
 // gapLimit is the longest gap between two loads that the reader takes
-// for its own pace: a SyncInterval and a quarter of a slot. A step of its
-// clock forward by less adds at most that to a writer's silence, which
-// its late bound (a Period, two slots) has room for.
+// for its own pace: the gap it planned (a SyncInterval at least, see
+// nextLoad) and a quarter of a slot. A step of its clock forward by less
+// adds at most that to a writer's silence, which its late bound (a
+// Period, two slots) has room for (see schedule.go).
 func (r *Reader) gapLimit() time.Duration {
-	return r.config.SyncInterval + schema.SlotLength(r.config.Period)/4
+	return max(r.config.SyncInterval, r.planned) + schema.SlotLength(r.config.Period)/4
 }
 
 // failed records a failed load: the view is kept, and the trouble it
@@ -199,6 +201,7 @@ func (r *Reader) record(res loadResult) (alive, logEntries, logBytes int) {
 	r.stats["last-load"] = res.took.String()
 	r.stats["log-entries"] = logEntries
 	r.stats["log-bytes"] = logBytes
+	r.recordPush()
 	if res.err != nil {
 		r.stats["last-error"] = res.err.Error()
 	} else {

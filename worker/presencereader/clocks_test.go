@@ -160,6 +160,9 @@ func (s *clocksSuite) run(c *gc.C, sc clockScenario) clockFigures {
 	deadSince := map[string]time.Duration{}
 	for at := time.Duration(0); at <= clocksRun; at += clocksStep {
 		if at > 0 {
+			// No load a notice woke may span the step (see
+			// agenttest.Settle).
+			agenttest.Settle(c, h.ctls[0].base, []agenttest.Batcher{h.ctls[0].b, h.ctls[1].b}, []agenttest.Reader{h.r})
 			h.base.Advance(clocksStep)
 		}
 		if sc.events != nil {

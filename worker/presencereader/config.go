@@ -44,7 +44,9 @@ type Config struct {
 	// schema.DefaultPeriod; it must not be negative.
 	Period time.Duration
 
-	// SyncInterval is the time between loads. A load that takes longer
+	// SyncInterval is the time between loads while the reader cannot
+	// tail the notices (see NoPush), and the shortest time between two
+	// loads it schedules itself. A load that takes longer
 	// than SyncInterval (and than two seconds) fails. Zero means
 	// schema.DefaultSyncInterval; it must not be negative.
 	SyncInterval time.Duration
@@ -86,9 +88,23 @@ type Config struct {
 	// process sends on it after a flush that carries a Disconnect or a
 	// key coming up (see pingbatcher.FlushStats.Prompt), so that this
 	// process's watchers see it without waiting for SyncInterval. Other
-	// processes' readers still see it at their next sync, or at once
-	// where the server has change streams.
+	// processes' readers hear of it from its notice (see NoPush).
 	Wake <-chan struct{}
+
+	// Self, if not nil, returns the writer id of the batcher whose
+	// prompt flushes Wake brings (see pingbatcher.Self): the reader
+	// skips that writer's prompt notices, which would only load again.
+	// It must be safe for concurrent use.
+	Self func() string
+
+	// NoPush turns the push path off: the reader then reads every
+	// SyncInterval and hears of other processes' prompt changes at its
+	// next read (at once where the server has change streams). By
+	// default it tails the notices that batchers append (see
+	// schema.Notices) and reads when a notice comes and when time alone
+	// may change what it reports, polling every SyncInterval only while
+	// it cannot tail them. It is for measuring one against the other.
+	NoPush bool
 }
 
 // LoadStats describes one load.
@@ -132,6 +148,12 @@ type LoadStats struct {
 	LinesHeld int
 	// Err is why the load failed, or nil.
 	Err error
+	// Push is whether the reader tailed the notices when the load
+	// ended: it reads only when it must while it does, and polls every
+	// SyncInterval while it does not. PushBreaks is how many times the
+	// push path broke (or could not start) so far.
+	Push       bool
+	PushBreaks int
 }
 
 // Validate returns a NotValid error naming the first bad field.

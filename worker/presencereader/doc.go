@@ -2,10 +2,30 @@
 // worker that loads every model's presence from the database and feeds the
 // per-model views that watchers (package worker/watcher) wrap.
 //
-// A Reader loads every SyncInterval with one query for each writer's
-// latest two slots, whatever the number of models: every writer (ping
-// batcher) keeps one ping document per slot for all of its models, so the
-// query returns O(writers) documents. Each writer is judged by its own
+// A Reader loads with one query for each writer's latest two slots,
+// whatever the number of models: every writer (ping batcher) keeps one
+// ping document per slot for all of its models, so the query returns
+// O(writers) documents.
+//
+// Push. A Reader loads when it hears that a writer wrote something that
+// matters, not every SyncInterval: every batcher appends a notice to a
+// small capped collection when it flushes a prompt change (a key coming
+// up, a Disconnect) or moves on to a new slot, and the reader tails it
+// with a tailable awaitData cursor, which MongoDB (standalone or replica
+// set) and the embedded server all have; its own batcher wakes it
+// directly (Config.Wake). Besides notices it loads only when time alone
+// may change what it reports (a writer's late bound running out), at
+// least every quarter of a slot, and every SyncInterval while anything is
+// held for time; about one read a second at rest where polling made ten.
+// While the cursor is broken (a restart, a drop, a collection rolled past
+// it, a server without capped collections) it polls every SyncInterval,
+// counts and logs the break once, and when it can tail again it loads at
+// once. Where the server has change streams (a replica set) a stream on
+// the ping documents wakes it too. Config.NoPush turns push off. Why
+// fewer reads make no live writer late is in schedule.go: reading later
+// can only make the reader see a writer's progress later, which delays
+// its late bound rather than advancing it, and the read that judges a
+// writer late is scheduled at the bound itself. Each writer is judged by its own
 // latest two slots, and a writer that falls behind by its progress over
 // time (see view.apply): a slow writer is not a death.
 //
@@ -32,8 +52,8 @@
 //
 // A failed or missing read is never a death. Every load has a deadline
 // (see Config.SyncInterval), so a stalled read is a failed one; when a load
-// fails the reader keeps its last view, logs the error and tries again at
-// the next sync; for one Period after it can read again it reports no
+// fails the reader keeps its last view, logs the error and tries again
+// after a SyncInterval; for one Period after it can read again it reports no
 // death that was not recorded by Disconnect, so that batchers have time to
 // write the pings they buffered. A load slower than a quarter of a slot
 // (a slow database, not a stalled one) is time no writer's silence counts

@@ -18,7 +18,10 @@ import (
 )
 
 // forgetSuite checks that the reader holds what writers name now, not
-// everything it ever met.
+// everything it ever met. Its readers tail the notices, as by default:
+// the tests settle them before they move the clock (see
+// agenttest.Settle), or a load a notice woke would span the move, a
+// stall to the reader that keeps it from forgetting.
 type forgetSuite struct {
 	agenttest.MongoSuite
 }
@@ -90,6 +93,7 @@ func (s *forgetSuite) TestKeysAndModelsWhoseWritersAreGoneAreForgotten(c *gc.C) 
 	// holds the one key still named, and its model.
 	workertest.CleanKill(agenttest.C(c), gone)
 	for at := time.Duration(0); at < time.Hour; at += forgetPeriod / 2 {
+		agenttest.Settle(c, s.DB.Collection("presence"), []agenttest.Batcher{stays}, []agenttest.Reader{r})
 		clk.Advance(forgetPeriod / 2)
 		pingAll(c, stays, clk, stressModel, kept, 1)
 		c.Assert(r.Refresh(), gc.IsNil)
@@ -122,6 +126,7 @@ func (s *forgetSuite) TestAKeyReleasedByALiveWriterIsForgottenAfterLogAgeAndRead
 	b.Release(ids[1])
 	b.Release(ids[2])
 	step := func() {
+		agenttest.Settle(c, s.DB.Collection("presence"), []agenttest.Batcher{b}, []agenttest.Reader{r})
 		clk.Advance(forgetPeriod / 2)
 		pingAll(c, b, clk, stressModel, ids[:1], 1)
 		c.Assert(r.Refresh(), gc.IsNil)

@@ -44,8 +44,10 @@ type Reader struct {
 	catacomb catacomb.Catacomb
 	requests requests
 	results  chan loadResult
-	// wakes carries the change stream's news that a writer wrote.
+	// wakes carries the news that a writer wrote, from the change stream
+	// and the notices, and the push path's changes of state.
 	wakes  chan struct{}
+	push   *pushState
 	pings  *mongo.Collection
 	beings *mongo.Collection
 
@@ -83,9 +85,14 @@ type Reader struct {
 	// clock read observedRaw; lastLoadEnd is when, on it, the last load
 	// ended.
 	observed, observedRaw, lastLoadEnd time.Time
+	// planned is how long after the last load ended the next was due
+	// (see nextLoad).
+	planned time.Duration
 }
 
-// New starts a Reader. It loads at once and then every SyncInterval.
+// New starts a Reader. It loads at once, and then when a notice comes and
+// when time alone may change what it reports, or every SyncInterval
+// while it cannot tail the notices (see nextLoad).
 func New(config Config) (*Reader, error) {
 	if err := config.Validate(); err != nil {
 		return nil, errors.Trace(err)
@@ -96,6 +103,7 @@ func New(config Config) (*Reader, error) {
 		requests:   newRequests(),
 		results:    make(chan loadResult),
 		wakes:      make(chan struct{}, 1),
+		push:       &pushState{retry: make(chan struct{}, 1)},
 		pings:      schema.Pings(config.Base),
 		beings:     schema.Beings(config.Base),
 		stats:      map[string]any{},
@@ -189,8 +197,8 @@ func (r *Reader) String() string {
 }
 
 // loop serves the requests (see requests.go), one at a time, and starts
-// a load every SyncInterval, on a wake, and when a caller asks for one;
-// the loads run in goroutines of their own, one at a time.
+// a load when one is due (see nextLoad), on a wake, and when a caller
+// asks for one; the loads run in goroutines of their own, one at a time.
 func (r *Reader) loop() error {
 	timer := r.config.Clock.NewTimer(r.config.SyncInterval)
 	defer timer.Stop()
@@ -198,6 +206,13 @@ func (r *Reader) loop() error {
 	go func() {
 		defer close(watching)
 		r.watchChanges(r.catacomb.Context(context.Background()))
+	}()
+	tailing := make(chan struct{})
+	go func() {
+		defer close(tailing)
+		if !r.config.NoPush {
+			r.tailNotices(r.catacomb.Context(context.Background()))
+		}
 	}()
 	r.startLoad()
 	fired, woken := false, false
@@ -208,6 +223,7 @@ func (r *Reader) loop() error {
 				<-r.results
 			}
 			<-watching
+			<-tailing
 			return r.catacomb.ErrDying()
 		case req := <-r.requests.watch:
 			r.addWatch(req)
@@ -241,9 +257,8 @@ func (r *Reader) loop() error {
 				woken = false
 				r.startLoad()
 			}
-			// Loads start every SyncInterval: the read's own time
-			// does not stretch the interval.
-			next := max(r.config.SyncInterval-res.took, 0)
+			r.retryPush(res.at.Add(res.took))
+			next := r.nextLoad(res)
 			if fired {
 				timer.Reset(next)
 				fired = false

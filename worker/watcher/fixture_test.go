@@ -58,7 +58,7 @@ func (s *fixture) newBatcher(c *gc.C, base *mongo.Collection) *pingbatcher.PingB
 }
 
 func (s *fixture) newWatcher(c *gc.C, base *mongo.Collection, model names.ModelTag) *watcher.Watcher {
-	w, err := watcher.New(watcher.Config{Base: base, Model: model, Clock: s.clock, Period: period, SyncInterval: never})
+	w, err := watcher.New(watcher.Config{Base: base, Model: model, Clock: s.clock, Period: period, SyncInterval: never, NoPush: true})
 	c.Assert(err, gc.IsNil)
 	s.cleanup = append(s.cleanup, func() { workertest.CleanKill(agenttest.C(c), w) })
 	return w

@@ -26,7 +26,7 @@ func (s *outageSuite) TestDatabaseOutageGivesNoDeathAndLosesNoPings(c *gc.C) {
 	b := s.newBatcher(c, s.base)
 	w, err := watcher.New(watcher.Config{
 		Base: s.base, Model: modelA, Clock: s.clock, Logger: logger,
-		Period: period, SyncInterval: never,
+		Period: period, SyncInterval: never, NoPush: true,
 	})
 	c.Assert(err, gc.IsNil)
 	s.cleanup = append(s.cleanup, func() { w.Kill(); c.Check(w.Wait(), gc.IsNil) })

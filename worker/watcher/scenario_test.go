@@ -175,7 +175,7 @@ func (s *scenarioSuite) TestWhenNoWriterIsOnTimeKeysHoldForMaxStall(c *gc.C) {
 	b := s.newBatcher(c, s.base)
 	var last presencereader.LoadStats
 	w, err := watcher.New(watcher.Config{
-		Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never,
+		Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, NoPush: true,
 		OnLoad: func(stats presencereader.LoadStats) { last = stats },
 	})
 	c.Assert(err, gc.IsNil)
@@ -485,7 +485,7 @@ func (s *scenarioSuite) TestWatchChannelNeverEndsOnAStaleValue(c *gc.C) {
 func (s *scenarioSuite) TestWatchOfABadKeyOrANilChannelIsLoggedAndIgnored(c *gc.C) {
 	logger := &agenttest.Logger{}
 	w, err := watcher.New(watcher.Config{
-		Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, Logger: logger,
+		Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, NoPush: true, Logger: logger,
 	})
 	c.Assert(err, gc.IsNil)
 	defer workertest.CleanKill(agenttest.C(c), w)

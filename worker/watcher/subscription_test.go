@@ -225,7 +225,7 @@ func (s *subscriptionSuite) TestAResumedSubscriptionGetsWhatItMissed(c *gc.C) {
 
 func (s *subscriptionSuite) TestAPrivateReadersLogTakesTheWatchersBounds(c *gc.C) {
 	b := s.newBatcher(c, s.base)
-	w, err := watcher.New(watcher.Config{Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, LogLength: 1})
+	w, err := watcher.New(watcher.Config{Base: s.base, Model: modelA, Clock: s.clock, Period: period, SyncInterval: never, NoPush: true, LogLength: 1})
 	c.Assert(err, gc.IsNil)
 	s.cleanup = append(s.cleanup, func() { workertest.CleanKill(agenttest.C(c), w) })
 	c.Assert(w.Refresh(), gc.IsNil)

@@ -186,6 +186,10 @@ type Config struct {
 	// OnLoad, if not nil, is called after every load of a private
 	// reader, e.g. to feed metrics. It must return quickly.
 	OnLoad func(LoadStats)
+
+	// NoPush turns a private reader's push path off: it then loads
+	// every SyncInterval and when asked (see presencereader.Config).
+	NoPush bool
 }
 
 // Validate returns a NotValid error naming the first bad field.
@@ -249,6 +253,7 @@ func New(config Config) (*Watcher, error) {
 			LogLength:    config.LogLength,
 			LogAge:       config.LogAge,
 			OnLoad:       config.OnLoad,
+			NoPush:       config.NoPush,
 		})
 		if err != nil {
 			return nil, errors.Trace(err)

@@ -1,0 +1,110 @@
+package pingbatcher
+
+import (
+	"sync/atomic"
+
+	"github.com/juju/errors"
+
+	"github.com/presencekit/presence/catacomb"
+	"github.com/presencekit/presence/internal/schema"
+)
+
+// notifier is what the batcher remembers of the notices it appends (see
+// schema.Notices): other controllers' readers load when one comes, so
+// they hear a prompt change, and a writer's progress, at once. Only the
+// loop goroutine uses it.
+type notifier struct {
+	// writer and slot are the latest progress a notice announced.
+	writer string
+	slot   int64
+	// prompt is set while a prompt flush's notice is still to append.
+	prompt bool
+	// failing is set while appends fail, so that a failure is logged
+	// once.
+	failing bool
+}
+
+// notify appends one notice after a flush that succeeded, if the flush
+// carried a prompt change (prompt) or wrote the writer's first document
+// of a slot, or if an earlier notice failed: at most one a flush. A
+// notice that fails is appended by the next flush; a reader that misses
+// one still sees what it announced at its next scheduled read. It must
+// only be called from the loop goroutine.
+func (b *PingBatcher) notify(prompt bool) {
+	n := &b.notifier
+	n.prompt = n.prompt || prompt
+	b.mu.Lock()
+	writer, slot := b.w.writer, b.w.writtenSlot
+	b.mu.Unlock()
+	moved := slot > 0 && (writer != n.writer || slot > n.slot)
+	if !moved && !n.prompt {
+		return
+	}
+	err := b.appendNotice(schema.NoticeDoc{Writer: writer, Slot: slot, Prompt: n.prompt})
+	if err != nil {
+		b.mu.Lock()
+		b.stats.noticeFailures++
+		b.mu.Unlock()
+		if !n.failing && b.config.Logger != nil {
+			b.config.Logger.Errorf("ping batcher: %v (other controllers see this writer at their next scheduled read; retried at the next flush)", err)
+		}
+		n.failing = true
+		return
+	}
+	if n.failing && b.config.Logger != nil {
+		b.config.Logger.Infof("ping batcher: notices are appended again")
+	}
+	n.writer, n.slot, n.prompt, n.failing = writer, slot, false, false
+}
+
+// appendNotice appends doc, within a flush's deadline, creating the
+// notices collection first: every time, since an insert into a collection
+// that was dropped would make an uncapped one, which readers cannot tail
+// and nothing bounds. The creation of a collection that exists fails at
+// once.
+func (b *PingBatcher) appendNotice(doc schema.NoticeDoc) error {
+	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
+	defer cancel()
+	if err := schema.EnsureNotices(ctx, b.config.Base); err != nil {
+		return errors.Trace(err)
+	}
+	_, err := schema.Notices(b.config.Base).InsertOne(ctx, doc)
+	return errors.Annotate(err, "cannot append a notice")
+}
+
+// writer returns the writer id the batcher writes as.
+func (b *PingBatcher) writer() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.w.writer
+}
+
+// Self remembers the writer id a batcher writes as, from its flushes,
+// for a reader in the same process: that reader skips the notices of
+// its own batcher's prompt flushes, which its Wake already brought (see
+// presencereader.Config.Self). Its methods are safe for concurrent use;
+// its zero value is ready and names no writer.
+type Self struct {
+	writer atomic.Pointer[string]
+}
+
+// OnFlush returns an OnFlush that records the writer of every flush and
+// then calls next if it is not nil.
+func (s *Self) OnFlush(next func(FlushStats)) func(FlushStats) {
+	return func(stats FlushStats) {
+		if stats.Writer != "" {
+			s.writer.Store(&stats.Writer)
+		}
+		if next != nil {
+			next(stats)
+		}
+	}
+}
+
+// Writer returns the writer id of the latest flush, or "" before any.
+func (s *Self) Writer() string {
+	if w := s.writer.Load(); w != nil {
+		return *w
+	}
+	return ""
+}
