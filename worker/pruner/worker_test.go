@@ -293,7 +293,11 @@ func (s *prunerSuite) TestTheBeingsOfAGoneWriterOfManyChunksGoInOneDelete(c *gc.
 func (s *prunerSuite) pruneGoneWriter(c *gc.C, chunks int) (string, []bson.RawValue) {
 	deletes := s.beingsDeletes()
 	base := s.NewClient(c, options.Client().SetMonitor(deletes.monitor)).Database(s.DB.Name()).Collection("presence")
-	gone := s.newWriter(c, modelA, (chunks-1)*schema.ChunkSize+1)
+	// Keys past the last chunk's first go in the ping documents only
+	// (fresh) until a writer has FreshLimit of them, or twice that while
+	// a beings write runs: with more than twice FreshLimit in the last
+	// chunk, whatever the flushes' timing, it has a beings document.
+	gone := s.newWriter(c, modelA, (chunks-1)*schema.ChunkSize+2*schema.FreshLimit+1)
 	live := s.newWriter(c, modelB, 1)
 	c.Assert(s.count(c, schema.Beings(s.base), gone.id), gc.Equals, int64(chunks))
 	p := s.newPruner(c, base, nil)
