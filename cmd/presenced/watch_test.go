@@ -406,6 +406,13 @@ func (*watchSuite) TestAPositionAnsweredWithAResetIsNotResumedByAModelFoundLater
 	c.Assert(ls.next(c).SnapshotEnd, gc.Equals, true)
 	// Model B appears: the stream pulls it at the next keepalive, from
 	// its snapshot, since the client was told to forget vb.5.
+	modelBAppears(c, src, clk, ls)
+	c.Assert(src.config(modelB), gc.DeepEquals, presencereader.SubscribeConfig{})
+}
+
+// modelBAppears adds model B to src's models, has the stream pull it at
+// its next keepalive, and checks the snapshot of B's machine-2, alive.
+func modelBAppears(c *gc.C, src *fakeSource, clk *testclock.Clock, ls *lineStream) {
 	src.mu.Lock()
 	src.list = []string{modelA, modelB}
 	src.mu.Unlock()
@@ -413,7 +420,6 @@ func (*watchSuite) TestAPositionAnsweredWithAResetIsNotResumedByAModelFoundLater
 	c.Assert(ls.next(c).Keepalive, gc.Equals, true)
 	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
 	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
-	c.Assert(src.config(modelB), gc.DeepEquals, presencereader.SubscribeConfig{})
 }
 
 func (*watchSuite) TestAModelFoundAfterTheSnapshotEndsItsOwnSnapshotWithItsPosition(c *gc.C) {
@@ -424,13 +430,7 @@ func (*watchSuite) TestAModelFoundAfterTheSnapshotEndsItsOwnSnapshotWithItsPosit
 	defer ls.stop(c)
 	src.push(modelA)
 	c.Assert(ls.next(c).Positions, gc.DeepEquals, map[string]string{modelA: "va.0"})
-	src.mu.Lock()
-	src.list = []string{modelA, modelB}
-	src.mu.Unlock()
-	c.Assert(clk.WaitAdvance(time.Second, 10*time.Second, 1), gc.IsNil)
-	c.Assert(ls.next(c).Keepalive, gc.Equals, true)
-	src.push(modelB, presencereader.Change{Key: "machine-2", Alive: true})
-	c.Assert(ls.next(c), gc.DeepEquals, keyLine(modelB, "machine-2", true, true))
+	modelBAppears(c, src, clk, ls)
 	c.Assert(ls.next(c), gc.DeepEquals, watchLine{
 		Model: modelB, SnapshotEnd: true, Positions: map[string]string{modelB: "vb.0"}, Time: "1970-01-01T00:00:01Z",
 	})
