@@ -1,0 +1,219 @@
+package pingbatcher
+
+import (
+	"time"
+
+	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pinger"
+)
+
+// The afterlife of a retired writer. Readers keep a writer's keys alive
+// for a while after it stops moving on (its late bound, a Period or more):
+// a writer that falls silent is dead by time, not at once. So a retired
+// writer's documents keep every key it served alive for that long, and a
+// Disconnect of one of those keys, whether its pinger still holds the
+// retired writer's identity or has registered again with its successor,
+// would be seen only when that bound runs out: as a silent death. While
+// its afterlife lasts, a retired writer records those deaths in its latest
+// slot's document, written again with the death bits added: the same
+// document, idempotent, never a slot it had not reached, so readers see
+// the death within a flush and a sync without seeing the writer move on.
+
+// maxAfterlives is the most retired writers a batcher keeps: a writer is
+// retired at most once per flush, and an afterlife lasts two Periods at
+// most.
+const maxAfterlives = 4
+
+// afterlife is a retired writer's state while readers may still hold its
+// keys. It is guarded by PingBatcher.mu.
+type afterlife struct {
+	// w is the retired writer; it keeps its latest two slots, and the
+	// latest carries the deaths recorded after its retirement.
+	w *writerState
+	// successor is the writer that followed it.
+	successor string
+	// from and until are when the afterlife began and ends, by the
+	// batcher's clock.
+	from, until time.Time
+	// unclaimed are the indexes the retired writer shows alive that no
+	// registration with its successor has taken over (see claim).
+	unclaimed map[entry][]uint32
+	// heirs maps an index of the successor (the writer that followed
+	// this one) to the index of this writer that its registration took
+	// over.
+	heirs map[uint32]uint32
+}
+
+// afterlifeOf returns how long a retired writer's afterlife lasts: as
+// long as a reader that saw it on time holds its keys (a Period, and a
+// sync), with half a Period and a flush to spare, but never more than
+// two Periods, well before the pruner may remove its documents (three
+// Periods after it last moved on), which a late write would bring back.
+func afterlifeOf(period, flush time.Duration) time.Duration {
+	return min(period+period/2+flush, 2*period)
+}
+
+// bury starts the afterlife of old, a writer just retired for b.w, if readers
+// may still hold its keys: it wrote its documents and moved on within a
+// slot of now. A writer silent for longer (a paused process, a clock
+// stepped forward) is already late for readers, and one that never wrote
+// has nothing to hold. b.mu must be held.
+func (b *PingBatcher) bury(old *writerState) {
+	now := b.config.Clock.Now()
+	b.afterlives = b.living(now)
+	if !old.registered || old.lastSlot == 0 || old.observe(schema.Slot(now, b.config.Period)) > old.lastSlot+1 {
+		return
+	}
+	latest := old.find(old.lastSlot)
+	if latest == nil {
+		return
+	}
+	prev := old.find(old.lastSlot - 1)
+	a := &afterlife{
+		w:         old,
+		successor: b.w.writer,
+		from:      now,
+		until:     now.Add(afterlifeOf(b.config.Period, b.config.FlushInterval)),
+		unclaimed: make(map[entry][]uint32),
+		heirs:     make(map[uint32]uint32),
+	}
+	for i, e := range old.entries {
+		index := uint32(i)
+		if shows(latest, prev, index) {
+			a.unclaimed[e] = append(a.unclaimed[e], index)
+		}
+	}
+	// Only deaths are written again: whatever the latest slots had not
+	// written yet stays unwritten, so the writer is not seen to move on
+	// unless it had.
+	old.slots = old.slots[:0]
+	for _, s := range []*slotState{prev, latest} {
+		if s != nil {
+			s.written = s.version
+			old.slots = append(old.slots, s)
+		}
+	}
+	if len(b.afterlives) == maxAfterlives {
+		b.afterlives = b.afterlives[1:]
+	}
+	b.afterlives = append(b.afterlives, a)
+}
+
+// shows reports whether a reader that reads latest, and prev before it,
+// holds index alive: pinged in latest, or in prev, and not disconnected
+// since.
+func shows(latest, prev *slotState, index uint32) bool {
+	if isSet(latest.dead, index) {
+		return false
+	}
+	if isSet(latest.alive, index) {
+		return true
+	}
+	return prev != nil && isSet(prev.alive, index) && !isSet(prev.dead, index)
+}
+
+// living returns the afterlives not over at now. A clock that reads
+// earlier than an afterlife's start was stepped back, by an unknown time:
+// that afterlife ends. b.mu must be held.
+func (b *PingBatcher) living(now time.Time) []*afterlife {
+	kept := b.afterlives[:0]
+	for _, a := range b.afterlives {
+		if now.Before(a.until) && !now.Before(a.from) {
+			kept = append(kept, a)
+		}
+	}
+	clear(b.afterlives[len(kept):])
+	return kept
+}
+
+// claim takes over, for index of the current writer, newly handed out
+// for e, an index of e that its predecessor still shows alive,
+// unless index took one over before: the registration is most likely a
+// pinger of that writer registering again, and its Disconnect must end
+// both. (Which of several pingers of one key took over which index does
+// not matter: each Disconnect ends one of them.) b.mu must be held.
+func (b *PingBatcher) claim(e entry, index uint32) {
+	b.afterlives = b.living(b.config.Clock.Now())
+	if len(b.afterlives) == 0 {
+		return
+	}
+	a := b.afterlives[len(b.afterlives)-1]
+	if a.successor != b.w.writer {
+		return
+	}
+	if _, ok := a.heirs[index]; ok {
+		return
+	}
+	old := a.unclaimed[e]
+	if len(old) == 0 {
+		return
+	}
+	a.heirs[index] = old[len(old)-1]
+	if len(old) == 1 {
+		delete(a.unclaimed, e)
+	} else {
+		a.unclaimed[e] = old[:len(old)-1]
+	}
+}
+
+// mourn records the Disconnect of id in the afterlives: in that of id's
+// writer if it is retired, and in those of the writers before it whose
+// indexes id's registrations took over (see claim). It reports whether it
+// recorded a death. b.mu must be held.
+func (b *PingBatcher) mourn(id pinger.Identity) bool {
+	b.afterlives = b.living(b.config.Clock.Now())
+	writer, index, recorded := id.Writer, id.Index, false
+	for i := len(b.afterlives) - 1; i >= 0; i-- {
+		a := b.afterlives[i]
+		switch {
+		case a.w.writer == writer:
+		case a.successor == writer:
+			heir, ok := a.heirs[index]
+			if !ok {
+				return recorded
+			}
+			index = heir
+		default:
+			continue
+		}
+		if a.kill(index) {
+			recorded = true
+		}
+		writer = a.w.writer
+	}
+	return recorded
+}
+
+// kill marks index dead in the retired writer's latest slot if it shows
+// it alive, and reports whether it did.
+func (a *afterlife) kill(index uint32) bool {
+	latest := a.w.find(a.w.lastSlot)
+	if int(index) >= len(a.w.entries) || !shows(latest, a.w.find(a.w.lastSlot-1), index) {
+		return false
+	}
+	latest.kill(index)
+	e := a.w.entries[index]
+	old := a.unclaimed[e]
+	for i, o := range old {
+		if o == index {
+			old = append(old[:i], old[i+1:]...)
+			break
+		}
+	}
+	if len(old) == 0 {
+		delete(a.unclaimed, e)
+	} else {
+		a.unclaimed[e] = old
+	}
+	return true
+}
+
+// snapshotAfterlives adds to out the latest slot's document of every
+// retired writer whose afterlife recorded deaths not yet written, stamped
+// with now. b.mu must be held.
+func (b *PingBatcher) snapshotAfterlives(out *batch, now time.Time) {
+	b.afterlives = b.living(now)
+	for _, a := range b.afterlives {
+		b.snapshotPings(out, a.w, a.w.persisted, now)
+	}
+}
