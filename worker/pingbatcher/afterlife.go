@@ -1,6 +1,7 @@
 package pingbatcher
 
 import (
+	"slices"
 	"time"
 
 	"github.com/presencekit/presence/internal/schema"
@@ -83,13 +84,16 @@ func (b *PingBatcher) bury(old *writerState) {
 			a.unclaimed[e] = append(a.unclaimed[e], index)
 		}
 	}
-	// Only deaths are written again: whatever the latest slots had not
-	// written yet stays unwritten, so the writer is not seen to move on
-	// unless it had.
+	// Only deaths are written: whatever else the latest slots had not
+	// written yet stays unwritten, so that the writer is not seen to
+	// move on for it. A death recorded in the latest while the flush
+	// that retired the writer ran is still to be written.
 	old.slots = old.slots[:0]
 	for _, s := range []*slotState{prev, latest} {
 		if s != nil {
-			s.written = s.version
+			if s != latest || !slices.ContainsFunc(s.dead, func(word uint64) bool { return word != 0 }) {
+				s.written = s.version
+			}
 			old.slots = append(old.slots, s)
 		}
 	}
