@@ -15,21 +15,24 @@ import (
 // Disconnect of one of those keys, whether its pinger still holds the
 // retired writer's identity or has registered again with its successor,
 // would be seen only when that bound runs out: as a silent death. While
-// its afterlife lasts, a retired writer records those deaths in its latest
-// slot's document, written again with the death bits added: the same
-// document, idempotent, never a slot it had not reached, so readers see
-// the death within a flush and a sync without seeing the writer move on.
+// its afterlife lasts, a retired writer records those deaths in its
+// latest slot's document (and the one before, if the latest may not have
+// been written), written again with the death bits added: the same
+// documents, idempotent, never created, so readers see the death within
+// a flush and a sync without seeing the writer move on, and a document
+// the pruner removed (a writer retired after a long pause) stays removed.
 
-// maxAfterlives is the most retired writers a batcher keeps: a writer is
-// retired at most once per flush, and an afterlife lasts two Periods at
-// most.
+// maxAfterlives is the most retired writers a batcher keeps, the oldest
+// going first: retirements are rare (a removed model, most indexes
+// released, a pause or a clock stepped forward, a taken id), and an
+// afterlife lasts two Periods at most.
 const maxAfterlives = 4
 
 // afterlife is a retired writer's state while readers may still hold its
 // keys. It is guarded by PingBatcher.mu.
 type afterlife struct {
-	// w is the retired writer; it keeps its latest two slots, and the
-	// latest carries the deaths recorded after its retirement.
+	// w is the retired writer; it keeps its latest two slots, which
+	// carry the deaths recorded after its retirement.
 	w *writerState
 	// successor is the writer that followed it.
 	successor string
@@ -48,25 +51,18 @@ type afterlife struct {
 // afterlifeOf returns how long a retired writer's afterlife lasts: as
 // long as a reader that saw it on time holds its keys (a Period, and a
 // sync), with half a Period and a flush to spare, but never more than
-// two Periods, well before the pruner may remove its documents (three
-// Periods after it last moved on), which a late write would bring back.
+// two Periods.
 func afterlifeOf(period, flush time.Duration) time.Duration {
 	return min(period+period/2+flush, 2*period)
 }
 
-// bury starts the afterlife of old, a writer just retired for b.w, if readers
-// may still hold its keys: it wrote its documents and moved on within a
-// slot of now. A writer silent for longer (a paused process, a clock
-// stepped forward) is already late for readers, and one that never wrote
-// has nothing to hold. b.mu must be held.
+// bury starts the afterlife of old, a writer just retired for b.w, unless
+// it never wrote a ping document. b.mu must be held.
 func (b *PingBatcher) bury(old *writerState) {
 	now := b.config.Clock.Now()
 	b.afterlives = b.living(now)
-	if !old.registered || old.lastSlot == 0 || old.observe(schema.Slot(now, b.config.Period)) > old.lastSlot+1 {
-		return
-	}
 	latest := old.find(old.lastSlot)
-	if latest == nil {
+	if !old.registered || latest == nil {
 		return
 	}
 	prev := old.find(old.lastSlot - 1)
@@ -85,22 +81,34 @@ func (b *PingBatcher) bury(old *writerState) {
 		}
 	}
 	// Only deaths are written: whatever else the latest slots had not
-	// written yet stays unwritten, so that the writer is not seen to
-	// move on for it. A death recorded in the latest while the flush
-	// that retired the writer ran is still to be written.
+	// written yet stays unwritten. Deaths recorded while the flush that
+	// retired the writer ran are still to be written.
+	dirty := latest.dirty()
 	old.slots = old.slots[:0]
 	for _, s := range []*slotState{prev, latest} {
 		if s != nil {
-			if s != latest || !slices.ContainsFunc(s.dead, func(word uint64) bool { return word != 0 }) {
-				s.written = s.version
-			}
+			s.written = s.version
 			old.slots = append(old.slots, s)
 		}
+	}
+	if dirty && slices.ContainsFunc(latest.dead, func(word uint64) bool { return word != 0 }) {
+		latest.version++
+		schema.ForEachBit(latest.dead, func(i int) { a.killIn(uint32(i), latest, prev) })
 	}
 	if len(b.afterlives) == maxAfterlives {
 		b.afterlives = b.afterlives[1:]
 	}
 	b.afterlives = append(b.afterlives, a)
+}
+
+// killIn marks index dead in latest, and in prev too unless latest is
+// surely written (an earlier document holds the key alive for readers
+// that have not seen it).
+func (a *afterlife) killIn(index uint32, latest, prev *slotState) {
+	latest.kill(index)
+	if prev != nil && a.w.writtenSlot < latest.slot && isSet(prev.alive, index) && !isSet(prev.dead, index) {
+		prev.kill(index)
+	}
 }
 
 // shows reports whether a reader that reads latest, and prev before it,
@@ -188,14 +196,14 @@ func (b *PingBatcher) mourn(id pinger.Identity) bool {
 	return recorded
 }
 
-// kill marks index dead in the retired writer's latest slot if it shows
-// it alive, and reports whether it did.
+// kill marks index dead in the retired writer's latest slots if they
+// show it alive, and reports whether it did.
 func (a *afterlife) kill(index uint32) bool {
-	latest := a.w.find(a.w.lastSlot)
-	if int(index) >= len(a.w.entries) || !shows(latest, a.w.find(a.w.lastSlot-1), index) {
+	latest, prev := a.w.find(a.w.lastSlot), a.w.find(a.w.lastSlot-1)
+	if int(index) >= len(a.w.entries) || !shows(latest, prev, index) {
 		return false
 	}
-	latest.kill(index)
+	a.killIn(index, latest, prev)
 	e := a.w.entries[index]
 	old := a.unclaimed[e]
 	for i, o := range old {
@@ -212,12 +220,12 @@ func (a *afterlife) kill(index uint32) bool {
 	return true
 }
 
-// snapshotAfterlives adds to out the latest slot's document of every
+// snapshotAfterlives adds to out the latest slots' documents of every
 // retired writer whose afterlife recorded deaths not yet written, stamped
-// with now. b.mu must be held.
+// with now, to be written only if they exist. b.mu must be held.
 func (b *PingBatcher) snapshotAfterlives(out *batch, now time.Time) {
 	b.afterlives = b.living(now)
 	for _, a := range b.afterlives {
-		b.snapshotPings(out, a.w, a.w.persisted, now)
+		b.snapshotPings(out, a.w, a.w.persisted, now, false)
 	}
 }

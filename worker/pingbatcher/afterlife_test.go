@@ -3,9 +3,11 @@ package pingbatcher_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/juju/names/v5"
 	"github.com/juju/worker/v4/workertest"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -24,23 +26,29 @@ import (
 //     through it);
 //   - "stay" keeps the retired writer's identity and does nothing.
 type retirement struct {
-	b    *pingbatcher.PingBatcher
-	r    *presencereader.Reader
-	view *presencereader.View
-	ids  map[string]pinger.Identity
-	both pinger.Identity
+	// clock is the batcher's and its pingers'.
+	clock *agenttest.SkewClock
+	b     *pingbatcher.PingBatcher
+	r     *presencereader.Reader
+	view  *presencereader.View
+	ids   map[string]pinger.Identity
+	both  pinger.Identity
 }
 
-// newRetirement starts the batcher and the reader, and has every key of
-// model B pinged, written and read alive. Its caller retires the writer.
+// newRetirement starts the batcher, on a clock of its own, and the
+// reader, and has every key of model B pinged, written and read alive.
+// Its caller retires the writer.
 func (s *workerSuite) newRetirement(c *gc.C) *retirement {
-	t := &retirement{b: s.newBatcher(c, s.base, never), ids: map[string]pinger.Identity{}}
-	var err error
+	clk, err := agenttest.NewSkewClock(s.clock, 0, 0)
+	c.Assert(err, gc.IsNil)
+	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: never, Clock: clk})
+	c.Assert(err, gc.IsNil)
+	t := &retirement{clock: clk, b: b, ids: map[string]pinger.Identity{}}
 	t.r, err = presencereader.New(presencereader.Config{Base: s.NewDB(c).Collection("presence"), Clock: s.clock})
 	c.Assert(err, gc.IsNil)
 	t.view, err = t.r.NewView(modelB, make(chan struct{}), func() error { return presencereader.ErrStopped })
 	c.Assert(err, gc.IsNil)
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	slot := t.slot()
 	for _, key := range []string{"old", "moved", "both", "stay"} {
 		t.ids[key] = register(c, t.b, s.base, modelB, key)
 		c.Assert(t.b.Ping(t.ids[key], slot), gc.IsNil)
@@ -48,6 +56,11 @@ func (s *workerSuite) newRetirement(c *gc.C) *retirement {
 	t.both = register(c, t.b, s.base, modelB, "both")
 	c.Assert(t.b.Ping(t.both, slot), gc.IsNil)
 	return t
+}
+
+// slot is the slot the batcher's clock is in.
+func (t *retirement) slot() int64 {
+	return schema.Slot(t.clock.Now(), schema.DefaultPeriod)
 }
 
 func (t *retirement) kill(c *gc.C) {
@@ -72,7 +85,7 @@ func (t *retirement) alive(c *gc.C) map[string]bool {
 // disconnect runs the Disconnects after the retirement, as the pingers
 // would, in the slot the clock is in, and writes them.
 func (s *workerSuite) disconnect(c *gc.C, t *retirement) {
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	slot := t.slot()
 	c.Assert(t.b.Ping(t.ids["moved"], slot), gc.Equals, pinger.ErrUnknownIdentity)
 	c.Assert(t.b.Ping(t.ids["both"], slot), gc.Equals, pinger.ErrUnknownIdentity)
 	for _, key := range []string{"moved", "both"} {
@@ -99,7 +112,7 @@ func (s *workerSuite) TestADisconnectAfterARetirementForARemovedModelIsSeenWithi
 	t := s.newRetirement(c)
 	defer t.kill(c)
 	ida := register(c, t.b, s.base, modelA, "a")
-	c.Assert(t.b.Ping(ida, schema.Slot(s.clock.Now(), schema.DefaultPeriod)), gc.IsNil)
+	c.Assert(t.b.Ping(ida, t.slot()), gc.IsNil)
 	c.Assert(t.b.Sync(), gc.IsNil)
 	c.Assert(t.alive(c), gc.DeepEquals, map[string]bool{"old": true, "moved": true, "both": true, "stay": true})
 
@@ -117,7 +130,7 @@ func (s *workerSuite) TestADisconnectAfterARetirementForARemovedModelIsSeenWithi
 func (s *workerSuite) TestADisconnectAfterARetirementForReleasedIndexesIsSeenWithinAFlushAndASync(c *gc.C) {
 	t := s.newRetirement(c)
 	defer t.kill(c)
-	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	slot := t.slot()
 	model := names.NewModelTag("2a4b3c5d-0000-4000-8000-00000000000c")
 	var gone []pinger.Identity
 	for i := 0; i < 4*schema.ChunkSize; i++ {
@@ -135,4 +148,57 @@ func (s *workerSuite) TestADisconnectAfterARetirementForReleasedIndexesIsSeenWit
 	c.Assert(t.b.Sync(), gc.IsNil)
 	c.Assert(t.b.Report()["writers-retired"], gc.Equals, int64(1))
 	s.checkDisconnectsSeen(c, t)
+}
+
+func (s *workerSuite) TestADisconnectAfterTheWritersClockSteppedForwardIsSeenWithinAFlushAndASync(c *gc.C) {
+	t := s.newRetirement(c)
+	defer t.kill(c)
+	c.Assert(t.b.Sync(), gc.IsNil)
+	c.Assert(t.alive(c), gc.DeepEquals, map[string]bool{"old": true, "moved": true, "both": true, "stay": true})
+
+	// A ping after the step retires the writer; readers, on their own
+	// clocks, still see it on time.
+	t.clock.Step(time.Hour)
+	s.checkDisconnectsSeen(c, t)
+	c.Assert(t.b.Report()["writers-retired"], gc.Equals, int64(1))
+}
+
+func (s *workerSuite) TestADisconnectThatFindsTheWritersClockSteppedForwardIsSeenWithinAFlushAndASync(c *gc.C) {
+	t := s.newRetirement(c)
+	defer t.kill(c)
+	c.Assert(t.b.Sync(), gc.IsNil)
+	c.Assert(t.alive(c), gc.DeepEquals, map[string]bool{"old": true, "moved": true, "both": true, "stay": true})
+
+	// The first call after the step is a Disconnect: it retires the
+	// writer, and records the death.
+	t.clock.Step(time.Hour)
+	c.Assert(t.b.Disconnect(t.ids["old"], t.slot()), gc.IsNil)
+	c.Assert(t.b.Report()["writers-retired"], gc.Equals, int64(1))
+	s.checkDisconnectsSeen(c, t)
+}
+
+func (s *workerSuite) TestARetiredWriterNeverBringsBackADocumentThePrunerRemoved(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	id := register(c, b, s.base, modelA, "a")
+	c.Assert(b.Ping(id, slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 1)
+
+	// The process pauses for longer than the pruner's window, which
+	// removes the writer's documents meanwhile.
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	_, err := schema.Pings(s.base).DeleteMany(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	s.clock.Advance(4 * schema.DefaultPeriod)
+
+	// The Disconnect retires the writer and is recorded in its
+	// afterlife, whose write finds no document to update.
+	c.Assert(b.Disconnect(id, schema.Slot(s.clock.Now(), schema.DefaultPeriod)), gc.IsNil)
+	written := b.Report()["docs-written"].(int64)
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(b.Report()["docs-written"], gc.Equals, written+1)
+	c.Assert(s.pingDocs(c, s.base), gc.HasLen, 0)
 }

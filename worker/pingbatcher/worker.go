@@ -293,7 +293,17 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	}
 	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if slot > w.lastSlot+gapSlots {
-		return pinger.ErrUnknownIdentity
+		if w.lastSlot == 0 {
+			return pinger.ErrUnknownIdentity
+		}
+		// As a ping would, this retires the writer; its afterlife
+		// records the death in the documents readers still read.
+		b.retire("no ping for %d slots", slot-w.lastSlot)
+		if !b.mourn(id) {
+			return pinger.ErrUnknownIdentity
+		}
+		b.soon()
+		return nil
 	}
 	w.advance(slot)
 	w.killFrom(slot, id.Index)
