@@ -188,7 +188,7 @@ func (b *PingBatcher) mourn(id pinger.Identity) bool {
 		default:
 			continue
 		}
-		if a.kill(index) {
+		if a.kill(id.Model, index) {
 			recorded = true
 		}
 		writer = a.w.writer
@@ -196,11 +196,11 @@ func (b *PingBatcher) mourn(id pinger.Identity) bool {
 	return recorded
 }
 
-// kill marks index dead in the retired writer's latest slots if they
-// show it alive, and reports whether it did.
-func (a *afterlife) kill(index uint32) bool {
+// kill marks index dead in the retired writer's latest slots if it names
+// a key of model and they show it alive, and reports whether it did.
+func (a *afterlife) kill(model string, index uint32) bool {
 	latest, prev := a.w.find(a.w.lastSlot), a.w.find(a.w.lastSlot-1)
-	if int(index) >= len(a.w.entries) || !shows(latest, prev, index) {
+	if int(index) >= len(a.w.entries) || a.w.entries[index].model != model || !shows(latest, prev, index) {
 		return false
 	}
 	a.killIn(index, latest, prev)
