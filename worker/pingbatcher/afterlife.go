@@ -46,6 +46,9 @@ type afterlife struct {
 	// this one) to the index of this writer that its registration took
 	// over.
 	heirs map[uint32]uint32
+	// moving are the indexes whose pingers pinged since the retirement,
+	// were told their identity is unknown, and so register again.
+	moving map[uint32]bool
 }
 
 // afterlifeOf returns how long a retired writer's afterlife lasts: as
@@ -73,6 +76,7 @@ func (b *PingBatcher) bury(old *writerState) {
 		until:     now.Add(afterlifeOf(b.config.Period, b.config.FlushInterval)),
 		unclaimed: make(map[entry][]uint32),
 		heirs:     make(map[uint32]uint32),
+		moving:    make(map[uint32]bool),
 	}
 	for i, e := range old.entries {
 		index := uint32(i)
@@ -138,12 +142,27 @@ func (b *PingBatcher) living(now time.Time) []*afterlife {
 	return kept
 }
 
+// moved records that the pinger of id, an identity of a retired writer,
+// pinged and was told its identity is unknown: it registers again at
+// once, and its new index may take over its old one (see claim). b.mu
+// must be held.
+func (b *PingBatcher) moved(id pinger.Identity) {
+	for _, a := range b.living(b.config.Clock.Now()) {
+		if a.w.writer == id.Writer {
+			a.moving[id.Index] = true
+		}
+	}
+}
+
 // claim takes over, for index of the current writer, newly handed out
-// for e, an index of e that its predecessor still shows alive,
-// unless index took one over before: the registration is most likely a
-// pinger of that writer registering again, and its Disconnect must end
-// both. (Which of several pingers of one key took over which index does
-// not matter: each Disconnect ends one of them.) b.mu must be held.
+// for e, the index of e that its predecessor still shows alive and whose
+// pinger is registering again (see moved), unless index took one over
+// before: its Disconnect must end both. It takes none when no such index
+// or more than one is left: which pinger is registering is then not
+// known, and taking another's index would have that pinger's key read
+// dead, while it still pings, on this one's Disconnect; such a Disconnect
+// is seen as a silent death instead, late but never false. b.mu must be
+// held.
 func (b *PingBatcher) claim(e entry, index uint32) {
 	b.afterlives = b.living(b.config.Clock.Now())
 	if len(b.afterlives) == 0 {
@@ -156,16 +175,17 @@ func (b *PingBatcher) claim(e entry, index uint32) {
 	if _, ok := a.heirs[index]; ok {
 		return
 	}
-	old := a.unclaimed[e]
-	if len(old) == 0 {
+	var candidates []uint32
+	for _, old := range a.unclaimed[e] {
+		if a.moving[old] {
+			candidates = append(candidates, old)
+		}
+	}
+	if len(candidates) != 1 {
 		return
 	}
-	a.heirs[index] = old[len(old)-1]
-	if len(old) == 1 {
-		delete(a.unclaimed, e)
-	} else {
-		a.unclaimed[e] = old[:len(old)-1]
-	}
+	a.heirs[index] = candidates[0]
+	a.forget(e, candidates[0])
 }
 
 // mourn records the Disconnect of id in the afterlives: in that of id's
@@ -204,20 +224,18 @@ func (a *afterlife) kill(model string, index uint32) bool {
 		return false
 	}
 	a.killIn(index, latest, prev)
-	e := a.w.entries[index]
-	old := a.unclaimed[e]
-	for i, o := range old {
-		if o == index {
-			old = append(old[:i], old[i+1:]...)
-			break
-		}
-	}
+	a.forget(a.w.entries[index], index)
+	return true
+}
+
+// forget removes index from the unclaimed indexes of e.
+func (a *afterlife) forget(e entry, index uint32) {
+	old := slices.DeleteFunc(a.unclaimed[e], func(o uint32) bool { return o == index })
 	if len(old) == 0 {
 		delete(a.unclaimed, e)
 	} else {
 		a.unclaimed[e] = old
 	}
-	return true
 }
 
 // snapshotAfterlives adds to out the latest slots' documents of every

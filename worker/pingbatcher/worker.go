@@ -262,11 +262,15 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	defer b.mu.Unlock()
 	w, err := b.holder(id)
 	if err != nil {
+		if errors.Is(err, pinger.ErrUnknownIdentity) {
+			b.moved(id)
+		}
 		return err
 	}
 	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
+		b.moved(id)
 		return pinger.ErrUnknownIdentity
 	}
 	if changed, revived := w.advance(slot).ping(id.Index); revived || (changed && !w.pingedIn(slot-1, id.Index)) {
