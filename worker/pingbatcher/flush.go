@@ -67,6 +67,7 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	w := b.w
 	w.tick(w.observe(schema.Slot(now, b.config.Period)))
 	out := &batch{writer: w.writer}
+	b.snapshotAfterlives(out, now)
 	if w.lastSlot == 0 {
 		return out // registered, never pinged: nothing to say yet
 	}
@@ -105,16 +106,16 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 			from = n
 		}
 	}
-	b.snapshotPings(out, from, now)
+	b.snapshotPings(out, w, from, now, true)
 	return out
 }
 
-// snapshotPings adds to out the ping document of every slot with changes
-// not yet written, stamped with now, each carrying the entries of the
-// indexes from from on (the keys its beings do not map yet). b.mu must be
-// held.
-func (b *PingBatcher) snapshotPings(out *batch, from int, now time.Time) {
-	w := b.w
+// snapshotPings adds to out the ping document of every slot of w with
+// changes not yet written, stamped with now, each carrying the entries of
+// the indexes from from on (the keys its beings do not map yet), and
+// created if create is set; else only a document that exists is written.
+// b.mu must be held.
+func (b *PingBatcher) snapshotPings(out *batch, w *writerState, from int, now time.Time, create bool) {
 	fresh := entriesOf(w.entries[from:])
 	for _, s := range w.slots {
 		if !s.dirty() {
@@ -135,7 +136,7 @@ func (b *PingBatcher) snapshotPings(out *batch, from int, now time.Time) {
 			s.written = version
 			w.writtenSlot = max(w.writtenSlot, s.slot)
 		})
-		doc := upsert(schema.PingID(s.slot, w.writer), fields)
+		doc := upsert(schema.PingID(s.slot, w.writer), fields).SetUpsert(create)
 		if w.current(s) {
 			out.pings = append(out.pings, doc)
 		} else {
@@ -154,7 +155,7 @@ func entriesOf(run []entry) schema.Entries {
 	return schema.NewEntries(models, keys)
 }
 
-func upsert(id string, fields bson.D) mongo.WriteModel {
+func upsert(id string, fields bson.D) *mongo.UpdateOneModel {
 	return mongo.NewUpdateOneModel().
 		SetFilter(bson.D{{Key: schema.FieldID, Value: id}}).
 		SetUpdate(bson.D{{Key: "$set", Value: fields}}).

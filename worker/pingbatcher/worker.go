@@ -87,6 +87,9 @@ type PingBatcher struct {
 	mu    sync.Mutex
 	w     *writerState
 	stats stats
+	// afterlives are the retired writers whose keys readers may still
+	// hold, oldest first (see afterlife.go).
+	afterlives []*afterlife
 }
 
 // stats is what the batcher counts for its Report, and the state of the
@@ -252,7 +255,9 @@ func (b *PingBatcher) Register(base *mongo.Collection, model names.ModelTag, key
 	if len(b.w.entries) >= schema.MaxIndex && len(b.w.free[entry{model: model.Id(), key: key}]) == 0 {
 		return pinger.Identity{}, errors.Errorf("cannot register %q: this batcher holds %d keys, the most one writer may", key, schema.MaxIndex)
 	}
-	index := b.w.allocate(entry{model: model.Id(), key: key})
+	e := entry{model: model.Id(), key: key}
+	index := b.w.allocate(e)
+	b.claim(e, index)
 	return pinger.Identity{Model: model.Id(), Writer: b.w.writer, Index: index}, nil
 }
 
@@ -263,11 +268,15 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	defer b.mu.Unlock()
 	w, err := b.holder(id)
 	if err != nil {
+		if errors.Is(err, pinger.ErrUnknownIdentity) {
+			b.moved(id)
+		}
 		return err
 	}
 	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if w.lastSlot != 0 && slot > w.lastSlot+gapSlots {
 		b.retire("no ping for %d slots", slot-w.lastSlot)
+		b.moved(id)
 		return pinger.ErrUnknownIdentity
 	}
 	if changed, revived := w.advance(slot).ping(id.Index); revived || (changed && !w.pingedIn(slot-1, id.Index)) {
@@ -283,15 +292,32 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	w, err := b.holder(id)
+	if errors.Is(err, pinger.ErrUnknownIdentity) && b.mourn(id) {
+		// A retired writer's identity, whose key its documents
+		// still show alive.
+		b.soon()
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	slot = w.place(slot, schema.Slot(b.config.Clock.Now(), b.config.Period))
 	if slot > w.lastSlot+gapSlots {
-		return pinger.ErrUnknownIdentity
+		if w.lastSlot == 0 {
+			return pinger.ErrUnknownIdentity
+		}
+		// As a ping would, this retires the writer; its afterlife
+		// records the death in the documents readers still read.
+		b.retire("no ping for %d slots", slot-w.lastSlot)
+		if !b.mourn(id) {
+			return pinger.ErrUnknownIdentity
+		}
+		b.soon()
+		return nil
 	}
 	w.advance(slot)
 	w.killFrom(slot, id.Index)
+	b.mourn(id)
 	b.soon()
 	return nil
 }
@@ -320,12 +346,16 @@ func (b *PingBatcher) Release(id pinger.Identity) {
 }
 
 // retire gives the batcher a new writer id and forgets every index, so
-// that every pinger registers again. b.mu must be held.
+// that every pinger registers again; the old writer's afterlife records
+// the Disconnects of the keys its documents still show alive (see bury).
+// b.mu must be held.
 func (b *PingBatcher) retire(format string, args ...any) {
 	if b.config.Logger != nil {
 		b.config.Logger.Debugf("ping batcher: retiring writer %s: "+format, append([]any{b.w.writer}, args...)...)
 	}
+	old := b.w
 	b.w = newWriterState()
+	b.bury(old)
 	b.stats.retired++
 }
 

@@ -44,7 +44,10 @@ type PingRecorder interface {
 
 	// Disconnect records that id disconnected in slot: watchers report
 	// its key dead unless another identity of the key is alive. It fails
-	// with ErrUnknownIdentity when id is not current.
+	// with ErrUnknownIdentity when id is not current and the recorder
+	// has nothing of it left to mark dead; an identity of a writer the
+	// recorder retired lately, whose documents still show the key alive,
+	// has its death recorded there.
 	Disconnect(id Identity, slot int64) error
 
 	// Release returns id to the recorder; only the same key may reuse
