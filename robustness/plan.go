@@ -376,11 +376,6 @@ func NewPlan(seed uint64, duration time.Duration, faults []FaultKind) Plan {
 				case 1:
 					f.Clock, f.Step = parts[rng.IntN(len(parts))], -time.Hour
 				default:
-					// Not a writer's clock yet: a Disconnect while a
-					// writer's clock is an hour ahead is seen a few
-					// hundred ms past its bound (seed 202666, an open
-					// defect: see ROBUSTNESS.md).
-					parts = parts[1:]
 					f.Clock, f.Step = parts[rng.IntN(len(parts))], time.Hour
 					f.For = between(time.Second, 3*time.Second)
 				}
