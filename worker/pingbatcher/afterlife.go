@@ -147,7 +147,8 @@ func (b *PingBatcher) living(now time.Time) []*afterlife {
 // once, and its new index may take over its old one (see claim). b.mu
 // must be held.
 func (b *PingBatcher) moved(id pinger.Identity) {
-	for _, a := range b.living(b.config.Clock.Now()) {
+	b.afterlives = b.living(b.config.Clock.Now())
+	for _, a := range b.afterlives {
 		if a.w.writer == id.Writer {
 			a.moving[id.Index] = true
 		}
