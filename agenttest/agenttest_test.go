@@ -14,6 +14,7 @@ import (
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/internal/wireproxy"
 )
 
@@ -239,4 +240,20 @@ func (s *agenttestSuite) TestProxyLosesRepliesAfterTheServerAppliedTheWrite(c *g
 	n, err := s.DB.Collection("lost").CountDocuments(ctx, bson.D{})
 	c.Assert(err, gc.IsNil)
 	c.Assert(n, gc.Equals, int64(1))
+}
+
+func (s *agenttestSuite) TestNewestNoticeIsTheLastInsertedNotTheGreatestID(c *gc.C) {
+	base := s.DB.Collection("presence")
+	ctx, cancel := context.WithTimeout(context.Background(), agenttest.LongWait)
+	defer cancel()
+	c.Assert(agenttest.NewestNotice(c, base), gc.Equals, "")
+	c.Assert(schema.EnsureNotices(ctx, base), gc.IsNil)
+	// Two batchers generate their notices' _ids apart: the one with the
+	// greater _id may reach the server first.
+	earlier, later := bson.NewObjectID(), bson.NewObjectID()
+	for _, id := range []bson.ObjectID{later, earlier} {
+		_, err := schema.Notices(base).InsertOne(ctx, bson.D{{Key: "_id", Value: id}})
+		c.Assert(err, gc.IsNil)
+	}
+	c.Assert(agenttest.NewestNotice(c, base), gc.Equals, earlier.Hex())
 }

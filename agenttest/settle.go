@@ -6,7 +6,6 @@ import (
 	"github.com/juju/errors"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/internal/schema"
@@ -60,16 +59,21 @@ func Settle(c *gc.C, base *mongo.Collection, batchers []Batcher, readers []Reade
 // NewestNotice returns the _id, in hex, of the newest notice of the
 // notices collection derived from base (see schema.Notices), or "" if
 // there is none: what a reader's Report names as its last-notice once
-// it took it.
+// it took it. Newest is the last in the collection's natural order,
+// which a tailing cursor follows: the order in which the server took the
+// inserts, not the order of their _ids, which two batchers generate
+// apart (one may insert a notice with the greater _id first).
 func NewestNotice(c *gc.C, base *mongo.Collection) string {
-	var newest struct {
+	ctx, cancel := context.WithTimeout(context.Background(), LongWait)
+	defer cancel()
+	var notices []struct {
 		ID bson.ObjectID `bson:"_id"`
 	}
-	err := schema.Notices(base).FindOne(context.Background(), bson.D{},
-		options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&newest)
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	cur, err := schema.Notices(base).Find(ctx, bson.D{})
+	c.Assert(err, gc.IsNil)
+	c.Assert(cur.All(ctx, &notices), gc.IsNil)
+	if len(notices) == 0 {
 		return ""
 	}
-	c.Assert(err, gc.IsNil)
-	return newest.ID.Hex()
+	return notices[len(notices)-1].ID.Hex()
 }

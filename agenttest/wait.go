@@ -1,6 +1,8 @@
 package agenttest
 
 import (
+	"bytes"
+	"runtime/pprof"
 	"time"
 
 	"github.com/juju/clock/testclock"
@@ -49,7 +51,9 @@ func Retry(timeout time.Duration, f func() error) error {
 const errNotYet = errors.ConstError("condition does not hold")
 
 // WaitFor calls cond until it returns true, pausing as Retry does, and
-// fails the test (c.Fatalf, naming what) if timeout passes first. cond runs
+// fails the test (c.Fatalf, naming what) if timeout passes first, logging
+// every goroutine's stack first so that a rare hang can be told from a
+// slow machine. cond runs
 // on the caller's goroutine, so it may assert. When the failure should
 // show the state that was waited on, use Retry with an error that holds
 // it.
@@ -61,8 +65,19 @@ func WaitFor(c *gc.C, timeout time.Duration, what string, cond func() bool) {
 		return errNotYet
 	})
 	if err != nil {
+		c.Logf("goroutines when the wait gave up:\n%s", goroutines())
 		c.Fatalf("never within %v: %s", timeout, what)
 	}
+}
+
+// goroutines returns the stacks of every goroutine, those alike counted
+// together.
+func goroutines() string {
+	var buf bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&buf, 1); err != nil {
+		return err.Error()
+	}
+	return buf.String()
 }
 
 // AdvanceUntil advances clk by step at a time until cond holds, and

@@ -1,6 +1,7 @@
 package agenttest_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"time"
@@ -87,6 +88,13 @@ func (*waitSuite) TestWaitForFailsTheTestWhenTheConditionNeverHolds(c *gc.C) {
 	c.Assert(result.Failed, gc.Equals, 1)
 	c.Assert(result.Succeeded, gc.Equals, 0)
 	c.Assert(f.looks > 1, gc.Equals, true)
+}
+
+func (*waitSuite) TestAWaitThatGivesUpLogsEveryGoroutine(c *gc.C) {
+	var out bytes.Buffer
+	result := gc.Run(&failingWaits{}, &gc.RunConf{Output: &out, Filter: "TestWaitForNever"})
+	c.Assert(result.Failed, gc.Equals, 1)
+	c.Assert(out.String(), gc.Matches, `(?s).*goroutines when the wait gave up:.*goroutine profile: total \d+.*TestWaitForNever.*`)
 }
 
 func (*waitSuite) TestAdvanceUntilReturnsHowFarItMovedTheClock(c *gc.C) {

@@ -27,6 +27,7 @@ import (
 // apart: presence must need nothing of their clocks but their rate.
 type clocksSuite struct {
 	agenttest.MongoSuite
+	runs int
 }
 
 var _ = gc.Suite(&clocksSuite{})
@@ -117,10 +118,14 @@ var clockKeys = map[string]expect{
 
 func (s *clocksSuite) newHarness(c *gc.C, sc clockScenario) *clockHarness {
 	h := &clockHarness{base: agenttest.NewClock(), logger: &agenttest.Logger{}}
+	// Each run has collections of its own: what an earlier run's writers
+	// left would be read, and judged, by this one.
+	s.runs++
+	name := fmt.Sprintf("presence%d", s.runs)
 	for i := range h.ctls {
 		clk, err := agenttest.NewSkewClock(h.base, sc.offsets[i], 0)
 		c.Assert(err, gc.IsNil)
-		base := s.NewDB(c).Collection("presence")
+		base := s.NewDB(c).Collection(name)
 		b, err := pingbatcher.New(pingbatcher.Config{Base: base, Clock: clk, Period: clocksPeriod, FlushInterval: 24 * time.Hour})
 		c.Assert(err, gc.IsNil)
 		h.ctls[i] = &controller{clock: clk, base: base, b: b, ids: map[string]pinger.Identity{}, live: map[string]bool{}}
@@ -129,7 +134,7 @@ func (s *clocksSuite) newHarness(c *gc.C, sc clockScenario) *clockHarness {
 	h.reader, err = agenttest.NewSkewClock(h.base, sc.offsets[2], 0)
 	c.Assert(err, gc.IsNil)
 	h.r, err = presencereader.New(presencereader.Config{
-		Base: s.NewDB(c).Collection("presence"), Clock: h.reader, Period: clocksPeriod,
+		Base: s.NewDB(c).Collection(name), Clock: h.reader, Period: clocksPeriod,
 		SyncInterval: clocksStep, Logger: h.logger,
 	})
 	c.Assert(err, gc.IsNil)
