@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/juju/errors"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	gc "gopkg.in/check.v1"
 
@@ -66,14 +65,12 @@ func Settle(c *gc.C, base *mongo.Collection, batchers []Batcher, readers []Reade
 func NewestNotice(c *gc.C, base *mongo.Collection) string {
 	ctx, cancel := context.WithTimeout(context.Background(), LongWait)
 	defer cancel()
-	var notices []struct {
-		ID bson.ObjectID `bson:"_id"`
-	}
-	cur, err := schema.Notices(base).Find(ctx, bson.D{})
+	ids, err := schema.NoticeIDs(ctx, base)
 	c.Assert(err, gc.IsNil)
-	c.Assert(cur.All(ctx, &notices), gc.IsNil)
-	if len(notices) == 0 {
+	if len(ids) == 0 {
 		return ""
 	}
-	return notices[len(notices)-1].ID.Hex()
+	newest, ok := ids[len(ids)-1].ObjectIDOK()
+	c.Assert(ok, gc.Equals, true, gc.Commentf("a notice's _id is not an ObjectID: %v", ids[len(ids)-1]))
+	return newest.Hex()
 }

@@ -2,8 +2,10 @@ package schema
 
 import (
 	"context"
+	"slices"
 
 	"github.com/juju/errors"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -62,4 +64,51 @@ func EnsureNotices(ctx context.Context, base *mongo.Collection) error {
 		return nil
 	}
 	return errors.Annotatef(err, "cannot create capped collection %s", coll.Name())
+}
+
+// TrimNotices deletes the oldest notices beyond NoticesMaxDocuments, in
+// the collection's natural order (the order in which the server took
+// them, which tailing cursors follow), and returns how many it deleted.
+// On a server that caps the collection (MongoDB) there are never more
+// and it deletes nothing. The embedded server does not enforce the cap:
+// FerretDB v1 removes what a capped collection holds beyond its bounds
+// only when its capped cleanup is configured, which its embedding
+// package cannot do, so the notices grow without end there and every
+// tailing reader's waiting getMore, which reads them all every 10 ms,
+// costs more and more. So batchers trim what they append. It costs one
+// read of the notices' _ids, and one delete when there is anything to
+// delete; a reader whose cursor stands on a notice it deletes (one more
+// than NoticesMaxDocuments behind) breaks, and reopens at the newest.
+func TrimNotices(ctx context.Context, base *mongo.Collection) (int64, error) {
+	ids, err := NoticeIDs(ctx, base)
+	if err != nil {
+		return 0, errors.Trace(err)
+	}
+	if len(ids) <= NoticesMaxDocuments {
+		return 0, nil
+	}
+	old := ids[:len(ids)-NoticesMaxDocuments]
+	res, err := Notices(base).DeleteMany(ctx, bson.D{{Key: FieldID, Value: bson.D{{Key: "$in", Value: old}}}})
+	if err != nil {
+		return 0, errors.Annotate(err, "cannot trim the notices")
+	}
+	return res.DeletedCount, nil
+}
+
+// NoticeIDs returns the _ids of the notices derived from base in the
+// collection's natural order: the order in which the server took them,
+// which a tailing cursor follows, and which is not the order of their
+// _ids (batchers in separate processes make them apart).
+func NoticeIDs(ctx context.Context, base *mongo.Collection) ([]bson.RawValue, error) {
+	cur, err := Notices(base).Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: FieldID, Value: 1}}))
+	if err != nil {
+		return nil, errors.Annotate(err, "cannot read the notices")
+	}
+	defer func() { _ = cur.Close(context.WithoutCancel(ctx)) }()
+	var ids []bson.RawValue
+	for cur.Next(ctx) {
+		id := cur.Current.Lookup(FieldID)
+		ids = append(ids, bson.RawValue{Type: id.Type, Value: slices.Clone(id.Value)})
+	}
+	return ids, errors.Annotate(cur.Err(), "cannot read the notices")
 }

@@ -22,7 +22,15 @@ type notifier struct {
 	// failing is set while appends fail, so that a failure is logged
 	// once.
 	failing bool
+	// sinceTrim counts the notices appended since the last trim.
+	sinceTrim int
 }
+
+// trimEvery is how many notices a batcher appends between two trims of
+// the collection (see schema.TrimNotices): where the server does not cap
+// it, it holds at most NoticesMaxDocuments + trimEvery notices for each
+// controller between trims, for two commands every trimEvery notices.
+const trimEvery = 4
 
 // notify appends one notice after a flush that succeeded, if the flush
 // carried a prompt change (prompt) or wrote the writer's first document
@@ -54,7 +62,29 @@ func (b *PingBatcher) notify(prompt bool) {
 	if n.failing && b.config.Logger != nil {
 		b.config.Logger.Infof("ping batcher: notices are appended again")
 	}
+	if n.sinceTrim++; n.sinceTrim >= trimEvery {
+		n.sinceTrim = 0
+		b.trimNotices()
+	}
 	n.writer, n.slot, n.prompt, n.failing = writer, slot, false, false
+}
+
+// trimNotices trims the notices collection to its bound, within a
+// flush's deadline. A failure is counted, logged at debug and left to
+// the next trim: the notices only grow meanwhile.
+func (b *PingBatcher) trimNotices() {
+	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
+	defer cancel()
+	trimmed, err := schema.TrimNotices(ctx, b.config.Base)
+	b.mu.Lock()
+	b.stats.noticesTrimmed += trimmed
+	if err != nil {
+		b.stats.noticeTrimFailures++
+	}
+	b.mu.Unlock()
+	if err != nil && b.config.Logger != nil {
+		b.config.Logger.Debugf("ping batcher: %v (trimmed again later)", err)
+	}
 }
 
 // appendNotice appends doc, within a flush's deadline, creating the

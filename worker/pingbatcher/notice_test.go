@@ -73,3 +73,32 @@ func (s *workerSuite) TestTheNoticesCollectionIsCappedAndMadeAgainWhenDropped(c 
 	c.Assert(specs, gc.HasLen, 1)
 	c.Assert(specs[0].Options.Lookup("capped").Boolean(), gc.Equals, true)
 }
+
+func (s *workerSuite) TestTheNoticesStayBoundedWhereTheServerDoesNotCapThem(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	id := register(c, b, s.base, modelA, "a")
+	const flushes = 5 * schema.NoticesMaxDocuments
+	for slot := int64(1); slot <= flushes; slot++ {
+		c.Assert(b.Ping(id, slot), gc.IsNil)
+		c.Assert(b.Sync(), gc.IsNil)
+	}
+	notices := s.notices(c)
+	c.Logf("%d notices kept of %d appended; report %v", len(notices), flushes, b.Report())
+	c.Assert(len(notices) >= schema.NoticesMaxDocuments, gc.Equals, true)
+	c.Assert(len(notices) < 2*schema.NoticesMaxDocuments, gc.Equals, true, gc.Commentf("%d notices", len(notices)))
+	// The newest stay.
+	c.Assert(notices[len(notices)-1].Slot, gc.Equals, int64(flushes))
+	c.Assert(b.Report()["notices-trimmed"].(int64) > 0, gc.Equals, true)
+	if !s.Server.External() {
+		// The control: the embedded server itself keeps every notice
+		// appended to the capped collection.
+		docs := make([]any, flushes)
+		for i := range docs {
+			docs[i] = schema.NoticeDoc{Writer: "someone-else", Slot: 1}
+		}
+		_, err := schema.Notices(s.base).InsertMany(context.Background(), docs)
+		c.Assert(err, gc.IsNil)
+		c.Assert(len(s.notices(c)), gc.Equals, len(notices)+flushes)
+	}
+}

@@ -120,6 +120,9 @@ type stats struct {
 	indexesEnsured bool
 	// noticeFailures counts the notices that could not be appended.
 	noticeFailures int64
+	// noticesTrimmed counts the notices this batcher's trims deleted,
+	// and noticeTrimFailures the trims that failed (see trimNotices).
+	noticesTrimmed, noticeTrimFailures int64
 	// retireRemoved, when not empty, is a writer that checkRemoved found
 	// naming removedModel, a removed model it no longer serves: it is
 	// retired after the flush (see retireRemoved).
@@ -370,16 +373,18 @@ func (b *PingBatcher) Report() map[string]any {
 		}
 	}
 	report := map[string]any{
-		"writer":          b.w.writer,
-		"indexes":         len(b.w.entries),
-		"released":        b.w.released,
-		"pending-slots":   pending,
-		"flushes":         b.stats.flushes,
-		"failures":        b.stats.failures,
-		"docs-written":    b.stats.docsWritten,
-		"writers-retired": b.stats.retired,
-		"slow-flushes":    b.stats.slowFlushes,
-		"notice-failures": b.stats.noticeFailures,
+		"writer":               b.w.writer,
+		"indexes":              len(b.w.entries),
+		"released":             b.w.released,
+		"pending-slots":        pending,
+		"flushes":              b.stats.flushes,
+		"failures":             b.stats.failures,
+		"docs-written":         b.stats.docsWritten,
+		"writers-retired":      b.stats.retired,
+		"slow-flushes":         b.stats.slowFlushes,
+		"notice-failures":      b.stats.noticeFailures,
+		"notices-trimmed":      b.stats.noticesTrimmed,
+		"notice-trim-failures": b.stats.noticeTrimFailures,
 	}
 	if b.stats.lastError != "" {
 		report["last-error"] = b.stats.lastError

@@ -184,38 +184,48 @@ func (r *Reader) ownNotice(doc schema.NoticeDoc) bool {
 	return doc.Prompt && r.config.Self != nil && doc.Writer == r.config.Self()
 }
 
-// openNotices opens a tailable, awaitData cursor on the notices from
-// their newest, which it takes: the load that follows brings what that
-// and every older notice announced. The cursor's batches are of one
-// notice: the embedded server closes a tailable cursor whose first batch
-// is shorter than its batch size, which is why it starts at the newest
-// notice, and why it fails with errNoNotices while there is none (the
-// batchers create the collection; the reader writes nothing).
+// openNotices opens a tailable, awaitData cursor on the notices and
+// brings it to the newest, which it takes: the load that follows brings
+// what that and every older notice announced. The cursor's batches are
+// of one notice: the embedded server closes a tailable cursor whose first
+// batch is shorter than its batch size, which is also why it fails with
+// errNoNotices while there is none (the batchers create the collection;
+// the reader writes nothing). It starts at the oldest notice and steps
+// over those before the newest it read first, rather than skipping them
+// in the query: the embedded server runs a tailable cursor's query again,
+// skip and all, for every getMore, so a cursor opened with a skip loses
+// its place once older notices are trimmed (schema.TrimNotices). The
+// notices are few, so the steps are too.
 func (r *Reader) openNotices(ctx context.Context) (*mongo.Cursor, error) {
 	callCtx, cancel := context.WithTimeout(ctx, max(r.config.SyncInterval, minReadTimeout))
 	defer cancel()
-	notices := schema.Notices(r.config.Base)
-	n, err := notices.CountDocuments(callCtx, bson.D{})
+	ids, err := schema.NoticeIDs(callCtx, r.config.Base)
 	if err != nil {
-		return nil, errors.Annotate(err, "cannot count notices")
+		return nil, errors.Trace(err)
 	}
-	if n == 0 {
+	if len(ids) == 0 {
 		return nil, errNoNotices
 	}
+	newest := ids[len(ids)-1]
+	notices := schema.Notices(r.config.Base)
 	cur, err := notices.Find(ctx, bson.D{}, options.Find().
-		SetCursorType(options.TailableAwait).SetBatchSize(1).SetSkip(n-1).SetMaxAwaitTime(noticeAwait))
+		SetCursorType(options.TailableAwait).SetBatchSize(1).SetMaxAwaitTime(noticeAwait))
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot tail notices")
 	}
-	if !cur.TryNext(callCtx) {
-		err := errors.New("the first batch was empty")
-		if cur.Err() != nil {
-			err = cur.Err()
+	for {
+		if !cur.TryNext(callCtx) {
+			err := errors.New("the cursor ended before the newest notice")
+			if cur.Err() != nil {
+				err = cur.Err()
+			}
+			_ = cur.Close(context.WithoutCancel(callCtx))
+			return nil, errors.Annotate(err, "cannot tail notices")
 		}
-		_ = cur.Close(context.WithoutCancel(callCtx))
-		return nil, errors.Annotate(err, "cannot tail notices")
+		if cur.Current.Lookup(schema.FieldID).Equal(newest) {
+			return cur, nil
+		}
 	}
-	return cur, nil
 }
 
 // pushWorks records that a cursor is open, and wakes the loop, which

@@ -198,6 +198,38 @@ func (s *pushSuite) TestReportNamesTheNewestNoticeTakenFromTheLoadAfterIt(c *gc.
 	})
 }
 
+func (s *pushSuite) TestAReaderTailsOnWithoutABreakWhileTheNoticesAreTrimmed(c *gc.C) {
+	ctx := context.Background()
+	base := s.DB.Collection("presence")
+	c.Assert(schema.EnsureNotices(ctx, base), gc.IsNil)
+	// Notices beyond the bound, as the embedded server keeps them until
+	// they are trimmed: the reader opens its cursor among them.
+	appendNotices := func(n int) {
+		for i := 0; i < n; i++ {
+			_, err := schema.Notices(base).InsertOne(ctx, schema.NoticeDoc{Writer: "someone-else", Slot: 1})
+			c.Assert(err, gc.IsNil)
+		}
+	}
+	appendNotices(3 * schema.NoticesMaxDocuments)
+	ctl := s.newController(c, s.Server.URI(), pushPeriod, false)
+	defer ctl.stop(c)
+	ctl.waitPush(c, 0)
+
+	for round := 0; round < 10; round++ {
+		appendNotices(2)
+		_, err := schema.TrimNotices(ctx, base)
+		c.Assert(err, gc.IsNil)
+		newest := agenttest.NewestNotice(c, base)
+		agenttest.WaitFor(c, agenttest.LongWait, fmt.Sprintf("round %d's newest notice taken", round), func() bool {
+			return ctl.r.Report()["last-notice"] == newest
+		})
+	}
+	ids, err := schema.NoticeIDs(ctx, base)
+	c.Assert(err, gc.IsNil)
+	c.Assert(ids, gc.HasLen, schema.NoticesMaxDocuments)
+	c.Assert(ctl.r.Report()["push-breaks"], gc.Equals, 0, gc.Commentf("%v", ctl.r.Report()["push-last-break"]))
+}
+
 func (s *pushSuite) TestAReaderAtRestReadsAtMostTwiceASecondWhereAPollingOneReadsTenTimes(c *gc.C) {
 	const period = 10 * time.Second
 	pushProxy, pushURI, err := s.Server.NewProxy()
