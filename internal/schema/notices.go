@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"cmp"
 	"context"
 	"slices"
 
@@ -96,19 +97,39 @@ func TrimNotices(ctx context.Context, base *mongo.Collection) (int64, error) {
 }
 
 // NoticeIDs returns the _ids of the notices derived from base in the
-// collection's natural order: the order in which the server took them,
-// which a tailing cursor follows, and which is not the order of their
-// _ids (batchers in separate processes make them apart).
+// order a tailing cursor follows them: by record id where the server
+// shows it (the embedded server stamps a record id when an insert
+// begins, so two inserts may commit in the other order, and its natural
+// order is then not its cursors' order), else in natural order. Neither
+// is the order of the _ids, which batchers in separate processes make
+// apart.
 func NoticeIDs(ctx context.Context, base *mongo.Collection) ([]bson.RawValue, error) {
-	cur, err := Notices(base).Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: FieldID, Value: 1}}))
+	cur, err := Notices(base).Find(ctx, bson.D{}, options.Find().
+		SetProjection(bson.D{{Key: FieldID, Value: 1}}).SetShowRecordID(true))
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot read the notices")
 	}
 	defer func() { _ = cur.Close(context.WithoutCancel(ctx)) }()
-	var ids []bson.RawValue
+	type notice struct {
+		id     bson.RawValue
+		record int64
+	}
+	var notices []notice
 	for cur.Next(ctx) {
 		id := cur.Current.Lookup(FieldID)
-		ids = append(ids, bson.RawValue{Type: id.Type, Value: slices.Clone(id.Value)})
+		n := notice{id: bson.RawValue{Type: id.Type, Value: slices.Clone(id.Value)}}
+		if record, ok := cur.Current.Lookup("$recordId").AsInt64OK(); ok {
+			n.record = record
+		}
+		notices = append(notices, n)
 	}
-	return ids, errors.Annotate(cur.Err(), "cannot read the notices")
+	if err := cur.Err(); err != nil {
+		return nil, errors.Annotate(err, "cannot read the notices")
+	}
+	slices.SortStableFunc(notices, func(a, b notice) int { return cmp.Compare(a.record, b.record) })
+	ids := make([]bson.RawValue, len(notices))
+	for i, n := range notices {
+		ids[i] = n.id
+	}
+	return ids, nil
 }
