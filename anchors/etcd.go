@@ -95,20 +95,27 @@ func (s *etcdServer) healthy() bool {
 	return err == nil && resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`)
 }
 
-// requests returns how many gRPC messages the server has received, of
-// every method (a unary call is one; a keepalive stream counts each
+// requests returns how many gRPC messages the server has received, by
+// method (a unary call is one; a keepalive stream counts each
 // keepalive), from its own /metrics.
-func (s *etcdServer) requests() (float64, error) {
+func (s *etcdServer) requests() (map[string]int, error) {
 	resp, err := http.Get(s.url + "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	sum, n, err := sumMetric(resp.Body, "grpc_server_msg_received_total")
-	if err == nil && n == 0 {
-		err = fmt.Errorf("no grpc_server_msg_received_total in etcd's /metrics")
+	byMethod, err := metricByLabel(resp.Body, "grpc_server_msg_received_total", "grpc_method")
+	if err != nil {
+		return nil, err
 	}
-	return sum, err
+	if len(byMethod) == 0 {
+		return nil, fmt.Errorf("no grpc_server_msg_received_total in etcd's /metrics")
+	}
+	out := make(map[string]int, len(byMethod))
+	for method, n := range byMethod {
+		out[method] = int(n)
+	}
+	return out, nil
 }
 
 // stop stops the server and removes its data.
@@ -347,9 +354,12 @@ func measureEtcd(o options, progress func(string, ...any)) (result, error) {
 		return res, err
 	}
 	res.cpu = cpu.share()
-	res.requests, res.hasRequests = (after-before)/time.Since(cpu.at).Seconds(), true
-	res.breakdown = fmt.Sprintf("%.0f gRPC messages received in %v (grpc_server_msg_received_total)", after-before, time.Since(cpu.at).Round(time.Millisecond))
-	progress("etcd: %s: %.1f/s, server CPU %s", res.breakdown, res.requests, percent(res.cpu))
+	window := time.Since(cpu.at)
+	delta := countsSince(before, after)
+	total, writes := commandTotals(delta)
+	res.requests, res.writes, res.hasRequests = float64(total)/window.Seconds(), float64(writes)/window.Seconds(), true
+	res.breakdown = fmt.Sprintf("in %v the server received %s (grpc_server_msg_received_total by grpc_method)", window.Round(time.Millisecond), describeCounts(delta))
+	progress("etcd: %.1f requests/s, server CPU %s: %s", res.requests, percent(res.cpu), res.breakdown)
 
 	keys := eventKeys(o.events)
 	rng := rand.New(rand.NewPCG(uint64(o.agents), uint64(o.events)))

@@ -8,12 +8,14 @@
 //	cd anchors && go run .                 # etcd from PATH; about 4 minutes
 //	cd anchors && go run . --etcd /usr/bin/etcd --agents 1000
 //
-// presencekit's side runs first, on the embedded server (out of process,
-// as agenttest starts it; PRESENCE_TEST_MONGOD names a prebuilt binary):
-// one controller the agents ping through (batcher, its own reader and the
-// pruner, with the library's defaults), another controller that reads
-// with push and a third that only polls, each on a client whose commands
-// a wire proxy of its own counts. etcd's side runs next, on an etcd
+// presencekit's side runs first, twice, each time on a fresh embedded
+// server (out of process, as agenttest starts it; PRESENCE_TEST_MONGOD
+// names a prebuilt binary): one controller the agents ping through
+// (batcher, its own reader and the pruner, with the library's defaults)
+// and another controller that reads, each on a client whose commands a
+// wire proxy of its own counts; both controllers' readers tail the
+// notices (push, the default) the first time and only poll
+// (presencereader.Config.NoPush) the second. etcd's side runs next, on an etcd
 // server started in a temporary directory: a lease per agent kept alive
 // by its client's KeepAlive, the agent's key on it, agents spread over
 // --clients clients, and an observer client watching the prefix;
@@ -111,12 +113,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAverage(), o.agents, o.events, o.period)
 	var sides []result
 	if o.only["ours"] {
-		push, poll, err := measureOurs(o, progress)
-		if err != nil {
-			fmt.Fprintln(stderr, "anchors: presencekit:", err)
-			return 1
+		for _, noPush := range []bool{false, true} {
+			res, err := measureOurs(o, noPush, progress)
+			if err != nil {
+				fmt.Fprintln(stderr, "anchors:", res.name+":", err)
+				return 1
+			}
+			sides = append(sides, res)
 		}
-		sides = append(sides, push, poll)
 	}
 	if o.only["etcd"] {
 		res, err := measureEtcd(o, progress)

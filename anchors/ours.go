@@ -113,8 +113,9 @@ type writer struct {
 }
 
 // newWriter starts a controller's presence workers on base with the
-// library's defaults but for period.
-func newWriter(base *mongo.Collection, period time.Duration) (*writer, error) {
+// library's defaults but for period, its reader polling only if noPush
+// is set.
+func newWriter(base *mongo.Collection, period time.Duration, noPush bool) (*writer, error) {
 	wake := make(chan struct{}, 1)
 	self := &pingbatcher.Self{}
 	w := &writer{base: base, period: period}
@@ -125,7 +126,7 @@ func newWriter(base *mongo.Collection, period time.Duration) (*writer, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if w.r, err = presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, Period: period, Wake: wake, Self: self.Writer}); err != nil {
+	if w.r, err = presencereader.New(presencereader.Config{Base: base, Clock: clock.WallClock, Period: period, Wake: wake, Self: self.Writer, NoPush: noPush}); err != nil {
 		w.stop()
 		return nil, err
 	}
@@ -187,52 +188,50 @@ func killAll(ps []*pinger.Pinger) {
 	}
 }
 
-// measureOurs runs presencekit's side on the embedded server: a writer
-// controller with agents agents, another controller reading with push
-// and a third polling, each on a client whose commands a proxy counts;
-// requests are counted over a rest window, then events agents start,
-// Disconnect, start again and stop silently, each at random moments over
-// a period, as the other controllers' watchers see them. It returns the
-// push side's figures and the polling side's.
-func measureOurs(o options, progress func(string, ...any)) (result, result, error) {
-	push, poll := result{name: "presencekit, push", cpu: -1}, result{name: "presencekit, polling", cpu: -1}
+// measureOurs runs presencekit's side on a fresh embedded server: a
+// writer controller with agents agents and another controller reading,
+// with push or (noPush) polling only, both controllers alike, each on a
+// client whose commands a proxy counts; requests and the server's CPU are
+// measured over a rest window, then events agents start, Disconnect,
+// start again and stop silently, each at random moments over a period, as
+// the other controller's watcher sees them.
+func measureOurs(o options, noPush bool, progress func(string, ...any)) (result, error) {
+	res := result{name: "presencekit, push", cpu: -1}
+	if noPush {
+		res.name = "presencekit, polling"
+	}
 	srv, err := agenttest.NewServer()
 	if err != nil {
-		return push, poll, err
+		return res, err
 	}
 	defer func() { _ = srv.Destroy() }()
 	pid := childNamed("embeddedmongo")
-	progress("presencekit: embedded server at %s (pid %d)", srv.URI(), pid)
+	progress("%s: embedded server at %s (pid %d)", res.name, srv.URI(), pid)
 	var conns []*counted
 	defer func() {
 		for _, c := range conns {
 			c.close()
 		}
 	}()
-	for range 3 {
+	for range 2 {
 		c, err := connectCounted(srv)
 		if err != nil {
-			return push, poll, err
+			return res, err
 		}
 		conns = append(conns, c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w, err := newWriter(conns[0].base, o.period)
+	w, err := newWriter(conns[0].base, o.period, noPush)
 	if err != nil {
-		return push, poll, err
+		return res, err
 	}
 	defer w.stop()
-	pushOb, err := newObserver(ctx, conns[1].base, o.period, false)
+	ob, err := newObserver(ctx, conns[1].base, o.period, noPush)
 	if err != nil {
-		return push, poll, err
+		return res, err
 	}
-	defer pushOb.stop()
-	pollOb, err := newObserver(ctx, conns[2].base, o.period, true)
-	if err != nil {
-		return push, poll, err
-	}
-	defer pollOb.stop()
+	defer ob.stop()
 
 	began := time.Now()
 	live := make([]string, o.agents)
@@ -242,43 +241,29 @@ func measureOurs(o options, progress func(string, ...any)) (result, result, erro
 	}
 	pingers, err := w.startPingers(live)
 	if err != nil {
-		return push, poll, err
+		return res, err
 	}
 	defer killAll(pingers)
-	for _, ob := range []*observer{pushOb, pollOb} {
-		if d := ob.seen.wait(live, causes, true, 2*time.Minute); len(d.got) != len(live) {
-			return push, poll, fmt.Errorf("another controller saw %d of %d agents start", len(d.got), len(live))
-		}
+	if d := ob.seen.wait(live, causes, true, 2*time.Minute); len(d.got) != len(live) {
+		return res, fmt.Errorf("the other controller saw %d of %d agents start", len(d.got), len(live))
 	}
-	progress("presencekit: %d agents alive at both other controllers in %.1fs; resting %v", len(live), time.Since(began).Seconds(), o.rest)
+	progress("%s: %d agents alive at the other controller in %.1fs; resting %v", res.name, len(live), time.Since(began).Seconds(), o.rest)
 	time.Sleep(o.period)
 
-	before := make([]map[string]int, len(conns))
-	for i, c := range conns {
-		before[i] = c.proxy.Counts()
-	}
+	before := []map[string]int{conns[0].proxy.Counts(), conns[1].proxy.Counts()}
 	cpu := startCPU(pid)
 	time.Sleep(o.rest)
-	share := cpu.share()
+	res.cpu = cpu.share()
 	window := time.Since(cpu.at)
-	var totals, writes [3]int
-	var described [3]string
-	for i, c := range conns {
-		delta := countsSince(before[i], c.proxy.Counts())
-		totals[i], writes[i] = commandTotals(delta)
-		described[i] = describeCounts(delta)
-	}
-	for i, side := range []*result{&push, &poll} {
-		side.requests = float64(totals[0]+totals[i+1]) / window.Seconds()
-		side.writes = float64(writes[0]+writes[i+1]) / window.Seconds()
-		side.hasRequests = true
-		side.breakdown = fmt.Sprintf("in %v, the writer controller sent %s; the other controller %s", window.Round(time.Millisecond), described[0], described[i+1])
-		progress("%s: %.1f requests/s: %s", side.name, side.requests, side.breakdown)
-	}
-	// The server serves both other controllers at once: its CPU is
-	// theirs together, given for both.
-	push.cpu = share
-	progress("presencekit: embedded server CPU at rest (writer, push and polling controllers together): %s", percent(share))
+	writer := countsSince(before[0], conns[0].proxy.Counts())
+	other := countsSince(before[1], conns[1].proxy.Counts())
+	writerTotal, writerWrites := commandTotals(writer)
+	otherTotal, otherWrites := commandTotals(other)
+	res.requests = float64(writerTotal+otherTotal) / window.Seconds()
+	res.writes = float64(writerWrites+otherWrites) / window.Seconds()
+	res.hasRequests = true
+	res.breakdown = fmt.Sprintf("in %v the writer controller sent %s; the other controller %s", window.Round(time.Millisecond), describeCounts(writer), describeCounts(other))
+	progress("%s: %.1f requests/s, server CPU %s: %s", res.name, res.requests, percent(res.cpu), res.breakdown)
 
 	keys := eventKeys(o.events)
 	rng := rand.New(rand.NewPCG(uint64(o.agents), uint64(o.events)))
@@ -286,7 +271,7 @@ func measureOurs(o options, progress func(string, ...any)) (result, result, erro
 	for i, key := range keys {
 		if events[i], err = w.pinger(key); err != nil {
 			killAll(events[:i])
-			return push, poll, err
+			return res, err
 		}
 	}
 	defer killAll(events)
@@ -298,33 +283,28 @@ func measureOurs(o options, progress func(string, ...any)) (result, result, erro
 		}
 	})
 	if startErr != nil {
-		return push, poll, startErr
+		return res, startErr
 	}
-	push.start = pushOb.seen.wait(keys, started, true, timeout)
-	poll.start = pollOb.seen.wait(keys, started, true, timeout)
+	res.start = ob.seen.wait(keys, started, true, timeout)
 	left := staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Disconnect() })
-	push.leave = pushOb.seen.wait(keys, left, false, timeout)
-	poll.leave = pollOb.seen.wait(keys, left, false, timeout)
+	res.leave = ob.seen.wait(keys, left, false, timeout)
 
-	pushOb.seen.forget(keys)
-	pollOb.seen.forget(keys)
+	ob.seen.forget(keys)
 	restarted := time.Now()
 	for _, p := range events {
 		if err := p.Start(); err != nil {
-			return push, poll, err
+			return res, err
 		}
 	}
 	for i := range causes[:len(keys)] {
 		causes[i] = restarted
 	}
-	pushOb.seen.wait(keys, causes[:len(keys)], true, timeout)
+	ob.seen.wait(keys, causes[:len(keys)], true, timeout)
 	// A long-lived agent has pinged in two slots before it dies.
 	time.Sleep(o.period)
 	silenced := staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Stop() })
-	push.silent = pushOb.seen.wait(keys, silenced, false, timeout+o.period)
-	poll.silent = pollOb.seen.wait(keys, silenced, false, timeout+o.period)
-	push.load = loadAverage()
-	poll.load = push.load
-	push.falseDeaths, poll.falseDeaths = pushOb.seen.falseDeaths(), pollOb.seen.falseDeaths()
-	return push, poll, nil
+	res.silent = ob.seen.wait(keys, silenced, false, timeout+o.period)
+	res.load = loadAverage()
+	res.falseDeaths = ob.seen.falseDeaths()
+	return res, nil
 }

@@ -26,13 +26,12 @@ func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
 	return at(0.50), at(0.99), sorted[len(sorted)-1]
 }
 
-// sumMetric returns the sum of every sample of the metric name in a
-// Prometheus text exposition read from r, whatever its labels, and how
-// many samples it added. Comments and other metrics are skipped; a sample
-// whose value does not parse is an error.
-func sumMetric(r io.Reader, name string) (float64, int, error) {
-	var sum float64
-	var n int
+// metricByLabel returns the samples of the metric name in a Prometheus
+// text exposition read from r, added up by the value of their label
+// label ("" for samples without it). Comments and other metrics are
+// skipped; a sample whose value does not parse is an error.
+func metricByLabel(r io.Reader, name, label string) (map[string]float64, error) {
+	out := make(map[string]float64)
 	lines := bufio.NewScanner(r)
 	lines.Buffer(make([]byte, 64<<10), 1<<20)
 	for lines.Scan() {
@@ -41,21 +40,37 @@ func sumMetric(r io.Reader, name string) (float64, int, error) {
 		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
 			continue
 		}
-		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
-			rest = rest[i+1:]
+		var labels string
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				return nil, fmt.Errorf("sample of %s with unclosed labels: %q", name, line)
+			}
+			labels, rest = rest[1:end], rest[end+1:]
 		}
 		fields := strings.Fields(rest)
 		if len(fields) == 0 {
-			return 0, 0, fmt.Errorf("sample of %s without a value: %q", name, line)
+			return nil, fmt.Errorf("sample of %s without a value: %q", name, line)
 		}
 		v, err := strconv.ParseFloat(fields[0], 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("sample of %s: %q: %w", name, line, err)
+			return nil, fmt.Errorf("sample of %s: %q: %w", name, line, err)
 		}
-		sum += v
-		n++
+		out[labelValue(labels, label)] += v
 	}
-	return sum, n, lines.Err()
+	return out, lines.Err()
+}
+
+// labelValue returns the value of label in labels, a sample's
+// `a="x",b="y"`, or "" if it is not there. Values holding quotes or
+// commas are not expected of the metrics read here.
+func labelValue(labels, label string) string {
+	for _, pair := range strings.Split(labels, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(pair), label+"="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
 }
 
 // cpuTicks returns the user plus system time, in clock ticks, of the
@@ -229,8 +244,13 @@ func percent(share float64) string {
 	return fmt.Sprintf("%.1f %%", 100*share)
 }
 
-// writeCommands are the commands that change documents.
-var writeCommands = map[string]bool{"insert": true, "update": true, "delete": true, "findAndModify": true}
+// writeCommands are the commands, and etcd's gRPC methods, that change
+// what is stored. etcd's LeaseKeepAlive renews a lease in the leader's
+// memory and is not one of them.
+var writeCommands = map[string]bool{
+	"insert": true, "update": true, "delete": true, "findAndModify": true,
+	"Put": true, "Txn": true, "DeleteRange": true, "LeaseGrant": true, "LeaseRevoke": true,
+}
 
 // countsSince returns what after counted beyond before, command by
 // command (a wire proxy's Counts taken twice).
