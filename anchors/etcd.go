@@ -16,6 +16,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/presencekit/presence/internal/benchkit"
 )
 
 // etcdServer is an etcd server run out of process on loopback, with its
@@ -161,7 +163,7 @@ type etcdFleet struct {
 	ttl      time.Duration
 	clients  []*clientv3.Client
 	observer *clientv3.Client
-	seen     *sightings
+	seen     *benchkit.Sightings
 	cancel   context.CancelFunc
 	watching sync.WaitGroup
 }
@@ -169,7 +171,7 @@ type etcdFleet struct {
 // newEtcdFleet connects clients clients and an observer to url, and
 // starts the observer's watch of the agents' prefix.
 func newEtcdFleet(url string, clients int, ttl time.Duration) (*etcdFleet, error) {
-	f := &etcdFleet{ttl: ttl, seen: newSightings()}
+	f := &etcdFleet{ttl: ttl, seen: benchkit.NewSightings(context.Background())}
 	connect := func() (*clientv3.Client, error) {
 		return clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	}
@@ -211,7 +213,7 @@ func (f *etcdFleet) follow(watch clientv3.WatchChan) {
 		now := time.Now()
 		for _, ev := range resp.Events {
 			key := strings.TrimPrefix(string(ev.Kv.Key), etcdPrefix)
-			f.seen.saw(key, ev.Type == clientv3.EventTypePut, now)
+			f.seen.Saw(key, ev.Type == clientv3.EventTypePut, now)
 		}
 	}
 }
@@ -337,7 +339,7 @@ func measureEtcd(o options, progress func(string, ...any)) (result, error) {
 	for i := range causes {
 		causes[i] = began
 	}
-	if d := f.seen.wait(live, causes, true, time.Minute); len(d.got) != len(live) {
+	if d := detect(f.seen, live, causes, true, time.Minute); len(d.got) != len(live) {
 		return res, fmt.Errorf("the observer saw %d of %d agents join", len(d.got), len(live))
 	}
 	progress("etcd: %d agents joined in %.1fs over %d clients; resting %v", len(agents), time.Since(began).Seconds(), o.clients, o.rest)
@@ -365,7 +367,7 @@ func measureEtcd(o options, progress func(string, ...any)) (result, error) {
 	rng := rand.New(rand.NewPCG(uint64(o.agents), uint64(o.events)))
 	events := make([]*etcdAgent, len(keys))
 	var joinErr error
-	joined := staggered(len(keys), o.period, rng, func(i int) {
+	joined := benchkit.Staggered(len(keys), o.period, rng, func(i int) {
 		a, err := f.join(i, keys[i])
 		if err != nil && joinErr == nil {
 			joinErr = err
@@ -375,18 +377,18 @@ func measureEtcd(o options, progress func(string, ...any)) (result, error) {
 	if joinErr != nil {
 		return res, joinErr
 	}
-	res.start = f.seen.wait(keys, joined, true, 2*o.period)
-	left := staggered(len(keys), o.period, rng, func(i int) { _ = events[i].leave() })
-	res.leave = f.seen.wait(keys, left, false, 2*o.period)
-	f.seen.forget(keys)
+	res.start = detect(f.seen, keys, joined, true, 2*o.period)
+	left := benchkit.Staggered(len(keys), o.period, rng, func(i int) { _ = events[i].leave() })
+	res.leave = detect(f.seen, keys, left, false, 2*o.period)
+	f.seen.Forget(keys)
 	if events, err = f.joinAll(keys, 16); err != nil {
 		return res, err
 	}
 	// A long-lived agent has had keepalives answered before it dies.
 	time.Sleep(o.period)
-	silenced := staggered(len(keys), o.period, rng, func(i int) { events[i].stop() })
-	res.silent = f.seen.wait(keys, silenced, false, 3*o.period)
+	silenced := benchkit.Staggered(len(keys), o.period, rng, func(i int) { events[i].stop() })
+	res.silent = detect(f.seen, keys, silenced, false, 3*o.period)
 	res.load = loadAverage()
-	res.falseDeaths = f.seen.falseDeaths()
+	res.falseDeaths = f.seen.Unexpected()
 	return res, nil
 }

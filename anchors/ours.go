@@ -12,6 +12,7 @@ import (
 	mongooptions "go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/presencekit/presence/agenttest"
+	"github.com/presencekit/presence/internal/benchkit"
 	"github.com/presencekit/presence/worker/pingbatcher"
 	"github.com/presencekit/presence/worker/pinger"
 	"github.com/presencekit/presence/worker/presencereader"
@@ -58,7 +59,7 @@ func (c *counted) close() {
 type observer struct {
 	r    *presencereader.Reader
 	w    *watcher.Watcher
-	seen *sightings
+	seen *benchkit.Sightings
 }
 
 // newObserver starts a reader and a watcher of the model on base,
@@ -75,22 +76,7 @@ func newObserver(ctx context.Context, base *mongo.Collection, period time.Durati
 		_ = r.Wait()
 		return nil, err
 	}
-	ob := &observer{r: r, w: w, seen: newSightings()}
-	sub := w.Subscribe()
-	go func() {
-		defer sub.Close()
-		for {
-			changes, err := sub.Next(ctx)
-			if err != nil {
-				return
-			}
-			now := time.Now()
-			for _, c := range changes {
-				ob.seen.saw(c.Key, c.Alive, now)
-			}
-		}
-	}()
-	return ob, nil
+	return &observer{r: r, w: w, seen: benchkit.NewSightings(ctx, w.Subscribe())}, nil
 }
 
 // stop stops the observer's workers.
@@ -244,7 +230,7 @@ func measureOurs(o options, noPush bool, progress func(string, ...any)) (result,
 		return res, err
 	}
 	defer killAll(pingers)
-	if d := ob.seen.wait(live, causes, true, 2*time.Minute); len(d.got) != len(live) {
+	if d := detect(ob.seen, live, causes, true, 2*time.Minute); len(d.got) != len(live) {
 		return res, fmt.Errorf("the other controller saw %d of %d agents start", len(d.got), len(live))
 	}
 	progress("%s: %d agents alive at the other controller in %.1fs; resting %v", res.name, len(live), time.Since(began).Seconds(), o.rest)
@@ -277,7 +263,7 @@ func measureOurs(o options, noPush bool, progress func(string, ...any)) (result,
 	defer killAll(events)
 	timeout := 2*o.period + 5*time.Second
 	var startErr error
-	started := staggered(len(keys), o.period, rng, func(i int) {
+	started := benchkit.Staggered(len(keys), o.period, rng, func(i int) {
 		if err := events[i].Start(); err != nil && startErr == nil {
 			startErr = err
 		}
@@ -285,11 +271,11 @@ func measureOurs(o options, noPush bool, progress func(string, ...any)) (result,
 	if startErr != nil {
 		return res, startErr
 	}
-	res.start = ob.seen.wait(keys, started, true, timeout)
-	left := staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Disconnect() })
-	res.leave = ob.seen.wait(keys, left, false, timeout)
+	res.start = detect(ob.seen, keys, started, true, timeout)
+	left := benchkit.Staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Disconnect() })
+	res.leave = detect(ob.seen, keys, left, false, timeout)
 
-	ob.seen.forget(keys)
+	ob.seen.Forget(keys)
 	restarted := time.Now()
 	for _, p := range events {
 		if err := p.Start(); err != nil {
@@ -299,12 +285,12 @@ func measureOurs(o options, noPush bool, progress func(string, ...any)) (result,
 	for i := range causes[:len(keys)] {
 		causes[i] = restarted
 	}
-	ob.seen.wait(keys, causes[:len(keys)], true, timeout)
+	detect(ob.seen, keys, causes[:len(keys)], true, timeout)
 	// A long-lived agent has pinged in two slots before it dies.
 	time.Sleep(o.period)
-	silenced := staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Stop() })
-	res.silent = ob.seen.wait(keys, silenced, false, timeout+o.period)
+	silenced := benchkit.Staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Stop() })
+	res.silent = detect(ob.seen, keys, silenced, false, timeout+o.period)
 	res.load = loadAverage()
-	res.falseDeaths = ob.seen.falseDeaths()
+	res.falseDeaths = ob.seen.Unexpected()
 	return res, nil
 }

@@ -9,22 +9,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-)
 
-// percentiles returns the median, the 99th percentile and the largest of
-// ds, or zeros when ds is empty. A percentile q is the sample at index
-// floor(q*n) of the n sorted samples, so that p99 of 100 samples is the
-// largest (presencebench's definition, so that the figures compare).
-// ds is left as it is.
-func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	sorted := append([]time.Duration(nil), ds...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	at := func(q float64) time.Duration { return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))] }
-	return at(0.50), at(0.99), sorted[len(sorted)-1]
-}
+	"github.com/presencekit/presence/internal/benchkit"
+)
 
 // metricByLabel returns the samples of the metric name in a Prometheus
 // text exposition read from r, added up by the value of their label
@@ -74,18 +61,13 @@ func labelValue(labels, label string) string {
 }
 
 // cpuTicks returns the user plus system time, in clock ticks, of the
-// process whose /proc/PID/stat content is stat. The command name (field
-// 2) may hold spaces and parentheses, so the fields are counted from the
-// last ")".
+// process whose /proc/PID/stat content is stat: fields 14 and 15 (utime,
+// stime). The command name (field 2) may hold spaces and parentheses, so
+// the fields are counted from the last ")".
 func cpuTicks(stat string) (int64, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("no command name in %q", stat)
-	}
-	// After ")": state (3), ppid (4), ..., utime (14), stime (15).
-	fields := strings.Fields(stat[i+1:])
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("too few fields in %q", stat)
+	fields, err := statFields(stat, 13)
+	if err != nil {
+		return 0, err
 	}
 	var total int64
 	for _, f := range fields[11:13] {
@@ -100,15 +82,26 @@ func cpuTicks(stat string) (int64, error) {
 
 // parentOf returns the parent process id in /proc/PID/stat content stat.
 func parentOf(stat string) (int, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("no command name in %q", stat)
-	}
-	fields := strings.Fields(stat[i+1:])
-	if len(fields) < 2 {
-		return 0, fmt.Errorf("too few fields in %q", stat)
+	fields, err := statFields(stat, 2)
+	if err != nil {
+		return 0, err
 	}
 	return strconv.Atoi(fields[1])
+}
+
+// statFields returns the fields of /proc/PID/stat content stat after the
+// command name, the state (field 3) first, or an error if there are
+// fewer than n.
+func statFields(stat string, n int) ([]string, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("no command name in %q", stat)
+	}
+	fields := strings.Fields(stat[i+1:])
+	if len(fields) < n {
+		return nil, fmt.Errorf("too few fields in %q", stat)
+	}
+	return fields, nil
 }
 
 // detection is what one side measured of one kind of event: the latency
@@ -124,7 +117,7 @@ func (d detection) String() string {
 	if d.events == 0 {
 		return "-"
 	}
-	p50, p99, _ := percentiles(d.got)
+	p50, p99, _ := benchkit.Percentiles(d.got)
 	s := fmt.Sprintf("p50 %s p99 %s", short(p50), short(p99))
 	if len(d.got) < d.events {
 		s += fmt.Sprintf(" (%d of %d seen)", len(d.got), d.events)
@@ -134,7 +127,7 @@ func (d detection) String() string {
 
 // p99 returns the detection's 99th percentile.
 func (d detection) p99() time.Duration {
-	_, p99, _ := percentiles(d.got)
+	_, p99, _ := benchkit.Percentiles(d.got)
 	return p99
 }
 

@@ -11,23 +11,6 @@ type statsSuite struct{}
 
 var _ = gc.Suite(&statsSuite{})
 
-func (*statsSuite) TestPercentilesTakeTheHigherSampleAndLeaveTheInputAlone(c *gc.C) {
-	var ds []time.Duration
-	for i := 100; i >= 1; i-- {
-		ds = append(ds, time.Duration(i)*time.Millisecond)
-	}
-	p50, p99, worst := percentiles(ds)
-	c.Check(p50, gc.Equals, 51*time.Millisecond)
-	c.Check(p99, gc.Equals, 100*time.Millisecond)
-	c.Check(worst, gc.Equals, 100*time.Millisecond)
-	c.Check(ds[0], gc.Equals, 100*time.Millisecond)
-}
-
-func (*statsSuite) TestPercentilesOfNothingAreZero(c *gc.C) {
-	p50, p99, worst := percentiles(nil)
-	c.Check([]time.Duration{p50, p99, worst}, gc.DeepEquals, []time.Duration{0, 0, 0})
-}
-
 func (*statsSuite) TestMetricByLabelAddsUpOneMetricByTheLabel(c *gc.C) {
 	text := `# HELP grpc_server_msg_received_total Total number of RPC stream messages received on the server.
 # TYPE grpc_server_msg_received_total counter
