@@ -349,6 +349,7 @@ func measureEtcd(o options, progress func(string, ...any)) (result, error) {
 	if err != nil {
 		return res, err
 	}
+	res.load = load1() + " at rest"
 	cpu := startCPU(srv.cmd.Process.Pid)
 	time.Sleep(o.rest)
 	after, err := srv.requests()
@@ -388,7 +389,7 @@ func measureEtcd(o options, progress func(string, ...any)) (result, error) {
 	time.Sleep(o.period)
 	silenced := benchkit.Staggered(len(keys), o.period, rng, func(i int) { events[i].stop() })
 	res.silent = detect(f.seen, keys, silenced, false, 3*o.period)
-	res.load = loadAverage()
+	res.load += ", " + load1() + " at the end"
 	res.falseDeaths = f.seen.Unexpected()
 	return res, nil
 }

@@ -237,6 +237,7 @@ func measureOurs(o options, noPush bool, progress func(string, ...any)) (result,
 	time.Sleep(o.period)
 
 	before := []map[string]int{conns[0].proxy.Counts(), conns[1].proxy.Counts()}
+	res.load = load1() + " at rest"
 	cpu := startCPU(pid)
 	time.Sleep(o.rest)
 	res.cpu = cpu.share()
@@ -290,7 +291,7 @@ func measureOurs(o options, noPush bool, progress func(string, ...any)) (result,
 	time.Sleep(o.period)
 	silenced := benchkit.Staggered(len(keys), o.period, rng, func(i int) { _ = events[i].Stop() })
 	res.silent = detect(ob.seen, keys, silenced, false, timeout+o.period)
-	res.load = loadAverage()
+	res.load += ", " + load1() + " at the end"
 	res.falseDeaths = ob.seen.Unexpected()
 	return res, nil
 }

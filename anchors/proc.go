@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -70,7 +69,7 @@ func childNamed(name string) int {
 }
 
 // loadAverage returns the machine's load averages over 1, 5 and 15
-// minutes, as /proc/loadavg gives them.
+// minutes, as /proc/loadavg gives them, or "-".
 func loadAverage() string {
 	raw, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -80,5 +79,11 @@ func loadAverage() string {
 	if len(fields) < 3 {
 		return "-"
 	}
-	return fmt.Sprintf("%s %s %s", fields[0], fields[1], fields[2])
+	return strings.Join(fields[:3], " ")
+}
+
+// load1 returns the machine's load average over the last minute, or "-".
+func load1() string {
+	load, _, _ := strings.Cut(loadAverage(), " ")
+	return load
 }

@@ -165,7 +165,7 @@ type result struct {
 	requests    float64
 	writes      float64
 	cpu         float64 // share of one core; negative when unknown
-	load        string  // the load average during the run
+	load        string  // the machine's load average at rest and at the end
 	start       detection
 	silent      detection
 	leave       detection
@@ -201,7 +201,7 @@ func printTable(w io.Writer, sides []result) {
 		{"silent death to dead at the observer", func(r result) string { return r.silent.String() }, func(r result) float64 { return r.silent.p99().Seconds() }},
 		{"clean leave to dead at the observer", func(r result) string { return r.leave.String() }, func(r result) float64 { return r.leave.p99().Seconds() }},
 		{"live agents seen dead (false deaths)", func(r result) string { return strconv.Itoa(r.falseDeaths) }, nil},
-		{"load average (1, 5, 15 min) after", func(r result) string { return r.load }, nil},
+		{"load average (1 min)", func(r result) string { return r.load }, nil},
 	}
 	for _, row := range rows {
 		cells := []string{row.what}

@@ -78,9 +78,9 @@ func (*statsSuite) TestTimesUsesTwoSignificantDigitsBelowTen(c *gc.C) {
 }
 
 func (*statsSuite) TestTableSetsTheLastSideAgainstTheFirst(c *gc.C) {
-	ours := result{name: "ours", requests: 10, writes: 0.2, hasRequests: true, cpu: 0.02, load: "1 2 3",
+	ours := result{name: "ours", requests: 10, writes: 0.2, hasRequests: true, cpu: 0.02, load: "1.5 at rest",
 		leave: detection{got: []time.Duration{100 * time.Millisecond}, events: 1}}
-	anchor := result{name: "etcd", requests: 2800, hasRequests: true, cpu: -1, load: "1 2 3",
+	anchor := result{name: "etcd", requests: 2800, hasRequests: true, cpu: -1, load: "1.5 at rest",
 		leave: detection{got: []time.Duration{2 * time.Millisecond}, events: 1}}
 	var out strings.Builder
 	printTable(&out, []result{ours, anchor})
