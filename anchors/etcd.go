@@ -86,9 +86,13 @@ func startEtcd(path string) (*etcdServer, error) {
 	return s, nil
 }
 
+// httpClient asks the etcd server for its health and metrics, bounded
+// in time so that a hung server fails the run rather than hanging it.
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
 // healthy reports whether the server's /health says so.
 func (s *etcdServer) healthy() bool {
-	resp, err := http.Get(s.url + "/health")
+	resp, err := httpClient.Get(s.url + "/health")
 	if err != nil {
 		return false
 	}
@@ -101,7 +105,7 @@ func (s *etcdServer) healthy() bool {
 // method (a unary call is one; a keepalive stream counts each
 // keepalive), from its own /metrics.
 func (s *etcdServer) requests() (map[string]int, error) {
-	resp, err := http.Get(s.url + "/metrics")
+	resp, err := httpClient.Get(s.url + "/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +131,8 @@ func (s *etcdServer) stop() {
 	_ = os.RemoveAll(s.dir)
 }
 
-// freePorts returns n loopback ports that were free a moment ago.
+// freePorts returns n distinct loopback ports that were free a moment
+// ago: each listener stays open until all are chosen.
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	for range n {
