@@ -10,6 +10,7 @@ import (
 	"github.com/juju/clock"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/presencekit/presence/internal/benchkit"
 	"github.com/presencekit/presence/internal/commands"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pingbatcher"
@@ -37,7 +38,7 @@ type fleet struct {
 	r        *presencereader.Reader
 	pr       *pruner.Pruner
 	watchers []*watcher.Watcher
-	d        *detector
+	d        *benchkit.Sightings
 	cancel   context.CancelFunc
 	pingers  []*pinger.Pinger
 
@@ -104,7 +105,7 @@ func newFleet(ctx context.Context, e *env, s settings, models int, writerBase, r
 		f.stop()
 		return nil, err
 	}
-	f.d = newDetector(subCtx, subs...)
+	f.d = benchkit.NewSightings(subCtx, subs...)
 	return f, nil
 }
 
@@ -136,7 +137,7 @@ func startFleet(ctx context.Context, e *env, s settings, models int) (*fleet, fu
 type remote struct {
 	r          *presencereader.Reader
 	watchers   []*watcher.Watcher
-	d          *detector
+	d          *benchkit.Sightings
 	counter    *commands.Counter
 	pings      string
 	cancel     context.CancelFunc
@@ -166,7 +167,7 @@ func newRemote(ctx context.Context, e *env, s settings, models int, base *mongo.
 		rm.stop()
 		return nil, err
 	}
-	rm.d = newDetector(subCtx, subs...)
+	rm.d = benchkit.NewSightings(subCtx, subs...)
 	return rm, nil
 }
 
@@ -223,7 +224,7 @@ func (f *fleet) grow(ctx context.Context, n int, timeout time.Duration) error {
 		f.pingers = append(f.pingers, p)
 		keys, causes = append(keys, key), append(causes, time.Now())
 	}
-	if got := f.d.wait(keys, causes, true, timeout); len(got) != len(keys) {
+	if got := f.d.Wait(keys, causes, true, timeout); len(got) != len(keys) {
 		return fmt.Errorf("only %d of %d new keys seen alive within %v", len(got), len(keys), timeout)
 	}
 	return ctx.Err()
@@ -288,7 +289,7 @@ func (f *fleet) stop() {
 // falseDeaths returns the deaths the fleet's watchers reported of keys
 // that nobody stopped.
 func (f *fleet) falseDeaths() int {
-	return f.d.unexpectedDeaths()
+	return f.d.Unexpected()
 }
 
 // stderrLogger prints the workers' logs with the wall time.

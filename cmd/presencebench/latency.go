@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sort"
-	"strings"
-	"sync"
 	"time"
 
+	"github.com/presencekit/presence/internal/benchkit"
 	"github.com/presencekit/presence/internal/schema"
 	"github.com/presencekit/presence/worker/pinger"
-	"github.com/presencekit/presence/worker/watcher"
 )
 
 // settings are the tunables a latency run uses.
@@ -122,118 +119,7 @@ func addDetectionRows(e *env, t *table, section string, s settings, scope, logSc
 
 // eventPrefix starts the keys that a run starts and stops on purpose;
 // the death of any other key is false.
-const eventPrefix = "event-"
-
-// detector records when the watcher reported each key alive or dead.
-type detector struct {
-	mu    sync.Mutex
-	alive map[string]time.Time
-	dead  map[string]time.Time
-	// unexpected counts the deaths of keys not named with eventPrefix.
-	unexpected int
-	changed    chan struct{}
-}
-
-func newDetector(ctx context.Context, subs ...watcher.Subscription) *detector {
-	d := &detector{alive: make(map[string]time.Time), dead: make(map[string]time.Time), changed: make(chan struct{}, 1)}
-	for _, sub := range subs {
-		go d.follow(ctx, sub)
-	}
-	return d
-}
-
-// follow records what sub reports until ctx ends.
-func (d *detector) follow(ctx context.Context, sub watcher.Subscription) {
-	for {
-		changes, err := sub.Next(ctx)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		d.mu.Lock()
-		for _, c := range changes {
-			if c.Alive {
-				d.alive[c.Key] = now
-			} else {
-				d.dead[c.Key] = now
-				if !strings.HasPrefix(c.Key, eventPrefix) {
-					d.unexpected++
-				}
-			}
-		}
-		d.mu.Unlock()
-		select {
-		case d.changed <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// unexpectedDeaths returns how many deaths of keys that nobody stopped
-// were reported.
-func (d *detector) unexpectedDeaths() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.unexpected
-}
-
-// reset forgets what was seen of keys.
-func (d *detector) reset(keys []string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, k := range keys {
-		delete(d.alive, k)
-		delete(d.dead, k)
-	}
-}
-
-// wait waits until every key was seen in state alive, or timeout, and
-// returns each latency from its cause.
-func (d *detector) wait(keys []string, causes []time.Time, alive bool, timeout time.Duration) []time.Duration {
-	deadline := time.After(timeout)
-	for {
-		d.mu.Lock()
-		seen := d.dead
-		if alive {
-			seen = d.alive
-		}
-		var out []time.Duration
-		for i, k := range keys {
-			if at, ok := seen[k]; ok && !causes[i].IsZero() {
-				out = append(out, max(at.Sub(causes[i]), 0))
-			}
-		}
-		d.mu.Unlock()
-		if len(out) == len(keys) {
-			return out
-		}
-		select {
-		case <-d.changed:
-		case <-deadline:
-			return out
-		}
-	}
-}
-
-// staggered runs act(i) for each of n events at random moments spread over
-// one period, so that latencies cover every phase of the slots and flushes,
-// and returns when each happened.
-func staggered(n int, period time.Duration, rng *rand.Rand, act func(i int)) []time.Time {
-	offsets := make([]time.Duration, n)
-	for i := range offsets {
-		offsets[i] = time.Duration(rng.Int64N(int64(period)))
-	}
-	order := rng.Perm(n)
-	sort.Slice(order, func(a, b int) bool { return offsets[order[a]] < offsets[order[b]] })
-	at := make([]time.Time, n)
-	began := time.Now()
-	for _, i := range order {
-		time.Sleep(time.Until(began.Add(offsets[i])))
-		at[i] = time.Now()
-		act(i)
-	}
-	return at
-}
+const eventPrefix = benchkit.EventPrefix
 
 // measureLatency runs live keys and events event keys spread over models
 // models, with one batcher, one reader and one watcher per model (as a
@@ -289,9 +175,9 @@ type latencyRun struct {
 	s             settings
 	keys          []string
 	pingers       []*pinger.Pinger
-	local, remote *detector
+	local, remote *benchkit.Sightings
 	// poll is the detector of another controller's reader that polls.
-	poll    *detector
+	poll    *benchkit.Sightings
 	rng     *rand.Rand
 	timeout time.Duration
 }
@@ -324,7 +210,7 @@ func (run *latencyRun) kill() {
 // took to see each.
 func (run *latencyRun) startAndDisconnect(res *latencies) error {
 	var startErr error
-	causes := staggered(len(run.pingers), run.s.period, run.rng, func(i int) {
+	causes := benchkit.Staggered(len(run.pingers), run.s.period, run.rng, func(i int) {
 		if err := run.pingers[i].Start(); err != nil && startErr == nil {
 			startErr = err
 		}
@@ -332,14 +218,14 @@ func (run *latencyRun) startAndDisconnect(res *latencies) error {
 	if startErr != nil {
 		return startErr
 	}
-	res.start = run.local.wait(run.keys, causes, true, run.timeout)
-	res.remoteStart = run.remote.wait(run.keys, causes, true, run.timeout)
-	res.poll.start = run.poll.wait(run.keys, causes, true, run.timeout)
+	res.start = run.local.Wait(run.keys, causes, true, run.timeout)
+	res.remoteStart = run.remote.Wait(run.keys, causes, true, run.timeout)
+	res.poll.start = run.poll.Wait(run.keys, causes, true, run.timeout)
 
-	causes = staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Disconnect() })
-	res.disconnect = run.local.wait(run.keys, causes, false, run.timeout)
-	res.remoteDisconnect = run.remote.wait(run.keys, causes, false, run.timeout)
-	res.poll.disconnect = run.poll.wait(run.keys, causes, false, run.timeout)
+	causes = benchkit.Staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Disconnect() })
+	res.disconnect = run.local.Wait(run.keys, causes, false, run.timeout)
+	res.remoteDisconnect = run.remote.Wait(run.keys, causes, false, run.timeout)
+	res.poll.disconnect = run.poll.Wait(run.keys, causes, false, run.timeout)
 	return nil
 }
 
@@ -348,9 +234,9 @@ func (run *latencyRun) startAndDisconnect(res *latencies) error {
 // returns how long the fleet's detector took to see each death; the
 // other controllers' go into res.
 func (run *latencyRun) silentDeaths(res *latencies) ([]time.Duration, error) {
-	run.local.reset(run.keys)
-	run.remote.reset(run.keys)
-	run.poll.reset(run.keys)
+	run.local.Forget(run.keys)
+	run.remote.Forget(run.keys)
+	run.poll.Forget(run.keys)
 	for _, p := range run.pingers {
 		if err := p.Start(); err != nil {
 			return nil, err
@@ -360,13 +246,13 @@ func (run *latencyRun) silentDeaths(res *latencies) ([]time.Duration, error) {
 	for i := range restarted {
 		restarted[i] = time.Now()
 	}
-	run.local.wait(run.keys, restarted, true, run.timeout)
+	run.local.Wait(run.keys, restarted, true, run.timeout)
 	// Let every restarted key reach a steady state (pinged in two
 	// slots) before it goes silent, as a long-lived agent would be.
 	time.Sleep(run.s.period)
-	causes := staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Stop() })
-	local := run.local.wait(run.keys, causes, false, run.timeout)
-	res.push.silent = run.remote.wait(run.keys, causes, false, run.timeout)
-	res.poll.silent = run.poll.wait(run.keys, causes, false, run.timeout)
+	causes := benchkit.Staggered(len(run.pingers), run.s.period, run.rng, func(i int) { _ = run.pingers[i].Stop() })
+	local := run.local.Wait(run.keys, causes, false, run.timeout)
+	res.push.silent = run.remote.Wait(run.keys, causes, false, run.timeout)
+	res.poll.silent = run.poll.Wait(run.keys, causes, false, run.timeout)
 	return local, nil
 }

@@ -167,7 +167,7 @@ func (res *overloadResult) addRound(fl *fleet, i int) error {
 		}
 		causes[j] = time.Now()
 	}
-	fl.d.wait(keys, causes, true, timeout)
+	fl.d.Wait(keys, causes, true, timeout)
 	for j := range ps {
 		causes[j] = time.Now()
 		if j%2 == 0 {
@@ -177,7 +177,7 @@ func (res *overloadResult) addRound(fl *fleet, i int) error {
 		}
 	}
 	var d, q []time.Duration
-	for j, l := range fl.d.wait(keys, causes, false, timeout) {
+	for j, l := range fl.d.Wait(keys, causes, false, timeout) {
 		if j%2 == 0 {
 			d = append(d, l)
 		} else {

@@ -1,23 +1,16 @@
 package main
 
 import (
-	"sort"
 	"sync"
 	"time"
+
+	"github.com/presencekit/presence/internal/benchkit"
 )
 
 // percentiles returns the median, the 99th percentile and the largest of
-// ds, or zeros when ds is empty. A percentile q is the sample at index
-// floor(q*n) of the n sorted samples (the higher of the two around it),
-// so that p99 of 100 samples is the largest. ds is left as it is.
+// ds (see benchkit.Percentiles).
 func percentiles(ds []time.Duration) (p50, p99, worst time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	sorted := append([]time.Duration(nil), ds...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	at := func(q float64) time.Duration { return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))] }
-	return at(0.50), at(0.99), sorted[len(sorted)-1]
+	return benchkit.Percentiles(ds)
 }
 
 // durations collects durations from worker hooks; it is safe for
