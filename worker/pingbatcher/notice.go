@@ -4,7 +4,6 @@ import (
 	"sync/atomic"
 
 	"github.com/juju/errors"
-	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
@@ -22,17 +21,7 @@ type notifier struct {
 	// failing is set while appends fail, so that a failure is logged
 	// once.
 	failing bool
-	// appended are the _ids of the notices appended and not removed
-	// yet, oldest first (see trimNotices); trimFailing is set while
-	// removals fail, so that a failure is logged once.
-	appended    []any
-	trimFailing bool
 }
-
-// noticesKept is how many of its latest notices a batcher leaves when it
-// removes its older ones (see trimNotices); it removes them once it has
-// appended as many again.
-const noticesKept = schema.NoticesMaxDocuments
 
 // notify appends one notice after a flush that succeeded, if the flush
 // carried a prompt change (prompt) or wrote the writer's first document
@@ -47,7 +36,7 @@ func (b *PingBatcher) notify(prompt bool) {
 	if !now.movedOn(n.announced) && !n.prompt {
 		return
 	}
-	id, err := b.appendNotice(schema.NoticeDoc{Writer: now.writer, Slot: now.slot, Prompt: n.prompt})
+	err := b.appendNotice(schema.NoticeDoc{Writer: now.writer, Slot: now.slot, Prompt: n.prompt})
 	if err != nil {
 		b.mu.Lock()
 		b.stats.noticeFailures++
@@ -62,34 +51,6 @@ func (b *PingBatcher) notify(prompt bool) {
 		b.config.Logger.Infof("ping batcher: notices are appended again")
 	}
 	n.announced, n.prompt, n.failing = now, false, false
-	n.appended = append(n.appended, id)
-	if len(n.appended) >= 2*noticesKept {
-		b.trimNotices()
-	}
-}
-
-// trimNotices removes the batcher's notices older than its noticesKept
-// latest. A server that caps the collection has removed them already; one
-// that does not (the embedded server never does, FerretDB elsewhere only
-// once a minute) would keep every notice, and each tailing reader costs
-// it time for every notice kept at every wait of its cursor (measured on
-// the embedded server: 10% of a core at 16 notices, 48% at 300, 72% at
-// 1,000), and makes its cursor take them again now and then. A removal
-// that fails (MongoDB before 5.0 refuses them from a capped collection,
-// which it caps itself) is logged once, and those ids are forgotten all
-// the same, so that memory stays bounded. It must only be called from
-// the loop goroutine.
-func (b *PingBatcher) trimNotices() {
-	n := &b.notifier
-	old := n.appended[:len(n.appended)-noticesKept]
-	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
-	defer cancel()
-	_, err := schema.Notices(b.config.Base).DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: old}}}})
-	n.appended = append(n.appended[:0], n.appended[len(old):]...)
-	if err != nil && !n.trimFailing && b.config.Logger != nil {
-		b.config.Logger.Debugf("ping batcher: cannot remove old notices: %v (left to the server's cap)", err)
-	}
-	n.trimFailing = err != nil
 }
 
 // written is how far a writer's documents have got: its id, and the
@@ -117,17 +78,14 @@ func (w written) movedOn(since written) bool {
 // that was dropped would make an uncapped one, which readers cannot tail
 // and nothing bounds. The creation of a collection that exists fails at
 // once.
-func (b *PingBatcher) appendNotice(doc schema.NoticeDoc) (any, error) {
+func (b *PingBatcher) appendNotice(doc schema.NoticeDoc) error {
 	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
 	defer cancel()
 	if err := schema.EnsureNotices(ctx, b.config.Base); err != nil {
-		return nil, errors.Trace(err)
+		return errors.Trace(err)
 	}
-	res, err := schema.Notices(b.config.Base).InsertOne(ctx, doc)
-	if err != nil {
-		return nil, errors.Annotate(err, "cannot append a notice")
-	}
-	return res.InsertedID, nil
+	_, err := schema.Notices(b.config.Base).InsertOne(ctx, doc)
+	return errors.Annotate(err, "cannot append a notice")
 }
 
 // writer returns the writer id the batcher writes as.

@@ -73,20 +73,3 @@ func (s *workerSuite) TestTheNoticesCollectionIsCappedAndMadeAgainWhenDropped(c 
 	c.Assert(specs, gc.HasLen, 1)
 	c.Assert(specs[0].Options.Lookup("capped").Boolean(), gc.Equals, true)
 }
-
-func (s *workerSuite) TestABatcherLeavesOnlyItsLatestNoticesWhereTheServerKeepsThemAll(c *gc.C) {
-	b := s.newBatcher(c, s.base, never)
-	defer workertest.CleanKill(agenttest.C(c), b)
-	id := register(c, b, s.base, modelA, "a")
-	// A notice for every new slot: three times as many as the cap,
-	// which the embedded server does not enforce.
-	last := int64(3 * schema.NoticesMaxDocuments)
-	for slot := int64(1); slot <= last; slot++ {
-		c.Assert(b.Ping(id, slot), gc.IsNil)
-		c.Assert(b.Sync(), gc.IsNil)
-	}
-	notices := s.notices(c)
-	c.Assert(len(notices) <= 2*schema.NoticesMaxDocuments, gc.Equals, true, gc.Commentf("%d notices", len(notices)))
-	c.Assert(len(notices) >= schema.NoticesMaxDocuments, gc.Equals, true, gc.Commentf("%d notices", len(notices)))
-	c.Assert(notices[len(notices)-1].Slot, gc.Equals, last)
-}

@@ -36,10 +36,6 @@ import (
 // notice: one getMore every noticeAwait at rest.
 const noticeAwait = 2 * time.Second
 
-// noticesBatch is the most notices a getMore of the notices cursor
-// brings, after its first batch of one.
-const noticesBatch = 256
-
 // pushRetry is how long the reader polls after a break before it tries
 // to open a cursor again.
 const pushRetry = time.Second
@@ -191,17 +187,13 @@ func (r *Reader) ownNotice(doc schema.NoticeDoc) bool {
 	return r.config.Self != nil && doc.Writer == r.config.Self()
 }
 
-// openNotices opens a tailable, awaitData cursor on the notices and takes
-// them up to the newest: the load that follows brings what that and every
-// older notice announced. The cursor's first batch is of one notice: the
-// embedded server closes a tailable cursor whose first batch is shorter
-// than its batch size, which is why it fails with errNoNotices while
-// there is none (the batchers create the collection; the reader writes
-// nothing). It skips the older notices itself (batchers keep few, see
-// pingbatcher.trimNotices) rather than have the server skip them: the
-// embedded server applies a skip afresh to the collection at every wait
-// of the cursor, and once older notices are removed that skip goes past
-// the cursor's place, which breaks it.
+// openNotices opens a tailable, awaitData cursor on the notices from
+// their newest, which it takes: the load that follows brings what that
+// and every older notice announced. The cursor's batches are of one
+// notice: the embedded server closes a tailable cursor whose first batch
+// is shorter than its batch size, which is why it starts at the newest
+// notice, and why it fails with errNoNotices while there is none (the
+// batchers create the collection; the reader writes nothing).
 func (r *Reader) openNotices(ctx context.Context) (*mongo.Cursor, error) {
 	callCtx, cancel := context.WithTimeout(ctx, max(r.config.SyncInterval, minReadTimeout))
 	defer cancel()
@@ -214,16 +206,12 @@ func (r *Reader) openNotices(ctx context.Context) (*mongo.Cursor, error) {
 		return nil, errNoNotices
 	}
 	cur, err := notices.Find(ctx, bson.D{}, options.Find().
-		SetCursorType(options.TailableAwait).SetBatchSize(1).SetMaxAwaitTime(noticeAwait))
+		SetCursorType(options.TailableAwait).SetBatchSize(1).SetSkip(n-1).SetMaxAwaitTime(noticeAwait))
 	if err != nil {
 		return nil, errors.Annotate(err, "cannot tail notices")
 	}
-	cur.SetBatchSize(noticesBatch)
-	for taken := int64(0); taken < n; taken++ {
-		if cur.TryNext(callCtx) {
-			continue
-		}
-		err := errors.Errorf("%d of the %d notices counted came", taken, n)
+	if !cur.TryNext(callCtx) {
+		err := errors.New("the first batch was empty")
 		if cur.Err() != nil {
 			err = cur.Err()
 		}

@@ -232,36 +232,6 @@ func (s *pushSuite) TestAReaderAtRestReadsAtMostTwiceASecondWhereAPollingOneRead
 	c.Assert(pollRate >= 5, gc.Equals, true, gc.Commentf("%.1f reads a second", pollRate))
 }
 
-func (s *pushSuite) TestACursorOutlivesTheRemovalOfOlderNotices(c *gc.C) {
-	a := s.newController(c, s.Server.URI(), pushPeriod, false)
-	defer a.stop(c)
-	for i := 0; i < 4; i++ {
-		p := a.start(c, fmt.Sprintf("before-%d", i), pushPeriod)
-		defer func() { _ = p.Stop() }()
-		c.Assert(a.b.Sync(), gc.IsNil)
-	}
-	// b's cursor opens on the newest of several notices; then the older
-	// ones are removed, as batchers remove theirs.
-	b := s.newController(c, s.Server.URI(), pushPeriod, false)
-	defer b.stop(c)
-	b.waitPush(c, 0)
-	notices := s.DB.Collection("presence.notices")
-	newest, err := bson.ObjectIDFromHex(agenttest.NewestNotice(c, a.base))
-	c.Assert(err, gc.IsNil)
-	removed, err := notices.DeleteMany(context.Background(), bson.D{{Key: "_id", Value: bson.D{{Key: "$ne", Value: newest}}}})
-	c.Assert(err, gc.IsNil)
-	c.Assert(removed.DeletedCount >= 3, gc.Equals, true)
-
-	p := a.start(c, "machine-0", pushPeriod)
-	defer func() { _ = p.Stop() }()
-	took := heard(c, b.w, "machine-0", true, time.Now(), pushWait)
-	c.Logf("heard a key up %v after", took)
-	agenttest.WaitFor(c, agenttest.LongWait, "the key's notice taken", func() bool {
-		return b.r.Report()["last-notice"] == agenttest.NewestNotice(c, a.base)
-	})
-	c.Assert(b.r.Report()["push-breaks"], gc.Equals, 0)
-}
-
 // breakCase is one way to break a reader's cursor on the notices.
 type breakCase struct {
 	name string
