@@ -162,8 +162,10 @@ func ControllerManifolds(config ControllerManifoldsConfig) dependency.Manifolds 
 	name := func(n string) string { return config.Prefix + n }
 	clockName := config.clockName()
 	// The batcher wakes the reader after a flush that carries a
-	// Disconnect or a key coming up, so that this controller's watchers
-	// see it at once; the channel outlives restarts of either.
+	// Disconnect or a key coming up, or that moves its writer on to a
+	// new slot, so that this controller's watchers see it (a silent
+	// death included) at once, without waiting for the notice to come
+	// round; the channel outlives restarts of either.
 	wake := make(chan struct{}, 1)
 	self := &pingbatcher.Self{}
 	manifolds := dependency.Manifolds{

@@ -57,20 +57,32 @@ type FlushStats struct {
 	// Disconnect or a key coming up, which a reader in the same process
 	// may want to load at once (see presencereader.Config.Wake).
 	Prompt bool
+	// Moved is set when the flush wrote the writer's first document of
+	// a slot later than any it wrote before (or the first of a new
+	// writer): its sequence moved on, and with it every reader's
+	// judgement of its keys (a key that stopped pinging reads dead once
+	// its writer has moved on twice), which a reader in the same process
+	// may want to load at once too.
+	Moved bool
 	// Writer is the writer id the batcher writes as (it changes when the
 	// writer is retired): a reader in the same process skips the notices
-	// of its prompt flushes, which Wake already brought (see
+	// of its flushes, which Wake already brought (see
 	// presencereader.Config.Self).
 	Writer string
 }
 
 // WakeOnPrompt returns an OnFlush that sends on wake, without blocking,
-// after every prompt flush that succeeded, and then calls next if it is
-// not nil: with wake as a reader's Config.Wake, that reader loads what a
-// Disconnect or a key coming up wrote at once.
+// after every flush that succeeded and that its notice announces (see
+// schema.Notices): a prompt one, or one that moved the writer on to a new
+// slot. It then calls next if it is not nil. With wake as a reader's
+// Config.Wake, that reader loads at once what a Disconnect or a key
+// coming up wrote, and its own writer's every move, which is what a
+// silent death waits for, without waiting for the notices to come round
+// (a tailable cursor may bring them late: the embedded server's replays
+// its whole backlog now and then).
 func WakeOnPrompt(wake chan<- struct{}, next func(FlushStats)) func(FlushStats) {
 	return func(stats FlushStats) {
-		if stats.Prompt && stats.Err == nil {
+		if (stats.Prompt || stats.Moved) && stats.Err == nil {
 			select {
 			case wake <- struct{}{}:
 			default:

@@ -145,8 +145,10 @@ func (b *PingBatcher) coalesce(waiters []chan error) []chan error {
 func (b *PingBatcher) flushFor(waiters []chan error) time.Time {
 	started := b.config.Clock.Now()
 	b.prompt = false
+	before := b.written()
 	docs, err := b.flushWithin(b.flushTimeout())
 	took := b.config.Clock.Now().Sub(started)
+	moved := err == nil && b.written().movedOn(before)
 	if err != nil && b.prompt {
 		// What asked for it is written by a later flush, which
 		// must wake the reader in its turn.
@@ -155,7 +157,7 @@ func (b *PingBatcher) flushFor(waiters []chan error) time.Time {
 		b.mu.Unlock()
 	}
 	if b.config.OnFlush != nil {
-		b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt, Writer: b.writer()})
+		b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt, Moved: moved, Writer: b.writer()})
 	}
 	if err == nil {
 		b.notify(b.prompt)

@@ -14,9 +14,8 @@ import (
 // they hear a prompt change, and a writer's progress, at once. Only the
 // loop goroutine uses it.
 type notifier struct {
-	// writer and slot are the latest progress a notice announced.
-	writer string
-	slot   int64
+	// announced is the latest progress a notice announced.
+	announced written
 	// prompt is set while a prompt flush's notice is still to append.
 	prompt bool
 	// failing is set while appends fail, so that a failure is logged
@@ -41,14 +40,11 @@ const trimEvery = 4
 func (b *PingBatcher) notify(prompt bool) {
 	n := &b.notifier
 	n.prompt = n.prompt || prompt
-	b.mu.Lock()
-	writer, slot := b.w.writer, b.w.writtenSlot
-	b.mu.Unlock()
-	moved := slot > 0 && (writer != n.writer || slot > n.slot)
-	if !moved && !n.prompt {
+	now := b.written()
+	if !now.movedOn(n.announced) && !n.prompt {
 		return
 	}
-	err := b.appendNotice(schema.NoticeDoc{Writer: writer, Slot: slot, Prompt: n.prompt})
+	err := b.appendNotice(schema.NoticeDoc{Writer: now.writer, Slot: now.slot, Prompt: n.prompt})
 	if err != nil {
 		b.mu.Lock()
 		b.stats.noticeFailures++
@@ -66,7 +62,27 @@ func (b *PingBatcher) notify(prompt bool) {
 		n.sinceTrim = 0
 		b.trimNotices()
 	}
-	n.writer, n.slot, n.prompt, n.failing = writer, slot, false, false
+	n.announced, n.prompt, n.failing = now, false, false
+}
+
+// written is how far a writer's documents have got: its id, and the
+// latest slot a flush wrote of it (zero before any).
+type written struct {
+	writer string
+	slot   int64
+}
+
+// written returns how far the current writer's documents have got.
+func (b *PingBatcher) written() written {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return written{writer: b.w.writer, slot: b.w.writtenSlot}
+}
+
+// movedOn reports whether w is further on than since: a later slot of
+// the same writer, or a slot of another (a writer retired meanwhile).
+func (w written) movedOn(since written) bool {
+	return w.slot > 0 && (w.writer != since.writer || w.slot > since.slot)
 }
 
 // trimNotices trims the notices collection to its bound, within a

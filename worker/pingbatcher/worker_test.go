@@ -330,12 +330,20 @@ func (s *workerSuite) TestAKeyComingUpIsWrittenAtOnce(c *gc.C) {
 	agenttest.WaitFor(c, agenttest.LongWait, "the key's ping document", func() bool { return len(s.pingDocs(c, s.base)) == 1 })
 }
 
-func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndWakes(c *gc.C) {
+// newWakingBatcher returns a batcher that flushes only when asked, wired
+// as ControllerManifolds wires it to wake a reader, with the channel it
+// wakes and one that receives every flush's figures.
+func (s *workerSuite) newWakingBatcher(c *gc.C) (*pingbatcher.PingBatcher, chan struct{}, chan pingbatcher.FlushStats) {
 	wake := make(chan struct{}, 1)
 	flushes := make(chan pingbatcher.FlushStats, 10)
 	b, err := pingbatcher.New(pingbatcher.Config{Base: s.base, FlushInterval: never, Clock: s.clock,
 		OnFlush: pingbatcher.WakeOnPrompt(wake, func(stats pingbatcher.FlushStats) { flushes <- stats })})
 	c.Assert(err, gc.IsNil)
+	return b, wake, flushes
+}
+
+func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndWakes(c *gc.C) {
+	b, wake, flushes := s.newWakingBatcher(c)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	woken := func() bool {
 		select {
@@ -371,6 +379,52 @@ func (s *workerSuite) TestAFlushThatCarriesADisconnectOrAKeyComingUpIsPromptAndW
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(anyPrompt(), gc.Equals, true)
 	c.Assert(woken(), gc.Equals, true)
+}
+
+func (s *workerSuite) TestAFlushThatMovesTheWriterOnToANewSlotWakes(c *gc.C) {
+	b, wake, flushes := s.newWakingBatcher(c)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	// The flushes done since the last look: a key coming up asks for
+	// one of its own besides the Sync's.
+	done := func() (moved, prompt bool) {
+		for len(flushes) > 0 {
+			stats := <-flushes
+			moved, prompt = moved || stats.Moved, prompt || stats.Prompt
+		}
+		return moved, prompt
+	}
+	woken := func() bool {
+		select {
+		case <-wake:
+			return true
+		default:
+			return false
+		}
+	}
+	slot := schema.Slot(s.clock.Now(), schema.DefaultPeriod)
+	c.Assert(b.Ping(register(c, b, s.base, modelA, "a"), slot), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	moved, _ := done()
+	c.Assert(moved, gc.Equals, true)
+	c.Assert(woken(), gc.Equals, true)
+	// Within the slot a flush moves nothing on, and wakes nobody.
+	c.Assert(b.Sync(), gc.IsNil)
+	moved, _ = done()
+	c.Assert(moved, gc.Equals, false)
+	c.Assert(woken(), gc.Equals, false)
+	// The first flush of the next slot moves the writer on, which is
+	// what a reader judges a silent death by: it wakes, though it
+	// carries no prompt change.
+	s.clock.Advance(schema.SlotLength(schema.DefaultPeriod))
+	c.Assert(b.Sync(), gc.IsNil)
+	moved, prompt := done()
+	c.Assert(moved, gc.Equals, true)
+	c.Assert(prompt, gc.Equals, false)
+	c.Assert(woken(), gc.Equals, true)
+	c.Assert(b.Sync(), gc.IsNil)
+	moved, _ = done()
+	c.Assert(moved, gc.Equals, false)
+	c.Assert(woken(), gc.Equals, false)
 }
 
 func (s *workerSuite) TestADisconnectIsWrittenWithinTheKickGap(c *gc.C) {

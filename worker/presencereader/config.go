@@ -85,16 +85,18 @@ type Config struct {
 
 	// Wake, if not nil, makes the reader load at once (or as soon as the
 	// load in flight ends) whenever it receives: a batcher in the same
-	// process sends on it after a flush that carries a Disconnect or a
-	// key coming up (see pingbatcher.FlushStats.Prompt), so that this
-	// process's watchers see it without waiting for SyncInterval. Other
-	// processes' readers hear of it from its notice (see NoPush).
+	// process sends on it after every flush that its notice announces,
+	// one that carries a Disconnect or a key coming up or that moves its
+	// writer on to a new slot (see pingbatcher.WakeOnPrompt), so that
+	// this process's watchers see them, silent deaths included, without
+	// waiting for the notice to come round. Other processes' readers hear
+	// of them from the notice (see NoPush).
 	Wake <-chan struct{}
 
 	// Self, if not nil, returns the writer id of the batcher whose
-	// prompt flushes Wake brings (see pingbatcher.Self): the reader
-	// skips that writer's prompt notices, which would only load again.
-	// It must be safe for concurrent use.
+	// flushes Wake brings (see pingbatcher.Self): the reader skips that
+	// writer's notices, which would only load again. It must be safe for
+	// concurrent use.
 	Self func() string
 
 	// NoPush turns the push path off: the reader then reads every

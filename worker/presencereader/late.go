@@ -142,10 +142,11 @@ func (v *view) holdLate(present map[string]bool, now time.Time, bound, stall tim
 		if now.Sub(since) >= limit {
 			continue
 		}
-		for _, id := range wk.ids {
+		for index, id := range wk.ids {
 			// A death the late writer recorded itself is not held: it
-			// has no pinger of that key left to keep it alive.
-			if id >= 0 && (v.dead[id] != v.epoch || v.deadBy[id] != wk) {
+			// has no pinger of that key left to keep it alive, whoever
+			// else recorded the key's death too.
+			if id >= 0 && !wk.recorded(index, v.epoch) {
 				v.held[id] = v.epoch
 			}
 		}

@@ -18,8 +18,8 @@ import (
 // when it flushes a prompt change or moves on to a new slot (see
 // schema.Notices and pingbatcher); the reader keeps a tailable,
 // awaitData cursor on it and loads as soon as a notice of another
-// writer comes (its own batcher's prompt flushes wake it through
-// Config.Wake). While the cursor works the reader reads only when it
+// writer comes (its own batcher's flushes that a notice announces wake it
+// through Config.Wake). While the cursor works the reader reads only when it
 // must (see nextLoad); while it is broken the reader polls every
 // SyncInterval, as it did before notices existed.
 //
@@ -178,10 +178,13 @@ func (r *Reader) nextNotice(ctx context.Context, cur *mongo.Cursor) (*schema.Not
 	return &doc, nil
 }
 
-// ownNotice reports whether doc needs no load: a prompt flush of this
-// process's own batcher, which Config.Wake brought.
+// ownNotice reports whether doc needs no load: a notice of this
+// process's own batcher, whose flush Config.Wake brought at once (a
+// prompt one, or its writer's move to a new slot). The cursor may bring
+// it late, behind a backlog, which is why the reader does not wait for
+// it.
 func (r *Reader) ownNotice(doc schema.NoticeDoc) bool {
-	return doc.Prompt && r.config.Self != nil && doc.Writer == r.config.Self()
+	return r.config.Self != nil && doc.Writer == r.config.Self()
 }
 
 // openNotices opens a tailable, awaitData cursor on the notices and

@@ -25,7 +25,9 @@ import (
 // more; and the read that judges a writer late is the one at or after
 // its deadline, which sees every document written before it. With push,
 // every writer announces its moves, so progressAt is as prompt as a
-// poll's (a notice's latency rather than up to a SyncInterval), and
+// poll's (a notice's latency rather than up to a SyncInterval; for the
+// reader's own writer, whose notices a cursor behind a backlog may bring
+// a second or more late, Config.Wake's at once), and
 // the read at the deadline makes a silent death seen as soon as before:
 // within Period + flush + sync. A notice lost costs only promptness: the
 // read at the deadline (or restInterval) sees the move, and a read that

@@ -46,6 +46,22 @@ type writerKeys struct {
 	// writer was within its bound, until it progresses again or the
 	// stall bound after the trouble has run out (see holdLate).
 	caught bool
+	// gone is a bitmap of the indexes whose deaths the writer's latest
+	// two slots record, as the apply of epoch goneIn read them: each
+	// writer's own, since several may record the death of one key (see
+	// holdLate).
+	gone   []uint64
+	goneIn uint32
+}
+
+// recorded reports whether the writer's latest two slots, as the apply of
+// epoch read them, record the death of index.
+func (wk *writerKeys) recorded(index int, epoch uint32) bool {
+	if wk.goneIn != epoch {
+		return false
+	}
+	w := index / 64
+	return w < len(wk.gone) && wk.gone[w]&(1<<(index%64)) != 0
 }
 
 // change is an entity whose reported state changed.
@@ -73,8 +89,6 @@ type view struct {
 	alive  []bool   // entity id -> reported state
 	stamp  []uint32 // entity id -> epoch in which a live index was found
 	dead   []uint32 // entity id -> epoch in which a disconnected index was found
-	// deadBy is the writer that recorded the death found in dead.
-	deadBy []*writerKeys
 	held   []uint32 // entity id -> epoch in which a late writer held it
 	// seen is, by entity id, when a sweep last found the entity alive
 	// or named by a bit (Unix nanoseconds by the reader's clock; zero
@@ -154,7 +168,6 @@ func (v *view) id(m *model, key string) int32 {
 	v.alive = append(v.alive, false)
 	v.stamp = append(v.stamp, 0)
 	v.dead = append(v.dead, 0)
-	v.deadBy = append(v.deadBy, nil)
 	v.held = append(v.held, 0)
 	v.seen = append(v.seen, 0)
 	return id
@@ -248,6 +261,9 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		clear(v.stamp)
 		clear(v.dead)
 		clear(v.held)
+		for _, wk := range v.writer {
+			wk.goneIn = 0
+		}
 		v.epoch = 1
 	}
 	v.unknown = 0
@@ -313,14 +329,16 @@ func (v *view) unresolved(now time.Time, bound time.Duration) bool {
 }
 
 // mark stamps the entities that wb says are alive (unless its writer is
-// late) and those it says disconnected.
+// late) and those it says disconnected, and records the latter in wk.
 func (v *view) mark(wb *writerBits, wk *writerKeys) {
 	n := max(len(wb.aliveCur), len(wb.deadCur), len(wb.alivePrev), len(wb.deadPrev))
+	wk.gone, wk.goneIn = wk.gone[:0], v.epoch
 	for w := 0; w < n; w++ {
 		ac, dc := word(wb.aliveCur, w), word(wb.deadCur, w)
 		ap, dp := word(wb.alivePrev, w), word(wb.deadPrev, w)
 		live := ^dc & (ac | (^dp & ap))
 		gone := dc | (dp &^ ac)
+		wk.gone = append(wk.gone, gone)
 		for live != 0 && !wb.late {
 			index := w*64 + bits.TrailingZeros64(live)
 			live &= live - 1
@@ -336,7 +354,6 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 			gone &= gone - 1
 			if id := entityOf(wk, index); id >= 0 {
 				v.dead[id] = v.epoch
-				v.deadBy[id] = wk
 			}
 		}
 	}

@@ -131,3 +131,46 @@ func (s *viewSuite) TestWritersHeldUpTogetherKeepTheirKeysThoughOneWasSeenMoving
 	c.Assert(v.lookup("m", "k"), gc.Equals, false)
 	c.Assert(v.lookup("m", "j"), gc.Equals, true)
 }
+
+func (s *viewSuite) TestALateWritersRecordedDeathCountsThoughAnotherWriterRecordedItToo(c *gc.C) {
+	const period = 2 * time.Second
+	// The key's agent is connected through two controllers: a slow one,
+	// moving on every 3 s, and a prompt one. At 8.7 s the slow one, last
+	// moved on at 6 s, is late but within its late bound (4.5 s), which
+	// holds its keys; the prompt one records the key's Disconnect. If
+	// the slow one does not (the positive control), the key is held
+	// alive; if it records it too, the key is dead, whichever writer
+	// the load names last.
+	for _, order := range [][]string{{"slow", "prompt"}, {"prompt", "slow"}} {
+		for _, slowRecords := range []bool{false, true} {
+			v := newView()
+			for _, w := range order {
+				v.learn(w, 0, schema.NewEntries([]string{"m"}, []string{"k"}))
+			}
+			var gen uint64
+			last := map[string]int64{"slow": -1, "prompt": -1}
+			load := func(at time.Duration, dead map[string]bool) {
+				gen++
+				slots := map[string]int64{"slow": int64(at/(3*time.Second)) * 3, "prompt": int64(at / (period / 2))}
+				writers := make([]writerBits, len(order))
+				for i, w := range order {
+					wb := writerBits{writer: w, slot: slots[w], moved: slots[w] != last[w], aliveCur: []uint64{1}}
+					if dead[w] {
+						wb.aliveCur, wb.deadCur = nil, []uint64{1}
+					}
+					last[w] = slots[w]
+					writers[i] = wb
+				}
+				v.apply(writers, gen, false, logEpoch.Add(at), period, 12*period)
+			}
+			for at := time.Duration(0); at <= 8500*time.Millisecond; at += period / 4 {
+				load(at, nil)
+			}
+			c.Assert(v.lookup("m", "k"), gc.Equals, true)
+			load(8700*time.Millisecond, map[string]bool{"prompt": true, "slow": slowRecords})
+			comment := gc.Commentf("order %v, the slow writer records the death: %v", order, slowRecords)
+			c.Check(v.lookup("m", "k"), gc.Equals, !slowRecords, comment)
+			c.Check(v.holding, gc.Equals, map[bool]int{false: 1, true: 0}[slowRecords], comment)
+		}
+	}
+}
