@@ -198,8 +198,8 @@ func (w *writer) write(batch []claimRequest) {
 	ctx, cancel := catacomb.Call(&w.catacomb, s.config.CallTimeout)
 	infos, errs, err := s.config.Client.InsertClaims(ctx, claims, current)
 	cancel()
-	s.stats.batch("claim", len(insert), err)
 	if err != nil {
+		s.stats.batch("claim", len(insert), err)
 		err = errors.Annotatef(err, "cannot claim %d leases", len(insert))
 		for _, c := range insert {
 			c.reply <- claimResult{err: err}
@@ -221,6 +221,8 @@ func (w *writer) write(batch []claimRequest) {
 		}
 	}
 	s.queue.await(written)
+	// Counted once its claims wait for the reader.
+	s.stats.batch("claim", len(insert), nil)
 }
 
 // denies reports whether a claim decided on info, the view's term of its

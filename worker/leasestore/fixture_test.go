@@ -81,9 +81,10 @@ func (s *fixture) newManager(c *gc.C, store leaseexpiry.Store, model names.Model
 
 // leaderElsewhere starts two stores of one clock, as two controllers, a
 // manager of model 1 on each, and makes the one over there lead mysql. It
-// returns the store here once it has read that claim, and its manager.
-func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, leader leaseexpiry.ManagerWorker) {
-	here, _, _ = s.newStore(c)
+// returns the store here once it has read that claim, its client and its
+// manager.
+func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, client *gatedClient, waiter, leader leaseexpiry.ManagerWorker) {
+	here, client, _ = s.newStore(c)
 	there, _, _ := s.newStore(c)
 	waiter = s.newManager(c, here, modelTag(1))
 	leader = s.newManager(c, there, modelTag(1))
@@ -91,7 +92,7 @@ func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, lead
 	// Until here has read the claim, a wait would end at once.
 	agenttest.WaitAdvance(c, s.clock, time.Second, 2)
 	agenttest.WaitTimers(c, s.clock, 2)
-	return here, waiter, leader
+	return here, client, waiter, leader
 }
 
 // gatedClient is a lease client that reports each Snapshot call (the
@@ -198,6 +199,14 @@ func (g *gatedClient) waitEntered(c *gc.C) {
 // wait.
 func (g *gatedClient) waitInserting(c *gc.C) {
 	waitSignal(c, g.inserting, "the store never inserted claims")
+}
+
+// drain forgets a signal sent on ch before now.
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
 }
 
 func waitSignal(c *gc.C, ch <-chan struct{}, failure string) {

@@ -273,7 +273,7 @@ func (s *storeSuite) TestTickIsTheEarliestFreeAtCappedByMaxSleep(c *gc.C) {
 }
 
 func (s *storeSuite) TestBlockReturnsWithinOneTickOfAReleaseElsewhere(c *gc.C) {
-	_, waiter, leader := s.leaderElsewhere(c)
+	_, _, waiter, leader := s.leaderElsewhere(c)
 	done := make(chan error, 1)
 	go func() { done <- waiter.BlockUntilLeadershipReleased("mysql") }()
 	select {
