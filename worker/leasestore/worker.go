@@ -226,13 +226,18 @@ func (q *queue) check(r readRequest) {
 // await queues claims for the next read: to confirm those inserted, to
 // decide on the others.
 func (q *queue) await(claims []claimRequest) {
+	q.add(&q.unread, claims, q.read)
+}
+
+// add appends claims to *list and wakes whoever waits on wake.
+func (q *queue) add(list *[]claimRequest, claims []claimRequest, wake chan struct{}) {
 	if len(claims) == 0 {
 		return
 	}
 	q.mu.Lock()
-	q.unread = append(q.unread, claims...)
+	*list = append(*list, claims...)
 	q.mu.Unlock()
-	signal(q.read)
+	signal(wake)
 }
 
 // forRead returns and forgets what waits for a read to begin.
@@ -246,13 +251,7 @@ func (q *queue) forRead() ([]readRequest, []claimRequest) {
 
 // rewrite hands claims decided on a read to the writer.
 func (q *queue) rewrite(claims []claimRequest) {
-	if len(claims) == 0 {
-		return
-	}
-	q.mu.Lock()
-	q.rewritten = append(q.rewritten, claims...)
-	q.mu.Unlock()
-	signal(q.write)
+	q.add(&q.rewritten, claims, q.write)
 }
 
 // forWrite returns and forgets the claims handed to the writer.
@@ -545,7 +544,7 @@ func (s *Store) fail(checks []readRequest, claims []claimRequest, err error) {
 	for _, r := range checks {
 		r.reply <- claimResult{err: err}
 	}
-	err = errors.Annotatef(err, "cannot confirm %d lease claims", len(claims))
+	err = errors.Annotatef(err, "cannot read the leases of %d claims", len(claims))
 	for _, c := range claims {
 		c.reply <- claimResult{err: err}
 	}
