@@ -97,22 +97,33 @@ func (w *writer) loop() error {
 	s := w.store
 	for {
 		var batch []claimRequest
+		// A claim that waited for the last insert is behind: it is
+		// written with those that waited with it, without a burst's
+		// wait, which would only make the writer spin while claims
+		// keep coming.
+		behind := false
 		select {
-		case <-w.catacomb.Dying():
-			return w.catacomb.ErrDying()
 		case c := <-s.claims:
-			batch = append(batch, c)
-		case <-s.queue.write:
+			batch, behind = append(batch, c), true
+		default:
+			select {
+			case <-w.catacomb.Dying():
+				return w.catacomb.ErrDying()
+			case c := <-s.claims:
+				batch = append(batch, c)
+			case <-s.queue.write:
+			}
 		}
-		batch = w.gather(append(batch, s.queue.forWrite()...))
+		batch = w.gather(append(batch, s.queue.forWrite()...), behind)
 		w.write(batch)
 	}
 }
 
 // gather adds to batch the claims that arrive until the writer has seen
-// none for a quiet time, as the comment on loneQuiet says, and returns
-// it. It must only be called from the writer's loop goroutine.
-func (w *writer) gather(batch []claimRequest) []claimRequest {
+// none for a quiet time, as the comment on loneQuiet says, a lone claim's
+// when behind, and returns it. It must only be called from the writer's
+// loop goroutine.
+func (w *writer) gather(batch []claimRequest, behind bool) []claimRequest {
 	clk := w.store.config.Clock
 	start := clk.Now()
 	last, seen, still := start, start, 0
@@ -125,7 +136,7 @@ func (w *writer) gather(batch []claimRequest) []claimRequest {
 		default:
 		}
 		quiet, looks := loneQuiet, loneLooks
-		if len(batch) > 1 {
+		if len(batch) > 1 && !behind {
 			quiet, looks = burstQuiet, burstLooks
 		}
 		now := clk.Now()
@@ -150,7 +161,9 @@ func (w *writer) gather(batch []claimRequest) []claimRequest {
 // units renewing at once, or claiming after a restart) the writer waits
 // burstQuiet, so that the burst makes one batch and one insert rather
 // than a first few claims alone and the rest in a second insert. Claims
-// that keep arriving are written after maxGather at most. On a clock that
+// that keep arriving are written after maxGather at most, and claims that
+// waited for the last insert (the writer is behind them) after loneQuiet
+// without one more: they were gathered by that insert. On a clock that
 // stands still (a test's) the writer stops after loneLooks or burstLooks
 // looks in a row that saw the clock unmoved.
 const (
