@@ -29,6 +29,9 @@ type claimRequest struct {
 	// next read that begins confirms it.
 	inserted bool
 	term     lease.Info
+	// failedReads counts the reads the claim waited for that failed: it
+	// fails with the second.
+	failedReads int
 }
 
 // Claim claims or extends a lease as lease.Client.ClaimMany does: its
@@ -41,7 +44,9 @@ type claimRequest struct {
 // none on a test's clock that stands still. A claim that the view would
 // deny (another holder, or no read yet) waits for the next read and is
 // decided on what it finds; a claim that loses a race to another writer
-// is tried once more on a read that began after it lost. It returns the
+// is tried once more on a read that began after it lost; a claim whose
+// read fails waits for the next, and fails with that one's failure. It
+// returns the
 // lease's new term, or lease.ErrHeld, lease.ErrNotHeld, lease.ErrInvalid,
 // lease.ErrCorrupt, a NotValid error for a key outside the store's
 // namespace or model, the database's error, ctx's error, or ErrStopped. A

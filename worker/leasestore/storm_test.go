@@ -216,3 +216,44 @@ func (s *stormSuite) TestBlockedCallerHearsAReleaseElsewhereMaxSleepAfterTheLast
 		c.Fatalf("not woken MaxSleep after the last read began")
 	}
 }
+
+func (s *stormSuite) TestAClaimOutlivesOneFailedReadAndFailsWithTheSecond(c *gc.C) {
+	store, client, _ := s.newStore(c, func(cfg *leasestore.Config) { cfg.CallTimeout = 300 * time.Millisecond })
+	agenttest.WaitTimers(c, s.clock, 1)
+	claim := func(app string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := store.Claim(context.Background(), lease.Claim{
+				Key:     lease.Key{Namespace: leaseexpiry.Namespace, Model: modelTag(1).Id(), Lease: app},
+				Request: lease.Request{Holder: app + "/0", Duration: time.Minute},
+			})
+			done <- err
+		}()
+		return done
+	}
+	failures := func() int { return store.Report()["read-failures"].(int) }
+
+	// The read after the insert times out; the next one confirms.
+	release := client.reads.hold()
+	done := claim("mysql")
+	waitFor(c, "a failed read", func() bool { return failures() == 1 })
+	release()
+	select {
+	case err := <-done:
+		c.Assert(err, gc.IsNil)
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("the claim was never confirmed")
+	}
+
+	// Both reads after the insert time out: the claim fails.
+	release = client.reads.hold()
+	defer release()
+	done = claim("wordpress")
+	select {
+	case err := <-done:
+		c.Assert(err, gc.ErrorMatches, "cannot read the leases of a claim: .*")
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("the claim never failed")
+	}
+	c.Assert(failures(), gc.Equals, 3)
+}

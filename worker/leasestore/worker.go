@@ -535,8 +535,10 @@ func (s *Store) answer(checks []readRequest, claims []claimRequest, latest map[l
 	s.queue.rewrite(again)
 }
 
-// fail answers the checks and claims that waited for a read that failed
-// with err.
+// fail answers the checks that waited for a read that failed with err,
+// and the claims whose second read it was; the others wait for the next
+// read, which begins after their inserts too, so that one slow read does
+// not fail every claim of a busy controller.
 func (s *Store) fail(checks []readRequest, claims []claimRequest, err error) {
 	if len(checks) > 0 {
 		s.stats.batch("check", len(checks), err)
@@ -544,10 +546,15 @@ func (s *Store) fail(checks []readRequest, claims []claimRequest, err error) {
 	for _, r := range checks {
 		r.reply <- claimResult{err: err}
 	}
-	err = errors.Annotatef(err, "cannot read the leases of %d claims", len(claims))
+	var again []claimRequest
 	for _, c := range claims {
-		c.reply <- claimResult{err: err}
+		if c.failedReads++; c.failedReads < 2 {
+			again = append(again, c)
+			continue
+		}
+		c.reply <- claimResult{err: errors.Annotate(err, "cannot read the leases of a claim")}
 	}
+	s.queue.await(again)
 }
 
 // expire expires, with one insert, every held and unpinned lease that
