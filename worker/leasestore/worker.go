@@ -14,8 +14,8 @@
 // soon as they come, or together once the insert in flight returns; a
 // claim then waits for the next read that begins after its insert ended,
 // and needs no read of its own. So one query of the leases runs at a
-// time, a read never waits for an insert of claims nor a claim for a read
-// already under way, and a controller's lease work per read is that read
+// time, a read never waits for an insert of claims nor an insert for a
+// read, and a controller's lease work per read is that read
 // and at most one insert of expiries and one delete, whatever the number
 // of models, leases and claims; frozen leases are counted in Report.
 //
