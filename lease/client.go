@@ -219,14 +219,40 @@ func (c *client) ClaimMany(ctx context.Context, claims []Claim) ([]Info, []error
 
 // ClaimManyOn is part of the Client interface.
 func (c *client) ClaimManyOn(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error) {
-	if current == nil {
-		current = map[Key]Info{}
-	}
-	return c.claimMany(ctx, claims, current)
+	return c.claimMany(ctx, claims, given(current))
 }
 
-// claimMany claims on current, or on a fresh read when current is nil.
+// InsertClaims is part of the Client interface.
+func (c *client) InsertClaims(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error) {
+	return c.insertClaims(ctx, claims, given(current))
+}
+
+// given returns current, or an empty map (no lease has a term) when it
+// is nil, so that a method "On" a caller's view never reads.
+func given(current map[Key]Info) map[Key]Info {
+	if current == nil {
+		return map[Key]Info{}
+	}
+	return current
+}
+
+// claimMany claims on current, or on a fresh read when current is nil,
+// and confirms the terms it inserted with a read of its own.
 func (c *client) claimMany(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error) {
+	infos, errs, err := c.insertClaims(ctx, claims, current)
+	if err != nil {
+		return nil, nil, errors.Trace(err)
+	}
+	if err := c.confirm(ctx, claims, infos, errs); err != nil {
+		return nil, nil, errors.Trace(err)
+	}
+	return infos, errs, nil
+}
+
+// insertClaims decides each claim on current, or on a fresh read when
+// current is nil, and inserts the terms of those it would grant, without
+// confirming them.
+func (c *client) insertClaims(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error) {
 	now := c.config.Clock.Now()
 	infos := make([]Info, len(claims))
 	errs := make([]error, len(claims))
@@ -294,20 +320,11 @@ func (c *client) claimMany(ctx context.Context, claims []Claim, current map[Key]
 		i := docIndex[n]
 		infos[i], errs[i] = Info{}, errors.Annotatef(ErrInvalid, "%s", claims[i].Key.Lease)
 	}
-	if err := c.confirm(ctx, claims, infos, errs); err != nil {
-		return nil, nil, errors.Trace(err)
-	}
 	return infos, errs, nil
 }
 
 // confirm reads the leases of the claims that won their insert again and
-// withdraws every one whose term is no longer the latest. A term is only
-// ever pruned once a higher one exists, and the highest term of a lease is
-// never removed, so an inserted term that is the latest afterwards was
-// never pruned before: the insert did not reuse the _id of a term that
-// came and went while this call stalled between its read and its write.
-// A term that is not the latest is withdrawn even when a later term is a
-// legitimate successor: the claim is then over anyway.
+// withdraws every one that Confirm does not confirm on that read.
 func (c *client) confirm(ctx context.Context, claims []Claim, infos []Info, errs []error) error {
 	var keys []Key
 	for i, cl := range claims {
@@ -323,9 +340,28 @@ func (c *client) confirm(ctx context.Context, claims []Claim, infos []Info, errs
 		return errors.Annotate(err, "cannot confirm lease claims")
 	}
 	for i, cl := range claims {
-		if errs[i] == nil && latest[cl.Key].Term != infos[i].Term {
-			infos[i], errs[i] = Info{}, errors.Annotatef(ErrInvalid, "%s (term %d superseded)", cl.Key.Lease, infos[i].Term)
+		if errs[i] == nil {
+			if errs[i] = Confirm(cl.Key, infos[i], latest[cl.Key]); errs[i] != nil {
+				infos[i] = Info{}
+			}
 		}
+	}
+	return nil
+}
+
+// Confirm returns nil if inserted, a term of key that InsertClaims
+// inserted, is the lease's latest term, latest, as a read found it that
+// began after the insert returned; otherwise it returns ErrInvalid and
+// the claim is not granted. A term is only ever pruned once a higher one
+// exists, and the highest term of a lease is never removed, so an
+// inserted term that is the latest afterwards was never pruned before:
+// the insert did not reuse the _id of a term that came and went while
+// the claim stalled between its read and its write. A term that is not
+// the latest is withdrawn even when a later term is a legitimate
+// successor: the claim is then over anyway.
+func Confirm(key Key, inserted, latest Info) error {
+	if latest.Term != inserted.Term {
+		return errors.Annotatef(ErrInvalid, "%s (term %d superseded)", key.Lease, inserted.Term)
 	}
 	return nil
 }
@@ -397,10 +433,7 @@ func (c *client) ExpireMany(ctx context.Context, keys []Key) ([]error, error) {
 
 // ExpireManyOn is part of the Client interface.
 func (c *client) ExpireManyOn(ctx context.Context, keys []Key, current map[Key]Info) ([]error, error) {
-	if current == nil {
-		current = map[Key]Info{}
-	}
-	return c.expireMany(ctx, keys, current)
+	return c.expireMany(ctx, keys, given(current))
 }
 
 // expireMany expires keys on current, or on a fresh read when current is

@@ -21,7 +21,10 @@
 // remains. That is why every claim and extension reads its leases once
 // more after its insert and is granted only if the term it inserted is
 // then the latest: a latest term was never pruned, so its insert reused no
-// _id, and its predecessor was the lease's real state. A lost reply is
+// _id, and its predecessor was the lease's real state. ClaimMany makes
+// that read itself; a caller of InsertClaims makes it (any read of the
+// lease that begins after the insert returned will do, one for many
+// inserts) and asks Confirm. A lost reply is
 // safe too: the insert either happened (a retry fails on its _id, or finds
 // the term already its own) or not. Releases, expiries and pins are not
 // confirmed: a stale one inserts a term below the latest, which every
@@ -202,6 +205,16 @@ type Client interface {
 	// current is safe: a claim based on a superseded term loses its
 	// insert or its confirmation and fails with ErrInvalid.
 	ClaimManyOn(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error)
+
+	// InsertClaims is ClaimManyOn without its confirming read: one
+	// insert. A term it returns is NOT granted yet: the caller must
+	// read the lease in a read that begins after InsertClaims returned
+	// and pass the term and what that read found to Confirm, and may
+	// rely on the term only if Confirm returns nil. So one read can
+	// confirm the claims of many inserts, and serve as a caller's
+	// periodic read besides. Its errors are ClaimManyOn's, ErrInvalid
+	// meaning a lost insert.
+	InsertClaims(ctx context.Context, claims []Claim, current map[Key]Info) ([]Info, []error, error)
 
 	// Claim claims key for req.Holder, or extends it if the holder
 	// holds it already. It fails with ErrHeld or ErrInvalid.

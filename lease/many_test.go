@@ -66,6 +66,40 @@ func (s *clientSuite) TestClaimsOfManyModelsAreOneReadOneInsertAndOneConfirmatio
 	c.Assert(counter.Count("insert"), gc.Equals, 1)
 }
 
+func (s *clientSuite) TestInsertClaimsIsOneInsertAndConfirmGrantsOnlyTheLatestTerm(c *gc.C) {
+	var counter agenttest.CommandCounter
+	client := s.newClient(c, s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("leases"))
+	keys := manyModels(50)
+	s.claimAll(c, client, keys, time.Minute)
+	current, err := client.Leases(s.ctx, key.Namespace, "")
+	c.Assert(err, gc.IsNil)
+	claims := make([]lease.Claim, len(keys))
+	for i, k := range keys {
+		claims[i] = lease.Claim{Key: k, Request: lease.Request{Holder: "mysql/0", Duration: time.Minute}}
+	}
+
+	counter.Reset()
+	infos, errs, err := client.InsertClaims(s.ctx, claims, current)
+	c.Assert(err, gc.IsNil)
+	c.Assert(counter.Count("insert"), gc.Equals, 1)
+	c.Assert(counter.Reads(), gc.Equals, 0)
+	// Another writer moves the first lease on before the caller reads.
+	_, err = client.Claim(s.ctx, keys[0], lease.Request{Holder: "mysql/0", Duration: time.Minute})
+	c.Assert(err, gc.IsNil)
+	latest, err := client.Leases(s.ctx, key.Namespace, "")
+	c.Assert(err, gc.IsNil)
+	for i, k := range keys {
+		c.Assert(errs[i], gc.IsNil)
+		c.Assert(infos[i].Term, gc.Equals, current[k].Term+1)
+		err := lease.Confirm(k, infos[i], latest[k])
+		if i == 0 {
+			c.Assert(errors.Is(err, lease.ErrInvalid), gc.Equals, true, gc.Commentf("%v", err))
+		} else {
+			c.Assert(err, gc.IsNil)
+		}
+	}
+}
+
 func (s *clientSuite) TestExpireManyIsOneReadAndOneInsert(c *gc.C) {
 	var counter agenttest.CommandCounter
 	client := s.newClient(c, s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("leases"))

@@ -182,15 +182,17 @@ func (s *controlsSuite) TestTheResourceCheckerCatchesGrowth(c *gc.C) {
 
 // grantingClient is a broken lease client: it grants every claim that
 // the database refused because another unit holds the lease, as a client
-// that skipped its arbiter and its confirming read would.
+// that skipped its arbiter and its confirming read would. A claim it
+// "inserts" for a caller that confirms (InsertClaims) has the term that
+// the caller's next read finds, so that the confirmation passes.
 type grantingClient struct {
 	lease.Client
 }
 
-func (g grantingClient) grant(claims []lease.Claim, infos []lease.Info, errs []error, err error) ([]lease.Info, []error, error) {
+func (g grantingClient) grant(claims []lease.Claim, current map[lease.Key]lease.Info, infos []lease.Info, errs []error, err error) ([]lease.Info, []error, error) {
 	for i := range errs {
 		if errors.Is(errs[i], lease.ErrHeld) {
-			infos[i], errs[i] = lease.Info{Holder: claims[i].Request.Holder, Expiry: time.Now().Add(claims[i].Request.Duration)}, nil
+			infos[i], errs[i] = lease.Info{Holder: claims[i].Request.Holder, Expiry: time.Now().Add(claims[i].Request.Duration), Term: current[claims[i].Key].Term}, nil
 		}
 	}
 	return infos, errs, err
@@ -198,12 +200,17 @@ func (g grantingClient) grant(claims []lease.Claim, infos []lease.Info, errs []e
 
 func (g grantingClient) ClaimMany(ctx context.Context, claims []lease.Claim) ([]lease.Info, []error, error) {
 	infos, errs, err := g.Client.ClaimMany(ctx, claims)
-	return g.grant(claims, infos, errs, err)
+	return g.grant(claims, nil, infos, errs, err)
 }
 
 func (g grantingClient) ClaimManyOn(ctx context.Context, claims []lease.Claim, current map[lease.Key]lease.Info) ([]lease.Info, []error, error) {
 	infos, errs, err := g.Client.ClaimManyOn(ctx, claims, current)
-	return g.grant(claims, infos, errs, err)
+	return g.grant(claims, current, infos, errs, err)
+}
+
+func (g grantingClient) InsertClaims(ctx context.Context, claims []lease.Claim, current map[lease.Key]lease.Info) ([]lease.Info, []error, error) {
+	infos, errs, err := g.Client.InsertClaims(ctx, claims, current)
+	return g.grant(claims, current, infos, errs, err)
 }
 
 // contendedPlan is a short run where two units on two controllers

@@ -59,11 +59,13 @@ type Store interface {
 	ReadsBegun() uint64
 
 	// Claim claims or extends a lease in the store's next batch of
-	// claims (see lease.Client.ClaimMany for its errors).
+	// claims, granted by the store's next read after its insert (see
+	// lease.Client.ClaimMany for its errors).
 	Claim(ctx context.Context, claim lease.Claim) (lease.Info, error)
 
-	// Read returns a lease's latest term from the database, in the
-	// store's next batch of reads: what a leadership check needs.
+	// Read returns a lease's latest term from the database, as the
+	// store's next read that begins after the call finds it: what a
+	// leadership check needs.
 	Read(ctx context.Context, key lease.Key) (lease.Info, error)
 
 	// Refresh asks the store for a read soon, without waiting for it.

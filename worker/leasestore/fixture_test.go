@@ -54,7 +54,7 @@ func (s *fixture) leaseClient(c *gc.C, clk clock.Clock) (*gatedClient, *agenttes
 	coll := s.NewClient(c, counter.Options()).Database(s.DB.Name()).Collection("leases")
 	client, err := lease.NewClient(lease.ClientConfig{Collection: coll, Clock: clk, ClockSkew: skew})
 	c.Assert(err, gc.IsNil)
-	return &gatedClient{Client: client, entered: make(chan struct{}, 1)}, counter
+	return newGatedClient(client), counter
 }
 
 // newStore starts a store on a client of its own with the suite's clock
@@ -81,9 +81,10 @@ func (s *fixture) newManager(c *gc.C, store leaseexpiry.Store, model names.Model
 
 // leaderElsewhere starts two stores of one clock, as two controllers, a
 // manager of model 1 on each, and makes the one over there lead mysql. It
-// returns the store here once it has read that claim, and its manager.
-func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, leader leaseexpiry.ManagerWorker) {
-	here, _, _ = s.newStore(c)
+// returns the store here once it has read that claim, its client and its
+// manager.
+func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, client *gatedClient, waiter, leader leaseexpiry.ManagerWorker) {
+	here, client, _ = s.newStore(c)
 	there, _, _ := s.newStore(c)
 	waiter = s.newManager(c, here, modelTag(1))
 	leader = s.newManager(c, there, modelTag(1))
@@ -91,59 +92,128 @@ func (s *fixture) leaderElsewhere(c *gc.C) (here *leasestore.Store, waiter, lead
 	// Until here has read the claim, a wait would end at once.
 	agenttest.WaitAdvance(c, s.clock, time.Second, 2)
 	agenttest.WaitTimers(c, s.clock, 2)
-	return here, waiter, leader
+	return here, client, waiter, leader
 }
 
 // gatedClient is a lease client that reports each Snapshot call (the
-// store's read) on entered (without blocking) and, while held, makes it
-// wait until released.
+// store's read) on entered and once its query returned on queried, and
+// each InsertClaims call (the store's insert of claims) on inserting,
+// without blocking, and whose gates, while held, make a read wait before
+// its query (reads) or after it (results), or an insert of claims wait
+// before it is sent (inserts).
 type gatedClient struct {
 	lease.Client
-	entered chan struct{}
+	entered, queried, inserting chan struct{}
+	reads, results, inserts     gate
+}
 
-	mu   sync.Mutex
-	gate chan struct{}
+func newGatedClient(client lease.Client) *gatedClient {
+	return &gatedClient{Client: client, entered: make(chan struct{}, 1), queried: make(chan struct{}, 1), inserting: make(chan struct{}, 1)}
 }
 
 // Snapshot is part of the lease.Client interface.
 func (g *gatedClient) Snapshot(ctx context.Context, namespace, model string) (lease.Snapshot, error) {
-	select {
-	case g.entered <- struct{}{}:
-	default:
+	notify(g.entered)
+	if err := g.reads.pass(ctx); err != nil {
+		return lease.Snapshot{}, err
 	}
-	g.mu.Lock()
-	gate := g.gate
-	g.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return lease.Snapshot{}, ctx.Err()
-		}
+	snap, err := g.Client.Snapshot(ctx, namespace, model)
+	notify(g.queried)
+	if err := g.results.pass(ctx); err != nil {
+		return lease.Snapshot{}, err
 	}
-	return g.Client.Snapshot(ctx, namespace, model)
+	return snap, err
 }
 
-// hold makes Snapshot calls wait until the returned function is called.
-func (g *gatedClient) hold() func() {
-	gate := make(chan struct{})
+// InsertClaims is part of the lease.Client interface.
+func (g *gatedClient) InsertClaims(ctx context.Context, claims []lease.Claim, current map[lease.Key]lease.Info) ([]lease.Info, []error, error) {
+	notify(g.inserting)
+	if err := g.inserts.pass(ctx); err != nil {
+		return nil, nil, err
+	}
+	return g.Client.InsertClaims(ctx, claims, current)
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// gate holds the calls that pass it while it is held.
+type gate struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// hold makes the calls that reach the gate from now on wait until the
+// returned function is called (or the gate is held again).
+func (g *gate) hold() func() {
+	ch := make(chan struct{})
 	g.mu.Lock()
-	g.gate = gate
+	old := g.ch
+	g.ch = ch
 	g.mu.Unlock()
+	if old != nil {
+		close(old)
+	}
 	return func() {
 		g.mu.Lock()
-		g.gate = nil
+		if g.ch == ch {
+			g.ch = nil
+		}
 		g.mu.Unlock()
-		close(gate)
+		close(ch)
 	}
+}
+
+// pass returns once the gate is open, or ctx's error.
+func (g *gate) pass(ctx context.Context) error {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// hold makes reads wait before their query until the returned function
+// is called.
+func (g *gatedClient) hold() func() {
+	return g.reads.hold()
 }
 
 // waitEntered waits for a Snapshot call that began after the last wait.
 func (g *gatedClient) waitEntered(c *gc.C) {
+	waitSignal(c, g.entered, "the store never read")
+}
+
+// waitInserting waits for an InsertClaims call that began after the last
+// wait.
+func (g *gatedClient) waitInserting(c *gc.C) {
+	waitSignal(c, g.inserting, "the store never inserted claims")
+}
+
+// drain forgets a signal sent on ch before now.
+func drain(ch chan struct{}) {
 	select {
-	case <-g.entered:
+	case <-ch:
+	default:
+	}
+}
+
+func waitSignal(c *gc.C, ch <-chan struct{}, failure string) {
+	select {
+	case <-ch:
 	case <-time.After(agenttest.LongWait):
-		c.Fatalf("the store never read")
+		c.Fatal(failure)
 	}
 }
 

@@ -1,21 +1,33 @@
 // Package leasestore is a controller's one view of the leases of every
-// model it hosts. A Store reads every model's leases of a namespace in one
-// query per tick, holds that view for the per-model leadership managers
-// (worker/leaseexpiry), expires every lapsed, unpinned lease with one
-// insert on that read, wakes whoever waits on a change, every PruneEvery
-// ticks removes the terms that read found superseded, and writes the
-// claims of every model's manager as one ClaimMany per round. A tick
-// comes at least every MaxSleep however often claims come: a claim may
-// bring it sooner, never later. A controller's lease work per tick is thus
-// one read and at most one insert and one delete, whatever the number of
-// models and leases; frozen leases are counted in Report.
+// model it hosts. A Store has one reader: a loop whose every read (one
+// query of every model's leases of a namespace) is at once the tick and
+// the answer to whatever waits for a read. Each read publishes the view
+// for the per-model leadership managers (worker/leaseexpiry) and wakes
+// whoever waits on a change, answers the leadership checks made before it
+// began, confirms every claim whose insert ended before it began, expires
+// every lapsed, unpinned lease with one insert, and every PruneEvery reads
+// removes the terms it found superseded. Reads follow one another at once
+// while anything waits for one, and come at least every MaxSleep from the
+// start of the last however few claims come: claims bring a read sooner,
+// never later. The claims of every model's manager are written by a
+// writer beside the reader, as one insert (lease.Client.InsertClaims) as
+// soon as they come, or together once the insert in flight returns; a
+// claim then waits for the next read that begins after its insert ended,
+// and needs no read of its own. So one query of the leases runs at a
+// time, a read never waits for an insert of claims nor an insert for a
+// read, and a controller's lease work per read is that read
+// and at most one insert of expiries and one delete, whatever the number
+// of models, leases and claims; frozen leases are counted in Report.
 //
 // Safety comes from package lease: every change is a unique-_id insert of
-// a lease's next term, so the store adds no safety of its own and none is
-// lost when several stores (controllers) share a database. The view is a
-// cache: it only ever serves waits (who may stop waiting for a release)
-// and the choice of what to expire; claims and checks are decided by the
-// database.
+// a lease's next term, and a claim is granted only once a read that began
+// after its insert shows its term as the lease's latest (lease.Confirm),
+// so the store adds no safety of its own and none is lost when several
+// stores (controllers) share a database. The view is a cache: it only
+// ever serves waits (who may stop waiting for a release), the choice of
+// what to expire, and the terms a claim is first tried on, which a stale
+// view can only make fail, never wrongly succeed; a claim that the view
+// would deny is decided on the next read instead.
 //
 // Every database call has a deadline (CallTimeout) and is cancelled when
 // the store is killed, so a hung server neither blocks the loop for ever
@@ -25,7 +37,6 @@ package leasestore
 import (
 	"context"
 	"maps"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +44,7 @@ import (
 	"github.com/juju/clock"
 	"github.com/juju/errors"
 	"github.com/juju/names/v5"
+	"github.com/juju/worker/v4"
 
 	"github.com/presencekit/presence/catacomb"
 	"github.com/presencekit/presence/internal/schema"
@@ -44,11 +56,11 @@ const (
 	// application leadership, as worker/leaseexpiry uses it.
 	DefaultNamespace = "application-leadership"
 
-	// DefaultMaxSleep is the longest the store waits between reads when
-	// MaxSleep is zero.
+	// DefaultMaxSleep is the longest from one read's start to the next's
+	// when MaxSleep is zero.
 	DefaultMaxSleep = time.Second
 
-	// DefaultPruneEvery is how many ticks pass between prunes when
+	// DefaultPruneEvery is how many reads pass between prunes when
 	// PruneEvery is zero.
 	DefaultPruneEvery = 10
 
@@ -89,14 +101,16 @@ type Config struct {
 	// model: a controller's store. A set tag must be valid.
 	Model names.ModelTag
 
-	// MaxSleep is the longest the store waits between ticks (a read,
-	// the expiry of what lapsed and, every PruneEvery ticks, a prune),
-	// however often claims come: a claim may bring a tick sooner, never
-	// later. A tick comes sooner when a held lease becomes free sooner.
-	// Zero means DefaultMaxSleep; it must not be negative.
+	// MaxSleep is the longest from the start of one read (a tick: the
+	// read, the expiry of what lapsed and, every PruneEvery reads, a
+	// prune) to the start of the next, however few claims come; a read
+	// that takes longer is followed by the next at once. Claims and
+	// checks bring a read sooner, never later, and so does a held lease
+	// that becomes free sooner. Zero means DefaultMaxSleep; it must not
+	// be negative.
 	MaxSleep time.Duration
 
-	// PruneEvery is how many ticks pass between removals of superseded
+	// PruneEvery is how many reads pass between removals of superseded
 	// terms. Zero means DefaultPruneEvery; it must not be negative.
 	PruneEvery int
 
@@ -164,21 +178,89 @@ type view struct {
 	changed chan struct{}
 }
 
-type claimRequest struct {
-	claim    lease.Claim
-	reply    chan claimResult
-	attempts int
-}
-
 type claimResult struct {
 	info lease.Info
 	err  error
 }
 
-// readRequest asks for the latest term of a lease.
+// readRequest asks for the latest term of a lease, from a read that
+// begins after the request.
 type readRequest struct {
 	key   lease.Key
 	reply chan claimResult
+}
+
+// queue holds what waits for a read to begin (checks, and claims to
+// confirm or to decide on) and the claims that a read has decided to
+// write again. It is goroutine-safe.
+type queue struct {
+	mu        sync.Mutex
+	checks    []readRequest
+	unread    []claimRequest
+	rewritten []claimRequest
+	// read and write are signalled (without blocking) when the reader,
+	// or the writer, has something to do.
+	read, write chan struct{}
+}
+
+func newQueue() *queue {
+	return &queue{read: make(chan struct{}, 1), write: make(chan struct{}, 1)}
+}
+
+// signal wakes whoever waits on ch, unless it has a wake-up already.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// check queues r for the next read.
+func (q *queue) check(r readRequest) {
+	q.mu.Lock()
+	q.checks = append(q.checks, r)
+	q.mu.Unlock()
+	signal(q.read)
+}
+
+// await queues claims for the next read: to confirm those inserted, to
+// decide on the others.
+func (q *queue) await(claims []claimRequest) {
+	q.add(&q.unread, claims, q.read)
+}
+
+// add appends claims to *list and wakes whoever waits on wake.
+func (q *queue) add(list *[]claimRequest, claims []claimRequest, wake chan struct{}) {
+	if len(claims) == 0 {
+		return
+	}
+	q.mu.Lock()
+	*list = append(*list, claims...)
+	q.mu.Unlock()
+	signal(wake)
+}
+
+// forRead returns and forgets what waits for a read to begin.
+func (q *queue) forRead() ([]readRequest, []claimRequest) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	checks, claims := q.checks, q.unread
+	q.checks, q.unread = nil, nil
+	return checks, claims
+}
+
+// rewrite hands claims decided on a read to the writer.
+func (q *queue) rewrite(claims []claimRequest) {
+	q.add(&q.rewritten, claims, q.write)
+}
+
+// forWrite returns and forgets the claims handed to the writer.
+func (q *queue) forWrite() []claimRequest {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	claims := q.rewritten
+	q.rewritten = nil
+	return claims
 }
 
 // Store is the shared lease view of a controller. It is a worker; its
@@ -187,8 +269,7 @@ type Store struct {
 	config   Config
 	catacomb catacomb.Catacomb
 	claims   chan claimRequest
-	reads    chan readRequest
-	refresh  chan struct{}
+	queue    *queue
 	stats    *stats
 
 	mu   sync.Mutex
@@ -196,9 +277,8 @@ type Store struct {
 	// begun counts the reads begun, for ReadsBegun.
 	begun atomic.Uint64
 
-	// The fields below are owned by the loop goroutine.
-	ticks      int
-	readFailed bool
+	// ticks is owned by the loop goroutine.
+	ticks int
 }
 
 // New starts a Store. It reads the leases at once.
@@ -207,25 +287,30 @@ func New(config Config) (*Store, error) {
 		return nil, errors.Trace(err)
 	}
 	s := &Store{
-		config:  config.withDefaults(),
-		claims:  make(chan claimRequest),
-		reads:   make(chan readRequest),
-		refresh: make(chan struct{}, 1),
-		stats:   newStats(),
-		view:    &view{models: map[string]map[string]lease.Info{}, changed: make(chan struct{})},
+		config: config.withDefaults(),
+		claims: make(chan claimRequest),
+		queue:  newQueue(),
+		stats:  newStats(),
+		view:   &view{models: map[string]map[string]lease.Info{}, changed: make(chan struct{})},
+	}
+	w, err := newWriter(s)
+	if err != nil {
+		return nil, errors.Trace(err)
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "lease store",
 		Site: &s.catacomb,
 		Work: s.loop,
+		Init: []worker.Worker{w},
 	}); err != nil {
+		worker.Stop(w)
 		return nil, errors.Trace(err)
 	}
 	return s, nil
 }
 
 // Kill is part of the worker.Worker interface. It cancels the database
-// call in flight, if any.
+// calls in flight, if any.
 func (s *Store) Kill() {
 	s.catacomb.Kill(nil)
 }
@@ -252,14 +337,12 @@ func (s *Store) Client() lease.Client {
 }
 
 // Leases returns model's leases by name as of the store's latest
-// successful read (with the claims and expiries written through the store
-// since then applied), the time that read began, and a channel that is
-// closed once a newer view replaces this one. readAt is zero until a read
-// has succeeded. The map is the caller's own. It never blocks.
+// successful read (with the expiries written through the store since then
+// applied), the time that read began, and a channel that is closed once a
+// newer view replaces this one. readAt is zero until a read has
+// succeeded. The map is the caller's own. It never blocks.
 func (s *Store) Leases(model string) (leases map[string]lease.Info, readAt time.Time, readSeq uint64, changed <-chan struct{}) {
-	s.mu.Lock()
-	v := s.view
-	s.mu.Unlock()
+	v := s.current()
 	return maps.Clone(v.models[model]), v.readAt, v.readSeq, v.changed
 }
 
@@ -268,45 +351,16 @@ func (s *Store) ReadsBegun() uint64 {
 	return s.begun.Load()
 }
 
-// Refresh asks for a read as soon as the loop is free, e.g. after a
+// Refresh asks for a read as soon as the reader is free, e.g. after a
 // release written around the store; requests made before that read begins
 // are served by it. It never blocks.
 func (s *Store) Refresh() {
-	select {
-	case s.refresh <- struct{}{}:
-	default:
-	}
+	signal(s.queue.read)
 }
 
-// Claim claims or extends a lease as lease.Client.ClaimMany does, in the
-// next batch that the store writes: every claim that arrives while one
-// batch is written goes in the next, and claims that arrive together at
-// an idle store (a burst of renewals) go in one batch, after a wait of a
-// few milliseconds at most on the store's clock and none on a test's
-// clock that stands still. A claim that loses a race to another
-// writer is tried once more. It returns the lease's new term, or
-// lease.ErrHeld, lease.ErrNotHeld, lease.ErrInvalid, a NotValid error for
-// a key outside the store's namespace or model, the database's error,
-// ctx's error, or ErrStopped. A claim whose caller gave up may still be
-// written.
-func (s *Store) Claim(ctx context.Context, claim lease.Claim) (lease.Info, error) {
-	if err := s.serves(claim.Key); err != nil {
-		return lease.Info{}, errors.Trace(err)
-	}
-	req := claimRequest{claim: claim, reply: make(chan claimResult, 1)}
-	return ask(ctx, s, s.claims, req, req.reply)
-}
-
-// ask hands req to the loop on requests and waits for its answer on
-// reply, giving up once ctx ends or the store stops.
-func ask[T any](ctx context.Context, s *Store, requests chan<- T, req T, reply <-chan claimResult) (lease.Info, error) {
-	select {
-	case requests <- req:
-	case <-s.catacomb.Dying():
-		return lease.Info{}, catacomb.DeathError(&s.catacomb, ErrStopped)
-	case <-ctx.Done():
-		return lease.Info{}, ctx.Err()
-	}
+// ask waits for the answer to a request on reply, giving up once ctx
+// ends or the store stops.
+func (s *Store) ask(ctx context.Context, reply <-chan claimResult) (lease.Info, error) {
 	select {
 	case r := <-reply:
 		return r.info, r.err
@@ -317,18 +371,24 @@ func ask[T any](ctx context.Context, s *Store, requests chan<- T, req T, reply <
 	}
 }
 
-// Read returns key's latest term from the database (its zero Info when
-// it has none), as a leadership check needs: never from the view, which
-// may be older than a release. Every read that arrives while one is made
-// goes in the next, which reads all of their keys with one query. It
+// Read returns key's latest term (its zero Info when it has none) as the
+// next read that begins after the call finds it, as a leadership check
+// needs: never from the view, which may be older than a release. Every
+// read of the store answers all the checks made before it began. It
 // fails with a NotValid error for a key outside the store's namespace or
 // model, the database's error, ctx's error, or ErrStopped.
 func (s *Store) Read(ctx context.Context, key lease.Key) (lease.Info, error) {
 	if err := s.serves(key); err != nil {
 		return lease.Info{}, errors.Trace(err)
 	}
+	select {
+	case <-s.catacomb.Dying():
+		return lease.Info{}, catacomb.DeathError(&s.catacomb, ErrStopped)
+	default:
+	}
 	req := readRequest{key: key, reply: make(chan claimResult, 1)}
-	return ask(ctx, s, s.reads, req, req.reply)
+	s.queue.check(req)
+	return s.ask(ctx, req.reply)
 }
 
 // serves returns a NotValid error unless key is of the store's namespace
@@ -343,73 +403,30 @@ func (s *Store) serves(key lease.Key) error {
 	return nil
 }
 
-// handleReads reads first's key and those of every read already waiting
-// with one query, and answers them. It must only be called from the loop
-// goroutine.
-func (s *Store) handleReads(first readRequest) {
-	batch := []readRequest{first}
-drain:
-	for {
-		select {
-		case r := <-s.reads:
-			batch = append(batch, r)
-		default:
-			break drain
-		}
-	}
-	keys := make([]lease.Key, len(batch))
-	for i, r := range batch {
-		keys[i] = r.key
-	}
-	ctx, cancel := s.call()
-	infos, err := s.config.Client.ReadMany(ctx, keys)
-	cancel()
-	s.stats.batch("check", len(batch), err)
-	for _, r := range batch {
-		r.reply <- claimResult{info: infos[r.key], err: err}
-	}
-}
-
+// loop is the reader: it reads whenever something waits for a read, and
+// at least every MaxSleep from the start of the last read (sooner when a
+// held lease becomes free sooner). A failed read fails whatever waited for
+// it, so that while the server fails the store reads no more often than
+// callers ask, and otherwise every MaxSleep from the failure.
 func (s *Store) loop() error {
-	s.read()
-	wait := s.nextTick()
-	timer := s.config.Clock.NewTimer(wait)
+	timer := s.config.Clock.NewTimer(s.tick())
 	defer timer.Stop()
-	due := s.config.Clock.Now().Add(wait)
-	// sooner moves the tick to when the leases need it, if that is
-	// sooner than it is due: never later, so that claims or refreshes,
-	// however often they come, cannot put off a tick, and the store reads,
-	// expires and prunes at least every MaxSleep.
-	sooner := func() {
-		wait := s.nextTick()
-		if at := s.config.Clock.Now().Add(wait); at.Before(due) {
-			catacomb.Rearm(timer, wait)
-			due = at
-		}
-	}
 	for {
 		select {
 		case <-s.catacomb.Dying():
 			return s.catacomb.ErrDying()
-		case c := <-s.claims:
-			answers := s.handleClaims(c)
-			// Set the alarm for the new leases before anyone
-			// hears of them.
-			sooner()
-			for _, a := range answers {
-				a.reply <- a.result
-			}
-		case r := <-s.reads:
-			s.handleReads(r)
-		case <-s.refresh:
-			s.read()
-			sooner()
 		case <-timer.Chan():
-			s.tick()
-			wait := s.nextTick()
-			timer.Reset(wait)
-			due = s.config.Clock.Now().Add(wait)
+		case <-s.queue.read:
 		}
+		// No alarm while the tick runs: a test clock sees the loop
+		// waiting only once the tick is done.
+		if !timer.Stop() {
+			select {
+			case <-timer.Chan():
+			default:
+			}
+		}
+		timer.Reset(s.tick())
 	}
 }
 
@@ -419,183 +436,53 @@ func (s *Store) call() (context.Context, context.CancelFunc) {
 	return catacomb.Call(&s.catacomb, s.config.CallTimeout)
 }
 
-// gather adds to batch the claims that arrive until the store has seen
-// none for a quiet time, as the comment on loneQuiet says, and returns it.
-// It must only be called from the loop goroutine.
-func (s *Store) gather(batch []claimRequest) []claimRequest {
-	start := s.config.Clock.Now()
-	last, seen, still := start, start, 0
-	for {
-		select {
-		case c := <-s.claims:
-			batch = append(batch, c)
-			last = s.config.Clock.Now()
-			continue
-		default:
-		}
-		quiet, looks := loneQuiet, loneLooks
-		if len(batch) > 1 {
-			quiet, looks = burstQuiet, burstLooks
-		}
-		now := s.config.Clock.Now()
-		if now.Equal(seen) {
-			still++
-		} else {
-			seen, still = now, 0
-		}
-		if now.Sub(last) >= quiet || now.Sub(start) >= maxGather || still >= looks {
-			return batch
-		}
-		runtime.Gosched()
-	}
-}
-
-// answer is the result of a claim, to be sent on its reply channel.
-type answer struct {
-	reply  chan<- claimResult
-	result claimResult
-}
-
-// A batch is gathered without a timer, so that a claim on a test's clock
-// needs no advancing: between looks for more claims the loop yields its
-// processor, so that callers already on their way reach the batch, and it
-// stops looking once no claim has arrived for a quiet time on the store's
-// clock. A lone claim waits loneQuiet, a few per cent of a round trip.
-// Once two or more claims have come together (a burst: a controller's
-// units renewing at once, or claiming after a restart) the loop waits
-// burstQuiet, so that the burst makes one batch, one insert and one
-// confirming read, rather than a first few claims alone and the rest in a
-// second batch. Claims that keep arriving are written after maxGather at
-// most. On a clock that stands still (a test's) the loop stops after
-// loneLooks or burstLooks looks in a row that saw the clock unmoved.
-const (
-	loneQuiet  = 200 * time.Microsecond
-	burstQuiet = 5 * time.Millisecond
-	maxGather  = 20 * time.Millisecond
-	loneLooks  = 64
-	burstLooks = 16384
-)
-
-// handleClaims writes first and every claim that comes with it as one
-// batch, then the claims that lost a race, once more, and returns their
-// answers. It must only be called from the loop goroutine.
-func (s *Store) handleClaims(first claimRequest) []answer {
-	batch := s.gather([]claimRequest{first})
-	var answers []answer
-	for len(batch) > 0 {
-		batch = s.writeClaims(batch, &answers)
-	}
-	return answers
-}
-
-// writeClaims writes one batch, adds the answers of its claims to answers
-// and returns those to try again. It must only be called from the loop
-// goroutine.
-func (s *Store) writeClaims(batch []claimRequest, answers *[]answer) []claimRequest {
-	claims := make([]lease.Claim, len(batch))
-	for i, c := range batch {
-		claims[i] = c.claim
-	}
-	ctx, cancel := s.call()
-	var infos []lease.Info
-	var errs []error
-	var err error
-	if basis := s.basis(batch); basis != nil {
-		infos, errs, err = s.config.Client.ClaimManyOn(ctx, claims, basis)
-	} else {
-		infos, errs, err = s.config.Client.ClaimMany(ctx, claims)
-	}
-	cancel()
-	s.stats.batch("claim", len(batch), err)
-	if err != nil {
-		err = errors.Annotatef(err, "cannot claim %d leases", len(batch))
-		for _, c := range batch {
-			*answers = append(*answers, answer{c.reply, claimResult{err: err}})
-		}
-		return nil
-	}
-	granted := make(map[lease.Key]lease.Info)
-	var again []claimRequest
-	for i, c := range batch {
-		switch {
-		case errs[i] == nil:
-			granted[c.claim.Key] = infos[i]
-			*answers = append(*answers, answer{c.reply, claimResult{info: infos[i]}})
-		case errors.Is(errs[i], lease.ErrInvalid) && c.attempts == 0:
-			c.attempts++
-			again = append(again, c)
-		default:
-			*answers = append(*answers, answer{c.reply, claimResult{err: errs[i]}})
-		}
-	}
-	s.apply(granted)
-	return again
-}
-
-// basis returns the view's terms of the batch's leases when no claim in
-// it would be denied on the view alone: every claim is a first attempt,
-// and the view shows its lease free, absent or held by the claimant. The
-// batch then claims on the view, without a read of its own; a view that
-// is out of date costs a lost insert or a failed confirmation and a
-// retry, never a wrong grant. Otherwise it returns nil and the batch
-// reads afresh, so that a contender is never denied on a view that
-// predates a release. It must only be called from the loop goroutine.
-func (s *Store) basis(batch []claimRequest) map[lease.Key]lease.Info {
-	v := s.current()
-	if v.readAt.IsZero() {
-		return nil
-	}
-	now := s.config.Clock.Now()
-	out := make(map[lease.Key]lease.Info, len(batch))
-	for _, c := range batch {
-		info := v.models[c.claim.Key.Model][c.claim.Key.Lease]
-		if c.attempts > 0 || (info.Holder != c.claim.Request.Holder && !info.Free(now)) {
-			return nil
-		}
-		if info.Term > 0 {
-			out[c.claim.Key] = info
-		}
-	}
-	return out
-}
-
-// tick reads, expires every lapsed lease on that read, and every
-// PruneEvery ticks removes the terms that read found superseded: one read
-// and at most one write of each kind, whatever the number of leases. It
-// must only be called from the loop goroutine.
-func (s *Store) tick() {
+// tick reads, publishes the view, answers the checks and claims that
+// waited for a read, expires every lapsed lease on that read and every
+// PruneEvery ticks removes the terms that read found superseded: one
+// read and at most one write of each kind, whatever the number of leases
+// and claims. It returns the time until the next tick is due. It must
+// only be called from the loop goroutine.
+func (s *Store) tick() time.Duration {
 	s.ticks++
-	snap, ok := s.read()
-	if !ok {
-		return
+	// Whatever is queued from here on waits for the next read.
+	select {
+	case <-s.queue.read:
+	default:
 	}
-	s.expire(snap)
-	if s.ticks%s.config.PruneEvery != 0 {
-		return
-	}
-	ctx, cancel := s.call()
-	n, err := s.config.Client.PruneOn(ctx, snap)
-	cancel()
+	checks, claims := s.queue.forRead()
+	at := s.config.Clock.Now()
+	snap, err := s.read()
 	if err != nil {
-		s.logError("cannot prune lease terms: %v", err)
-	} else if n > 0 && s.config.Logger != nil {
-		s.config.Logger.Debugf("pruned %d lease terms", n)
+		s.fail(checks, claims, err)
+		return s.config.MaxSleep
 	}
+	s.answer(checks, claims, snap.Leases)
+	s.expire(snap)
+	if s.ticks%s.config.PruneEvery == 0 {
+		ctx, cancel := s.call()
+		n, err := s.config.Client.PruneOn(ctx, snap)
+		cancel()
+		if err != nil {
+			s.logError("cannot prune lease terms: %v", err)
+		} else if n > 0 && s.config.Logger != nil {
+			s.config.Logger.Debugf("pruned %d lease terms", n)
+		}
+	}
+	return s.nextTick(at)
 }
 
 // read reads the leases and publishes them. A failed read keeps the last
 // view. It must only be called from the loop goroutine.
-func (s *Store) read() (lease.Snapshot, bool) {
+func (s *Store) read() (lease.Snapshot, error) {
 	seq := s.begun.Add(1)
 	at := s.config.Clock.Now()
 	ctx, cancel := s.call()
 	snap, err := s.config.Client.Snapshot(ctx, s.config.Namespace, s.config.Model.Id())
 	cancel()
-	s.readFailed = err != nil
 	if err != nil {
 		s.stats.failed(err)
 		s.logError("%v (keeping the last view)", err)
-		return snap, false
+		return snap, errors.Trace(err)
 	}
 	models := make(map[string]map[string]lease.Info)
 	frozen := 0
@@ -610,7 +497,64 @@ func (s *Store) read() (lease.Snapshot, bool) {
 	}
 	s.publish(models, at, seq)
 	s.stats.read(len(models), len(snap.Leases), frozen)
-	return snap, true
+	return snap, nil
+}
+
+// answer answers the checks and claims that waited for a read on latest,
+// what that read found: it grants each inserted claim that lease.Confirm
+// confirms, and hands the writer the claims to write on latest (those it
+// did not insert yet, and those whose first term was superseded). It
+// must only be called from the loop goroutine.
+func (s *Store) answer(checks []readRequest, claims []claimRequest, latest map[lease.Key]lease.Info) {
+	if len(checks) > 0 {
+		s.stats.batch("check", len(checks), nil)
+	}
+	for _, r := range checks {
+		r.reply <- claimResult{info: latest[r.key]}
+	}
+	var again []claimRequest
+	for _, c := range claims {
+		cur := latest[c.claim.Key]
+		if !c.inserted {
+			c.basis, c.decided = cur, true
+			again = append(again, c)
+			continue
+		}
+		err := lease.Confirm(c.claim.Key, c.term, cur)
+		switch {
+		case err == nil:
+			c.reply <- claimResult{info: c.term}
+		case c.attempts == 0:
+			c.attempts++
+			c.inserted, c.basis, c.decided = false, cur, true
+			again = append(again, c)
+		default:
+			c.reply <- claimResult{err: err}
+		}
+	}
+	s.queue.rewrite(again)
+}
+
+// fail answers the checks that waited for a read that failed with err,
+// and the claims whose second read it was; the others wait for the next
+// read, which begins after their inserts too, so that one slow read does
+// not fail every claim of a busy controller.
+func (s *Store) fail(checks []readRequest, claims []claimRequest, err error) {
+	if len(checks) > 0 {
+		s.stats.batch("check", len(checks), err)
+	}
+	for _, r := range checks {
+		r.reply <- claimResult{err: err}
+	}
+	var again []claimRequest
+	for _, c := range claims {
+		if c.failedReads++; c.failedReads < 2 {
+			again = append(again, c)
+			continue
+		}
+		c.reply <- claimResult{err: errors.Annotate(err, "cannot read the leases of a claim")}
+	}
+	s.queue.await(again)
 }
 
 // expire expires, with one insert, every held and unpinned lease that
@@ -689,29 +633,28 @@ func (s *Store) publish(models map[string]map[string]lease.Info, readAt time.Tim
 	close(old.changed)
 }
 
-// nextTick returns the time until the earliest held, unpinned lease
-// becomes free, at most MaxSleep. A lease that should be free already but
-// is still held (its expiry failed) is looked at again after a twentieth
-// of MaxSleep, so that the loop cannot spin; after a failed read, after
-// MaxSleep. It must only be called from the loop goroutine.
-func (s *Store) nextTick() time.Duration {
-	if s.readFailed {
-		return s.config.MaxSleep
-	}
+// nextTick returns the time until the next tick is due: MaxSleep after
+// at, the start of the last read, or sooner when a held, unpinned lease
+// becomes free sooner; at once if that time has passed. A lease that
+// should be free already but is still held (its expiry failed) is looked
+// at again after a twentieth of MaxSleep, so that the loop cannot spin.
+// It must only be called from the loop goroutine.
+func (s *Store) nextTick(at time.Time) time.Duration {
 	now := s.config.Clock.Now()
-	next := s.config.MaxSleep
+	next := at.Add(s.config.MaxSleep).Sub(now)
 	for _, leases := range s.current().models {
 		for _, info := range leases {
 			if info.Holder == "" || info.Pinned() {
 				continue
 			}
-			next = min(next, info.FreeAt.Sub(now))
+			if free := info.FreeAt.Sub(now); free <= 0 {
+				next = min(next, s.config.MaxSleep/20)
+			} else {
+				next = min(next, free)
+			}
 		}
 	}
-	if next <= 0 {
-		return s.config.MaxSleep / 20
-	}
-	return next
+	return max(next, 0)
 }
 
 // logError logs unless the store is dying: a call cut short by Kill is no

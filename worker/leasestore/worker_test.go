@@ -67,26 +67,29 @@ func (s *storeSuite) TestManagerSeesOnlyItsModelsLeases(c *gc.C) {
 	c.Assert(leases["mysql"].Holder, gc.Equals, "mysql/1")
 }
 
-func (s *storeSuite) TestClaimsOfManyModelsInOneRoundAreOneInsert(c *gc.C) {
+func (s *storeSuite) TestClaimsOfManyModelsArrivingDuringAnInsertAreTheNextInsert(c *gc.C) {
 	store, client, counter := s.newStore(c)
 	counting := &countingStore{Store: store}
 	var managers []leaseexpiry.ManagerWorker
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 51; i++ {
 		managers = append(managers, s.newManager(c, counting, modelTag(i)))
 	}
-	// Keep the store busy in a read while every model claims.
-	client.waitEntered(c)
-	release := client.hold()
-	store.Refresh()
-	client.waitEntered(c)
-	var wg sync.WaitGroup
+	// Keep the store's writer busy in an insert of one claim while 50
+	// models claim.
+	agenttest.WaitTimers(c, s.clock, 1)
+	release := client.inserts.hold()
 	errs := make([]error, len(managers))
-	for i, m := range managers {
+	var wg sync.WaitGroup
+	claim := func(i int) {
+		defer wg.Done()
+		errs[i] = managers[i].ClaimLeadership("mysql", "mysql/0", time.Minute)
+	}
+	wg.Add(1)
+	go claim(0)
+	client.waitInserting(c)
+	for i := 1; i < len(managers); i++ {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = m.ClaimLeadership("mysql", "mysql/0", time.Minute)
-		}()
+		go claim(i)
 	}
 	waitCount(c, "claims queued", &counting.claims, int64(len(managers)))
 	counter.Reset()
@@ -95,10 +98,14 @@ func (s *storeSuite) TestClaimsOfManyModelsInOneRoundAreOneInsert(c *gc.C) {
 	for _, err := range errs {
 		c.Assert(err, gc.IsNil)
 	}
-	c.Assert(counter.CountOn("insert", "leases"), gc.Equals, 1)
-	// The held read, then the claims' one read.
-	c.Assert(counter.CountOn("find", "leases"), gc.Equals, 2)
-	c.Assert(store.Report()["claim-batches"], gc.Equals, 1)
+	// The held insert, then the 50 claims' one insert.
+	c.Assert(counter.CountOn("insert", "leases"), gc.Equals, 2)
+	c.Assert(store.Report()["claim-batches"], gc.Equals, 2)
+	// No claim read of its own: the reads that confirmed them are
+	// the store's, one or two depending on when the second insert
+	// ended.
+	reads := counter.CountOn("find", "leases")
+	c.Assert(reads >= 1 && reads <= 2, gc.Equals, true, gc.Commentf("%d reads", reads))
 }
 
 // claimBurst claims n leases of model 0 through store at once, from n
@@ -266,7 +273,7 @@ func (s *storeSuite) TestTickIsTheEarliestFreeAtCappedByMaxSleep(c *gc.C) {
 }
 
 func (s *storeSuite) TestBlockReturnsWithinOneTickOfAReleaseElsewhere(c *gc.C) {
-	_, waiter, leader := s.leaderElsewhere(c)
+	_, _, waiter, leader := s.leaderElsewhere(c)
 	done := make(chan error, 1)
 	go func() { done <- waiter.BlockUntilLeadershipReleased("mysql") }()
 	select {
@@ -369,15 +376,27 @@ func (s *storeSuite) TestStopTakesUnderTwoSecondsWithTheServerPaused(c *gc.C) {
 }
 
 func (s *storeSuite) TestPruneRemovesEveryModelsSupersededTermsAtOnce(c *gc.C) {
-	store, _, counter := s.newStore(c, func(cfg *leasestore.Config) { cfg.PruneEvery = 2 })
-	for i := 0; i < 10; i++ {
-		m := s.newManager(c, store, modelTag(i))
-		for j := 0; j < 3; j++ {
-			c.Assert(m.ClaimLeadership("mysql", "mysql/0", time.Minute), gc.IsNil)
+	// Three terms of a lease in each of ten models, claimed around the
+	// store.
+	client, _ := s.leaseClient(c, s.clock)
+	claims := make([]lease.Claim, 10)
+	for i := range claims {
+		claims[i] = lease.Claim{
+			Key:     lease.Key{Namespace: leaseexpiry.Namespace, Model: modelTag(i).Id(), Lease: "mysql"},
+			Request: lease.Request{Holder: "mysql/0", Duration: time.Minute},
 		}
 	}
+	for range 3 {
+		_, errs, err := client.ClaimMany(context.Background(), claims)
+		c.Assert(err, gc.IsNil)
+		for _, err := range errs {
+			c.Assert(err, gc.IsNil)
+		}
+	}
+	// The store's first read is its first tick; the second prunes.
+	_, _, counter := s.newStore(c, func(cfg *leasestore.Config) { cfg.PruneEvery = 2 })
+	agenttest.WaitTimers(c, s.clock, 1)
 	counter.Reset()
-	agenttest.WaitAdvance(c, s.clock, time.Second, 1)
 	agenttest.WaitAdvance(c, s.clock, time.Second, 1)
 	agenttest.WaitTimers(c, s.clock, 1)
 	c.Assert(counter.CountOn("delete", "leases"), gc.Equals, 1)
