@@ -3,6 +3,9 @@ package embedded_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +108,80 @@ func (s *embeddedSuite) TestStopEndsPromptlyWithClientsConnected(c *gc.C) {
 	took := time.Since(started)
 	c.Logf("Stop took %v", took)
 	c.Assert(took < 500*time.Millisecond, gc.Equals, true, gc.Commentf("Stop took %v", took))
+}
+
+// A command that its deadline (maxTimeMS) cuts short as the server's
+// query returns its first row leaves the database usable: every later
+// command on it, from any client, is answered. modernc.org/sqlite before
+// v1.40.1 left that query's statement running and its connection
+// interrupted for good, and every command that the server's pool then
+// gave that connection failed at once with "interrupted (9)": one
+// database of the server in trouble until it was dropped (issue: a
+// presencebench scale shape disrupted for its whole length).
+func (s *embeddedSuite) TestACommandCutShortByItsDeadlineLeavesTheDatabaseUsable(c *gc.C) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, client := startAndConnect(c, c.MkDir())
+	defer srv.Stop()
+	defer func() { _ = client.Disconnect(ctx) }()
+	db := client.Database("d")
+	docs := make([]any, 50)
+	for i := range docs {
+		docs[i] = bson.D{{Key: "_id", Value: i}, {Key: "pad", Value: strings.Repeat("x", 200)}}
+	}
+	_, err := db.Collection("c").InsertMany(ctx, docs)
+	c.Assert(err, gc.IsNil)
+
+	// Finds that each get a millisecond, from several connections at
+	// once, so that deadlines land at every point of the server's query.
+	// Their context has no deadline, from which the driver would set
+	// maxTimeMS itself.
+	var cutShort, interrupted atomic.Int64
+	find := bson.D{{Key: "find", Value: "c"}, {Key: "filter", Value: bson.D{}}, {Key: "maxTimeMS", Value: 1}}
+	concurrently(4, 1000, func() {
+		err := db.RunCommand(context.Background(), find).Err()
+		switch {
+		case err == nil:
+		case strings.Contains(err.Error(), "interrupted"):
+			interrupted.Add(1)
+		default:
+			cutShort.Add(1)
+		}
+	})
+	c.Logf("%d finds cut short by their deadline, %d interrupted", cutShort.Load(), interrupted.Load())
+	// The deadlines did cut queries short: the race was run.
+	c.Assert(cutShort.Load() > 0, gc.Equals, true)
+
+	// Then plain commands, from as many connections as the finds used,
+	// so that the server's pool hands out every connection it holds.
+	var failed atomic.Int64
+	var lastErr atomic.Value
+	concurrently(4, 50, func() {
+		if _, err := db.Collection("c").InsertOne(ctx, bson.D{}); err != nil {
+			failed.Add(1)
+			lastErr.Store(err.Error())
+		}
+		if err := db.Collection("c").FindOne(ctx, bson.D{{Key: "_id", Value: 1}}).Err(); err != nil {
+			failed.Add(1)
+			lastErr.Store(err.Error())
+		}
+	})
+	c.Assert(failed.Load(), gc.Equals, int64(0), gc.Commentf("last error: %v", lastErr.Load()))
+	c.Assert(interrupted.Load(), gc.Equals, int64(0))
+}
+
+// concurrently runs f n times in each of workers goroutines, and returns
+// when every run has returned.
+func concurrently(workers, n int, f func()) {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				f()
+			}
+		}()
+	}
+	wg.Wait()
 }
