@@ -127,10 +127,18 @@ func (r *Reader) tailOnce(ctx context.Context) error {
 		if next == nil {
 			continue
 		}
-		if !r.ownNotice(*next) {
+		own := r.ownNotice(*next)
+		if !own {
 			r.wakeLoop()
 		}
 		r.push.took(cur.Current, true)
+		if own {
+			// No load is asked for it (Wake brought its flush), so
+			// Report names it at once rather than from the next load.
+			r.statsMu.Lock()
+			r.recordPush()
+			r.statsMu.Unlock()
+		}
 	}
 }
 
