@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/juju/errors"
+	"github.com/juju/names/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -17,12 +18,19 @@ import (
 // tails (a tailable, awaitData cursor; a change stream would do as well
 // where the deployment is a replica set): the reader loads when a notice
 // comes instead of polling, and still polls while it cannot tail. A
-// notice says only who wrote and why; the reader loads what was written.
-// Batchers create the collection; readers never write.
+// notice says who wrote and why, and carries the flush's prompt changes
+// themselves (see NoticeChange), which other readers apply at once,
+// before the load that confirms them. Batchers create the collection;
+// readers never write.
 
 const (
-	// NoticesMaxBytes bounds the notices collection in bytes.
-	NoticesMaxBytes = 16 << 10
+	// NoticesMaxBytes bounds the notices collection in bytes: room for
+	// NoticesMaxDocuments notices that carry their most changes (see
+	// NoticeMaxChangeBytes), so that the documents bound the collection
+	// rather than a few big notices. A collection made earlier with a
+	// smaller bound keeps it: there, big notices roll it sooner, and a
+	// reader whose cursor they roll past reopens it at the newest.
+	NoticesMaxBytes = 128 << 10
 
 	// NoticesMaxDocuments bounds the notices collection in documents. A
 	// reader takes each notice as it comes and, when it opens a cursor,
@@ -40,11 +48,75 @@ const (
 )
 
 // NoticeDoc is one notice: Writer flushed its slot Slot, with a prompt
-// change if Prompt is set.
+// change if Prompt is set. Changes are prompt changes that flush wrote,
+// in the order they were made, at most NoticeMaxChanges of them and
+// NoticeMaxChangeBytes of keys and models; a flush with more carries
+// the first ones, and readers load the rest.
 type NoticeDoc struct {
-	Writer string `bson:"writer"`
-	Slot   int64  `bson:"slot"`
-	Prompt bool   `bson:"prompt"`
+	Writer  string         `bson:"writer"`
+	Slot    int64          `bson:"slot"`
+	Prompt  bool           `bson:"prompt"`
+	Changes []NoticeChange `bson:"changes,omitempty"`
+}
+
+// NoticeChange is one prompt change a notice carries: the key Key of
+// the model Model (its UUID), which its writer names with Index, came
+// up (Up) or was disconnected.
+type NoticeChange struct {
+	Model string `bson:"m"`
+	Key   string `bson:"k"`
+	Index int    `bson:"i"`
+	Up    bool   `bson:"up"`
+}
+
+const (
+	// NoticeMaxChanges is the most changes one notice carries.
+	NoticeMaxChanges = 32
+
+	// NoticeMaxChangeBytes bounds the bytes of the keys and models of
+	// the changes one notice carries.
+	NoticeMaxChangeBytes = 4 << 10
+)
+
+// Size returns the bytes c's key and model count for against
+// NoticeMaxChangeBytes.
+func (c NoticeChange) Size() int {
+	return len(c.Model) + len(c.Key)
+}
+
+// Validate returns a NotValid error unless c can be applied: a valid
+// model UUID and key, and an index a writer can hand out.
+func (c NoticeChange) Validate() error {
+	if !names.IsValidModel(c.Model) {
+		return errors.NotValidf("model %q", c.Model)
+	}
+	if err := ValidateKey(c.Key); err != nil {
+		return errors.Trace(err)
+	}
+	if c.Index < 0 || c.Index >= MaxIndex {
+		return errors.NotValidf("index %d", c.Index)
+	}
+	return nil
+}
+
+// ValidateChanges returns a NotValid error unless every change doc
+// carries can be applied and they keep within NoticeMaxChanges and
+// NoticeMaxChangeBytes.
+func (doc NoticeDoc) ValidateChanges() error {
+	if len(doc.Changes) > NoticeMaxChanges {
+		return errors.NotValidf("%d changes (at most %d)", len(doc.Changes), NoticeMaxChanges)
+	}
+	size := 0
+	for i, c := range doc.Changes {
+		if err := c.Validate(); err != nil {
+			return errors.Annotatef(err, "change %d", i)
+		}
+		size += c.Size()
+	}
+	if size > NoticeMaxChangeBytes {
+		return errors.NotValidf("%d bytes of changes (at most %d)", size, NoticeMaxChangeBytes)
+	}
+	return nil
 }
 
 // Notices returns the capped collection of notices derived from base.

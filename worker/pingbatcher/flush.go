@@ -63,6 +63,7 @@ func (b *PingBatcher) snapshot(busy bool) *batch {
 	defer b.mu.Unlock()
 	b.prompt = b.prompt || b.stats.prompted
 	b.stats.prompted = false
+	b.notifier.changes.take(&b.stats.changes)
 	now := b.config.Clock.Now()
 	w := b.w
 	w.tick(w.observe(schema.Slot(now, b.config.Period)))

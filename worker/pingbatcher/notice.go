@@ -2,6 +2,7 @@ package pingbatcher
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/juju/errors"
 
@@ -18,25 +19,84 @@ type notifier struct {
 	announced written
 	// prompt is set while a prompt flush's notice is still to append.
 	prompt bool
+	// changes are the prompt changes that the flushes since the last
+	// notice wrote (see changeList): the next notice carries them.
+	changes changeList
 	// failing is set while appends fail, so that a failure is logged
 	// once.
 	failing bool
-	// sinceTrim counts the notices appended since the last trim.
+	// sinceTrim counts the notices appended since the last trim, and
+	// trimmedAt is when that was.
 	sinceTrim int
+	trimmedAt time.Time
+}
+
+// changeList is a run of prompt changes of one writer, within the
+// bounds of one notice (schema.NoticeMaxChanges and
+// schema.NoticeMaxChangeBytes): a change beyond them is left out, and
+// readers load it.
+type changeList struct {
+	writer  string
+	changes []schema.NoticeChange
+	bytes   int
+}
+
+// add appends c, a change of writer's, if it fits; changes of an
+// earlier writer are dropped (a writer retired meanwhile).
+func (l *changeList) add(writer string, c schema.NoticeChange) {
+	if writer != l.writer {
+		*l = changeList{writer: writer}
+	}
+	if len(l.changes) >= schema.NoticeMaxChanges || l.bytes+c.Size() > schema.NoticeMaxChangeBytes {
+		return
+	}
+	l.changes = append(l.changes, c)
+	l.bytes += c.Size()
+}
+
+// take appends the changes of from, of from's writer, to l, and empties
+// from.
+func (l *changeList) take(from *changeList) {
+	for _, c := range from.changes {
+		l.add(from.writer, c)
+	}
+	*from = changeList{}
+}
+
+// noteChange records that the key w names with index came up (up) or
+// was disconnected, for the notice of the flush that writes it. b.mu
+// must be held.
+func (b *PingBatcher) noteChange(w *writerState, index uint32, up bool) {
+	e := w.entries[index]
+	b.stats.changes.add(w.writer, schema.NoticeChange{Model: e.model, Key: e.key, Index: int(index), Up: up})
 }
 
 // trimEvery is how many notices a batcher appends between two trims of
-// the collection (see schema.TrimNotices): where the server does not cap
-// it, it holds at most NoticesMaxDocuments + trimEvery notices for each
-// controller between trims, for two commands every trimEvery notices.
-const trimEvery = 4
+// the collection (see schema.TrimNotices), which come at most once a
+// FlushInterval unless maxUntrimmed notices came since the last: where
+// the server does not cap it, the collection holds at most
+// NoticesMaxDocuments + maxUntrimmed notices for each controller, for two
+// commands every trimEvery notices at rest and at most two a
+// FlushInterval in a storm of changes. A trim is a write, and on the
+// embedded server writes wait for each other (SQLite takes them one at a
+// time): a trim after every fourth of 20 notices a second delayed the
+// flushes after it.
+const (
+	trimEvery    = 4
+	maxUntrimmed = 4 * trimEvery
+)
 
 // notify appends one notice after a flush that succeeded, if the flush
 // carried a prompt change (prompt) or wrote the writer's first document
-// of a slot, or if an earlier notice failed: at most one a flush. A
-// notice that fails is appended by the next flush; a reader that misses
-// one still sees what it announced at its next scheduled read. It must
-// only be called from the loop goroutine.
+// of a slot, or if an earlier notice failed: at most one a flush. The
+// notice carries the prompt changes the flush wrote (see changeList),
+// those of its current writer only. A notice that fails is appended by
+// the next flush, without the changes it carried (readers load on it
+// all the same); a reader that misses one still sees what it announced
+// at its next scheduled read. The notice is appended here, in the loop,
+// rather than beside the next flush: on the embedded server two writes
+// at once wait for each other, by SQLite's lock. It must only be called
+// from the loop goroutine.
 func (b *PingBatcher) notify(prompt bool) {
 	n := &b.notifier
 	n.prompt = n.prompt || prompt
@@ -44,7 +104,12 @@ func (b *PingBatcher) notify(prompt bool) {
 	if !now.movedOn(n.announced) && !n.prompt {
 		return
 	}
-	err := b.appendNotice(schema.NoticeDoc{Writer: now.writer, Slot: now.slot, Prompt: n.prompt})
+	doc := schema.NoticeDoc{Writer: now.writer, Slot: now.slot, Prompt: n.prompt}
+	if n.changes.writer == now.writer {
+		doc.Changes = n.changes.changes
+	}
+	n.changes = changeList{}
+	err := b.appendNotice(doc)
 	if err != nil {
 		b.mu.Lock()
 		b.stats.noticeFailures++
@@ -58,11 +123,13 @@ func (b *PingBatcher) notify(prompt bool) {
 	if n.failing && b.config.Logger != nil {
 		b.config.Logger.Infof("ping batcher: notices are appended again")
 	}
-	if n.sinceTrim++; n.sinceTrim >= trimEvery {
-		n.sinceTrim = 0
+	n.announced, n.prompt, n.failing = now, false, false
+	n.sinceTrim++
+	clockNow := b.config.Clock.Now()
+	if n.sinceTrim >= maxUntrimmed || (n.sinceTrim >= trimEvery && clockNow.Sub(n.trimmedAt) >= b.config.FlushInterval) {
+		n.sinceTrim, n.trimmedAt = 0, clockNow
 		b.trimNotices()
 	}
-	n.announced, n.prompt, n.failing = now, false, false
 }
 
 // written is how far a writer's documents have got: its id, and the

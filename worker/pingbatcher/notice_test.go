@@ -2,6 +2,8 @@ package pingbatcher_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -29,7 +31,8 @@ func (s *workerSuite) TestAFlushAppendsANoticeOnlyForAPromptChangeOrANewSlot(c *
 	c.Assert(b.Ping(id, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	writer := s.pingDocs(c, s.base)[0].Writer
-	c.Assert(s.notices(c), gc.DeepEquals, []schema.NoticeDoc{{Writer: writer, Slot: 1, Prompt: true}})
+	up := schema.NoticeChange{Model: modelA.Id(), Key: "a", Index: int(id.Index), Up: true}
+	c.Assert(s.notices(c), gc.DeepEquals, []schema.NoticeDoc{{Writer: writer, Slot: 1, Prompt: true, Changes: []schema.NoticeChange{up}}})
 
 	// A ping in the same slot is no news.
 	c.Assert(b.Ping(id, 1), gc.IsNil)
@@ -47,7 +50,49 @@ func (s *workerSuite) TestAFlushAppendsANoticeOnlyForAPromptChangeOrANewSlot(c *
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.notices(c), gc.HasLen, 3)
-	c.Assert(s.notices(c)[2], gc.DeepEquals, schema.NoticeDoc{Writer: writer, Slot: 2, Prompt: true})
+	down := schema.NoticeChange{Model: modelA.Id(), Key: "a", Index: int(id.Index)}
+	c.Assert(s.notices(c)[2], gc.DeepEquals, schema.NoticeDoc{Writer: writer, Slot: 2, Prompt: true, Changes: []schema.NoticeChange{down}})
+}
+
+func (s *workerSuite) TestANoticeCarriesItsFlushsPromptChangesInTheOrderTheyWereMade(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, s.base, modelA, "a")
+	other := register(c, b, s.base, modelB, "b")
+	c.Assert(b.Ping(a, 1), gc.IsNil)
+	c.Assert(b.Ping(other, 1), gc.IsNil)
+	c.Assert(b.Disconnect(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	notices := s.notices(c)
+	c.Assert(notices, gc.HasLen, 1)
+	c.Assert(notices[0].Changes, gc.DeepEquals, []schema.NoticeChange{
+		{Model: modelA.Id(), Key: "a", Index: int(a.Index), Up: true},
+		{Model: modelB.Id(), Key: "b", Index: int(other.Index), Up: true},
+		{Model: modelA.Id(), Key: "a", Index: int(a.Index)},
+	})
+	c.Assert(notices[0].ValidateChanges(), gc.IsNil)
+}
+
+func (s *workerSuite) TestANoticeCarriesNoMoreChangesThanItsBound(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	long := strings.Repeat("k", 1000)
+	for i := 0; i < schema.NoticeMaxChanges+8; i++ {
+		c.Assert(b.Ping(register(c, b, s.base, modelA, fmt.Sprint(i)), 1), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	c.Assert(s.notices(c)[0].Changes, gc.HasLen, schema.NoticeMaxChanges)
+
+	// Long keys meet the bound in bytes first.
+	for i := 0; i < 8; i++ {
+		c.Assert(b.Ping(register(c, b, s.base, modelA, fmt.Sprint(long, i)), 1), gc.IsNil)
+	}
+	c.Assert(b.Sync(), gc.IsNil)
+	notices := s.notices(c)
+	last := notices[len(notices)-1]
+	c.Assert(last.Changes, gc.HasLen, schema.NoticeMaxChangeBytes/(len(long)+1+len(modelA.Id())))
+	c.Assert(last.ValidateChanges(), gc.IsNil)
 }
 
 func (s *workerSuite) TestTheNoticesCollectionIsCappedAndMadeAgainWhenDropped(c *gc.C) {

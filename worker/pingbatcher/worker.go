@@ -115,7 +115,10 @@ type stats struct {
 	beingsLost bool
 	// prompted is set by soon, and taken by the snapshot that carries
 	// what asked for it.
-	prompted       bool
+	prompted bool
+	// changes are the prompt changes made since the last snapshot, for
+	// the notice of the flush that writes them (see noteChange).
+	changes        changeList
 	lastError      string
 	indexesEnsured bool
 	// noticeFailures counts the notices that could not be appended.
@@ -285,6 +288,7 @@ func (b *PingBatcher) Ping(id pinger.Identity, slot int64) error {
 	if changed, revived := w.advance(slot).ping(id.Index); revived || (changed && !w.pingedIn(slot-1, id.Index)) {
 		// The key is coming up, not just pinging a new slot: write
 		// it soon rather than at the next flush.
+		b.noteChange(w, id.Index, true)
 		b.soon()
 	}
 	return nil
@@ -321,6 +325,7 @@ func (b *PingBatcher) Disconnect(id pinger.Identity, slot int64) error {
 	w.advance(slot)
 	w.killFrom(slot, id.Index)
 	b.mourn(id)
+	b.noteChange(w, id.Index, false)
 	b.soon()
 	return nil
 }
