@@ -50,6 +50,7 @@ func (r *Reader) finishLoad(res loadResult) {
 		})
 	}
 	r.touched = nil
+	r.round++
 	for _, c := range changes {
 		r.dispatch(c.id, c.alive)
 	}
@@ -149,6 +150,7 @@ func (r *Reader) applied(res loadResult) []change {
 	// length must not make the reader forget a writer it will see
 	// again, and then fetch all of its beings anew.
 	r.okLoads++
+	r.view.gen = res.gen
 	changes := r.view.apply(res.writers, r.okLoads, hold, now, r.config.Period, r.config.MaxStall)
 	if r.view.stalled != wasStalled {
 		if r.view.stalled {

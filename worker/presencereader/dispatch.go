@@ -72,8 +72,8 @@ func (r *Reader) dispatch(id int32, alive bool) {
 		r.touch(s)
 	}
 	for _, sub := range g.keySubs[key] {
-		if sub.woken != r.gen {
-			sub.woken = r.gen
+		if sub.woken != r.round {
+			sub.woken = r.round
 			r.toWake = append(r.toWake, sub)
 		}
 	}
@@ -119,8 +119,8 @@ func (r *Reader) pruneLogs(now time.Time) {
 // for the Sync callers that wait for its delivery. It must only be called
 // from the loop goroutine.
 func (r *Reader) touch(s *sender) {
-	if s.touched != r.gen {
-		s.touched = r.gen
+	if s.touched != r.round {
+		s.touched = r.round
 		r.touched = append(r.touched, s)
 	}
 }

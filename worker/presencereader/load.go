@@ -32,7 +32,9 @@ type loadResult struct {
 	// rawStart and rawEnd are the clock's own readings, for the skews.
 	at, rawStart, rawEnd time.Time
 	took                 time.Duration
-	writers              []writerBits
+	// gen is the load's generation (see Reader.gen).
+	gen     uint64
+	writers []writerBits
 	// progress is each writer's sequence as this load judged it.
 	progress map[string]schema.Progress
 	stamps   writerAt
@@ -75,8 +77,10 @@ func (r *Reader) startLoad() {
 	progress := r.view.progress()
 	raw := r.config.Clock.Now()
 	now := r.observe(raw)
+	gen := r.gen
 	go func() {
 		res := r.read(now, progress, known)
+		res.gen = gen
 		res.rawStart, res.rawEnd = raw, r.config.Clock.Now()
 		res.took = max(res.rawEnd.Sub(raw), 0)
 		r.results <- res

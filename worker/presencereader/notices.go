@@ -57,9 +57,15 @@ type pushState struct {
 	notices int
 	lastErr string
 	// last is the _id of the newest notice taken (an ObjectID in hex).
-	last     string
-	brokenAt time.Time // by the loop's observed clock, when it saw the break
-	retry    chan struct{}
+	last string
+	// hints are the changes of other writers' notices that the loop has
+	// yet to apply, hintsDropped those dropped for want of room, and
+	// refused why a notice's changes were refused (see addHints).
+	hints                      []hint
+	hintsDropped, hintsRefused int
+	refused                    []string
+	brokenAt                   time.Time // by the loop's observed clock, when it saw the break
+	retry                      chan struct{}
 }
 
 // status returns whether the cursor works, how many times it broke, how
@@ -129,6 +135,7 @@ func (r *Reader) tailOnce(ctx context.Context) error {
 		}
 		own := r.ownNotice(*next)
 		if !own {
+			r.push.addHints(*next)
 			r.wakeLoop()
 		}
 		r.push.took(cur.Current, true)
@@ -179,12 +186,19 @@ func (r *Reader) nextNotice(ctx context.Context, cur *mongo.Cursor) (*schema.Not
 		return nil, nil
 	}
 	var doc schema.NoticeDoc
-	if err := cur.Decode(&doc); err != nil {
+	if len(cur.Current) > maxNoticeBytes || cur.Decode(&doc) != nil {
 		// Not one of ours: it still says that something was written.
 		return &schema.NoticeDoc{Writer: "?"}, nil
 	}
 	return &doc, nil
 }
+
+// maxNoticeBytes is the longest notice the reader decodes: room for the
+// most changes a writer puts in one (see schema.NoticeMaxChanges and
+// NoticeMaxChangeBytes), twice over. A longer one is not a writer's,
+// and its changes are not worth the memory they would take; it still
+// says that something was written.
+const maxNoticeBytes = 2 * (schema.NoticeMaxChangeBytes + schema.NoticeMaxChanges*64)
 
 // ownNotice reports whether doc needs no load: a notice of this
 // process's own batcher, whose flush Config.Wake brought at once (a

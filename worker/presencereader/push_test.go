@@ -396,3 +396,97 @@ func (s *stressSuite) TestNoFalseDeathWhenThePushPathBreaksAndComesBack(c *gc.C)
 	}
 	s.checkOnlyTheDeliberateDeath(c, run, (*pinger.Pinger).Stop)
 }
+
+// noticeOf appends a notice of writer carrying changes, as a batcher in
+// another process would after a flush.
+func (s *pushSuite) noticeOf(c *gc.C, writer string, changes ...schema.NoticeChange) {
+	_, err := schema.Notices(s.DB.Collection("presence")).InsertOne(context.Background(),
+		schema.NoticeDoc{Writer: writer, Slot: 1, Prompt: true, Changes: changes})
+	c.Assert(err, gc.IsNil)
+}
+
+// nextChange returns the next change on ch, failing the test if none
+// comes within agenttest.LongWait.
+func nextChange(c *gc.C, ch <-chan watcher.Change) watcher.Change {
+	select {
+	case change := <-ch:
+		return change
+	case <-time.After(agenttest.LongWait):
+		c.Fatalf("no change within %v", agenttest.LongWait)
+		return watcher.Change{}
+	}
+}
+
+func (s *pushSuite) TestAChangeANoticeCarriesIsReportedBeforeTheLoadThatConfirmsIt(c *gc.C) {
+	_, b, stop := s.tailing(c)
+	defer stop()
+	ch := make(chan watcher.Change, 4)
+	b.w.Watch("ghost", ch)
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "ghost"})
+
+	// A notice says that another writer's flush brought "ghost" up; no
+	// document of that writer does. The reader reports it alive at
+	// once, and then dead again from the load the notice asked for:
+	// what the documents say decides.
+	s.noticeOf(c, "someone-else", schema.NoticeChange{Model: stressModel.Id(), Key: "ghost", Index: 7, Up: true})
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "ghost", Alive: true})
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "ghost"})
+	c.Assert(b.r.Report()["notice-changes"], gc.Equals, 1)
+}
+
+func (s *pushSuite) TestADisconnectANoticeCarriesLeavesAKeyAnotherControllerKeepsAlive(c *gc.C) {
+	a, b, stop := s.tailing(c)
+	defer stop()
+	other := s.newController(c, s.Server.URI(), pushPeriod, false)
+	defer other.stop(c)
+	pa := a.start(c, "machine-0", pushPeriod)
+	po := other.start(c, "machine-0", pushPeriod)
+	defer func() { _ = po.Stop() }()
+	agenttest.WaitFor(c, agenttest.LongWait, "machine-0 up through both", func() bool {
+		return b.r.Report()["notice-changes"].(int) >= 2
+	})
+	b.w.Sync()
+	ch := make(chan watcher.Change, 4)
+	b.w.Watch("machine-0", ch)
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "machine-0", Alive: true})
+
+	// a's Disconnect: the key stays alive, through other's pinger.
+	c.Assert(pa.Disconnect(), gc.IsNil)
+	agenttest.WaitFor(c, agenttest.LongWait, "a's Disconnect heard", func() bool {
+		return b.r.Report()["notice-changes"].(int) >= 3
+	})
+	b.w.Sync()
+	c.Assert(drain(ch), gc.HasLen, 0)
+	// The control: other's Disconnect makes it dead.
+	c.Assert(po.Disconnect(), gc.IsNil)
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "machine-0"})
+}
+
+// drain returns the changes waiting on ch.
+func drain(ch <-chan watcher.Change) []watcher.Change {
+	var out []watcher.Change
+	for {
+		select {
+		case change := <-ch:
+			out = append(out, change)
+		default:
+			return out
+		}
+	}
+}
+
+func (s *pushSuite) TestANoticeWhoseChangesDoNotValidateIsNamedAndStillRead(c *gc.C) {
+	_, b, stop := s.tailing(c)
+	defer stop()
+	ch := make(chan watcher.Change, 4)
+	b.w.Watch("ghost", ch)
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "ghost"})
+	s.noticeOf(c, "someone-else", schema.NoticeChange{Model: "not-a-model", Key: "ghost", Up: true})
+	agenttest.WaitFor(c, agenttest.LongWait, "the notice refused", func() bool {
+		return b.r.Report()["notices-refused"] == 1
+	})
+	c.Assert(strings.Join(s.logger.Entries(), "\n"), gc.Matches, `(?s).*skipping a notice's changes.*someone-else.*model "not-a-model" not valid.*`)
+	// The control: a valid one is applied.
+	s.noticeOf(c, "someone-else", schema.NoticeChange{Model: stressModel.Id(), Key: "ghost", Up: true})
+	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "ghost", Alive: true})
+}

@@ -70,6 +70,11 @@ type Reader struct {
 	newWatches   []reqWatch
 	newSubs      []reqSnapshot
 	touched      []*sender
+	// round counts the dispatches of changes, a load's or hints' (see
+	// applyHints): a sender or subscription is named once a round.
+	round        uint64
+	hintChanges  []change              // the changes of state the latest hints made
+	hintsApplied int                   // the notices' changes applied, for Report
 	logs         map[string]*changeLog // model -> its change log, while viewed
 	openLogs     []*changeLog          // the logs a load added to
 	toWake       []*Subscription       // the subscriptions a load's dispatch woke
@@ -247,6 +252,7 @@ func (r *Reader) loop() error {
 		case req := <-r.requests.modelStats:
 			req.respond(r.modelStats(req.model))
 		case <-r.wakes:
+			r.applyHints()
 			woken = r.wake(woken)
 		case <-r.config.Wake:
 			woken = r.wake(woken)

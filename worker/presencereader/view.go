@@ -90,6 +90,15 @@ type view struct {
 	stamp  []uint32 // entity id -> epoch in which a live index was found
 	dead   []uint32 // entity id -> epoch in which a disconnected index was found
 	held   []uint32 // entity id -> epoch in which a late writer held it
+	// by is, by entity id, the writer whose live bit or hint stamped it
+	// in the epoch of its stamp, or manyWriters.
+	by []string
+	// hints are the entities whose state a notice's change decided
+	// lately (see hint), and gen is the generation of the load being
+	// applied: an apply does not undo a hint that came after its load
+	// began.
+	hints map[int32]hintMark
+	gen   uint64
 	// seen is, by entity id, when a sweep last found the entity alive
 	// or named by a bit (Unix nanoseconds by the reader's clock; zero
 	// until the first sweep after it was learnt): see sweep.
@@ -131,6 +140,7 @@ func newView() *view {
 		refetch: make(map[string]bool),
 		wanted:  make(map[string]map[int]bool),
 		present: make(map[string]bool),
+		hints:   make(map[int32]hintMark),
 	}
 }
 
@@ -169,6 +179,7 @@ func (v *view) id(m *model, key string) int32 {
 	v.stamp = append(v.stamp, 0)
 	v.dead = append(v.dead, 0)
 	v.held = append(v.held, 0)
+	v.by = append(v.by, "")
 	v.seen = append(v.seen, 0)
 	return id
 }
@@ -287,12 +298,13 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 		v.mark(wb, wk)
 	}
 	v.holdLate(present, now, bound, stall)
+	v.keepHints()
 	unresolved := v.unresolved(now, stall)
 	v.changes = v.changes[:0]
 	v.holding = 0
 	for id := range v.keys {
 		now := v.stamp[id] == v.epoch
-		if now == v.alive[id] {
+		if now == v.alive[id] || v.kept(id) {
 			continue
 		}
 		// A key a late writer may still have alive keeps its state
@@ -304,13 +316,8 @@ func (v *view) apply(writers []writerBits, gen uint64, hold bool, now time.Time,
 			v.holding++
 			continue
 		}
-		v.alive[id] = now
-		if now {
-			v.owner[id].alive++
-		} else {
-			v.owner[id].alive--
-		}
-		v.changes = append(v.changes, change{id: int32(id), alive: now})
+		c, _ := v.set(int32(id), now)
+		v.changes = append(v.changes, c)
 	}
 	return v.changes
 }
@@ -343,7 +350,7 @@ func (v *view) mark(wb *writerBits, wk *writerKeys) {
 			index := w*64 + bits.TrailingZeros64(live)
 			live &= live - 1
 			if id := entityOf(wk, index); id >= 0 {
-				v.stamp[id] = v.epoch
+				v.stampedBy(id, wb.writer)
 			} else {
 				v.unknown++
 				v.want(wb.writer, index)

@@ -125,12 +125,22 @@ func (v *view) renumber() []int32 {
 		renum[id] = int32(n)
 		v.keys[n], v.owner[n], v.alive[n] = v.keys[id], v.owner[id], v.alive[id]
 		v.stamp[n], v.dead[n], v.held[n], v.seen[n] = v.stamp[id], v.dead[id], v.held[id], v.seen[id]
+		v.by[n] = v.by[id]
 		n++
 	}
 	clear(v.keys[n:])
 	clear(v.owner[n:])
+	clear(v.by[n:])
 	v.keys, v.owner, v.alive = shrink(v.keys[:n]), shrink(v.owner[:n]), shrink(v.alive[:n])
 	v.stamp, v.dead, v.held, v.seen = shrink(v.stamp[:n]), shrink(v.dead[:n]), shrink(v.held[:n]), shrink(v.seen[:n])
+	v.by = shrink(v.by[:n])
+	hints := make(map[int32]hintMark, len(v.hints))
+	for id, h := range v.hints {
+		if renum[id] >= 0 {
+			hints[renum[id]] = h
+		}
+	}
+	v.hints = hints
 	return renum
 }
 
