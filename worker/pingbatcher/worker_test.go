@@ -434,9 +434,9 @@ func (s *workerSuite) TestADisconnectIsWrittenWithinTheKickGap(c *gc.C) {
 	c.Assert(b.Ping(id, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(b.Disconnect(id, 1), gc.IsNil)
-	// Right after a flush, the next comes 50ms later, not after the
-	// flush interval.
-	agenttest.WaitAdvance(c, s.clock, 50*time.Millisecond, 1)
+	// Right after a flush, the next comes a kick gap (20 ms) later, not
+	// after the flush interval.
+	agenttest.WaitAdvance(c, s.clock, 20*time.Millisecond, 1)
 	agenttest.WaitFor(c, agenttest.LongWait, "the death written", func() bool {
 		docs := s.pingDocs(c, s.base)
 		return len(docs) == 1 && len(docs[0].Dead) > 0
