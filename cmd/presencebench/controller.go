@@ -119,6 +119,10 @@ func benchScale(ctx context.Context, e *env, t *table) error {
 		if err != nil {
 			return fmt.Errorf("latency at %v: %w", sh, err)
 		}
+		flushP50, flushP99, _ := percentiles(res.flushes)
+		loadP50, loadP99, _ := percentiles(res.loads)
+		e.logf("%v: the controller's database time per flush p50 %v p99 %v, per read p50 %v p99 %v",
+			sh, ms(flushP50), ms(flushP99), ms(loadP50), ms(loadP99))
 		addDetectionRows(e, t, "scale", latency, sh.String(), sh.String(), res)
 		addPushRows(e, t, "scale", latency, sh.String(), res)
 	}

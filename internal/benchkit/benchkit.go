@@ -133,26 +133,44 @@ func (s *Sightings) Forget(keys []string) {
 func (s *Sightings) Wait(keys []string, causes []time.Time, up bool, timeout time.Duration) []time.Duration {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	// Keys are counted as they are seen, from the first not seen yet,
+	// and the latencies gathered once: a wait for 100,000 keys must not
+	// allocate 100,000 latencies at every sighting, which would make the
+	// measuring process collect garbage in the middle of what it
+	// measures.
+	next, timedOut := 0, false
 	for {
 		s.mu.Lock()
-		seen := s.down
-		if up {
-			seen = s.up
-		}
-		var out []time.Duration
-		for i, k := range keys {
-			if at, ok := seen[k]; ok && !causes[i].IsZero() {
-				out = append(out, max(at.Sub(causes[i]), 0))
+		seen := s.seen(up)
+		for next < len(keys) {
+			if _, ok := seen[keys[next]]; !ok || causes[next].IsZero() {
+				break
 			}
+			next++
 		}
-		s.mu.Unlock()
-		if len(out) == len(keys) {
+		if next == len(keys) || timedOut {
+			var out []time.Duration
+			for i, k := range keys {
+				if at, ok := seen[k]; ok && !causes[i].IsZero() {
+					out = append(out, max(at.Sub(causes[i]), 0))
+				}
+			}
+			s.mu.Unlock()
 			return out
 		}
+		s.mu.Unlock()
 		select {
 		case <-s.wakes:
 		case <-deadline.C:
-			return out
+			timedOut = true
 		}
 	}
+}
+
+// seen returns the sightings up, or down. s.mu must be held.
+func (s *Sightings) seen(up bool) map[string]time.Time {
+	if up {
+		return s.up
+	}
+	return s.down
 }
