@@ -60,12 +60,10 @@ type NoticeDoc struct {
 }
 
 // NoticeChange is one prompt change a notice carries: the key Key of
-// the model Model (its UUID), which its writer names with Index, came
-// up (Up) or was disconnected.
+// the model Model (its UUID) came up (Up) or was disconnected.
 type NoticeChange struct {
 	Model string `bson:"m"`
 	Key   string `bson:"k"`
-	Index int    `bson:"i"`
 	Up    bool   `bson:"up"`
 }
 
@@ -85,18 +83,12 @@ func (c NoticeChange) Size() int {
 }
 
 // Validate returns a NotValid error unless c can be applied: a valid
-// model UUID and key, and an index a writer can hand out.
+// model UUID and key.
 func (c NoticeChange) Validate() error {
 	if !names.IsValidModel(c.Model) {
 		return errors.NotValidf("model %q", c.Model)
 	}
-	if err := ValidateKey(c.Key); err != nil {
-		return errors.Trace(err)
-	}
-	if c.Index < 0 || c.Index >= MaxIndex {
-		return errors.NotValidf("index %d", c.Index)
-	}
-	return nil
+	return errors.Trace(ValidateKey(c.Key))
 }
 
 // ValidateChanges returns a NotValid error unless every change doc

@@ -68,7 +68,7 @@ func (l *changeList) take(from *changeList) {
 // must be held.
 func (b *PingBatcher) noteChange(w *writerState, index uint32, up bool) {
 	e := w.entries[index]
-	b.stats.changes.add(w.writer, schema.NoticeChange{Model: e.model, Key: e.key, Index: int(index), Up: up})
+	b.stats.changes.add(w.writer, schema.NoticeChange{Model: e.model, Key: e.key, Up: up})
 }
 
 // trimEvery is how many notices a batcher appends between two trims of

@@ -7,6 +7,7 @@ import (
 
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
 	"github.com/presencekit/presence/agenttest"
@@ -31,7 +32,7 @@ func (s *workerSuite) TestAFlushAppendsANoticeOnlyForAPromptChangeOrANewSlot(c *
 	c.Assert(b.Ping(id, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	writer := s.pingDocs(c, s.base)[0].Writer
-	up := schema.NoticeChange{Model: modelA.Id(), Key: "a", Index: int(id.Index), Up: true}
+	up := schema.NoticeChange{Model: modelA.Id(), Key: "a", Up: true}
 	c.Assert(s.notices(c), gc.DeepEquals, []schema.NoticeDoc{{Writer: writer, Slot: 1, Prompt: true, Changes: []schema.NoticeChange{up}}})
 
 	// A ping in the same slot is no news.
@@ -50,7 +51,7 @@ func (s *workerSuite) TestAFlushAppendsANoticeOnlyForAPromptChangeOrANewSlot(c *
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(s.notices(c), gc.HasLen, 3)
-	down := schema.NoticeChange{Model: modelA.Id(), Key: "a", Index: int(id.Index)}
+	down := schema.NoticeChange{Model: modelA.Id(), Key: "a"}
 	c.Assert(s.notices(c)[2], gc.DeepEquals, schema.NoticeDoc{Writer: writer, Slot: 2, Prompt: true, Changes: []schema.NoticeChange{down}})
 }
 
@@ -67,9 +68,9 @@ func (s *workerSuite) TestANoticeCarriesItsFlushsPromptChangesInTheOrderTheyWere
 	notices := s.notices(c)
 	c.Assert(notices, gc.HasLen, 1)
 	c.Assert(notices[0].Changes, gc.DeepEquals, []schema.NoticeChange{
-		{Model: modelA.Id(), Key: "a", Index: int(a.Index), Up: true},
-		{Model: modelB.Id(), Key: "b", Index: int(other.Index), Up: true},
-		{Model: modelA.Id(), Key: "a", Index: int(a.Index)},
+		{Model: modelA.Id(), Key: "a", Up: true},
+		{Model: modelB.Id(), Key: "b", Up: true},
+		{Model: modelA.Id(), Key: "a"},
 	})
 	c.Assert(notices[0].ValidateChanges(), gc.IsNil)
 }
@@ -146,4 +147,33 @@ func (s *workerSuite) TestTheNoticesStayBoundedWhereTheServerDoesNotCapThem(c *g
 		c.Assert(err, gc.IsNil)
 		c.Assert(len(s.notices(c)), gc.Equals, len(notices)+flushes)
 	}
+}
+
+func (s *workerSuite) TestTheChangesOfAFailedFlushGoWithTheNextNotice(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, base, modelA, "a")
+	other := register(c, b, base, modelA, "b")
+
+	// The flush that carries a's coming up fails: no notice.
+	proxy.SetFaults(agenttest.Faults{Drop: 1, Collection: schema.Pings(base).Name(), Seed: 1})
+	c.Assert(b.Ping(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.NotNil)
+	c.Assert(s.notices(c), gc.HasLen, 0)
+
+	// The next flush writes a's ping again, and its notice says so,
+	// before b's.
+	proxy.SetFaults(agenttest.Faults{})
+	c.Assert(b.Ping(other, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	notices := s.notices(c)
+	c.Assert(notices, gc.HasLen, 1)
+	c.Assert(notices[0].Changes, gc.DeepEquals, []schema.NoticeChange{
+		{Model: modelA.Id(), Key: "a", Up: true},
+		{Model: modelA.Id(), Key: "b", Up: true},
+	})
 }
