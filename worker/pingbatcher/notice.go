@@ -64,10 +64,17 @@ func (l *changeList) take(from *changeList) {
 }
 
 // noteChange records that the key w names with index came up (up) or
-// was disconnected, for the notice of the flush that writes it. b.mu
-// must be held.
+// was disconnected, for the notice of the flush that writes it. A
+// Disconnect of a key that another of w's indexes still holds (its
+// agent reconnected through this controller before the old connection
+// went) is no change of the key's: readers take a notice's Disconnect
+// to mean that the writer no longer keeps the key alive. b.mu must be
+// held.
 func (b *PingBatcher) noteChange(w *writerState, index uint32, up bool) {
 	e := w.entries[index]
+	if !up && w.holders[e] > 1 {
+		return
+	}
 	b.stats.changes.add(w.writer, schema.NoticeChange{Model: e.model, Key: e.key, Up: up})
 }
 
@@ -76,8 +83,9 @@ func (b *PingBatcher) noteChange(w *writerState, index uint32, up bool) {
 // FlushInterval unless maxUntrimmed notices came since the last: where
 // the server does not cap it, the collection holds at most
 // NoticesMaxDocuments + maxUntrimmed notices for each controller, for two
-// commands every trimEvery notices at rest and at most two a
-// FlushInterval in a storm of changes. A trim is a write, and on the
+// commands every trimEvery notices at rest and two every maxUntrimmed
+// notices in a storm of changes (at 50 flushes a second, about three
+// trims a second rather than twelve). A trim is a write, and on the
 // embedded server writes wait for each other (SQLite takes them one at a
 // time): a trim after every fourth of 20 notices a second delayed the
 // flushes after it.

@@ -177,3 +177,28 @@ func (s *workerSuite) TestTheChangesOfAFailedFlushGoWithTheNextNotice(c *gc.C) {
 		{Model: modelA.Id(), Key: "b", Up: true},
 	})
 }
+
+func (s *workerSuite) TestADisconnectOfAKeyAnotherIndexStillHoldsIsNoChange(c *gc.C) {
+	b := s.newBatcher(c, s.base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	// The agent reconnects through this controller before its old
+	// connection goes: two pingers of one key.
+	old := register(c, b, s.base, modelA, "a")
+	renewed := register(c, b, s.base, modelA, "a")
+	c.Assert(old.Index, gc.Not(gc.Equals), renewed.Index)
+	c.Assert(b.Ping(old, 1), gc.IsNil)
+	c.Assert(b.Ping(renewed, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	c.Assert(b.Disconnect(old, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	notices := s.notices(c)
+	c.Assert(notices[len(notices)-1].Changes, gc.HasLen, 0)
+
+	// The control: the last one's Disconnect is the key's.
+	b.Release(old)
+	c.Assert(b.Disconnect(renewed, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+	notices = s.notices(c)
+	c.Assert(notices[len(notices)-1].Changes, gc.DeepEquals, []schema.NoticeChange{{Model: modelA.Id(), Key: "a"}})
+}

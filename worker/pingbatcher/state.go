@@ -45,6 +45,7 @@ type writerState struct {
 	entries  []entry            // index -> (model, key)
 	inUse    []bool             // index -> held by a pinger
 	free     map[entry][]uint32 // (model, key) -> released indexes of it
+	holders  map[entry]int      // (model, key) -> how many of its indexes are in use
 	released int                // how many indexes are not in use
 
 	// persisted is how many indexes the beings documents map, as of the
@@ -79,14 +80,16 @@ type slotState struct {
 
 func newWriterState() *writerState {
 	return &writerState{
-		writer: bson.NewObjectID().Hex(),
-		free:   make(map[entry][]uint32),
+		writer:  bson.NewObjectID().Hex(),
+		free:    make(map[entry][]uint32),
+		holders: make(map[entry]int),
 	}
 }
 
 // allocate returns an index for e: one that e used before if any is
 // free, else a new one.
 func (w *writerState) allocate(e entry) uint32 {
+	w.holders[e]++
 	if free := w.free[e]; len(free) > 0 {
 		index := free[len(free)-1]
 		if len(free) == 1 {
@@ -116,6 +119,9 @@ func (w *writerState) release(index uint32) {
 	}
 	e := w.entries[index]
 	w.free[e] = append(w.free[e], index)
+	if w.holders[e]--; w.holders[e] <= 0 {
+		delete(w.holders, e)
+	}
 }
 
 // valid reports whether index is currently held for model.

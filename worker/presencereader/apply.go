@@ -49,7 +49,6 @@ func (r *Reader) finishLoad(res loadResult) {
 			Push: r.pushing(), PushBreaks: r.pushBreaks(),
 		})
 	}
-	r.touched = nil
 	r.round++
 	for _, c := range changes {
 		r.dispatch(c.id, c.alive)
@@ -59,10 +58,16 @@ func (r *Reader) finishLoad(res loadResult) {
 		r.justLoaded = false
 		r.firstDispatch()
 	}
+	// The senders touched since the last answer: by this load, and by
+	// the hints applied while it ran, whose changes it then found none
+	// of.
 	for _, waiter := range r.curWaiters {
 		waiter.respond(syncResult{err: res.err, gen: r.gen, senders: touchedBy(r.touched, waiter.view)})
 	}
 	r.curWaiters = nil
+	clear(r.touched)
+	r.touched = r.touched[:0]
+	r.answered++
 	for _, req := range r.pendingAlive {
 		req.respond(r.alive(req.model, req.key))
 	}

@@ -119,8 +119,8 @@ func (r *Reader) pruneLogs(now time.Time) {
 // for the Sync callers that wait for its delivery. It must only be called
 // from the loop goroutine.
 func (r *Reader) touch(s *sender) {
-	if s.touched != r.round {
-		s.touched = r.round
+	if mark := r.answered + 1; s.touched != mark {
+		s.touched = mark
 		r.touched = append(r.touched, s)
 	}
 }

@@ -34,14 +34,12 @@ func (p *pushState) addHints(doc schema.NoticeDoc) {
 	if len(doc.Changes) == 0 {
 		return
 	}
-	err := doc.ValidateChanges()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err != nil {
-		p.refused = append(p.refused[:0], fmt.Sprintf("writer %q: %v", doc.Writer, err))
-		p.hintsRefused++
+	if err := doc.ValidateChanges(); err != nil {
+		p.refuse(fmt.Sprintf("writer %q: %v", doc.Writer, err))
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, c := range doc.Changes {
 		if len(p.hints) >= maxPendingHints {
 			p.hintsDropped++
@@ -49,6 +47,15 @@ func (p *pushState) addHints(doc schema.NoticeDoc) {
 		}
 		p.hints = append(p.hints, hint{writer: doc.Writer, change: c})
 	}
+}
+
+// refuse records that a notice's changes were refused, and why, for the
+// loop to name (the latest of those since it last looked) and count.
+func (p *pushState) refuse(why string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refused = append(p.refused[:0], why)
+	p.hintsRefused++
 }
 
 // hintsTaken is what takeHints returns.
@@ -94,9 +101,9 @@ func (r *Reader) applyHints() {
 			r.hintChanges = append(r.hintChanges, c)
 		}
 	}
-	r.hintsApplied += len(taken.hints)
+	r.hintsTaken += len(taken.hints)
 	r.statsMu.Lock()
-	r.stats["notice-changes"] = r.hintsApplied
+	r.stats["notice-changes"] = r.hintsTaken
 	r.stats["notice-changes-dropped"] = taken.dropped
 	r.stats["notices-refused"] = taken.refusedNotices
 	r.statsMu.Unlock()
@@ -112,7 +119,6 @@ func (r *Reader) applyHints() {
 	for _, c := range r.hintChanges {
 		r.dispatch(c.id, c.alive)
 	}
-	r.touched = nil
 	r.publishLogs()
 }
 
@@ -164,8 +170,9 @@ type hintMark struct {
 // hints that came after that load began decided, and forgets the others:
 // an entity a hint brought up counts as kept alive by its writer, and
 // one a hint brought down is not kept alive by that writer's bits, which
-// the load may have read from before its flush. It must be called
-// between mark and the entities' new states.
+// the load may have read from before its flush; but a live bit of
+// another writer in the load brings it back (the hint is forgotten). It
+// must be called between mark and the entities' new states.
 func (v *view) keepHints() {
 	for id, h := range v.hints {
 		switch {
@@ -173,8 +180,13 @@ func (v *view) keepHints() {
 			delete(v.hints, id)
 		case v.alive[id]:
 			v.stampedBy(id, h.writer)
-		case v.stamp[id] == v.epoch && v.by[id] == h.writer:
+		case v.stamp[id] != v.epoch:
+		case v.by[id] == h.writer:
 			v.stamp[id], v.by[id] = 0, ""
+		default:
+			// Another writer's live bit: a key is alive while any
+			// of its pingers is, and the load says so.
+			delete(v.hints, id)
 		}
 	}
 }

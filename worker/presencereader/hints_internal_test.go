@@ -152,3 +152,22 @@ func (s *hintSuite) TestAHintFollowsItsKeyWhenOtherKeysAreForgotten(c *gc.C) {
 	c.Assert(v.hints, gc.DeepEquals, map[int32]hintMark{0: {after: 2, writer: "a"}})
 	c.Assert(v.by, gc.DeepEquals, []string{"a"})
 }
+
+func (s *hintSuite) TestALoadBegunBeforeADisconnectThatShowsAnotherWriterAliveKeepsTheKey(c *gc.C) {
+	v, load := hintView()
+	load(1, true, false)
+	// a's Disconnect comes while load 2 is in flight; that load finds
+	// b's pinger alive too (b's flush came first, its notice later).
+	_, ok := v.hint("a", down("k"), 2)
+	c.Assert(ok, gc.Equals, true)
+	c.Assert(v.lookup(hintModel, "k"), gc.Equals, false)
+	c.Assert(load(2, true, true), gc.DeepEquals, []change{{id: 0, alive: true}})
+	c.Assert(v.lookup(hintModel, "k"), gc.Equals, true)
+	// The control: once b's pinger is gone, a load begun before a's
+	// Disconnect that finds only a's stale bit keeps the key dead.
+	load(3, true, false)
+	_, ok = v.hint("a", down("k"), 4)
+	c.Assert(ok, gc.Equals, true)
+	c.Assert(load(4, true, false), gc.HasLen, 0)
+	c.Assert(v.lookup(hintModel, "k"), gc.Equals, false)
+}

@@ -70,6 +70,10 @@ func (r *Reader) queueLoad(req reqSync) {
 // served while the database answers. It must only be called from the loop
 // goroutine.
 func (r *Reader) startLoad() {
+	// The changes of the notices that came before the load begins are
+	// applied first: a hint counts loads begun after it as confirming
+	// it (see view.hint).
+	r.applyHints()
 	r.inFlight = true
 	r.gen++
 	r.curWaiters, r.nextWaiters = r.nextWaiters, nil

@@ -2,6 +2,7 @@ package presencereader
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -185,9 +186,14 @@ func (r *Reader) nextNotice(ctx context.Context, cur *mongo.Cursor) (*schema.Not
 		}
 		return nil, nil
 	}
+	// One that is not a writer's still says that something was written.
+	if len(cur.Current) > maxNoticeBytes {
+		r.push.refuse(fmt.Sprintf("notice %v: %d bytes (at most %d)", cur.Current.Lookup(schema.FieldID), len(cur.Current), maxNoticeBytes))
+		return &schema.NoticeDoc{Writer: "?"}, nil
+	}
 	var doc schema.NoticeDoc
-	if len(cur.Current) > maxNoticeBytes || cur.Decode(&doc) != nil {
-		// Not one of ours: it still says that something was written.
+	if err := cur.Decode(&doc); err != nil {
+		r.push.refuse(fmt.Sprintf("notice %v: %v", cur.Current.Lookup(schema.FieldID), err))
 		return &schema.NoticeDoc{Writer: "?"}, nil
 	}
 	return &doc, nil

@@ -439,26 +439,43 @@ func (s *pushSuite) TestADisconnectANoticeCarriesLeavesAKeyAnotherControllerKeep
 	defer stop()
 	other := s.newController(c, s.Server.URI(), pushPeriod, false)
 	defer other.stop(c)
-	pa := a.start(c, "machine-0", pushPeriod)
-	po := other.start(c, "machine-0", pushPeriod)
-	defer func() { _ = po.Stop() }()
+	s.secondPingerKeepsTheKey(c, b, a, other)
+}
+
+func (s *pushSuite) TestADisconnectLeavesAKeyItsAgentReconnectedThroughTheSameController(c *gc.C) {
+	a, b, stop := s.tailing(c)
+	defer stop()
+	s.secondPingerKeepsTheKey(c, b, a, a)
+}
+
+// secondPingerKeepsTheKey starts two pingers of machine-0, through first
+// and then second, and checks that b's watcher never reports the key
+// dead when the first disconnects, and does once the second does too.
+func (s *pushSuite) secondPingerKeepsTheKey(c *gc.C, b, first, second *pushController) {
+	before := b.r.Report()["notice-changes"].(int)
+	p1 := first.start(c, "machine-0", pushPeriod)
+	p2 := second.start(c, "machine-0", pushPeriod)
+	defer func() { _ = p2.Stop() }()
 	agenttest.WaitFor(c, agenttest.LongWait, "machine-0 up through both", func() bool {
-		return b.r.Report()["notice-changes"].(int) >= 2
+		return b.r.Report()["notice-changes"].(int) >= before+2
 	})
 	b.w.Sync()
 	ch := make(chan watcher.Change, 4)
 	b.w.Watch("machine-0", ch)
 	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "machine-0", Alive: true})
 
-	// a's Disconnect: the key stays alive, through other's pinger.
-	c.Assert(pa.Disconnect(), gc.IsNil)
-	agenttest.WaitFor(c, agenttest.LongWait, "a's Disconnect heard", func() bool {
-		return b.r.Report()["notice-changes"].(int) >= 3
+	// The first pinger's Disconnect: the key stays alive, through the
+	// second, by hint and by load.
+	c.Assert(p1.Disconnect(), gc.IsNil)
+	c.Assert(first.b.Sync(), gc.IsNil)
+	newest := agenttest.NewestNotice(c, s.DB.Collection("presence"))
+	agenttest.WaitFor(c, agenttest.LongWait, "the Disconnect's notice taken", func() bool {
+		return b.r.Report()["last-notice"] == newest
 	})
 	b.w.Sync()
 	c.Assert(drain(ch), gc.HasLen, 0)
-	// The control: other's Disconnect makes it dead.
-	c.Assert(po.Disconnect(), gc.IsNil)
+	// The control: the second's Disconnect makes it dead.
+	c.Assert(p2.Disconnect(), gc.IsNil)
 	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "machine-0"})
 }
 

@@ -69,23 +69,27 @@ type Reader struct {
 	registries   map[string]*registry
 	newWatches   []reqWatch
 	newSubs      []reqSnapshot
-	touched      []*sender
+	// touched are the senders handed a change since the Sync callers
+	// were last answered (see finishLoad), and answered counts those
+	// answers.
+	touched  []*sender
+	answered uint64
 	// round counts the dispatches of changes, a load's or hints' (see
 	// applyHints): a sender or subscription is named once a round.
-	round        uint64
-	hintChanges  []change              // the changes of state the latest hints made
-	hintsApplied int                   // the notices' changes applied, for Report
-	logs         map[string]*changeLog // model -> its change log, while viewed
-	openLogs     []*changeLog          // the logs a load added to
-	toWake       []*Subscription       // the subscriptions a load's dispatch woke
-	views        int
-	subCount     int
-	failures     int
-	justLoaded   bool            // the first load was just applied; its states go out as initial ones
-	skippedNow   int             // how many documents the last load skipped
-	named        map[string]bool // the skipped documents a line has named, of the last load's
-	lines        *ratelog.Limiter
-	clocks       map[string]*writerClock
+	round       uint64
+	hintChanges []change              // the changes of state the latest hints made
+	hintsTaken  int                   // the notices' changes taken, for Report
+	logs        map[string]*changeLog // model -> its change log, while viewed
+	openLogs    []*changeLog          // the logs a load added to
+	toWake      []*Subscription       // the subscriptions a load's dispatch woke
+	views       int
+	subCount    int
+	failures    int
+	justLoaded  bool            // the first load was just applied; its states go out as initial ones
+	skippedNow  int             // how many documents the last load skipped
+	named       map[string]bool // the skipped documents a line has named, of the last load's
+	lines       *ratelog.Limiter
+	clocks      map[string]*writerClock
 	// observed is the reader's observed time (see observe) when the
 	// clock read observedRaw; lastLoadEnd is when, on it, the last load
 	// ended.
