@@ -452,13 +452,12 @@ func (s *pushSuite) TestADisconnectLeavesAKeyItsAgentReconnectedThroughTheSameCo
 // and then second, and checks that b's watcher never reports the key
 // dead when the first disconnects, and does once the second does too.
 func (s *pushSuite) secondPingerKeepsTheKey(c *gc.C, b, first, second *pushController) {
-	before := b.r.Report()["notice-changes"].(int)
 	p1 := first.start(c, "machine-0", pushPeriod)
 	p2 := second.start(c, "machine-0", pushPeriod)
 	defer func() { _ = p2.Stop() }()
-	agenttest.WaitFor(c, agenttest.LongWait, "machine-0 up through both", func() bool {
-		return b.r.Report()["notice-changes"].(int) >= before+2
-	})
+	c.Assert(first.b.Sync(), gc.IsNil)
+	c.Assert(second.b.Sync(), gc.IsNil)
+	s.noticesTaken(c, b)
 	b.w.Sync()
 	ch := make(chan watcher.Change, 4)
 	b.w.Watch("machine-0", ch)
@@ -468,15 +467,20 @@ func (s *pushSuite) secondPingerKeepsTheKey(c *gc.C, b, first, second *pushContr
 	// second, by hint and by load.
 	c.Assert(p1.Disconnect(), gc.IsNil)
 	c.Assert(first.b.Sync(), gc.IsNil)
-	newest := agenttest.NewestNotice(c, s.DB.Collection("presence"))
-	agenttest.WaitFor(c, agenttest.LongWait, "the Disconnect's notice taken", func() bool {
-		return b.r.Report()["last-notice"] == newest
-	})
+	s.noticesTaken(c, b)
 	b.w.Sync()
 	c.Assert(drain(ch), gc.HasLen, 0)
 	// The control: the second's Disconnect makes it dead.
 	c.Assert(p2.Disconnect(), gc.IsNil)
 	c.Assert(nextChange(c, ch), gc.Equals, watcher.Change{Key: "machine-0"})
+}
+
+// noticesTaken waits until ctl's reader has taken the newest notice.
+func (s *pushSuite) noticesTaken(c *gc.C, ctl *pushController) {
+	newest := agenttest.NewestNotice(c, s.DB.Collection("presence"))
+	agenttest.WaitFor(c, agenttest.LongWait, "the newest notice taken", func() bool {
+		return ctl.r.Report()["last-notice"] == newest
+	})
 }
 
 // drain returns the changes waiting on ch.
