@@ -89,6 +89,9 @@ func (p *pushState) takeHints() hintsTaken {
 // them. It must only be called from the loop goroutine.
 func (r *Reader) applyHints() {
 	taken := r.push.takeHints()
+	if len(taken.hints) == 0 && taken.refused == "" {
+		return
+	}
 	if taken.refused != "" {
 		r.logf("%s: skipping a notice's changes that do not read as a writer writes them (the load it asks for decides): %s", r, taken.refused)
 	}
