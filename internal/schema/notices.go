@@ -30,7 +30,7 @@ const (
 	// rather than a few big notices. A collection made earlier with a
 	// smaller bound keeps it: there, big notices roll it sooner, and a
 	// reader whose cursor they roll past reopens it at the newest.
-	NoticesMaxBytes = 128 << 10
+	NoticesMaxBytes = 64 << 10
 
 	// NoticesMaxDocuments bounds the notices collection in documents. A
 	// reader takes each notice as it comes and, when it opens a cursor,
@@ -42,6 +42,16 @@ const (
 	// ping documents every 100 ms costs it 2%). At rest (a notice per
 	// slot per controller) 16 last a minute for five controllers.
 	NoticesMaxDocuments = 16
+
+	// NoticesKept is how many notices TrimNotices keeps where the server
+	// does not enforce the cap: fewer than the cap, since there every
+	// waiting getMore of every tailing reader reads every notice kept,
+	// every 10 ms, and notices that carry changes are larger (measured:
+	// after 10,000 keys came up, 16 notices carrying 32 changes each
+	// cost the embedded server 46% of a core at rest, for two tailing
+	// readers). A reader more than that many notices behind loses its
+	// place, reopens at the newest notice and loads.
+	NoticesKept = 8
 
 	// FieldPrompt marks a notice of a flush that carried a prompt change.
 	FieldPrompt = "prompt"
@@ -68,12 +78,14 @@ type NoticeChange struct {
 }
 
 const (
-	// NoticeMaxChanges is the most changes one notice carries.
-	NoticeMaxChanges = 32
+	// NoticeMaxChanges is the most changes one notice carries: a flush
+	// of a few changes, the usual prompt one, carries them all; a storm's
+	// flushes carry their first ones, and readers load the rest.
+	NoticeMaxChanges = 8
 
 	// NoticeMaxChangeBytes bounds the bytes of the keys and models of
 	// the changes one notice carries.
-	NoticeMaxChangeBytes = 4 << 10
+	NoticeMaxChangeBytes = 1 << 10
 )
 
 // Size returns the bytes c's key and model count for against
@@ -131,7 +143,7 @@ func EnsureNotices(ctx context.Context, base *mongo.Collection) error {
 	return errors.Annotatef(err, "cannot create capped collection %s", coll.Name())
 }
 
-// TrimNotices deletes the oldest notices beyond NoticesMaxDocuments, in
+// TrimNotices deletes the oldest notices beyond NoticesKept, in
 // the collection's natural order (the order in which the server took
 // them, which tailing cursors follow), and returns how many it deleted.
 // On a server that caps the collection (MongoDB) there are never more
@@ -143,16 +155,16 @@ func EnsureNotices(ctx context.Context, base *mongo.Collection) error {
 // costs more and more. So batchers trim what they append. It costs one
 // read of the notices' _ids, and one delete when there is anything to
 // delete; a reader whose cursor stands on a notice it deletes (one more
-// than NoticesMaxDocuments behind) breaks, and reopens at the newest.
+// than NoticesKept behind) breaks, and reopens at the newest.
 func TrimNotices(ctx context.Context, base *mongo.Collection) (int64, error) {
 	ids, err := NoticeIDs(ctx, base)
 	if err != nil {
 		return 0, errors.Trace(err)
 	}
-	if len(ids) <= NoticesMaxDocuments {
+	if len(ids) <= NoticesKept {
 		return 0, nil
 	}
-	old := ids[:len(ids)-NoticesMaxDocuments]
+	old := ids[:len(ids)-NoticesKept]
 	res, err := Notices(base).DeleteMany(ctx, bson.D{{Key: FieldID, Value: bson.D{{Key: "$in", Value: old}}}})
 	if err != nil {
 		return 0, errors.Annotate(err, "cannot trim the notices")

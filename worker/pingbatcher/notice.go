@@ -82,7 +82,7 @@ func (b *PingBatcher) noteChange(w *writerState, index uint32, up bool) {
 // the collection (see schema.TrimNotices), which come at most once a
 // FlushInterval unless maxUntrimmed notices came since the last: where
 // the server does not cap it, the collection holds at most
-// NoticesMaxDocuments + maxUntrimmed notices for each controller, for two
+// NoticesKept + maxUntrimmed notices for each controller, for two
 // commands every trimEvery notices at rest and two every maxUntrimmed
 // notices in a storm of changes (at 50 flushes a second, about three
 // trims a second rather than twelve). A trim is a write, and on the

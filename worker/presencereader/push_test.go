@@ -226,7 +226,7 @@ func (s *pushSuite) TestAReaderTailsOnWithoutABreakWhileTheNoticesAreTrimmed(c *
 	}
 	ids, err := schema.NoticeIDs(ctx, base)
 	c.Assert(err, gc.IsNil)
-	c.Assert(ids, gc.HasLen, schema.NoticesMaxDocuments)
+	c.Assert(ids, gc.HasLen, schema.NoticesKept)
 	c.Assert(ctl.r.Report()["push-breaks"], gc.Equals, 0, gc.Commentf("%v", ctl.r.Report()["push-last-break"]))
 }
 
