@@ -3,6 +3,7 @@ package schema
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"slices"
 
 	"github.com/juju/errors"
@@ -51,7 +52,7 @@ const (
 	// cost the embedded server 46% of a core at rest, for two tailing
 	// readers). A reader more than that many notices behind loses its
 	// place, reopens at the newest notice and loads.
-	NoticesKept = 8
+	NoticesKept = 4
 
 	// FieldPrompt marks a notice of a flush that carried a prompt change.
 	FieldPrompt = "prompt"
@@ -63,18 +64,84 @@ const (
 // NoticeMaxChangeBytes of keys and models; a flush with more carries
 // the first ones, and readers load the rest.
 type NoticeDoc struct {
-	Writer  string         `bson:"writer"`
-	Slot    int64          `bson:"slot"`
-	Prompt  bool           `bson:"prompt"`
-	Changes []NoticeChange `bson:"changes,omitempty"`
+	Writer  string        `bson:"writer"`
+	Slot    int64         `bson:"slot"`
+	Prompt  bool          `bson:"prompt"`
+	Changes NoticeChanges `bson:"changes,omitempty"`
+}
+
+// NoticeChanges are the changes a notice carries. They travel as one
+// binary value rather than an array of documents: the embedded server
+// reads every notice kept for every waiting getMore of every tailing
+// reader, every 10 ms, and its cost goes with the documents and fields
+// it converts (measured: 4-8 notices of 8 changes each as arrays of
+// documents cost it 10% of a core more at rest, for two tailing
+// readers).
+type NoticeChanges []NoticeChange
+
+// noticeChangesFormat is the first byte of encoded NoticeChanges.
+const noticeChangesFormat = 1
+
+// MarshalBSONValue encodes cs as a BSON binary value: a format byte, the
+// number of changes and, for each, a byte that is 1 if it came up, its
+// model and its key; numbers as unsigned varints, strings as a varint
+// length and their bytes.
+func (cs NoticeChanges) MarshalBSONValue() (byte, []byte, error) {
+	data := binary.AppendUvarint([]byte{noticeChangesFormat}, uint64(len(cs)))
+	for _, c := range cs {
+		up := byte(0)
+		if c.Up {
+			up = 1
+		}
+		data = appendString(appendString(append(data, up), c.Model), c.Key)
+	}
+	t, raw, err := bson.MarshalValue(bson.Binary{Subtype: bson.TypeBinaryGeneric, Data: data})
+	return byte(t), raw, errors.Trace(err)
+}
+
+// UnmarshalBSONValue decodes what MarshalBSONValue encodes. It never
+// allocates more than the value's own size can hold (ValidateChanges
+// checks the rest); no changes decode as nil.
+func (cs *NoticeChanges) UnmarshalBSONValue(t byte, raw []byte) error {
+	if bson.Type(t) != bson.TypeBinary {
+		return errors.NotValidf("notice changes of BSON type %v", bson.Type(t))
+	}
+	_, data, ok := bson.RawValue{Type: bson.TypeBinary, Value: raw}.BinaryOK()
+	if !ok {
+		return errors.NotValidf("malformed binary notice changes")
+	}
+	d := decoder{data: data}
+	if format := d.byte(); format != noticeChangesFormat {
+		return errors.NotValidf("notice changes format %d", format)
+	}
+	// A change takes at least three bytes: its flag and two lengths.
+	var out NoticeChanges
+	if n := d.count(3); n > 0 {
+		out = make(NoticeChanges, n)
+		for i := range out {
+			flag := d.byte()
+			if flag > 1 {
+				return errors.NotValidf("change %d: flag %d", i, flag)
+			}
+			out[i] = NoticeChange{Up: flag == 1, Model: d.string(), Key: d.string()}
+		}
+	}
+	if d.err != nil {
+		return errors.Trace(d.err)
+	}
+	if len(d.data) > 0 {
+		return errors.NotValidf("%d bytes after the notice changes", len(d.data))
+	}
+	*cs = out
+	return nil
 }
 
 // NoticeChange is one prompt change a notice carries: the key Key of
 // the model Model (its UUID) came up (Up) or was disconnected.
 type NoticeChange struct {
-	Model string `bson:"m"`
-	Key   string `bson:"k"`
-	Up    bool   `bson:"up"`
+	Model string
+	Key   string
+	Up    bool
 }
 
 const (

@@ -131,3 +131,48 @@ func (*schemaSuite) TestObservedTimeMovesOnWithTheClockButNeverBack(c *gc.C) {
 	c.Assert(o.At(start.Add(-time.Hour)), gc.Equals, start.Add(time.Second))
 	c.Assert(o.At(start.Add(-time.Hour+2*time.Second)), gc.Equals, start.Add(3*time.Second))
 }
+
+func (*schemaSuite) TestNoticeChangesRoundTripAsOneBinaryValue(c *gc.C) {
+	in := schema.NoticeDoc{Writer: "w", Slot: 7, Prompt: true, Changes: schema.NoticeChanges{
+		{Model: "2a4b3c5d-0000-4000-8000-00000000000a", Key: "machine-0", Up: true},
+		{Model: "2a4b3c5d-0000-4000-8000-00000000000b", Key: "unit-ü/1"},
+	}}
+	data, err := bson.Marshal(in)
+	c.Assert(err, gc.IsNil)
+	c.Assert(bson.Raw(data).Lookup("changes").Type, gc.Equals, bson.TypeBinary)
+	var out schema.NoticeDoc
+	c.Assert(bson.Unmarshal(data, &out), gc.IsNil)
+	c.Assert(out, gc.DeepEquals, in)
+	c.Assert(out.ValidateChanges(), gc.IsNil)
+
+	// None is no field at all, and reads as none.
+	data, err = bson.Marshal(schema.NoticeDoc{Writer: "w", Slot: 7})
+	c.Assert(err, gc.IsNil)
+	_, err = bson.Raw(data).LookupErr("changes")
+	c.Assert(err, gc.NotNil)
+}
+
+func (*schemaSuite) TestNoticeChangesThatDoNotReadAsAWritersAreRefused(c *gc.C) {
+	encode := func(payload []byte) []byte {
+		data, err := bson.Marshal(bson.D{{Key: "writer", Value: "w"}, {Key: "changes", Value: bson.Binary{Data: payload}}})
+		c.Assert(err, gc.IsNil)
+		return data
+	}
+	for _, bad := range []struct {
+		payload []byte
+		err     string
+	}{
+		// A count no value of this size can hold allocates nothing.
+		{binary.AppendUvarint([]byte{1}, 1<<40), "1099511627776 items in 0 bytes not valid"},
+		{[]byte{2, 0}, "notice changes format 2 not valid"},
+		{[]byte{1, 1, 7, 0, 0}, "change 0: flag 7 not valid"},
+		{[]byte{1, 0, 9}, "1 bytes after the notice changes not valid"},
+	} {
+		var doc schema.NoticeDoc
+		c.Check(bson.Unmarshal(encode(bad.payload), &doc), gc.ErrorMatches, ".*"+bad.err, gc.Commentf("%v", bad.payload))
+	}
+	data, err := bson.Marshal(bson.D{{Key: "writer", Value: "w"}, {Key: "changes", Value: bson.A{"not", "binary"}}})
+	c.Assert(err, gc.IsNil)
+	var doc schema.NoticeDoc
+	c.Assert(bson.Unmarshal(data, &doc), gc.ErrorMatches, ".*notice changes of BSON type array not valid")
+}

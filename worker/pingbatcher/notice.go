@@ -37,7 +37,7 @@ type notifier struct {
 // readers load it.
 type changeList struct {
 	writer  string
-	changes []schema.NoticeChange
+	changes schema.NoticeChanges
 	bytes   int
 }
 

@@ -67,7 +67,7 @@ func (s *workerSuite) TestANoticeCarriesItsFlushsPromptChangesInTheOrderTheyWere
 
 	notices := s.notices(c)
 	c.Assert(notices, gc.HasLen, 1)
-	c.Assert(notices[0].Changes, gc.DeepEquals, []schema.NoticeChange{
+	c.Assert(notices[0].Changes, gc.DeepEquals, schema.NoticeChanges{
 		{Model: modelA.Id(), Key: "a", Up: true},
 		{Model: modelB.Id(), Key: "b", Up: true},
 		{Model: modelA.Id(), Key: "a"},
@@ -172,7 +172,7 @@ func (s *workerSuite) TestTheChangesOfAFailedFlushGoWithTheNextNotice(c *gc.C) {
 	c.Assert(b.Sync(), gc.IsNil)
 	notices := s.notices(c)
 	c.Assert(notices, gc.HasLen, 1)
-	c.Assert(notices[0].Changes, gc.DeepEquals, []schema.NoticeChange{
+	c.Assert(notices[0].Changes, gc.DeepEquals, schema.NoticeChanges{
 		{Model: modelA.Id(), Key: "a", Up: true},
 		{Model: modelA.Id(), Key: "b", Up: true},
 	})
@@ -200,5 +200,5 @@ func (s *workerSuite) TestADisconnectOfAKeyAnotherIndexStillHoldsIsNoChange(c *g
 	c.Assert(b.Disconnect(renewed, 1), gc.IsNil)
 	c.Assert(b.Sync(), gc.IsNil)
 	notices = s.notices(c)
-	c.Assert(notices[len(notices)-1].Changes, gc.DeepEquals, []schema.NoticeChange{{Model: modelA.Id(), Key: "a"}})
+	c.Assert(notices[len(notices)-1].Changes, gc.DeepEquals, schema.NoticeChanges{{Model: modelA.Id(), Key: "a"}})
 }
