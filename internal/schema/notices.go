@@ -74,9 +74,9 @@ type NoticeDoc struct {
 // binary value rather than an array of documents: the embedded server
 // reads every notice kept for every waiting getMore of every tailing
 // reader, every 10 ms, and its cost goes with the documents and fields
-// it converts (measured: 4-8 notices of 8 changes each as arrays of
-// documents cost it 10% of a core more at rest, for two tailing
-// readers).
+// it converts (measured, at rest after 10,000 keys came up, two tailing
+// readers: 21-23% of a core with 4-8 notices of 8 changes each as
+// arrays of documents, 16% as one binary value, 12% with no changes).
 type NoticeChanges []NoticeChange
 
 // noticeChangesFormat is the first byte of encoded NoticeChanges.
