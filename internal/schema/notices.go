@@ -106,13 +106,9 @@ func (cs *NoticeChanges) UnmarshalBSONValue(t byte, raw []byte) error {
 	if bson.Type(t) != bson.TypeBinary {
 		return errors.NotValidf("notice changes of BSON type %v", bson.Type(t))
 	}
-	_, data, ok := bson.RawValue{Type: bson.TypeBinary, Value: raw}.BinaryOK()
-	if !ok {
-		return errors.NotValidf("malformed binary notice changes")
-	}
-	d := decoder{data: data}
-	if format := d.byte(); format != noticeChangesFormat {
-		return errors.NotValidf("notice changes format %d", format)
+	d, err := newDecoder(raw, "notice changes", noticeChangesFormat)
+	if err != nil {
+		return errors.Trace(err)
 	}
 	// A change takes at least three bytes: its flag and two lengths.
 	var out NoticeChanges

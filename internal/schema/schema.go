@@ -258,13 +258,9 @@ func (e *Entries) UnmarshalBSONValue(t byte, raw []byte) error {
 	default:
 		return errors.NotValidf("entries of BSON type %v", bson.Type(t))
 	}
-	_, data, ok := bson.RawValue{Type: bson.TypeBinary, Value: raw}.BinaryOK()
-	if !ok {
-		return errors.NotValidf("malformed binary entries")
-	}
-	d := decoder{data: data}
-	if format := d.byte(); format != entriesFormat {
-		return errors.NotValidf("entries format %d", format)
+	d, err := newDecoder(raw, "entries", entriesFormat)
+	if err != nil {
+		return errors.Trace(err)
 	}
 	var out Entries
 	// A model takes at least a byte and an entry two, and no writer
@@ -296,10 +292,25 @@ func (e *Entries) UnmarshalBSONValue(t byte, raw []byte) error {
 	return nil
 }
 
-// decoder reads Entries' encoding; its first error sticks.
+// decoder reads Entries' and NoticeChanges' encodings; its first error
+// sticks.
 type decoder struct {
 	data []byte
 	err  error
+}
+
+// newDecoder returns a decoder of raw, a BSON binary value that encodes
+// what, past its format byte, which must be format.
+func newDecoder(raw []byte, what string, format byte) (*decoder, error) {
+	_, data, ok := bson.RawValue{Type: bson.TypeBinary, Value: raw}.BinaryOK()
+	if !ok {
+		return nil, errors.NotValidf("malformed binary %s", what)
+	}
+	d := &decoder{data: data}
+	if got := d.byte(); got != format {
+		return nil, errors.NotValidf("%s format %d", what, got)
+	}
+	return d, nil
 }
 
 func (d *decoder) fail() {
