@@ -22,6 +22,7 @@ func main() {
 	dir := flag.String("dir", "", "directory for the SQLite files (required)")
 	listen := flag.String("listen", "127.0.0.1:0", "TCP address to listen on")
 	flag.Parse()
+	embedded.TuneServerProcess()
 
 	srv, err := embedded.Start(embedded.Config{Dir: *dir, Listen: *listen})
 	if err != nil {

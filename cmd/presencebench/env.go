@@ -37,6 +37,7 @@ func init() {
 // serveEmbedded runs the embedded server on dir, listening on listen (any
 // free loopback port if empty), until standard input closes.
 func serveEmbedded(dir, listen string) int {
+	embedded.TuneServerProcess()
 	srv, err := embedded.Start(embedded.Config{Dir: dir, Listen: listen})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "presencebench server:", err)
