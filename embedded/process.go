@@ -11,9 +11,9 @@ import (
 // encoded again) over a live heap of a few megabytes, so with Go's
 // default of 100 it collected about 120 times a second, 8% of the CPU
 // time of its two cores, at 100,000 agents over 1,000 models
-// (presencebench's scale section). At
-// 800 its heap peaks near 32 MB and it collects a fifteenth as often (2
-// times a second rather than 32 at 10,000 agents over 1,000 models).
+// (presencebench's scale section). At 800 its heap peaks near 32 MB and
+// it collects a fifteenth as often (2 times a second rather than 32 at
+// 10,000 agents over 1,000 models).
 const serverGCPercent = 800
 
 // TuneServerProcess sets the garbage collector of a process that runs
