@@ -53,6 +53,8 @@ func (b *PingBatcher) loop() error {
 	// A beings write left running ends with the loop: its calls end
 	// when the catacomb dies.
 	defer b.beingsRunning.Wait()
+	// So does a notice left running (see notify).
+	defer b.noticeRunning.Wait()
 	sched := schedule{
 		timer:   timer,
 		nextAt:  b.config.Clock.Now().Add(first),
@@ -66,6 +68,9 @@ func (b *PingBatcher) loop() error {
 			return b.catacomb.ErrDying()
 		case err := <-b.beingsDone:
 			b.beingsWritten(err)
+			continue
+		case res := <-b.noticeDone:
+			b.noticed(res)
 			continue
 		case reply := <-b.syncs:
 			waiters = append(waiters, reply)
@@ -165,7 +170,7 @@ func (b *PingBatcher) flushFor(waiters []chan error) time.Time {
 		b.config.OnFlush(FlushStats{Took: took, Documents: docs, Err: err, Prompt: b.prompt, Moved: moved, Writer: b.writer()})
 	}
 	if err == nil {
-		b.notify(b.prompt)
+		b.notify(b.prompt, len(waiters) > 0)
 	}
 	if err != nil && b.config.Logger != nil {
 		b.config.Logger.Errorf("ping batcher: %v (pings kept for the next flush)", err)

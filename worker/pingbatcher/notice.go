@@ -20,14 +20,30 @@ type notifier struct {
 	// prompt is set while a prompt flush's notice is still to append.
 	prompt bool
 	// changes are the prompt changes that the flushes since the last
-	// notice wrote (see changeList): the next notice carries them.
-	changes changeList
+	// notice took (see changeList), and written those of them that a
+	// flush has written: the next notice carries these.
+	changes, written changeList
+	// due is set by a flush that succeeded and not yet announced.
+	due bool
+	// busy is set while a notice is appended (see startNotice); sent
+	// is the progress it announces, and sentPrompt whether it was
+	// prompt, for when it ends.
+	busy       bool
+	sent       written
+	sentPrompt bool
 	// failing is set while appends fail, so that a failure is logged
 	// once.
 	failing bool
 	// sinceTrim counts the notices appended since the last trim, and
 	// trimmedAt is when that was.
 	sinceTrim int
+	trimmedAt time.Time
+}
+
+// noticeResult is how the append of a notice ended: its error, and when
+// it trimmed the collection after it, if it did.
+type noticeResult struct {
+	err       error
 	trimmedAt time.Time
 }
 
@@ -101,43 +117,87 @@ const (
 // those of its current writer only. A notice that fails is appended by
 // the next flush, without the changes it carried (readers load on it
 // all the same); a reader that misses one still sees what it announced
-// at its next scheduled read. The notice is appended here, in the loop,
-// rather than beside the next flush: on the embedded server two writes
-// at once wait for each other, by SQLite's lock. It must only be called
-// from the loop goroutine.
-func (b *PingBatcher) notify(prompt bool) {
+// at its next scheduled read.
+//
+// The notice is appended beside the flushes that follow, one at a time:
+// a notice costs two or three round trips (four with a trim), and on a
+// slow database a loop that waited for them wrote its next slot a second
+// late, which readers took for its death. A flush that comes while one
+// is appended leaves its notice to be appended when that one ends (see
+// noticed). A flush that Syncs wait for (wait) appends its notice before
+// it answers them, so that what a Sync wrote has been announced when it
+// returns. It must only be called from the loop goroutine.
+func (b *PingBatcher) notify(prompt, wait bool) {
 	n := &b.notifier
 	n.prompt = n.prompt || prompt
+	n.written.take(&n.changes)
+	n.due = true
+	b.startNotice()
+	for wait && n.busy {
+		b.noticed(<-b.noticeDone)
+	}
+}
+
+// startNotice starts appending the notice a flush left due, unless one
+// is being appended: on a goroutine of its own, whose result comes to
+// the loop on noticeDone. It must only be called from the loop
+// goroutine.
+func (b *PingBatcher) startNotice() {
+	n := &b.notifier
+	if n.busy || !n.due {
+		return
+	}
+	n.due = false
 	now := b.written()
 	if !now.movedOn(n.announced) && !n.prompt {
 		return
 	}
 	doc := schema.NoticeDoc{Writer: now.writer, Slot: now.slot, Prompt: n.prompt}
-	if n.changes.writer == now.writer {
-		doc.Changes = n.changes.changes
+	if n.written.writer == now.writer {
+		doc.Changes = n.written.changes
 	}
-	n.changes = changeList{}
-	err := b.appendNotice(doc)
-	if err != nil {
+	n.written = changeList{}
+	n.busy, n.sent, n.sentPrompt, n.prompt = true, now, n.prompt, false
+	clockNow := b.config.Clock.Now()
+	trim := n.sinceTrim+1 >= maxUntrimmed || (n.sinceTrim+1 >= trimEvery && clockNow.Sub(n.trimmedAt) >= b.config.FlushInterval)
+	b.noticeRunning.Add(1)
+	go func() {
+		defer b.noticeRunning.Done()
+		var res noticeResult
+		if res.err = b.appendNotice(doc); res.err == nil && trim {
+			b.trimNotices()
+			res.trimmedAt = clockNow
+		}
+		b.noticeDone <- res
+	}()
+}
+
+// noticed takes the result of the notice startNotice appended, and
+// starts the one a flush left due meanwhile. It must only be called
+// from the loop goroutine.
+func (b *PingBatcher) noticed(res noticeResult) {
+	n := &b.notifier
+	n.busy = false
+	if res.err != nil {
+		n.prompt = n.prompt || n.sentPrompt
 		b.mu.Lock()
 		b.stats.noticeFailures++
 		b.mu.Unlock()
 		if !n.failing && b.config.Logger != nil {
-			b.config.Logger.Errorf("ping batcher: %v (other controllers see this writer at their next scheduled read; retried at the next flush)", err)
+			b.config.Logger.Errorf("ping batcher: %v (other controllers see this writer at their next scheduled read; retried at the next flush)", res.err)
 		}
 		n.failing = true
-		return
+	} else {
+		if n.failing && b.config.Logger != nil {
+			b.config.Logger.Infof("ping batcher: notices are appended again")
+		}
+		n.announced, n.failing = n.sent, false
+		n.sinceTrim++
+		if !res.trimmedAt.IsZero() {
+			n.sinceTrim, n.trimmedAt = 0, res.trimmedAt
+		}
 	}
-	if n.failing && b.config.Logger != nil {
-		b.config.Logger.Infof("ping batcher: notices are appended again")
-	}
-	n.announced, n.prompt, n.failing = now, false, false
-	n.sinceTrim++
-	clockNow := b.config.Clock.Now()
-	if n.sinceTrim >= maxUntrimmed || (n.sinceTrim >= trimEvery && clockNow.Sub(n.trimmedAt) >= b.config.FlushInterval) {
-		n.sinceTrim, n.trimmedAt = 0, clockNow
-		b.trimNotices()
-	}
+	b.startNotice()
 }
 
 // written is how far a writer's documents have got: its id, and the

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/juju/worker/v4/workertest"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	gc "gopkg.in/check.v1"
 
@@ -201,4 +203,54 @@ func (s *workerSuite) TestADisconnectOfAKeyAnotherIndexStillHoldsIsNoChange(c *g
 	c.Assert(b.Sync(), gc.IsNil)
 	notices = s.notices(c)
 	c.Assert(notices[len(notices)-1].Changes, gc.DeepEquals, schema.NoticeChanges{{Model: modelA.Id(), Key: "a"}})
+}
+
+// pingSlotWithin waits up to timeout for a ping document of slot in base,
+// moving the batcher's clock on meanwhile, so that a flush a kick asked
+// for (at most one a kick gap) comes.
+func (s *workerSuite) pingSlotWithin(c *gc.C, base *mongo.Collection, slot int64, timeout time.Duration) {
+	agenttest.WaitFor(c, timeout, fmt.Sprintf("the ping document of slot %d", slot), func() bool {
+		s.clock.Advance(100 * time.Millisecond)
+		for _, doc := range s.pingDocs(c, base) {
+			if doc.Slot == slot {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (s *workerSuite) TestANoticeWhoseRepliesAreSlowDelaysNoFlushAfterIt(c *gc.C) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	defer proxy.Close()
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	a := register(c, b, base, modelA, "a")
+	c.Assert(b.Ping(a, 1), gc.IsNil)
+	c.Assert(b.Sync(), gc.IsNil)
+
+	// Every command on the notices collection now takes slow: the
+	// notice of the flush that writes slot 2 is held that long (twice:
+	// the collection's creation, then the insert).
+	const slow = 3 * time.Second
+	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: slow, MaxDelay: slow, Collection: schema.Notices(base).Name()})
+	c.Assert(b.Ping(register(c, b, base, modelA, "b"), 2), gc.IsNil)
+	s.pingSlotWithin(c, s.base, 2, slow/2)
+
+	// The flushes after it do not wait for it: a key coming up in
+	// slot 3 is written meanwhile.
+	c.Assert(b.Ping(register(c, b, base, modelA, "c"), 3), gc.IsNil)
+	s.pingSlotWithin(c, s.base, 3, slow/2)
+
+	// And both notices come, in order, once the server answers.
+	proxy.SetFaults(agenttest.Faults{})
+	agenttest.WaitFor(c, agenttest.LongWait, "the notices of slots 2 and 3", func() bool {
+		var slots []int64
+		for _, n := range s.notices(c) {
+			slots = append(slots, n.Slot)
+		}
+		return fmt.Sprint(slots) == "[1 2 3]"
+	})
 }

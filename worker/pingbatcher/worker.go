@@ -79,8 +79,12 @@ type PingBatcher struct {
 	beingsRunning sync.WaitGroup
 
 	// notifier is what the notices appended so far announced; only the
-	// loop goroutine uses it.
-	notifier notifier
+	// loop goroutine uses it. A notice is appended on a goroutine of its
+	// own (see notify), one at a time: noticeDone receives its result,
+	// and noticeRunning lets the loop's end wait for it.
+	notifier      notifier
+	noticeDone    chan noticeResult
+	noticeRunning sync.WaitGroup
 
 	// mu guards the fields below. It is never held across a database
 	// call.
@@ -153,6 +157,7 @@ func New(config Config) (*PingBatcher, error) {
 		rand:       rand.New(rand.NewChaCha8(seed)),
 		w:          newWriterState(),
 		beingsDone: make(chan error, 1),
+		noticeDone: make(chan noticeResult, 1),
 	}
 	if err := catacomb.Invoke(catacomb.Plan{
 		Name: "ping batcher",
