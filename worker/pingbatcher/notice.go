@@ -158,14 +158,14 @@ func (b *PingBatcher) startNotice() {
 	}
 	n.written = changeList{}
 	n.busy, n.sent, n.sentPrompt, n.prompt = true, now, n.prompt, false
-	clockNow := b.config.Clock.Now()
+	clockNow, timeout := b.config.Clock.Now(), b.flushTimeout()
 	trim := n.sinceTrim+1 >= maxUntrimmed || (n.sinceTrim+1 >= trimEvery && clockNow.Sub(n.trimmedAt) >= b.config.FlushInterval)
 	b.noticeRunning.Add(1)
 	go func() {
 		defer b.noticeRunning.Done()
 		var res noticeResult
-		if res.err = b.appendNotice(doc); res.err == nil && trim {
-			b.trimNotices()
+		if res.err = b.appendNotice(doc, timeout); res.err == nil && trim {
+			b.trimNotices(timeout)
 			res.trimmedAt = clockNow
 		}
 		b.noticeDone <- res
@@ -220,11 +220,11 @@ func (w written) movedOn(since written) bool {
 	return w.slot > 0 && (w.writer != since.writer || w.slot > since.slot)
 }
 
-// trimNotices trims the notices collection to its bound, within a
-// flush's deadline. A failure is counted, logged at debug and left to
+// trimNotices trims the notices collection to its bound, within timeout
+// (a flush's deadline, see flushTimeout). A failure is counted, logged at debug and left to
 // the next trim: the notices only grow meanwhile.
-func (b *PingBatcher) trimNotices() {
-	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
+func (b *PingBatcher) trimNotices(timeout time.Duration) {
+	ctx, cancel := catacomb.Call(&b.catacomb, timeout)
 	defer cancel()
 	trimmed, err := schema.TrimNotices(ctx, b.config.Base)
 	b.mu.Lock()
@@ -238,13 +238,13 @@ func (b *PingBatcher) trimNotices() {
 	}
 }
 
-// appendNotice appends doc, within a flush's deadline, creating the
-// notices collection first: every time, since an insert into a collection
-// that was dropped would make an uncapped one, which readers cannot tail
-// and nothing bounds. The creation of a collection that exists fails at
-// once.
-func (b *PingBatcher) appendNotice(doc schema.NoticeDoc) error {
-	ctx, cancel := catacomb.Call(&b.catacomb, b.flushTimeout())
+// appendNotice appends doc, within timeout (a flush's deadline, see
+// flushTimeout), creating the notices collection first: every time, since
+// an insert into a collection that was dropped would make an uncapped
+// one, which readers cannot tail and nothing bounds. The creation of a
+// collection that exists fails at once.
+func (b *PingBatcher) appendNotice(doc schema.NoticeDoc, timeout time.Duration) error {
+	ctx, cancel := catacomb.Call(&b.catacomb, timeout)
 	defer cancel()
 	if err := schema.EnsureNotices(ctx, b.config.Base); err != nil {
 		return errors.Trace(err)
