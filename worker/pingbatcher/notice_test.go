@@ -25,6 +25,14 @@ func (s *workerSuite) notices(c *gc.C) []schema.NoticeDoc {
 	return out
 }
 
+// proxied returns a wire proxy in front of the server, which the caller
+// must close, and the base collection through it.
+func (s *workerSuite) proxied(c *gc.C) (*agenttest.Proxy, *mongo.Collection) {
+	proxy, uri, err := s.Server.NewProxy()
+	c.Assert(err, gc.IsNil)
+	return proxy, s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+}
+
 func (s *workerSuite) TestAFlushAppendsANoticeOnlyForAPromptChangeOrANewSlot(c *gc.C) {
 	b := s.newBatcher(c, s.base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
@@ -152,10 +160,8 @@ func (s *workerSuite) TestTheNoticesStayBoundedWhereTheServerDoesNotCapThem(c *g
 }
 
 func (s *workerSuite) TestTheChangesOfAFailedFlushGoWithTheNextNotice(c *gc.C) {
-	proxy, uri, err := s.Server.NewProxy()
-	c.Assert(err, gc.IsNil)
+	proxy, base := s.proxied(c)
 	defer proxy.Close()
-	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
 	b := s.newBatcher(c, base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	a := register(c, b, base, modelA, "a")
@@ -221,10 +227,8 @@ func (s *workerSuite) pingSlotWithin(c *gc.C, base *mongo.Collection, slot int64
 }
 
 func (s *workerSuite) TestANoticeWhoseRepliesAreSlowDelaysNoFlushAfterIt(c *gc.C) {
-	proxy, uri, err := s.Server.NewProxy()
-	c.Assert(err, gc.IsNil)
+	proxy, base := s.proxied(c)
 	defer proxy.Close()
-	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
 	b := s.newBatcher(c, base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	a := register(c, b, base, modelA, "a")
