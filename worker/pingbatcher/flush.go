@@ -201,7 +201,6 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 		b.stats.indexesEnsured = true
 	}
 	b.checkBeings(call)
-	b.checkRemoved(call)
 	out := b.snapshot(b.beingsBusy)
 	if out.waitBeings {
 		// This flush must write beings while another write of them
@@ -243,6 +242,8 @@ func (b *PingBatcher) flush(call caller) (int, error) {
 			return 0, b.failed(err)
 		}
 	}
+	// After the writes, so that a slow read delays no ping.
+	b.checkRemoved(call)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.markWritten(out, !out.pingsFirst) {

@@ -76,3 +76,21 @@ func (s *workerSuite) TestAWriterStillServingARemovedModelIsNotRetired(c *gc.C) 
 	c.Assert(b.Sync(), gc.IsNil)
 	c.Assert(b.Report()["writers-retired"], gc.Equals, int64(1))
 }
+
+func (s *workerSuite) TestASlowReadOfTheRemovalMarkersDelaysNoPing(c *gc.C) {
+	proxy, base := s.proxied(c)
+	defer proxy.Close()
+	b := s.newBatcher(c, base, never)
+	defer workertest.CleanKill(agenttest.C(c), b)
+	ida, _ := pingAB(c, b, base)
+	c.Assert(b.Sync(), gc.IsNil)
+	// Model A is no longer served: the next flush reads the markers,
+	// which now take slow to come.
+	b.Release(ida)
+	const slow = 3 * time.Second
+	proxy.SetFaults(agenttest.Faults{Delay: 1, MinDelay: slow, MaxDelay: slow, Collection: schema.Removed(base).Name()})
+
+	// A key coming up in slot 2 is written meanwhile.
+	c.Assert(b.Ping(register(c, b, base, modelB, "c"), 2), gc.IsNil)
+	s.pingSlotWithin(c, s.base, 2, slow/2)
+}
