@@ -221,8 +221,8 @@ func (w written) movedOn(since written) bool {
 }
 
 // trimNotices trims the notices collection to its bound, within timeout
-// (a flush's deadline, see flushTimeout). A failure is counted, logged at debug and left to
-// the next trim: the notices only grow meanwhile.
+// (a flush's deadline, see flushTimeout). A failure is counted, logged at
+// debug and left to the next trim: the notices only grow meanwhile.
 func (b *PingBatcher) trimNotices(timeout time.Duration) {
 	ctx, cancel := catacomb.Call(&b.catacomb, timeout)
 	defer cancel()
