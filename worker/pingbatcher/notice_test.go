@@ -14,6 +14,7 @@ import (
 
 	"github.com/presencekit/presence/agenttest"
 	"github.com/presencekit/presence/internal/schema"
+	"github.com/presencekit/presence/worker/pingbatcher"
 )
 
 // notices returns the notices appended so far, oldest first.
@@ -25,12 +26,14 @@ func (s *workerSuite) notices(c *gc.C) []schema.NoticeDoc {
 	return out
 }
 
-// proxied returns a wire proxy in front of the server, which the caller
-// must close, and the base collection through it.
-func (s *workerSuite) proxied(c *gc.C) (*agenttest.Proxy, *mongo.Collection) {
+// proxiedBatcher returns a wire proxy in front of the server, the base
+// collection through it, and a batcher on that base that flushes only
+// when asked; the caller must close the proxy and kill the batcher.
+func (s *workerSuite) proxiedBatcher(c *gc.C) (*agenttest.Proxy, *mongo.Collection, *pingbatcher.PingBatcher) {
 	proxy, uri, err := s.Server.NewProxy()
 	c.Assert(err, gc.IsNil)
-	return proxy, s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	base := s.NewClient(c, options.Client().ApplyURI(uri)).Database(s.DB.Name()).Collection("presence")
+	return proxy, base, s.newBatcher(c, base, never)
 }
 
 func (s *workerSuite) TestAFlushAppendsANoticeOnlyForAPromptChangeOrANewSlot(c *gc.C) {
@@ -160,9 +163,8 @@ func (s *workerSuite) TestTheNoticesStayBoundedWhereTheServerDoesNotCapThem(c *g
 }
 
 func (s *workerSuite) TestTheChangesOfAFailedFlushGoWithTheNextNotice(c *gc.C) {
-	proxy, base := s.proxied(c)
+	proxy, base, b := s.proxiedBatcher(c)
 	defer proxy.Close()
-	b := s.newBatcher(c, base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	a := register(c, b, base, modelA, "a")
 	other := register(c, b, base, modelA, "b")
@@ -227,9 +229,8 @@ func (s *workerSuite) pingSlotWithin(c *gc.C, base *mongo.Collection, slot int64
 }
 
 func (s *workerSuite) TestANoticeWhoseRepliesAreSlowDelaysNoFlushAfterIt(c *gc.C) {
-	proxy, base := s.proxied(c)
+	proxy, base, b := s.proxiedBatcher(c)
 	defer proxy.Close()
-	b := s.newBatcher(c, base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	a := register(c, b, base, modelA, "a")
 	c.Assert(b.Ping(a, 1), gc.IsNil)

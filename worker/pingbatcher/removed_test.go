@@ -78,9 +78,8 @@ func (s *workerSuite) TestAWriterStillServingARemovedModelIsNotRetired(c *gc.C) 
 }
 
 func (s *workerSuite) TestASlowReadOfTheRemovalMarkersDelaysNoPing(c *gc.C) {
-	proxy, base := s.proxied(c)
+	proxy, base, b := s.proxiedBatcher(c)
 	defer proxy.Close()
-	b := s.newBatcher(c, base, never)
 	defer workertest.CleanKill(agenttest.C(c), b)
 	ida, _ := pingAB(c, b, base)
 	c.Assert(b.Sync(), gc.IsNil)
